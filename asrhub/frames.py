@@ -1,0 +1,221 @@
+"""The closed set of immutable frames that flow through a session's stream.
+
+Two families travel on one ordered stream:
+
+* internal frames that never leave the hub: :class:`RawAudio` (bytes as the client sent them),
+  :class:`AudioChunk` (decoded mono float32 samples) and :class:`Segment` (one utterance's audio
+  for a batch engine);
+* wire events (:class:`Event` subclasses), each with the ``type`` string of the wire contract and
+  a JSON round-trip through :meth:`Event.to_dict` / :func:`event_from_dict`.
+
+Every frame is a frozen, slotted dataclass: several subscribers share one instance, so nothing may
+mutate it. Sample arrays are made read-only for the same reason. Times are *stream* seconds,
+derived from the number of samples received, never from a clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, TypeAlias
+
+import numpy as np
+import numpy.typing as npt
+
+Samples: TypeAlias = npt.NDArray[np.float32]
+
+TARGET_RATE = 16_000
+"""The rate every operator after ``resample`` works at."""
+
+
+def _freeze(array: Samples) -> Samples:
+    if array.flags.writeable:
+        array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, slots=True)
+class RawAudio:
+    """Audio bytes exactly as a client sent them, before ``decode``."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """Mono float32 samples in [-1, 1] at ``sample_rate``.
+
+    ``start`` is the stream time of the first sample; ``seq`` counts chunks from 0.
+    """
+
+    samples: Samples
+    sample_rate: int
+    start: float
+    seq: int
+
+    def __post_init__(self) -> None:
+        _freeze(self.samples)
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / self.sample_rate
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """One utterance's audio, ready for a batch engine.
+
+    ``final`` is False for an in-progress snapshot of a growing utterance (the provider may
+    decode it for a partial result, or shed it under load); True for the whole utterance, which
+    must produce exactly one ``transcript.final`` or one ``error``.
+    """
+
+    segment_id: int
+    samples: Samples
+    sample_rate: int
+    start: float
+    end: float
+    final: bool = True
+
+    def __post_init__(self) -> None:
+        _freeze(self.samples)
+
+
+# --------------------------------------------------------------------------- wire events
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of every hub → client message. ``type`` is the contract's name for it."""
+
+    type: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("omit_none"):
+                continue
+            if isinstance(value, tuple):
+                value = [w.to_dict() if isinstance(w, Word) else w for w in value]
+            out[f.name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"word": self.word, "start": self.start, "end": self.end, "probability": self.probability}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted(Event):
+    type: ClassVar[str] = "session.started"
+    session_id: str
+    config: dict[str, Any]
+    resume_token: str | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted(Event):
+    type: ClassVar[str] = "vad.speech_started"
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechEnded(Event):
+    type: ClassVar[str] = "vad.speech_ended"
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class WakeWordDetected(Event):
+    type: ClassVar[str] = "wakeword.detected"
+    name: str
+    score: float
+    t: float
+
+
+@dataclass(frozen=True, slots=True)
+class PartialTranscript(Event):
+    type: ClassVar[str] = "transcript.partial"
+    segment_id: int
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class FinalTranscript(Event):
+    type: ClassVar[str] = "transcript.final"
+    segment_id: int
+    text: str
+    start: float
+    end: float
+    provider: str
+    language: str | None = None
+    words: tuple[Word, ...] | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent(Event):
+    """A contract ``error``. ``fatal`` errors end the session; others leave it running.
+
+    ``segment_id`` (an extension of the contract) names the utterance an error replaced, so a
+    client can count exactly one final-or-error per utterance.
+    """
+
+    type: ClassVar[str] = "error"
+    code: str
+    message: str
+    fatal: bool = False
+    segment_id: int | None = field(default=None, metadata={"omit_none": True})
+
+
+@dataclass(frozen=True, slots=True)
+class Pong(Event):
+    type: ClassVar[str] = "pong"
+    id: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed(Event):
+    type: ClassVar[str] = "session.closed"
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.type: cls
+    for cls in (
+        SessionStarted,
+        SpeechStarted,
+        SpeechEnded,
+        WakeWordDetected,
+        PartialTranscript,
+        FinalTranscript,
+        ErrorEvent,
+        Pong,
+        SessionClosed,
+    )
+}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from its wire form (the inverse of :meth:`Event.to_dict`)."""
+    cls = EVENT_TYPES[data["type"]]
+    kwargs = {f.name: data.get(f.name) for f in fields(cls) if f.name in data}
+    if cls is FinalTranscript and kwargs.get("words") is not None:
+        kwargs["words"] = tuple(Word(**w) for w in kwargs["words"])
+    return cls(**kwargs)
+
+
+Frame: TypeAlias = RawAudio | AudioChunk | Segment | Event
+"""Anything that travels on a session's stream."""
