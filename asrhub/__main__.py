@@ -1,0 +1,5 @@
+import sys
+
+from asrhub.cli import main
+
+sys.exit(main())

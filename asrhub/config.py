@@ -1,0 +1,101 @@
+"""Session configuration (what a client asks for) and hub limits (what the operator allows).
+
+Both are msgspec Structs: parsing a client's ``session.start`` config validates every field and
+fills defaults in one step, and the error names the offending path (``$.audio.sample_rate``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+Encoding = Literal["pcm_s16le", "pcm_f32le", "wav", "opus", "ogg", "webm", "mp3", "flac", "auto"]
+"""``auto`` (an extension) lets the decoder probe a container; the contract's names are kept."""
+
+
+class AudioFormat(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=False):
+    encoding: Encoding = "pcm_s16le"
+    sample_rate: Annotated[int, Meta(ge=4000, le=384_000)] = 16_000
+    channels: Annotated[int, Meta(ge=1, le=32)] = 1
+
+
+class VadConfig(msgspec.Struct, frozen=True, kw_only=True):
+    enabled: bool = True
+    aggressiveness: Annotated[int, Meta(ge=0, le=3)] = 2
+    silence_ms: Annotated[int, Meta(ge=50, le=10_000)] = 500
+    """Hangover: how long speech must be absent before ``vad.speech_ended``."""
+    start_ms: Annotated[int, Meta(ge=10, le=2_000)] = 90
+    """How much voiced audio (within a short window) opens an utterance."""
+    preroll_ms: Annotated[int, Meta(ge=0, le=2_000)] = 300
+    """Audio kept from before the start so the first syllable is not cut."""
+
+
+class WakewordConfig(msgspec.Struct, frozen=True, kw_only=True):
+    enabled: bool = False
+    names: tuple[str, ...] = ("hey_jarvis",)
+    threshold: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    timeout_s: Annotated[float, Meta(gt=0.0, le=120.0)] = 8.0
+    """After a detection, how long the gate stays open waiting for the utterance to end."""
+
+
+class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``config`` object of ``session.start`` (every field optional)."""
+
+    provider: str | tuple[str, ...] | None = None
+    """One provider name, or an ordered failover list. ``None``: the hub's default."""
+    language: str | None = None
+    audio: AudioFormat = AudioFormat()
+    vad: VadConfig = VadConfig()
+    wakeword: WakewordConfig = WakewordConfig()
+    partials: bool = True
+    prompt: str | None = None
+    """Extension: initial prompt / vocabulary hint passed to engines that take one."""
+    word_timestamps: bool = True
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        if self.provider is None:
+            return ()
+        return (self.provider,) if isinstance(self.provider, str) else self.provider
+
+    def to_dict(self) -> dict[str, Any]:
+        result: dict[str, Any] = msgspec.to_builtins(self)
+        return result
+
+
+class Limits(msgspec.Struct, frozen=True, kw_only=True):
+    """Every bound the hub enforces, with its default. Each has a documented consequence."""
+
+    max_sessions: Annotated[int, Meta(ge=1)] = 4000
+    """Open sessions at once; one more is refused with ``capacity``."""
+    max_sessions_per_key: Annotated[int, Meta(ge=1)] = 1000
+    """Open sessions per API key; one more is refused with ``capacity``."""
+    max_frame_bytes: Annotated[int, Meta(ge=1024)] = 1 << 20
+    """One audio frame; larger is refused with ``too_large`` (the session survives)."""
+    max_pending_segments: Annotated[int, Meta(ge=1)] = 3
+    """Utterances of one session waiting for their final; ``feed`` waits while at the bound."""
+    max_utterance_s: Annotated[float, Meta(gt=1.0, le=600.0)] = 30.0
+    """An utterance longer than this is force-split."""
+    min_utterance_s: Annotated[float, Meta(ge=0.0, le=5.0)] = 0.25
+    """Shorter utterances (clicks, blips) are dropped without a transcript."""
+    fixed_window_s: Annotated[float, Meta(gt=1.0, le=600.0)] = 10.0
+    """With VAD off, batch engines get windows of this length."""
+    partial_interval_s: Annotated[float, Meta(gt=0.05)] = 1.0
+    """Stream seconds between two partial decodes of a growing utterance."""
+    idle_timeout_s: Annotated[float, Meta(gt=0.0)] = 60.0
+    """A session that receives nothing for this long is closed with ``timeout``."""
+    subscriber_queue: Annotated[int, Meta(ge=4)] = 256
+    """Events queued for one slow subscriber; past it partials are shed, then ``slow_consumer``."""
+    resume_window_s: Annotated[float, Meta(ge=0.0)] = 30.0
+    """How long a dropped session waits for its client to resume it."""
+    provider_timeout_s: Annotated[float, Meta(gt=0.0)] = 60.0
+    """One transcription call longer than this fails with ``provider_failed`` (or fails over)."""
+
+
+def parse_session_config(data: Any) -> SessionConfig:
+    """Validate a client's config object. Raises :class:`msgspec.ValidationError` with the path."""
+    if data is None:
+        return SessionConfig()
+    return msgspec.convert(data, SessionConfig, strict=True)

@@ -1,0 +1,120 @@
+"""Bounded, backpressure-aware delivery of one session's events to one subscriber.
+
+Each transport connection reads a session through its own :class:`EventQueue`. Events are pushed
+into it the moment they exist (no polling) and the connection drains it at its own pace. The
+queue is bounded; when a client reads too slowly:
+
+1. a partial replaces the queued partial of the same utterance (it is superseded anyway);
+2. at the bound, the oldest queued partial is dropped;
+3. if only events that must not be lost remain (finals, errors, VAD events), the queue stops
+   taking events and reports ``slow_consumer``: the transport closes that client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING
+
+from .frames import ErrorEvent, Event, PartialTranscript
+
+if TYPE_CHECKING:
+    from reactivex import Observable
+
+    from .session import Session
+
+SLOW_CONSUMER = ErrorEvent(
+    code="slow_consumer", message="the client does not read its results fast enough", fatal=True
+)
+
+
+class EventQueue:
+    def __init__(self, source: Session | Observable[Event], maxsize: int) -> None:
+        self.maxsize = maxsize
+        self.dropped_partials = 0
+        self.overflowed = False
+        self._items: deque[Event] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._finished = False
+        events = source.events if hasattr(source, "events") else source
+        self._subscription = events.subscribe(
+            on_next=self._put, on_error=self._on_error, on_completed=self._on_completed
+        )
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _put(self, event: Event) -> None:
+        if self._finished:
+            return
+        items = self._items
+        if isinstance(event, PartialTranscript):
+            for i in range(len(items) - 1, -1, -1):
+                queued = items[i]
+                if isinstance(queued, PartialTranscript) and queued.segment_id == event.segment_id:
+                    items[i] = event
+                    self.dropped_partials += 1
+                    return
+        if len(items) >= self.maxsize:
+            for i, queued in enumerate(items):
+                if isinstance(queued, PartialTranscript):
+                    del items[i]
+                    self.dropped_partials += 1
+                    break
+            else:
+                if isinstance(event, PartialTranscript):
+                    self.dropped_partials += 1
+                    return
+                self.overflowed = True
+                items.append(SLOW_CONSUMER)
+                self._stop()
+                return
+        items.append(event)
+        self._wake()
+
+    def _on_error(self, exc: Exception) -> None:
+        self._items.append(ErrorEvent(code="provider_failed", message=str(exc), fatal=True))
+        self._stop()
+
+    def _on_completed(self) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        self._finished = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def get(self) -> Event | None:
+        """The next event, or None once the session's stream has ended and the queue is drained."""
+        while not self._items:
+            if self._finished:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def get_nowait(self) -> Event | None:
+        return self._items.popleft() if self._items else None
+
+    def __aiter__(self) -> EventQueue:
+        return self
+
+    async def __anext__(self) -> Event:
+        event = await self.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    def close(self) -> None:
+        """Detach from the session (idempotent); queued events are discarded."""
+        self._finished = True
+        self._subscription.dispose()
+        self._items.clear()
+        self._wake()

@@ -1,0 +1,55 @@
+"""Backpressure for a push-based stream: a per-session count of work in flight.
+
+Rx has no backpressure of its own. A provider stage calls :meth:`Pending.acquire` when an
+utterance enters it and :meth:`Pending.release` when that utterance's final (or error) has left;
+``Session.feed`` awaits :meth:`Pending.wait_ready` so a busy engine turns into a slower reader on
+the client's socket, not into memory growth. Everything here runs on the event loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+
+class Pending:
+    __slots__ = ("count", "limit", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self.count = 0
+        self.limit = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def ready(self) -> bool:
+        return self.count < self.limit
+
+    def acquire(self) -> None:
+        self.count += 1
+
+    def release(self) -> None:
+        if self.count > 0:
+            self.count -= 1
+        if self.count < self.limit:
+            self._wake()
+
+    async def wait_ready(self) -> None:
+        while self.count >= self.limit:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if not fut.done():
+                    fut.cancel()
+
+    def open_all(self) -> None:
+        """Release every waiter for good (the session closed): ``feed`` must never hang."""
+        self.limit = 1 << 30
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)

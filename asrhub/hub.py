@@ -1,0 +1,183 @@
+"""The hub: providers, limits and the live sessions of one process.
+
+``open`` is synchronous on purpose: checking capacity, allocating the id and registering the
+session happen with no ``await`` in between, so two concurrent opens can never both pass a
+capacity check that only one of them should pass (the old system's check-then-act race).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+import structlog
+
+from .config import Limits, SessionConfig, parse_session_config
+from .errors import HubError
+from .flow import Pending
+from .frames import Samples
+from .pipeline import PipelineFactory, SessionContext
+from .provider import Provider, ProviderError, Transcription
+from .session import Session
+
+NO_PROVIDER = "none"
+"""Provider name that runs the pipeline for VAD / wake-word events only."""
+
+log = structlog.get_logger("asrhub.hub")
+
+
+class Hub:
+    def __init__(
+        self,
+        *,
+        providers: Mapping[str, Provider],
+        pipeline_factory: PipelineFactory,
+        default_provider: str = NO_PROVIDER,
+        limits: Limits | None = None,
+    ) -> None:
+        self.providers = dict(providers)
+        self.default_provider = default_provider
+        self.limits = limits or Limits()
+        self.pipeline_factory = pipeline_factory
+        self.sessions: dict[str, Session] = {}
+        self._per_key: Counter[str] = Counter()
+        self._key_of: dict[str, str] = {}
+        self.accepting = True
+        self.opened_total = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Load every provider's model before the first session is accepted."""
+        for provider in self.providers.values():
+            await provider.start()
+
+    async def shutdown(self, grace_s: float = 30.0) -> None:
+        """Stop accepting, flush every open session to its final transcripts, release engines."""
+        self.accepting = False
+        sessions = list(self.sessions.values())
+        if sessions:
+            done, _ = await asyncio.wait(
+                [asyncio.ensure_future(s.end()) for s in sessions], timeout=grace_s
+            )
+            for session in sessions:
+                session.close("shutdown")
+        for provider in self.providers.values():
+            await provider.close()
+
+    # ------------------------------------------------------------------ sessions
+
+    def resolve_config(self, config: SessionConfig | Mapping[str, Any] | None) -> SessionConfig:
+        """Validate a client's config and fill in the hub's defaults."""
+        if not isinstance(config, SessionConfig):
+            try:
+                config = parse_session_config(config)
+            except msgspec.ValidationError as exc:
+                raise HubError("bad_message", f"invalid session config: {exc}") from None
+        if config.provider is None:
+            config = msgspec.structs.replace(config, provider=self.default_provider)
+        for name in config.providers:
+            if name != NO_PROVIDER and name not in self.providers:
+                known = ", ".join(sorted([*self.providers, NO_PROVIDER]))
+                raise HubError("unknown_provider", f"unknown provider {name!r}; this hub has: {known}")
+        if NO_PROVIDER in config.providers and len(config.providers) > 1:
+            raise HubError("bad_message", "provider 'none' cannot be part of a failover list")
+        return config
+
+    def open(
+        self,
+        config: SessionConfig | Mapping[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        transport: str = "inproc",
+        session_id: str | None = None,
+    ) -> Session:
+        """Open a session. Raises :class:`HubError` (``capacity``, ``unknown_provider``, …)."""
+        resolved = self.resolve_config(config)
+        if not self.accepting:
+            raise HubError("capacity", "the hub is shutting down", fatal=True)
+        if len(self.sessions) >= self.limits.max_sessions:
+            raise HubError("capacity", f"the hub is at its limit of {self.limits.max_sessions} sessions", fatal=True)
+        if key is not None and self._per_key[key] >= self.limits.max_sessions_per_key:
+            raise HubError(
+                "capacity",
+                f"this API key is at its limit of {self.limits.max_sessions_per_key} sessions",
+                fatal=True,
+            )
+        if session_id is None:
+            session_id = secrets.token_urlsafe(12)
+        elif session_id in self.sessions:
+            raise HubError("bad_message", f"session {session_id!r} is already open", fatal=True)
+        providers = tuple(self.providers[n] for n in resolved.providers if n != NO_PROVIDER)
+        ctx = SessionContext(
+            session_id=session_id,
+            config=resolved,
+            limits=self.limits,
+            providers=providers,
+            pending=Pending(self.limits.max_pending_segments),
+            log=log.bind(session_id=session_id, provider="+".join(resolved.providers), transport=transport),
+            transport=transport,
+        )
+        try:
+            pipeline = self.pipeline_factory(ctx)
+            session = Session(ctx, pipeline, on_closed=self._forget)
+        except HubError:
+            raise
+        except Exception as exc:
+            ctx.log.error("session could not start", error=repr(exc))
+            raise HubError("bad_message", f"session could not start: {exc}", fatal=True) from exc
+        self.sessions[session_id] = session
+        self.opened_total += 1
+        if key is not None:
+            self._per_key[key] += 1
+            self._key_of[session_id] = key
+        ctx.log.debug("session opened")
+        return session
+
+    def get(self, session_id: str) -> Session | None:
+        return self.sessions.get(session_id)
+
+    def _forget(self, session: Session) -> None:
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
+        key = self._key_of.pop(session.id, None)
+        if key is not None:
+            self._per_key[key] -= 1
+            if self._per_key[key] <= 0:
+                del self._per_key[key]
+        session.ctx.log.debug("session closed", reason=session.close_reason)
+
+    # ------------------------------------------------------------------ batch
+
+    async def transcribe(
+        self,
+        samples: Samples,
+        *,
+        provider: str | tuple[str, ...] | None = None,
+        language: str | None = None,
+        prompt: str | None = None,
+    ) -> tuple[str, Transcription]:
+        """Transcribe 16 kHz mono audio with the named provider (or failover list).
+
+        Returns the name of the provider that served it and its transcription.
+        """
+        config = self.resolve_config({"provider": provider} if provider is not None else None)
+        names = [n for n in config.providers if n != NO_PROVIDER]
+        if not names:
+            raise HubError("unknown_provider", "provider 'none' does not transcribe")
+        failures: list[str] = []
+        for name in names:
+            try:
+                result = await asyncio.wait_for(
+                    self.providers[name].transcribe(samples, language=language, prompt=prompt),
+                    self.limits.provider_timeout_s * max(1.0, len(samples) / 16_000 / 30.0),
+                )
+            except (ProviderError, TimeoutError, OSError) as exc:
+                failures.append(f"{name}: {exc or type(exc).__name__}")
+                continue
+            return name, result
+        raise HubError("provider_failed", "; ".join(failures))

@@ -1,0 +1,42 @@
+"""The vocabulary shared by operators, providers and the session: what an operator is and what
+it may know about the session it serves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import structlog
+from reactivex import Observable
+
+from .config import Limits, SessionConfig
+from .flow import Pending
+from .frames import Frame
+
+if TYPE_CHECKING:
+    from .provider import Provider
+
+Operator: TypeAlias = Callable[[Observable[Frame]], Observable[Frame]]
+"""Every stage of a session: a function from a frame stream to a frame stream."""
+
+
+@dataclass(slots=True)
+class SessionContext:
+    """Per-session facts handed to the pipeline factory and to a provider's stage."""
+
+    session_id: str
+    config: SessionConfig
+    limits: Limits
+    providers: tuple[Provider, ...]
+    """The resolved failover list; empty for provider ``none``."""
+    pending: Pending
+    log: Any = field(default_factory=structlog.get_logger)
+    transport: str = "inproc"
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+class PipelineFactory(Protocol):
+    """Builds one session's whole chain (decode → … → provider stage) from its context."""
+
+    def __call__(self, ctx: SessionContext) -> Operator: ...

@@ -1,0 +1,83 @@
+"""The provider protocol: what every ASR engine offers the hub.
+
+A provider is loaded once per process and shared by every session. It offers:
+
+* ``transcribe`` — batch: one 16 kHz mono float32 array (a segment or a whole file) in, one
+  :class:`Transcription` out. Every provider has it; failover and ``/v1/transcribe`` use it.
+* ``stage`` — the last operator of a session's chain, built per session from the shared engine:
+  it turns :class:`~asrhub.frames.Segment` frames (batch engines) or
+  :class:`~asrhub.frames.AudioChunk` frames (streaming engines) into transcript events.
+
+Providers are found through :mod:`asrhub.registry` (the ``asrhub.providers`` entry-point group);
+the core never imports a concrete engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from .frames import Samples, Word
+
+if TYPE_CHECKING:
+    from .pipeline import Operator, SessionContext
+
+
+class ProviderError(Exception):
+    """An engine failed on one request. Becomes ``provider_failed`` (or triggers failover)."""
+
+    code = "provider_failed"
+
+
+class ProviderUnavailable(Exception):
+    """An engine cannot be used at all (not installed, no model, no credentials)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    streaming: bool = False
+    """True: consumes audio chunks as they come (Vosk). False: consumes whole utterances."""
+    partials: bool = True
+    word_timestamps: bool = False
+    languages: tuple[str, ...] | None = None
+    """Languages it can transcribe; None when it takes any language name."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimedText:
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class Transcription:
+    text: str
+    language: str | None = None
+    words: tuple[Word, ...] | None = None
+    segments: tuple[TimedText, ...] = field(default_factory=tuple)
+    """Sub-utterance pieces with times relative to the audio's start (for file transcription)."""
+    duration: float = 0.0
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    async def start(self) -> None:
+        """Load models / open clients. Called once, before the hub accepts sessions."""
+
+    async def close(self) -> None:
+        """Release everything ``start`` acquired."""
+
+    async def transcribe(
+        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+    ) -> Transcription:
+        """Transcribe 16 kHz mono float32 audio. Raises :class:`ProviderError` on failure."""
+
+    def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
+        """The per-session operator ending the chain; ``fallbacks`` serve utterances it fails."""
+
+    def describe(self) -> dict[str, Any]:
+        """Name, capabilities, model, for ``/v1/models`` and ``asrhub providers``."""

@@ -1,0 +1,160 @@
+"""One audio session: an input subject, one composed pipeline, one shared output.
+
+Lifecycle::
+
+    OPEN --end()--> ENDING --(pipeline flushed)--> CLOSED
+      \\______________ close() / fatal error / idle timeout ____/
+
+Every method runs on the event loop thread. ``close`` is idempotent and has no ``await`` inside,
+so two callers racing to close (a transport's ``finally`` and the idle timer, say) cannot
+interleave: the first one closes, the second one finds it closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from enum import Enum
+
+from reactivex import Observable
+from reactivex.abc import DisposableBase
+from reactivex.subject import Subject
+
+from .errors import HubError
+from .frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed
+from .pipeline import Operator, SessionContext
+
+
+class State(Enum):
+    OPEN = "open"
+    ENDING = "ending"
+    CLOSED = "closed"
+
+
+class Session:
+    def __init__(
+        self,
+        ctx: SessionContext,
+        pipeline: Operator,
+        *,
+        on_closed: Callable[[Session], None] = lambda _s: None,
+    ) -> None:
+        self.ctx = ctx
+        self.id = ctx.session_id
+        self.config = ctx.config
+        self.state = State.OPEN
+        self.close_reason: str | None = None
+        self._loop = asyncio.get_running_loop()
+        self._on_closed = on_closed
+        self._input: Subject[Frame] = Subject()
+        self._output: Subject[Event] = Subject()
+        self._done: asyncio.Future[str] = self._loop.create_future()
+        self._last_input = self._loop.time()
+        self._idle = self._loop.call_later(ctx.limits.idle_timeout_s, self._check_idle)
+        self.bytes_in = 0
+        self._subscription: DisposableBase | None = None
+        self._subscription = self._input.pipe(pipeline).subscribe(
+            on_next=self._on_frame, on_error=self._on_error, on_completed=self._on_completed
+        )
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def events(self) -> Observable[Event]:
+        """Every event of this session, pushed as it happens; completes after ``session.closed``.
+
+        Subscribe before the first ``feed``: events are not replayed to late subscribers.
+        """
+        return self._output
+
+    async def feed(self, data: bytes) -> None:
+        """Append audio. Returns once the session can take more (backpressure)."""
+        if self.state is not State.OPEN:
+            raise HubError("bad_message", f"audio after the session {'ended' if self.state is State.ENDING else 'closed'}")
+        if len(data) > self.ctx.limits.max_frame_bytes:
+            raise HubError(
+                "too_large",
+                f"audio frame of {len(data)} bytes exceeds the limit of {self.ctx.limits.max_frame_bytes}",
+            )
+        self._last_input = self._loop.time()
+        self.bytes_in += len(data)
+        self._input.on_next(RawAudio(data))
+        pending = self.ctx.pending
+        if not pending.ready:
+            await pending.wait_ready()
+
+    async def end(self) -> str:
+        """Flush: every buffered utterance gets its final, then ``session.closed``."""
+        if self.state is State.OPEN:
+            self.state = State.ENDING
+            self._idle.cancel()
+            self._input.on_completed()
+        return await asyncio.shield(self._done)
+
+    def close(self, reason: str = "closed") -> None:
+        """Stop now, dropping whatever is buffered. Idempotent."""
+        self._finish(reason)
+
+    async def wait_closed(self) -> str:
+        return await asyncio.shield(self._done)
+
+    async def iter_events(self, maxsize: int | None = None) -> AsyncIterator[Event]:
+        """``async for`` over the events through a bounded queue (see :mod:`asrhub.delivery`)."""
+        from .delivery import EventQueue
+
+        queue = EventQueue(self, maxsize or self.ctx.limits.subscriber_queue)
+        try:
+            async for event in queue:
+                yield event
+        finally:
+            queue.close()
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    # ------------------------------------------------------------------ internals
+
+    def _on_frame(self, frame: Frame) -> None:
+        if isinstance(frame, Event):
+            self._output.on_next(frame)
+            if isinstance(frame, ErrorEvent) and frame.fatal:
+                self._finish("error")
+
+    def _on_error(self, exc: Exception) -> None:
+        code = exc.code if isinstance(exc, HubError) else "provider_failed"
+        self._output.on_next(ErrorEvent(code=code, message=str(exc) or type(exc).__name__, fatal=True))
+        self.ctx.log.error("session failed", error=repr(exc))
+        self._finish("error")
+
+    def _on_completed(self) -> None:
+        self._finish("end")
+
+    def _check_idle(self) -> None:
+        if self.state is not State.OPEN:
+            return
+        idle_for = self._loop.time() - self._last_input
+        limit = self.ctx.limits.idle_timeout_s
+        if idle_for >= limit:
+            self._output.on_next(
+                ErrorEvent(code="timeout", message=f"no audio for {limit:g} s", fatal=True)
+            )
+            self._finish("timeout")
+        else:
+            self._idle = self._loop.call_later(limit - idle_for, self._check_idle)
+
+    def _finish(self, reason: str) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.state = State.CLOSED
+        self.close_reason = reason
+        self._idle.cancel()
+        self.ctx.pending.open_all()
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            subscription.dispose()
+        self._output.on_next(SessionClosed(reason=reason))
+        self._output.on_completed()
+        if not self._done.done():
+            self._done.set_result(reason)
+        self._on_closed(self)

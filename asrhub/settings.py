@@ -1,0 +1,54 @@
+"""The one settings object of a hub process.
+
+Read from a TOML file, then ``ASRHUB_…`` environment variables, then CLI flags (later wins).
+See :mod:`asrhub.settings_loader` for the loading rules and ``asrhub config show``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from .config import Limits
+
+
+class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    api_keys: tuple[str, ...] = ()
+    """When non-empty, every endpoint but /healthz and the static UI needs one of these keys."""
+    allowed_origins: tuple[str, ...] = ()
+    """Browser origins allowed to connect (CORS / WebSocket Origin). Empty: same origin and
+    non-browser clients only; ``*`` allows any."""
+    shutdown_grace_s: Annotated[float, Meta(ge=0.0)] = 30.0
+    """On SIGTERM/SIGINT: how long open sessions get to flush their finals."""
+    heartbeat_s: Annotated[float, Meta(gt=0.0)] = 20.0
+    max_upload_bytes: Annotated[int, Meta(ge=1024)] = 200 << 20
+    """Largest file accepted by the batch endpoints."""
+
+
+class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+    """``auto``: pretty on a terminal, JSON lines otherwise."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    default_provider: str = "whisper"
+    enabled_providers: tuple[str, ...] | None = None
+    """Providers to load at start-up. None: the default provider only (plus any with a
+    ``[providers.NAME]`` table)."""
+    server: ServerSettings = ServerSettings()
+    limits: Limits = Limits()
+    log: LogSettings = LogSettings()
+    providers: dict[str, dict[str, Any]] = {}
+    """Per-provider settings tables, e.g. ``[providers.whisper] model = "…"``."""
+
+    def provider_names(self) -> list[str]:
+        if self.enabled_providers is not None:
+            names = list(self.enabled_providers)
+        else:
+            names = [self.default_provider, *self.providers]
+        return [n for n in dict.fromkeys(names) if n != "none"]

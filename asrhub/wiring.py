@@ -1,0 +1,84 @@
+"""The composition root: the only module that names concrete operators and builds a hub.
+
+Every session's chain is, in order::
+
+    RawAudio ─decode─▶ AudioChunk(any rate) ─resample─▶ AudioChunk(16 kHz)
+        ─wakeword─▶ (+ wakeword.detected)            only with wakeword.enabled
+        ─vad_gate─▶ vad.speech_started · speech audio · vad.speech_ended
+        ─wake_gate─▶ only the utterance after a detection   only with wakeword.enabled
+        ─segment─▶ Segment (in-progress snapshots + the whole utterance)   batch engines only
+        ─provider stage─▶ transcript.partial / transcript.final / error
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import reactivex
+
+from .frames import TARGET_RATE
+from .hub import NO_PROVIDER, Hub
+from .operators.decode import decode
+from .operators.resample import resample
+from .operators.segment import segment
+from .operators.vad_gate import vad_gate
+from .pipeline import Operator, SessionContext
+from .provider import Provider
+from .registry import ProviderRegistry
+from .settings import Settings
+
+
+def build_pipeline(ctx: SessionContext) -> Operator:
+    config, limits = ctx.config, ctx.limits
+    stages: list[Operator] = [decode(config.audio), resample(TARGET_RATE)]
+    if config.wakeword.enabled:
+        from .operators.wakeword import wakeword
+
+        stages.append(wakeword(names=config.wakeword.names, threshold=config.wakeword.threshold))
+    if config.vad.enabled:
+        stages.append(
+            vad_gate(
+                aggressiveness=config.vad.aggressiveness,
+                start_ms=config.vad.start_ms,
+                silence_ms=config.vad.silence_ms,
+                preroll_ms=config.vad.preroll_ms,
+            )
+        )
+    if config.wakeword.enabled:
+        from .operators.wake_gate import wake_gate
+
+        stages.append(wake_gate(timeout_s=config.wakeword.timeout_s))
+    if ctx.providers:
+        primary, *fallbacks = ctx.providers
+        if not primary.capabilities.streaming:
+            partials = config.partials and primary.capabilities.partials
+            stages.append(
+                segment(
+                    max_s=limits.max_utterance_s,
+                    min_s=limits.min_utterance_s,
+                    window_s=None if config.vad.enabled else limits.fixed_window_s,
+                    partial_interval_s=limits.partial_interval_s if partials else None,
+                )
+            )
+        stages.append(primary.stage(ctx, tuple(fallbacks)))
+    return reactivex.compose(*stages)
+
+
+def create_providers(settings: Settings, registry: ProviderRegistry | None = None) -> dict[str, Provider]:
+    registry = registry or ProviderRegistry.from_entry_points()
+    providers: dict[str, Provider] = {}
+    for name in settings.provider_names():
+        options: dict[str, Any] = settings.providers.get(name, {})
+        providers[name] = registry.create(name, options)
+    return providers
+
+
+def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> Hub:
+    """A hub with the standard chain and the providers the settings enable (not yet started)."""
+    default = settings.default_provider
+    return Hub(
+        providers=create_providers(settings, registry),
+        pipeline_factory=build_pipeline,
+        default_provider=default if default else NO_PROVIDER,
+        limits=settings.limits,
+    )
