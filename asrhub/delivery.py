@@ -16,6 +16,7 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
+from . import metrics
 from .frames import ErrorEvent, Event, PartialTranscript
 
 if TYPE_CHECKING:
@@ -54,18 +55,23 @@ class EventQueue:
                 if isinstance(queued, PartialTranscript) and queued.segment_id == event.segment_id:
                     items[i] = event
                     self.dropped_partials += 1
+                    metrics.drop("partial_dropped")
                     return
         if len(items) >= self.maxsize:
             for i, queued in enumerate(items):
                 if isinstance(queued, PartialTranscript):
                     del items[i]
                     self.dropped_partials += 1
+                    metrics.drop("partial_dropped")
                     break
             else:
                 if isinstance(event, PartialTranscript):
                     self.dropped_partials += 1
+                    metrics.drop("partial_dropped")
                     return
                 self.overflowed = True
+                metrics.drop("slow_consumer")
+                metrics.error("slow_consumer")
                 items.append(SLOW_CONSUMER)
                 self._stop()
                 return

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import structlog
 
+from . import metrics
 from .config import Limits, SessionConfig, parse_session_config
 from .errors import HubError
 from .flow import Pending
@@ -48,6 +49,7 @@ class Hub:
         self._key_of: dict[str, str] = {}
         self.accepting = True
         self.opened_total = 0
+        metrics.track_hub(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,6 +99,22 @@ class Hub:
         session_id: str | None = None,
     ) -> Session:
         """Open a session. Raises :class:`HubError` (``capacity``, ``unknown_provider``, …)."""
+        try:
+            session = self._open(config, key=key, transport=transport, session_id=session_id)
+        except HubError as exc:
+            metrics.error(exc.code)
+            raise
+        metrics.session_opened(transport)
+        return session
+
+    def _open(
+        self,
+        config: SessionConfig | Mapping[str, Any] | None,
+        *,
+        key: str | None,
+        transport: str,
+        session_id: str | None,
+    ) -> Session:
         resolved = self.resolve_config(config)
         if not self.accepting:
             raise HubError("capacity", "the hub is shutting down", fatal=True)
@@ -149,6 +167,7 @@ class Hub:
             self._per_key[key] -= 1
             if self._per_key[key] <= 0:
                 del self._per_key[key]
+        metrics.session_closed(session.ctx.transport, session.close_reason)
         session.ctx.log.debug("session closed", reason=session.close_reason)
 
     # ------------------------------------------------------------------ batch

@@ -15,7 +15,10 @@ import heapq
 import itertools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from time import perf_counter
 from typing import TypeVar
+
+from . import metrics
 
 T = TypeVar("T")
 
@@ -39,6 +42,7 @@ class InferencePool:
         self._seq = itertools.count()
         self.abandoned = 0
         self.shed = 0
+        metrics.track_pool(self)
 
     @property
     def busy(self) -> int:
@@ -62,6 +66,7 @@ class InferencePool:
         """Start ``fn`` now if a worker is idle; otherwise shed it and return None."""
         if not self.idle:
             self.shed += 1
+            metrics.drop("partial_shed")
             return None
         self._busy += 1
         return asyncio.get_running_loop().create_task(self._execute(fn, timeout))
@@ -71,6 +76,7 @@ class InferencePool:
             self._busy += 1
             return
         if len(self._waiting) >= self.max_queue:
+            metrics.drop("pool_full")
             raise PoolFull(f"{self.name}: {len(self._waiting)} calls already queued")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (priority, next(self._seq), fut))
@@ -85,7 +91,9 @@ class InferencePool:
 
     async def _execute(self, fn: Callable[[], T], timeout: float | None) -> T:
         loop = asyncio.get_running_loop()
+        started = perf_counter()
         job = loop.run_in_executor(self._executor, fn)
+        job.add_done_callback(lambda _: metrics.inference_time(self.name, perf_counter() - started))
         released = False
 
         def release(_: object = None) -> None:
@@ -99,6 +107,7 @@ class InferencePool:
             return await asyncio.wait_for(asyncio.shield(job), timeout)
         except TimeoutError:
             self.abandoned += 1
+            metrics.inference_abandoned(self.name)
             release()
             raise
 

@@ -20,6 +20,7 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase
 from reactivex.subject import Subject
 
+from . import metrics
 from .errors import HubError
 from .frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed
 from .pipeline import Operator, SessionContext
@@ -52,6 +53,7 @@ class Session:
         self._last_input = self._loop.time()
         self._idle = self._loop.call_later(ctx.limits.idle_timeout_s, self._check_idle)
         self.bytes_in = 0
+        self._counters = metrics.stream(ctx.transport)
         self._subscription: DisposableBase | None = None
         self._subscription = self._input.pipe(pipeline).subscribe(
             on_next=self._on_frame, on_error=self._on_error, on_completed=self._on_completed
@@ -70,14 +72,20 @@ class Session:
     async def feed(self, data: bytes) -> None:
         """Append audio. Returns once the session can take more (backpressure)."""
         if self.state is not State.OPEN:
+            metrics.error("bad_message")
             raise HubError("bad_message", f"audio after the session {'ended' if self.state is State.ENDING else 'closed'}")
         if len(data) > self.ctx.limits.max_frame_bytes:
+            metrics.drop("too_large")
+            metrics.error("too_large")
             raise HubError(
                 "too_large",
                 f"audio frame of {len(data)} bytes exceeds the limit of {self.ctx.limits.max_frame_bytes}",
             )
         self._last_input = self._loop.time()
         self.bytes_in += len(data)
+        counters = self._counters
+        counters.frames_in += 1
+        counters.bytes_in += len(data)
         self._input.on_next(RawAudio(data))
         pending = self.ctx.pending
         if not pending.ready:
@@ -115,15 +123,19 @@ class Session:
 
     # ------------------------------------------------------------------ internals
 
+    def _emit(self, event: Event) -> None:
+        metrics.event_out(event)
+        self._output.on_next(event)
+
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, Event):
-            self._output.on_next(frame)
+            self._emit(frame)
             if isinstance(frame, ErrorEvent) and frame.fatal:
                 self._finish("error")
 
     def _on_error(self, exc: Exception) -> None:
         code = exc.code if isinstance(exc, HubError) else "provider_failed"
-        self._output.on_next(ErrorEvent(code=code, message=str(exc) or type(exc).__name__, fatal=True))
+        self._emit(ErrorEvent(code=code, message=str(exc) or type(exc).__name__, fatal=True))
         self.ctx.log.error("session failed", error=repr(exc))
         self._finish("error")
 
@@ -136,7 +148,7 @@ class Session:
         idle_for = self._loop.time() - self._last_input
         limit = self.ctx.limits.idle_timeout_s
         if idle_for >= limit:
-            self._output.on_next(
+            self._emit(
                 ErrorEvent(code="timeout", message=f"no audio for {limit:g} s", fatal=True)
             )
             self._finish("timeout")
@@ -153,7 +165,7 @@ class Session:
         subscription, self._subscription = self._subscription, None
         if subscription is not None:
             subscription.dispose()
-        self._output.on_next(SessionClosed(reason=reason))
+        self._emit(SessionClosed(reason=reason))
         self._output.on_completed()
         if not self._done.done():
             self._done.set_result(reason)

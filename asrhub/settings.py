@@ -15,8 +15,12 @@ from .config import Limits
 
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The HTTP server: address, API keys, browser origins, shutdown."""
+
     host: str = "127.0.0.1"
+    """Address to listen on; ``0.0.0.0`` listens on every interface."""
     port: Annotated[int, Meta(ge=0, le=65535)] = 8080
+    """TCP port; 0 picks a free one."""
     api_keys: tuple[str, ...] = ()
     """When non-empty, every endpoint but /healthz and the static UI needs one of these keys."""
     allowed_origins: tuple[str, ...] = ()
@@ -25,24 +29,40 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     shutdown_grace_s: Annotated[float, Meta(ge=0.0)] = 30.0
     """On SIGTERM/SIGINT: how long open sessions get to flush their finals."""
     heartbeat_s: Annotated[float, Meta(gt=0.0)] = 20.0
+    """Seconds between keep-alive pings on WebSocket and Socket.io connections."""
     max_upload_bytes: Annotated[int, Meta(ge=1024)] = 200 << 20
     """Largest file accepted by the batch endpoints."""
 
 
 class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Structured logs on stderr (structlog); nothing is logged per audio frame."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
+    """Lowest level written, for the hub's own lines and for aiohttp / Socket.io alike."""
     format: Literal["auto", "json", "console"] = "auto"
     """``auto``: pretty on a terminal, JSON lines otherwise."""
 
 
+class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Prometheus metrics on ``/metrics`` (see docs/architecture.md for the list)."""
+
+    operator_sample: Annotated[int, Meta(ge=0)] = 8
+    """Per-stage timing measures one audio frame in this many (each measurement reads the clock
+    four times); 0 turns stage timing off. Every other metric counts everything."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Everything a hub process is started with."""
+
     default_provider: str = "whisper"
+    """Provider for sessions whose config names none; ``none`` runs VAD / wake word only."""
     enabled_providers: tuple[str, ...] | None = None
-    """Providers to load at start-up. None: the default provider only (plus any with a
-    ``[providers.NAME]`` table)."""
+    """Providers to load at start-up. Unset: the default provider plus every provider that has a
+    ``[providers.NAME]`` table."""
     server: ServerSettings = ServerSettings()
     limits: Limits = Limits()
     log: LogSettings = LogSettings()
+    metrics: MetricsSettings = MetricsSettings()
     providers: dict[str, dict[str, Any]] = {}
     """Per-provider settings tables, e.g. ``[providers.whisper] model = "…"``."""
 

@@ -18,6 +18,7 @@ import reactivex
 
 from .frames import TARGET_RATE
 from .hub import NO_PROVIDER, Hub
+from .metrics import provider_latency, timed
 from .operators.decode import decode
 from .operators.resample import resample
 from .operators.segment import segment
@@ -30,37 +31,40 @@ from .settings import Settings
 
 def build_pipeline(ctx: SessionContext) -> Operator:
     config, limits = ctx.config, ctx.limits
-    stages: list[Operator] = [decode(config.audio), resample(TARGET_RATE)]
+    stages: list[Operator] = [timed("decode", decode(config.audio)), timed("resample", resample(TARGET_RATE))]
     if config.wakeword.enabled:
         from .operators.wakeword import wakeword
 
-        stages.append(wakeword(names=config.wakeword.names, threshold=config.wakeword.threshold))
+        stages.append(
+            timed("wakeword", wakeword(names=config.wakeword.names, threshold=config.wakeword.threshold))
+        )
     if config.vad.enabled:
         stages.append(
-            vad_gate(
+            timed("vad_gate", vad_gate(
                 aggressiveness=config.vad.aggressiveness,
                 start_ms=config.vad.start_ms,
                 silence_ms=config.vad.silence_ms,
                 preroll_ms=config.vad.preroll_ms,
-            )
+            ))
         )
     if config.wakeword.enabled:
         from .operators.wake_gate import wake_gate
 
-        stages.append(wake_gate(timeout_s=config.wakeword.timeout_s))
+        stages.append(timed("wake_gate", wake_gate(timeout_s=config.wakeword.timeout_s)))
     if ctx.providers:
         primary, *fallbacks = ctx.providers
         if not primary.capabilities.streaming:
             partials = config.partials and primary.capabilities.partials
             stages.append(
-                segment(
+                timed("segment", segment(
                     max_s=limits.max_utterance_s,
                     min_s=limits.min_utterance_s,
                     window_s=None if config.vad.enabled else limits.fixed_window_s,
                     partial_interval_s=limits.partial_interval_s if partials else None,
-                )
+                ))
             )
-        stages.append(primary.stage(ctx, tuple(fallbacks)))
+        stage = primary.stage(ctx, tuple(fallbacks))
+        stages.append(provider_latency(timed(f"provider:{primary.name}", stage)))
     return reactivex.compose(*stages)
 
 

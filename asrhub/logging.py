@@ -1,0 +1,103 @@
+"""Structured logs for a hub process, configured once by the CLI (never by the library).
+
+* one line per event, JSON when stderr is not a terminal (``log.format = "auto"``), a readable
+  console rendering on a terminal; ``json`` / ``console`` force one;
+* the hub's own structlog loggers and the stdlib loggers of aiohttp, python-socketio and
+  engine.io go through the same processors and the same handler, so every line has the same
+  shape and honours ``log.level``;
+* lines about a session carry ``session_id``, ``provider`` and ``transport``: the hub binds them
+  into ``SessionContext.log``, which is what operators, providers and transports log through;
+* nothing is logged per audio frame. aiohttp's access log (one line per HTTP request, and the
+  HTTP streaming transport makes one request per audio frame) is kept at ``warning`` unless the
+  level is ``debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any, TextIO
+
+import structlog
+from structlog.typing import Processor
+
+from .settings import LogSettings
+
+HANDLER_NAME = "asrhub"
+QUIET_UNLESS_DEBUG = ("aiohttp.access",)
+"""Loggers that write per request; held at ``warning`` unless the level is ``debug``."""
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def configure(settings: LogSettings | None = None, *, stream: TextIO | None = None) -> str:
+    """Route structlog and stdlib logging to ``stream`` (stderr). Returns the format chosen.
+
+    Calling it again replaces the previous configuration (no duplicated handlers).
+    """
+    settings = settings or LogSettings()
+    stream = stream if stream is not None else sys.stderr
+    terminal = _is_terminal(stream)
+    fmt = settings.format if settings.format != "auto" else ("console" if terminal else "json")
+    level = logging.getLevelNamesMapping()[settings.level.upper()]
+
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.PositionalArgumentsFormatter(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+    ]
+    final: list[Processor]
+    if fmt == "json":
+        final = [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+    else:
+        final = [structlog.dev.ConsoleRenderer(colors=terminal)]
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    handler = logging.StreamHandler(stream)
+    handler.set_name(HANDLER_NAME)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+        )
+    )
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in QUIET_UNLESS_DEBUG:
+        logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
+    return fmt
+
+
+def reset() -> None:
+    """Undo :func:`configure` (for tests and embedding applications)."""
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(old)
+    for name in QUIET_UNLESS_DEBUG:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    structlog.reset_defaults()
+
+
+def get_logger(name: str, **context: Any) -> Any:
+    """A structlog logger named like a module, with ``context`` bound."""
+    return structlog.get_logger(name).bind(**context)

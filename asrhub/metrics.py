@@ -1,0 +1,377 @@
+"""Prometheus metrics of one hub process, kept cheap enough for the per-chunk hot path.
+
+Nothing here calls ``prometheus_client`` per audio chunk. The hot path bumps plain ``int``
+attributes (``StreamCounters``) or a :class:`FastHistogram`'s bucket list; a custom collector
+turns them into metric families when ``/metrics`` is scraped, and reads the gauges (active
+sessions, subscriptions, inference queue depth, asyncio tasks) from the live objects at that
+moment. Everything is written on the event loop thread, like the rest of the hub; a scrape from
+another thread reads ints, which the GIL keeps whole.
+
+Hooks the core calls (each a dict or attribute increment)::
+
+    stream(transport) -> StreamCounters      Session: .frames_in / .bytes_in per feed
+    event_out(event)                         Session: every event it emits (errors by code too)
+    session_opened(transport) / session_closed(transport, reason)      Hub
+    error(code)                              an error not emitted by a session (a refused open…)
+    drop(reason)                             data dropped on purpose: partial_shed, partial_dropped,
+                                             slow_consumer, too_large, pool_full
+    track_hub(hub) / track_pool(pool)        gauges read at scrape time (weak references)
+    inference_time(pool, s) / inference_abandoned(pool)                InferencePool
+    timed(name, op) / provider_latency(op)   wrap pipeline stages (the composition root)
+
+Transports serve it with ``body, content_type = asrhub.metrics.render()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Sequence
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+import reactivex
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.process_collector import ProcessCollector
+from prometheus_client.registry import Collector
+from reactivex import Observable
+from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
+
+from .frames import ErrorEvent, Event, FinalTranscript, Frame, Segment, SpeechEnded
+from .settings import MetricsSettings
+
+Scheduler = SchedulerBase | None
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .inference import InferencePool
+    from .pipeline import Operator
+
+OPERATOR_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1)
+"""Seconds of event-loop time one stage spends on one frame (its own share, not downstream's)."""
+PROVIDER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
+"""Seconds from the end of an utterance reaching the provider stage to its final leaving it."""
+
+
+class FastHistogram:
+    """A histogram that is a list of ints: ``observe`` costs one bisect and two additions."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip((*self.bounds, float("inf")), self.counts, strict=True):
+            running += count
+            out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+        return out
+
+
+class StreamCounters:
+    """Audio received on one transport; a session bumps these in ``feed``."""
+
+    __slots__ = ("bytes_in", "frames_in")
+
+    def __init__(self) -> None:
+        self.frames_in = 0
+        self.bytes_in = 0
+
+
+class _State:
+    def __init__(self) -> None:
+        self.streams: dict[str, StreamCounters] = {}
+        self.events: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.drops: dict[str, int] = {}
+        self.opened: dict[str, int] = {}
+        self.closed: dict[tuple[str, str], int] = {}
+        self.abandoned: dict[str, int] = {}
+        self.operators: dict[str, FastHistogram] = {}
+        self.providers: dict[str, FastHistogram] = {}
+        self.inference: dict[str, FastHistogram] = {}
+        self.hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+        self.pools: weakref.WeakSet[InferencePool] = weakref.WeakSet()
+
+
+_state = _State()
+operator_sample = 8
+"""Stage timing measures one frame in this many per stage (a clock read costs ~0.1-0.2 µs and a
+measurement needs four); 0 turns it off. Read when a pipeline is built; see :func:`configure`."""
+
+
+def configure(settings: MetricsSettings) -> None:
+    """Apply the ``[metrics]`` settings (the CLI calls this once at start-up)."""
+    global operator_sample
+    operator_sample = settings.operator_sample
+
+
+# ---------------------------------------------------------------------------------- hooks
+
+
+def stream(transport: str) -> StreamCounters:
+    counters = _state.streams.get(transport)
+    if counters is None:
+        counters = _state.streams[transport] = StreamCounters()
+    return counters
+
+
+def event_out(event: Event) -> None:
+    events = _state.events
+    events[event.type] = events.get(event.type, 0) + 1
+    if isinstance(event, ErrorEvent):
+        error(event.code)
+
+
+def error(code: str) -> None:
+    _state.errors[code] = _state.errors.get(code, 0) + 1
+
+
+def drop(reason: str, count: int = 1) -> None:
+    _state.drops[reason] = _state.drops.get(reason, 0) + count
+
+
+def session_opened(transport: str) -> None:
+    _state.opened[transport] = _state.opened.get(transport, 0) + 1
+
+
+def session_closed(transport: str, reason: str | None) -> None:
+    key = (transport, reason or "closed")
+    _state.closed[key] = _state.closed.get(key, 0) + 1
+
+
+def track_hub(hub: Hub) -> None:
+    _state.hubs.add(hub)
+
+
+def track_pool(pool: InferencePool) -> None:
+    _state.pools.add(pool)
+
+
+def inference_time(pool: str, seconds: float) -> None:
+    _histogram(_state.inference, pool, PROVIDER_BUCKETS).observe(seconds)
+
+
+def inference_abandoned(pool: str) -> None:
+    _state.abandoned[pool] = _state.abandoned.get(pool, 0) + 1
+
+
+def _histogram(table: dict[str, FastHistogram], name: str, bounds: Sequence[float]) -> FastHistogram:
+    hist = table.get(name)
+    if hist is None:
+        hist = table[name] = FastHistogram(bounds)
+    return hist
+
+
+# ---------------------------------------------------------------------------------- stage timing
+
+
+def timed(name: str, op: Operator) -> Operator:
+    """Wrap a synchronous stage so a frame's own processing time lands in
+    ``asrhub_operator_seconds{operator=name}`` (one frame in :data:`operator_sample`); time spent
+    downstream (the rest of the chain runs inside this stage's ``on_next``) is subtracted.
+    Frames pass unchanged and in order."""
+    every = operator_sample
+    if every <= 0:
+        return op
+    hist = _histogram(_state.operators, name, OPERATOR_BUCKETS)
+
+    def wrapped(source: Observable[Frame]) -> Observable[Frame]:
+        def subscribe(observer: ObserverBase[Frame], scheduler: Scheduler = None) -> DisposableBase:
+            inside = False
+            downstream = 0.0
+            countdown = 1
+
+            def probe(inner: ObserverBase[Frame], sched: Scheduler = None) -> DisposableBase:
+                def on_next(frame: Frame) -> None:
+                    nonlocal inside, downstream, countdown
+                    countdown -= 1
+                    if countdown or inside:  # not sampled, or a re-entrant push
+                        if countdown < 0:
+                            countdown = 1
+                        inner.on_next(frame)
+                        return
+                    countdown = every
+                    inside, downstream = True, 0.0
+                    start = perf_counter()
+                    try:
+                        inner.on_next(frame)
+                    finally:
+                        inside = False
+                    hist.observe(perf_counter() - start - downstream)
+
+                return source.subscribe(on_next, inner.on_error, inner.on_completed, scheduler=sched)
+
+            def on_next_out(frame: Frame) -> None:
+                nonlocal downstream
+                if inside:
+                    start = perf_counter()
+                    observer.on_next(frame)
+                    downstream += perf_counter() - start
+                else:
+                    observer.on_next(frame)
+
+            return op(reactivex.create(probe)).subscribe(
+                on_next_out, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return reactivex.create(subscribe)
+
+    return wrapped
+
+
+def provider_latency(op: Operator) -> Operator:
+    """Wrap a provider stage: ``asrhub_provider_latency_seconds{provider}`` gets the wall time
+    from an utterance's end entering the stage (its final ``Segment`` for batch engines, the
+    ``vad.speech_ended`` for streaming ones) to its ``transcript.final`` leaving it, labelled
+    with the provider that served it (failover included). State per subscription, bounded."""
+
+    def wrapped(source: Observable[Frame]) -> Observable[Frame]:
+        def subscribe(observer: ObserverBase[Frame], scheduler: Scheduler = None) -> DisposableBase:
+            by_segment: dict[int, float] = {}
+            ended: list[float] = []
+
+            def on_next_in(frame: Frame) -> None:
+                if isinstance(frame, Segment):
+                    if frame.final:
+                        if len(by_segment) >= 64:
+                            by_segment.pop(next(iter(by_segment)))
+                        by_segment[frame.segment_id] = perf_counter()
+                elif isinstance(frame, SpeechEnded) and not by_segment and len(ended) < 64:
+                    ended.append(perf_counter())
+
+            def on_next_out(frame: Frame) -> None:
+                if isinstance(frame, FinalTranscript):
+                    start = by_segment.pop(frame.segment_id, None)
+                    if start is None and ended:
+                        start = ended.pop(0)
+                    if start is not None:
+                        _histogram(_state.providers, frame.provider, PROVIDER_BUCKETS).observe(
+                            perf_counter() - start
+                        )
+                elif isinstance(frame, ErrorEvent) and frame.segment_id is not None:
+                    by_segment.pop(frame.segment_id, None)
+                observer.on_next(frame)
+
+            def probe(inner: ObserverBase[Frame], sched: Scheduler = None) -> DisposableBase:
+                def on_next(frame: Frame) -> None:
+                    on_next_in(frame)
+                    inner.on_next(frame)
+
+                return source.subscribe(on_next, inner.on_error, inner.on_completed, scheduler=sched)
+
+            return op(reactivex.create(probe)).subscribe(
+                on_next_out, observer.on_error, observer.on_completed, scheduler=scheduler
+            )
+
+        return reactivex.create(subscribe)
+
+    return wrapped
+
+
+# ---------------------------------------------------------------------------------- export
+
+
+def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for key, value in sorted(values.items()):
+        family.add_metric([key], value)
+    return family
+
+
+def _histograms(name: str, doc: str, label: str, table: dict[str, FastHistogram]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, doc, labels=[label])
+    for key, hist in sorted(table.items()):
+        family.add_metric([key], hist.buckets(), hist.total)
+    return family
+
+
+class HubCollector(Collector):
+    def collect(self) -> Iterator[Metric]:
+        s = _state
+        active: dict[str, int] = {}
+        subscriptions = 0
+        for hub in list(s.hubs):
+            for session in list(hub.sessions.values()):
+                transport = session.ctx.transport
+                active[transport] = active.get(transport, 0) + 1
+                subscriptions += len(getattr(session.events, "observers", ()))
+        gauge = GaugeMetricFamily("asrhub_sessions_active", "Open sessions", labels=["transport"])
+        for transport in sorted({*active, *s.opened}):
+            gauge.add_metric([transport], active.get(transport, 0))
+        yield gauge
+        yield _counter("asrhub_sessions_opened", "Sessions opened", "transport", s.opened)
+        closed = CounterMetricFamily(
+            "asrhub_sessions_closed", "Sessions closed", labels=["transport", "reason"]
+        )
+        for (transport, reason), value in sorted(s.closed.items()):
+            closed.add_metric([transport, reason], value)
+        yield closed
+        streams = sorted(s.streams.items())
+        yield _counter("asrhub_audio_frames_in", "Audio frames received", "transport",
+                       {t: c.frames_in for t, c in streams})
+        yield _counter("asrhub_audio_bytes_in", "Audio bytes received", "transport",
+                       {t: c.bytes_in for t, c in streams})
+        yield _counter("asrhub_events_out", "Events emitted by sessions", "type", s.events)
+        yield _counter("asrhub_errors", "Error events and refused requests", "code", s.errors)
+        yield _counter("asrhub_drops", "Data dropped on purpose", "reason", s.drops)
+        yield _histograms("asrhub_operator_seconds", "Event-loop time per frame per stage", "operator",
+                          s.operators)
+        yield _histograms("asrhub_provider_latency_seconds", "Utterance end to final", "provider",
+                          s.providers)
+        yield _histograms("asrhub_inference_seconds", "Worker time per inference call", "pool", s.inference)
+        yield _counter("asrhub_inference_abandoned", "Inference calls abandoned after a timeout", "pool",
+                       s.abandoned)
+        depth = GaugeMetricFamily(
+            "asrhub_inference_queue_depth", "Calls waiting for a worker", labels=["pool"]
+        )
+        busy = GaugeMetricFamily("asrhub_inference_busy", "Workers busy", labels=["pool"])
+        for pool in sorted(s.pools, key=lambda p: p.name):
+            depth.add_metric([pool.name], pool.queued)
+            busy.add_metric([pool.name], pool.busy)
+        yield depth
+        yield busy
+        yield GaugeMetricFamily("asrhub_subscriptions", "Live subscribers of session events",
+                                value=subscriptions)
+        try:
+            tasks = len(asyncio.all_tasks())
+        except RuntimeError:  # scraped off the event loop
+            tasks = 0
+        yield GaugeMetricFamily("asrhub_event_loop_tasks", "asyncio tasks alive on the hub's loop",
+                                value=tasks)
+
+
+REGISTRY = CollectorRegistry()
+"""The hub's private registry (the global ``prometheus_client.REGISTRY`` is left alone)."""
+REGISTRY.register(HubCollector())
+ProcessCollector(registry=REGISTRY)
+
+
+def render(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
+    """The ``/metrics`` response: body and content type (Prometheus text format)."""
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def names(registry: CollectorRegistry = REGISTRY) -> Iterable[str]:
+    """Every metric family name the registry exports (for docs and tests)."""
+    return [metric.name for metric in registry.collect()]
+
+
+def value(name: str, labels: dict[str, str] | None = None) -> float:
+    """One sample's current value (0 when absent), e.g. ``value("asrhub_drops_total", {...})``."""
+    found = REGISTRY.get_sample_value(name, labels or {})
+    return 0.0 if found is None else found
