@@ -17,7 +17,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -239,10 +238,8 @@ def keyed_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
 # ------------------------------------------------------------------------- the browser
 
 
-@pytest.fixture
-def driver(speech: tuple[Path, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[WebDriver]:
+def launch_chromium(fake_mic_wav: Path, profile_dir: Path) -> WebDriver:
     os.environ["SE_OFFLINE"] = "true"  # selenium-manager must never download anything
-    wav, _ = speech
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in (
@@ -255,10 +252,10 @@ def driver(speech: tuple[Path, str], tmp_path: Path, request: pytest.FixtureRequ
         "--disable-sync",
         "--no-first-run",
         "--disable-quic",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        f"--user-data-dir={profile_dir}",
         "--use-fake-ui-for-media-stream",
         "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={wav}",
+        f"--use-file-for-fake-audio-capture={fake_mic_wav}",
         "--autoplay-policy=no-user-gesture-required",
         "--window-size=1280,1000",
     ):
@@ -266,17 +263,28 @@ def driver(speech: tuple[Path, str], tmp_path: Path, request: pytest.FixtureRequ
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     drv.set_page_load_timeout(30)
-    yield drv
+    return drv
+
+
+def _finish(drv: WebDriver, request: pytest.FixtureRequest) -> None:
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         ARTIFACTS.mkdir(exist_ok=True)
         drv.save_screenshot(str(ARTIFACTS / f"e2e-failed-{request.node.name}.png"))
         try:
-            for entry in drv.get_log("browser"):
+            for entry in drv.get_log("browser"):  # type: ignore[attr-defined]  # Chrome-only API
                 print("browser:", entry.get("level"), entry.get("message"))
-        except Exception:  # noqa: BLE001 - best effort diagnostics
+        except Exception:
             pass
     drv.quit()
+
+
+@pytest.fixture
+def driver(speech: tuple[Path, str], tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[WebDriver]:
+    """Chromium whose microphone plays the fixture sentence (looped)."""
+    drv = launch_chromium(speech[0], tmp_path / "chromium-profile")
+    yield drv
+    _finish(drv, request)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -316,6 +324,7 @@ def open_page(driver: WebDriver, url: str, transport: str, query: str = "") -> N
 
 def shot(driver: WebDriver, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
+    driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(ARTIFACTS / f"e2e-{name}.png"))
 
 
@@ -402,9 +411,7 @@ def test_right_api_key_is_accepted(driver: WebDriver, keyed_hub: Hub) -> None:
     assert driver.execute_script("return localStorage.getItem('asrhub.apiKey')") == API_KEY
 
 
-def test_reconnects_after_hub_restart(
-    driver: WebDriver, tmp_path_factory: pytest.TempPathFactory
-) -> None:
+def test_reconnects_after_hub_restart(driver: WebDriver, tmp_path_factory: pytest.TempPathFactory) -> None:
     log_dir = tmp_path_factory.mktemp("restarted-hub")
     first = Hub(log_dir)
     second: Hub | None = None
@@ -423,7 +430,9 @@ def test_reconnects_after_hub_restart(
         assert "reconnect" in by_testid(driver, "connection-state").text.lower()
         second = Hub(log_dir, port=first.port)
         second.wait_ready()
-        wait_for(driver, lambda d: state_of(d, "connection-state") == "live", 45, "a new session after reconnecting")
+        wait_for(
+            driver, lambda d: state_of(d, "connection-state") == "live", 45, "a session after reconnecting"
+        )
         assert error_text(driver) == "", error_text(driver)
         by_testid(driver, "stop").click()
         wait_for(driver, lambda d: state_of(d, "connection-state") == "idle", 30, "the session to close")
@@ -463,6 +472,33 @@ def test_keyboard_only(driver: WebDriver, hub: Hub) -> None:
     wait_for(driver, lambda d: state_of(d, "connection-state") == "idle", 30, "the session to close")
     assert driver.switch_to.active_element.get_attribute("data-testid") == "start"
     shot(driver, "keyboard")
+
+
+def test_wakeword_detected(hub: Hub, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    manifest = FIXTURES / "manifest.json"
+    entries = json.loads(manifest.read_text())["files"] if manifest.exists() else []
+    wake = [e for e in entries if e.get("kind") == "wakeword" and (e.get("wakeword") or {}).get("expected")]
+    entry = wake[0] if wake else None
+    if entry is None:
+        pytest.skip("no wake-word fixture in tests/fixtures/manifest.json")
+    name = entry["wakeword"]["name"]
+    wav = tmp_path / "wake.wav"
+    _pad_wav(FIXTURES / entry["file"], wav, lead_s=0.5, tail_s=3.0)
+    drv = launch_chromium(wav, tmp_path / "chromium-profile")
+    try:
+        open_page(drv, hub.url, "websocket")
+        drv.find_element(By.ID, "wakeword-enabled").click()
+        drv.find_element(By.CSS_SELECTOR, f'[data-testid="wakeword-{name}"]').click()
+        by_testid(drv, "start").click()
+        wait_for(drv, lambda d: state_of(d, "connection-state") == "live", 30, "session.started")
+        assert state_of(drv, "wakeword-state") == "listening"
+        wait_for(drv, lambda d: state_of(d, "wakeword-state") == "detected", 30, f"wakeword.detected {name}")
+        assert name in by_testid(drv, "wakeword-state").text
+        shot(drv, "wakeword")
+        by_testid(drv, "stop").click()
+        wait_for(drv, lambda d: state_of(d, "connection-state") == "idle", 30, "the session to close")
+    finally:
+        _finish(drv, request)
 
 
 def test_file_upload(driver: WebDriver, hub: Hub, speech: tuple[Path, str]) -> None:
