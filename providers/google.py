@@ -1,0 +1,361 @@
+"""``google`` — Google Cloud Speech-to-Text v1 through the official ``google-cloud-speech`` client.
+
+* Live sessions (``streaming = true``, the default): one ``StreamingRecognize`` call per
+  utterance, opened when the hub's VAD hears speech and half-closed when it stops; interim
+  results → ``transcript.partial``, the ``is_final`` results joined → ``transcript.final`` with
+  word times (see :mod:`asrhub.providers.funasr_google_stream`).
+* Segments and files (``streaming = false``, ``transcribe``, failover): ``Recognize`` on the
+  whole audio, in pieces of at most 55 s (the synchronous call's limit is one minute).
+
+Credentials come from Application Default Credentials (``GOOGLE_APPLICATION_CREDENTIALS`` or
+``gcloud auth application-default login``) or ``credentials_file``; without any, the hub refuses
+to start and says how to set them. ``insecure = true`` talks plaintext gRPC without credentials to
+``endpoint`` (an emulator or the test server). Every call is made with ``retry=None`` and an
+explicit deadline, so a failing service fails the utterance (``provider_failed``, or failover)
+instead of retrying behind a session's back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any
+
+import msgspec
+import numpy as np
+from msgspec import Meta
+
+from asrhub.frames import Samples, Word
+from asrhub.pipeline import Operator, SessionContext
+from asrhub.provider import (
+    Capabilities,
+    Provider,
+    ProviderError,
+    ProviderUnavailable,
+    TimedText,
+    Transcription,
+)
+from asrhub.registry import ProviderSpec
+
+from .funasr_google_stream import stream_utterances
+
+RATE = 16_000
+CHUNK_BYTES = 6400  # 200 ms of PCM16 per streaming request (Google's limit is 25 KB)
+RECOGNIZE_MAX_S = 55.0
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+NO_CREDENTIALS = (
+    "no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS to a service-account key "
+    "file (export GOOGLE_APPLICATION_CREDENTIALS=/path/to/key.json), run "
+    "`gcloud auth application-default login`, or set credentials_file in [providers.google]"
+)
+
+
+class GoogleSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    endpoint: str | None = None
+    """``host:port`` of the API (default: speech.googleapis.com); passed as ``api_endpoint``."""
+    insecure: bool = False
+    """Plaintext gRPC, no credentials: only for an emulator or test server on a trusted host."""
+    credentials_file: str | None = None
+    """A service-account key file; default: Application Default Credentials."""
+    language_code: str = "en-US"
+    """BCP-47 code; a session's ``language`` overrides it."""
+    model: str | None = None
+    """``latest_long``, ``latest_short``, ``phone_call``, ``command_and_search``, ``default``…"""
+    phrases: tuple[str, ...] = ()
+    """Phrase hints (``speech_contexts``); a session's ``prompt`` words are added to them."""
+    boost: Annotated[float, Meta(ge=0, le=20)] | None = None
+    punctuation: bool = True
+    streaming: bool = True
+    timeout: Annotated[float, Meta(gt=0)] = 30.0
+    """Deadline of one Recognize call, and the wait for a stream's final after its audio ended."""
+
+
+def parse_settings(options: dict[str, Any]) -> GoogleSettings:
+    try:
+        settings = msgspec.convert(options, GoogleSettings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ProviderUnavailable(f"invalid [providers.google] settings: {exc}") from None
+    if settings.insecure and not settings.endpoint:
+        raise ProviderUnavailable("google: insecure = true needs an endpoint (host:port)")
+    return settings
+
+
+def load_credentials(settings: GoogleSettings) -> Any:
+    """The credentials the client will use; :class:`ProviderUnavailable` when there are none."""
+    import google.auth
+    from google.auth import credentials as ga_credentials
+    from google.auth import exceptions as ga_exceptions
+
+    if settings.insecure:
+        return ga_credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
+    try:
+        if settings.credentials_file:
+            credentials, _project = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+                settings.credentials_file, scopes=SCOPES
+            )
+        else:
+            credentials, _project = google.auth.default(scopes=SCOPES)
+    except ga_exceptions.DefaultCredentialsError as exc:
+        if settings.credentials_file:
+            raise ProviderUnavailable(f"google: cannot load {settings.credentials_file}: {exc}") from None
+        raise ProviderUnavailable(f"google: {NO_CREDENTIALS}") from None
+    return credentials
+
+
+class GoogleProvider:
+    name = "google"
+
+    def __init__(self, settings: GoogleSettings) -> None:
+        self.settings = settings
+        self.capabilities = Capabilities(
+            streaming=settings.streaming, partials=settings.streaming, word_timestamps=True
+        )
+        self._client: Any = None
+        self._transport: Any = None
+
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        from google.cloud import speech_v1
+
+        s = self.settings
+        credentials = load_credentials(s)
+        if s.insecure:
+            import grpc
+            from google.cloud.speech_v1.services.speech.transports import SpeechGrpcAsyncIOTransport
+
+            assert s.endpoint is not None
+            channel = grpc.aio.insecure_channel(s.endpoint)
+            self._transport = SpeechGrpcAsyncIOTransport(host=s.endpoint, channel=channel)
+            self._client = speech_v1.SpeechAsyncClient(transport=self._transport)
+        else:
+            from google.api_core.client_options import ClientOptions
+
+            options = ClientOptions(api_endpoint=s.endpoint) if s.endpoint else None
+            self._client = speech_v1.SpeechAsyncClient(credentials=credentials, client_options=options)
+            self._transport = self._client.transport
+
+    async def close(self) -> None:
+        if self._transport is not None:
+            await self._transport.close()
+        self._client = self._transport = None
+
+    def describe(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "name": self.name,
+            "endpoint": s.endpoint or "speech.googleapis.com",
+            "model": s.model or "default",
+            "language_code": s.language_code,
+            "streaming": s.streaming,
+            "partials": self.capabilities.partials,
+            "word_timestamps": True,
+            "languages": None,
+        }
+
+    # ------------------------------------------------------------------ requests
+
+    def recognition_config(self, language: str | None, prompt: str | None) -> Any:
+        from google.cloud import speech_v1
+
+        s = self.settings
+        phrases = list(s.phrases) + ([w for w in prompt.replace(",", " ").split() if w] if prompt else [])
+        contexts = []
+        if phrases:
+            context = speech_v1.SpeechContext(phrases=phrases)
+            if s.boost is not None:
+                context.boost = s.boost
+            contexts.append(context)
+        config = speech_v1.RecognitionConfig(
+            encoding=speech_v1.RecognitionConfig.AudioEncoding.LINEAR16,
+            sample_rate_hertz=RATE,
+            audio_channel_count=1,
+            language_code=language or s.language_code,
+            speech_contexts=contexts,
+            enable_word_time_offsets=True,
+            enable_word_confidence=True,
+            enable_automatic_punctuation=s.punctuation,
+        )
+        if s.model:
+            config.model = s.model
+        return config
+
+    async def transcribe(
+        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+    ) -> Transcription:
+        """``Recognize`` on pieces of at most 55 s; times stay relative to the audio's start."""
+        from google.cloud import speech_v1
+
+        await self.start()
+        config = self.recognition_config(language, prompt)
+        step = int(RECOGNIZE_MAX_S * RATE)
+        texts: list[str] = []
+        words: list[Word] = []
+        segments: list[TimedText] = []
+        detected: str | None = None
+        for offset in range(0, max(len(samples), 1), step):
+            piece = samples[offset : offset + step]
+            audio = speech_v1.RecognitionAudio(content=_pcm16(piece))
+            response = await self._call(
+                self._client.recognize(config=config, audio=audio, retry=None, timeout=self.settings.timeout)
+            )
+            base = offset / RATE
+            for result in response.results:
+                if not result.alternatives:
+                    continue
+                best = result.alternatives[0]
+                text = best.transcript.strip()
+                if not text:
+                    continue
+                texts.append(text)
+                piece_words = _words(best, base)
+                words.extend(piece_words)
+                end = base + result.result_end_time.total_seconds() if result.result_end_time else base
+                start = piece_words[0].start if piece_words else base
+                segments.append(TimedText(text, start, max(end, start)))
+                detected = detected or (result.language_code or None)
+        return Transcription(
+            text=" ".join(texts),
+            language=detected or language,
+            words=tuple(words) or None,
+            segments=tuple(segments),
+            duration=len(samples) / RATE,
+        )
+
+    def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
+        if not self.settings.streaming:
+            from .batch_stage import batch_stage
+
+            return batch_stage(self, ctx, fallbacks)
+        config = ctx.config
+        stream_deadline = ctx.limits.max_utterance_s + self.settings.timeout * 2
+
+        async def recognize(
+            audio: AsyncIterator[Samples], on_partial: Callable[[str], None]
+        ) -> Transcription:
+            return await self.stream(
+                audio, on_partial, language=config.language, prompt=config.prompt, deadline=stream_deadline
+            )
+
+        return stream_utterances(
+            self,
+            recognize,
+            ctx,
+            fallbacks,
+            final_timeout_s=self.settings.timeout,
+        )
+
+    async def stream(
+        self,
+        audio: AsyncIterator[Samples],
+        on_partial: Callable[[str], None] | None,
+        *,
+        language: str | None,
+        prompt: str | None,
+        deadline: float,
+    ) -> Transcription:
+        """One ``StreamingRecognize`` call for one utterance."""
+        from google.cloud import speech_v1
+
+        await self.start()
+        streaming_config = speech_v1.StreamingRecognitionConfig(
+            config=self.recognition_config(language, prompt), interim_results=True, single_utterance=False
+        )
+
+        async def requests() -> AsyncIterator[Any]:
+            yield speech_v1.StreamingRecognizeRequest(streaming_config=streaming_config)
+            pending = b""
+            async for samples in audio:
+                pending += _pcm16(samples)
+                while len(pending) >= CHUNK_BYTES:
+                    yield speech_v1.StreamingRecognizeRequest(audio_content=pending[:CHUNK_BYTES])
+                    pending = pending[CHUNK_BYTES:]
+            if pending:
+                yield speech_v1.StreamingRecognizeRequest(audio_content=pending)
+
+        finals: list[str] = []
+        words: list[Word] = []
+        detected: str | None = None
+
+        async def consume() -> None:
+            nonlocal detected
+            responses = await self._client.streaming_recognize(
+                requests=requests(), retry=None, timeout=deadline
+            )
+            async for response in responses:
+                if response.error and response.error.code:
+                    raise ProviderError(f"google: {response.error.message or 'stream error'}")
+                interim: list[str] = []
+                for result in response.results:
+                    if not result.alternatives:
+                        continue
+                    best = result.alternatives[0]
+                    if result.is_final:
+                        finals.append(best.transcript.strip())
+                        words.extend(_words(best, 0.0))
+                        detected = detected or (result.language_code or None)
+                    else:
+                        interim.append(best.transcript.strip())
+                if on_partial is not None:
+                    on_partial(" ".join(t for t in (*finals, *interim) if t))
+
+        await self._call(consume())
+        return Transcription(
+            text=" ".join(t for t in finals if t), language=detected or language, words=tuple(words) or None
+        )
+
+    async def _call(self, awaitable: Any) -> Any:
+        """Await one API call; every API failure becomes :class:`ProviderError` with its message."""
+        from google.api_core import exceptions as gexc
+
+        try:
+            return await awaitable
+        except gexc.GoogleAPICallError as exc:
+            status = getattr(exc, "grpc_status_code", None)
+            code = getattr(status, "name", None) or type(exc).__name__
+            raise ProviderError(f"google: {code}: {exc.message}") from exc
+        except gexc.RetryError as exc:
+            raise ProviderError(f"google: {exc.message}") from exc
+        except TimeoutError as exc:
+            raise ProviderError(f"google: no answer within {self.settings.timeout:g} s") from exc
+
+
+def _pcm16(samples: Samples) -> bytes:
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+
+
+def _words(alternative: Any, base: float) -> list[Word]:
+    out = []
+    for info in alternative.words:
+        start = info.start_time.total_seconds() if info.start_time else 0.0
+        end = info.end_time.total_seconds() if info.end_time else start
+        confidence = float(info.confidence or alternative.confidence or 0.0)
+        out.append(Word(info.word, round(base + start, 3), round(base + end, 3), confidence))
+    return out
+
+
+# ---------------------------------------------------------------------- registration
+
+
+def _check(options: dict[str, Any]) -> str | None:
+    try:
+        import google.cloud.speech_v1  # noqa: F401
+    except ImportError as exc:
+        return f"google-cloud-speech is not installed ({exc}); install it with: pip install 'asrhub[google]'"
+    try:
+        load_credentials(parse_settings(options))
+    except ProviderUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def _factory(options: dict[str, Any]) -> Provider:
+    return GoogleProvider(parse_settings(options))
+
+
+spec = ProviderSpec(
+    name="google",
+    description="Google Cloud Speech-to-Text v1 (streaming_recognize / recognize)",
+    factory=_factory,
+    check=_check,
+    extra="google",
+)
