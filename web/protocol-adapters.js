@@ -67,8 +67,9 @@ export function authHeaders(apiKey, extra = {}) {
  *  {"type":"error","code":…,"message":…} | {"error":{"code"|"type":…,"message":…}} | {"code":…}. */
 export async function readErrorBody(response) {
   let code = response.status === 401 || response.status === 403 ? "unauthorized" : null;
-  if (!code && response.status === 429) code = "capacity";
+  if (!code && (response.status === 429 || response.status === 503)) code = "capacity";
   if (!code && response.status === 413) code = "too_large";
+  if (!code && response.status === 408) code = "timeout";
   let message = `HTTP ${response.status} ${response.statusText || ""}`.trim();
   try {
     const text = await response.text();
@@ -326,6 +327,7 @@ export class SocketIoAdapter extends BaseAdapter {
 
 const MAX_POST_BYTES = 64 * 1024; // batch small frames up to this size per POST
 const MAX_PENDING_BYTES = 16000 * 2 * 30; // 30 s of 16 kHz PCM16 waiting to be posted
+const RESUME_GRACE_MS = 5000; // how long a dropped event stream may take to come back
 
 export class SseAdapter extends BaseAdapter {
   constructor(opts) {
@@ -388,6 +390,10 @@ export class SseAdapter extends BaseAdapter {
         } catch (_) {}
       };
       es.onopen = () => {
+        if (this.resumeTimer) {
+          clearTimeout(this.resumeTimer);
+          this.resumeTimer = null;
+        }
         if (opened) return;
         opened = true;
         this.setState("open");
@@ -399,16 +405,23 @@ export class SseAdapter extends BaseAdapter {
           this.finish();
           return;
         }
-        // EventSource would retry on its own; a lost event stream means lost results,
-        // so end this attempt and let the UI start a fresh session.
-        es.close();
         if (!opened) {
+          es.close();
           const err = await this.failure("transport_failed", "The event stream could not be opened.");
           this.finish({ code: err.code });
           reject(err);
-        } else {
-          this.finish();
+          return;
         }
+        // The hub keeps a session's events while its stream reconnects, and EventSource
+        // reconnects by itself: give it a moment before giving the session up.
+        if (es.readyState === EventSource.CONNECTING && !this.resumeTimer) {
+          this.resumeTimer = setTimeout(() => {
+            this.resumeTimer = null;
+            if (es.readyState !== EventSource.OPEN) this.dropConnection();
+          }, RESUME_GRACE_MS);
+          return;
+        }
+        if (es.readyState === EventSource.CLOSED) this.dropConnection();
       };
     });
   }
@@ -463,10 +476,13 @@ export class SseAdapter extends BaseAdapter {
   }
 
   sessionUrl(what) {
-    return httpUrl(this.base, `/v1/sessions/${encodeURIComponent(this.sessionId)}/${what}`);
+    const path = `/v1/sessions/${encodeURIComponent(this.sessionId)}`;
+    return httpUrl(this.base, what ? `${path}/${what}` : path);
   }
 
   dropConnection() {
+    if (this.resumeTimer) clearTimeout(this.resumeTimer);
+    this.resumeTimer = null;
     if (this.es) this.es.close();
     this.queue = [];
     this.queuedBytes = 0;
@@ -497,8 +513,16 @@ export class SseAdapter extends BaseAdapter {
     this.userClosing = true;
     this.queue = [];
     this.queuedBytes = 0;
+    if (this.resumeTimer) clearTimeout(this.resumeTimer);
+    this.resumeTimer = null;
     if (this.es) this.es.close();
     this.abort.abort();
+    if (this.sessionId && !this.sessionClosed) {
+      // Free the hub's session now rather than at its idle timeout (best effort).
+      fetch(this.sessionUrl(""), { method: "DELETE", headers: authHeaders(this.apiKey), keepalive: true }).catch(
+        () => {},
+      );
+    }
     this.finish();
   }
 }

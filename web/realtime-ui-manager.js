@@ -35,6 +35,14 @@ const SENTENCES = {
 
 /** A readable sentence for an error code (+ the raw detail, shown smaller). */
 export function describeError(code, message) {
+  if (code === "unauthorized" && message && /origin/i.test(message)) {
+    // The hub refuses browser pages from origins it does not list (server.allowed_origins).
+    return {
+      code,
+      sentence: "The hub does not accept requests from this page's address (its origin is not allowed).",
+      detail: message,
+    };
+  }
   const sentence = SENTENCES[code] || (message ? `Error: ${message}` : `Error (${code}).`);
   const detail = message && SENTENCES[code] && message !== sentence ? message : "";
   return { code: code || "unknown", sentence, detail };
