@@ -1,0 +1,97 @@
+"""``asrhub serve``: run the hub — every transport on one port.
+
+    asrhub serve [--host H] [--port P] [--config FILE] [--api-key KEY …] [--default-provider NAME]
+                 [--log-level LEVEL] [--set KEY=VALUE …]
+
+Settings come from defaults < the TOML file < ``ASRHUB_…`` variables (``ASRHUB_API_KEYS`` is a
+comma-separated list) < these flags. Models load before the port opens; the line
+``asrhub: listening on http://HOST:PORT`` (on stdout) says the hub is ready. SIGTERM or SIGINT
+stops accepting, flushes every open session's finals to its client, then exits (0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from ..settings import Settings
+
+
+def add_parser(subparsers: Any) -> None:
+    from ..settings_loader import add_settings_arguments
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "serve",
+        help="run the hub: WebSocket, Socket.io, HTTP+SSE, batch and OpenAI endpoints, web UI",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_settings_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def load_settings(args: argparse.Namespace) -> Settings:
+    """The process's settings (file < environment < flags). Swap here to change the loading."""
+    from ..settings_loader import load_from_args
+
+    return load_from_args(args).settings
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+    from ..transports.app import create_app
+    from ..wiring import build_hub
+
+    hub = build_hub(settings)
+    app = create_app(hub, settings)
+    grace = settings.server.shutdown_grace_s
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace + 10.0, access_log=None)
+    await runner.setup()  # start-up: models load here, before any port opens
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        site = web.TCPSite(runner, settings.server.host, settings.server.port)
+        await site.start()
+        for address in runner.addresses:
+            host, port = address[0], address[1]
+            print(f"asrhub: listening on http://{host}:{port}", flush=True)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        print("asrhub: shutting down", flush=True)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import metrics
+    from ..logging import configure
+    from ..provider import ProviderUnavailable
+    from ..settings_loader import SettingsError
+
+    try:
+        settings = load_settings(args)
+    except SettingsError as exc:
+        print(f"asrhub: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.log)
+    metrics.configure(settings.metrics)
+    try:
+        asyncio.run(serve(settings))
+    except ProviderUnavailable as exc:
+        print(f"asrhub: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f"{settings.server.host}:{settings.server.port}"
+        print(f"asrhub: cannot listen on {where}: {exc}", file=sys.stderr)
+        return 1
+    return 0

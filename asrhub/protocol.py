@@ -1,0 +1,188 @@
+"""The wire contract's parsing and encoding, shared by every transport.
+
+No transport parses a client message or encodes a hub event on its own: they all call
+:func:`parse_message` and :func:`encode_event`, so the contract has one implementation.
+
+Client → hub messages are JSON objects with a string ``type``::
+
+    {"type": "session.start", "config": {...}}     → StartMessage
+    {"type": "session.end"}                        → EndMessage
+    {"type": "ping", "id": 7}                      → PingMessage
+
+Wrapped formats (``{"action": …}``, ``{"data": …}``), unknown types, non-objects and invalid
+JSON raise :class:`~asrhub.errors.HubError` ``bad_message`` (not fatal: the session lives).
+The ``config`` object itself is validated by :meth:`asrhub.hub.Hub.open`.
+
+HTTP endpoints answer errors with the contract's ``error`` event as the body and the status
+from :data:`HTTP_STATUS`; the OpenAI-compatible endpoints use OpenAI's error shape
+(:func:`openai_error_body`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+import msgspec
+import numpy as np
+
+from .errors import HubError
+from .frames import Event
+
+MAX_MESSAGE_BYTES = 64 * 1024
+"""Largest JSON control message; larger ones are answered with ``too_large``."""
+
+WRAPPER_KEYS = ("action", "data", "payload", "event")
+"""Top-level keys of the wrapped formats the contract rejects."""
+
+
+@dataclass(frozen=True, slots=True)
+class StartMessage:
+    type = "session.start"
+    config: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndMessage:
+    type = "session.end"
+
+
+@dataclass(frozen=True, slots=True)
+class PingMessage:
+    type = "ping"
+    id: Any = None
+
+
+ClientMessage: TypeAlias = StartMessage | EndMessage | PingMessage
+
+CLIENT_TYPES = (StartMessage.type, EndMessage.type, PingMessage.type)
+
+_decoder = msgspec.json.Decoder()
+
+
+def parse_message(raw: str | bytes | Any, *, event: str | None = None) -> ClientMessage:
+    """Parse one client → hub control message.
+
+    ``raw`` is JSON text (WebSocket text frame, HTTP body) or an already decoded object
+    (a Socket.io payload). ``event`` is the Socket.io event name the payload arrived under:
+    when given, a payload without ``type`` takes it from the event name, and a ``type`` that
+    differs from it is refused.
+    """
+    if isinstance(raw, str | bytes | bytearray | memoryview):
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise HubError("too_large", f"control message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        try:
+            obj = _decoder.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise HubError("bad_message", f"not valid JSON: {exc}") from None
+    else:
+        obj = raw
+    if event is not None and obj is None:
+        obj = {}
+    if not isinstance(obj, dict):
+        raise HubError("bad_message", f"a message must be a JSON object, not {type(obj).__name__}")
+    kind = obj.get("type", event if event is not None else None)
+    if kind is None:
+        wrapper = next((k for k in WRAPPER_KEYS if k in obj), None)
+        if wrapper is not None:
+            raise HubError(
+                "bad_message",
+                f"wrapped messages ({{{wrapper!r}: …}}) are not supported; send a flat object "
+                'with a "type", e.g. {"type": "session.start", "config": {…}}',
+            )
+        raise HubError("bad_message", 'a message needs a string "type" field')
+    if not isinstance(kind, str):
+        raise HubError("bad_message", f'"type" must be a string, not {type(kind).__name__}')
+    if event is not None and kind != event:
+        raise HubError("bad_message", f"event {event!r} carries a message of type {kind!r}")
+    wrapper = next((k for k in WRAPPER_KEYS if k in obj), None)
+    if wrapper is not None:
+        raise HubError(
+            "bad_message",
+            f"wrapped messages are not supported: put the fields of {wrapper!r} at the top level",
+        )
+    if kind == StartMessage.type:
+        config = obj.get("config")
+        if config is not None and not isinstance(config, dict):
+            raise HubError("bad_message", f'"config" must be an object, not {type(config).__name__}')
+        return StartMessage(config=config)
+    if kind == EndMessage.type:
+        return EndMessage()
+    if kind == PingMessage.type:
+        return PingMessage(id=obj.get("id"))
+    if kind == "audio":
+        raise HubError("bad_message", "audio travels as binary frames, never inside JSON")
+    raise HubError("bad_message", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+
+
+# --------------------------------------------------------------------------- hub → client
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+
+
+_encoder = msgspec.json.Encoder(enc_hook=_enc_hook)
+
+
+def encode_json(obj: Any) -> bytes:
+    """JSON bytes of a plain object (numpy scalars allowed)."""
+    return _encoder.encode(obj)
+
+
+def encode_event(event: Event) -> str:
+    """One hub → client message as JSON text (the WebSocket text frame, the SSE ``data``)."""
+    return _encoder.encode(event.to_dict()).decode()
+
+
+def event_payload(event: Event) -> dict[str, Any]:
+    """The message as a JSON-ready dict (the Socket.io payload): numpy scalars converted."""
+    result: dict[str, Any] = msgspec.json.decode(_encoder.encode(event.to_dict()))
+    return result
+
+
+def sse_frame(event: Event) -> bytes:
+    """One Server-Sent Events frame: ``event: <type>`` / ``data: <json>``."""
+    return b"event: " + event.type.encode() + b"\ndata: " + _encoder.encode(event.to_dict()) + b"\n\n"
+
+
+# --------------------------------------------------------------------------- HTTP errors
+
+HTTP_STATUS: dict[str, int] = {
+    "bad_message": 400,
+    "bad_audio": 400,
+    "unknown_provider": 400,
+    "unauthorized": 401,
+    "too_large": 413,
+    "timeout": 408,
+    "provider_failed": 502,
+    "capacity": 503,
+    "slow_consumer": 503,
+}
+"""Default HTTP status of each error code on the HTTP endpoints (unlisted codes: 500). A few
+answers use another status with a contract code: an unknown session is 404 ``bad_message``, a
+second event-stream subscriber 409 ``bad_message``, a refused browser origin 403 ``unauthorized``."""
+
+
+def http_status(code: str) -> int:
+    return HTTP_STATUS.get(code, 500)
+
+
+def error_body(error: HubError) -> dict[str, Any]:
+    """The hub's HTTP error body: the contract's ``error`` event."""
+    return error.to_event().to_dict()
+
+
+_OPENAI_TYPES = {401: "invalid_request_error", 403: "invalid_request_error", 503: "server_error"}
+
+
+def openai_error_body(error: HubError, status: int | None = None) -> dict[str, Any]:
+    """OpenAI's error shape; ``code`` is the hub's contract code."""
+    status = status or http_status(error.code)
+    kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": error.message, "type": kind, "param": None, "code": error.code}}

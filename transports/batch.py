@@ -1,0 +1,192 @@
+"""``POST /v1/transcribe``: one whole file in, its transcript out.
+
+The file comes as the multipart field ``file`` (optional fields ``provider``, ``language``,
+``prompt``) or as the raw request body (the same options as query parameters). Any encoding
+PyAV reads is accepted. The answer::
+
+    {"text": "…", "segments": [transcript.final, …], "provider": "whisper",
+     "language": "en", "duration": 3.24}
+
+Shared with the OpenAI-compatible endpoint: :func:`read_upload` (size-capped, 413
+``too_large`` past ``server.max_upload_bytes``) and :func:`transcribe_upload` (decode off the
+event loop, then ``Hub.transcribe``; a full inference queue is 503 ``capacity``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiohttp import BodyPartReader, web
+
+from asrhub.errors import HubError
+from asrhub.frames import FinalTranscript, Samples, Word
+from asrhub.hub import Hub
+from asrhub.inference import PoolFull
+from asrhub.protocol import encode_json
+from asrhub.provider import TimedText, Transcription
+
+from .common import HUB, SETTINGS, read_limited
+
+MAX_FIELD_BYTES = 64 * 1024
+MAX_AUDIO_S = 4 * 3600.0
+"""Longest file accepted (decoded samples are bounded too, not only the upload's bytes)."""
+
+
+@dataclass
+class Upload:
+    data: bytes | None = None
+    filename: str | None = None
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+    def get(self, name: str) -> str | None:
+        values = self.fields.get(name)
+        return values[-1] if values else None
+
+    def get_all(self, name: str) -> list[str]:
+        return self.fields.get(name, [])
+
+
+async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await part.read_chunk(256 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise HubError("too_large", f"{what} exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_upload(request: web.Request) -> Upload:
+    """The uploaded file and form fields; query parameters count as fields too."""
+    limit = request.app[SETTINGS].server.max_upload_bytes
+    length = request.content_length
+    if length is not None and length > limit + MAX_FIELD_BYTES:
+        raise HubError("too_large", f"upload of {length} bytes exceeds the limit of {limit}")
+    upload = Upload(fields={k: request.query.getall(k) for k in request.query})
+    if request.content_type.startswith("multipart/"):
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader):
+                raise HubError("bad_message", "nested multipart bodies are not supported")
+            if part.name == "file":
+                upload.data = await _read_part(part, limit, "the file")
+                upload.filename = part.filename
+            elif part.name:
+                value = await _read_part(part, MAX_FIELD_BYTES, f"field {part.name!r}")
+                upload.fields.setdefault(part.name, []).append(value.decode("utf-8", "replace"))
+    else:
+        upload.data = await read_limited(request, limit, "the file") or None
+    if not upload.data:
+        raise HubError("bad_message", "no audio: send the file as multipart field 'file' or as the body")
+    return upload
+
+
+def _decode_with_pyav(data: bytes) -> Samples:
+    import io
+
+    import av
+
+    parts: list[np.ndarray[Any, Any]] = []
+    total = 0
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                raise HubError("bad_audio", "the file has no audio stream")
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=16_000)
+            for frame in container.decode(audio=0):
+                for out in resampler.resample(frame):
+                    parts.append(out.to_ndarray().reshape(-1))
+                    total += out.samples
+                if total > MAX_AUDIO_S * 16_000:
+                    raise HubError("too_large", f"the file is longer than {MAX_AUDIO_S / 3600:g} hours")
+            for out in resampler.resample(None):
+                parts.append(out.to_ndarray().reshape(-1))
+    except av.FFmpegError as exc:
+        raise HubError("bad_audio", f"cannot decode the file: {exc}") from None
+    if not parts:
+        raise HubError("bad_audio", "the file holds no audio samples")
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def decode_upload(data: bytes) -> Samples:
+    """Any container/codec PyAV reads → 16 kHz mono float32 (blocking: run it off the loop)."""
+    decode_file = getattr(importlib.import_module("asrhub.operators.decode"), "decode_file", None)
+    if decode_file is None:  # until operators/decode.py offers it
+        return _decode_with_pyav(data)
+    try:
+        samples: Samples = decode_file(data)
+    except HubError:
+        raise
+    except Exception as exc:
+        raise HubError("bad_audio", f"cannot decode the file: {exc}") from None
+    return samples
+
+
+async def transcribe_upload(
+    hub: Hub, data: bytes, *, provider: str | None, language: str | None, prompt: str | None
+) -> tuple[str, Transcription, float]:
+    """Decode and transcribe; returns (provider name, transcription, duration in seconds)."""
+    samples = await asyncio.to_thread(decode_upload, data)
+    try:
+        name, result = await hub.transcribe(samples, provider=provider, language=language, prompt=prompt)
+    except PoolFull as exc:
+        raise HubError("capacity", f"the engine is at capacity ({exc}); retry later") from None
+    return name, result, len(samples) / 16_000
+
+
+def pieces(result: Transcription, duration: float) -> tuple[TimedText, ...]:
+    """The transcription's timed pieces (one covering the whole file when the engine gave none)."""
+    if result.segments:
+        return result.segments
+    if not result.text.strip():
+        return ()
+    return (TimedText(text=result.text, start=0.0, end=duration),)
+
+
+def words_in(words: tuple[Word, ...] | None, start: float, end: float) -> tuple[Word, ...] | None:
+    if words is None:
+        return None
+    return tuple(w for w in words if start - 0.01 <= (w.start + w.end) / 2 <= end + 0.01)
+
+
+def final_events(name: str, result: Transcription, duration: float) -> list[FinalTranscript]:
+    return [
+        FinalTranscript(
+            segment_id=i,
+            text=piece.text.strip(),
+            start=round(piece.start, 3),
+            end=round(piece.end, 3),
+            provider=name,
+            language=result.language,
+            words=words_in(result.words, piece.start, piece.end),
+        )
+        for i, piece in enumerate(pieces(result, duration))
+    ]
+
+
+async def transcribe(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    upload = await read_upload(request)
+    assert upload.data is not None
+    name, result, duration = await transcribe_upload(
+        hub, upload.data, provider=upload.get("provider") or None,
+        language=upload.get("language") or None, prompt=upload.get("prompt") or None,
+    )
+    segments = [e.to_dict() for e in final_events(name, result, duration)]
+    body = {
+        "text": result.text.strip(),
+        "segments": segments,
+        "provider": name,
+        "language": result.language,
+        "duration": round(duration, 3),
+    }
+    return web.Response(body=encode_json(body), content_type="application/json")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/transcribe", transcribe)

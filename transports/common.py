@@ -1,0 +1,86 @@
+"""What the transports of one aiohttp application share: app state keys and HTTP helpers.
+
+App state lives under typed :class:`aiohttp.web.AppKey` s. Handlers raise
+:class:`~asrhub.errors.HubError` (or :class:`HTTPHubError` for a status other than the code's
+default); the error middleware in :mod:`asrhub.transports.auth` turns it into the JSON error body
+of the endpoint's family (the contract's ``error`` event, or OpenAI's shape under ``/v1/audio/``
+and ``/v1/models``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from asrhub.errors import HubError
+from asrhub.hub import Hub
+from asrhub.settings import Settings
+
+if TYPE_CHECKING:
+    from .auth import Auth
+    from .streaming import StreamConnection
+
+HUB = web.AppKey("hub", Hub)
+SETTINGS = web.AppKey("settings", Settings)
+AUTH: web.AppKey[Auth] = web.AppKey("auth")
+CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
+SHUTDOWN_HOOKS: web.AppKey[list[Callable[[], Awaitable[None]]]] = web.AppKey("shutdown_hooks")
+"""Run after every session was flushed (a transport closing what it still holds)."""
+KEY_ID: web.RequestKey[str | None] = web.RequestKey("key_id")
+"""``request[KEY_ID]``: the identity of the API key that authenticated the request (or None)."""
+UNAUTHORIZED = web.RequestKey("unauthorized", HubError)
+"""Set on a WebSocket upgrade whose key was refused: the handler answers in-band."""
+
+OPENAI_PREFIXES = ("/v1/audio/", "/v1/models")
+
+
+class HTTPHubError(HubError):
+    """A :class:`HubError` answered with an explicit HTTP status."""
+
+    def __init__(self, code: str, message: str, *, status: int, fatal: bool = False) -> None:
+        super().__init__(code, message, fatal=fatal)
+        self.status = status
+
+
+class Connections:
+    """The live streaming connections (WebSocket, Socket.io), for the graceful shutdown."""
+
+    def __init__(self) -> None:
+        self._live: set[StreamConnection] = set()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def add(self, conn: StreamConnection) -> None:
+        self._live.add(conn)
+
+    def discard(self, conn: StreamConnection) -> None:
+        self._live.discard(conn)
+
+    async def drain(self, grace_s: float) -> None:
+        """Wait (at most ``grace_s``) for connections to deliver their last events, then close
+        whatever is still open."""
+        live = list(self._live)
+        if live:
+            await asyncio.wait([asyncio.ensure_future(c.wait_finished()) for c in live], timeout=grace_s)
+        for conn in list(self._live):
+            await conn.shutdown()
+
+
+async def read_limited(request: web.Request, limit: int, what: str = "request body") -> bytes:
+    """Read a whole body, refusing with ``too_large`` past ``limit`` bytes (before reading when
+    the Content-Length already says so)."""
+    length = request.content_length
+    if length is not None and length > limit:
+        raise HubError("too_large", f"{what} of {length} bytes exceeds the limit of {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise HubError("too_large", f"{what} exceeds the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,167 @@
+"""OpenAI-compatible endpoints: the official ``openai`` SDK pointed at ``http://HOST:PORT/v1``
+works unchanged.
+
+``POST /v1/audio/transcriptions`` (multipart): ``file``, ``model``, ``language``, ``prompt``,
+``response_format`` (``json`` · ``text`` · ``srt`` · ``vtt`` · ``verbose_json``),
+``temperature`` (accepted, echoed in verbose segments), ``timestamp_granularities[]``
+(``segment`` and/or ``word``, verbose_json only). ``model`` names a hub provider; ``whisper-1``
+(and any model the hub does not know of the ``gpt-4o…-transcribe`` family) means the hub's
+default provider. ``GET /v1/models`` lists the providers (plus the ``whisper-1`` alias).
+
+Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, with the hub's
+contract code in ``code``: 400 bad input, 401 no/wrong key, 413 too large, 503 capacity.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from aiohttp import web
+
+from asrhub.errors import HubError
+from asrhub.hub import NO_PROVIDER, Hub
+from asrhub.protocol import encode_json
+from asrhub.provider import Transcription
+
+from .batch import pieces, read_upload, transcribe_upload, words_in
+from .common import HUB
+
+ALIASES = ("whisper-1",)
+"""OpenAI model names that mean "the hub's default provider"."""
+FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+CREATED = int(time.time())
+
+
+def resolve_model(hub: Hub, model: str | None) -> str | None:
+    """The provider a ``model`` field names (None: the hub's default)."""
+    if not model or model in ALIASES or (model.startswith("gpt-4o") and "transcribe" in model):
+        return None
+    if model in hub.providers:
+        return model
+    known = ", ".join([*sorted(hub.providers), *ALIASES])
+    raise HubError("unknown_provider", f"the model {model!r} does not exist on this hub; available: {known}")
+
+
+def _timestamp(seconds: float, sep: str) -> str:
+    ms = max(0, round(seconds * 1000))
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def to_srt(result: Transcription, duration: float) -> str:
+    blocks = [
+        f"{i}\n{_timestamp(p.start, ',')} --> {_timestamp(p.end, ',')}\n{p.text.strip()}\n"
+        for i, p in enumerate(pieces(result, duration), start=1)
+    ]
+    return "\n".join(blocks) + ("\n" if blocks else "")
+
+
+def to_vtt(result: Transcription, duration: float) -> str:
+    blocks = [
+        f"{_timestamp(p.start, '.')} --> {_timestamp(p.end, '.')}\n{p.text.strip()}\n"
+        for p in pieces(result, duration)
+    ]
+    return "WEBVTT\n\n" + "\n".join(blocks)
+
+
+def to_verbose(
+    result: Transcription, duration: float, *, temperature: float, granularities: list[str]
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "task": "transcribe",
+        "language": result.language or "",
+        "duration": round(duration, 3),
+        "text": result.text.strip(),
+    }
+    if not granularities or "segment" in granularities:
+        body["segments"] = [
+            {
+                "id": i,
+                "seek": int(p.start * 100),
+                "start": round(p.start, 3),
+                "end": round(p.end, 3),
+                "text": p.text,
+                "tokens": [],
+                "temperature": temperature,
+                "avg_logprob": 0.0,
+                "compression_ratio": 0.0,
+                "no_speech_prob": 0.0,
+            }
+            for i, p in enumerate(pieces(result, duration))
+        ]
+    if "word" in granularities:
+        words = words_in(result.words, 0.0, duration) or ()
+        body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end} for w in words]
+    body["usage"] = _usage(duration)
+    return body
+
+
+def _usage(duration: float) -> dict[str, Any]:
+    """OpenAI bills audio by the started second."""
+    return {"type": "duration", "seconds": math.ceil(duration)}
+
+
+async def transcriptions(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    upload = await read_upload(request)
+    assert upload.data is not None
+    fmt = upload.get("response_format") or "json"
+    if fmt not in FORMATS:
+        supported = ", ".join(FORMATS)
+        raise HubError("bad_message", f"response_format {fmt!r} is not supported; use one of {supported}")
+    if (upload.get("stream") or "false").lower() == "true":
+        raise HubError("bad_message", "stream=true is not supported here; stream over /v1/stream instead")
+    try:
+        temperature = float(upload.get("temperature") or 0.0)
+    except ValueError:
+        raise HubError("bad_message", "temperature must be a number") from None
+    granularities = upload.get_all("timestamp_granularities[]") + upload.get_all("timestamp_granularities")
+    provider = resolve_model(hub, upload.get("model"))
+    name, result, duration = await transcribe_upload(
+        hub, upload.data, provider=provider,
+        language=upload.get("language") or None, prompt=upload.get("prompt") or None,
+    )
+    if fmt == "text":
+        return web.Response(text=result.text.strip() + "\n", content_type="text/plain")
+    if fmt == "srt":
+        return web.Response(text=to_srt(result, duration), content_type="text/plain")
+    if fmt == "vtt":
+        return web.Response(text=to_vtt(result, duration), content_type="text/vtt")
+    if fmt == "verbose_json":
+        body = to_verbose(result, duration, temperature=temperature, granularities=granularities)
+    else:
+        body = {"text": result.text.strip(), "usage": _usage(duration)}
+    return web.Response(
+        body=encode_json(body), content_type="application/json", headers={"X-Asrhub-Provider": name}
+    )
+
+
+async def models(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    data: list[dict[str, Any]] = []
+    for name, provider in sorted(hub.providers.items()):
+        try:
+            info = provider.describe()
+            encode_json(info)
+        except Exception:  # describing must never take the listing down
+            info = {}
+        data.append(
+            {"id": name, "object": "model", "created": CREATED, "owned_by": "asrhub",
+             "default": name == hub.default_provider, "info": info}
+        )
+    if hub.default_provider != NO_PROVIDER:
+        for alias in ALIASES:
+            data.append(
+                {"id": alias, "object": "model", "created": CREATED, "owned_by": "asrhub",
+                 "alias_of": hub.default_provider}
+            )
+    return web.Response(body=encode_json({"object": "list", "data": data}), content_type="application/json")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_post("/v1/audio/transcriptions", transcriptions)
+    app.router.add_get("/v1/models", models)

@@ -1,0 +1,136 @@
+"""Socket.io at ``/socket.io/``: the streaming contract with Socket.io's events.
+
+The client emits ``session.start`` / ``session.end`` / ``ping`` with the same JSON object as on
+the WebSocket (a payload without ``type`` takes the event name) and ``audio`` with a binary
+payload (a Socket.io binary attachment). The hub emits every message with its ``type`` as the
+event name and the whole message as the payload. One session per Socket.io connection; the
+connection is closed after ``session.closed``.
+
+* Keys come from the connect ``auth`` (``{"token": KEY}``), the ``token`` query parameter or an
+  ``Authorization: Bearer`` header; a refused connect reaches the client as ``connect_error``
+  whose ``data`` is the contract's ``unauthorized`` error.
+* ``async_handlers=False``: each client's packets are handled in order, and the engine.io read
+  loop awaits the handler, so ``session.feed``'s backpressure reaches the client's socket.
+* Outbound, each emit waits until engine.io's writer has taken the packet (its per-socket queue
+  is unbounded), so a client that stops reading fills our bounded queue and is closed with
+  ``slow_consumer`` instead of growing engine.io's queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import socketio
+from aiohttp import web
+
+from asrhub.errors import HubError
+from asrhub.frames import Event
+from asrhub.protocol import CLIENT_TYPES, event_payload
+
+from .auth import bearer_or_token
+from .common import AUTH, CONNECTIONS, HUB, SETTINGS, SHUTDOWN_HOOKS
+from .streaming import StreamConnection
+
+PATH = "socket.io"
+CLOSE_TIMEOUT = 2.0
+
+SIO = web.AppKey("socketio", socketio.AsyncServer)
+
+
+def _environ_query(environ: dict[str, Any]) -> dict[str, str]:
+    from urllib.parse import parse_qsl
+
+    return dict(parse_qsl(environ.get("QUERY_STRING", "")))
+
+
+def setup(app: web.Application) -> socketio.AsyncServer:
+    hub, settings, auth = app[HUB], app[SETTINGS], app[AUTH]
+    sio = socketio.AsyncServer(
+        async_mode="aiohttp",
+        async_handlers=False,
+        cors_allowed_origins=auth.socketio_origins(),
+        ping_interval=settings.server.heartbeat_s,
+        max_http_buffer_size=2 * hub.limits.max_frame_bytes + 4096,
+        logger=False,
+        engineio_logger=False,
+    )
+    sio.attach(app, socketio_path=PATH)
+    app[SIO] = sio
+    conns: dict[str, StreamConnection] = {}
+
+    async def drained(sid: str) -> None:
+        """Wait until engine.io's writer took every queued packet of this client."""
+        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+        sock = sio.eio.sockets.get(eio_sid) if eio_sid else None
+        queue = getattr(sock, "queue", None)
+        if queue is not None and not getattr(sock, "closed", True):
+            await queue.join()
+
+    async def connect(sid: str, environ: dict[str, Any], auth_data: Any = None) -> None:
+        token = auth_data.get("token") if isinstance(auth_data, dict) else None
+        headers = {"Authorization": environ.get("HTTP_AUTHORIZATION", "")}
+        try:
+            key = auth.identify(token or bearer_or_token(headers, _environ_query(environ)))
+        except HubError as exc:
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_event().to_dict()) from None
+
+        async def send(event: Event) -> None:
+            await sio.emit(event.type, event_payload(event), to=sid)
+            await drained(sid)
+
+        async def close(_code: str | None) -> None:
+            try:
+                await asyncio.wait_for(sio.disconnect(sid), CLOSE_TIMEOUT)
+            except TimeoutError:  # the client reads nothing: cut its socket
+                request = environ.get("aiohttp.request")
+                if request is not None and request.transport is not None:
+                    request.transport.abort()
+
+        conn = StreamConnection(hub, transport="socketio", key=key, send=send, close=close)
+        conns[sid] = conn
+        app[CONNECTIONS].add(conn)
+
+    async def disconnect(sid: str, _reason: Any = None) -> None:
+        conn = conns.pop(sid, None)
+        if conn is not None:
+            conn.release()
+            app[CONNECTIONS].discard(conn)
+
+    def control(event: str) -> Any:
+        async def handler(sid: str, data: Any = None) -> None:
+            conn = conns.get(sid)
+            if conn is not None:
+                await conn.handle_text(data, event=event)
+
+        return handler
+
+
+    async def audio(sid: str, data: Any = None) -> None:
+        conn = conns.get(sid)
+        if conn is None:
+            return
+        if not isinstance(data, bytes | bytearray | memoryview):
+            what = type(data).__name__
+            message = f"audio must be a binary attachment (bytes), not {what}; never base64"
+            await conn.send_error(HubError("bad_message", message))
+            return
+        await conn.handle_audio(bytes(data))
+
+    async def other(event: str, sid: str, *args: Any) -> None:
+        conn = conns.get(sid)
+        if conn is not None:
+            await conn.handle_text(args[0] if args else None, event=event)
+
+    sio.on("connect", connect)
+    sio.on("disconnect", disconnect)
+    for name in CLIENT_TYPES:
+        sio.on(name, control(name))
+    sio.on("audio", audio)
+    sio.on("*", other)
+
+    async def shutdown() -> None:
+        await sio.shutdown()
+
+    app[SHUTDOWN_HOOKS].append(shutdown)
+    return sio

@@ -1,0 +1,230 @@
+"""The streaming conversation of the contract, on any message transport (WebSocket, Socket.io).
+
+A transport hands every client message to one :class:`StreamConnection` and gives it two
+callbacks: ``send(event)`` delivers one hub → client message (awaiting the socket, so a slow
+reader slows the sender) and ``close(code)`` ends the connection (``code`` is None after a
+normal ``session.closed``, else the error code that ended it, or ``"shutdown"``).
+
+::
+
+    client:  session.start ──── audio ── audio ── ping ─── session.end ───────────────────┐
+    hub:        session.started ── vad.* ── transcript.* ── pong ── transcript.final ── session.closed ─ close
+
+* one session per connection, opened with ``Hub.open(config, key=…, transport=…)``;
+* ``session.started`` first, then the session's events through a bounded
+  :class:`~asrhub.delivery.EventQueue` drained by one forwarder task;
+* ``handle_audio`` awaits ``session.feed``: the transport reads its next frame only after that,
+  so a busy engine becomes TCP backpressure;
+* a :class:`~asrhub.errors.HubError` becomes an ``error`` event; a fatal one closes;
+* a queue overflow closes the connection with ``slow_consumer`` at once, even while the
+  forwarder is stuck on a socket the client no longer reads;
+* :meth:`release` (the transport's ``finally``) closes the session on any disconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+from reactivex.abc import DisposableBase
+
+from asrhub.delivery import SLOW_CONSUMER, EventQueue
+from asrhub.errors import HubError
+from asrhub.frames import ErrorEvent, Event, Pong, SessionStarted
+from asrhub.hub import Hub
+from asrhub.protocol import EndMessage, PingMessage, StartMessage, parse_message
+from asrhub.session import Session, State
+
+log = structlog.get_logger("asrhub.transports")
+
+Send = Callable[[Event], Awaitable[None]]
+Close = Callable[[str | None], Awaitable[None]]
+
+SEND_TIMEOUT_ON_CLOSE = 1.0
+"""How long a last message (``slow_consumer``) may take before the connection is cut anyway."""
+
+
+class StreamConnection:
+    def __init__(
+        self,
+        hub: Hub,
+        *,
+        transport: str,
+        key: str | None,
+        send: Send,
+        close: Close,
+        queue_size: int | None = None,
+    ) -> None:
+        self.hub = hub
+        self.transport = transport
+        self.key = key
+        self.queue_size = queue_size or hub.limits.subscriber_queue
+        self.session: Session | None = None
+        self.queue: EventQueue | None = None
+        self._send = send
+        self._close = close
+        self._send_lock = asyncio.Lock()
+        self._forwarder: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._watch: DisposableBase | None = None
+        self._closing = False
+        self._finished = asyncio.get_running_loop().create_future()
+        self._told_no_session = False
+        self._told_ended = False
+        self._fatal_code: str | None = None
+        self._sent_slow_consumer = False
+        self.log = log.bind(transport=transport)
+
+    # ------------------------------------------------------------------ client → hub
+
+    async def handle_text(
+        self, raw: str | bytes | Mapping[str, Any] | None, *, event: str | None = None
+    ) -> None:
+        """One control message (JSON text, or a decoded Socket.io payload under ``event``)."""
+        try:
+            message = parse_message(raw, event=event)
+        except HubError as exc:
+            await self.send_error(exc)
+            return
+        if isinstance(message, PingMessage):
+            await self.emit(Pong(id=message.id))
+        elif isinstance(message, StartMessage):
+            await self._start(message.config)
+        elif isinstance(message, EndMessage):
+            await self._end()
+
+    async def handle_audio(self, data: bytes) -> None:
+        """One binary audio frame; returns once the session can take more."""
+        session = self.session
+        if session is None:
+            if not self._told_no_session:  # answered once: audio keeps coming until the client notices
+                self._told_no_session = True
+                await self.send_error(HubError("bad_message", "send session.start before any audio"))
+            return
+        if session.state is not State.OPEN:
+            if not self._told_ended:
+                self._told_ended = True
+                why = "the hub is shutting down" if not self.hub.accepting else "the session has ended"
+                await self.send_error(HubError("bad_message", f"audio ignored: {why}"))
+            return
+        try:
+            await session.feed(data)
+        except HubError as exc:
+            await self.send_error(exc)
+
+    async def send_error(self, error: HubError) -> None:
+        await self.emit(error.to_event())
+        if error.fatal:
+            await self._close_once(error.code)
+
+    # ------------------------------------------------------------------ session
+
+    async def _start(self, config: Mapping[str, Any] | None) -> None:
+        if self.session is not None:
+            await self.send_error(HubError("bad_message", "a session is already open on this connection"))
+            return
+        try:
+            session = self.hub.open(config, key=self.key, transport=self.transport)
+        except HubError as exc:
+            await self.send_error(exc)
+            return
+        self.session = session
+        self.log = self.log.bind(session_id=session.id)
+        self.queue = EventQueue(session, self.queue_size)
+        self._watch = session.events.subscribe(on_next=self._after_event)
+        await self.emit(SessionStarted(session_id=session.id, config=session.config.to_dict()))
+        self._forwarder = asyncio.create_task(self._forward(self.queue))
+
+    async def _end(self) -> None:
+        session = self.session
+        if session is None:
+            await self.send_error(HubError("bad_message", "no session to end: send session.start first"))
+            return
+        # The forwarder delivers the flushed finals and session.closed, then closes.
+        self._spawn(session.end())
+
+    def _after_event(self, event: Event) -> None:
+        """Runs after the queue took ``event`` (subscribed after it): reacts to an overflow."""
+        if isinstance(event, ErrorEvent) and event.fatal:
+            self._fatal_code = event.code
+        queue = self.queue
+        if queue is not None and queue.overflowed and not self._closing:
+            self._closing = True
+            self._spawn(self._slow_consumer())
+
+    async def _forward(self, queue: EventQueue) -> None:
+        try:
+            async for event in queue:
+                await self.emit(event)
+        except (ConnectionError, RuntimeError) as exc:  # the socket went away under us
+            self.log.debug("forwarding stopped", error=repr(exc))
+            return
+        if not queue.overflowed:  # on overflow, _slow_consumer closes
+            await self._close_once(self._fatal_code)
+
+    async def _slow_consumer(self) -> None:
+        self.log.warning("slow consumer: closing", queued=len(self.queue or ()))
+        if self.session is not None:
+            self.session.close("slow_consumer")
+        forwarder = self._forwarder
+        if forwarder is not None and forwarder is not asyncio.current_task():
+            forwarder.cancel()
+        if not self._sent_slow_consumer:
+            try:
+                await asyncio.wait_for(self.emit(SLOW_CONSUMER), SEND_TIMEOUT_ON_CLOSE)
+            except (TimeoutError, ConnectionError, RuntimeError):
+                pass
+        await self._close("slow_consumer")
+
+    # ------------------------------------------------------------------ output
+
+    async def emit(self, event: Event) -> None:
+        """Send one message; sends are serialized so frames never interleave."""
+        async with self._send_lock:
+            await self._send(event)
+            if event is SLOW_CONSUMER:
+                self._sent_slow_consumer = True
+
+    async def _close_once(self, code: str | None) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        await self._close(code)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def wait_finished(self) -> None:
+        """Returns once the connection was released."""
+        await asyncio.shield(self._finished)
+
+    async def shutdown(self) -> None:
+        """Close a connection the graceful shutdown found still open."""
+        if not self._closing:
+            self._closing = True
+            try:
+                await self._close("shutdown")
+            except (ConnectionError, RuntimeError):
+                pass
+
+    def release(self) -> None:
+        """The transport's ``finally``: stop forwarding, close the session. Idempotent."""
+        self._closing = True
+        for task in (self._forwarder, *self._tasks):
+            if task is not None and not task.done() and task is not asyncio.current_task():
+                task.cancel()
+        if self._watch is not None:
+            self._watch.dispose()
+            self._watch = None
+        if self.queue is not None:
+            self.queue.close()
+        if self.session is not None:
+            self.session.close("disconnected")
+        if not self._finished.done():
+            self._finished.set_result(None)

@@ -1,0 +1,97 @@
+"""``GET /v1/stream``: the streaming contract over one WebSocket.
+
+JSON control messages travel as text frames, audio as binary frames. The socket loop reads a
+frame, hands it to the :class:`~asrhub.transports.streaming.StreamConnection` and awaits it
+before reading the next (so ``session.feed``'s backpressure reaches the client's TCP stream),
+and releases the session in ``finally`` on any disconnect. aiohttp's heartbeat pings the client
+every ``server.heartbeat_s``.
+
+Close codes: 1000 after ``session.closed``; 1001 hub shutdown; 1008 policy (``slow_consumer``,
+fatal ``bad_message``); 1009 frame over twice the frame limit; 1011 engine failure; 1013
+``capacity``; 4401 ``unauthorized``; 4408 idle ``timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from asrhub.frames import Event
+from asrhub.protocol import encode_event
+
+from .common import CONNECTIONS, HUB, KEY_ID, SETTINGS, UNAUTHORIZED
+from .streaming import StreamConnection
+
+PATH = "/v1/stream"
+
+CLOSE_CODES: dict[str | None, int] = {
+    None: WSCloseCode.OK,
+    "shutdown": WSCloseCode.GOING_AWAY,
+    "slow_consumer": WSCloseCode.POLICY_VIOLATION,
+    "bad_message": WSCloseCode.POLICY_VIOLATION,
+    "too_large": WSCloseCode.MESSAGE_TOO_BIG,
+    "provider_failed": WSCloseCode.INTERNAL_ERROR,
+    "capacity": WSCloseCode.TRY_AGAIN_LATER,
+    "unauthorized": 4401,
+    "timeout": 4408,
+}
+CLOSE_TIMEOUT = 2.0
+WRITER_LIMIT = 64 * 1024
+"""Bytes written to a socket before a send waits for it to drain (the outbound bound)."""
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    hub, settings = request.app[HUB], request.app[SETTINGS]
+    limit = hub.limits.max_frame_bytes
+    ws = web.WebSocketResponse(
+        heartbeat=settings.server.heartbeat_s,
+        max_msg_size=2 * limit,  # frames up to 2x the limit get a `too_large` error, larger a 1009
+        timeout=CLOSE_TIMEOUT,
+        compress=False,  # small JSON messages; a deflate context per socket costs more than it saves
+        writer_limit=WRITER_LIMIT,
+    )
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(reason="expected a WebSocket upgrade")
+    await ws.prepare(request)
+
+    async def send(event: Event) -> None:
+        await ws.send_str(encode_event(event))
+
+    async def close(code: str | None) -> None:
+        reason = (code or "session closed").encode()
+        ws_code = CLOSE_CODES.get(code, WSCloseCode.POLICY_VIOLATION)
+        try:
+            await asyncio.wait_for(ws.close(code=ws_code, message=reason), CLOSE_TIMEOUT)
+        except (TimeoutError, ConnectionError):
+            pass
+        if not ws.closed and request.transport is not None:
+            request.transport.abort()  # a client that reads nothing cannot hold the socket open
+
+    conn = StreamConnection(hub, transport="websocket", key=request.get(KEY_ID), send=send, close=close)
+    refused = request.get(UNAUTHORIZED)
+    if refused is not None:
+        await conn.send_error(refused)  # error `unauthorized` + close 4401, before any audio
+        conn.release()
+        return ws
+    connections = request.app[CONNECTIONS]
+    connections.add(conn)
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.BINARY:
+                await conn.handle_audio(msg.data)
+            elif msg.type is WSMsgType.TEXT:
+                await conn.handle_text(msg.data)
+            elif msg.type is WSMsgType.ERROR:
+                break
+    except ConnectionError:
+        pass
+    finally:
+        conn.release()
+        connections.discard(conn)
+    return ws
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get(PATH, handle)
+
