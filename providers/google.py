@@ -87,16 +87,20 @@ def load_credentials(settings: GoogleSettings) -> Any:
 
     if settings.insecure:
         return ga_credentials.AnonymousCredentials()  # type: ignore[no-untyped-call]
-    try:
-        if settings.credentials_file:
-            credentials, _project = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+    if settings.credentials_file:
+        from google.oauth2 import service_account
+
+        try:
+            return service_account.Credentials.from_service_account_file(  # type: ignore[no-untyped-call]
                 settings.credentials_file, scopes=SCOPES
             )
-        else:
-            credentials, _project = google.auth.default(scopes=SCOPES)
-    except ga_exceptions.DefaultCredentialsError as exc:
-        if settings.credentials_file:
-            raise ProviderUnavailable(f"google: cannot load {settings.credentials_file}: {exc}") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise ProviderUnavailable(
+                f"google: cannot load the service-account key {settings.credentials_file}: {exc}"
+            ) from None
+    try:
+        credentials, _project = google.auth.default(scopes=SCOPES)
+    except ga_exceptions.DefaultCredentialsError:
         raise ProviderUnavailable(f"google: {NO_CREDENTIALS}") from None
     return credentials
 

