@@ -219,20 +219,22 @@ def stream_utterances(
                     state["current"] = None
 
             def on_next(frame: Frame) -> None:
-                if isinstance(frame, AudioChunk):
-                    if not state["speech"] or len(frame.samples) == 0:
+                try:
+                    if isinstance(frame, AudioChunk):
+                        if state["speech"] and len(frame.samples):
+                            current = state["current"] or open_utterance(frame)
+                            current.add(frame)
+                            if current.end - current.start >= max_len:
+                                end_utterance()  # force-split; the next chunk opens the next one
                         return
-                    current = state["current"] or open_utterance(frame)
-                    current.add(frame)
-                    if current.end - current.start >= max_len:
-                        end_utterance()  # force-split; the next chunk opens the next one
-                    return
-                if isinstance(frame, SpeechStarted):
-                    state["speech"] = True
-                elif isinstance(frame, SpeechEnded):
-                    state["speech"] = not config.vad.enabled
-                    end_utterance()
-                emit(frame)
+                    if isinstance(frame, SpeechStarted):
+                        state["speech"] = True
+                    elif isinstance(frame, SpeechEnded):
+                        state["speech"] = not config.vad.enabled
+                        end_utterance()
+                    emit(frame)
+                except Exception as exc:  # never let an exception escape on_next
+                    emit(ErrorEvent("provider_failed", f"{name}: {type(exc).__name__}: {exc}"))
 
             def on_completed() -> None:
                 end_utterance()
