@@ -1,0 +1,204 @@
+"""``openai``: OpenAI's transcription API, or any server that speaks it (``base_url``).
+
+Settings (``[providers.openai]``): ``base_url`` (default: OpenAI; e.g. ``http://host:8080/v1``
+for another ASR Hub, speaches / faster-whisper-server, vLLM, LocalAI), ``api_key`` (default: the
+``OPENAI_API_KEY`` environment variable; a self-hosted server without keys takes any value),
+``model`` (default ``whisper-1``), ``response_format`` (``json``, or ``verbose_json`` to get
+word times from servers that offer them), ``timeout_s``, ``max_retries`` (the SDK's own
+retries; 0 by default — the hub's failover is the retry), ``language``.
+
+Each utterance is sent as an in-memory 16-bit WAV with ``client.audio.transcriptions.create``.
+Timeouts, connection errors, HTTP errors and rate limits (429) become :class:`ProviderError`
+carrying the upstream status and message, hence ``provider_failed`` (or failover). A remote
+engine has no cheap partials: ``capabilities.partials`` is False.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import os
+import wave
+from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
+import numpy as np
+
+from asrhub.frames import TARGET_RATE, Samples, Word
+from asrhub.provider import Capabilities, ProviderError, ProviderUnavailable, TimedText, Transcription
+from asrhub.registry import ProviderSpec
+
+from .batch_stage import batch_stage
+
+if TYPE_CHECKING:
+    from asrhub.pipeline import Operator, SessionContext
+    from asrhub.provider import Provider
+
+
+class OpenAISettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str = "whisper-1"
+    response_format: Literal["json", "verbose_json"] = "json"
+    timeout_s: float = 30.0
+    max_retries: int = 0
+    language: str | None = None
+
+
+def _key(settings: OpenAISettings) -> str | None:
+    return settings.api_key or os.environ.get("OPENAI_API_KEY")
+
+
+def check(options: dict[str, Any]) -> str | None:
+    if importlib.util.find_spec("openai") is None:
+        return "the openai package is not installed: pip install openai"
+    try:
+        settings = msgspec.convert(options, OpenAISettings)
+    except msgspec.ValidationError as exc:
+        return f"invalid [providers.openai] settings: {exc}"
+    if settings.base_url is None and not _key(settings):
+        return (
+            "no API key: set OPENAI_API_KEY or [providers.openai] api_key, or point "
+            "[providers.openai] base_url at an OpenAI-compatible server"
+        )
+    return None
+
+
+def wav_bytes(samples: Samples, rate: int = TARGET_RATE) -> bytes:
+    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return buf.getvalue()
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        try:
+            self.settings = msgspec.convert(options or {}, OpenAISettings)
+        except msgspec.ValidationError as exc:
+            raise ProviderUnavailable(f"invalid [providers.openai] settings: {exc}") from None
+        verbose = self.settings.response_format == "verbose_json"
+        self.capabilities = Capabilities(streaming=False, partials=False, word_timestamps=verbose)
+        self.client: Any = None
+
+    async def start(self) -> None:
+        if self.client is not None:
+            return
+        problem = check(msgspec.to_builtins(self.settings))
+        if problem is not None:
+            raise ProviderUnavailable(f"openai: {problem}")
+        from openai import AsyncOpenAI
+
+        s = self.settings
+        self.client = AsyncOpenAI(
+            api_key=_key(s) or "unused", base_url=s.base_url, timeout=s.timeout_s, max_retries=s.max_retries
+        )
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+        self.client = None
+
+    async def transcribe(
+        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+    ) -> Transcription:
+        import openai
+
+        if self.client is None:
+            raise ProviderError("openai is not started")
+        s = self.settings
+        args: dict[str, Any] = {"model": s.model, "response_format": s.response_format}
+        language = language or s.language
+        if language:
+            args["language"] = language.split("-")[0].lower()
+        if prompt:
+            args["prompt"] = prompt
+        if s.response_format == "verbose_json":
+            args["timestamp_granularities"] = ["word", "segment"]
+        where = s.base_url or "api.openai.com"
+        try:
+            reply = await self.client.audio.transcriptions.create(
+                file=("audio.wav", wav_bytes(samples), "audio/wav"), **args
+            )
+        except openai.APIStatusError as exc:
+            raise ProviderError(f"{where}: HTTP {exc.status_code}: {_upstream(exc)}") from None
+        except openai.APITimeoutError:
+            raise ProviderError(f"{where}: no answer within {s.timeout_s:g} s") from None
+        except openai.APIError as exc:
+            raise ProviderError(f"{where}: {type(exc).__name__}: {exc.message}") from None
+        return self._parse(reply, language, len(samples) / TARGET_RATE)
+
+    def _parse(self, reply: Any, language: str | None, duration: float) -> Transcription:
+        data: dict[str, Any] = reply.model_dump() if hasattr(reply, "model_dump") else {"text": str(reply)}
+        words: tuple[Word, ...] | None = None
+        if data.get("words"):
+            words = tuple(
+                Word(
+                    str(w["word"]).strip(),
+                    float(w["start"]),
+                    float(w["end"]),
+                    float(w.get("probability") or 1.0),
+                )
+                for w in data["words"]
+            )
+        pieces = tuple(
+            TimedText(str(p["text"]).strip(), float(p["start"]), float(p["end"]))
+            for p in data.get("segments") or ()
+        )
+        return Transcription(
+            text=str(data.get("text") or "").strip(),
+            language=_language_code(data.get("language")) or language,
+            words=words,
+            segments=pieces,
+            duration=duration,
+        )
+
+    def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
+        return batch_stage(self, ctx, fallbacks)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "model": self.settings.model,
+            "base_url": self.settings.base_url or "https://api.openai.com/v1",
+            "capabilities": dataclasses.asdict(self.capabilities),
+        }
+
+
+def _upstream(exc: Any) -> str:
+    """The server's own error message (OpenAI's ``{"error": {"message": …}}`` or the raw body)."""
+    body = getattr(exc, "body", None)
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    text = getattr(getattr(exc, "response", None), "text", "") or ""
+    return text.strip()[:500] or str(exc.message)
+
+
+_NAMES = {"english": "en", "korean": "ko", "japanese": "ja", "chinese": "zh", "german": "de", "french": "fr"}
+
+
+def _language_code(value: Any) -> str | None:
+    """verbose_json reports ``"english"``; the contract uses codes where it can."""
+    if not value:
+        return None
+    text = str(value).lower()
+    return _NAMES.get(text, text)
+
+
+spec = ProviderSpec(
+    name="openai",
+    description="OpenAI's transcription API or any OpenAI-compatible server (base_url)",
+    factory=OpenAIProvider,
+    check=check,
+)

