@@ -67,7 +67,7 @@ async def drive_stage(
         if vad_events:
             source.on_next(SpeechEnded(b / RATE))
     source.on_completed()
-    await asyncio.wait_for(done, 120)
+    await asyncio.wait_for(done, 240)
     assert ctx.pending.count == 0, "every utterance released its pending slot"
     return out
 
@@ -85,7 +85,7 @@ async def hub_session(
     for i in range(0, len(data), step):
         await session.feed(data[i : i + step])
         await asyncio.sleep(pace_s)
-    await asyncio.wait_for(session.end(), 120)
+    await asyncio.wait_for(session.end(), 240)
     return events
 
 

@@ -45,7 +45,9 @@ async def server() -> AsyncIterator[FakeFunasrServer]:
 
 
 async def provider_for(url: str, **settings: object) -> FunasrProvider:
-    provider = FunasrProvider(parse_settings({"url": url, **settings}))
+    """A started provider. The final-result timeout is generous (the fake transcribes on a CPU
+    that other test runs may share); the fault tests set a short one."""
+    provider = FunasrProvider(parse_settings({"url": url, "timeout": 120.0, **settings}))
     await provider.start()
     return provider
 
@@ -269,7 +271,7 @@ async def test_failover_funasr_to_google_and_back(server: FakeFunasrServer) -> N
 
     speech = LocalSpeechServer()
     endpoint = await speech.start()
-    google = GoogleProvider(google_settings({"endpoint": endpoint, "insecure": True}))
+    google = GoogleProvider(google_settings({"endpoint": endpoint, "insecure": True, "timeout": 120.0}))
     await google.start()
     funasr = await provider_for(server.url, mode="2pass")
     try:

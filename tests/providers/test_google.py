@@ -35,7 +35,9 @@ async def server() -> AsyncIterator[LocalSpeechServer]:
 
 
 async def provider_for(server: LocalSpeechServer, **settings: object) -> GoogleProvider:
-    provider = GoogleProvider(parse_settings({"endpoint": server.endpoint, "insecure": True, **settings}))
+    """A started provider on the local server; generous deadline unless a test sets one."""
+    options = {"endpoint": server.endpoint, "insecure": True, "timeout": 120.0, **settings}
+    provider = GoogleProvider(parse_settings(options))
     await provider.start()
     return provider
 
