@@ -206,6 +206,7 @@ export class TranscriptView {
 const MAX_ATTEMPTS = 8; // 0.5, 1, 2, 4, 8, 8, 8, 8 s: about 40 s in all
 const PENDING_FRAMES = 50; // ~5 s of audio kept while (re)connecting
 const END_TIMEOUT_MS = 20000; // wait this long for session.closed after session.end
+const HEALTHY_AFTER_MS = 10000; // a session up this long resets the reconnect back-off
 
 export class RealtimeUiManager {
   /**
@@ -282,7 +283,7 @@ export class RealtimeUiManager {
   handleFrame(buf) {
     if (!this.running) return;
     const a = this.adapter;
-    if (a && a.state === "open") {
+    if (a && a.state === "open" && !this.sessionClosed) {
       a.sendAudio(buf);
     } else if (!this.stopping) {
       this.pending.push(buf);
@@ -294,7 +295,12 @@ export class RealtimeUiManager {
     if (this.onHubEvent) this.onHubEvent(msg);
     switch (msg.type) {
       case "session.started":
-        this.attempts = 0;
+        // Count the reconnect attempts as successful only once the session has stayed up a
+        // while: a hub that accepts and then fails every session must not retry forever.
+        clearTimeout(this.healthyTimer);
+        this.healthyTimer = setTimeout(() => {
+          if (this.adapter && !this.sessionClosed) this.attempts = 0;
+        }, HEALTHY_AFTER_MS);
         this.sessionId = msg.session_id;
         if (!this.stopping) this.connection.set("live", `Live (session ${msg.session_id || "?"})`);
         if (msg.config) {
@@ -306,6 +312,7 @@ export class RealtimeUiManager {
         this.transcript.partial(epoch, msg);
         break;
       case "transcript.final":
+        this.attempts = 0;
         this.transcript.final(epoch, msg);
         break;
       case "vad.speech_started":
@@ -378,6 +385,7 @@ export class RealtimeUiManager {
   }
 
   async teardown() {
+    clearTimeout(this.healthyTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     const adapter = this.adapter;
