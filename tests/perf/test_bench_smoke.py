@@ -1,0 +1,58 @@
+"""The benchmarks run: each one at a tiny size, against real servers on 127.0.0.1.
+
+No speed is asserted here (speed goals live in the printed benchmark tables, docs/benchmarks.md);
+these tests only prove that the scripts, the load generator and the servers work together and
+that every measurement they print comes from real events.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_latency
+import bench_memory
+import bench_scale
+import bench_throughput
+from common import Server, run_loadgen
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_scale_runs_against_hub_and_bare_baseline() -> None:
+    tables, runs = bench_scale.run(sizes=(5,), progress=False, stagger=0.2)
+    assert [r["kind"] for r in runs] == ["bare", "hub"]
+    for r in runs:
+        assert "failed" not in r, r
+        assert r["ok"] == 5 and r["errors"] == 0, r
+        assert math.isfinite(r["p99"]) and r["p99"] > 0
+        # both servers put the end of speech at the same place in the audio (same VAD rule)
+        assert abs(r["vad_offset_ms"]) < 200
+    assert len(tables[1].rows) == 1  # the hub / bare ratio row
+
+
+def test_whisper_latency_and_throughput_run() -> None:
+    _, rows = bench_latency.run(quick=True, fixtures=("quick_fox.wav",), progress=False)
+    assert len(rows) == 1 and rows[0]["error"] is None
+    assert "fox" in rows[0]["text"].lower()
+    assert rows[0]["inference_ms"] > 0 and math.isfinite(rows[0]["added_ms"])
+    _, rows = bench_throughput.run(ks=(1,), progress=False, fixtures=("quick_fox.wav",))
+    assert rows[0]["finals"] == rows[0]["expected_finals"] == 1
+    assert rows[0]["xrt"] > 0
+
+
+def test_memory_cycles_leave_nothing_open() -> None:
+    result = bench_memory.inproc_cycles(50, warmup=5)
+    assert result["hub_sessions"] == 0 and result["session_objects"] == 0
+    with Server("hub") as server:
+        cycles = run_loadgen(
+            ["--url", server.url, "--sessions", "20", "--mode", "cycles", "--concurrency", "5"]
+        )
+        idle = run_loadgen(
+            ["--url", server.url, "--sessions", "5", "--mode", "idle", "--stagger", "0.2", "--hold", "0.3"]
+        )
+    assert [c["error"] for c in cycles["clients"] + idle["clients"]] == [None] * 25
