@@ -1,0 +1,227 @@
+"""Streaming decode of a growing compressed byte stream, off the event loop.
+
+One :class:`StreamDecoder` per session: the loop thread ``put``s bytes into a bounded
+:class:`ByteFeed`; a daemon thread runs :func:`iter_decode` on it (``av.open`` blocks in
+``ByteFeed.read`` until more bytes or the end come) and posts what it decodes to an outbox. The
+outbox is drained on the loop thread (``loop.call_soon_threadsafe``), or — with no running loop —
+whenever the owner calls :meth:`StreamDecoder.drain`. Frames the owner ``post``s travel in the
+byte feed as markers and reach the outbox when the decoder has read every byte before them, so
+they keep their place behind the audio decoded from those bytes; ``DONE`` is posted last, when
+the thread has ended.
+
+Bounds: ``max_buffer_bytes`` of undecoded input (``put`` refuses more), ``max_backlog`` decoded
+samples waiting for the loop (the thread waits), ``max_errors`` error frames per stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from asrhub.frames import ErrorEvent, Frame
+
+from ._avdecode import iter_decode
+
+DONE = object()
+HEAD_BYTES, TAIL_BYTES = 8192, 65536
+
+
+class ByteFeed:
+    """A blocking, bounded, read-only file object (``read`` only: PyAV treats it as non-seekable).
+
+    Besides bytes it carries *markers* (frames that passed through): ``read`` hands a marker to
+    ``on_marker`` once the decoder has consumed every byte put before it.
+    """
+
+    def __init__(self, limit: int, on_marker: Callable[[Any], None]) -> None:
+        self._cond = threading.Condition()
+        self._items: deque[Any] = deque()
+        self._size = 0
+        self._limit = limit
+        self._on_marker = on_marker
+        self._eof = self.aborted = self._closed = False
+        self._head = b""
+        self._tail: deque[bytes] = deque()
+        self._tail_size = 0
+
+    def put(self, data: bytes) -> bool:
+        """False when ``data`` would overflow the bound (nothing is queued then)."""
+        with self._cond:
+            if self._closed:
+                return True  # the decoder has ended: nothing reads these bytes any more
+            if self._size + len(data) > self._limit:
+                return False
+            self._items.append(data)
+            self._size += len(data)
+            self._cond.notify()
+        if len(self._head) < HEAD_BYTES:
+            self._head += data[: HEAD_BYTES - len(self._head)]
+        self._tail.append(data)
+        self._tail_size += len(data)
+        while self._tail_size - len(self._tail[0]) >= TAIL_BYTES:
+            self._tail_size -= len(self._tail.popleft())
+        return True
+
+    def put_marker(self, item: Any) -> bool:
+        """False once the decoder has ended (the caller then delivers ``item`` itself)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._items.append(_Marker(item))
+            self._cond.notify()
+            return True
+
+    def finish(self) -> None:
+        with self._cond:
+            self._eof = True
+            self._cond.notify()
+
+    def abort(self) -> None:
+        with self._cond:
+            self.aborted = True
+            self._cond.notify()
+
+    def close(self) -> list[Any]:
+        """The decoder has ended: refuse further markers, return the ones it never reached."""
+        with self._cond:
+            self._closed = True
+            left = [m.item for m in self._items if isinstance(m, _Marker)]
+            self._items.clear()
+            return left
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            markers: list[Any] = []
+            with self._cond:
+                while not self._items and not self._eof and not self.aborted:
+                    self._cond.wait()
+                if self.aborted:
+                    return b""
+                while self._items and isinstance(self._items[0], _Marker):
+                    markers.append(self._items.popleft().item)
+                if not markers:
+                    if not self._items:
+                        return b""  # end of stream
+                    chunk: bytes = self._items.popleft()
+                    if 0 < n < len(chunk):
+                        chunk, rest = chunk[:n], chunk[n:]
+                        self._items.appendleft(rest)
+                    self._size -= len(chunk)
+                    return chunk
+            for item in markers:  # outside the lock: this may wait for the loop to drain
+                self._on_marker(item)
+
+    def head(self) -> bytes:
+        return self._head
+
+    def tail(self) -> bytes:
+        return b"".join(self._tail)[-TAIL_BYTES:]
+
+
+class _Marker:
+    __slots__ = ("item",)
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+class StreamDecoder:
+    def __init__(
+        self,
+        encoding: str,
+        deliver: Callable[[list[Any]], None],
+        *,
+        max_buffer_bytes: int,
+        max_backlog: int,
+        max_errors: int = 5,
+    ) -> None:
+        self.feed = ByteFeed(max_buffer_bytes, lambda item: self._send(item, 0))
+        self._encoding = encoding
+        self._deliver = deliver
+        self._max_backlog, self._errors_left = max_backlog, max_errors
+        self._cond = threading.Condition()
+        self._items: list[Any] = []
+        self._backlog = 0
+        self._scheduled = False
+        self._closed = False
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
+        self.thread = threading.Thread(target=self._run, name=f"asrhub-decode-{encoding}", daemon=True)
+        self.thread.start()
+
+    # ------------------------------------------------------------------ loop thread
+
+    def post(self, item: Frame) -> None:
+        """Deliver ``item`` after the audio decoded from every byte put before it."""
+        if not self.feed.put_marker(item):
+            with self._cond:
+                self._items.append(item)
+        self.drain()
+
+    def drain(self) -> None:
+        with self._cond:
+            items, self._items = self._items, []
+            self._backlog = 0
+            self._scheduled = False
+            self._cond.notify_all()
+        if items and not self._closed:
+            self._deliver(items)
+
+    @property
+    def on_loop(self) -> bool:
+        """True when a running event loop drains the outbox; else the owner calls ``drain``."""
+        return self._loop is not None
+
+    def wait(self) -> None:
+        """Without an event loop: block until the decoder thread has ended, delivering as it goes."""
+        while self.thread.is_alive():
+            self.drain()
+            self.thread.join(0.01)
+        self.drain()
+
+    def close(self) -> None:
+        """Dispose: stop the thread (it sees end-of-stream), deliver nothing more."""
+        self._closed = True
+        self.feed.abort()
+        with self._cond:
+            self._items = []
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ decoder thread
+
+    def _run(self) -> None:
+        try:
+            for item in iter_decode(self.feed, self._encoding, head=self.feed.head, tail=self.feed.tail):
+                if self.feed.aborted:
+                    return
+                if isinstance(item, str):
+                    if self._errors_left > 0:
+                        self._errors_left -= 1
+                        self._send(ErrorEvent(code="bad_audio", message=item), 0)
+                else:
+                    self._send(item, len(item[0]))
+        except BaseException as exc:  # nothing may escape a thread
+            self._send(ErrorEvent(code="bad_audio", message=f"audio decoder failed: {exc!r}"), 0)
+        finally:
+            for item in self.feed.close():
+                self._send(item, 0)
+            self._send(DONE, 0)
+
+    def _send(self, item: Frame | object, samples: int) -> None:
+        with self._cond:
+            while self._backlog > self._max_backlog and not self.feed.aborted:
+                self._cond.wait(0.5)
+            self._items.append(item)
+            self._backlog += samples
+            schedule = self._loop is not None and not self._scheduled
+            self._scheduled = True
+        if schedule and self._loop is not None:
+            try:
+                self._loop.call_soon_threadsafe(self.drain)
+            except RuntimeError:  # the loop is closed: nobody will read what follows
+                self.feed.abort()

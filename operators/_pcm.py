@@ -1,0 +1,135 @@
+"""Uncompressed audio for ``decode``: PCM sample formats and the WAV (RIFF) header.
+
+:class:`PcmDecoder` turns byte frames of interleaved PCM into mono float32, keeping a partial
+sample frame (an odd byte, half a stereo pair) across calls so a client may split samples between
+network frames. :func:`parse_wav_header` reads a RIFF/RF64 header incrementally.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from asrhub.frames import Samples
+
+_INT_SCALE = {1: 1.0 / 128, 2: 1.0 / 32768, 3: 1.0 / 8388608, 4: 1.0 / 2147483648}
+_MIN_RATE, _MAX_RATE, _MAX_CHANNELS = 1000, 768_000, 64
+
+
+@dataclass(frozen=True, slots=True)
+class PcmFormat:
+    """``kind``: "i" signed little-endian int, "u" unsigned 8-bit, "f" IEEE float."""
+
+    kind: str
+    width: int
+    channels: int
+    rate: int
+
+    @property
+    def frame_bytes(self) -> int:
+        return self.width * self.channels
+
+
+def pcm_to_float(buf: bytes | memoryview, fmt: PcmFormat) -> Samples:
+    """Whole sample frames of interleaved PCM → a new mono float32 array (float input unclipped)."""
+    if fmt.kind == "f":
+        x = np.frombuffer(buf, "<f4" if fmt.width == 4 else "<f8").astype(np.float32)
+    elif fmt.width == 3:
+        b = np.frombuffer(buf, np.uint8).reshape(-1, 3)
+        wide = np.zeros((len(b), 4), np.uint8)
+        wide[:, 1:] = b
+        x = (wide.view("<i4")[:, 0] >> 8).astype(np.float32)
+        x *= _INT_SCALE[3]
+    elif fmt.kind == "u":
+        x = np.frombuffer(buf, np.uint8).astype(np.float32)
+        x -= 128.0
+        x *= _INT_SCALE[1]
+    else:
+        x = np.frombuffer(buf, f"<i{fmt.width}").astype(np.float32)
+        x *= _INT_SCALE[fmt.width]
+    if fmt.channels > 1:
+        x = x.reshape(-1, fmt.channels).mean(axis=1, dtype=np.float32)
+    return x
+
+
+class PcmDecoder:
+    """Stateful bytes → mono float32 at ``fmt.rate``; ``limit`` caps the bytes taken (a WAV data size)."""
+
+    __slots__ = ("carry", "fmt", "remaining")
+
+    def __init__(self, fmt: PcmFormat, limit: int | None = None) -> None:
+        self.fmt = fmt
+        self.carry = b""
+        self.remaining = limit
+
+    def feed(self, data: bytes) -> tuple[Samples | None, bool]:
+        """Returns (samples or None if no whole sample frame yet, True if NaN/inf were zeroed)."""
+        if self.remaining is not None:
+            data = data[: self.remaining]
+            self.remaining -= len(data)
+        if self.carry:
+            data = self.carry + data
+        usable = len(data) - len(data) % self.fmt.frame_bytes
+        self.carry = data[usable:]
+        if usable == 0:
+            return None, False
+        x = pcm_to_float(memoryview(data)[:usable], self.fmt)
+        if self.fmt.kind != "f":
+            return x, False
+        bad = not bool(np.isfinite(x).all())
+        if bad:
+            np.nan_to_num(x, copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+        np.clip(x, -1.0, 1.0, out=x)
+        return x, bad
+
+
+@dataclass(frozen=True, slots=True)
+class WavHeader:
+    fmt: PcmFormat
+    data_offset: int
+    data_size: int | None
+    """``None``: unknown length (0 or 0xFFFFFFFF, as streaming writers and RF64 put it)."""
+
+
+def parse_wav_header(buf: bytes) -> WavHeader | None:
+    """The header at the start of ``buf``; ``None`` while more bytes are needed.
+
+    Raises ValueError for anything that is not a WAV this decoder supports (PCM 8/16/24/32-bit,
+    IEEE float 32/64, also as WAVE_FORMAT_EXTENSIBLE).
+    """
+    if len(buf) >= 4 and buf[:4] not in (b"RIFF", b"RF64"):
+        raise ValueError("not a WAV stream (no RIFF header)")
+    if len(buf) >= 12 and buf[8:12] != b"WAVE":
+        raise ValueError("not a WAV stream (RIFF type is not WAVE)")
+    off, fmt = 12, None
+    while len(buf) >= off + 8:
+        cid, size = buf[off : off + 4], int.from_bytes(buf[off + 4 : off + 8], "little")
+        body = off + 8
+        if cid == b"data":
+            if fmt is None:
+                raise ValueError("WAV data chunk before the fmt chunk")
+            return WavHeader(fmt, body, None if size in (0, 0xFFFFFFFF) else size)
+        if cid == b"fmt ":
+            if len(buf) < body + size:
+                return None
+            fmt = _parse_fmt(buf[body : body + size])
+        off = body + size + (size & 1)
+    return None
+
+
+def _parse_fmt(body: bytes) -> PcmFormat:
+    if len(body) < 16:
+        raise ValueError("WAV fmt chunk too short")
+    tag, channels, rate, _byte_rate, align, bits = struct.unpack_from("<HHIIHH", body)
+    if tag == 0xFFFE and len(body) >= 26:  # WAVE_FORMAT_EXTENSIBLE: the sub-format GUID starts with the tag
+        tag = int.from_bytes(body[24:26], "little")
+    if not 1 <= channels <= _MAX_CHANNELS or not _MIN_RATE <= rate <= _MAX_RATE:
+        raise ValueError(f"WAV header has {channels} channels at {rate} Hz: not supported")
+    width = align // channels if align and align % channels == 0 else bits // 8
+    if tag == 1 and width in (1, 2, 3, 4):
+        return PcmFormat("u" if width == 1 else "i", width, channels, rate)
+    if tag == 3 and width in (4, 8):
+        return PcmFormat("f", width, channels, rate)
+    raise ValueError(f"WAV format tag {tag:#x} with {bits}-bit samples is not supported")

@@ -1,0 +1,214 @@
+"""``decode``: client bytes (RawAudio) → mono float32 AudioChunks at the source rate.
+
+::
+
+    RawAudio:   --[b1]--[b2]----------[b3]--|
+    decode:     --a0----a1--(e:bad)---a2----|     a_n = AudioChunk(start = samples so far / rate, seq = n)
+
+* ``pcm_s16le`` / ``pcm_f32le``: numpy, interleaved channels mixed down to mono. A partial sample
+  frame is kept for the next RawAudio (a client may split a sample across frames); a stream that
+  ends inside one gets a ``bad_audio`` error. NaN/inf in f32 audio: a ``bad_audio`` error, and
+  those samples are replaced by 0 (the frame is kept so stream time still counts every sample
+  received); float samples are clipped to [-1, 1].
+* ``wav``: the RIFF header is parsed from the first bytes (accumulated up to
+  ``max_header_bytes``); its format wins over the declared ``sample_rate``/``channels``. A data
+  size of 0 or 0xFFFFFFFF (streaming writers) means "until the end"; a size larger than what
+  arrives is accepted (decoded as far as it goes); bytes after a known data size are ignored.
+  A header that is not a supported WAV → one ``bad_audio`` error, the rest of the stream ignored.
+* compressed (opus/ogg/webm/mp3/flac) and ``auto``: streamed through PyAV on a per-session thread
+  (see ``_avstream``), decoded audio delivered on the loop thread. Frames that pass through keep
+  their place behind the audio decoded before them; completion waits until the decoder has
+  drained. Undecodable, corrupt or truncated data → ``bad_audio`` (at most 5 per stream); a frame
+  that would overflow ``max_buffer_bytes`` of undecoded input → ``too_large`` and is dropped.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from reactivex import Observable, abc
+from reactivex.disposable import Disposable
+
+from asrhub.config import AudioFormat
+from asrhub.frames import AudioChunk, ErrorEvent, Frame, RawAudio, Samples
+from asrhub.pipeline import Operator
+
+from ._avdecode import CONTAINERS, concat, iter_decode
+from ._avstream import DONE, StreamDecoder
+from ._pcm import PcmDecoder, PcmFormat, parse_wav_header
+
+_RAW = {"pcm_s16le": ("i", 2), "pcm_f32le": ("f", 4)}
+
+
+def decode(
+    fmt: AudioFormat,
+    *,
+    max_buffer_bytes: int = 8 << 20,
+    max_header_bytes: int = 256 << 10,
+    max_backlog_s: float = 30.0,
+) -> Operator:
+    def operator(source: Observable[Frame]) -> Observable[Frame]:
+        def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
+            state = _Decoding(fmt, observer, max_buffer_bytes, max_header_bytes, max_backlog_s)
+            sub = source.subscribe(state.on_next, observer.on_error, state.on_completed, scheduler=scheduler)
+
+            def dispose() -> None:
+                sub.dispose()
+                if state.av is not None:
+                    state.av.close()
+
+            return Disposable(dispose)
+
+        return Observable(subscribe)
+
+    return operator
+
+
+class _Decoding:
+    """One subscription's state."""
+
+    def __init__(self, fmt: AudioFormat, observer: abc.ObserverBase[Frame], *bounds: Any) -> None:
+        self.encoding, self.observer = fmt.encoding, observer
+        self.max_buffer_bytes, self.max_header_bytes, self.max_backlog_s = bounds
+        raw = _RAW.get(fmt.encoding)
+        self.pcm = PcmDecoder(PcmFormat(*raw, fmt.channels, fmt.sample_rate)) if raw else None
+        self.header = b""
+        self.av: StreamDecoder | None = None
+        self.failed = self.upstream_done = self.av_done = False
+        self.t0, self.emitted, self.seq, self.rate = 0.0, 0, 0, 0
+
+    def emit(self, x: Samples, rate: int) -> None:
+        if rate != self.rate:  # only a new stream rate restarts the sample count
+            self.t0 += self.emitted / self.rate if self.rate else 0.0
+            self.emitted, self.rate = 0, rate
+        self.observer.on_next(AudioChunk(x, rate, self.t0 + self.emitted / rate, self.seq))
+        self.emitted += len(x)
+        self.seq += 1
+
+    def error(self, message: str, code: str = "bad_audio") -> None:
+        self.observer.on_next(ErrorEvent(code=code, message=message))
+
+    def on_next(self, frame: Frame) -> None:
+        if not isinstance(frame, RawAudio):
+            if self.av is not None and not self.av_done:
+                self.av.post(frame)  # behind the audio still being decoded
+            else:
+                self.observer.on_next(frame)
+        elif frame.data and not self.failed:
+            try:
+                self.feed(bytes(frame.data))
+            except Exception as exc:  # a bug, not bad input: end the session visibly
+                self.observer.on_error(exc)
+
+    def feed(self, data: bytes) -> None:
+        if self.pcm is None and self.encoding == "wav":
+            self.header += data
+            try:
+                parsed = parse_wav_header(self.header)
+            except ValueError as exc:
+                self.failed = True
+                return self.error(str(exc))
+            if parsed is None:
+                if len(self.header) > self.max_header_bytes:
+                    self.failed = True
+                    self.error(f"no WAV data chunk within the first {self.max_header_bytes} bytes")
+                return None
+            self.pcm = PcmDecoder(parsed.fmt, parsed.data_size)
+            data, self.header = self.header[parsed.data_offset :], b""
+        if self.pcm is not None:
+            x, nonfinite = self.pcm.feed(data)
+            if nonfinite:
+                self.error("NaN or infinite samples in float audio (replaced by silence)")
+            if x is not None:
+                self.emit(x, self.pcm.fmt.rate)
+        elif not self.av_done:
+            if self.av is None:
+                backlog = int(self.max_backlog_s * 48_000)
+                self.av = StreamDecoder(
+                    self.encoding, self.deliver, max_buffer_bytes=self.max_buffer_bytes, max_backlog=backlog
+                )
+            if not self.av.feed.put(data):
+                message = f"over {self.max_buffer_bytes} bytes wait for the decoder: audio frame dropped"
+                self.av.post(ErrorEvent(code="too_large", message=message))
+            elif not self.av.on_loop:
+                self.av.drain()
+        return None
+
+    def deliver(self, items: list[Any]) -> None:
+        """Decoder outbox → observer, on the loop thread; consecutive audio becomes one chunk."""
+        parts: list[Samples] = []
+        rate = 0
+        for item in (*items, None):
+            if isinstance(item, tuple) and (not parts or item[1] == rate):
+                parts.append(item[0])
+                rate = item[1]
+                continue
+            if parts:
+                self.emit(concat(parts), rate)
+                parts = []
+            if isinstance(item, tuple):
+                parts, rate = [item[0]], item[1]
+            elif item is DONE:
+                self.av_done = True
+                if self.upstream_done:
+                    self.observer.on_completed()
+            elif item is not None:
+                self.observer.on_next(item)
+
+    def on_completed(self) -> None:
+        self.upstream_done = True
+        if self.av is not None and not self.av_done:
+            self.av.feed.finish()  # completion follows the decoder's DONE
+            if not self.av.on_loop:
+                self.av.wait()
+            return
+        if self.pcm is not None and self.pcm.carry:
+            self.error(f"stream ended inside a sample frame: {len(self.pcm.carry)} trailing bytes dropped")
+        elif self.encoding == "wav" and self.header and not self.failed:
+            self.error("stream ended inside the WAV header")
+        self.observer.on_completed()
+
+
+def decode_file(
+    data: bytes, encoding: str = "auto", *, sample_rate: int = 16_000, channels: int = 1, strict: bool = True
+) -> tuple[Samples, int]:
+    """Decode a whole file to (mono float32, rate). Raises ValueError on bad input.
+
+    ``sample_rate``/``channels`` describe raw PCM only. ``strict``: any problem the streaming
+    decoder would report as ``bad_audio`` raises; otherwise only a file with no audio does.
+    """
+    problems: list[str] = []
+    if not data:
+        raise ValueError("empty audio file")
+    if encoding in _RAW or encoding == "wav":
+        if encoding == "wav":
+            header = parse_wav_header(data)
+            if header is None:
+                raise ValueError("truncated WAV header")
+            pcm, body = PcmDecoder(header.fmt, header.data_size), data[header.data_offset :]
+        else:
+            pcm, body = PcmDecoder(PcmFormat(*_RAW[encoding], channels, sample_rate)), data
+        x, nonfinite = pcm.feed(body)
+        problems += ["NaN or infinite samples"] if nonfinite else []
+        problems += ["the file ends inside a sample frame"] if pcm.carry else []
+        samples, rate = (x if x is not None else np.zeros(0, np.float32)), pcm.fmt.rate
+    elif encoding in CONTAINERS:
+        parts: list[Samples] = []
+        rate = 0
+        head, tail = data[:8192], data[-65536:]
+        for item in iter_decode(io.BytesIO(data), encoding, head=lambda: head, tail=lambda: tail):
+            if isinstance(item, str):
+                problems.append(item)
+            else:
+                parts.append(item[0])
+                rate = item[1]
+        samples = concat(parts) if parts else np.zeros(0, np.float32)
+    else:
+        raise ValueError(f"unknown audio encoding {encoding!r}")
+    if strict and problems:
+        raise ValueError(problems[0])
+    if samples.size == 0:
+        raise ValueError(problems[0] if problems else "no audio in the file")
+    return samples, rate

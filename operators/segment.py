@@ -1,0 +1,126 @@
+"""``segment``: the batcher for batch engines — speech audio → one Segment per utterance.
+
+::
+
+    in:   --S--a--a--a--a--E---S-a-E--|           S/E = SpeechStarted/SpeechEnded, a = AudioChunk
+    out:  --S--------p-----F1E---S---E--|         p = Segment(1, final=False) snapshot,
+                                                  F1 = Segment(1, final=True); the short one is dropped
+
+* VAD mode (``window_s`` is None): the audio between SpeechStarted and SpeechEnded is one
+  utterance; its final Segment is emitted *before* the SpeechEnded event that closes it.
+* Window mode (``window_s`` set, VAD off): all audio is cut into windows of ``window_s``; no
+  speech events are made.
+* Both modes: an utterance reaching ``max_s`` is force-split exactly there (a final Segment, and a
+  new utterance continues with the next sample); a gap in stream time (a chunk that starts more
+  than 10 ms after the previous one ended, as when a wake gate dropped audio) closes the current
+  one. Pieces shorter than ``min_s`` are dropped without a Segment (the events still flow).
+* ``partial_interval_s``: every that many seconds of stream time of a growing utterance (once it
+  is at least ``min_s`` long, so a snapshot always gets its final), a Segment(final=False) snapshot
+  of the audio so far, with the id its final will carry.
+* ``segment_id`` counts emitted utterances from 1 per session; ``start``/``end`` are the stream
+  times of the first sample and just after the last. AudioChunks are consumed (they live on inside
+  Segments); every other frame passes through in order. Completion flushes the open utterance.
+
+Bound: an utterance keeps its chunk arrays in a list (nothing is preallocated; an idle session
+holds no audio) and never grows past ``max_s``; snapshots replace the list by their one array.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from reactivex import Observable, abc
+
+from asrhub.frames import AudioChunk, Frame, Samples, Segment, SpeechEnded, SpeechStarted
+from asrhub.pipeline import Operator
+
+GAP_S = 0.010
+
+
+def segment(
+    *,
+    max_s: float = 30.0,
+    min_s: float = 0.25,
+    window_s: float | None = None,
+    partial_interval_s: float | None = None,
+) -> Operator:
+    cut_s = min(max_s, window_s) if window_s is not None else max_s
+
+    def operator(source: Observable[Frame]) -> Observable[Frame]:
+        def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
+            parts: list[Samples] = []
+            rate = n = 0
+            start = end = 0.0
+            next_partial = partial_interval_s or 0.0
+            open_ = window_s is not None  # window mode: always collecting
+            last_id = 0
+            current_id: int | None = None
+
+            def snapshot() -> Samples:
+                nonlocal parts
+                samples = parts[0] if len(parts) == 1 else np.concatenate(parts)
+                parts = [samples]
+                return samples
+
+            def close() -> None:
+                """Emit the collected audio as a final Segment (if long enough), start empty."""
+                nonlocal parts, n, current_id, next_partial, last_id
+                if n and n / rate >= min_s:
+                    if current_id is None:
+                        last_id += 1
+                        current_id = last_id
+                    observer.on_next(Segment(current_id, snapshot(), rate, start, start + n / rate, True))
+                parts, n, current_id, next_partial = [], 0, None, partial_interval_s or 0.0
+
+            def add(chunk: AudioChunk) -> None:
+                nonlocal rate, n, start, end, current_id, next_partial, last_id
+                if n and (chunk.start > end + GAP_S or chunk.sample_rate != rate):
+                    close()
+                x, at = chunk.samples, chunk.start
+                while len(x):
+                    if not n:
+                        rate, start = chunk.sample_rate, at
+                    take = min(len(x), max(1, round(cut_s * rate) - n))
+                    parts.append(x[:take])
+                    n += take
+                    x, at = x[take:], at + take / rate
+                    if n >= round(cut_s * rate):
+                        close()
+                    elif partial_interval_s and n / rate >= max(next_partial, min_s):
+                        if current_id is None:
+                            last_id += 1
+                            current_id = last_id
+                        observer.on_next(
+                            Segment(current_id, snapshot(), rate, start, start + n / rate, False)
+                        )
+                        while next_partial <= n / rate:
+                            next_partial += partial_interval_s
+                end = chunk.end
+
+            def on_next(frame: Frame) -> None:
+                nonlocal open_
+                try:
+                    if isinstance(frame, AudioChunk):
+                        if open_:
+                            add(frame)
+                        return
+                    if window_s is None and isinstance(frame, SpeechStarted):
+                        close()
+                        open_ = True
+                    elif window_s is None and isinstance(frame, SpeechEnded):
+                        close()
+                        open_ = False
+                    observer.on_next(frame)
+                except Exception as exc:
+                    observer.on_error(exc)
+
+            def on_completed() -> None:
+                close()
+                observer.on_completed()
+
+            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+
+        return Observable(subscribe)
+
+    return operator

@@ -1,0 +1,178 @@
+"""``vad_gate``: pass speech, drop silence, mark the edges — webrtcvad on 20 ms frames.
+
+::
+
+    in:    --a0--a1--a2--a3--a4--a5--a6--|        (a2…a4 speech)
+    out:   ------------S-p-a3--a4--a5-E-|         S = SpeechStarted(t), p = pre-roll + onset
+                                                  E = SpeechEnded(t), after ``silence_ms`` unvoiced
+
+* Frames: chunks of any size are cut into 20 ms frames (a partial frame waits in a carry).
+* Start: k voiced frames within a sliding window of ``max(k + 2, 1.5 k)`` frames, where
+  k = ⌈start_ms / 20⌉ + webrtcvad's own hangover (4–5 frames: after any voiced frame webrtcvad
+  reports 80–100 ms more), so ``start_ms`` is voiced audio beyond that hangover: one noisy frame
+  never opens the gate, and one unvoiced frame does not delay it. ``SpeechStarted.t`` is the
+  start of the first voiced frame in that window; it is followed by the audio from up to
+  ``preroll_ms`` before it up to the deciding frame (from a bounded ring), then the speech audio.
+* End: ``silence_ms`` of consecutive unvoiced frames (as webrtcvad reports them, so its own
+  hangover of 80–160 ms comes on top). ``SpeechEnded.t`` is the end of the last voiced frame; the
+  hangover audio up to the deciding frame is passed (not trimmed) and goes before the event.
+  On completion inside speech: ``SpeechEnded`` then completion.
+* Audio outside speech is dropped; other frames pass through in order. Output chunks are views
+  of the input samples (no copy) with their own ``seq``. A gap in stream time resets the carry
+  and the pre-roll ring. Bound: the ring holds pre-roll + window + one frame of audio.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import webrtcvad
+from reactivex import Observable, abc
+
+from asrhub.frames import AudioChunk, Frame, Samples, SpeechEnded, SpeechStarted
+from asrhub.pipeline import Operator
+
+FRAME_MS = 20
+# webrtcvad keeps calling frames voiced for a while after any voiced frame (its own hangover):
+# 20 ms frames after one voiced frame, per aggressiveness.
+WEBRTC_HANGOVER_FRAMES = (5, 5, 4, 4)
+
+
+def vad_gate(
+    *, aggressiveness: int = 2, start_ms: int = 90, silence_ms: int = 500, preroll_ms: int = 300
+) -> Operator:
+    k = max(1, math.ceil(start_ms / FRAME_MS)) + WEBRTC_HANGOVER_FRAMES[aggressiveness]
+    window = max(k + 2, math.ceil(1.5 * k))
+    end_frames = max(1, math.ceil(silence_ms / FRAME_MS))
+
+    def operator(source: Observable[Frame]) -> Observable[Frame]:
+        def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
+            gate = _Gate(observer, webrtcvad.Vad(aggressiveness), k, window, end_frames, preroll_ms)
+
+            def on_next(frame: Frame) -> None:
+                if not isinstance(frame, AudioChunk):
+                    observer.on_next(frame)
+                    return
+                try:
+                    gate.chunk(frame)
+                except Exception as exc:
+                    observer.on_error(exc)
+
+            def on_completed() -> None:
+                if gate.speaking:
+                    observer.on_next(SpeechEnded(t=gate.last_voiced_end / gate.rate))
+                observer.on_completed()
+
+            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+
+        return Observable(subscribe)
+
+    return operator
+
+
+class _Gate:
+    """One subscription's state. Positions are absolute sample indices in stream time."""
+
+    def __init__(
+        self, observer: abc.ObserverBase[Frame], vad: Any, k: int, window: int, end: int, preroll_ms: int
+    ):
+        self.observer, self.vad = observer, vad
+        self.k, self.mask, self.end_frames, self.preroll_ms = k, (1 << window) - 1, end, preroll_ms
+        self.window = window
+        self.rate = self.flen = 0
+        self.carry = b""
+        self.expected = -1
+        self.hist = 0  # bit i set: the frame i frames ago was voiced
+        self.speaking = False
+        self.unvoiced = self.last_voiced_end = 0
+        self.ring = np.zeros(0, np.float32)
+        self.ring_head = self.ring_len = self.ring_end = 0
+        self.seq = 0
+
+    def _setup(self, rate: int) -> None:
+        if rate not in (8000, 16000, 32000, 48000):
+            raise ValueError(f"vad_gate needs 8/16/32/48 kHz audio, got {rate} Hz (resample first)")
+        self.rate, self.flen = rate, rate * FRAME_MS // 1000
+        self.preroll = rate * self.preroll_ms // 1000
+        self.ring = np.zeros(self.preroll + (self.window + 1) * self.flen, np.float32)
+
+    def chunk(self, c: AudioChunk) -> None:
+        if c.sample_rate != self.rate:
+            self._setup(c.sample_rate)
+            self.carry, self.expected = b"", -1
+        x, pos0, flen = c.samples, round(c.start * self.rate), self.flen
+        if pos0 != self.expected:  # first chunk or a gap: frames and pre-roll restart here
+            self.carry, self.ring_len, self.ring_end = b"", 0, pos0
+            self.hist = 0 if not self.speaking else self.hist
+        self.expected = pos0 + len(x)
+        pcm = np.clip(x * 32767.0, -32768.0, 32767.0).astype(np.int16).tobytes()
+        data = self.carry + pcm if self.carry else pcm
+        mv, fbytes = memoryview(data), 2 * flen
+        fend = pos0 - len(self.carry) // 2
+        cursor = pos0
+        process = self.vad.is_speech
+        for off in range(0, len(data) - fbytes + 1, fbytes):
+            fend += flen
+            voiced = process(mv[off : off + fbytes], self.rate)
+            if not self.speaking:
+                self.hist = ((self.hist << 1) | voiced) & self.mask
+                if self.hist.bit_count() >= self.k:
+                    self._route(x, cursor - pos0, fend - pos0, cursor)
+                    cursor = fend
+                    self._start(fend)
+            elif voiced:
+                self.unvoiced, self.last_voiced_end = 0, fend
+            else:
+                self.unvoiced += 1
+                if self.unvoiced >= self.end_frames:
+                    self._route(x, cursor - pos0, fend - pos0, cursor)
+                    cursor = fend
+                    self._end(fend)
+        self.carry = data[len(data) - len(data) % fbytes :]
+        self._route(x, cursor - pos0, len(x), cursor)
+
+    def _start(self, fend: int) -> None:
+        first = fend - self.hist.bit_length() * self.flen
+        self.observer.on_next(SpeechStarted(t=first / self.rate))
+        begin = max(first - self.preroll, self.ring_end - self.ring_len)
+        self._emit(self._ring_read(fend - begin), begin)
+        self.speaking, self.unvoiced, self.last_voiced_end = True, 0, fend
+
+    def _end(self, fend: int) -> None:
+        self.observer.on_next(SpeechEnded(t=self.last_voiced_end / self.rate))
+        self.speaking, self.hist = False, 0
+        self.ring_len, self.ring_end = 0, fend
+
+    def _route(self, x: Samples, a: int, b: int, pos: int) -> None:
+        """Samples x[a:b] (starting at stream position ``pos``): emitted in speech, else kept for pre-roll."""
+        if b <= a:
+            return
+        if self.speaking:
+            self._emit(x[a:b], pos)
+            return
+        seg, size = x[a:b], len(self.ring)
+        n = len(seg)
+        if n >= size:
+            self.ring[:] = seg[n - size :]
+            self.ring_head = 0
+        else:
+            first = min(n, size - self.ring_head)
+            self.ring[self.ring_head : self.ring_head + first] = seg[:first]
+            self.ring[: n - first] = seg[first:]
+            self.ring_head = (self.ring_head + n) % size
+        self.ring_len = min(size, self.ring_len + n)
+        self.ring_end = pos + n
+
+    def _ring_read(self, n: int) -> Samples:
+        size = len(self.ring)
+        start = (self.ring_head - n) % size
+        if start + n <= size:
+            return self.ring[start : start + n].copy()
+        return np.concatenate((self.ring[start:], self.ring[: n - (size - start)]))
+
+    def _emit(self, samples: Samples, pos: int) -> None:
+        if len(samples):
+            self.observer.on_next(AudioChunk(samples, self.rate, pos / self.rate, self.seq))
+            self.seq += 1
