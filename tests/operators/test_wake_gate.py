@@ -69,57 +69,63 @@ def test_listening_drops_audio_and_passes_vad_events_in_order() -> None:
 def test_detection_arms_and_the_rest_of_the_utterance_passes_then_listening() -> None:
     s5, e6 = SpeechStarted(5.0), SpeechEnded(6.0)
     check(
-        "-S-a-W-b-c-E-s-d-e-|",
+        "-S-a-W-b-c-----d-E-s-f-e-|",
         {
             "S": S0,
             "a": chunk(0, 1),
             "W": wake(1.0),
             "b": chunk(1, 1.5),
             "c": chunk(1.5, 2),
-            "E": E2,
+            "d": chunk(2, 2.5),
+            "E": SpeechEnded(2.5),
             "s": s5,
-            "d": chunk(5, 6),
+            "f": chunk(5, 6),
             "e": e6,
         },
-        "-S---W-b-c-E-s---e-|",
-        {"S": S0, "W": wake(1.0), "b": span(1, 1.5), "c": span(1.5, 2), "E": E2, "s": s5, "e": e6},
-    )
+        "-S---W---(b,c)-d-E-s---e-|",
+        {
+            "S": S0,
+            "W": wake(1.0),
+            "b": span(1, 1.5),
+            "c": span(1.5, 2),
+            "d": span(2, 2.5),
+            "E": SpeechEnded(2.5),
+            "s": s5,
+            "e": e6,
+        },
+    )  # held until confirm_s (1 s) of audio after t, then live; listening after the command
 
 
 def test_detection_after_its_chunk_releases_the_remembered_tail() -> None:
+    e = SpeechEnded(1.4)
     check(
-        "-S-a-W-----b-|",
-        {"S": S0, "a": chunk(0.5, 1.2), "W": wake(1.0), "b": chunk(1.2, 1.4)},
-        "-S---(W,r)-b-|",
-        {"S": S0, "W": wake(1.0), "r": span(1.0, 1.2), "b": span(1.2, 1.4)},
-    )
+        "-S-a-W-b-E-------|",
+        {"S": S0, "a": chunk(0.5, 1.2), "W": wake(1.0), "b": chunk(1.2, 1.4), "E": e},
+        "-S---W---(r,b,E)-|",
+        {"S": S0, "W": wake(1.0), "r": span(1.0, 1.2), "b": span(1.2, 1.4), "E": e},
+    )  # a short command (0.4 s) in the wake word's utterance is released when it ends
 
 
 def test_preroll_audio_arriving_after_the_detection_is_gated_by_stream_time() -> None:
-    s = SpeechStarted(0.7)
+    s, e = SpeechStarted(0.7), SpeechEnded(1.4)
     check(
-        "-W-S-a-b-c-|",
-        {"W": wake(1.0), "S": s, "a": chunk(0.7, 0.9), "b": chunk(0.9, 1.1), "c": chunk(1.1, 1.3)},
-        "-W-S---b-c-|",
-        {"W": wake(1.0), "S": s, "b": span(1.0, 1.1), "c": span(1.1, 1.3)},
+        "-W-S-a-b-c-E-------|",
+        {"W": wake(1.0), "S": s, "a": chunk(0.7, 0.9), "b": chunk(0.9, 1.1), "c": chunk(1.1, 1.3), "E": e},
+        "-W-S-------(b,c,E)-|",
+        {"W": wake(1.0), "S": s, "b": span(1.0, 1.1), "c": span(1.1, 1.3), "E": e},
     )
 
 
 def test_pause_after_the_wake_word_keeps_the_gate_armed_for_the_next_utterance() -> None:
-    e1, s2, e3, s4, e5 = (
-        SpeechEnded(1.1),
-        SpeechStarted(2.0),
-        SpeechEnded(3.0),
-        SpeechStarted(4.0),
-        SpeechEnded(5.0),
-    )
+    e1, s2, e3 = SpeechEnded(0.9), SpeechStarted(2.0), SpeechEnded(3.0)
+    s4, e5 = SpeechStarted(4.0), SpeechEnded(5.0)
     check(
         "-S-a-W-b-E-s-c-e-T-d-F-|",
         {
             "S": S0,
             "a": chunk(0, 1),
             "W": wake(1.0),
-            "b": chunk(1, 1.1),
+            "b": chunk(1, 1.5),
             "E": e1,
             "s": s2,
             "c": chunk(2, 3),
@@ -128,19 +134,9 @@ def test_pause_after_the_wake_word_keeps_the_gate_armed_for_the_next_utterance()
             "d": chunk(4, 5),
             "F": e5,
         },
-        "-S---W-b-E-s-c-e-T---F-|",
-        {
-            "S": S0,
-            "W": wake(1.0),
-            "b": span(1, 1.1),
-            "E": e1,
-            "s": s2,
-            "c": span(2, 3),
-            "e": e3,
-            "T": s4,
-            "F": e5,
-        },
-    )
+        "-S---W---E-s-c-e-T---F-|",
+        {"S": S0, "W": wake(1.0), "E": e1, "s": s2, "c": span(2, 3), "e": e3, "T": s4, "F": e5},
+    )  # b is the hangover after "hey jarvis": held, then dropped (speech ended before t)
 
 
 def test_no_command_before_the_timeout_returns_to_listening() -> None:
@@ -209,7 +205,7 @@ def test_other_frames_pass_untouched_in_order_and_errors_propagate() -> None:
 
 
 def test_the_remembered_audio_is_bounded() -> None:
-    gate = Gate(timeout_s=8.0, min_command_s=0.3, lookback_s=2.0)
+    gate = Gate(timeout_s=8.0, min_command_s=0.3, confirm_s=1.0, lookback_s=2.0)
     for i in range(1000):
         gate.on_frame(chunk(i * 0.1, (i + 1) * 0.1))
     assert sum(c.duration for c in gate.recent) <= 2.0 + 1e-9
@@ -217,6 +213,22 @@ def test_the_remembered_audio_is_bounded() -> None:
     for c in tiny:
         gate.on_frame(c)
     assert len(gate.recent) <= 1024
+
+
+def test_held_audio_is_released_at_completion_and_a_long_wait_times_out() -> None:
+    check(
+        "-S-W-a-|",
+        {"S": S0, "W": wake(1.0), "a": chunk(1, 1.5)},
+        "-S-W---(a,|)",
+        {"S": S0, "W": wake(1.0), "a": span(1, 1.5)},
+    )
+    e, s9, e10 = SpeechEnded(1.1), SpeechStarted(8.9), SpeechEnded(9.5)
+    check(
+        "-S-W-a-E-s-b-e-|",
+        {"S": S0, "W": wake(1.0), "a": chunk(1, 1.2), "E": e, "s": s9, "b": chunk(8.9, 9.5), "e": e10},
+        "-S-W---E-s-b-e-|",
+        {"S": S0, "W": wake(1.0), "E": e, "s": s9, "b": span(8.9, 9.0), "e": e10},
+    )  # the next utterance starts just before the deadline: it passes until t + timeout_s
 
 
 def test_clip_is_exact_to_the_sample() -> None:
@@ -248,7 +260,7 @@ def test_without_vad_exactly_the_samples_in_the_window_pass_whatever_the_chunkin
     while at > 0 and (edges[at] - t_sample) / RATE > 1.9:
         at -= 1
     at = max(at, 0)
-    gate = Gate(timeout_s=timeout, min_command_s=0.3, lookback_s=2.0)
+    gate = Gate(timeout_s=timeout, min_command_s=0.3, confirm_s=1.0, lookback_s=2.0)
     out: list[Frame] = []
     for i, size in enumerate(sizes):
         if i == at:
