@@ -4,7 +4,8 @@ sentence, the page served by a real hub subprocess, one run per transport.
 Environment knobs (all optional):
   ASRHUB_E2E_HUB       command that starts a hub, default ``<repo>/.venv/bin/asrhub``;
                        it is called as ``<cmd> serve --host 127.0.0.1 --port N [--api-key K]``
-  ASRHUB_E2E_HUB_ARGS  extra arguments for ``serve`` (e.g. ``--provider faster-whisper``)
+  ASRHUB_E2E_HUB_ARGS  extra arguments for ``serve`` (e.g. ``--default-provider whisper``)
+  ASRHUB_E2E_SLOW      also run the slow test that restarts a hub under a live session
 """
 
 from __future__ import annotations
@@ -216,23 +217,29 @@ class Hub:
 
 
 @pytest.fixture(scope="module")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    h = Hub(tmp_path_factory.mktemp("hub"))
+def hubs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Hub]]:
+    """Both hubs start at once (loading models takes a while); each test waits for the one it uses."""
+    started = {
+        "open": Hub(tmp_path_factory.mktemp("hub")),
+        "keyed": Hub(tmp_path_factory.mktemp("keyed-hub"), api_key=API_KEY),
+    }
     try:
-        h.wait_ready()
-        yield h
+        yield started
     finally:
-        h.stop()
+        for h in started.values():
+            h.stop()
 
 
 @pytest.fixture(scope="module")
-def keyed_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
-    h = Hub(tmp_path_factory.mktemp("keyed-hub"), api_key=API_KEY)
-    try:
-        h.wait_ready()
-        yield h
-    finally:
-        h.stop()
+def hub(hubs: dict[str, Hub]) -> Hub:
+    hubs["open"].wait_ready()
+    return hubs["open"]
+
+
+@pytest.fixture(scope="module")
+def keyed_hub(hubs: dict[str, Hub]) -> Hub:
+    hubs["keyed"].wait_ready()
+    return hubs["keyed"]
 
 
 # ------------------------------------------------------------------------- the browser
@@ -411,6 +418,36 @@ def test_right_api_key_is_accepted(driver: WebDriver, keyed_hub: Hub) -> None:
     assert driver.execute_script("return localStorage.getItem('asrhub.apiKey')") == API_KEY
 
 
+# Drops the transport under the page (as a network failure would); the hub stays up.
+DROP_SCRIPTS = {
+    "websocket": "window.asrhub.ui.adapter.ws.close()",
+    "socketio": "window.asrhub.ui.adapter.socket.io.engine.close()",
+}
+
+
+@pytest.mark.parametrize("transport", sorted(DROP_SCRIPTS))
+def test_reconnects_after_connection_drop(driver: WebDriver, hub: Hub, transport: str) -> None:
+    open_page(driver, hub.url, transport)
+    by_testid(driver, "start").click()
+    wait_for(driver, lambda d: state_of(d, "connection-state") == "live", 30, "session.started")
+    first = driver.execute_script("return window.asrhub.ui.sessionId")
+    assert driver.execute_script("return window.asrhub.ui.epoch") == 1
+    driver.execute_script(DROP_SCRIPTS[transport])
+
+    def back(d: WebDriver) -> bool:
+        again = d.execute_script("return window.asrhub.ui.epoch") >= 2
+        return again and state_of(d, "connection-state") == "live"
+
+    wait_for(driver, back, 30, "a new session after the drop")
+    assert driver.execute_script("return window.asrhub.ui.sessionId") != first
+    assert error_text(driver) == "", error_text(driver)
+    by_testid(driver, "stop").click()
+    wait_for(driver, lambda d: state_of(d, "connection-state") == "idle", 30, "the session to close")
+
+
+@pytest.mark.skipif(
+    not os.environ.get("ASRHUB_E2E_SLOW"), reason="restarts a hub (~40 s); set ASRHUB_E2E_SLOW=1"
+)
 def test_reconnects_after_hub_restart(driver: WebDriver, tmp_path_factory: pytest.TempPathFactory) -> None:
     log_dir = tmp_path_factory.mktemp("restarted-hub")
     first = Hub(log_dir)
