@@ -2,10 +2,10 @@
 sentence, the page served by a real hub subprocess, one run per transport.
 
 Environment knobs (all optional):
-  ASRHUB_E2E_HUB       command that starts a hub, default ``<repo>/.venv/bin/asrhub``;
+  E2E_HUB       command that starts a hub, default ``<repo>/.venv/bin/asrhub``;
                        it is called as ``<cmd> serve --host 127.0.0.1 --port N [--api-key K]``
-  ASRHUB_E2E_HUB_ARGS  extra arguments for ``serve`` (e.g. ``--default-provider whisper``)
-  ASRHUB_E2E_SLOW      also run the slow test that restarts a hub under a live session
+  E2E_HUB_ARGS  extra arguments for ``serve`` (e.g. ``--default-provider whisper``)
+  E2E_SLOW      also run the slow test that restarts a hub under a live session
 """
 
 from __future__ import annotations
@@ -167,13 +167,13 @@ class Hub:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_dir / f"hub-{self.port}.log"
-        cmd = shlex.split(os.environ.get("ASRHUB_E2E_HUB", str(ROOT / ".venv" / "bin" / "asrhub")))
+        cmd = shlex.split(os.environ.get("E2E_HUB", str(ROOT / ".venv" / "bin" / "asrhub")))
         if not shutil.which(cmd[0]):
             pytest.skip(f"hub command not found: {cmd[0]}")
         args = [*cmd, "serve", "--host", "127.0.0.1", "--port", str(self.port)]
         if api_key:
             args += ["--api-key", api_key]
-        args += shlex.split(os.environ.get("ASRHUB_E2E_HUB_ARGS", ""))
+        args += shlex.split(os.environ.get("E2E_HUB_ARGS", ""))
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
@@ -445,9 +445,7 @@ def test_reconnects_after_connection_drop(driver: WebDriver, hub: Hub, transport
     wait_for(driver, lambda d: state_of(d, "connection-state") == "idle", 30, "the session to close")
 
 
-@pytest.mark.skipif(
-    not os.environ.get("ASRHUB_E2E_SLOW"), reason="restarts a hub (~40 s); set ASRHUB_E2E_SLOW=1"
-)
+@pytest.mark.skipif(not os.environ.get("E2E_SLOW"), reason="restarts a hub (~40 s); set E2E_SLOW=1")
 def test_reconnects_after_hub_restart(driver: WebDriver, tmp_path_factory: pytest.TempPathFactory) -> None:
     log_dir = tmp_path_factory.mktemp("restarted-hub")
     first = Hub(log_dir)
