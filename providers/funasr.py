@@ -113,6 +113,7 @@ class FunasrProvider:
         s = self.settings
         return {
             "name": self.name,
+            "model": f"FunASR {s.mode} server at {s.url}",
             "url": s.url,
             "mode": s.mode,
             "streaming": self.capabilities.streaming,

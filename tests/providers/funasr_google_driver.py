@@ -39,9 +39,11 @@ async def drive_stage(
     pace_s: float = 0.05,
     margin_s: float = 0.2,
     vad_events: bool = True,
+    utterances: int | None = None,
 ) -> list[Frame]:
     """Each manifest segment (± ``margin_s``) as one VAD utterance, 100 ms chunks, ``pace_s``
-    apart (0.05 = twice real time); with ``vad_events=False`` the whole file, no VAD events.
+    apart (0.05 = twice real time); only the first ``utterances`` if given; with
+    ``vad_events=False`` the whole file, no VAD events.
     Returns every frame the stage emitted, in order."""
     samples, _ = load_wav(fixture(name))
     config = config or SessionConfig()
@@ -55,7 +57,7 @@ async def drive_stage(
     seq = 0
     spans = [
         (max(0, int((s["start"] - margin_s) * RATE)), min(len(samples), int((s["end"] + margin_s) * RATE)))
-        for s in fixture_entry(name)["segments"]
+        for s in fixture_entry(name)["segments"][:utterances]
     ]
     for a, b in spans if vad_events else [(0, len(samples))]:
         if vad_events:
