@@ -108,8 +108,8 @@ def wakeword(
     *, names: tuple[str, ...] | list[str], threshold: float = 0.5, refractory_s: float = 1.5
 ) -> Operator:
     """Detect wake words in 16 kHz audio. Raises HubError for unknown names or missing models."""
-    if not 0.0 < threshold <= 1.0:
-        raise HubError("bad_message", f"wake-word threshold must be in (0, 1], got {threshold}", fatal=True)
+    if not 0.0 <= threshold <= 1.0:
+        raise HubError("bad_message", f"wake-word threshold must be in [0, 1], got {threshold}", fatal=True)
     models = wake_models(tuple(names))
     front = feature_models()
 

@@ -84,6 +84,20 @@ def test_several_names_fire_independently_in_stream_order() -> None:
     assert found[0].t < found[1].t
 
 
+def test_each_utterance_of_the_wake_word_fires_once() -> None:
+    once = clip_of("hey_jarvis_weather")
+    found = detections(run(chunks(np.concatenate([once, once]), 640)))
+    assert len(found) == 2 and found[0].t == 1.76
+    assert abs(found[1].t - (len(once) / RATE + 1.76)) <= 0.08  # one 80 ms step (the grid shifts)
+
+
+def test_a_dip_below_threshold_within_the_refractory_period_does_not_fire_again() -> None:
+    detector = Detector(feature_models(), wake_models(["hey_jarvis"]), 0.5, refractory_s=1.0)
+    scores = [0.1, 0.9, 0.95, 0.2, 0.8, 0.9, 0.1] + [0.0] * 12 + [0.7, 0.9]
+    fired = [step for step, s in enumerate(scores, 10) if detector._check(step, "hey_jarvis", s)]
+    assert fired == [11, 29]  # 12.5 steps = 1 s; the re-crossing at step 14 is the same utterance
+
+
 def test_detection_time_counts_from_the_first_chunk_start() -> None:
     found = detections(run(chunks(clip_of("hey_jarvis_weather"), 640, start=100.0)))
     assert len(found) == 1 and 100 + WAKE_SPAN[0] <= found[0].t <= 100 + WAKE_SPAN[1]
@@ -226,4 +240,4 @@ def test_model_names_come_from_the_files() -> None:
 
 def test_a_bad_threshold_is_refused() -> None:
     with pytest.raises(HubError):
-        wakeword(names=["hey_jarvis"], threshold=0.0)
+        wakeword(names=["hey_jarvis"], threshold=1.5)
