@@ -7,7 +7,8 @@ that describes a problem (a ``bad_audio`` for the caller). It never raises. Prob
 
 * the container cannot be opened or has no audio stream; nothing at all could be decoded;
 * a packet the codec rejects (decoding goes on with the next one);
-* a jump in packet timestamps: packets were lost (a corrupt page or block was skipped);
+* a jump in packet timestamps: packets were lost (a corrupt page or block was skipped, or the
+  sender dropped audio); the missing time is filled with silence (at most 10 s per gap);
 * the stream ends before the length its own header declares (FLAC STREAMINFO, Matroska/WebM
   Duration, MP3 Xing/Info frame count, the granule of an Ogg end-of-stream page) or inside an
   Ogg page: a truncated file. Streams that declare no length (a MediaRecorder WebM, a bare MP3
@@ -37,6 +38,7 @@ CONTAINERS: dict[str, str | None] = {
 _OPEN_OPTIONS = {"probesize": "32", "analyzeduration": "1"}
 _TRUNCATION_TOLERANCE_S = 0.3
 _OGG_MAX_PAGE = 27 + 255 + 255 * 255
+_MAX_GAP_S = 10
 
 Decoded = tuple[Samples, int]
 
@@ -63,7 +65,11 @@ def iter_decode(
                 if packet.pts is not None and packet.duration:
                     if next_pts is not None and packet.pts - next_pts > packet.duration // 2:
                         lost = float((packet.pts - next_pts) * stream.time_base)
-                        yield f"corrupt {name} stream: {lost:.3f} s of audio lost"
+                        yield f"{lost:.3f} s of audio missing in the {name} stream (corrupt or lost packets)"
+                        if rate:  # silence in their place keeps stream time on the sender's clock
+                            gap = np.zeros(min(round(lost * rate), _MAX_GAP_S * rate), np.float32)
+                            total += len(gap)
+                            yield gap, rate
                     next_pts = packet.pts + packet.duration
                 try:
                     frames = stream.decode(packet)
@@ -89,7 +95,7 @@ def iter_decode(
             return
         problem = _check_length(container, stream, total / rate, spf, rate, head, tail)
         if problem:
-            yield f"truncated {name} stream: {problem}"
+            yield f"incomplete {name} stream: {problem}"
 
 
 def _check_length(

@@ -24,10 +24,8 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
-import numpy as np
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
@@ -35,11 +33,13 @@ from asrhub.config import AudioFormat
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, RawAudio, Samples
 from asrhub.pipeline import Operator
 
-from ._avdecode import CONTAINERS, concat, iter_decode
+from ._avdecode import concat
 from ._avstream import DONE, StreamDecoder
+from ._decode_file import RAW_PCM as _RAW
+from ._decode_file import decode_file
 from ._pcm import PcmDecoder, PcmFormat, parse_wav_header
 
-_RAW = {"pcm_s16le": ("i", 2), "pcm_f32le": ("f", 4)}
+__all__ = ["decode", "decode_file"]
 
 
 def decode(
@@ -130,7 +130,7 @@ class _Decoding:
                     self.encoding, self.deliver, max_buffer_bytes=self.max_buffer_bytes, max_backlog=backlog
                 )
             if not self.av.feed.put(data):
-                message = f"over {self.max_buffer_bytes} bytes wait for the decoder: audio frame dropped"
+                message = f"more than {self.max_buffer_bytes} bytes wait for the decoder: audio frame dropped"
                 self.av.post(ErrorEvent(code="too_large", message=message))
             elif not self.av.on_loop:
                 self.av.drain()
@@ -169,46 +169,3 @@ class _Decoding:
         elif self.encoding == "wav" and self.header and not self.failed:
             self.error("stream ended inside the WAV header")
         self.observer.on_completed()
-
-
-def decode_file(
-    data: bytes, encoding: str = "auto", *, sample_rate: int = 16_000, channels: int = 1, strict: bool = True
-) -> tuple[Samples, int]:
-    """Decode a whole file to (mono float32, rate). Raises ValueError on bad input.
-
-    ``sample_rate``/``channels`` describe raw PCM only. ``strict``: any problem the streaming
-    decoder would report as ``bad_audio`` raises; otherwise only a file with no audio does.
-    """
-    problems: list[str] = []
-    if not data:
-        raise ValueError("empty audio file")
-    if encoding in _RAW or encoding == "wav":
-        if encoding == "wav":
-            header = parse_wav_header(data)
-            if header is None:
-                raise ValueError("truncated WAV header")
-            pcm, body = PcmDecoder(header.fmt, header.data_size), data[header.data_offset :]
-        else:
-            pcm, body = PcmDecoder(PcmFormat(*_RAW[encoding], channels, sample_rate)), data
-        x, nonfinite = pcm.feed(body)
-        problems += ["NaN or infinite samples"] if nonfinite else []
-        problems += ["the file ends inside a sample frame"] if pcm.carry else []
-        samples, rate = (x if x is not None else np.zeros(0, np.float32)), pcm.fmt.rate
-    elif encoding in CONTAINERS:
-        parts: list[Samples] = []
-        rate = 0
-        head, tail = data[:8192], data[-65536:]
-        for item in iter_decode(io.BytesIO(data), encoding, head=lambda: head, tail=lambda: tail):
-            if isinstance(item, str):
-                problems.append(item)
-            else:
-                parts.append(item[0])
-                rate = item[1]
-        samples = concat(parts) if parts else np.zeros(0, np.float32)
-    else:
-        raise ValueError(f"unknown audio encoding {encoding!r}")
-    if strict and problems:
-        raise ValueError(problems[0])
-    if samples.size == 0:
-        raise ValueError(problems[0] if problems else "no audio in the file")
-    return samples, rate

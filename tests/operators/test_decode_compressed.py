@@ -15,6 +15,7 @@ from reactivex.subject import Subject
 
 from asrhub.config import AudioFormat
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, Pong, RawAudio
+from asrhub.operators._bytefeed import ByteFeed
 from asrhub.operators.decode import decode, decode_file
 from tests.audio_utils import encode, fixture, load_wav, resample, rms
 
@@ -136,7 +137,7 @@ async def test_audio_comes_out_while_the_stream_is_still_open(fmt: str) -> None:
     for i in range(0, len(data) * 3 // 4, 1000):
         src.on_next(RawAudio(data[i : i + 1000]))
         await asyncio.sleep(0.001)
-    for _ in range(200):
+    for _ in range(500):
         if audio(out).size:
             break
         await asyncio.sleep(0.01)
@@ -199,18 +200,27 @@ async def test_a_frame_over_the_input_bound_is_too_large_and_dropped() -> None:
     src: Subject[Frame] = Subject()
     out: list[Frame] = []
     done = asyncio.Event()
-    src.pipe(decode(AudioFormat(encoding="webm"), max_buffer_bytes=4000)).subscribe(
-        out.append, on_completed=done.set
-    )
+    op = decode(AudioFormat(encoding="webm"), max_buffer_bytes=64_000)
+    src.pipe(op).subscribe(out.append, on_completed=done.set)
     for i in range(0, len(data), 1000):
         src.on_next(RawAudio(data[i : i + 1000]))
         if i == 5000:
-            src.on_next(RawAudio(b"\xff" * 5000))  # over the bound by itself: dropped, not decoded
-        await asyncio.sleep(0.002)
+            src.on_next(RawAudio(b"\xff" * 100_000))  # over the bound by itself: dropped, not decoded
+        await asyncio.sleep(0.001)
     src.on_completed()
     await asyncio.wait_for(done.wait(), 20)
     assert [f.code for f in out if isinstance(f, ErrorEvent)] == ["too_large"]
     assert abs(len(audio(out)) / 48000 - len(SPEECH) / RATE) < 0.03
+
+
+def test_the_byte_feed_refuses_what_would_overflow_and_keeps_order() -> None:
+    markers: list[object] = []
+    feed = ByteFeed(10, markers.append)
+    assert feed.put(b"12345") and feed.put_marker("m") and not feed.put(b"123456") and feed.put(b"67890")
+    feed.finish()
+    assert feed.read(3) == b"123" and feed.read(100) == b"45" and markers == []
+    assert feed.read(100) == b"67890" and markers == ["m"]
+    assert feed.read(100) == b"" and feed.close() == [] and not feed.put_marker("late")
 
 
 def test_without_an_event_loop_the_decoder_is_drained_at_completion() -> None:
@@ -244,3 +254,8 @@ def test_decode_file(fmt: str) -> None:
                 decode_file(damaged, fmt)
         y, _ = decode_file(truncated(data), fmt, strict=False)
         assert 0 < len(y) < len(x)
+
+
+def test_decode_file_bounds_the_decoded_length() -> None:
+    with pytest.raises(ValueError, match="longer than 2 s"):
+        decode_file(encoded("flac"), max_s=2.0)

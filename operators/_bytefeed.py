@@ -1,0 +1,109 @@
+"""The byte feed between the event loop and a decoder thread: a blocking, bounded file object."""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+HEAD_BYTES, TAIL_BYTES = 8192, 65536
+
+
+class ByteFeed:
+    """A blocking, bounded, read-only file object (``read`` only: PyAV treats it as non-seekable).
+
+    Besides bytes it carries *markers* (frames that passed through): ``read`` hands a marker to
+    ``on_marker`` once the decoder has consumed every byte put before it.
+    """
+
+    def __init__(self, limit: int, on_marker: Callable[[Any], None]) -> None:
+        self._cond = threading.Condition()
+        self._items: deque[Any] = deque()
+        self._size = 0
+        self._limit = limit
+        self._on_marker = on_marker
+        self._eof = self.aborted = self._closed = False
+        self._head = b""
+        self._tail: deque[bytes] = deque()
+        self._tail_size = 0
+
+    def put(self, data: bytes) -> bool:
+        """False when ``data`` would overflow the bound (nothing is queued then)."""
+        with self._cond:
+            if self._closed:
+                return True  # the decoder has ended: nothing reads these bytes any more
+            if self._size + len(data) > self._limit:
+                return False
+            self._items.append(data)
+            self._size += len(data)
+            self._cond.notify()
+        if len(self._head) < HEAD_BYTES:
+            self._head += data[: HEAD_BYTES - len(self._head)]
+        self._tail.append(data)
+        self._tail_size += len(data)
+        while self._tail_size - len(self._tail[0]) >= TAIL_BYTES:
+            self._tail_size -= len(self._tail.popleft())
+        return True
+
+    def put_marker(self, item: Any) -> bool:
+        """False once the decoder has ended (the caller then delivers ``item`` itself)."""
+        with self._cond:
+            if self._closed:
+                return False
+            self._items.append(_Marker(item))
+            self._cond.notify()
+            return True
+
+    def finish(self) -> None:
+        with self._cond:
+            self._eof = True
+            self._cond.notify()
+
+    def abort(self) -> None:
+        with self._cond:
+            self.aborted = True
+            self._cond.notify()
+
+    def close(self) -> list[Any]:
+        """The decoder has ended: refuse further markers, return the ones it never reached."""
+        with self._cond:
+            self._closed = True
+            left = [m.item for m in self._items if isinstance(m, _Marker)]
+            self._items.clear()
+            return left
+
+    def read(self, n: int = -1) -> bytes:
+        while True:
+            markers: list[Any] = []
+            with self._cond:
+                while not self._items and not self._eof and not self.aborted:
+                    self._cond.wait()
+                if self.aborted:
+                    return b""
+                while self._items and isinstance(self._items[0], _Marker):
+                    markers.append(self._items.popleft().item)
+                if not markers:
+                    if not self._items:
+                        return b""  # end of stream
+                    chunk: bytes = self._items.popleft()
+                    if 0 < n < len(chunk):
+                        chunk, rest = chunk[:n], chunk[n:]
+                        self._items.appendleft(rest)
+                    self._size -= len(chunk)
+                    return chunk
+            for item in markers:  # outside the lock: this may wait for the loop to drain
+                self._on_marker(item)
+
+    def head(self) -> bytes:
+        return self._head
+
+    def tail(self) -> bytes:
+        return b"".join(self._tail)[-TAIL_BYTES:]
+
+
+class _Marker:
+    __slots__ = ("item",)
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
