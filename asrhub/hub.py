@@ -148,6 +148,8 @@ class Hub:
         except Exception as exc:
             ctx.log.error("session could not start", error=repr(exc))
             raise HubError("bad_message", f"session could not start: {exc}", fatal=True) from exc
+        if session.closed:  # failed while it was being built: its events tell the client why
+            return session
         self.sessions[session_id] = session
         self.opened_total += 1
         if key is not None:

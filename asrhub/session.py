@@ -17,13 +17,17 @@ from collections.abc import AsyncIterator, Callable
 from enum import Enum
 
 from reactivex import Observable
-from reactivex.abc import DisposableBase
+from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.subject import Subject
 
 from . import metrics
 from .errors import HubError
 from .frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed
 from .pipeline import Operator, SessionContext
+
+
+EARLY_EVENTS = 32
+"""Bound on the events kept for a first subscriber that attaches after they were emitted."""
 
 
 class State(Enum):
@@ -49,6 +53,7 @@ class Session:
         self._on_closed = on_closed
         self._input: Subject[Frame] = Subject()
         self._output: Subject[Event] = Subject()
+        self._early: list[Event] | None = []  # events emitted before anyone subscribed
         self._done: asyncio.Future[str] = self._loop.create_future()
         self._last_input = self._loop.time()
         self._idle = self._loop.call_later(ctx.limits.idle_timeout_s, self._check_idle)
@@ -65,9 +70,18 @@ class Session:
     def events(self) -> Observable[Event]:
         """Every event of this session, pushed as it happens; completes after ``session.closed``.
 
-        Subscribe before the first ``feed``: events are not replayed to late subscribers.
+        The first subscriber also receives what the pipeline emitted before anyone subscribed
+        (say, an error raised while the session was being built); later subscribers see only
+        what happens after they subscribe.
         """
-        return self._output
+
+        def subscribe(observer: ObserverBase[Event], scheduler: SchedulerBase | None = None) -> DisposableBase:
+            early, self._early = self._early, None
+            for event in early or ():
+                observer.on_next(event)
+            return self._output.subscribe(observer, scheduler=scheduler)
+
+        return Observable(subscribe)
 
     async def feed(self, data: bytes) -> None:
         """Append audio. Returns once the session can take more (backpressure)."""
@@ -125,6 +139,9 @@ class Session:
 
     def _emit(self, event: Event) -> None:
         metrics.event_out(event)
+        early = self._early
+        if early is not None and len(early) < EARLY_EVENTS:
+            early.append(event)
         self._output.on_next(event)
 
     def _on_frame(self, frame: Frame) -> None:

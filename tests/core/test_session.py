@@ -239,3 +239,21 @@ async def test_pipeline_errors_end_the_session_with_a_fatal_error() -> None:
     assert session.state is State.CLOSED
     assert isinstance(events[0], ErrorEvent) and events[0].fatal
     assert hub.sessions == {}
+
+
+async def test_an_error_raised_while_building_reaches_the_first_subscriber() -> None:
+    def fails_on_subscribe(ctx: SessionContext) -> Operator:
+        def stage(source: Observable[Frame]) -> Observable[Frame]:
+            def subscribe(observer: Any, scheduler: Any = None) -> Any:
+                observer.on_next(ErrorEvent(code="bad_message", message="no such wake word", fatal=True))
+                return source.subscribe(observer)
+
+            return Observable(subscribe)
+
+        return stage
+
+    hub = Hub(providers={}, pipeline_factory=fails_on_subscribe)
+    session = hub.open()
+    events = await collect(session)
+    assert [e.type for e in events] == ["error", "session.closed"]
+    assert session.closed and hub.sessions == {}
