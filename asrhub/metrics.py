@@ -17,9 +17,9 @@ Hooks the core calls (each a dict or attribute increment)::
                                              slow_consumer, too_large, pool_full
     track_hub(hub) / track_pool(pool)        gauges read at scrape time (weak references)
     inference_time(pool, s) / inference_abandoned(pool)                InferencePool
-    timed(name, op) / provider_latency(op)   wrap pipeline stages (the composition root)
+    instrument(stages) / provider_latency(op)   compose / wrap pipeline stages (composition root)
 
-Transports serve it with ``body, content_type = asrhub.metrics.render()``.
+Transports serve it with ``body, content_type = asrhub.metrics.render(request.headers.get("Accept"))``.
 """
 
 from __future__ import annotations
@@ -27,18 +27,19 @@ from __future__ import annotations
 import asyncio
 import weakref
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from time import perf_counter
 from typing import TYPE_CHECKING
 
 import reactivex
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
 )
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from reactivex import Observable
@@ -106,12 +107,14 @@ class _State:
         self.inference: dict[str, FastHistogram] = {}
         self.hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
         self.pools: weakref.WeakSet[InferencePool] = weakref.WeakSet()
+        self.pipelines = 0
 
 
 _state = _State()
 operator_sample = 8
-"""Stage timing measures one frame in this many per stage (a clock read costs ~0.1-0.2 µs and a
-measurement needs four); 0 turns it off. Read when a pipeline is built; see :func:`configure`."""
+"""Stage timing runs in one session in this many (the first one included), on every frame of
+it; the other sessions' pipelines are plain ``reactivex.compose`` and pay nothing. 0 turns it
+off. Read when a pipeline is built; see :func:`configure`."""
 
 
 def configure(settings: MetricsSettings) -> None:
@@ -179,59 +182,113 @@ def _histogram(table: dict[str, FastHistogram], name: str, bounds: Sequence[floa
 
 # ---------------------------------------------------------------------------------- stage timing
 
+Forward = Callable[[Frame], None]
 
-def timed(name: str, op: Operator) -> Operator:
-    """Wrap a synchronous stage so a frame's own processing time lands in
-    ``asrhub_operator_seconds{operator=name}`` (one frame in :data:`operator_sample`); time spent
-    downstream (the rest of the chain runs inside this stage's ``on_next``) is subtracted.
-    Frames pass unchanged and in order."""
-    every = operator_sample
-    if every <= 0:
-        return op
-    hist = _histogram(_state.operators, name, OPERATOR_BUCKETS)
 
-    def wrapped(source: Observable[Frame]) -> Observable[Frame]:
-        def subscribe(observer: ObserverBase[Frame], scheduler: Scheduler = None) -> DisposableBase:
-            inside = False
-            downstream = 0.0
-            countdown = 1
+class _Tap(Observable[Frame]):
+    """A pass-through Observable whose ``on_next`` is ``make(downstream_on_next)``.
 
-            def probe(inner: ObserverBase[Frame], sched: Scheduler = None) -> DisposableBase:
-                def on_next(frame: Frame) -> None:
-                    nonlocal inside, downstream, countdown
-                    countdown -= 1
-                    if countdown or inside:  # not sampled, or a re-entrant push
-                        if countdown < 0:
-                            countdown = 1
-                        inner.on_next(frame)
+    Lighter than ``reactivex.create``: it adds one plain function call per frame and no
+    observer wrapper (the source's own subscription still guards completion and disposal).
+    """
+
+    def __init__(self, source: Observable[Frame], make: Callable[[Forward], Forward]) -> None:
+        self._tap_source = source
+        self._tap_make = make
+        super().__init__(self._tap_subscribe)
+
+    def _tap_subscribe(self, observer: ObserverBase[Frame], scheduler: Scheduler = None) -> DisposableBase:
+        return self.subscribe(observer, scheduler=scheduler)
+
+    def subscribe(  # type: ignore[override]
+        self,
+        on_next: ObserverBase[Frame] | Forward | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        on_completed: Callable[[], None] | None = None,
+        *,
+        scheduler: Scheduler = None,
+    ) -> DisposableBase:
+        if hasattr(on_next, "on_next"):
+            observer: ObserverBase[Frame] = on_next  # type: ignore[assignment]
+            on_next, on_error, on_completed = observer.on_next, observer.on_error, observer.on_completed
+        forward: Forward = on_next if on_next is not None else (lambda _frame: None)
+        return self._tap_source.subscribe(
+            self._tap_make(forward), on_error, on_completed, scheduler=scheduler
+        )
+
+
+class _Timing:
+    """Per-pipeline state shared by the probes placed before each stage and after the last.
+
+    A frame pushed into the chain is timed all the way through: the probe before stage ``k``
+    measures its call (stage ``k`` plus everything it pushes downstream, synchronously) and
+    subtracts what the probe before stage ``k + 1`` measured inside it, which leaves stage
+    ``k``'s own share. Frames a stage emits later (a provider's result) are passed untimed.
+    """
+
+    __slots__ = ("active", "inner", "last")
+
+    def __init__(self, stages: int) -> None:
+        self.active = False
+        self.inner = [0.0] * (stages + 1)
+        self.last = stages
+
+    def probe(self, k: int, hist: FastHistogram | None) -> Callable[[Forward], Forward]:
+        timing, inner, last = self, self.inner, k == self.last
+
+        def make(forward: Forward) -> Forward:
+            def on_next(frame: Frame) -> None:
+                if not timing.active:
+                    if k:  # only the first probe starts a measurement
+                        forward(frame)
                         return
-                    countdown = every
-                    inside, downstream = True, 0.0
+                    timing.active = True
+                    inner[0] = 0.0
                     start = perf_counter()
                     try:
-                        inner.on_next(frame)
+                        forward(frame)
                     finally:
-                        inside = False
-                    hist.observe(perf_counter() - start - downstream)
+                        timing.active = False
+                    if hist is not None:
+                        hist.observe(perf_counter() - start - inner[0])
+                    return
+                inner[k] = 0.0
+                start = perf_counter()
+                forward(frame)
+                spent = perf_counter() - start
+                if not last and hist is not None:
+                    hist.observe(spent - inner[k])
+                inner[k - 1] += spent
 
-                return source.subscribe(on_next, inner.on_error, inner.on_completed, scheduler=sched)
+            return on_next
 
-            def on_next_out(frame: Frame) -> None:
-                nonlocal downstream
-                if inside:
-                    start = perf_counter()
-                    observer.on_next(frame)
-                    downstream += perf_counter() - start
-                else:
-                    observer.on_next(frame)
+        return make
 
-            return op(reactivex.create(probe)).subscribe(
-                on_next_out, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
 
-        return reactivex.create(subscribe)
+def instrument(stages: Sequence[tuple[str, Operator]]) -> Operator:
+    """Compose one session's named stages like ``reactivex.compose``. In one session out of
+    :data:`operator_sample` (the first one included), each stage's own share of the event loop
+    goes into ``asrhub_operator_seconds{operator=name}`` for every frame: time spent in later
+    stages (which run inside an earlier stage's ``on_next``) is subtracted. Frames pass
+    unchanged and in order; every other session gets exactly ``reactivex.compose``."""
+    operators = [op for _name, op in stages]
+    every = operator_sample
+    if every <= 0 or not stages:
+        return reactivex.compose(*operators)
+    chosen = _state.pipelines % every == 0
+    _state.pipelines += 1
+    if not chosen:
+        return reactivex.compose(*operators)
+    hists = [_histogram(_state.operators, name, OPERATOR_BUCKETS) for name, _op in stages]
 
-    return wrapped
+    def operator(source: Observable[Frame]) -> Observable[Frame]:
+        timing = _Timing(len(operators))
+        stream = source
+        for k, op in enumerate(operators):
+            stream = op(_Tap(stream, timing.probe(k, hists[k])))
+        return _Tap(stream, timing.probe(len(operators), None))
+
+    return operator
 
 
 def provider_latency(op: Operator) -> Operator:
@@ -240,12 +297,12 @@ def provider_latency(op: Operator) -> Operator:
     ``vad.speech_ended`` for streaming ones) to its ``transcript.final`` leaving it, labelled
     with the provider that served it (failover included). State per subscription, bounded."""
 
-    def wrapped(source: Observable[Frame]) -> Observable[Frame]:
-        def subscribe(observer: ObserverBase[Frame], scheduler: Scheduler = None) -> DisposableBase:
-            by_segment: dict[int, float] = {}
-            ended: list[float] = []
+    def operator(source: Observable[Frame]) -> Observable[Frame]:
+        by_segment: dict[int, float] = {}
+        ended: list[float] = []
 
-            def on_next_in(frame: Frame) -> None:
+        def watch_in(forward: Forward) -> Forward:
+            def on_next(frame: Frame) -> None:
                 if isinstance(frame, Segment):
                     if frame.final:
                         if len(by_segment) >= 64:
@@ -253,8 +310,12 @@ def provider_latency(op: Operator) -> Operator:
                         by_segment[frame.segment_id] = perf_counter()
                 elif isinstance(frame, SpeechEnded) and not by_segment and len(ended) < 64:
                     ended.append(perf_counter())
+                forward(frame)
 
-            def on_next_out(frame: Frame) -> None:
+            return on_next
+
+        def watch_out(forward: Forward) -> Forward:
+            def on_next(frame: Frame) -> None:
                 if isinstance(frame, FinalTranscript):
                     start = by_segment.pop(frame.segment_id, None)
                     if start is None and ended:
@@ -265,22 +326,13 @@ def provider_latency(op: Operator) -> Operator:
                         )
                 elif isinstance(frame, ErrorEvent) and frame.segment_id is not None:
                     by_segment.pop(frame.segment_id, None)
-                observer.on_next(frame)
+                forward(frame)
 
-            def probe(inner: ObserverBase[Frame], sched: Scheduler = None) -> DisposableBase:
-                def on_next(frame: Frame) -> None:
-                    on_next_in(frame)
-                    inner.on_next(frame)
+            return on_next
 
-                return source.subscribe(on_next, inner.on_error, inner.on_completed, scheduler=sched)
+        return _Tap(op(_Tap(source, watch_in)), watch_out)
 
-            return op(reactivex.create(probe)).subscribe(
-                on_next_out, observer.on_error, observer.on_completed, scheduler=scheduler
-            )
-
-        return reactivex.create(subscribe)
-
-    return wrapped
+    return operator
 
 
 # ---------------------------------------------------------------------------------- export
@@ -361,9 +413,11 @@ REGISTRY.register(HubCollector())
 ProcessCollector(registry=REGISTRY)
 
 
-def render(registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
-    """The ``/metrics`` response: body and content type (Prometheus text format)."""
-    return generate_latest(registry), CONTENT_TYPE_LATEST
+def render(accept: str | None = None, registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
+    """The ``/metrics`` response: body and content type. ``accept`` is the request's Accept
+    header: Prometheus text format 0.0.4 by default, OpenMetrics when the scraper asks for it."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
 
 
 def names(registry: CollectorRegistry = REGISTRY) -> Iterable[str]:

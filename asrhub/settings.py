@@ -47,8 +47,9 @@ class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """Prometheus metrics on ``/metrics`` (see docs/architecture.md for the list)."""
 
     operator_sample: Annotated[int, Meta(ge=0)] = 8
-    """Per-stage timing measures one audio frame in this many (each measurement reads the clock
-    four times); 0 turns stage timing off. Every other metric counts everything."""
+    """Per-stage timing (``asrhub_operator_seconds``) runs in one session in this many, the first
+    one included, on every frame of it; the other sessions pay nothing for it. 1 times every
+    session, 0 none. Every other metric counts everything."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -439,8 +439,23 @@ def masked(settings: Settings) -> dict[str, Any]:
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(text: str) -> str:
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
 def _toml_key(name: str) -> str:
-    return name if _BARE.match(name) else msgspec.json.encode(name).decode()
+    return name if _BARE.match(name) else _toml_string(name)
 
 
 def toml_value(value: Any) -> str:
@@ -450,7 +465,7 @@ def toml_value(value: Any) -> str:
         text = repr(value)
         return {"inf": "inf", "-inf": "-inf", "nan": "nan"}.get(text, text)
     if isinstance(value, str):
-        return msgspec.json.encode(value).decode()
+        return _toml_string(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, Mapping):

@@ -1,0 +1,262 @@
+"""Metrics: every name is exported, and the values move under a real stream through a real hub."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+import reactivex
+from prometheus_client.parser import text_string_to_metric_families
+from reactivex import operators as ops
+from reactivex.testing import ReactiveTest, TestScheduler
+
+from asrhub import metrics
+from asrhub.delivery import EventQueue
+from asrhub.errors import HubError
+from asrhub.frames import AudioChunk, RawAudio, SpeechEnded, SpeechStarted
+from asrhub.hub import Hub
+from asrhub.inference import InferencePool
+from tests.ops.conftest import pcm_chunks
+
+NAMES = [
+    "asrhub_sessions_active",
+    "asrhub_sessions_opened",
+    "asrhub_sessions_closed",
+    "asrhub_audio_frames_in",
+    "asrhub_audio_bytes_in",
+    "asrhub_events_out",
+    "asrhub_errors",
+    "asrhub_drops",
+    "asrhub_operator_seconds",
+    "asrhub_provider_latency_seconds",
+    "asrhub_inference_seconds",
+    "asrhub_inference_abandoned",
+    "asrhub_inference_queue_depth",
+    "asrhub_inference_busy",
+    "asrhub_subscriptions",
+    "asrhub_event_loop_tasks",
+]
+
+
+def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Parse what /metrics would serve into {(sample name, labels): value}."""
+    body, content_type = metrics.render()
+    assert content_type.startswith("text/plain; version=0.0.4")
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def test_every_metric_family_is_exported() -> None:
+    body, _ = metrics.render()
+    families = {f.name: f.type for f in text_string_to_metric_families(body.decode())}
+    for name in NAMES:
+        assert name in families, name
+    assert families["asrhub_events_out"] == "counter"
+    assert families["asrhub_operator_seconds"] == "histogram"
+    assert families["asrhub_sessions_active"] == "gauge"
+    assert "process_cpu_seconds" in families
+    openmetrics, content_type = metrics.render("application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text")
+    assert openmetrics.endswith(b"# EOF\n")
+    assert list(metrics.names())  # the registry is private: the global one holds none of ours
+    from prometheus_client import REGISTRY as GLOBAL
+
+    assert not [m.name for m in GLOBAL.collect() if m.name.startswith("asrhub_")]
+
+
+async def test_metrics_move_under_a_real_stream(
+    vad_hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(metrics, "operator_sample", 1)  # time this session's stages
+    transport = "test-stream"
+    chunks = pcm_chunks("silences.wav")  # four utterances separated by silence
+    before = scrape()
+    session = vad_hub.open({"provider": "none"}, transport=transport)
+    events = []
+
+    async def read() -> None:
+        async for event in session.iter_events():
+            events.append(event)
+
+    reader = asyncio.ensure_future(read())
+    await asyncio.sleep(0)
+    during = scrape()
+    assert sample(during, "asrhub_sessions_active", transport=transport) == 1
+    assert sample(during, "asrhub_subscriptions") >= 1
+    assert sample(during, "asrhub_event_loop_tasks") >= 1
+    for chunk in chunks:
+        await session.feed(chunk)
+    with pytest.raises(HubError):
+        await session.feed(b"\0" * (vad_hub.limits.max_frame_bytes + 2))
+    assert await session.end() == "end"
+    await reader
+    with pytest.raises(HubError) as refused:
+        vad_hub.open({"provider": "no-such-engine"}, transport=transport)
+    assert refused.value.code == "unknown_provider"
+    after = scrape()
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    starts = sum(isinstance(e, SpeechStarted) for e in events)
+    ends = sum(isinstance(e, SpeechEnded) for e in events)
+    assert starts >= 3 and ends == starts
+    assert moved("asrhub_audio_frames_in_total", transport=transport) == len(chunks)
+    assert moved("asrhub_audio_bytes_in_total", transport=transport) == sum(map(len, chunks))
+    assert moved("asrhub_events_out_total", type="vad.speech_started") == starts
+    assert moved("asrhub_events_out_total", type="vad.speech_ended") == ends
+    assert moved("asrhub_events_out_total", type="session.closed") >= 1
+    assert moved("asrhub_sessions_opened_total", transport=transport) == 1
+    assert moved("asrhub_sessions_closed_total", transport=transport, reason="end") == 1
+    assert sample(after, "asrhub_sessions_active", transport=transport) == 0
+    assert moved("asrhub_drops_total", reason="too_large") == 1
+    assert moved("asrhub_errors_total", code="too_large") == 1
+    assert moved("asrhub_errors_total", code="unknown_provider") == 1
+    assert moved("asrhub_operator_seconds_count", operator="decode") == len(chunks)
+    for stage in ("decode", "resample", "vad_gate"):
+        assert moved("asrhub_operator_seconds_count", operator=stage) >= len(chunks) - 2, stage
+        assert moved("asrhub_operator_seconds_sum", operator=stage) > 0, stage
+
+
+async def test_slow_reader_drops_are_counted(vad_hub: Hub) -> None:
+    session = vad_hub.open({"provider": "none"}, transport="test-slow")
+    before = scrape()
+    queue = EventQueue(session, maxsize=4)  # never read: VAD events pile up past the bound
+    for chunk in pcm_chunks("silences.wav"):
+        await session.feed(chunk)
+    session.close()
+    after = scrape()
+    assert queue.overflowed
+    assert sample(after, "asrhub_drops_total", reason="slow_consumer") - sample(
+        before, "asrhub_drops_total", reason="slow_consumer"
+    ) == 1
+    assert sample(after, "asrhub_errors_total", code="slow_consumer") - sample(
+        before, "asrhub_errors_total", code="slow_consumer"
+    ) == 1
+    queue.close()
+
+
+async def test_inference_pool_gauges_and_shedding() -> None:
+    pool = InferencePool("test-pool", workers=1)
+    try:
+        def blocking() -> int:
+            time.sleep(0.05)
+            return 1
+
+        first = asyncio.ensure_future(pool.run(lambda: (time.sleep(0.3), 1)[1]))
+        await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(pool.run(blocking))
+        await asyncio.sleep(0.01)
+        busy = scrape()
+        assert sample(busy, "asrhub_inference_busy", pool="test-pool") == 1
+        assert sample(busy, "asrhub_inference_queue_depth", pool="test-pool") == 1
+        shed_before = sample(busy, "asrhub_drops_total", reason="partial_shed")
+        assert pool.try_run(blocking) is None  # a partial while busy is shed
+        assert await first == 1 and await queued == 1
+        done = scrape()
+        assert sample(done, "asrhub_drops_total", reason="partial_shed") == shed_before + 1
+        assert sample(done, "asrhub_inference_seconds_count", pool="test-pool") == 2
+        assert sample(done, "asrhub_inference_seconds_sum", pool="test-pool") >= 0.3
+        assert sample(done, "asrhub_inference_queue_depth", pool="test-pool") == 0
+        with pytest.raises(TimeoutError):
+            await pool.run(lambda: (time.sleep(0.3), 1)[1], timeout=0.05)
+        assert sample(scrape(), "asrhub_inference_abandoned_total", pool="test-pool") == 1
+    finally:
+        pool.shutdown()
+
+
+def test_instrumented_chain_passes_frames_through_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Marble test: the timing probes are invisible in the stream.
+
+    source:   --a--b--c--d--e--f--g--h--i--|
+    stages:   map(x → x), filter(all but c), map(x → x)
+    expected: --a--b-----d--e--f--g--h--i--|   same as reactivex.compose of the bare stages
+    """
+    monkeypatch.setattr(metrics, "operator_sample", 1)
+    scheduler = TestScheduler()
+    frames = [AudioChunk(np.zeros(160, np.float32), 16_000, i * 0.01, i) for i in range(9)]
+    messages = [ReactiveTest.on_next(210 + 10 * i, f) for i, f in enumerate(frames)]
+    messages.append(ReactiveTest.on_completed(400))
+    stages = [
+        ("marble_map", ops.map(lambda f: f)),
+        ("marble_filter", ops.filter(lambda f: f.seq != 2)),
+        ("marble_map2", ops.map(lambda f: f)),
+    ]
+    hist = metrics._histogram(metrics._state.operators, "marble_filter", metrics.OPERATOR_BUCKETS)
+    count_before = sum(hist.counts)
+    results = scheduler.start(
+        lambda: scheduler.create_hot_observable(*messages).pipe(metrics.instrument(stages))
+    )
+    expected = [ReactiveTest.on_next(210 + 10 * i, f) for i, f in enumerate(frames) if i != 2]
+    expected.append(ReactiveTest.on_completed(400))
+    assert results.messages == expected
+    assert sum(hist.counts) - count_before == 9  # the filter saw all nine
+
+
+def test_one_session_in_n_is_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from reactivex.subject import Subject
+
+    monkeypatch.setattr(metrics, "operator_sample", 3)
+    hist = metrics._histogram(metrics._state.operators, "one_in_three", metrics.OPERATOR_BUCKETS)
+    before = sum(hist.counts)
+    subjects: list[Subject[int]] = []
+    for _ in range(6):
+        subject: Subject[int] = Subject()
+        subject.pipe(metrics.instrument([("one_in_three", ops.map(lambda x: x))])).subscribe(lambda _x: None)
+        subjects.append(subject)
+    for subject in subjects:
+        for i in range(10):
+            subject.on_next(i)
+    assert sum(hist.counts) - before == 2 * 10  # two pipelines of six, every frame of each
+
+
+def test_each_stage_is_charged_its_own_time_only() -> None:
+    """cheap → slow (5 ms a frame) → cheap → slow consumer: only the slow stage is charged."""
+    from reactivex.subject import Subject
+
+    def slow(frame: RawAudio) -> RawAudio:
+        time.sleep(0.005)
+        return frame
+
+    every, metrics.operator_sample = metrics.operator_sample, 1
+    try:
+        names = ("own_cheap_1", "own_slow", "own_cheap_2")
+        hists = [metrics._histogram(metrics._state.operators, n, metrics.OPERATOR_BUCKETS) for n in names]
+        before = [(h.total, sum(h.counts)) for h in hists]
+        subject: Subject[RawAudio] = Subject()
+        chain = metrics.instrument(
+            [(names[0], ops.map(lambda f: f)), (names[1], ops.map(slow)), (names[2], ops.map(lambda f: f))]
+        )
+        received: list[RawAudio] = []
+        subject.pipe(chain).subscribe(lambda f: (received.append(f), time.sleep(0.005)))
+        for _ in range(6):
+            subject.on_next(RawAudio(b"x"))
+        assert len(received) == 6
+        spent = [(h.total - t0) / (sum(h.counts) - c0) for h, (t0, c0) in zip(hists, before, strict=True)]
+        assert all(sum(h.counts) - c0 == 6 for h, (_t, c0) in zip(hists, before, strict=True))
+        assert spent[1] >= 0.005
+        assert spent[0] < 0.002 and spent[2] < 0.002  # neither the slow stage nor the consumer
+    finally:
+        metrics.operator_sample = every
+
+
+def test_sampling_off_is_plain_compose() -> None:
+    every, metrics.operator_sample = metrics.operator_sample, 0
+    try:
+        hist = metrics._histogram(metrics._state.operators, "never_timed", metrics.OPERATOR_BUCKETS)
+        out: list[int] = []
+        reactivex.of(1, 2, 3).pipe(metrics.instrument([("never_timed", ops.map(lambda x: x * 2))])).subscribe(
+            out.append
+        )
+        assert out == [2, 4, 6] and sum(hist.counts) == 0
+    finally:
+        metrics.operator_sample = every

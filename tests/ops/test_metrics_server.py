@@ -1,0 +1,76 @@
+"""/metrics on a real server: a real client streams a WAV over WebSocket, the numbers move."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from asrhub.client import stream
+from asrhub.frames import FinalTranscript, SpeechStarted
+from asrhub.settings import Settings
+from asrhub.transports.app import create_app
+from asrhub.wiring import build_hub
+from tests.audio_utils import fixture, fixture_entry, wer
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+@pytest.fixture
+async def server_url() -> AsyncIterator[str]:
+    settings = Settings(default_provider="whisper")
+    runner = web.AppRunner(create_app(build_hub(settings), settings))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def scrape(http: aiohttp.ClientSession, base: str) -> Samples:
+    async with http.get(f"{base}/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+async def test_a_websocket_stream_moves_the_served_metrics(server_url: str) -> None:
+    ws_url = server_url.replace("http", "ws", 1) + "/v1/stream"
+    async with aiohttp.ClientSession() as http:
+        before = await scrape(http, server_url)
+        events = [
+            e
+            async for e in stream(ws_url, str(fixture("quick_fox.wav")), config={"language": "en"}, http=http)
+        ]
+        after = await scrape(http, server_url)
+
+    def moved(name: str, **labels: str) -> float:
+        key = (name, frozenset(labels.items()))
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    finals = [e for e in events if isinstance(e, FinalTranscript)]
+    assert len(finals) == 1 and wer(fixture_entry("quick_fox.wav")["text"], finals[0].text) < 0.2
+    assert moved("asrhub_sessions_opened_total", transport="websocket") == 1
+    assert moved("asrhub_sessions_closed_total", transport="websocket", reason="end") == 1
+    assert moved("asrhub_audio_frames_in_total", transport="websocket") >= 30  # 3.35 s in 100 ms frames
+    assert moved("asrhub_audio_bytes_in_total", transport="websocket") >= 3.3 * 16_000 * 2
+    assert moved("asrhub_events_out_total", type="transcript.final") == 1
+    assert moved("asrhub_events_out_total", type="vad.speech_started") == sum(
+        isinstance(e, SpeechStarted) for e in events
+    )
+    assert moved("asrhub_provider_latency_seconds_count", provider="whisper") == 1
+    assert 0 < moved("asrhub_provider_latency_seconds_sum", provider="whisper") < 30
+    assert moved("asrhub_inference_seconds_count", pool="whisper") >= 1
+    assert after[("asrhub_sessions_active", frozenset({("transport", "websocket")}))] == 0
+    assert ("asrhub_inference_queue_depth", frozenset({("pool", "whisper")})) in after
