@@ -361,7 +361,7 @@ class HubCollector(Collector):
             for session in list(hub.sessions.values()):
                 transport = session.ctx.transport
                 active[transport] = active.get(transport, 0) + 1
-                subscriptions += len(getattr(session.events, "observers", ()))
+                subscriptions += session.subscribers
         gauge = GaugeMetricFamily("asrhub_sessions_active", "Open sessions", labels=["transport"])
         for transport in sorted({*active, *s.opened}):
             gauge.add_metric([transport], active.get(transport, 0))

@@ -132,6 +132,11 @@ class Session:
             queue.close()
 
     @property
+    def subscribers(self) -> int:
+        """Observers attached to this session's events right now (read by /metrics)."""
+        return len(self._output.observers)
+
+    @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
 

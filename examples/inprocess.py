@@ -70,7 +70,7 @@ async def run(path: str, provider: str, language: str | None) -> list[FinalTrans
                     print(f"[async for]  {event.type}")
 
         reader = asyncio.create_task(read())
-        await asyncio.sleep(0)  # let the reader subscribe: events are not replayed to latecomers
+        await asyncio.sleep(0)  # let the reader subscribe before the audio: no replay for it
 
         frame = rate // 10 * 2 * channels  # 100 ms
         for i in range(0, len(pcm), frame):
