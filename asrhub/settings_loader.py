@@ -53,6 +53,8 @@ PROCESS_ENV: dict[str, str] = {
     CONFIG_ENV: "path of the TOML configuration file (``--config`` wins)",
     "ASRHUB_MODEL_DIR": "where scripts/setup.sh stores downloaded wake-word models",
     "ASRHUB_SETUP_FORCE": "``1`` makes scripts/setup.sh redo every step",
+    "ASRHUB_WEB_DIR": "serve the browser UI from this directory instead of the bundled web/",
+    "ASRHUB_API_KEY": "the key clients (``asrhub stream``) send; the hub's own keys are ``ASRHUB_API_KEYS``",
 }
 """``ASRHUB_…`` variables that are not settings keys; every other ``ASRHUB_…`` variable must be one."""
 
