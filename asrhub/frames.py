@@ -125,6 +125,23 @@ class SessionStarted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionResumed(Event):
+    """Extension: answers ``session.resume``. ``replayed`` events follow it at once (the finals
+    and per-utterance errors above ``last_segment_id``); ``complete`` is False when some were
+    already evicted from the session's bounded log; ``bytes_received`` counts the audio bytes
+    the session took so far, so a client that kept its audio can resend what was lost."""
+
+    type: ClassVar[str] = "session.resumed"
+    session_id: str
+    resume_token: str
+    config: dict[str, Any]
+    replayed: int
+    complete: bool
+    bytes_received: int
+    last_segment_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechStarted(Event):
     type: ClassVar[str] = "vad.speech_started"
     t: float
@@ -196,6 +213,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     cls.type: cls
     for cls in (
         SessionStarted,
+        SessionResumed,
         SpeechStarted,
         SpeechEnded,
         WakeWordDetected,

@@ -23,6 +23,7 @@ from .flow import Pending
 from .frames import Samples
 from .pipeline import PipelineFactory, SessionContext
 from .provider import Provider, ProviderError, Transcription
+from .resume import Resumes
 from .session import Session
 
 NO_PROVIDER = "none"
@@ -49,6 +50,8 @@ class Hub:
         self._key_of: dict[str, str] = {}
         self.accepting = True
         self.opened_total = 0
+        self.resumes = Resumes(self.limits.resume_window_s)
+        """Sessions a dropped client may resume (see :mod:`asrhub.resume`)."""
         metrics.track_hub(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -68,6 +71,7 @@ class Hub:
             )
             for session in sessions:
                 session.close("shutdown")
+        self.resumes.clear()
         for provider in self.providers.values():
             await provider.close()
 

@@ -3,9 +3,10 @@
 Blocking inference (CTranslate2, Vosk) runs here, off the event loop. ``run`` is for work that
 must happen (a final): it queues by priority, and a full queue raises :class:`PoolFull`.
 ``try_run`` is for work that may be shed (a partial): it starts only when a worker is idle and
-nobody is waiting, so a partial never delays a final. A call that outlives its timeout frees its
-slot at once (the stuck thread is abandoned and counted), so one hung engine call cannot poison
-the pool for the other sessions.
+nobody is waiting, so a partial never delays a final. A call that outlives its timeout, or whose
+caller stops waiting (a provider stage's own timeout, a closed session), frees its slot at once
+(the stuck thread is abandoned and counted), so one hung engine call cannot poison the pool for
+the other sessions.
 """
 
 from __future__ import annotations
@@ -105,9 +106,14 @@ class InferencePool:
         job.add_done_callback(release)
         try:
             return await asyncio.wait_for(asyncio.shield(job), timeout)
-        except TimeoutError:
-            self.abandoned += 1
-            metrics.inference_abandoned(self.name)
+        except (TimeoutError, asyncio.CancelledError):
+            # Our timeout, or the caller gave up (its own timeout, a closed session): the slot
+            # is free at once. A call still running is abandoned to its thread; one that had
+            # not started never will.
+            if not job.done():
+                self.abandoned += 1
+                metrics.inference_abandoned(self.name)
+                job.cancel()
             release()
             raise
 

@@ -8,6 +8,8 @@ Client → hub messages are JSON objects with a string ``type``::
     {"type": "session.start", "config": {...}}     → StartMessage
     {"type": "session.end"}                        → EndMessage
     {"type": "ping", "id": 7}                      → PingMessage
+    {"type": "session.resume", "token": "…",       → ResumeMessage   (extension, asrhub.resume)
+     "last_segment_id": 3}
 
 Wrapped formats (``{"action": …}``, ``{"data": …}``), unknown types, non-objects and invalid
 JSON raise :class:`~asrhub.errors.HubError` ``bad_message`` (not fatal: the session lives).
@@ -41,6 +43,8 @@ WRAPPER_KEYS = ("action", "data", "payload", "event")
 class StartMessage:
     type = "session.start"
     config: Mapping[str, Any] | None
+    resume: bool = False
+    """Extension: ``"resume": true`` asks for a resume token (see :mod:`asrhub.resume`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +58,20 @@ class PingMessage:
     id: Any = None
 
 
-ClientMessage: TypeAlias = StartMessage | EndMessage | PingMessage
+@dataclass(frozen=True, slots=True)
+class ResumeMessage:
+    """Extension: continue a dropped session (see :mod:`asrhub.resume`)."""
 
-CLIENT_TYPES = (StartMessage.type, EndMessage.type, PingMessage.type)
+    type = "session.resume"
+    token: str
+    last_segment_id: int | None = None
+
+
+ClientMessage: TypeAlias = StartMessage | EndMessage | PingMessage | ResumeMessage
+
+CLIENT_TYPES = (StartMessage.type, EndMessage.type, PingMessage.type, ResumeMessage.type)
+
+MAX_TOKEN_CHARS = 256
 
 _decoder = msgspec.json.Decoder()
 
@@ -106,14 +121,29 @@ def parse_message(raw: str | bytes | Any, *, event: str | None = None) -> Client
         config = obj.get("config")
         if config is not None and not isinstance(config, dict):
             raise HubError("bad_message", f'"config" must be an object, not {type(config).__name__}')
-        return StartMessage(config=config)
+        resume = obj.get("resume", False)
+        if not isinstance(resume, bool):
+            raise HubError("bad_message", f'"resume" must be true or false, not {type(resume).__name__}')
+        return StartMessage(config=config, resume=resume)
     if kind == EndMessage.type:
         return EndMessage()
     if kind == PingMessage.type:
         return PingMessage(id=obj.get("id"))
+    if kind == ResumeMessage.type:
+        return _resume_message(obj)
     if kind == "audio":
         raise HubError("bad_message", "audio travels as binary frames, never inside JSON")
     raise HubError("bad_message", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
+
+
+def _resume_message(obj: dict[str, Any]) -> ResumeMessage:
+    token, last = obj.get("token"), obj.get("last_segment_id")
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
+        raise HubError("bad_message", '"token" must be the resume_token of session.started (a string)')
+    if last is not None and (isinstance(last, bool) or not isinstance(last, int)):
+        what = type(last).__name__
+        raise HubError("bad_message", f'"last_segment_id" must be an integer or null, not {what}')
+    return ResumeMessage(token=token, last_segment_id=last)
 
 
 # --------------------------------------------------------------------------- hub → client

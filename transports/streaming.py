@@ -18,7 +18,10 @@ normal ``session.closed``, else the error code that ended it, or ``"shutdown"``)
 * a :class:`~asrhub.errors.HubError` becomes an ``error`` event; a fatal one closes;
 * a queue overflow closes the connection with ``slow_consumer`` at once, even while the
   forwarder is stuck on a socket the client no longer reads;
-* :meth:`release` (the transport's ``finally``) closes the session on any disconnect.
+* :meth:`release` (the transport's ``finally``) closes the session on any disconnect — except
+  a *dropped* connection of a resumable session (``session.start`` with ``"resume": true``),
+  which is detached for ``limits.resume_window_s`` so that a ``session.resume`` on a new
+  connection can continue it (see :mod:`asrhub.resume`).
 """
 
 from __future__ import annotations
@@ -32,9 +35,10 @@ from reactivex.abc import DisposableBase
 
 from asrhub.delivery import SLOW_CONSUMER, EventQueue
 from asrhub.errors import HubError
-from asrhub.frames import ErrorEvent, Event, Pong, SessionStarted
+from asrhub.frames import ErrorEvent, Event, Pong, SessionResumed, SessionStarted
 from asrhub.hub import Hub
-from asrhub.protocol import EndMessage, PingMessage, StartMessage, parse_message
+from asrhub.protocol import EndMessage, PingMessage, ResumeMessage, StartMessage, parse_message
+from asrhub.resume import Held
 from asrhub.session import Session, State
 
 log = structlog.get_logger("asrhub.transports")
@@ -63,6 +67,7 @@ class StreamConnection:
         self.queue_size = queue_size or hub.limits.subscriber_queue
         self.session: Session | None = None
         self.queue: EventQueue | None = None
+        self.held: Held | None = None
         self._send = send
         self._close = close
         self._send_lock = asyncio.Lock()
@@ -91,7 +96,9 @@ class StreamConnection:
         if isinstance(message, PingMessage):
             await self.emit(Pong(id=message.id))
         elif isinstance(message, StartMessage):
-            await self._start(message.config)
+            await self._start(message.config, resume=message.resume)
+        elif isinstance(message, ResumeMessage):
+            await self._resume(message)
         elif isinstance(message, EndMessage):
             await self._end()
 
@@ -121,7 +128,7 @@ class StreamConnection:
 
     # ------------------------------------------------------------------ session
 
-    async def _start(self, config: Mapping[str, Any] | None) -> None:
+    async def _start(self, config: Mapping[str, Any] | None, *, resume: bool = False) -> None:
         if self.session is not None:
             await self.send_error(HubError("bad_message", "a session is already open on this connection"))
             return
@@ -132,10 +139,62 @@ class StreamConnection:
             return
         self.session = session
         self.log = self.log.bind(session_id=session.id)
+        self.queue = EventQueue(session, self.queue_size)  # first: it gets the early events
+        self._watch = session.events.subscribe(on_next=self._after_event)
+        token = None
+        if resume and self.hub.resumes.enabled and not session.closed:
+            self.held = self.hub.resumes.register(session, self.key, self)
+            token = self.held.token
+        config_dict = session.config.to_dict()
+        await self.emit(SessionStarted(session_id=session.id, config=config_dict, resume_token=token))
+        self._forwarder = asyncio.create_task(self._forward(self.queue))
+
+    async def _resume(self, message: ResumeMessage) -> None:
+        """Continue a dropped session: ``session.resumed``, the finals it missed, then live."""
+        if self.session is not None:
+            await self.send_error(HubError("bad_message", "a session is already open on this connection"))
+            return
+        claimed = self.hub.resumes.claim(message.token, self.key, self)
+        if claimed is None:
+            why = "unknown or expired resume token; send session.start to begin a new session"
+            await self.send_error(HubError("resume_failed", why))
+            return
+        held, previous = claimed
+        if previous is not None:
+            previous.handed_over()
+        session = held.session
+        self.held, self.session = held, session
+        self.log = self.log.bind(session_id=session.id)
+        missed, complete = held.log.since(message.last_segment_id)
+        held.log.ack(message.last_segment_id)
+        # No await between the snapshot and the new subscription: nothing falls between them.
         self.queue = EventQueue(session, self.queue_size)
         self._watch = session.events.subscribe(on_next=self._after_event)
-        await self.emit(SessionStarted(session_id=session.id, config=session.config.to_dict()))
+        await self.emit(
+            SessionResumed(
+                session_id=session.id,
+                resume_token=held.token,
+                config=session.config.to_dict(),
+                replayed=len(missed),
+                complete=complete,
+                bytes_received=session.bytes_in,
+                last_segment_id=message.last_segment_id,
+            )
+        )
+        for event in missed:
+            if isinstance(event, ErrorEvent) and event.fatal:
+                self._fatal_code = event.code
+            await self.emit(event)
         self._forwarder = asyncio.create_task(self._forward(self.queue))
+
+    def handed_over(self) -> None:
+        """A ``session.resume`` on another connection took this session: stop delivering it,
+        leave it open, close this connection."""
+        self.held, self.session = None, None
+        self._stop_delivery()
+        if not self._closing:
+            self._closing = True
+            self._spawn(self._close("resumed"))
 
     async def _end(self) -> None:
         session = self.session
@@ -213,18 +272,35 @@ class StreamConnection:
             except (ConnectionError, RuntimeError):
                 pass
 
-    def release(self) -> None:
-        """The transport's ``finally``: stop forwarding, close the session. Idempotent."""
+    def release(self, *, dropped: bool = False) -> None:
+        """The transport's ``finally``: stop forwarding, close the session. Idempotent.
+
+        ``dropped``: the client vanished without saying goodbye (no close frame / disconnect
+        packet). A resumable session is then detached for the resume window instead."""
+        closed_by_us = self._closing
         self._closing = True
         for task in (self._forwarder, *self._tasks):
             if task is not None and not task.done() and task is not asyncio.current_task():
                 task.cancel()
+        self._stop_delivery()
+        held, self.held = self.held, None
+        if held is not None and dropped and not closed_by_us:
+            self.hub.resumes.detach(held, self)
+            self.log.info("connection dropped: session detached for resume")
+        else:
+            if self.session is not None:
+                self.session.close("disconnected")
+            if held is not None:
+                self.hub.resumes.forget(held, self)
+        if not self._finished.done():
+            self._finished.set_result(None)
+
+    def _stop_delivery(self) -> None:
+        forwarder = self._forwarder
+        if forwarder is not None and not forwarder.done() and forwarder is not asyncio.current_task():
+            forwarder.cancel()
         if self._watch is not None:
             self._watch.dispose()
             self._watch = None
         if self.queue is not None:
             self.queue.close()
-        if self.session is not None:
-            self.session.close("disconnected")
-        if not self._finished.done():
-            self._finished.set_result(None)

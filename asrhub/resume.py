@@ -1,0 +1,204 @@
+"""Resumable streaming sessions (a protocol extension, see docs/protocol.md, "Extensions").
+
+A client that opens its session with ``{"type": "session.start", …, "resume": true}`` gets a
+``resume_token`` in ``session.started``. If its connection then *drops* — no WebSocket close
+frame, no Socket.io disconnect packet: a reset, a vanished network, a missed heartbeat — the
+session is **detached**, not closed: it keeps running (utterances already received still get
+their finals; no audio arrives, and the idle timeout still applies) for
+``limits.resume_window_s``. A new connection that sends
+``{"type": "session.resume", "token": …, "last_segment_id": N}`` gets ``session.resumed``, then
+every final (or per-utterance error) with a ``segment_id`` above ``N`` that the session emitted,
+in order, then the session's live events, and may stream audio again. A connection closed on
+purpose (a close frame, ``session.end`` delivered, a fatal error) closes its session at once, as
+without resume.
+
+::
+
+    conn 1:  start(resume) ─ started(token) ─ audio ─ F1 ─ F2 ──X (drop; F2 never arrived)
+    session: ─────────────────────────────────── F1 ─ F2 ─ F3 ───────── F4 ──▶ (detached: F3 logged)
+    conn 2:                                          resume(token, 1) ─ resumed ─ F2 ─ F3 ─ audio ─ F4
+
+What a session keeps for that (:class:`ResumeLog`): the events a client must not miss — every
+``transcript.final``, every ``error`` that names a ``segment_id`` (the utterance it replaced),
+and the terminal ones (a fatal ``error``, ``session.closed``). Partials, VAD and wake-word
+events are not kept (they are superseded, or only meaningful live). The log holds at most
+:data:`LOG_SIZE` utterance events: at the bound the oldest is evicted, and a resume that asks
+for an evicted one gets ``"complete": false`` in ``session.resumed`` (the finals still held are
+replayed). A resume also acknowledges: what the client says it has (``<= last_segment_id``) is
+dropped from the log.
+
+Everything here runs on the event loop thread; no method awaits, so two connections racing to
+resume the same token cannot both win: the second one takes the session over from the first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from .frames import ErrorEvent, Event, FinalTranscript, SessionClosed
+
+if TYPE_CHECKING:
+    from reactivex.abc import DisposableBase
+
+    from .session import Session
+
+LOG_SIZE = 32
+"""Utterance events (finals, per-utterance errors) a resumable session keeps for its client. A
+client misses at most what was in flight when its connection dropped plus what the session
+finished while detached (no audio arrives then: at most ``limits.max_pending_segments`` + 1)."""
+
+
+class Owner(Protocol):
+    """The connection currently delivering a held session's events."""
+
+    def handed_over(self) -> None:
+        """Another connection resumed the session: stop delivering it and close, leaving it open."""
+
+
+class ResumeLog:
+    """The events of one session that its client must receive, in emission order (bounded)."""
+
+    __slots__ = ("_items", "evicted_max", "maxlen")
+
+    def __init__(self, maxlen: int = LOG_SIZE) -> None:
+        self.maxlen = maxlen
+        self._items: deque[Event] = deque()
+        self.evicted_max: int | None = None
+        """The highest segment id evicted at the bound (None: nothing was)."""
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def record(self, event: Event) -> None:
+        if _segment_of(event) is not None:
+            if len(self._items) >= self.maxlen:
+                self._evict()
+            self._items.append(event)
+        elif isinstance(event, SessionClosed) or (isinstance(event, ErrorEvent) and event.fatal):
+            self._items.append(event)  # at most two, once: the session's last events
+
+    def _evict(self) -> None:
+        for i, old in enumerate(self._items):
+            seg = _segment_of(old)
+            if seg is not None:
+                del self._items[i]
+                self.evicted_max = seg if self.evicted_max is None else max(self.evicted_max, seg)
+                return
+
+    def since(self, last_segment_id: int | None) -> tuple[list[Event], bool]:
+        """The events a client that has every utterance up to ``last_segment_id`` (None: none)
+        still needs, and whether the log still holds all of them."""
+        missed = [e for e in self._items if _after(e, last_segment_id)]
+        evicted = self.evicted_max
+        complete = evicted is None or (last_segment_id is not None and last_segment_id >= evicted)
+        return missed, complete
+
+    def ack(self, last_segment_id: int | None) -> None:
+        """The client has every utterance up to ``last_segment_id``: forget those."""
+        if last_segment_id is not None:
+            self._items = deque(e for e in self._items if _after(e, last_segment_id))
+
+
+def _segment_of(event: Event) -> int | None:
+    if isinstance(event, FinalTranscript | ErrorEvent):
+        return event.segment_id
+    return None
+
+
+def _after(event: Event, last_segment_id: int | None) -> bool:
+    seg = _segment_of(event)
+    return seg is None or last_segment_id is None or seg > last_segment_id
+
+
+@dataclass(eq=False)
+class Held:
+    """One resumable session: its token, its log and who delivers it now (None: detached)."""
+
+    token: str
+    session: Session
+    key: str | None
+    log: ResumeLog
+    owner: Owner | None
+    subscription: DisposableBase | None = None
+    timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+
+
+class Resumes:
+    """The resumable sessions of one hub, by token. At most the open sessions plus those that
+    closed or were detached within the last ``window_s``."""
+
+    def __init__(self, window_s: float, *, log_size: int = LOG_SIZE) -> None:
+        self.window_s = window_s
+        self.log_size = log_size
+        self._held: dict[str, Held] = {}
+
+    @property
+    def enabled(self) -> bool:
+        return self.window_s > 0
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    @property
+    def detached(self) -> int:
+        return sum(1 for held in self._held.values() if held.owner is None)
+
+    def register(self, session: Session, key: str | None, owner: Owner) -> Held:
+        """Make ``session`` resumable; its log starts now (subscribe it after the owner's queue,
+        which must be the session's first subscriber)."""
+        log = ResumeLog(self.log_size)
+        held = Held(secrets.token_urlsafe(24), session, key, log, owner)
+        held.subscription = session.events.subscribe(on_next=log.record)
+        self._held[held.token] = held
+        return held
+
+    def claim(self, token: str, key: str | None, owner: Owner) -> tuple[Held, Owner | None] | None:
+        """Hand the session of ``token`` to ``owner``. Returns it and the connection that had it
+        (to be told :meth:`Owner.handed_over`), or None: unknown, expired, or another key's."""
+        held = self._held.get(token)
+        if held is None or held.key != key:
+            return None
+        previous, held.owner = held.owner, owner
+        if held.timer is not None:
+            held.timer.cancel()
+            held.timer = None
+        return held, (previous if previous is not owner else None)
+
+    def detach(self, held: Held, owner: Owner) -> None:
+        """``owner``'s connection dropped: keep the session for the window."""
+        if held.owner is not owner or self._held.get(held.token) is not held:
+            return
+        held.owner = None
+        held.timer = asyncio.get_running_loop().call_later(self.window_s, self._expire, held)
+
+    def forget(self, held: Held, owner: Owner | None) -> None:
+        """``owner`` is done with the session (closed on purpose): drop its token."""
+        if held.owner is owner:
+            self._drop(held)
+
+    def _expire(self, held: Held) -> None:
+        held.timer = None
+        if held.owner is None:
+            held.session.close("disconnected")
+            self._drop(held)
+
+    def _drop(self, held: Held) -> None:
+        if self._held.get(held.token) is held:
+            del self._held[held.token]
+        if held.timer is not None:
+            held.timer.cancel()
+            held.timer = None
+        if held.subscription is not None:
+            held.subscription.dispose()
+            held.subscription = None
+
+    def clear(self) -> None:
+        """Hub shutdown: close the detached sessions, forget every token."""
+        for held in list(self._held.values()):
+            if held.owner is None:
+                held.session.close("shutdown")
+            self._drop(held)
