@@ -237,7 +237,11 @@ class GoogleProvider:
             audio: AsyncIterator[Samples], on_partial: Callable[[str], None]
         ) -> Transcription:
             return await self.stream(
-                audio, on_partial, language=config.language, prompt=config.prompt, deadline=stream_deadline
+                audio,
+                on_partial if config.partials else None,
+                language=config.language,
+                prompt=config.prompt,
+                deadline=stream_deadline,
             )
 
         return stream_utterances(
@@ -262,7 +266,9 @@ class GoogleProvider:
 
         await self.start()
         streaming_config = speech_v1.StreamingRecognitionConfig(
-            config=self.recognition_config(language, prompt), interim_results=True, single_utterance=False
+            config=self.recognition_config(language, prompt),
+            interim_results=on_partial is not None,  # no interim results to pay for when unused
+            single_utterance=False,
         )
 
         async def requests() -> AsyncIterator[Any]:

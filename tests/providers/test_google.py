@@ -14,6 +14,7 @@ import grpc
 import numpy as np
 import pytest
 
+from asrhub.config import SessionConfig
 from asrhub.frames import ErrorEvent, FinalTranscript, PartialTranscript
 from asrhub.hub import Hub
 from asrhub.provider import ProviderError, ProviderUnavailable
@@ -125,6 +126,17 @@ async def test_streaming_stage_several_utterances_in_order(server: LocalSpeechSe
         assert isinstance(final, FinalTranscript)
         assert wer(segment["text"], final.text) <= 0.25
     assert server.calls == ["StreamingRecognize"] * 3
+
+
+async def test_no_partials_asked_means_no_interim_results(server: LocalSpeechServer) -> None:
+    provider = await provider_for(server)
+    try:
+        frames = await drive_stage(provider, FOX, config=SessionConfig(partials=False), pace_s=0.0)
+    finally:
+        await provider.close()
+    (final,) = check_order(frames)
+    assert isinstance(final, FinalTranscript) and not any(isinstance(f, PartialTranscript) for f in frames)
+    assert [c.interim_results for c in server.streaming_configs] == [False]
 
 
 async def test_batch_mode_session_uses_recognize(server: LocalSpeechServer) -> None:

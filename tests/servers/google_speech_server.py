@@ -44,6 +44,7 @@ class LocalSpeechServer:
         self.delay_s = 0.0
         self.interim_every_s = INTERIM_EVERY_S
         self.configs: list[speech_v1.RecognitionConfig] = []
+        self.streaming_configs: list[speech_v1.StreamingRecognitionConfig] = []
         self.calls: list[str] = []
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="google-speech")
         self._server: grpc.aio.Server | None = None
@@ -115,6 +116,7 @@ class LocalSpeechServer:
                     )
                 config = request.streaming_config
                 self.configs.append(config.config)
+                self.streaming_configs.append(config)
                 await self._validate(config.config, context)
                 continue
             if "streaming_config" in request:
