@@ -267,7 +267,7 @@ class GoogleProvider:
         await self.start()
         streaming_config = speech_v1.StreamingRecognitionConfig(
             config=self.recognition_config(language, prompt),
-            interim_results=on_partial is not None,  # no interim results to pay for when unused
+            interim_results=on_partial is not None,  # no interim traffic when the session wants no partials
             single_utterance=False,
         )
 
