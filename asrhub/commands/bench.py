@@ -5,10 +5,12 @@
 
 ``scale``       N concurrent VAD-only WebSocket sessions at real-time pace (N = 100 … 2000), the hub
                 against a bare aiohttp + webrtcvad server in the same run: latency, CPU, RSS/session.
+``cost``        in process, no sockets: CPU µs per frame of a hub session vs bare webrtcvad, the
+                functions that take the time (cProfile) and what a session holds (tracemalloc).
 ``latency``     end of speech → transcript.final with whisper, next to faster-whisper's own time.
 ``throughput``  K = 1, 2, 4, 8 unpaced whisper sessions against sequential direct faster-whisper.
 ``memory``      idle hub, per idle / streaming session, RSS after 10,000 open/close cycles.
-``all``         all four (about 10 minutes on 2 cores; ``--quick``: about 2).
+``all``         all five (about 10 minutes on 2 cores; ``--quick``: about 2).
 
 Servers and the load generator run as separate processes; the numbers depend on the machine,
 which is printed first. The scripts live in the source checkout (tests/perf/), not in the wheel.
@@ -24,13 +26,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCHES = ("scale", "latency", "throughput", "memory")
+BENCHES = ("scale", "cost", "latency", "throughput", "memory")
 
 
 def add_parser(subparsers: Any) -> None:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "bench",
-        help="run the benchmarks (scale, latency, throughput, memory) and print tables",
+        help="run the benchmarks (scale, cost, latency, throughput, memory) and print tables",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -74,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
             mod = importlib.import_module("bench_scale")
             sizes = tuple(args.sizes or (mod.QUICK_SIZES if args.quick else mod.SIZES))
             result, raw[name] = mod.run(sizes, profile=args.profile)
+        elif name == "cost":
+            mod = importlib.import_module("bench_pipeline_cost")
+            result, raw[name] = mod.run(100 if args.quick else 300)
         elif name == "latency":
             mod = importlib.import_module("bench_latency")
             result, raw[name] = mod.run(quick=args.quick)

@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_latency
 import bench_memory
+import bench_pipeline_cost
 import bench_scale
 import bench_throughput
 from common import Server, run_loadgen
@@ -40,7 +41,7 @@ def test_whisper_latency_and_throughput_run() -> None:
     assert len(rows) == 1 and rows[0]["error"] is None
     assert "fox" in rows[0]["text"].lower()
     assert rows[0]["inference_ms"] > 0 and math.isfinite(rows[0]["added_ms"])
-    _, rows = bench_throughput.run(ks=(1,), progress=False, fixtures=("quick_fox.wav",))
+    _, rows = bench_throughput.run(ks=(1,), progress=False, fixtures=("quick_fox.wav",), baseline=False)
     assert rows[0]["finals"] == rows[0]["expected_finals"] == 1
     assert rows[0]["xrt"] > 0
 
@@ -56,3 +57,9 @@ def test_memory_cycles_leave_nothing_open() -> None:
             ["--url", server.url, "--sessions", "5", "--mode", "idle", "--stagger", "0.2", "--hold", "0.3"]
         )
     assert [c["error"] for c in cycles["clients"] + idle["clients"]] == [None] * 25
+
+
+def test_pipeline_cost_counts_real_events() -> None:
+    tables, out = bench_pipeline_cost.run(sessions=20, top=5, progress=False)
+    assert tables[0].rows[1][-1] == "20/20"  # every hub session saw its speech_ended
+    assert out["hub_us"] > 0 and out["bare_us"] > 0 and out["hub_bytes"] > out["bare_bytes"] > 0
