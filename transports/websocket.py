@@ -8,7 +8,8 @@ every ``server.heartbeat_s``.
 
 Close codes: 1000 after ``session.closed``; 1001 hub shutdown; 1008 policy (``slow_consumer``,
 fatal ``bad_message``); 1009 frame over twice the frame limit; 1011 engine failure; 1013
-``capacity``; 4401 ``unauthorized``; 4408 idle ``timeout``.
+``capacity``; 4401 ``unauthorized``; 4408 idle ``timeout``; 4409 the session was resumed on
+another connection (extension).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ CLOSE_CODES: dict[str | None, int] = {
     "too_large": WSCloseCode.MESSAGE_TOO_BIG,
     "provider_failed": WSCloseCode.INTERNAL_ERROR,
     "capacity": WSCloseCode.TRY_AGAIN_LATER,
+    "resumed": 4409,
     "unauthorized": 4401,
     "timeout": 4408,
 }
@@ -76,18 +78,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return ws
     connections = request.app[CONNECTIONS]
     connections.add(conn)
+    dropped = True  # until the client says goodbye with a close frame
     try:
-        async for msg in ws:
+        while True:
+            msg = await ws.receive()
             if msg.type is WSMsgType.BINARY:
                 await conn.handle_audio(msg.data)
             elif msg.type is WSMsgType.TEXT:
                 await conn.handle_text(msg.data)
-            elif msg.type is WSMsgType.ERROR:
+            else:  # CLOSE: the client's close frame; CLOSED: EOF/reset; ERROR: heartbeat, bad frame
+                dropped = msg.type is not WSMsgType.CLOSE
                 break
     except ConnectionError:
         pass
     finally:
-        conn.release()
+        conn.release(dropped=dropped)  # a dropped resumable session waits for session.resume
         connections.discard(conn)
     return ws
 
