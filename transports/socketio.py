@@ -36,6 +36,12 @@ PATH = "socket.io"
 CLOSE_TIMEOUT = 2.0
 
 SIO = web.AppKey("socketio", socketio.AsyncServer)
+DROPPED = (
+    socketio.AsyncServer.reason.TRANSPORT_CLOSE,
+    socketio.AsyncServer.reason.TRANSPORT_ERROR,
+    socketio.AsyncServer.reason.PING_TIMEOUT,
+)
+"""Disconnect reasons of a client that vanished (no DISCONNECT packet): resumable."""
 
 
 def _environ_query(environ: dict[str, Any]) -> dict[str, str]:
@@ -91,10 +97,10 @@ def setup(app: web.Application) -> socketio.AsyncServer:
         conns[sid] = conn
         app[CONNECTIONS].add(conn)
 
-    async def disconnect(sid: str, _reason: Any = None) -> None:
+    async def disconnect(sid: str, reason: Any = None) -> None:
         conn = conns.pop(sid, None)
         if conn is not None:
-            conn.release()
+            conn.release(dropped=reason in DROPPED)  # a dropped resumable session waits for session.resume
             app[CONNECTIONS].discard(conn)
 
     def control(event: str) -> Any:
