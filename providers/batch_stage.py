@@ -7,16 +7,19 @@ Consumes :class:`~asrhub.frames.Segment` frames and turns them into transcript e
          P = transcript.partial   F = transcript.final   E = error (provider_failed)
 
 * **Finals** (``Segment(final=True)``): exactly one ``transcript.final`` or one non-fatal
-  ``error`` (``provider_failed``, with ``segment_id``) per segment, emitted in segment order
-  whatever the thread timing. Each is tried on the primary, then on each fallback in order, on
-  the same audio; a call longer than ``limits.provider_timeout_s`` counts as a failure. A
-  provider that failed is tried last for ``cooldown_s`` (wall clock), so a dead engine costs
-  one timeout per session, not one per utterance. A final whose audio holds no speech is still
+  ``error`` (``provider_failed``, with ``segment_id``) per segment, emitted in segment order.
+  A session's finals are transcribed one after the other (sessions run in parallel in the
+  engine's pool), so each call's timeout starts when the session's previous one is done.
+  Each is tried on the primary, then on each fallback in order, on the same audio; a call
+  longer than ``limits.provider_timeout_s`` counts as a failure. A provider that failed is
+  tried last for ``cooldown_s`` (wall clock), so a dead engine costs one timeout per session,
+  not one per utterance. A final whose audio holds no speech is still
   emitted, with empty ``text``: the client gets closure for the partials it may have shown.
 * **Partials** (``Segment(final=False)``): best effort, never at the cost of a final. At most
   one partial decode per session is in flight; while it runs, only the newest snapshot waits.
-  A decode starts only when the engine's pool is idle (else the snapshot is shed), and its
-  result is dropped once that utterance's final segment has arrived (segment ids increase).
+  A decode starts only when the engine's pool is idle and this session has no final
+  outstanding (else the snapshot is shed), and its result is dropped once that utterance's
+  final segment has arrived (segment ids increase).
 * **Backpressure**: ``ctx.pending`` is acquired when a final segment enters and released when
   its final (or error) has been emitted.
 * Every result is emitted on the event loop (awaited tasks, done callbacks). Other frames pass
@@ -27,6 +30,7 @@ Consumes :class:`~asrhub.frames.Segment` frames and turns them into transcript e
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -100,10 +104,11 @@ class _Run:
             elif frame.final:
                 self.ctx.pending.acquire()
                 self.last_final, self.waiting = frame.segment_id, None
-                task = self.loop.create_task(self.serve(frame))
+                previous = self.finals[-1] if self.finals else None
+                task = self.loop.create_task(self.serve(frame, previous))
                 self.finals.append(task)
                 task.add_done_callback(self.flush)
-            elif self.is_current(frame):
+            elif self.is_current(frame) and not self.finals:  # our own final goes first
                 if self.inflight is None:
                     self.start_partial(frame)
                 else:
@@ -133,7 +138,9 @@ class _Run:
         healthy = [p for p in self.providers if now - self.failed_at.get(p.name, -1e18) > self.cooldown_s]
         return healthy + [p for p in self.providers if p not in healthy]
 
-    async def serve(self, seg: Segment) -> Event:
+    async def serve(self, seg: Segment, previous: asyncio.Task[Event] | None) -> Event:
+        if previous is not None:  # one final at a time per session: see the module docstring
+            await asyncio.wait([previous])
         config = self.ctx.config
         timeout = self.ctx.limits.provider_timeout_s * max(1.0, (seg.end - seg.start) / 30.0)
         failures: list[str] = []
@@ -142,6 +149,8 @@ class _Run:
                 result = await asyncio.wait_for(
                     provider.transcribe(seg.samples, language=config.language, prompt=config.prompt), timeout
                 )
+                result = checked(result)
+                event = final_event(seg, provider.name, result, config.word_timestamps, config.language)
             except TimeoutError:
                 failures.append(f"{provider.name}: no answer within {timeout:g} s")
             except ProviderError as exc:
@@ -150,7 +159,7 @@ class _Run:
                 failures.append(f"{provider.name}: {type(exc).__name__}: {exc}")
             else:
                 self.failed_at.pop(provider.name, None)
-                return final_event(seg, provider.name, result, config.word_timestamps, config.language)
+                return event
             self.failed_at[provider.name] = self.loop.time()
             self.ctx.log.warning("provider failed", segment_id=seg.segment_id, error=failures[-1])
         return ErrorEvent("provider_failed", "; ".join(failures), False, seg.segment_id)
@@ -181,13 +190,32 @@ class _Run:
         if self.done or self.completed or task.cancelled():
             return
         exc = task.exception()
+        text = getattr(task.result(), "text", None) if exc is None else None
         if exc is not None:
             self.ctx.log.debug("partial failed", segment_id=seg.segment_id, error=repr(exc))
-        elif self.is_current(seg) and task.result().text:
-            self.observer.on_next(PartialTranscript(seg.segment_id, task.result().text, seg.start, seg.end))
+        elif self.is_current(seg) and text and isinstance(text, str):
+            self.observer.on_next(PartialTranscript(seg.segment_id, text, seg.start, seg.end))
         waiting, self.waiting = self.waiting, None
         if waiting is not None and self.is_current(waiting):
             self.start_partial(waiting)
+
+
+def checked(result: object) -> Transcription:
+    """``result`` if it is a well-formed :class:`Transcription`; garbage from an engine (another
+    type, non-string text, malformed or non-finite word times) raises :class:`ProviderError`,
+    so it fails over or becomes ``provider_failed`` instead of reaching a client."""
+    if not isinstance(result, Transcription):
+        raise ProviderError(f"the engine returned {type(result).__name__}, not a Transcription")
+    if not isinstance(result.text, str) or not isinstance(result.language, str | None):
+        raise ProviderError("the engine returned a transcription whose text or language is not a string")
+    for w in result.words or ():
+        if not (
+            isinstance(w, Word)
+            and isinstance(w.word, str)
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in (w.start, w.end, w.probability))
+        ):
+            raise ProviderError(f"the engine returned a malformed word: {w!r:.80}")
+    return result
 
 
 def final_event(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import importlib.util
+import logging
 import threading
 from functools import partial
 from pathlib import Path
@@ -164,6 +165,9 @@ class WhisperProvider:
         problem = check(msgspec.to_builtins(self.settings))
         if problem is not None:
             raise ProviderUnavailable(f"whisper: {problem}")
+        quiet = logging.getLogger("faster_whisper")
+        if quiet.level == logging.NOTSET:
+            quiet.setLevel(logging.WARNING)  # it logs two info lines per call
         self.model = await asyncio.to_thread(load_model, self.settings)
         languages = None if self.model.model.is_multilingual else ("en",)
         self.capabilities = dataclasses.replace(self.capabilities, languages=languages)

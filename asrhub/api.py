@@ -1,0 +1,198 @@
+"""The in-process API: speech recognition from Python, no server.
+
+One call for a file::
+
+    from asrhub.api import transcribe_file
+    result = transcribe_file("meeting.mp3", provider="whisper", language="en")
+    print(result.text)
+    for final in result.segments:          # transcript.final events, stream times
+        print(final.start, final.end, final.text)
+
+``await atranscribe_file(…)`` is the same inside an event loop. For sessions (streaming audio,
+events as they happen), a started hub::
+
+    async with open_hub(Settings()) as hub:
+        session = hub.open({"provider": "whisper"})
+        async for event in session.iter_events(): …
+
+Audio of any length and any format PyAV reads is decoded to 16 kHz mono; a file longer than
+``block_s`` is transcribed in blocks cut at its quietest moment near each boundary, so memory
+per call stays bounded and progress can be reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from .frames import TARGET_RATE, FinalTranscript, Samples, Word
+from .hub import Hub
+from .provider import TimedText, Transcription
+from .settings import Settings
+
+Progress = Callable[[float, float], None]
+"""``progress(done_s, total_s)``: audio seconds transcribed so far, of the total."""
+
+BLOCK_S = 240.0
+
+
+@dataclass(frozen=True)
+class FileTranscript:
+    text: str
+    segments: tuple[FinalTranscript, ...]
+    provider: str
+    language: str | None
+    duration: float
+    words: tuple[Word, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "segments": [s.to_dict() for s in self.segments],
+            "provider": self.provider,
+            "language": self.language,
+            "duration": round(self.duration, 3),
+        }
+
+
+def load_audio(source: str | os.PathLike[str] | bytes) -> Samples:
+    """Any file PyAV (or the WAV/PCM parser) reads → 16 kHz mono float32. Raises ValueError."""
+    from .operators.decode import decode_file
+    from .operators.resample import Resampler
+
+    data = source if isinstance(source, bytes) else Path(source).read_bytes()
+    samples, rate = decode_file(data, "auto", strict=False)
+    if rate != TARGET_RATE:
+        resampler = Resampler(rate, TARGET_RATE)
+        samples = np.concatenate([resampler.process(samples), resampler.flush()])
+    return np.ascontiguousarray(samples, dtype=np.float32)
+
+
+def blocks(samples: Samples, block_s: float = BLOCK_S, search_s: float = 5.0) -> list[tuple[int, int]]:
+    """Cut points (start, end) in samples, each cut at the quietest 20 ms near a boundary."""
+    n, size, hop = len(samples), int(block_s * TARGET_RATE), TARGET_RATE // 50
+    cuts = [0]
+    while n - cuts[-1] > size + search_s * TARGET_RATE:
+        target = cuts[-1] + size
+        lo, hi = target - int(search_s * TARGET_RATE), target + int(search_s * TARGET_RATE)
+        frames = samples[lo:hi][: (hi - lo) // hop * hop].reshape(-1, hop)
+        cuts.append(lo + int(np.argmin((frames.astype(np.float64) ** 2).mean(axis=1))) * hop + hop // 2)
+    cuts.append(n)
+    return list(pairwise(cuts))
+
+
+def _finals(result: Transcription, provider: str, offset: float, first_id: int) -> list[FinalTranscript]:
+    words = [
+        Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.probability)
+        for w in result.words or ()
+    ]
+    pieces = result.segments
+    if not pieces and result.text:
+        pieces = (TimedText(result.text, 0.0, words[-1].end - offset if words else result.duration),)
+    out = []
+    for i, piece in enumerate(pieces):
+        start, end = round(piece.start + offset, 3), round(piece.end + offset, 3)
+        mine = tuple(w for w in words if start - 0.05 <= (w.start + w.end) / 2 <= end + 0.05)
+        out.append(
+            FinalTranscript(
+                first_id + i, piece.text, start, end, provider, result.language, mine if words else None
+            )
+        )
+    return out
+
+
+async def transcribe_samples(
+    hub: Hub,
+    samples: Samples,
+    *,
+    provider: str | tuple[str, ...] | None = None,
+    language: str | None = None,
+    prompt: str | None = None,
+    progress: Progress | None = None,
+    block_s: float = BLOCK_S,
+) -> FileTranscript:
+    """Transcribe 16 kHz audio of any length with a started hub (failover applies per block)."""
+    total = len(samples) / TARGET_RATE
+    finals: list[FinalTranscript] = []
+    used, lang = "", language
+    for a, b in blocks(samples, block_s):
+        name, result = await hub.transcribe(samples[a:b], provider=provider, language=language, prompt=prompt)
+        used, lang = used or name, lang or result.language
+        finals += _finals(result, name, a / TARGET_RATE, len(finals) + 1)
+        if progress is not None:
+            progress(b / TARGET_RATE, total)
+    words = tuple(w for f in finals for w in f.words or ())
+    text = " ".join(f.text.strip() for f in finals if f.text.strip())
+    return FileTranscript(text, tuple(finals), used or hub.default_provider, lang, total, words)
+
+
+def _settings_for(settings: Settings | None, provider: str | tuple[str, ...] | None) -> Settings:
+    settings = settings or Settings()
+    if provider is None:
+        return settings
+    names = (provider,) if isinstance(provider, str) else provider
+    return msgspec.structs.replace(settings, enabled_providers=names, default_provider=names[0])
+
+
+@asynccontextmanager
+async def _hub(settings: Settings) -> AsyncIterator[Hub]:
+    from .wiring import build_hub
+
+    hub = build_hub(settings)
+    try:
+        await hub.start()
+        yield hub
+    finally:
+        await hub.shutdown(grace_s=settings.server.shutdown_grace_s)
+
+
+def open_hub(settings: Settings | None = None) -> AbstractAsyncContextManager[Hub]:
+    """``async with open_hub(settings) as hub``: a hub built from ``settings`` (the standard
+    operator chain, the providers the settings enable), models loaded; shut down on exit."""
+    return _hub(settings or Settings())
+
+
+async def atranscribe_file(
+    path: str | os.PathLike[str] | bytes,
+    *,
+    provider: str | tuple[str, ...] | None = None,
+    language: str | None = None,
+    prompt: str | None = None,
+    settings: Settings | None = None,
+    hub: Hub | None = None,
+    progress: Progress | None = None,
+) -> FileTranscript:
+    """Decode and transcribe one file. Pass a started ``hub`` to reuse its loaded models;
+    otherwise one is built from ``settings`` (with ``provider`` enabled) for this call."""
+    samples = await asyncio.to_thread(load_audio, path)
+    if hub is not None:
+        return await transcribe_samples(
+            hub, samples, provider=provider, language=language, prompt=prompt, progress=progress
+        )
+    async with open_hub(_settings_for(settings, provider)) as own:
+        return await transcribe_samples(
+            own, samples, provider=provider, language=language, prompt=prompt, progress=progress
+        )
+
+
+def transcribe_file(
+    path: str | os.PathLike[str] | bytes,
+    *,
+    provider: str | tuple[str, ...] | None = None,
+    language: str | None = None,
+    prompt: str | None = None,
+    settings: Settings | None = None,
+) -> FileTranscript:
+    """The blocking one-call form of :func:`atranscribe_file` (not from inside an event loop)."""
+    return asyncio.run(
+        atranscribe_file(path, provider=provider, language=language, prompt=prompt, settings=settings)
+    )
