@@ -1,0 +1,78 @@
+"""Reliability tests: hostile input, vanishing clients, races, engine faults, nothing lost,
+resumable sessions — against real servers on 127.0.0.1 with real clients.
+
+``pytest tests/reliability`` runs the short versions (a few hundred storm cycles per transport,
+a bounded fuzz run); ``pytest tests/reliability --long`` (or ``RELIABILITY_LONG=1``) runs
+thousands. Each test that measures something records it with the ``figures`` fixture; the
+figures are printed at the end of the run (they are what docs/reliability.md quotes).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.transports.conftest import ServerThread, make_settings
+
+from .harness import Watch
+
+FIGURES: list[tuple[str, str]] = []
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--long",
+        action="store_true",
+        default=False,
+        help="reliability: run the long storms and fuzz runs (thousands of cycles / inputs)",
+    )
+
+
+def is_long(config: pytest.Config) -> bool:
+    try:
+        flag = bool(config.getoption("--long"))
+    except ValueError:  # the option is registered only when this directory is given to pytest
+        flag = False
+    return flag or os.environ.get("RELIABILITY_LONG", "") not in ("", "0")
+
+
+@pytest.fixture(scope="session")
+def long_run(request: pytest.FixtureRequest) -> bool:
+    return is_long(request.config)
+
+
+@pytest.fixture(scope="session")
+def figures() -> Any:
+    def record(name: str, value: Any) -> None:
+        FIGURES.append((name, str(value)))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if FIGURES:
+        terminalreporter.section("reliability figures")
+        for name, value in FIGURES:
+            terminalreporter.write_line(f"{name}: {value}")
+
+
+def reliability_settings(**limits: Any) -> Any:
+    """No API keys; a short resume window and idle timeout so the leak checks settle fast."""
+    base: dict[str, Any] = {"resume_window_s": 2.0, "idle_timeout_s": 20.0}
+    return make_settings(keys=(), limits={**base, **limits})
+
+
+@pytest.fixture(scope="session")
+def hub_server() -> Iterator[ServerThread]:
+    """faster-whisper tiny.en behind every transport, in this process (state can be inspected)."""
+    with ServerThread(reliability_settings()) as server:
+        yield server
+
+
+@pytest.fixture
+def watch(hub_server: ServerThread) -> Iterator[Watch]:
+    with Watch(hub_server.loop) as w:
+        yield w
