@@ -9,21 +9,24 @@
 
 One ``KaldiRecognizer`` per session, from the provider's shared model. Frames wait in a
 per-session serial queue drained by one task, whose recognizer calls run in the provider's
-shared pool, so a session's audio is recognised in order while sessions run in parallel; every
-other frame is queued behind the audio before it and leaves in order. Each queued chunk holds
-``ctx.pending`` until it has been recognised (``feed`` waits: backpressure); past ``max_queue``
-chunks, audio is dropped with a non-fatal ``capacity`` error. Word times are mapped from the
-recognizer's clock (samples it was fed) back to stream time. Segment ids count finals from 1
-(as ``segment`` does). A final is emitted when it has text or when a partial of it was shown (to close it).
-If the recognizer fails, the utterance's audio (kept up to ``limits.max_utterance_s``) goes to
-the fallbacks' ``transcribe``; without one, a ``provider_failed`` error is emitted.
+shared pool: a session's audio is recognised in order, sessions in parallel; every other frame
+waits behind the audio before it and leaves in order. Each queued chunk holds ``ctx.pending``
+until it has been recognised (``feed`` waits: backpressure); past ``max_queue`` chunks, audio
+is dropped with a non-fatal ``capacity`` error. Word times are mapped from the recognizer's
+clock back to stream time (:mod:`.vosk_timeline`). Segment ids count finals from 1, as
+``segment`` does. A final is emitted when it has text, or when a partial of it was shown.
+
+If the recognizer fails (an exception, or no answer within ``limits.provider_timeout_s``), the
+rest of that utterance is only collected; at its end (``vad.speech_ended``, the stream's end,
+or ``limits.max_utterance_s``) its audio goes to the fallbacks' ``transcribe`` in order, and the
+final names the one that served it — or one ``provider_failed`` error if none could. The next
+utterance starts on a fresh recognizer.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from bisect import bisect_right
 from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -36,17 +39,16 @@ from asrhub.frames import (
     TARGET_RATE,
     AudioChunk,
     ErrorEvent,
-    Event,
     FinalTranscript,
     Frame,
     PartialTranscript,
-    Samples,
     SpeechEnded,
     Word,
 )
 from asrhub.provider import Provider
 
 from .vosk import words_of
+from .vosk_timeline import Timeline
 
 if TYPE_CHECKING:
     from asrhub.pipeline import Operator, SessionContext
@@ -91,12 +93,10 @@ class _Stream:
         self.queue: deque[Any] = deque()
         self.drainer: asyncio.Task[None] | None = None
         self.rec: _Rec | None = None
-        self.rate = 0
-        self.fed_in = 0  # samples queued so far (on the loop)
-        self.fed_out = 0  # samples the recognizer has taken
-        self.end_t = 0.0
-        self.marks: list[tuple[int, float]] = []  # (offset, stream time) where the audio jumps
-        self.audio: deque[tuple[int, Samples]] = deque()  # (offset, samples) since the last final
+        self.failed: str | None = None  # why the recognizer of this utterance failed
+        self.time = Timeline(ctx.limits.max_utterance_s)
+        self.fed_out = 0  # samples handed to the recognizer (or collected after a failure)
+        self.rescued = 0  # audio before this offset went to a fallback already
         self.segment_id = 1
         self.shown = False
         self.done = False
@@ -110,18 +110,8 @@ class _Stream:
                 message = f"vosk is behind: dropped {frame.duration:.2f} s of audio"
                 self.observer.on_next(ErrorEvent("capacity", message))
                 return
-            self.rate = self.rate or frame.sample_rate
             self.ctx.pending.acquire()
-            if not self.marks or abs(frame.start - self.end_t) > 1e-6:
-                self.marks.append((self.fed_in, frame.start))
-            self.audio.append((self.fed_in, frame.samples))
-            while (
-                len(self.audio) > 1
-                and self.fed_in - self.audio[0][0] > self.ctx.limits.max_utterance_s * self.rate
-            ):
-                self.audio.popleft()
-            self.fed_in += len(frame.samples)
-            self.end_t = frame.end
+            self.time.add(frame)
         elif self.drainer is None and not self.queue:
             self.observer.on_next(frame)  # nothing ahead of it: no need to wait
             return
@@ -138,7 +128,6 @@ class _Stream:
     def dispose(self) -> None:
         self.done = True
         self.queue.clear()
-        self.audio.clear()
         if self.drainer is not None:
             self.drainer.cancel()
 
@@ -150,68 +139,74 @@ class _Stream:
     # ------------------------------------------------------------------ the serial drain
     async def drain(self) -> None:
         try:
-            await self._drain()
+            while self.queue and not self.done:
+                batch = list(self.queue)
+                self.queue.clear()
+                for kind, value, fed in await self.recognize(batch):
+                    if self.done:
+                        return
+                    self.emit(kind, value, fed)
+                for item in batch:
+                    if isinstance(item, AudioChunk):
+                        self.ctx.pending.release()
+            self.drainer = None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug here must end the session, not stall it
             self.dispose()
             self.observer.on_error(exc)
 
-    async def _drain(self) -> None:
-        pool = self.provider.ready()
-        while self.queue and not self.done:
-            batch = list(self.queue)
-            self.queue.clear()
-            if self.rec is None:
-                self.rec = await asyncio.to_thread(
-                    _Rec, self.provider, self.rate or TARGET_RATE, self.fed_out
-                )
-            rec, start = self.rec, self.fed_out
-            self.fed_out += sum(len(i.samples) for i in batch if isinstance(i, AudioChunk))
+    async def recognize(self, batch: list[Any]) -> list[tuple[str, Any, int]]:
+        start = self.fed_out
+        self.fed_out += sum(len(i.samples) for i in batch if isinstance(i, AudioChunk))
+        if self.failed is None:
             try:
-                results = await pool.run(
-                    partial(work, rec, batch, start), timeout=self.ctx.limits.provider_timeout_s
-                )
-            except Exception as exc:  # a failed or hung recognizer: fail over, then start a new one
+                if self.rec is None:
+                    rate = self.time.rate or TARGET_RATE
+                    self.rec = await asyncio.to_thread(_Rec, self.provider, rate, start)
+                job = partial(work, self.rec, batch, start)
+                return await self.provider.ready().run(job, timeout=self.ctx.limits.provider_timeout_s)
+            except Exception as exc:  # a failed or hung recognizer: collect, then fail over
                 self.rec = None
-                results = await self.failover(batch, exc)
-            for kind, value, fed in results:
-                if self.done:
-                    return
-                self.emit(kind, value, fed)
-            for item in batch:
-                if isinstance(item, AudioChunk):
-                    self.ctx.pending.release()
-        self.drainer = None
+                self.failed = f"{self.provider.name}: {type(exc).__name__}: {exc}".rstrip(": ")
+                self.ctx.log.warning("provider failed", segment_id=self.segment_id, error=self.failed)
+        return await self.collect(batch, start)
 
-    async def failover(self, batch: list[Any], exc: Exception) -> list[tuple[str, Any, int]]:
-        reason = f"vosk: {type(exc).__name__}: {exc}".rstrip(": ")
-        self.ctx.log.warning("provider failed", segment_id=self.segment_id, error=reason)
-        samples = np.concatenate([a for _, a in self.audio]) if self.audio else np.zeros(0, np.float32)
-        start = self.audio[0][0] if self.audio else self.fed_out
-        failures = [reason]
-        final: Any = None
+    async def collect(self, batch: list[Any], fed: int) -> list[tuple[str, Any, int]]:
+        """After a failure: frames pass, the utterance's end sends its audio to the fallbacks."""
+        out: list[tuple[str, Any, int]] = []
+        for item in batch:
+            if isinstance(item, AudioChunk):
+                fed += len(item.samples)
+                if self.time.kept_s(fed) >= self.ctx.limits.max_utterance_s:
+                    out.append(await self.rescue(fed))
+            elif item is _END or isinstance(item, SpeechEnded):
+                out += [("frame", item, fed)] if item is not _END else []
+                if fed > self.rescued:
+                    out.append(await self.rescue(fed))
+                out += [("end", None, fed)] if item is _END else []
+            else:
+                out.append(("frame", item, fed))
+        return out
+
+    async def rescue(self, until: int) -> tuple[str, Any, int]:
+        failures = [self.failed or "vosk failed"]
+        self.failed = None  # the next utterance gets a fresh recognizer
+        origin, samples = self.time.utterance(self.rescued, until)
+        self.rescued = until
+        config = self.ctx.config
         for provider in self.fallbacks:
             try:
                 result = await asyncio.wait_for(
-                    provider.transcribe(
-                        samples, language=self.ctx.config.language, prompt=self.ctx.config.prompt
-                    ),
+                    provider.transcribe(samples, language=config.language, prompt=config.prompt),
                     self.ctx.limits.provider_timeout_s,
                 )
             except Exception as err:
                 failures.append(f"{provider.name}: {type(err).__name__}: {err}".rstrip(": "))
                 continue
-            words = tuple(Word(w.word, w.start, w.end, w.probability) for w in result.words or ())
-            final = ("fallback", (provider.name, result.text, result.language, words, start), self.fed_out)
-            break
-        if final is None:
-            final = ("error", "; ".join(failures), self.fed_out)
-        out: list[tuple[str, Any, int]] = [("frame", i, self.fed_out) for i in batch if isinstance(i, Event)]
-        out.append(final)
-        if _END in batch:
-            out.append(("end", None, self.fed_out))
-        return out
+            words = tuple(result.words or ())
+            return "fallback", (provider.name, result.text, result.language, words, origin), until
+        return "error", "; ".join(failures), until
 
     # ------------------------------------------------------------------ results (event loop)
     def emit(self, kind: str, value: Any, fed: int) -> None:
@@ -221,21 +216,21 @@ class _Stream:
             if value:
                 self.shown = True
                 self.observer.on_next(
-                    PartialTranscript(self.segment_id, value, self.utterance_start(), self.at(fed))
+                    PartialTranscript(self.segment_id, value, self.time.utterance_start(), self.time.at(fed))
                 )
         elif kind == "final":
             result, base = value
             name, language = self.provider.name, self.provider.language
             self.close_segment(
-                result.get("text", ""), name, language, self.shift(words_of(result), base), fed
+                result.get("text", ""), name, language, self.time.shift(words_of(result), base), fed
             )
         elif kind == "fallback":
             name, text, language, words, start = value
-            self.close_segment(text, name, language, self.shift(words, start), fed)
+            self.close_segment(text, name, language, self.time.shift(words, start), fed)
         elif kind == "error":
             self.observer.on_next(ErrorEvent("provider_failed", value, False, self.segment_id))
             self.segment_id, self.shown = self.segment_id + 1, False
-            self.forget(fed)
+            self.time.forget(fed)
         elif kind == "end":
             self.done = True
             self.observer.on_completed()
@@ -249,8 +244,8 @@ class _Stream:
                 FinalTranscript(
                     segment_id=self.segment_id,
                     text=text,
-                    start=words[0].start if words else self.utterance_start(),
-                    end=words[-1].end if words else self.at(fed),
+                    start=words[0].start if words else self.time.utterance_start(),
+                    end=words[-1].end if words else self.time.at(fed),
                     provider=provider,
                     language=language or config.language,
                     words=words if config.word_timestamps else None,
@@ -258,34 +253,7 @@ class _Stream:
             )
             self.segment_id += 1
         self.shown = False
-        self.forget(fed)
-
-    def shift(self, words: tuple[Word, ...], origin: int) -> tuple[Word, ...]:
-        """Words timed from the recognizer sample ``origin`` → stream time."""
-        r = self.rate or TARGET_RATE
-        return tuple(
-            Word(w.word, self.at(origin + w.start * r), self.at(origin + w.end * r), w.probability)
-            for w in words
-        )
-
-    def forget(self, fed: int) -> None:
-        """Drop the audio and clock marks that only served the utterance that just ended."""
-        while self.audio and self.audio[0][0] + len(self.audio[0][1]) <= fed:
-            self.audio.popleft()
-        i = bisect_right(self.marks, (fed, float("inf"))) - 1
-        if i > 0:
-            del self.marks[:i]
-
-    def at(self, offset: float) -> float:
-        """Stream time of the recognizer's sample ``offset``."""
-        if not self.marks:
-            return 0.0
-        i = max(bisect_right(self.marks, (offset, float("inf"))) - 1, 0)
-        mark, t = self.marks[i]
-        return round(t + (offset - mark) / (self.rate or TARGET_RATE), 3)
-
-    def utterance_start(self) -> float:
-        return self.at(self.audio[0][0]) if self.audio else self.end_t
+        self.time.forget(fed)
 
 
 def work(rec: _Rec, batch: list[Any], fed: int) -> list[tuple[str, Any, int]]:

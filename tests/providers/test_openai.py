@@ -125,3 +125,20 @@ def test_check_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
     assert check({}) is None
     assert "invalid" in (check({"response_format": "srt"}) or "")
+
+
+async def test_against_the_hubs_own_openai_endpoint(whisper: WhisperProvider) -> None:
+    """Hub → OpenAI SDK → another hub's /v1/audio/transcriptions (the way to chain hubs)."""
+    from asrhub.settings import Settings
+    from asrhub.transports.app import create_app
+
+    app = create_app(make_hub({"whisper": whisper}), Settings())
+    async with serve(app) as base_url:
+        provider = await started(base_url=base_url, response_format="verbose_json")
+        try:
+            samples, _ = load_wav(fixture("science.wav"))
+            result = await provider.transcribe(samples, language="en")
+            assert wer(fixture_entry("science.wav")["text"], result.text) <= 0.1
+            assert result.words and result.language == "en"
+        finally:
+            await provider.close()

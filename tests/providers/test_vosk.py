@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asrhub.frames import FinalTranscript, PartialTranscript, SessionClosed, SpeechEnded
+from asrhub.frames import ErrorEvent, FinalTranscript, PartialTranscript, SessionClosed, SpeechEnded
 from asrhub.provider import ProviderUnavailable
 from asrhub.providers.vosk import VoskProvider, check
 from asrhub.registry import ProviderRegistry
@@ -107,3 +107,65 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
 async def test_start_with_a_missing_model_raises(tmp_path: Path) -> None:
     with pytest.raises(ProviderUnavailable, match=r"vosk: model directory .* does not exist"):
         await VoskProvider({"model": str(tmp_path / "gone")}).start()
+
+
+class FakeFailingVosk(VoskProvider):
+    """Fault injection: the real Vosk engine, whose recognizers crash after ``ok_chunks`` chunks."""
+
+    name = "fake_failing_vosk"
+
+    def __init__(self, ok_chunks: int) -> None:
+        super().__init__()
+        self.ok_chunks, self.chunks = ok_chunks, 0
+
+    def recognizer(self, sample_rate: int = 16_000) -> object:
+        real, provider = super().recognizer(sample_rate), self
+
+        class Crashing:
+            def __getattr__(self, name: str) -> object:
+                return getattr(real, name)
+
+            def AcceptWaveform(self, data: bytes) -> bool:
+                provider.chunks += 1
+                if provider.chunks > provider.ok_chunks:
+                    raise RuntimeError("kaldi decoder crashed")
+                return bool(real.AcceptWaveform(data))
+
+        return Crashing()
+
+
+async def test_recognizer_crash_mid_utterance_fails_over_without_losing_audio(vosk: VoskProvider) -> None:
+    dying = FakeFailingVosk(ok_chunks=15)  # crashes 1.5 s into the first utterance
+    await dying.start()
+    try:
+        hub = make_hub({"fake_failing_vosk": dying, "vosk": vosk})
+        one = korean()
+        audio = np.concatenate([one, silence_gap(3.0), one])
+        events = await run_session(hub, audio, {"provider": ["fake_failing_vosk", "vosk"]}, chunk_s=0.1)
+        got = finals(events)
+        assert [(f.segment_id, f.provider) for f in got] == [(1, "vosk"), (2, "vosk")]
+        second_start = len(one) / 16_000 + 3.0
+        assert_korean_final(got[0], 0.0, second_start)  # the whole utterance, not its tail
+        assert_korean_final(got[1], second_start, len(audio) / 16_000)
+        assert got[0].start < 1.0 and got[0].end > 4.0  # its head, before the crash at 1.5 s, too
+        assert not [e for e in events if isinstance(e, ErrorEvent)]
+    finally:
+        await dying.close()
+
+
+async def test_recognizer_crash_without_fallback_is_one_error_per_utterance(vosk: VoskProvider) -> None:
+    dying = FakeFailingVosk(ok_chunks=15)
+    await dying.start()
+    try:
+        hub = make_hub({"fake_failing_vosk": dying})
+        audio = np.concatenate([korean(), silence_gap(3.0), korean()])
+        events = await run_session(hub, audio, {"provider": "fake_failing_vosk"}, chunk_s=0.1)
+        errors = [e for e in events if isinstance(e, ErrorEvent)]
+        assert [(e.code, e.segment_id, e.fatal) for e in errors] == [
+            ("provider_failed", 1, False),
+            ("provider_failed", 2, False),
+        ]
+        assert "kaldi decoder crashed" in errors[0].message and not finals(events)
+        assert events[-1].to_dict() == {"type": "session.closed", "reason": "end"}
+    finally:
+        await dying.close()
