@@ -91,6 +91,8 @@ def parse_message(raw: str | bytes | Any, *, event: str | None = None) -> Client
             obj = _decoder.decode(raw)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:
             raise HubError("bad_message", f"not valid JSON: {exc}") from None
+        except RecursionError:  # ~1000 nested arrays fit in a small message
+            raise HubError("bad_message", "JSON nested too deeply") from None
     else:
         obj = raw
     if event is not None and obj is None:

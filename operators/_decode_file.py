@@ -14,6 +14,14 @@ from ._pcm import PcmDecoder, PcmFormat, parse_wav_header
 RAW_PCM = {"pcm_s16le": ("i", 2), "pcm_f32le": ("f", 4)}
 
 
+def bounded(x: Samples) -> Samples:
+    """A compressed decoder's float output, made finite and clipped to [-1, 1]: a corrupt
+    stream can decode to samples of ±20 (mp3) that no later stage expects."""
+    if np.isfinite(x).all() and (x.size == 0 or (-1.0 <= x.min() and x.max() <= 1.0)):
+        return x
+    return np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=-1.0), -1.0, 1.0)
+
+
 def decode_file(
     data: bytes,
     encoding: str = "auto",
@@ -56,7 +64,7 @@ def decode_file(
                 rate, total = item[1], total + len(item[0])
                 if total > max_s * rate:
                     raise ValueError(f"the audio is longer than {max_s:g} s")
-        samples = concat(parts) if parts else np.zeros(0, np.float32)
+        samples = bounded(concat(parts)) if parts else np.zeros(0, np.float32)
     else:
         raise ValueError(f"unknown audio encoding {encoding!r}")
     if len(samples) > max_s * rate:

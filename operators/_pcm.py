@@ -34,6 +34,11 @@ class PcmFormat:
 
 def pcm_to_float(buf: bytes | memoryview, fmt: PcmFormat) -> Samples:
     """Whole sample frames of interleaved PCM → a new mono float32 array (float input unclipped)."""
+    with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf, a huge float64: made finite later
+        return _to_float(buf, fmt)
+
+
+def _to_float(buf: bytes | memoryview, fmt: PcmFormat) -> Samples:
     if fmt.kind == "f":
         x = np.frombuffer(buf, "<f4" if fmt.width == 4 else "<f8").astype(np.float32)
     elif fmt.width == 3:

@@ -18,7 +18,8 @@
 * compressed (opus/ogg/webm/mp3/flac) and ``auto``: streamed through PyAV on a per-session thread
   (see ``_avstream``), decoded audio delivered on the loop thread. Frames that pass through keep
   their place behind the audio decoded before them; completion waits until the decoder has
-  drained. Undecodable, corrupt or truncated data → ``bad_audio`` (at most 5 per stream); a frame
+  drained. Decoded samples are made finite and clipped to [-1, 1] (corrupt data can decode to
+  ±20). Undecodable, corrupt or truncated data → ``bad_audio`` (at most 5 per stream); a frame
   that would overflow ``max_buffer_bytes`` of undecoded input → ``too_large`` and is dropped.
 """
 
@@ -36,7 +37,7 @@ from asrhub.pipeline import Operator
 from ._avdecode import concat
 from ._avstream import DONE, StreamDecoder
 from ._decode_file import RAW_PCM as _RAW
-from ._decode_file import decode_file
+from ._decode_file import bounded, decode_file
 from ._pcm import PcmDecoder, PcmFormat, parse_wav_header
 
 __all__ = ["decode", "decode_file"]
@@ -146,7 +147,7 @@ class _Decoding:
                 rate = item[1]
                 continue
             if parts:
-                self.emit(concat(parts), rate)
+                self.emit(bounded(concat(parts)), rate)
                 parts = []
             if isinstance(item, tuple):
                 parts, rate = [item[0]], item[1]
