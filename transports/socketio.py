@@ -30,6 +30,7 @@ from asrhub.protocol import CLIENT_TYPES, event_payload
 
 from .auth import bearer_or_token
 from .common import AUTH, CONNECTIONS, HUB, SETTINGS, SHUTDOWN_HOOKS
+from .sio_packet import MALFORMED, SafePacket, quiet_client_protocol_errors
 from .streaming import StreamConnection
 
 PATH = "socket.io"
@@ -60,7 +61,9 @@ def setup(app: web.Application) -> socketio.AsyncServer:
         max_http_buffer_size=2 * hub.limits.max_frame_bytes + 4096,
         logger=False,
         engineio_logger=False,
+        serializer=SafePacket,  # a malformed packet is answered with bad_message, not a traceback
     )
+    quiet_client_protocol_errors()
     sio.attach(app, socketio_path=PATH)
     app[SIO] = sio
     conns: dict[str, StreamConnection] = {}
@@ -134,6 +137,13 @@ def setup(app: web.Application) -> socketio.AsyncServer:
         sio.on(name, control(name))
     sio.on("audio", audio)
     sio.on("*", other)
+
+    async def malformed(sid: str, why: Any = None) -> None:
+        conn = conns.get(sid)
+        if conn is not None:
+            await conn.send_error(HubError("bad_message", f"malformed Socket.io packet: {why}"))
+
+    sio.on(MALFORMED, malformed)
 
     async def shutdown() -> None:
         await sio.shutdown()

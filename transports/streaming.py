@@ -78,6 +78,7 @@ class StreamConnection:
         self._finished = asyncio.get_running_loop().create_future()
         self._told_no_session = False
         self._told_ended = False
+        self._ending = False  # session.end received: its task may not have run yet
         self._fatal_code: str | None = None
         self._sent_slow_consumer = False
         self.log = log.bind(transport=transport)
@@ -110,7 +111,7 @@ class StreamConnection:
                 self._told_no_session = True
                 await self.send_error(HubError("bad_message", "send session.start before any audio"))
             return
-        if session.state is not State.OPEN:
+        if session.state is not State.OPEN or self._ending:
             if not self._told_ended:
                 self._told_ended = True
                 why = "the hub is shutting down" if not self.hub.accepting else "the session has ended"
@@ -201,7 +202,9 @@ class StreamConnection:
         if session is None:
             await self.send_error(HubError("bad_message", "no session to end: send session.start first"))
             return
-        # The forwarder delivers the flushed finals and session.closed, then closes.
+        # The forwarder delivers the flushed finals and session.closed, then closes. Audio that
+        # arrives before the end task runs is refused (a buffered socket does not yield).
+        self._ending = True
         self._spawn(session.end())
 
     def _after_event(self, event: Event) -> None:
