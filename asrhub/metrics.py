@@ -15,7 +15,8 @@ Hooks the core calls (each a dict or attribute increment)::
     error(code)                              an error not emitted by a session (a refused open…)
     drop(reason)                             data dropped on purpose: partial_shed, partial_dropped,
                                              slow_consumer, too_large, pool_full
-    track_hub(hub) / track_pool(pool)        gauges read at scrape time (weak references)
+    track_hub(hub) / track_pool(pool)        gauges read at scrape time (weak references): sessions,
+                                             subscriptions, resumable sessions, pools, tasks
     inference_time(pool, s) / inference_abandoned(pool)                InferencePool
     instrument(stages) / provider_latency(op)   compose / wrap pipeline stages (composition root)
 
@@ -399,6 +400,14 @@ class HubCollector(Collector):
         yield busy
         yield GaugeMetricFamily("asrhub_subscriptions", "Live subscribers of session events",
                                 value=subscriptions)
+        resumable = GaugeMetricFamily(
+            "asrhub_resumable_sessions", "Sessions holding a resume token", labels=["state"]
+        )
+        held = [getattr(hub, "resumes", None) for hub in list(s.hubs)]
+        detached = sum(r.detached for r in held if r is not None)
+        resumable.add_metric(["attached"], sum(len(r) for r in held if r is not None) - detached)
+        resumable.add_metric(["detached"], detached)
+        yield resumable
         try:
             tasks = len(asyncio.all_tasks())
         except RuntimeError:  # scraped off the event loop
