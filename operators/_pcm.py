@@ -9,12 +9,38 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from asrhub.frames import Samples
+from asrhub.frames import AudioChunk, Samples
 
 _INT_SCALE = {1: 1.0 / 128, 2: 1.0 / 32768, 3: 1.0 / 8388608, 4: 1.0 / 2147483648}
+_MONO16 = ("i", 2, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Pcm16Chunk(AudioChunk):
+    """An AudioChunk decoded from mono PCM16 that keeps the client's bytes: ``samples`` is exactly
+    ``pcm16_to_float(pcm)``, so a consumer that needs int16 (webrtcvad) reads ``pcm`` as is."""
+
+    pcm: bytes
+
+
+def pcm16_to_float(x: bytes | memoryview | npt.NDArray[np.int16]) -> Samples:
+    """Little-endian int16 → float32 in [-1, 1) (the one conversion: read back bit-exact)."""
+    y = (np.frombuffer(x, "<i2") if not isinstance(x, np.ndarray) else x).astype(np.float32)
+    y *= _INT_SCALE[2]
+    return y
+
+
+def float_to_pcm16(x: npt.NDArray[Any]) -> bytes:
+    """float32 → PCM16 bytes: ``clip(x · 32768)`` truncated; the inverse of pcm16_to_float."""
+    y = x * np.float32(32768.0)
+    np.minimum(y, 32767.0, out=y)  # two ufuncs: a third of np.clip's Python overhead
+    np.maximum(y, -32768.0, out=y)
+    return y.astype(np.int16).tobytes()
 _MIN_RATE, _MAX_RATE, _MAX_CHANNELS = 1000, 768_000, 64
 
 
@@ -62,15 +88,17 @@ def _to_float(buf: bytes | memoryview, fmt: PcmFormat) -> Samples:
 class PcmDecoder:
     """Stateful bytes → mono float32 at ``fmt.rate``; ``limit`` caps the bytes taken (a WAV data size)."""
 
-    __slots__ = ("carry", "fmt", "remaining")
+    __slots__ = ("carry", "fmt", "mono16", "remaining")
 
     def __init__(self, fmt: PcmFormat, limit: int | None = None) -> None:
         self.fmt = fmt
         self.carry = b""
         self.remaining = limit
+        self.mono16 = (fmt.kind, fmt.width, fmt.channels) == _MONO16
+        """Mono PCM16: ``take`` + ``pcm16_to_float`` is the whole decode (and keeps the bytes)."""
 
-    def feed(self, data: bytes) -> tuple[Samples | None, bool]:
-        """Returns (samples or None if no whole sample frame yet, True if NaN/inf were zeroed)."""
+    def take(self, data: bytes) -> bytes | None:
+        """The whole sample frames available (None if none yet); a partial one waits in ``carry``."""
         if self.remaining is not None:
             data = data[: self.remaining]
             self.remaining -= len(data)
@@ -79,8 +107,17 @@ class PcmDecoder:
         usable = len(data) - len(data) % self.fmt.frame_bytes
         self.carry = data[usable:]
         if usable == 0:
+            return None
+        return data if usable == len(data) else data[:usable]
+
+    def feed(self, data: bytes) -> tuple[Samples | None, bool]:
+        """Returns (samples or None if no whole sample frame yet, True if NaN/inf were zeroed)."""
+        buf = self.take(data)
+        if buf is None:
             return None, False
-        x = pcm_to_float(memoryview(data)[:usable], self.fmt)
+        if self.mono16:
+            return pcm16_to_float(buf), False
+        x = pcm_to_float(buf, self.fmt)
         if self.fmt.kind != "f":
             return x, False
         bad = not bool(np.isfinite(x).all())

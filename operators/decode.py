@@ -5,7 +5,8 @@
     RawAudio:   --[b1]--[b2]----------[b3]--|
     decode:     --a0----a1--(e:bad)---a2----|     a_n = AudioChunk(start = samples so far / rate, seq = n)
 
-* ``pcm_s16le`` / ``pcm_f32le``: numpy, interleaved channels mixed down to mono. A partial sample
+* ``pcm_s16le`` / ``pcm_f32le``: numpy, interleaved channels mixed down to mono. Mono PCM16
+  (also in a WAV) becomes a ``Pcm16Chunk``: an AudioChunk that keeps the client's bytes. A partial sample
   frame is kept for the next RawAudio (a client may split a sample across frames); a stream that
   ends inside one gets a ``bad_audio`` error. NaN/inf in f32 audio: a ``bad_audio`` error, and
   those samples are replaced by 0 (the frame is kept so stream time still counts every sample
@@ -38,7 +39,7 @@ from ._avdecode import concat
 from ._avstream import DONE, StreamDecoder
 from ._decode_file import RAW_PCM as _RAW
 from ._decode_file import bounded, decode_file
-from ._pcm import PcmDecoder, PcmFormat, parse_wav_header
+from ._pcm import Pcm16Chunk, PcmDecoder, PcmFormat, parse_wav_header, pcm16_to_float
 
 __all__ = ["decode", "decode_file"]
 
@@ -80,11 +81,15 @@ class _Decoding:
         self.failed = self.upstream_done = self.av_done = False
         self.t0, self.emitted, self.seq, self.rate = 0.0, 0, 0, 0
 
-    def emit(self, x: Samples, rate: int) -> None:
+    def emit(self, x: Samples, rate: int, pcm: bytes | None = None) -> None:
         if rate != self.rate:  # only a new stream rate restarts the sample count
             self.t0 += self.emitted / self.rate if self.rate else 0.0
             self.emitted, self.rate = 0, rate
-        self.observer.on_next(AudioChunk(x, rate, self.t0 + self.emitted / rate, self.seq))
+        start = self.t0 + self.emitted / rate
+        if pcm is None:
+            self.observer.on_next(AudioChunk(x, rate, start, self.seq))
+        else:
+            self.observer.on_next(Pcm16Chunk(x, rate, start, self.seq, pcm))
         self.emitted += len(x)
         self.seq += 1
 
@@ -118,7 +123,11 @@ class _Decoding:
                 return None
             self.pcm = PcmDecoder(parsed.fmt, parsed.data_size)
             data, self.header = self.header[parsed.data_offset :], b""
-        if self.pcm is not None:
+        if self.pcm is not None and self.pcm.mono16:  # the hot path: the chunk keeps the client's bytes
+            buf = self.pcm.take(data)
+            if buf is not None:
+                self.emit(pcm16_to_float(buf), self.pcm.fmt.rate, buf)
+        elif self.pcm is not None:
             x, nonfinite = self.pcm.feed(data)
             if nonfinite:
                 self.error("NaN or infinite samples in float audio (replaced by silence)")

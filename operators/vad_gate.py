@@ -20,6 +20,10 @@
 * Audio outside speech is dropped; other frames pass through in order. Output chunks are views
   of the input samples (no copy) with their own ``seq``. A gap in stream time resets the carry
   and the pre-roll ring. Bound: the ring holds pre-roll + window + one frame of audio.
+* webrtcvad reads int16: ``clip(x · 32768)``, which for audio decoded from PCM16 is the client's
+  own samples. A chunk that carries them (``Pcm16Chunk`` from ``decode``) is read as is, with no
+  float → int16 conversion, and its pre-roll is kept as int16 (half the memory; read back
+  bit-exact); float-only chunks keep a float32 ring.
 """
 
 from __future__ import annotations
@@ -28,16 +32,21 @@ import math
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import webrtcvad
+from _webrtcvad import process
 from reactivex import Observable, abc
 
 from asrhub.frames import AudioChunk, Frame, Samples, SpeechEnded, SpeechStarted
 from asrhub.pipeline import Operator
 
+from ._pcm import Pcm16Chunk, float_to_pcm16, pcm16_to_float
+
 FRAME_MS = 20
 # webrtcvad keeps calling frames voiced for a while after any voiced frame (its own hangover):
 # 20 ms frames after one voiced frame, per aggressiveness.
 WEBRTC_HANGOVER_FRAMES = (5, 5, 4, 4)
+_EMPTY: npt.NDArray[Any] = np.zeros(0, np.float32)
 
 
 def vad_gate(
@@ -78,16 +87,16 @@ class _Gate:
     def __init__(
         self, observer: abc.ObserverBase[Frame], vad: Any, k: int, window: int, end: int, preroll_ms: int
     ):
-        self.observer, self.vad = observer, vad
+        self.observer, self.handle = observer, vad._vad  # _webrtcvad.process without the wrapper
         self.k, self.mask, self.end_frames, self.preroll_ms = k, (1 << window) - 1, end, preroll_ms
         self.window = window
-        self.rate = self.flen = 0
+        self.rate = self.flen = self.size = 0
         self.carry = b""
         self.expected = -1
         self.hist = 0  # bit i set: the frame i frames ago was voiced
         self.speaking = False
         self.unvoiced = self.last_voiced_end = 0
-        self.ring = np.zeros(0, np.float32)
+        self.ring: npt.NDArray[Any] = _EMPTY  # int16 or float32, allocated by the first kept audio
         self.ring_head = self.ring_len = self.ring_end = 0
         self.seq = 0
 
@@ -96,30 +105,30 @@ class _Gate:
             raise ValueError(f"vad_gate needs 8/16/32/48 kHz audio, got {rate} Hz (resample first)")
         self.rate, self.flen = rate, rate * FRAME_MS // 1000
         self.preroll = rate * self.preroll_ms // 1000
-        self.ring = np.zeros(self.preroll + (self.window + 1) * self.flen, np.float32)
+        self.size = self.preroll + (self.window + 1) * self.flen
+        self.ring, self.ring_head = _EMPTY, 0
 
     def chunk(self, c: AudioChunk) -> None:
         if c.sample_rate != self.rate:
             self._setup(c.sample_rate)
             self.carry, self.expected = b"", -1
-        x, pos0, flen = c.samples, round(c.start * self.rate), self.flen
+        x, pos0, flen, rate = c.samples, round(c.start * self.rate), self.flen, self.rate
         if pos0 != self.expected:  # first chunk or a gap: frames and pre-roll restart here
             self.carry, self.ring_len, self.ring_end = b"", 0, pos0
             self.hist = 0 if not self.speaking else self.hist
         self.expected = pos0 + len(x)
-        pcm = np.clip(x * 32767.0, -32768.0, 32767.0).astype(np.int16).tobytes()
+        pcm = c.pcm if type(c) is Pcm16Chunk else float_to_pcm16(x)
         data = self.carry + pcm if self.carry else pcm
-        mv, fbytes = memoryview(data), 2 * flen
+        mv, fbytes, handle = memoryview(data), 2 * flen, self.handle
         fend = pos0 - len(self.carry) // 2
         cursor = pos0
-        process = self.vad.is_speech
         for off in range(0, len(data) - fbytes + 1, fbytes):
             fend += flen
-            voiced = process(mv[off : off + fbytes], self.rate)
+            voiced = process(handle, rate, mv[off : off + fbytes], flen)
             if not self.speaking:
                 self.hist = ((self.hist << 1) | voiced) & self.mask
                 if self.hist.bit_count() >= self.k:
-                    self._route(x, cursor - pos0, fend - pos0, cursor)
+                    self._route(c, cursor - pos0, fend - pos0, cursor)
                     cursor = fend
                     self._start(fend)
             elif voiced:
@@ -127,11 +136,12 @@ class _Gate:
             else:
                 self.unvoiced += 1
                 if self.unvoiced >= self.end_frames:
-                    self._route(x, cursor - pos0, fend - pos0, cursor)
+                    self._route(c, cursor - pos0, fend - pos0, cursor)
                     cursor = fend
                     self._end(fend)
+        mv.release()
         self.carry = data[len(data) - len(data) % fbytes :]
-        self._route(x, cursor - pos0, len(x), cursor)
+        self._route(c, cursor - pos0, len(x), cursor)
 
     def _start(self, fend: int) -> None:
         first = fend - self.hist.bit_length() * self.flen
@@ -145,34 +155,52 @@ class _Gate:
         self.speaking, self.hist = False, 0
         self.ring_len, self.ring_end = 0, fend
 
-    def _route(self, x: Samples, a: int, b: int, pos: int) -> None:
-        """Samples x[a:b] (starting at stream position ``pos``): emitted in speech, else kept for pre-roll."""
+    def _route(self, c: AudioChunk, a: int, b: int, pos: int) -> None:
+        """Samples [a:b) of chunk c (starting at stream position ``pos``): emitted in speech, else
+        kept for pre-roll, as the chunk's int16 when it has them."""
         if b <= a:
             return
         if self.speaking:
-            self._emit(x[a:b], pos)
+            self._emit(c.samples[a:b], pos)
             return
-        seg, size = x[a:b], len(self.ring)
-        n = len(seg)
+        if type(c) is Pcm16Chunk:
+            seg: npt.NDArray[Any] = np.frombuffer(c.pcm, np.int16, b - a, 2 * a)
+        else:
+            seg = c.samples[a:b]
+        if seg.dtype != self.ring.dtype or not len(self.ring):
+            self._retype(seg.dtype)
+        ring, size, n = self.ring, self.size, b - a
         if n >= size:
-            self.ring[:] = seg[n - size :]
+            ring[:] = seg[n - size :]
             self.ring_head = 0
         else:
             first = min(n, size - self.ring_head)
-            self.ring[self.ring_head : self.ring_head + first] = seg[:first]
-            self.ring[: n - first] = seg[first:]
+            ring[self.ring_head : self.ring_head + first] = seg[:first]
+            ring[: n - first] = seg[first:]
             self.ring_head = (self.ring_head + n) % size
         self.ring_len = min(size, self.ring_len + n)
         self.ring_end = pos + n
 
+    def _retype(self, dtype: np.dtype[Any]) -> None:
+        """The ring in ``dtype`` (int16 for PCM16 chunks, float32 otherwise), its audio converted."""
+        if not len(self.ring) or not self.ring_len:
+            self.ring = np.zeros(self.size, dtype)
+        elif dtype == np.int16:
+            self.ring = np.frombuffer(float_to_pcm16(self.ring), np.int16).copy()
+        else:
+            self.ring = pcm16_to_float(self.ring)
+
     def _ring_read(self, n: int) -> Samples:
-        size = len(self.ring)
+        size, ring = self.size, self.ring
         start = (self.ring_head - n) % size
         if start + n <= size:
-            return self.ring[start : start + n].copy()
-        return np.concatenate((self.ring[start:], self.ring[: n - (size - start)]))
+            out = ring[start : start + n].copy()
+        else:
+            out = np.concatenate((ring[start:], ring[: n - (size - start)]))
+        return pcm16_to_float(out) if out.dtype == np.int16 else out
 
     def _emit(self, samples: Samples, pos: int) -> None:
         if len(samples):
             self.observer.on_next(AudioChunk(samples, self.rate, pos / self.rate, self.seq))
             self.seq += 1
+

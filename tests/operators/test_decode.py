@@ -14,6 +14,7 @@ from reactivex.testing.marbles import marbles_testing
 
 from asrhub.config import AudioFormat
 from asrhub.frames import AudioChunk, ErrorEvent, Pong, RawAudio, SpeechStarted
+from asrhub.operators._pcm import Pcm16Chunk, float_to_pcm16
 from asrhub.operators.decode import decode, decode_file
 
 from .frame_utils import audio, run, summary
@@ -204,6 +205,30 @@ def test_random_splits_decode_like_one_frame(which: int, n: int, cuts: list[int]
     counted = np.cumsum([0] + [len(c.samples) for c in chunks])
     assert [c.start for c in chunks] == [k / c.sample_rate for k, c in zip(counted, chunks, strict=False)]
     assert [c.seq for c in chunks] == list(range(len(chunks)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    wav=st.booleans(),
+    values=st.lists(st.integers(-32768, 32767), max_size=900),
+    cuts=st.lists(st.integers(0, 2000), max_size=8),
+)
+def test_mono_pcm16_chunks_keep_the_client_bytes(wav: bool, values: list[int], cuts: list[int]) -> None:
+    body = s16(*values)
+    data = wav_bytes(body) if wav else body
+    points = sorted({c for c in cuts if c < len(data)} | {0, len(data)})
+    fmt = AudioFormat(encoding="wav" if wav else "pcm_s16le")
+    out, done = run(decode(fmt), [RawAudio(data[a:b]) for a, b in itertools.pairwise(points)])
+    chunks = [f for f in out if isinstance(f, AudioChunk)]
+    assert done and all(isinstance(c, Pcm16Chunk) for c in chunks)
+    assert b"".join(c.pcm for c in chunks) == body  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(audio(out), np.array(values, np.float32) / 32768)
+    for c in chunks:
+        assert isinstance(c, Pcm16Chunk)
+        np.testing.assert_array_equal(c.samples, np.frombuffer(c.pcm, "<i2") / np.float32(32768))
+        assert float_to_pcm16(c.samples) == c.pcm  # the inverse vad_gate uses on float-only chunks
+    other, _ = run(decode(AudioFormat(encoding="pcm_s16le", channels=2)), [RawAudio(s16(1, 2, 3, 4))])
+    assert [type(f) for f in other] == [AudioChunk]
 
 
 @settings(max_examples=80, deadline=None)

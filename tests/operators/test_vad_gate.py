@@ -11,6 +11,7 @@ from reactivex.testing import ReactiveTest
 from reactivex.testing.marbles import marbles_testing
 
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, SpeechEnded, SpeechStarted
+from asrhub.operators._pcm import Pcm16Chunk, float_to_pcm16, pcm16_to_float
 from asrhub.operators.vad_gate import vad_gate
 from tests.audio_utils import fixture, fixture_entry, load_wav, room_noise
 
@@ -153,3 +154,33 @@ def test_any_chunking_gives_the_same_events_and_audio(sizes: list[int]) -> None:
         f for f in _REFERENCE if not isinstance(f, AudioChunk)
     ]
     np.testing.assert_array_equal(audio(out), audio(_REFERENCE))
+
+
+def _pcm16_chunks(x: np.ndarray, sizes: list[int], pcm_every: int) -> list[AudioChunk]:
+    """x cut by ``sizes``; every ``pcm_every``-th chunk a Pcm16Chunk (0: none), the rest float only."""
+    chunks: list[AudioChunk] = []
+    at = i = 0
+    while at < len(x):
+        n = sizes[i % len(sizes)]
+        part = x[at : at + n]
+        if pcm_every and i % pcm_every == 0:
+            chunks.append(Pcm16Chunk(part, RATE, at / RATE, i, float_to_pcm16(part)))
+        else:
+            chunks.append(AudioChunk(part, RATE, at / RATE, i))
+        at, i = at + n, i + 1
+    return chunks
+
+
+PCM_SPEECH = pcm16_to_float(float_to_pcm16(SPEECH))  # PCM16-exact, as decode makes it
+_PCM_REFERENCE, _ = run(vad_gate(), chunks_of(PCM_SPEECH, RATE, CHUNK))
+
+
+@settings(max_examples=20, deadline=None)
+@given(sizes=st.lists(st.integers(37, 5000), min_size=1, max_size=40), pcm_every=st.integers(0, 3))
+def test_pcm16_chunks_read_as_is_match_the_float_path(sizes: list[int], pcm_every: int) -> None:
+    # int16 pre-roll ring, float ring and switches between them: bit-identical output
+    out, _ = run(vad_gate(), _pcm16_chunks(PCM_SPEECH, sizes, pcm_every))
+    events = [f for f in out if not isinstance(f, AudioChunk)]
+    assert events == [f for f in _PCM_REFERENCE if not isinstance(f, AudioChunk)]
+    assert len(events) >= 2
+    np.testing.assert_array_equal(audio(out), audio(_PCM_REFERENCE))
