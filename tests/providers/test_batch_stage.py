@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from reactivex.subject import Subject
+from reactivex.testing import ReactiveTest, TestScheduler
 
 from asrhub.config import Limits, SessionConfig
 from asrhub.flow import Pending
@@ -23,6 +24,7 @@ from asrhub.frames import (
     Segment,
     SpeechEnded,
     SpeechStarted,
+    WakeWordDetected,
 )
 from asrhub.pipeline import SessionContext
 from asrhub.provider import Provider
@@ -30,6 +32,8 @@ from asrhub.providers.whisper import WhisperProvider
 from tests.audio_utils import fixture, fixture_entry, load_wav, room_noise, wer
 
 from .conftest import FakeFailingProvider
+
+on_next, on_completed = ReactiveTest.on_next, ReactiveTest.on_completed
 
 
 class Harness:
@@ -165,3 +169,15 @@ async def test_dispose_cancels_and_emits_nothing_more(whisper: WhisperProvider) 
     h.sub.dispose()
     await asyncio.sleep(2.5)  # long enough for the decode to have finished
     assert h.out == [] and not h.done.is_set()
+
+
+async def test_marbles_every_other_frame_passes_through_in_order(whisper: WhisperProvider) -> None:
+    """--S--W--E--|  →  --S--W--E--|  (no segment: nothing to wait for, completion at once)"""
+    scheduler = TestScheduler()
+    s, w, e = SpeechStarted(0.1), WakeWordDetected("hey_jarvis", 0.9, 0.2), SpeechEnded(0.3)
+    source = scheduler.create_hot_observable(
+        on_next(210, s), on_next(220, w), on_next(230, e), on_completed(240)
+    )
+    ctx = SessionContext("m", SessionConfig(), Limits(), (whisper,), Pending(3))
+    results = scheduler.start(lambda: source.pipe(whisper.stage(ctx)))
+    assert results.messages == [on_next(210, s), on_next(220, w), on_next(230, e), on_completed(240)]
