@@ -10,7 +10,8 @@
 
 The session's :class:`~asrhub.delivery.EventQueue` is subscribed when the session is created,
 so nothing is lost before the event stream connects: the queue keeps (up to its bound) whatever
-happened in between, and keeps it again if the stream drops and reconnects. One subscriber at a
+happened in between, and keeps it again if the stream drops and reconnects (the event whose write
+failed is sent first on the next stream). One subscriber at a
 time (a second one gets 409). Each subscriber first gets ``session.started``; the stream ends
 after ``session.closed``; ``: keep-alive`` comments flow every ``server.heartbeat_s``. The
 session lives until ``end``, ``DELETE``, an idle timeout (no audio for ``limits.idle_timeout_s``)
@@ -47,6 +48,8 @@ class HttpSession:
     subscriber: asyncio.Task[Any] | None = None
     linger: asyncio.TimerHandle | None = None
     transport: Any = field(default=None, repr=False)
+    unsent: Event | None = None
+    """Taken from the queue, but its stream dropped while writing it: the next subscriber's first."""
 
 
 class HttpSessions:
@@ -161,28 +164,36 @@ async def events(request: web.Request) -> web.StreamResponse:
         raise HTTPHubError("bad_message", "this session's event stream already has a subscriber", status=409)
     rec.subscriber = asyncio.current_task()
     rec.transport = request.transport
+    resp = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",
+        }
+    )
     try:
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Accel-Buffering": "no",
-            }
-        )
         await resp.prepare(request)
         await resp.write(sse_frame(rec.started))
         keepalive = settings.server.heartbeat_s
         while True:
-            try:
-                event = await asyncio.wait_for(rec.queue.get(), keepalive)
-            except TimeoutError:
-                await resp.write(b": keep-alive\n\n")
-                continue
+            event, rec.unsent = rec.unsent, None
             if event is None:
-                break
-            await resp.write(sse_frame(event))
+                try:
+                    event = await asyncio.wait_for(rec.queue.get(), keepalive)
+                except TimeoutError:
+                    await resp.write(b": keep-alive\n\n")
+                    continue
+                if event is None:
+                    break
+            try:
+                await resp.write(sse_frame(event))
+            except ConnectionError:
+                rec.unsent = event
+                raise
         sessions.forget(rec)  # session.closed was delivered
         await resp.write_eof()
+        return resp
+    except ConnectionError:  # the client went away (it may come back): no traceback
         return resp
     finally:
         rec.subscriber = None
