@@ -50,6 +50,7 @@ class HubStream:
         self._http = http
         self._ws = ws
         self._own_http = own_http
+        self.started: SessionStarted | None = None
         self.session_id: str | None = None
         self.config: dict[str, Any] = {}
         self.closed_reason: str | None = None
@@ -93,6 +94,7 @@ class HubStream:
                 message = "the hub closed the connection before session.started"
                 raise HubError("bad_message", message, fatal=True)
             if isinstance(event, SessionStarted):
+                stream.started = event
                 stream.session_id = event.session_id
                 stream.config = event.config
                 return stream
@@ -213,7 +215,8 @@ async def stream(
     chunk_ms: int = 100,
     http: aiohttp.ClientSession | None = None,
 ) -> AsyncIterator[Event]:
-    """Stream ``source`` in one session and yield every event up to ``session.closed``.
+    """Stream ``source`` in one session and yield every event, ``session.started`` to
+    ``session.closed``.
 
     ``source``: a file path, PCM bytes in the format ``config["audio"]`` declares (default
     16 kHz mono ``pcm_s16le``), or an async iterator of such bytes (a live source sets its own
@@ -240,6 +243,8 @@ async def stream(
 
     sender = asyncio.create_task(pump())
     try:
+        assert hub.started is not None
+        yield hub.started
         async for event in hub:
             yield event
             failure = sender.exception() if sender.done() and not sender.cancelled() else None

@@ -149,6 +149,11 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         return await handler(request)
     except HubError as exc:
         return error_response(request, exc)
+    except ConnectionResetError:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            raise  # not this client's connection: a real error, logged
+        return web.Response(status=400)  # the client hung up mid-request: no traceback, nobody reads it
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

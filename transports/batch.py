@@ -15,17 +15,19 @@ event loop, then ``Hub.transcribe``; a full inference queue is 503 ``capacity``)
 from __future__ import annotations
 
 import asyncio
-import importlib
+import io
 from dataclasses import dataclass, field
-from typing import Any
 
+import av
 import numpy as np
 from aiohttp import BodyPartReader, web
 
 from asrhub.errors import HubError
-from asrhub.frames import FinalTranscript, Samples, Word
+from asrhub.frames import TARGET_RATE, FinalTranscript, Samples, Word
 from asrhub.hub import Hub
 from asrhub.inference import PoolFull
+from asrhub.operators.decode import decode_file
+from asrhub.operators.resample import Resampler
 from asrhub.protocol import encode_json
 from asrhub.provider import TimedText, Transcription
 
@@ -33,7 +35,8 @@ from .common import HUB, SETTINGS, read_limited
 
 MAX_FIELD_BYTES = 64 * 1024
 MAX_AUDIO_S = 4 * 3600.0
-"""Longest file accepted (decoded samples are bounded too, not only the upload's bytes)."""
+"""Longest file accepted, when its container declares a duration (decoded samples are bounded
+too, not only the upload's bytes)."""
 
 
 @dataclass
@@ -86,44 +89,27 @@ async def read_upload(request: web.Request) -> Upload:
     return upload
 
 
-def _decode_with_pyav(data: bytes) -> Samples:
-    import io
-
-    import av
-
-    parts: list[np.ndarray[Any, Any]] = []
-    total = 0
+def _probe_duration(data: bytes) -> float | None:
+    """The duration the container declares (cheap: no decoding), if any."""
     try:
         with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.audio:
-                raise HubError("bad_audio", "the file has no audio stream")
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=16_000)
-            for frame in container.decode(audio=0):
-                for out in resampler.resample(frame):
-                    parts.append(out.to_ndarray().reshape(-1))
-                    total += out.samples
-                if total > MAX_AUDIO_S * 16_000:
-                    raise HubError("too_large", f"the file is longer than {MAX_AUDIO_S / 3600:g} hours")
-            for out in resampler.resample(None):
-                parts.append(out.to_ndarray().reshape(-1))
-    except av.FFmpegError as exc:
-        raise HubError("bad_audio", f"cannot decode the file: {exc}") from None
-    if not parts:
-        raise HubError("bad_audio", "the file holds no audio samples")
-    return np.concatenate(parts).astype(np.float32, copy=False)
+            return container.duration / av.time_base if container.duration else None
+    except (av.FFmpegError, ValueError):
+        return None  # the decoder reports what is wrong
 
 
 def decode_upload(data: bytes) -> Samples:
     """Any container/codec PyAV reads → 16 kHz mono float32 (blocking: run it off the loop)."""
-    decode_file = getattr(importlib.import_module("asrhub.operators.decode"), "decode_file", None)
-    if decode_file is None:  # until operators/decode.py offers it
-        return _decode_with_pyav(data)
+    declared = _probe_duration(data)
+    if declared is not None and declared > MAX_AUDIO_S:
+        raise HubError("too_large", f"the file lasts {declared:.0f} s; the limit is {MAX_AUDIO_S:.0f} s")
     try:
-        samples: Samples = decode_file(data)
-    except HubError:
-        raise
-    except Exception as exc:
+        samples, rate = decode_file(data, "auto", strict=False)
+    except ValueError as exc:
         raise HubError("bad_audio", f"cannot decode the file: {exc}") from None
+    if rate != TARGET_RATE:
+        resampler = Resampler(rate, TARGET_RATE)
+        samples = np.concatenate((resampler.process(samples), resampler.flush()))
     return samples
 
 
@@ -136,7 +122,7 @@ async def transcribe_upload(
         name, result = await hub.transcribe(samples, provider=provider, language=language, prompt=prompt)
     except PoolFull as exc:
         raise HubError("capacity", f"the engine is at capacity ({exc}); retry later") from None
-    return name, result, len(samples) / 16_000
+    return name, result, len(samples) / TARGET_RATE
 
 
 def pieces(result: Transcription, duration: float) -> tuple[TimedText, ...]:

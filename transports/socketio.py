@@ -19,6 +19,7 @@ connection is closed after ``session.closed``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import socketio
@@ -89,12 +90,26 @@ def setup(app: web.Application) -> socketio.AsyncServer:
             await drained(sid)
 
         async def close(_code: str | None) -> None:
+            eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
             try:
-                await asyncio.wait_for(sio.disconnect(sid), CLOSE_TIMEOUT)
-            except TimeoutError:  # the client reads nothing: cut its socket
-                request = environ.get("aiohttp.request")
-                if request is not None and request.transport is not None:
-                    request.transport.abort()
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await sio.disconnect(sid)  # the Socket.io DISCONNECT packet
+                    if eio_sid is not None:
+                        await sio.eio.disconnect(eio_sid)  # and the engine.io connection under it
+            except TimeoutError:  # the client reads nothing: cut its socket now
+                abort_socket()
+            else:  # engine.io waits for the client to hang up: give it a moment, no more
+                asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, abort_socket)
+
+        def abort_socket() -> None:
+            """Cut the TCP connection of a WebSocket-transport client (a polling client's
+            connection may carry other requests: it is left to engine.io's ping timeout)."""
+            request = environ.get("aiohttp.request")
+            if environ.get("HTTP_UPGRADE", "").lower() != "websocket" or request is None:
+                return
+            transport = request.transport
+            if transport is not None and not transport.is_closing():
+                transport.abort()
 
         conn = StreamConnection(hub, transport="socketio", key=key, send=send, close=close)
         conns[sid] = conn
@@ -146,6 +161,10 @@ def setup(app: web.Application) -> socketio.AsyncServer:
     sio.on(MALFORMED, malformed)
 
     async def shutdown() -> None:
+        if sio.eio.sockets:  # connections that never started a session
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await sio.eio.disconnect()
         await sio.shutdown()
 
     app[SHUTDOWN_HOOKS].append(shutdown)

@@ -121,6 +121,11 @@ class StreamConnection:
             await session.feed(data)
         except HubError as exc:
             await self.send_error(exc)
+        if self.queue:
+            # The events this frame produced wait in the queue: give the forwarder its turn
+            # before the next frame, so a fast uploader with a healthy reader never looks like
+            # a slow consumer (a buffered socket hands us frames without ever yielding).
+            await asyncio.sleep(0)
 
     async def send_error(self, error: HubError) -> None:
         await self.emit(error.to_event())

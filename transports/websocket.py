@@ -15,6 +15,8 @@ another connection (extension).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
@@ -39,8 +41,12 @@ CLOSE_CODES: dict[str | None, int] = {
     "timeout": 4408,
 }
 CLOSE_TIMEOUT = 2.0
-WRITER_LIMIT = 64 * 1024
-"""Bytes written to a socket before a send waits for it to drain (the outbound bound)."""
+RECEIVE_BUFFER = 128 * 1024
+"""Kernel receive buffer of a streaming socket: 4 s of 16 kHz PCM16, ample for real time."""
+SEND_BUFFER = 64 * 1024
+"""Kernel send buffer of a streaming socket: hub → client traffic is small JSON events."""
+OUTBOUND_BUFFER = 16 * 1024
+"""Unsent bytes a socket may hold before a send waits for it to drain (a few hundred events)."""
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -51,11 +57,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
         max_msg_size=2 * limit,  # frames up to 2x the limit get a `too_large` error, larger a 1009
         timeout=CLOSE_TIMEOUT,
         compress=False,  # small JSON messages; a deflate context per socket costs more than it saves
-        writer_limit=WRITER_LIMIT,
+        writer_limit=OUTBOUND_BUFFER,
     )
     if not ws.can_prepare(request).ok:
         raise web.HTTPBadRequest(reason="expected a WebSocket upgrade")
     await ws.prepare(request)
+    tcp = request.transport  # kept: aiohttp forgets it once a close has begun
+    _bound_socket_buffers(request)
 
     async def send(event: Event) -> None:
         await ws.send_str(encode_event(event))
@@ -63,12 +71,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
     async def close(code: str | None) -> None:
         reason = (code or "session closed").encode()
         ws_code = CLOSE_CODES.get(code, WSCloseCode.POLICY_VIOLATION)
-        try:
+        if tcp is None:
+            return
+        # A client that reads nothing would keep a gracefully closing socket (and its unsent
+        # buffer) forever: whatever happens, the socket is gone CLOSE_TIMEOUT from now.
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, tcp.abort)
+        with contextlib.suppress(TimeoutError, ConnectionError):
             await asyncio.wait_for(ws.close(code=ws_code, message=reason), CLOSE_TIMEOUT)
-        except (TimeoutError, ConnectionError):
-            pass
-        if not ws.closed and request.transport is not None:
-            request.transport.abort()  # a client that reads nothing cannot hold the socket open
 
     conn = StreamConnection(hub, transport="websocket", key=request.get(KEY_ID), send=send, close=close)
     refused = request.get(UNAUTHORIZED)
@@ -95,6 +104,26 @@ async def handle(request: web.Request) -> web.StreamResponse:
         conn.release(dropped=dropped)  # a dropped resumable session waits for session.resume
         connections.discard(conn)
     return ws
+
+
+def _bound_socket_buffers(request: web.Request) -> None:
+    """Small buffers around the session's bounded queues, both ways.
+
+    Linux autotunes socket buffers up to megabytes. Inbound, a capped receive buffer makes a
+    session waiting for its engine stop the client within seconds of audio. Outbound, a capped
+    send buffer and ``OUTBOUND_BUFFER`` unsent bytes in the process make a send wait early, so
+    the EventQueue — which sheds partials first and reports ``slow_consumer`` — is where a slow
+    reader's backlog sits, not the kernel.
+    """
+    transport = request.transport
+    if transport is None:
+        return
+    transport.set_write_buffer_limits(high=OUTBOUND_BUFFER)
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 def setup(app: web.Application) -> None:

@@ -13,13 +13,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from ..settings import Settings
+
+log = structlog.get_logger("asrhub.server")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -42,8 +46,24 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return load_from_args(args).settings
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT, then shut down gracefully."""
+GC_GEN0_THRESHOLD = 10_000
+"""Container allocations between young collections (CPython's default: 700). A session is a few
+hundred small objects; 1,000 opens at the default ran ~150 collections and a full one that
+stopped the loop for 60-70 ms (docs/benchmarks.md)."""
+
+
+def tune_gc() -> None:
+    """After start-up: freeze what is loaded (modules, models, the app) out of every future
+    collection, and collect the young generation less often. For the server process only."""
+    gc.collect()
+    gc.freeze()
+    _gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
+
+
+async def serve(settings: Settings, *, ready: asyncio.Event | None = None, gc_tuning: bool = False) -> None:
+    """Run until SIGTERM/SIGINT, then shut down gracefully. ``gc_tuning``: :func:`tune_gc` once
+    the models are loaded (the CLI's process; not for a hub embedded in someone else's)."""
     from ..transports.app import create_app
     from ..wiring import build_hub
 
@@ -52,6 +72,8 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
     grace = settings.server.shutdown_grace_s
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace + 10.0, access_log=None)
     await runner.setup()  # start-up: models load here, before any port opens
+    if gc_tuning:
+        tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,6 +92,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None) -> No
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        log.info("server stopped")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     configure(settings.log)
     metrics.configure(settings.metrics)
     try:
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, gc_tuning=True))
     except ProviderUnavailable as exc:
         print(f"asrhub: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -145,21 +146,28 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_process(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    """``asrhub serve`` on a free port; yields (process, port) once it listens."""
+def serve_process(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """``asrhub serve`` on a free port; yields (process, port) once it listens. Its stderr (the
+    logs) goes to a file, so a chatty server never blocks on a full pipe."""
     port = free_port()
     cmd = [sys.executable, "-m", "asrhub", "serve", "--host", "127.0.0.1", "--port", str(port), *args]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        deadline_line = _read_line_until(proc, "asrhub: listening on", timeout)
-        assert deadline_line, f"asrhub serve did not start: {proc.stderr.read() if proc.stderr else ''}"
-        yield proc, port
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+    with tempfile.TemporaryFile("w+") as logs:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=logs, text=True)
+        try:
+            line = _read_line_until(proc, "asrhub: listening on", timeout)
+            if line is None:
+                logs.seek(0)
+                raise AssertionError(f"asrhub serve did not start: {logs.read()[-3000:]}")
+            yield proc, port
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+            if proc.stdout is not None:
+                proc.stdout.close()
 
 
 def _read_line_until(proc: subprocess.Popen[str], prefix: str, timeout: float) -> str | None:

@@ -58,8 +58,17 @@ def test_wrapped_formats_are_bad_messages(raw: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["not json", "[1, 2]", '"session.start"', "null", '{"type": 5}', '{"config": {}}', '{"type": "start"}',
-     '{"type": "audio", "audio": "UklGRg=="}', '{"type": "session.start", "config": "en"}'],
+    [
+        "not json",
+        "[1, 2]",
+        '"session.start"',
+        "null",
+        '{"type": 5}',
+        '{"config": {}}',
+        '{"type": "start"}',
+        '{"type": "audio", "audio": "UklGRg=="}',
+        '{"type": "session.start", "config": "en"}',
+    ],
 )
 def test_malformed_messages_are_bad_messages(raw: str) -> None:
     assert code_of(raw) == "bad_message"
@@ -82,7 +91,9 @@ def test_socketio_payload_takes_the_event_name() -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+        lambda children: (
+            st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+        ),
         max_leaves=12,
     )
 )
@@ -110,7 +121,12 @@ def test_events_round_trip_through_every_encoding() -> None:
     import numpy as np
 
     final = FinalTranscript(
-        segment_id=3, text="hello there", start=np.float32(0.5), end=1.25, provider="whisper", language="en",
+        segment_id=3,
+        text="hello there",
+        start=np.float32(0.5),
+        end=1.25,
+        provider="whisper",
+        language="en",
         words=(Word("hello", 0.5, 0.8, np.float64(0.9)), Word("there", 0.8, 1.25, 0.8)),
     )
     text = encode_event(final)
@@ -124,8 +140,19 @@ def test_events_round_trip_through_every_encoding() -> None:
 
 
 def test_http_statuses_and_openai_error_shape() -> None:
-    assert [http_status(c) for c in ("bad_message", "unauthorized", "too_large", "capacity")] == [400, 401, 413, 503]
+    assert [http_status(c) for c in ("bad_message", "unauthorized", "too_large", "capacity")] == [
+        400,
+        401,
+        413,
+        503,
+    ]
     body = openai_error_body(HubError("too_large", "the file is too big"))
-    assert body == {"error": {"message": "the file is too big", "type": "invalid_request_error",
-                              "param": None, "code": "too_large"}}
+    assert body == {
+        "error": {
+            "message": "the file is too big",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "too_large",
+        }
+    }
     assert openai_error_body(HubError("capacity", "busy"))["error"]["type"] == "server_error"

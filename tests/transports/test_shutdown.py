@@ -1,0 +1,158 @@
+"""SIGTERM during live streams: ``asrhub serve`` (a subprocess) stops accepting, flushes every
+open session, and each client — WebSocket, Socket.io, HTTP+SSE — still receives every final."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+import socketio
+
+from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes, room_noise, wer
+
+from .conftest import KEY, frames, serve_process
+
+RATE = 16_000
+CHUNK_MS = 100
+
+
+def conversation() -> tuple[bytes, int, list[str]]:
+    """Two utterances, then more speech. Returns (pcm, byte offset where SIGTERM is sent,
+    the texts that must come back): the signal arrives 0.3 s after the second utterance ends,
+    before the VAD's 0.5 s hangover closed it, so its final exists only thanks to the flush."""
+    parts: list[np.ndarray] = []
+    texts = []
+    for i, name in enumerate(("quick_fox.wav", "weather_question.wav", "science.wav")):
+        samples, _ = load_wav(fixture(name))
+        parts += [samples, room_noise(1.2, seed=i)]
+        texts.append(fixture_entry(name)["text"])
+    pcm = pcm16_bytes(np.concatenate(parts))
+    first_two = sum(len(p) for p in parts[:3])  # u1, silence, u2
+    signal_at = (first_two + int(0.3 * RATE)) * 2
+    return pcm, signal_at - signal_at % (RATE * 2 * CHUNK_MS // 1000), texts[:2]
+
+
+async def paced(pcm: bytes, send: Any, marks: dict[str, asyncio.Event], signal_at: int) -> None:
+    """Send at real-time pace; set marks["at_signal"] once ``signal_at`` bytes went out."""
+    t0 = time.monotonic()
+    sent = 0
+    for frame in frames(pcm, CHUNK_MS):
+        delay = t0 + sent / (RATE * 2) - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        try:
+            await send(frame)
+        except (ConnectionError, aiohttp.ClientError, socketio.exceptions.SocketIOError):
+            return  # the hub closed after the flush: the client stops
+        sent += len(frame)
+        if sent >= signal_at:
+            marks["at_signal"].set()
+
+
+async def ws_client(
+    port: int, pcm: bytes, marks: dict[str, asyncio.Event], signal_at: int
+) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(
+            f"ws://127.0.0.1:{port}/v1/stream", headers={"Authorization": f"Bearer {KEY}"}
+        )
+        await ws.send_str(json.dumps({"type": "session.start", "config": {"language": "en"}}))
+        sender = asyncio.create_task(paced(pcm, ws.send_bytes, marks, signal_at))
+        async for msg in ws:
+            events.append(json.loads(msg.data))
+        sender.cancel()
+        events.append({"type": "(closed)", "code": ws.close_code})
+    return events
+
+
+async def sio_client(
+    port: int, pcm: bytes, marks: dict[str, asyncio.Event], signal_at: int
+) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    client = socketio.AsyncClient(reconnection=False)
+    gone = asyncio.Event()
+    for name in ("session.started", "transcript.final", "error", "session.closed"):
+        client.on(name, lambda data: events.append(data))
+    client.on("disconnect", lambda *_: gone.set())
+    await client.connect(f"http://127.0.0.1:{port}", auth={"token": KEY}, transports=["websocket"])
+    await client.emit("session.start", {"type": "session.start", "config": {"language": "en"}})
+
+    async def send(frame: bytes) -> None:
+        if not client.connected:
+            raise ConnectionError("disconnected")
+        await client.emit("audio", frame)
+
+    sender = asyncio.create_task(paced(pcm, send, marks, signal_at))
+    await gone.wait()
+    sender.cancel()
+    return events
+
+
+async def sse_client(
+    port: int, pcm: bytes, marks: dict[str, asyncio.Event], signal_at: int
+) -> list[dict[str, Any]]:
+    from .test_sse import read_sse
+
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {KEY}"}
+    events: list[dict[str, Any]] = []
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{base}/v1/sessions", json={"config": {"language": "en"}}, headers=auth
+        ) as resp:
+            sid = (await resp.json())["session_id"]
+
+        async def send(frame: bytes) -> None:
+            async with http.post(f"{base}/v1/sessions/{sid}/audio", data=frame, headers=auth) as resp:
+                if resp.status != 204:
+                    raise ConnectionError(resp.status)
+
+        async with http.get(f"{base}/v1/sessions/{sid}/events", headers=auth) as resp:
+            sender = asyncio.create_task(paced(pcm, send, marks, signal_at))
+            async for event in read_sse(resp):
+                events.append(event)
+            sender.cancel()
+    return events
+
+
+@pytest.mark.timeout(180)
+async def test_sigterm_mid_stream_flushes_every_final_to_every_client() -> None:
+    pcm, signal_at, expected = conversation()
+    with serve_process("--set", "server.shutdown_grace_s=30", env={"ASRHUB_API_KEYS": f"other, {KEY}"}) as (
+        proc,
+        port,
+    ):
+        marks = {name: {"at_signal": asyncio.Event()} for name in ("ws", "sio", "sse")}
+        clients = {
+            "ws": asyncio.create_task(ws_client(port, pcm, marks["ws"], signal_at)),
+            "sio": asyncio.create_task(sio_client(port, pcm, marks["sio"], signal_at)),
+            "sse": asyncio.create_task(sse_client(port, pcm, marks["sse"], signal_at)),
+        }
+        await asyncio.wait_for(asyncio.gather(*(m["at_signal"].wait() for m in marks.values())), 60)
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        async with aiohttp.ClientSession() as http:  # no new connections once shutdown began
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await http.get(f"http://127.0.0.1:{port}/healthz")
+        results = {name: await asyncio.wait_for(task, 60) for name, task in clients.items()}
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+        out = proc.stdout.read() if proc.stdout else ""
+        assert "shutting down" in out
+    for name, events in results.items():
+        finals = [e for e in events if e["type"] == "transcript.final"]
+        assert len(finals) == 2, (name, events)
+        for final, text in zip(finals, expected, strict=True):
+            assert wer(text, final["text"]) <= 0.15, (name, final["text"])
+        assert events[0]["type"] == "session.started", name
+        closed = [e for e in events if e["type"] == "session.closed"]
+        assert closed and events.index(closed[0]) > events.index(finals[-1]), name
+        errors = [e for e in events if e["type"] == "error"]
+        assert all(not e["fatal"] and "shutting down" in e["message"] for e in errors), errors
+    assert results["ws"][-1] == {"type": "(closed)", "code": 1000}
