@@ -34,9 +34,10 @@ from asrhub.provider import TimedText, Transcription
 from .common import HUB, SETTINGS, read_limited
 
 MAX_FIELD_BYTES = 64 * 1024
-MAX_AUDIO_S = 4 * 3600.0
-"""Longest file accepted, when its container declares a duration (decoded samples are bounded
-too, not only the upload's bytes)."""
+MAX_AUDIO_S = 3600.0
+"""Longest file accepted (413 ``too_large``): checked against the duration the container
+declares before decoding, and while decoding for files that declare none — the decoded
+samples are bounded, not only the upload's bytes."""
 
 
 @dataclass
@@ -104,9 +105,10 @@ def decode_upload(data: bytes) -> Samples:
     if declared is not None and declared > MAX_AUDIO_S:
         raise HubError("too_large", f"the file lasts {declared:.0f} s; the limit is {MAX_AUDIO_S:.0f} s")
     try:
-        samples, rate = decode_file(data, "auto", strict=False)
+        samples, rate = decode_file(data, "auto", strict=False, max_s=MAX_AUDIO_S)
     except ValueError as exc:
-        raise HubError("bad_audio", f"cannot decode the file: {exc}") from None
+        code = "too_large" if "longer than" in str(exc) else "bad_audio"
+        raise HubError(code, f"cannot decode the file: {exc}") from None
     if rate != TARGET_RATE:
         resampler = Resampler(rate, TARGET_RATE)
         samples = np.concatenate((resampler.process(samples), resampler.flush()))

@@ -65,10 +65,10 @@ async def ws_client(
         )
         await ws.send_str(json.dumps({"type": "session.start", "config": {"language": "en"}}))
         sender = asyncio.create_task(paced(pcm, ws.send_bytes, marks, signal_at))
-        async for msg in ws:
+        while (msg := await ws.receive()).type is aiohttp.WSMsgType.TEXT:
             events.append(json.loads(msg.data))
         sender.cancel()
-        events.append({"type": "(closed)", "code": ws.close_code})
+        events.append({"type": "(closed)", "code": msg.data})
     return events
 
 
