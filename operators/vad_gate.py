@@ -19,20 +19,21 @@
   On completion inside speech: ``SpeechEnded`` then completion.
 * Audio outside speech is dropped; other frames pass through in order. Output chunks are views
   of the input samples (no copy) with their own ``seq``. A gap in stream time resets the carry
-  and the pre-roll ring. Bound: the ring holds pre-roll + window + one frame of audio.
+  and the pre-roll. Bound: the pre-roll keeps references to the last pre-roll + window + one
+  frame of audio, plus at most one input chunk.
 * webrtcvad reads int16: ``clip(x · 32768)``, which for audio decoded from PCM16 is the client's
   own samples. A chunk that carries them (``Pcm16Chunk`` from ``decode``) is read as is, with no
-  float → int16 conversion, and its pre-roll is kept as int16 (half the memory; read back
-  bit-exact); float-only chunks keep a float32 ring.
+  float → int16 conversion, and the pre-roll keeps its bytes (half the memory of float32, read
+  back bit-exact); float-only chunks are kept as float32 views.
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import webrtcvad
 from _webrtcvad import process
 from reactivex import Observable, abc
@@ -46,7 +47,6 @@ FRAME_MS = 20
 # webrtcvad keeps calling frames voiced for a while after any voiced frame (its own hangover):
 # 20 ms frames after one voiced frame, per aggressiveness.
 WEBRTC_HANGOVER_FRAMES = (5, 5, 4, 4)
-_EMPTY: npt.NDArray[Any] = np.zeros(0, np.float32)
 
 
 def vad_gate(
@@ -96,8 +96,8 @@ class _Gate:
         self.hist = 0  # bit i set: the frame i frames ago was voiced
         self.speaking = False
         self.unvoiced = self.last_voiced_end = 0
-        self.ring: npt.NDArray[Any] = _EMPTY  # int16 or float32, allocated by the first kept audio
-        self.ring_head = self.ring_len = self.ring_end = 0
+        self.kept: deque[tuple[int, bytes | Samples]] = deque()  # pre-roll: (samples, PCM16 or float32)
+        self.kept_len = self.kept_end = 0
         self.seq = 0
 
     def _setup(self, rate: int) -> None:
@@ -106,7 +106,6 @@ class _Gate:
         self.rate, self.flen = rate, rate * FRAME_MS // 1000
         self.preroll = rate * self.preroll_ms // 1000
         self.size = self.preroll + (self.window + 1) * self.flen
-        self.ring, self.ring_head = _EMPTY, 0
 
     def chunk(self, c: AudioChunk) -> None:
         if c.sample_rate != self.rate:
@@ -114,7 +113,8 @@ class _Gate:
             self.carry, self.expected = b"", -1
         x, pos0, flen, rate = c.samples, round(c.start * self.rate), self.flen, self.rate
         if pos0 != self.expected:  # first chunk or a gap: frames and pre-roll restart here
-            self.carry, self.ring_len, self.ring_end = b"", 0, pos0
+            self.carry = b""
+            self._forget(pos0)
             self.hist = 0 if not self.speaking else self.hist
         self.expected = pos0 + len(x)
         pcm = c.pcm if type(c) is Pcm16Chunk else float_to_pcm16(x)
@@ -146,61 +146,53 @@ class _Gate:
     def _start(self, fend: int) -> None:
         first = fend - self.hist.bit_length() * self.flen
         self.observer.on_next(SpeechStarted(t=first / self.rate))
-        begin = max(first - self.preroll, self.ring_end - self.ring_len)
-        self._emit(self._ring_read(fend - begin), begin)
+        begin = max(first - self.preroll, self.kept_end - min(self.kept_len, self.size))
+        self._emit(self._kept_tail(fend - begin), begin)
         self.speaking, self.unvoiced, self.last_voiced_end = True, 0, fend
 
     def _end(self, fend: int) -> None:
         self.observer.on_next(SpeechEnded(t=self.last_voiced_end / self.rate))
         self.speaking, self.hist = False, 0
-        self.ring_len, self.ring_end = 0, fend
+        self._forget(fend)
 
     def _route(self, c: AudioChunk, a: int, b: int, pos: int) -> None:
         """Samples [a:b) of chunk c (starting at stream position ``pos``): emitted in speech, else
-        kept for pre-roll, as the chunk's int16 when it has them."""
+        kept for pre-roll (a reference, no copy: the chunk's PCM16 bytes when it has them)."""
         if b <= a:
             return
         if self.speaking:
             self._emit(c.samples[a:b], pos)
             return
+        n = b - a
         if type(c) is Pcm16Chunk:
-            seg: npt.NDArray[Any] = np.frombuffer(c.pcm, np.int16, b - a, 2 * a)
+            piece: bytes | Samples = c.pcm if n == len(c.samples) else c.pcm[2 * a : 2 * b]
         else:
-            seg = c.samples[a:b]
-        if seg.dtype != self.ring.dtype or not len(self.ring):
-            self._retype(seg.dtype)
-        ring, size, n = self.ring, self.size, b - a
-        if n >= size:
-            ring[:] = seg[n - size :]
-            self.ring_head = 0
-        else:
-            first = min(n, size - self.ring_head)
-            ring[self.ring_head : self.ring_head + first] = seg[:first]
-            ring[: n - first] = seg[first:]
-            self.ring_head = (self.ring_head + n) % size
-        self.ring_len = min(size, self.ring_len + n)
-        self.ring_end = pos + n
+            piece = c.samples[a:b]
+        kept = self.kept
+        kept.append((n, piece))
+        self.kept_len += n
+        self.kept_end = pos + n
+        while self.kept_len - kept[0][0] >= self.size:
+            self.kept_len -= kept.popleft()[0]
 
-    def _retype(self, dtype: np.dtype[Any]) -> None:
-        """The ring in ``dtype`` (int16 for PCM16 chunks, float32 otherwise), its audio converted."""
-        if not len(self.ring) or not self.ring_len:
-            self.ring = np.zeros(self.size, dtype)
-        elif dtype == np.int16:
-            self.ring = np.frombuffer(float_to_pcm16(self.ring), np.int16).copy()
-        else:
-            self.ring = pcm16_to_float(self.ring)
+    def _forget(self, pos: int) -> None:
+        self.kept.clear()
+        self.kept_len, self.kept_end = 0, pos
 
-    def _ring_read(self, n: int) -> Samples:
-        size, ring = self.size, self.ring
-        start = (self.ring_head - n) % size
-        if start + n <= size:
-            out = ring[start : start + n].copy()
-        else:
-            out = np.concatenate((ring[start:], ring[: n - (size - start)]))
-        return pcm16_to_float(out) if out.dtype == np.int16 else out
+    def _kept_tail(self, n: int) -> Samples:
+        """The last n kept samples as float32 (n ≤ what is kept)."""
+        parts: list[Samples] = []
+        for m, piece in reversed(self.kept):
+            parts.append(pcm16_to_float(piece) if isinstance(piece, bytes) else piece)
+            n -= m
+            if n <= 0:
+                break
+        if not parts:
+            return np.zeros(0, np.float32)
+        out = np.concatenate(parts[::-1])
+        return out[-n:] if n < 0 else out
 
     def _emit(self, samples: Samples, pos: int) -> None:
         if len(samples):
             self.observer.on_next(AudioChunk(samples, self.rate, pos / self.rate, self.seq))
             self.seq += 1
-
