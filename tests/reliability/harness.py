@@ -410,7 +410,8 @@ class ServeProcess:
                     ready.set()
             # stdout ends when the process exits
 
-        threading.Thread(target=wait_ready, daemon=True).start()
+        self._reader = threading.Thread(target=wait_ready, daemon=True)
+        self._reader.start()
         if not ready.wait(120):
             self.stop(signal.SIGKILL)
             raise AssertionError(f"asrhub serve did not start:\n{self.log_text()[-3000:]}")
@@ -418,6 +419,10 @@ class ServeProcess:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop(signal.SIGKILL)
+        self._reader.join(10)  # stdout ends with the process
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.logfile.close()
         with contextlib.suppress(OSError):
             os.unlink(self.logfile.name)
 
