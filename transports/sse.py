@@ -12,7 +12,8 @@ The session's :class:`~asrhub.delivery.EventQueue` is subscribed when the sessio
 so nothing is lost before the event stream connects: the queue keeps (up to its bound) whatever
 happened in between, and keeps it again if the stream drops and reconnects (the event whose write
 failed is sent first on the next stream). One subscriber at a
-time (a second one gets 409). Each subscriber first gets ``session.started``; the stream ends
+time (a second one gets 409, unless the first one's client has already hung up: then the new one
+takes over at once). Each subscriber first gets ``session.started``; the stream ends
 after ``session.closed``; ``: keep-alive`` comments flow every ``server.heartbeat_s``. The
 session lives until ``end``, ``DELETE``, an idle timeout (no audio for ``limits.idle_timeout_s``)
 or a queue overflow (``slow_consumer``). A closed session's last events wait
@@ -160,8 +161,15 @@ async def delete(request: web.Request) -> web.Response:
 async def events(request: web.Request) -> web.StreamResponse:
     sessions, settings = request.app[SESSIONS], request.app[SETTINGS]
     rec = sessions.find(request.match_info["session_id"], request[KEY_ID])
-    if rec.subscriber is not None:
-        raise HTTPHubError("bad_message", "this session's event stream already has a subscriber", status=409)
+    previous = rec.subscriber
+    if previous is not None:
+        if rec.transport is not None and not rec.transport.is_closing():
+            message = "this session's event stream already has a subscriber"
+            raise HTTPHubError("bad_message", message, status=409)
+        # Its client is gone but the stream has not written since (it learns on its next write,
+        # up to a keep-alive later): a reconnecting client takes over now instead of a 409.
+        previous.cancel()
+        await asyncio.wait([previous])
     rec.subscriber = asyncio.current_task()
     rec.transport = request.transport
     resp = web.StreamResponse(
@@ -187,7 +195,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                     break
             try:
                 await resp.write(sse_frame(event))
-            except ConnectionError:
+            except (ConnectionError, asyncio.CancelledError):
                 rec.unsent = event
                 raise
         sessions.forget(rec)  # session.closed was delivered
@@ -196,8 +204,9 @@ async def events(request: web.Request) -> web.StreamResponse:
     except ConnectionError:  # the client went away (it may come back): no traceback
         return resp
     finally:
-        rec.subscriber = None
-        rec.transport = None
+        if rec.subscriber is asyncio.current_task():
+            rec.subscriber = None
+            rec.transport = None
 
 
 def setup(app: web.Application) -> None:
