@@ -51,6 +51,10 @@ def ratio(rate_in: int, rate_out: int) -> Fraction:
 @lru_cache(maxsize=64)
 def _design(up: int, down: int) -> tuple[Samples, int]:
     """The filter ``resample_poly`` uses for up/down, shared by every session."""
+    if up == down:  # a rate within 1/MAX_FACTOR of the target, rounded to it: copy
+        identity = np.ones(1, np.float32)
+        identity.flags.writeable = False
+        return identity, 0
     half_len = 10 * max(up, down)
     h = firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
     h = h.astype(np.float32)

@@ -280,6 +280,8 @@ def test_mutated_real_files_stream_without_escaping(fmt: str, seed: int, cuts: l
 
 
 @PROPS
+@example(rate=15_999)  # rounds to the target rate itself (found by the --long run)
+@example(rate=383_999)
 @given(rate=st.integers(1000, 768_000))
 def test_any_sample_rate_costs_a_bounded_filter(rate: int) -> None:
     started = time.perf_counter()
