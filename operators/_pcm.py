@@ -80,8 +80,9 @@ def _to_float(buf: bytes | memoryview, fmt: PcmFormat) -> Samples:
     else:
         x = np.frombuffer(buf, f"<i{fmt.width}").astype(np.float32)
         x *= _INT_SCALE[fmt.width]
-    if fmt.channels > 1:
-        x = x.reshape(-1, fmt.channels).mean(axis=1, dtype=np.float32)
+    if fmt.channels > 1:  # float input: mixed in float64, so huge finite samples stay finite
+        mix_type = np.float64 if fmt.kind == "f" else np.float32
+        x = x.reshape(-1, fmt.channels).mean(axis=1, dtype=mix_type).astype(np.float32, copy=False)
     return x
 
 
