@@ -91,6 +91,8 @@ class HttpSessions:
     def _expire(self, rec: HttpSession) -> None:
         if rec.subscriber is None:
             self.forget(rec)
+        else:  # a stream is still attached (it may drop before the end): look again later
+            rec.linger = asyncio.get_running_loop().call_later(self.linger_s, self._expire, rec)
 
 
 SESSIONS = web.AppKey("http_sessions", HttpSessions)
