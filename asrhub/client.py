@@ -126,8 +126,12 @@ class HubStream:
                 if isinstance(event, SessionClosed):
                     self.closed_reason = event.reason
                 return event
-            if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED,
-                            aiohttp.WSMsgType.ERROR):
+            if msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            ):
                 return None
 
     def __aiter__(self) -> AsyncIterator[Event]:

@@ -150,7 +150,7 @@ def render() -> str:
         "`ASRHUB_PROVIDERS__WHISPER__MODEL=small`; top-level keys have no `__` "
         "(`ASRHUB_DEFAULT_PROVIDER=vosk`). Lists are comma-separated "
         "(`ASRHUB_API_KEYS=key1,key2`). Provider options are read as TOML values when they parse "
-        "as one (`4`, `true`, `\"text\"`), otherwise as text. Short aliases:",
+        'as one (`4`, `true`, `"text"`), otherwise as text. Short aliases:',
         "",
         "| Variable | Key |",
         "|---|---|",

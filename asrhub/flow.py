@@ -13,7 +13,7 @@ from collections import deque
 
 
 class Pending:
-    __slots__ = ("count", "limit", "_waiters")
+    __slots__ = ("_waiters", "count", "limit")
 
     def __init__(self, limit: int) -> None:
         self.count = 0

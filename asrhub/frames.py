@@ -230,8 +230,9 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     """Rebuild an event from its wire form (the inverse of :meth:`Event.to_dict`)."""
     cls = EVENT_TYPES[data["type"]]
     kwargs = {f.name: data.get(f.name) for f in fields(cls) if f.name in data}
-    if cls is FinalTranscript and kwargs.get("words") is not None:
-        kwargs["words"] = tuple(Word(**w) for w in kwargs["words"])
+    words = kwargs.get("words")
+    if cls is FinalTranscript and words is not None:
+        kwargs["words"] = tuple(Word(**w) for w in words)
     return cls(**kwargs)
 
 

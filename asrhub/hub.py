@@ -66,9 +66,7 @@ class Hub:
         self.accepting = False
         sessions = list(self.sessions.values())
         if sessions:
-            done, _ = await asyncio.wait(
-                [asyncio.ensure_future(s.end()) for s in sessions], timeout=grace_s
-            )
+            _done, _ = await asyncio.wait([asyncio.ensure_future(s.end()) for s in sessions], timeout=grace_s)
             for session in sessions:
                 session.close("shutdown")
         self.resumes.clear()
@@ -123,7 +121,9 @@ class Hub:
         if not self.accepting:
             raise HubError("capacity", "the hub is shutting down", fatal=True)
         if len(self.sessions) >= self.limits.max_sessions:
-            raise HubError("capacity", f"the hub is at its limit of {self.limits.max_sessions} sessions", fatal=True)
+            raise HubError(
+                "capacity", f"the hub is at its limit of {self.limits.max_sessions} sessions", fatal=True
+            )
         if key is not None and self._per_key[key] >= self.limits.max_sessions_per_key:
             raise HubError(
                 "capacity",

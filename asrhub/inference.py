@@ -57,9 +57,7 @@ class InferencePool:
     def idle(self) -> bool:
         return self._busy < self.workers and not self._waiting
 
-    async def run(
-        self, fn: Callable[[], T], *, priority: int = FINAL, timeout: float | None = None
-    ) -> T:
+    async def run(self, fn: Callable[[], T], *, priority: int = FINAL, timeout: float | None = None) -> T:  # noqa: ASYNC109
         await self._take_slot(priority)
         return await self._execute(fn, timeout)
 
@@ -90,7 +88,7 @@ class InferencePool:
                 fut.cancel()
             raise
 
-    async def _execute(self, fn: Callable[[], T], timeout: float | None) -> T:
+    async def _execute(self, fn: Callable[[], T], timeout: float | None) -> T:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()
         started = perf_counter()
         job = loop.run_in_executor(self._executor, fn)

@@ -375,20 +375,28 @@ class HubCollector(Collector):
             closed.add_metric([transport, reason], value)
         yield closed
         streams = sorted(s.streams.items())
-        yield _counter("asrhub_audio_frames_in", "Audio frames received", "transport",
-                       {t: c.frames_in for t, c in streams})
-        yield _counter("asrhub_audio_bytes_in", "Audio bytes received", "transport",
-                       {t: c.bytes_in for t, c in streams})
+        yield _counter(
+            "asrhub_audio_frames_in",
+            "Audio frames received",
+            "transport",
+            {t: c.frames_in for t, c in streams},
+        )
+        yield _counter(
+            "asrhub_audio_bytes_in", "Audio bytes received", "transport", {t: c.bytes_in for t, c in streams}
+        )
         yield _counter("asrhub_events_out", "Events emitted by sessions", "type", s.events)
         yield _counter("asrhub_errors", "Error events and refused requests", "code", s.errors)
         yield _counter("asrhub_drops", "Data dropped on purpose", "reason", s.drops)
-        yield _histograms("asrhub_operator_seconds", "Event-loop time per frame per stage", "operator",
-                          s.operators)
-        yield _histograms("asrhub_provider_latency_seconds", "Utterance end to final", "provider",
-                          s.providers)
+        yield _histograms(
+            "asrhub_operator_seconds", "Event-loop time per frame per stage", "operator", s.operators
+        )
+        yield _histograms(
+            "asrhub_provider_latency_seconds", "Utterance end to final", "provider", s.providers
+        )
         yield _histograms("asrhub_inference_seconds", "Worker time per inference call", "pool", s.inference)
-        yield _counter("asrhub_inference_abandoned", "Inference calls abandoned after a timeout", "pool",
-                       s.abandoned)
+        yield _counter(
+            "asrhub_inference_abandoned", "Inference calls abandoned after a timeout", "pool", s.abandoned
+        )
         depth = GaugeMetricFamily(
             "asrhub_inference_queue_depth", "Calls waiting for a worker", labels=["pool"]
         )
@@ -398,8 +406,9 @@ class HubCollector(Collector):
             busy.add_metric([pool.name], pool.busy)
         yield depth
         yield busy
-        yield GaugeMetricFamily("asrhub_subscriptions", "Live subscribers of session events",
-                                value=subscriptions)
+        yield GaugeMetricFamily(
+            "asrhub_subscriptions", "Live subscribers of session events", value=subscriptions
+        )
         resumable = GaugeMetricFamily(
             "asrhub_resumable_sessions", "Sessions holding a resume token", labels=["state"]
         )
@@ -412,8 +421,9 @@ class HubCollector(Collector):
             tasks = len(asyncio.all_tasks())
         except RuntimeError:  # scraped off the event loop
             tasks = 0
-        yield GaugeMetricFamily("asrhub_event_loop_tasks", "asyncio tasks alive on the hub's loop",
-                                value=tasks)
+        yield GaugeMetricFamily(
+            "asrhub_event_loop_tasks", "asyncio tasks alive on the hub's loop", value=tasks
+        )
 
 
 REGISTRY = CollectorRegistry()

@@ -25,7 +25,6 @@ from .errors import HubError
 from .frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed
 from .pipeline import Operator, SessionContext
 
-
 EARLY_EVENTS = 32
 """Bound on the events kept for a first subscriber that attaches after they were emitted."""
 
@@ -75,7 +74,9 @@ class Session:
         what happens after they subscribe.
         """
 
-        def subscribe(observer: ObserverBase[Event], scheduler: SchedulerBase | None = None) -> DisposableBase:
+        def subscribe(
+            observer: ObserverBase[Event], scheduler: SchedulerBase | None = None
+        ) -> DisposableBase:
             early, self._early = self._early, None
             for event in early or ():
                 observer.on_next(event)
@@ -87,7 +88,10 @@ class Session:
         """Append audio. Returns once the session can take more (backpressure)."""
         if self.state is not State.OPEN:
             metrics.error("bad_message")
-            raise HubError("bad_message", f"audio after the session {'ended' if self.state is State.ENDING else 'closed'}")
+            raise HubError(
+                "bad_message",
+                f"audio after the session {'ended' if self.state is State.ENDING else 'closed'}",
+            )
         if len(data) > self.ctx.limits.max_frame_bytes:
             metrics.drop("too_large")
             metrics.error("too_large")
@@ -170,9 +174,7 @@ class Session:
         idle_for = self._loop.time() - self._last_input
         limit = self.ctx.limits.idle_timeout_s
         if idle_for >= limit:
-            self._emit(
-                ErrorEvent(code="timeout", message=f"no audio for {limit:g} s", fatal=True)
-            )
+            self._emit(ErrorEvent(code="timeout", message=f"no audio for {limit:g} s", fatal=True))
             self._finish("timeout")
         else:
             self._idle = self._loop.call_later(limit - idle_for, self._check_idle)

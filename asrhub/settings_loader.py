@@ -215,7 +215,8 @@ def coerce(value: Any, tp: Any, *, key: Key, source: str) -> Any:
     if _is_table(tp):
         raise SettingsError(
             f"{_dotted(key)!r} is a table; set its keys one by one (from {source})",
-            key=_dotted(key), source=source,
+            key=_dotted(key),
+            source=source,
         )
     if isinstance(value, str):
         stripped = _strip(tp)
@@ -229,7 +230,8 @@ def coerce(value: Any, tp: Any, *, key: Key, source: str) -> Any:
         message = re.sub(r" - at `\$.*`$", "", str(exc))
         raise SettingsError(
             f"invalid value {value!r} for {_dotted(key)!r} (from {source}): {message}",
-            key=_dotted(key), source=source,
+            key=_dotted(key),
+            source=source,
         ) from None
 
 
@@ -239,7 +241,7 @@ def env_key(name: str) -> Key | None:
         return None
     if name in ENV_ALIASES:
         return tuple(ENV_ALIASES[name].split("."))
-    return tuple(part.lower() for part in name[len(ENV_PREFIX):].split("__"))
+    return tuple(part.lower() for part in name[len(ENV_PREFIX) :].split("__"))
 
 
 def env_name(key: Key) -> str:
@@ -262,13 +264,15 @@ def read_env(env: Mapping[str, str]) -> _Layer:
             hint = f"; did you mean {close[0]}?" if close else (exc.args[0] if exc.args else "")
             raise SettingsError(
                 f"unknown environment variable {name}: {_dotted(key)!r} is not a setting{hint}",
-                key=_dotted(key), source=source,
+                key=_dotted(key),
+                source=source,
             ) from None
         if key in layer.origins:
             raise SettingsError(
                 f"{name} and {layer.origins[key].removeprefix('environment variable ')} both set "
                 f"{_dotted(key)!r}; keep one",
-                key=_dotted(key), source=source,
+                key=_dotted(key),
+                source=source,
             )
         layer.set(key, coerce(env[name], tp, key=key, source=source), source)
     return layer
@@ -360,7 +364,8 @@ def _explain(exc: msgspec.ValidationError, merged: dict[str, Any], origins: dict
     shown = f" = {value!r}" if value is not None and not isinstance(value, dict) else ""
     return SettingsError(
         f"invalid setting {_dotted(key)!r}{shown} (from {source}): {message}",
-        key=_dotted(key), source=source,
+        key=_dotted(key),
+        source=source,
     )
 
 
@@ -395,7 +400,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser, *, server_flags: boo
         else:
             group.add_argument(flag, dest=dest, metavar=key.rsplit(".", 1)[-1].upper(), help=help_text)
     group.add_argument(
-        "--set", dest="cfg_set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        dest="cfg_set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="any setting by its dotted key, e.g. --set limits.max_sessions=200 (repeatable)",
     )
 

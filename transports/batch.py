@@ -162,8 +162,11 @@ async def transcribe(request: web.Request) -> web.Response:
     upload = await read_upload(request)
     assert upload.data is not None
     name, result, duration = await transcribe_upload(
-        hub, upload.data, provider=upload.get("provider") or None,
-        language=upload.get("language") or None, prompt=upload.get("prompt") or None,
+        hub,
+        upload.data,
+        provider=upload.get("provider") or None,
+        language=upload.get("language") or None,
+        prompt=upload.get("prompt") or None,
     )
     segments = [e.to_dict() for e in final_events(name, result, duration)]
     body = {

@@ -10,6 +10,9 @@ and ``/v1/models``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import struct
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -35,6 +38,31 @@ UNAUTHORIZED = web.RequestKey("unauthorized", HubError)
 """Set on a WebSocket upgrade whose key was refused: the handler answers in-band."""
 
 OPENAI_PREFIXES = ("/v1/audio/", "/v1/models")
+
+
+_LINGER_ZERO = struct.pack("ii", 1, 0)
+
+
+def discard_on_close(transport: asyncio.BaseTransport | None) -> None:
+    """Make the socket's close a reset (SO_LINGER 0): whatever it still holds for the peer is
+    discarded and the peer gets an RST at once.
+
+    For a peer that no longer reads. A normal close would hand the unsent bytes to the kernel,
+    which keeps the orphaned socket in FIN-WAIT-1 for minutes, and a peer that keeps sending
+    into our closed, zero-window socket would wait just as long for an error. A no-op once the
+    socket is closed."""
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
+
+
+def reset(transport: asyncio.Transport | None) -> None:
+    """Cut a connection at once with an RST (see :func:`discard_on_close`); a no-op on a
+    closed one."""
+    if transport is not None:
+        discard_on_close(transport)
+        transport.abort()
 
 
 class HTTPHubError(HubError):

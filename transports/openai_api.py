@@ -122,8 +122,11 @@ async def transcriptions(request: web.Request) -> web.Response:
     granularities = upload.get_all("timestamp_granularities[]") + upload.get_all("timestamp_granularities")
     provider = resolve_model(hub, upload.get("model"))
     name, result, duration = await transcribe_upload(
-        hub, upload.data, provider=provider,
-        language=upload.get("language") or None, prompt=upload.get("prompt") or None,
+        hub,
+        upload.data,
+        provider=provider,
+        language=upload.get("language") or None,
+        prompt=upload.get("prompt") or None,
     )
     if fmt == "text":
         return web.Response(text=result.text.strip() + "\n", content_type="text/plain")
@@ -150,14 +153,25 @@ async def models(request: web.Request) -> web.Response:
         except Exception:  # describing must never take the listing down
             info = {}
         data.append(
-            {"id": name, "object": "model", "created": CREATED, "owned_by": "asrhub",
-             "default": name == hub.default_provider, "info": info}
+            {
+                "id": name,
+                "object": "model",
+                "created": CREATED,
+                "owned_by": "asrhub",
+                "default": name == hub.default_provider,
+                "info": info,
+            }
         )
     if hub.default_provider != NO_PROVIDER:
         for alias in ALIASES:
             data.append(
-                {"id": alias, "object": "model", "created": CREATED, "owned_by": "asrhub",
-                 "alias_of": hub.default_provider}
+                {
+                    "id": alias,
+                    "object": "model",
+                    "created": CREATED,
+                    "owned_by": "asrhub",
+                    "alias_of": hub.default_provider,
+                }
             )
     return web.Response(body=encode_json({"object": "list", "data": data}), content_type="application/json")
 

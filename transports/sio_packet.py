@@ -23,7 +23,12 @@ from socketio import packet
 MALFORMED = "asrhub:malformed"
 
 CLIENT_PACKETS = (
-    packet.CONNECT, packet.DISCONNECT, packet.EVENT, packet.ACK, packet.BINARY_EVENT, packet.BINARY_ACK
+    packet.CONNECT,
+    packet.DISCONNECT,
+    packet.EVENT,
+    packet.ACK,
+    packet.BINARY_EVENT,
+    packet.BINARY_ACK,
 )
 
 

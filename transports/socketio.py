@@ -30,9 +30,9 @@ from asrhub.frames import Event
 from asrhub.protocol import CLIENT_TYPES, event_payload
 
 from .auth import bearer_or_token
-from .common import AUTH, CONNECTIONS, HUB, SETTINGS, SHUTDOWN_HOOKS
+from .common import AUTH, CONNECTIONS, HUB, SETTINGS, SHUTDOWN_HOOKS, reset
 from .sio_packet import MALFORMED, SafePacket, quiet_client_protocol_errors
-from .streaming import StreamConnection
+from .streaming import SEND_TIMEOUT_ON_CLOSE, StreamConnection
 
 PATH = "socket.io"
 CLOSE_TIMEOUT = 2.0
@@ -107,11 +107,12 @@ def setup(app: web.Application) -> socketio.AsyncServer:
             request = environ.get("aiohttp.request")
             if environ.get("HTTP_UPGRADE", "").lower() != "websocket" or request is None:
                 return
-            transport = request.transport
-            if transport is not None and not transport.is_closing():
-                transport.abort()
+            reset(request.transport)
 
-        conn = StreamConnection(hub, transport="socketio", key=key, send=send, close=close)
+        def abandon() -> None:  # it reads nothing: cut it within a deadline, whatever else happens
+            asyncio.get_running_loop().call_later(SEND_TIMEOUT_ON_CLOSE + CLOSE_TIMEOUT, abort_socket)
+
+        conn = StreamConnection(hub, transport="socketio", key=key, send=send, close=close, abandon=abandon)
         conns[sid] = conn
         app[CONNECTIONS].add(conn)
 
@@ -128,7 +129,6 @@ def setup(app: web.Application) -> socketio.AsyncServer:
                 await conn.handle_text(data, event=event)
 
         return handler
-
 
     async def audio(sid: str, data: Any = None) -> None:
         conn = conns.get(sid)

@@ -34,7 +34,7 @@ from asrhub.errors import HubError
 from asrhub.frames import Event, SessionStarted
 from asrhub.protocol import StartMessage, parse_message, sse_frame
 
-from .common import HUB, KEY_ID, SETTINGS, HTTPHubError, read_limited
+from .common import HUB, KEY_ID, SETTINGS, HTTPHubError, read_limited, reset
 
 MIN_LINGER_S = 5.0
 
@@ -115,8 +115,7 @@ async def create(request: web.Request) -> web.Response:
     def after_event(_event: Event) -> None:
         if rec.queue.overflowed and not session.closed:
             session.close("slow_consumer")  # nobody reads: stop producing
-            if rec.transport is not None:
-                rec.transport.abort()
+            reset(rec.transport)
 
     rec.watch = session.events.subscribe(on_next=after_event, on_completed=lambda: sessions.closed(rec))
     sessions.add(rec)

@@ -15,8 +15,14 @@ WEB_DIR = web.AppKey("web_dir", Path)
 
 DEFAULT_WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 VENDOR = {"socket.io": Path("node_modules") / "socket.io-client" / "dist"}
-CONTENT_TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".map": "application/json",
-                 ".wasm": "application/wasm", ".css": "text/css", ".html": "text/html"}
+CONTENT_TYPES = {
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".map": "application/json",
+    ".wasm": "application/wasm",
+    ".css": "text/css",
+    ".html": "text/html",
+}
 
 
 def web_dir() -> Path:

@@ -3,7 +3,10 @@
 A transport hands every client message to one :class:`StreamConnection` and gives it two
 callbacks: ``send(event)`` delivers one hub → client message (awaiting the socket, so a slow
 reader slows the sender) and ``close(code)`` ends the connection (``code`` is None after a
-normal ``session.closed``, else the error code that ended it, or ``"shutdown"``).
+normal ``session.closed``, else the error code that ended it, or ``"shutdown"``). An optional
+third, ``abandon()``, runs synchronously the moment the client is found not reading: the
+transport makes sure its socket is cut (with a reset) within a deadline, whatever happens to
+the tasks that try to close it politely.
 
 ::
 
@@ -45,6 +48,7 @@ log = structlog.get_logger("asrhub.transports")
 
 Send = Callable[[Event], Awaitable[None]]
 Close = Callable[[str | None], Awaitable[None]]
+Abandon = Callable[[], None]
 
 SEND_TIMEOUT_ON_CLOSE = 1.0
 """How long a last message (``slow_consumer``) may take before the connection is cut anyway."""
@@ -59,6 +63,7 @@ class StreamConnection:
         key: str | None,
         send: Send,
         close: Close,
+        abandon: Abandon | None = None,
         queue_size: int | None = None,
     ) -> None:
         self.hub = hub
@@ -70,6 +75,7 @@ class StreamConnection:
         self.held: Held | None = None
         self._send = send
         self._close = close
+        self._abandon = abandon
         self._send_lock = asyncio.Lock()
         self._forwarder: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -82,6 +88,11 @@ class StreamConnection:
         self._fatal_code: str | None = None
         self._sent_slow_consumer = False
         self.log = log.bind(transport=transport)
+
+    @property
+    def closing(self) -> bool:
+        """The hub has begun to close this connection (or it was released)."""
+        return self._closing
 
     # ------------------------------------------------------------------ client → hub
 
@@ -219,6 +230,8 @@ class StreamConnection:
         queue = self.queue
         if queue is not None and queue.overflowed and not self._closing:
             self._closing = True
+            if self._abandon is not None:  # before any await: release() may cancel the task below
+                self._abandon()
             self._spawn(self._slow_consumer())
 
     async def _forward(self, queue: EventQueue) -> None:

@@ -23,8 +23,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from asrhub.frames import Event
 from asrhub.protocol import encode_event
 
-from .common import CONNECTIONS, HUB, KEY_ID, SETTINGS, UNAUTHORIZED
-from .streaming import StreamConnection
+from .common import CONNECTIONS, HUB, KEY_ID, SETTINGS, UNAUTHORIZED, discard_on_close, reset
+from .streaming import SEND_TIMEOUT_ON_CLOSE, StreamConnection
 
 PATH = "/v1/stream"
 
@@ -41,18 +41,32 @@ CLOSE_CODES: dict[str | None, int] = {
     "timeout": 4408,
 }
 CLOSE_TIMEOUT = 2.0
-RECEIVE_BUFFER = 128 * 1024
-"""Kernel receive buffer of a streaming socket: 4 s of 16 kHz PCM16, ample for real time."""
+RECEIVE_WINDOW = 128 * 1024
+"""Largest TCP window a streaming socket advertises: 4 s of 16 kHz PCM16, ample for real time."""
 SEND_BUFFER = 64 * 1024
 """Kernel send buffer of a streaming socket: hub → client traffic is small JSON events."""
 OUTBOUND_BUFFER = 16 * 1024
 """Unsent bytes a socket may hold before a send waits for it to drain (a few hundred events)."""
 
 
+class StreamSocket(web.WebSocketResponse):
+    """aiohttp's WebSocket whose heartbeat failure cuts the connection with a reset.
+
+    A client that answers no ping is gone or deaf. aiohttp closes its socket politely, and the
+    kernel then keeps trying to deliver what is still queued for it — for minutes if the client
+    stopped reading — while a client that is still sending gets no error. A reset ends both at
+    once."""
+
+    def _handle_ping_pong_exception(self, exc: BaseException) -> None:
+        if self._req is not None:
+            discard_on_close(self._req.transport)
+        super()._handle_ping_pong_exception(exc)
+
+
 async def handle(request: web.Request) -> web.StreamResponse:
     hub, settings = request.app[HUB], request.app[SETTINGS]
     limit = hub.limits.max_frame_bytes
-    ws = web.WebSocketResponse(
+    ws = StreamSocket(
         heartbeat=settings.server.heartbeat_s,
         max_msg_size=2 * limit,  # frames up to 2x the limit get a `too_large` error, larger a 1009
         timeout=CLOSE_TIMEOUT,
@@ -75,11 +89,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
             return
         # A client that reads nothing would keep a gracefully closing socket (and its unsent
         # buffer) forever: whatever happens, the socket is gone CLOSE_TIMEOUT from now.
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, tcp.abort)
+        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, reset, tcp)
         with contextlib.suppress(TimeoutError, ConnectionError):
             await asyncio.wait_for(ws.close(code=ws_code, message=reason), CLOSE_TIMEOUT)
 
-    conn = StreamConnection(hub, transport="websocket", key=request.get(KEY_ID), send=send, close=close)
+    def abandon() -> None:  # it reads nothing: its close will be a reset, within a deadline
+        discard_on_close(tcp)
+        asyncio.get_running_loop().call_later(SEND_TIMEOUT_ON_CLOSE + CLOSE_TIMEOUT, reset, tcp)
+
+    conn = StreamConnection(
+        hub, transport="websocket", key=request.get(KEY_ID), send=send, close=close, abandon=abandon
+    )
     refused = request.get(UNAUTHORIZED)
     if refused is not None:
         await conn.send_error(refused)  # error `unauthorized` + close 4401, before any audio
@@ -101,6 +121,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except ConnectionError:
         pass
     finally:
+        if dropped and not conn.closing:  # vanished or deaf (heartbeat): nothing left to say
+            discard_on_close(tcp)
         conn.release(dropped=dropped)  # a dropped resumable session waits for session.resume
         connections.discard(conn)
     return ws
@@ -109,8 +131,12 @@ async def handle(request: web.Request) -> web.StreamResponse:
 def _bound_socket_buffers(request: web.Request) -> None:
     """Small buffers around the session's bounded queues, both ways.
 
-    Linux autotunes socket buffers up to megabytes. Inbound, a capped receive buffer makes a
-    session waiting for its engine stop the client within seconds of audio. Outbound, a capped
+    Linux autotunes socket buffers up to megabytes. Inbound, a clamped receive window makes a
+    session waiting for its engine stop the client within seconds of audio. It is a window
+    clamp, not a smaller ``SO_RCVBUF``: the connection is established and has already
+    advertised a larger window, and shrinking the buffer under it makes the kernel drop
+    segments the client was allowed to send — the client then backs off its retransmission
+    timer exponentially and its upload stalls for tens of seconds. Outbound, a capped
     send buffer and ``OUTBOUND_BUFFER`` unsent bytes in the process make a send wait early, so
     the EventQueue — which sheds partials first and reports ``slow_consumer`` — is where a slow
     reader's backlog sits, not the kernel.
@@ -122,10 +148,9 @@ def _bound_socket_buffers(request: web.Request) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, RECEIVE_WINDOW)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 
 def setup(app: web.Application) -> None:
     app.router.add_get(PATH, handle)
-

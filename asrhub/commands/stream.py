@@ -57,7 +57,7 @@ class Printer:
         kind = data["type"]
         if kind == "transcript.partial" and self.tty:
             width = shutil.get_terminal_size().columns - 1
-            sys.stdout.write("\r\033[K… " + data["text"].strip()[-(width - 2):])
+            sys.stdout.write("\r\033[K… " + data["text"].strip()[-(width - 2) :])
             sys.stdout.flush()
             self.partial_shown = True
         elif kind == "transcript.final":
@@ -87,7 +87,10 @@ async def _run(args: argparse.Namespace) -> int:
     status = 0
     try:
         async for event in stream(
-            args.url, args.file, config=config, api_key=args.api_key or os.environ.get("ASRHUB_API_KEY"),
+            args.url,
+            args.file,
+            config=config,
+            api_key=args.api_key or os.environ.get("ASRHUB_API_KEY"),
             realtime=args.realtime,
         ):
             printer.event(event.to_dict())

@@ -244,7 +244,7 @@ def test_each_stage_is_charged_its_own_time_only() -> None:
         spent = [(h.total - t0) / (sum(h.counts) - c0) for h, (t0, c0) in zip(hists, before, strict=True)]
         assert all(sum(h.counts) - c0 == 6 for h, (_t, c0) in zip(hists, before, strict=True))
         assert spent[1] >= 0.005
-        assert spent[0] < 0.002 and spent[2] < 0.002  # neither the slow stage nor the consumer
+        assert spent[0] < 0.004 and spent[2] < 0.004  # not charged the slow stage or consumer (5 ms each)
     finally:
         metrics.operator_sample = every
 

@@ -4,7 +4,10 @@ connection limits: per-key and total sessions, idle timeout, heartbeat, upload s
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -286,6 +289,33 @@ async def test_heartbeat_drops_a_silent_client(server: ServerThread) -> None:
                     break
         assert aiohttp.WSMsgType.PING in kinds  # the hub pinged and got no pong
         await ws.close()
+    for _ in range(40):
+        if server.open_sessions() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert server.open_sessions() == 0
+
+
+async def test_heartbeat_resets_a_client_that_reads_nothing(server: ServerThread) -> None:
+    """A client that neither reads nor answers pings is cut with a reset (not a polite close
+    the kernel would keep retrying for minutes); its session is closed."""
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        key = base64.b64encode(os.urandom(16)).decode()
+        sock.sendall(
+            f"GET /v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Authorization: Bearer {KEY}\r\n\r\n".encode()
+        )
+        start = json.dumps({"type": "session.start", "config": {"provider": "none"}}).encode()
+        mask = os.urandom(4)
+        sock.sendall(
+            bytes([0x81, 0x80 | len(start)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(start))
+        )
+        await asyncio.sleep(3.0)  # heartbeat_s is 0.5: ping, no pong, cut — and nothing read meanwhile
+        sock.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            while sock.recv(65536):
+                pass
     for _ in range(40):
         if server.open_sessions() == 0:
             break

@@ -64,10 +64,13 @@ def ws_frame(payload: bytes, opcode: int) -> bytes:
 
 async def stalled_client(port: int, speed: float = 200.0) -> dict[str, Any]:
     """A raw WebSocket client that starts a session, then never reads again while it sends
-    audio at ``speed`` × real time. Its socket's receive buffer is small, so what the hub sends
-    piles up on the hub's side, which must notice and cut it off."""
+    audio at ``speed`` × real time. Its socket's receive buffer is modest, so what the hub sends
+    piles up on the hub's side, which must notice and cut it off. (Not tiny: a 4 KiB buffer
+    cannot hold the loopback segments its own window admits, and the kernel then drops the
+    hub's segments — and the acknowledgements they carry — so the client's upload stalls in
+    retransmission back-off: a different test.)"""
     sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     reader, writer = await asyncio.open_connection(sock=sock)
