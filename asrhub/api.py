@@ -64,13 +64,14 @@ class FileTranscript:
         }
 
 
-def load_audio(source: str | os.PathLike[str] | bytes) -> Samples:
-    """Any file PyAV (or the WAV/PCM parser) reads → 16 kHz mono float32. Raises ValueError."""
+def load_audio(source: str | os.PathLike[str] | bytes, *, max_s: float = 3600.0) -> Samples:
+    """Any file PyAV (or the WAV/PCM parser) reads → 16 kHz mono float32. Raises ValueError,
+    also for a file longer than ``max_s`` seconds. Blocking."""
     from .operators.decode import decode_file
     from .operators.resample import Resampler
 
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    samples, rate = decode_file(data, "auto", strict=False)
+    samples, rate = decode_file(data, "auto", strict=False, max_s=max_s)
     if rate != TARGET_RATE:
         resampler = Resampler(rate, TARGET_RATE)
         samples = np.concatenate([resampler.process(samples), resampler.flush()])

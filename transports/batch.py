@@ -19,15 +19,13 @@ import io
 from dataclasses import dataclass, field
 
 import av
-import numpy as np
 from aiohttp import BodyPartReader, web
 
+from asrhub.api import load_audio
 from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE, FinalTranscript, Samples, Word
 from asrhub.hub import Hub
 from asrhub.inference import PoolFull
-from asrhub.operators.decode import decode_file
-from asrhub.operators.resample import Resampler
 from asrhub.protocol import encode_json
 from asrhub.provider import TimedText, Transcription
 
@@ -105,14 +103,10 @@ def decode_upload(data: bytes) -> Samples:
     if declared is not None and declared > MAX_AUDIO_S:
         raise HubError("too_large", f"the file lasts {declared:.0f} s; the limit is {MAX_AUDIO_S:.0f} s")
     try:
-        samples, rate = decode_file(data, "auto", strict=False, max_s=MAX_AUDIO_S)
+        return load_audio(data, max_s=MAX_AUDIO_S)
     except ValueError as exc:
         code = "too_large" if "longer than" in str(exc) else "bad_audio"
         raise HubError(code, f"cannot decode the file: {exc}") from None
-    if rate != TARGET_RATE:
-        resampler = Resampler(rate, TARGET_RATE)
-        samples = np.concatenate((resampler.process(samples), resampler.flush()))
-    return samples
 
 
 async def transcribe_upload(

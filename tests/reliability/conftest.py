@@ -22,21 +22,8 @@ from .harness import Watch
 FIGURES: list[tuple[str, str]] = []
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--long",
-        action="store_true",
-        default=False,
-        help="reliability: run the long storms and fuzz runs (thousands of cycles / inputs)",
-    )
-
-
 def is_long(config: pytest.Config) -> bool:
-    try:
-        flag = bool(config.getoption("--long"))
-    except ValueError:  # the option is registered only when this directory is given to pytest
-        flag = False
-    return flag or os.environ.get("RELIABILITY_LONG", "") not in ("", "0")
+    return bool(config.getoption("--long")) or os.environ.get("RELIABILITY_LONG", "") not in ("", "0")
 
 
 @pytest.fixture(scope="session")

@@ -395,8 +395,19 @@ class ServeProcess:
         self.proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> ServeProcess:
-        cmd = [sys.executable, "-m", "asrhub", "serve", "--host", "127.0.0.1", "--port", str(self.port),
-               "--log-level", "info", *self.args]
+        cmd = [
+            sys.executable,
+            "-m",
+            "asrhub",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "info",
+            *self.args,
+        ]
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=self.logfile, text=True
         )

@@ -173,8 +173,10 @@ async def test_raise_hang_and_garbage_each_fail_one_utterance_and_nothing_else(
     assert not any(e.get("fatal") for e in outcome)
     assert events[-1] == {"type": "session.closed", "reason": "end"}
     assert health and errors == []
-    figures("engine faults: final latency alone / behind a hung call / after it (s)",
-            f"{baseline:.2f} / {during:.2f} / {after:.2f} (provider_timeout_s={PROVIDER_TIMEOUT_S:g})")
+    figures(
+        "engine faults: final latency alone / behind a hung call / after it (s)",
+        f"{baseline:.2f} / {during:.2f} / {after:.2f} (provider_timeout_s={PROVIDER_TIMEOUT_S:g})",
+    )
     assert during < 2 * baseline + 1.0
     assert after < 2 * baseline + 1.0
 

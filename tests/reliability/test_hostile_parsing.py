@@ -88,8 +88,16 @@ def test_any_json_message_parses_or_is_refused(obj: Any, wrap: str) -> None:
 
 
 def test_nesting_size_and_number_extremes_are_refused_not_raised() -> None:
-    for raw in ("[" * 2000, "{" * 5000, '{"type": "ping", "id": ' + "[" * 999 + "]" * 999 + "}",
-                '{"type":"ping","id":1e999}', '{"type":"ping","id":NaN}', "x" * 70_000, b"\xff\xfe{", ""):
+    for raw in (
+        "[" * 2000,
+        "{" * 5000,
+        '{"type": "ping", "id": ' + "[" * 999 + "]" * 999 + "}",
+        '{"type":"ping","id":1e999}',
+        '{"type":"ping","id":NaN}',
+        "x" * 70_000,
+        b"\xff\xfe{",
+        "",
+    ):
         _parse(raw)
     message = parse_message('{"type":"ping","id":' + "[" * 100 + "]" * 100 + "}")
     assert message.type == "ping"

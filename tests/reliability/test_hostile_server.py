@@ -80,10 +80,16 @@ WS_CASES = [
     Case("rate as a string", [start(config(sample_rate="16000"))], ["bad_message"]),
     Case("rate 0", [start(config(sample_rate=0))], ["bad_message"]),
     Case("rate 10^12", [start(config(sample_rate=10**12))], ["bad_message"]),
-    Case("rate 2^64", ['{"type": "session.start", "config": {"audio": {"sample_rate": 1' + "0" * 20 + "}}}"],
-         ["bad_message"]),
-    Case("rate infinite", ['{"type": "session.start", "config": {"audio": {"sample_rate": 1e999}}}'],
-         ["bad_message"]),
+    Case(
+        "rate 2^64",
+        ['{"type": "session.start", "config": {"audio": {"sample_rate": 1' + "0" * 20 + "}}}"],
+        ["bad_message"],
+    ),
+    Case(
+        "rate infinite",
+        ['{"type": "session.start", "config": {"audio": {"sample_rate": 1e999}}}'],
+        ["bad_message"],
+    ),
     Case("rate fractional", [start(config(sample_rate=16000.5))], ["bad_message"]),
     Case("0 channels", [start(config(channels=0))], ["bad_message"]),
     Case("1000 channels", [start(config(channels=1000))], ["bad_message"]),
@@ -92,45 +98,85 @@ WS_CASES = [
     Case("none in a failover list", [start({"provider": ["whisper", "none"]})], ["bad_message"]),
     Case("aggressiveness 9", [start({"provider": "none", "vad": {"aggressiveness": 9}})], ["bad_message"]),
     Case("negative silence", [start({"provider": "none", "vad": {"silence_ms": -5}})], ["bad_message"]),
-    Case("NaN threshold", ['{"type": "session.start", "config": {"wakeword": {"threshold": NaN}}}'],
-         ["bad_message"]),
-    Case("infinite threshold", ['{"type": "session.start", "config": {"wakeword": {"threshold": 1e999}}}'],
-         ["bad_message"]),
+    Case(
+        "NaN threshold",
+        ['{"type": "session.start", "config": {"wakeword": {"threshold": NaN}}}'],
+        ["bad_message"],
+    ),
+    Case(
+        "infinite threshold",
+        ['{"type": "session.start", "config": {"wakeword": {"threshold": 1e999}}}'],
+        ["bad_message"],
+    ),
     Case("partials as a string", [start({"provider": "none", "partials": "yes"})], ["bad_message"]),
     Case("resume as a string", [start(resume="yes")], ["bad_message"]),
     Case("resume token not a string", ['{"type": "session.resume", "token": 5}'], ["bad_message"]),
     Case("resume with an unknown token", ['{"type": "session.resume", "token": "abc"}'], ["resume_failed"]),
-    Case("resume, segment id a string", ['{"type": "session.resume", "token": "a", "last_segment_id": "1"}'],
-         ["bad_message"]),
+    Case(
+        "resume, segment id a string",
+        ['{"type": "session.resume", "token": "a", "last_segment_id": "1"}'],
+        ["bad_message"],
+    ),
     Case("3000-deep JSON", ["[" * 3000], ["bad_message"]),
     Case("70 KB of JSON", [json.dumps({"type": "ping", "id": "x" * 70_000})], ["too_large"]),
     Case("audio before start", [os.urandom(3200)] * 5, ["bad_message"]),  # told once
     Case("invalid UTF-8 text", [("raw", RawWS.frame(RawWS.TEXT, b"\xff\xfe{}"))], [], after="close:1007"),
-    Case("a fragment that never ends", [("raw", RawWS.frame(RawWS.TEXT, b'{"ty', fin=False)),
-                                        ("raw", RawWS.frame(RawWS.BINARY, b"x"))], [], after="close:1002"),
+    Case(
+        "a fragment that never ends",
+        [("raw", RawWS.frame(RawWS.TEXT, b'{"ty', fin=False)), ("raw", RawWS.frame(RawWS.BINARY, b"x"))],
+        [],
+        after="close:1002",
+    ),
     # inside a session
     Case("odd byte counts", [start(), b"\x01" * 3, b"\x02", os.urandom(4001)], ["bad_audio"], after="end"),
-    Case("NaN and inf in float audio",
-         [start(config(encoding="pcm_f32le")), np.array([np.nan, np.inf, -np.inf, 0.5] * 400, "<f4").data],
-         ["bad_audio"]),
+    Case(
+        "NaN and inf in float audio",
+        [start(config(encoding="pcm_f32le")), np.array([np.nan, np.inf, -np.inf, 0.5] * 400, "<f4").data],
+        ["bad_audio"],
+    ),
     Case("a frame over the limit", [start(), bytes(LIMIT + 2)], ["too_large"]),
     Case("a frame over twice the limit", [start(), bytes(2 * LIMIT + 2)], [], after="close:1009"),
     Case("garbage WAV header", [start(config(encoding="wav")), os.urandom(999), b"x" * 99], ["bad_audio"]),
     Case("truncated WAV header", [start(config(encoding="wav")), WAV[:30]], ["bad_audio"], after="end"),
-    Case("random bytes as Opus", [start(config(encoding="opus")), os.urandom(8000)], ["bad_audio"],
-         after="end", some=True),
-    Case("random bytes as WebM", [start(config(encoding="webm")), os.urandom(8000)], ["bad_audio"],
-         after="end", some=True),
-    Case("corrupt MP3", [start(config(encoding="mp3")), *chunks(flipped(MP3, 400), 50)], ["bad_audio"],
-         after="end", some=True),
-    Case("corrupt FLAC", [start(config(encoding="flac")), flipped(FLAC, 400)], ["bad_audio"],
-         after="end", some=True),
-    Case("MP3 declared as FLAC", [start(config(encoding="flac")), MP3], ["bad_audio"],
-         after="end", some=True),
+    Case(
+        "random bytes as Opus",
+        [start(config(encoding="opus")), os.urandom(8000)],
+        ["bad_audio"],
+        after="end",
+        some=True,
+    ),
+    Case(
+        "random bytes as WebM",
+        [start(config(encoding="webm")), os.urandom(8000)],
+        ["bad_audio"],
+        after="end",
+        some=True,
+    ),
+    Case(
+        "corrupt MP3",
+        [start(config(encoding="mp3")), *chunks(flipped(MP3, 400), 50)],
+        ["bad_audio"],
+        after="end",
+        some=True,
+    ),
+    Case(
+        "corrupt FLAC",
+        [start(config(encoding="flac")), flipped(FLAC, 400)],
+        ["bad_audio"],
+        after="end",
+        some=True,
+    ),
+    Case(
+        "MP3 declared as FLAC", [start(config(encoding="flac")), MP3], ["bad_audio"], after="end", some=True
+    ),
     Case("start twice", [start(), start()], ["bad_message"]),
     Case("odd rate, 7 channels", [start(config(sample_rate=383_999, channels=7)), os.urandom(14 * 3001)], []),
-    Case("audio after session.end", [start({"language": "en"}), pcm_of("quick_fox.wav")[:32000],
-                                     '{"type": "session.end"}', bytes(3200)], ["bad_message"], after="end"),
+    Case(
+        "audio after session.end",
+        [start({"language": "en"}), pcm_of("quick_fox.wav")[:32000], '{"type": "session.end"}', bytes(3200)],
+        ["bad_message"],
+        after="end",
+    ),
 ]
 
 
@@ -210,8 +256,11 @@ async def sio_cases(port: int) -> dict[str, str | None]:
         await expect("sio: audio before start", lambda: client.emit("audio", b"\0" * 320), "bad_message")
         await expect("sio: unknown event", lambda: client.emit("start", {"type": "start"}), "bad_message")
         await expect("sio: payload is a list", lambda: client.emit("session.start", [1, 2]), "bad_message")
-        await expect("sio: type differs from event",
-                     lambda: client.emit("session.start", {"type": "session.end"}), "bad_message")
+        await expect(
+            "sio: type differs from event",
+            lambda: client.emit("session.start", {"type": "session.end"}),
+            "bad_message",
+        )
         bad_config = {"config": {"audio": {"channels": 0}}}
         await expect("sio: bad config", lambda: client.emit("session.start", bad_config), "bad_message")
         await client.emit("session.start", {"config": {"provider": "none"}})
@@ -278,18 +327,43 @@ async def http_cases(base: str) -> dict[str, str | None]:
             out[name] = None if (resp.status, found) == (status, code) else f"{resp.status} {body}"
 
         await check("http: session body not JSON", "POST", "/v1/sessions", 400, "bad_message", data=b"hello")
-        await check("http: session config 0 channels", "POST", "/v1/sessions", 400, "bad_message",
-                    json={"config": {"audio": {"channels": 0}}})
-        await check("http: audio to an unknown session", "POST", "/v1/sessions/nope/audio", 404,
-                    "bad_message", data=b"\0" * 320)
-        await check("http: events of an unknown session", "GET", "/v1/sessions/nope/events", 404,
-                    "bad_message")
+        await check(
+            "http: session config 0 channels",
+            "POST",
+            "/v1/sessions",
+            400,
+            "bad_message",
+            json={"config": {"audio": {"channels": 0}}},
+        )
+        await check(
+            "http: audio to an unknown session",
+            "POST",
+            "/v1/sessions/nope/audio",
+            404,
+            "bad_message",
+            data=b"\0" * 320,
+        )
+        await check(
+            "http: events of an unknown session", "GET", "/v1/sessions/nope/events", 404, "bad_message"
+        )
         async with http.post(base + "/v1/sessions", json={"config": {"provider": "none"}}) as resp:
             sid = (await resp.json())["session_id"]
-        await check("http: audio frame over the limit", "POST", f"/v1/sessions/{sid}/audio", 413, "too_large",
-                    data=io.BytesIO(bytes(LIMIT + 1)))
-        await check("http: garbage to /v1/transcribe", "POST", "/v1/transcribe", 400, "bad_audio",
-                    data=os.urandom(4000))
+        await check(
+            "http: audio frame over the limit",
+            "POST",
+            f"/v1/sessions/{sid}/audio",
+            413,
+            "too_large",
+            data=io.BytesIO(bytes(LIMIT + 1)),
+        )
+        await check(
+            "http: garbage to /v1/transcribe",
+            "POST",
+            "/v1/transcribe",
+            400,
+            "bad_audio",
+            data=os.urandom(4000),
+        )
         async with http.post(base + "/v1/transcribe", data=flipped(MP3, 300)) as resp:  # what survives
             body = await resp.json()
             refused = (resp.status, body.get("code")) in ((400, "bad_audio"), (413, "too_large"))

@@ -100,8 +100,14 @@ async def test_closing_one_sse_session_from_four_places_at_once(
             )
             seen.update(results)
     allowed = {
-        ("POST end", 200), ("POST end", 404), ("DELETE", 204), ("DELETE", 404),
-        ("POST audio", 204), ("POST audio", 409), ("POST audio", 404), ("drop events", 0),
+        ("POST end", 200),
+        ("POST end", 404),
+        ("DELETE", 204),
+        ("DELETE", 404),
+        ("POST audio", 204),
+        ("POST audio", 409),
+        ("POST audio", 404),
+        ("drop events", 0),
     }
     assert seen <= allowed, seen - allowed
     after = await asyncio.to_thread(server.call, lambda: closed_total("sse"))
@@ -225,8 +231,12 @@ async def test_feeding_while_closing(server: ServerThread, watch: Watch, long_ru
             url = f"{base}/v1/sessions/{sid}"
             fed = [call(http, "POST", url + "/audio", frame) for frame in chunks(SPEECH, 50)]
             statuses = await asyncio.gather(*fed, delete_after(http, url, 0.02))
-            assert set(statuses) <= {("POST audio", 204), ("POST audio", 409), ("POST audio", 404),
-                                     ("DELETE", 204)}, statuses
+            assert set(statuses) <= {
+                ("POST audio", 204),
+                ("POST audio", 409),
+                ("POST audio", 404),
+                ("DELETE", 204),
+            }, statuses
             assert ("DELETE", 204) in statuses
     await nothing_left(server, http_linger=True)
     assert watch.errors() == []
@@ -291,5 +301,3 @@ async def test_two_subscribers_detaching_at_once(server: ServerThread, watch: Wa
     sessions = server.hub.sessions
     assert await asyncio.to_thread(server.call, lambda: sum(s.subscribers for s in sessions.values())) == 0
     assert watch.errors() == []
-
-

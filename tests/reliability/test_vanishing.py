@@ -170,8 +170,13 @@ async def ws_resume(port: int, rng: random.Random) -> None:
 
 
 WS_CYCLES: list[tuple[Cycle, int]] = [
-    (ws_connect_reset, 10), (ws_start_reset, 15), (ws_mid_frame, 20), (ws_mid_utterance, 25),
-    (ws_clean, 12), (ws_resumable_drop, 8), (ws_resume, 7),
+    (ws_connect_reset, 10),
+    (ws_start_reset, 15),
+    (ws_mid_frame, 20),
+    (ws_mid_utterance, 25),
+    (ws_clean, 12),
+    (ws_resumable_drop, 8),
+    (ws_resume, 7),
 ]
 WS_ENGINE: list[tuple[Cycle, int]] = [(ws_mid_final, 2), (ws_mid_utterance_whisper, 1)]
 
@@ -250,8 +255,12 @@ async def sio_clean(port: int, rng: random.Random) -> None:
 
 
 SIO_CYCLES: list[tuple[Cycle, int]] = [
-    (sio_connect_reset, 10), (sio_start_reset, 15), (sio_mid_attachment, 20), (sio_mid_utterance, 25),
-    (sio_resumable_drop, 10), (sio_clean, 12),
+    (sio_connect_reset, 10),
+    (sio_start_reset, 15),
+    (sio_mid_attachment, 20),
+    (sio_mid_utterance, 25),
+    (sio_resumable_drop, 10),
+    (sio_clean, 12),
 ]
 SIO_ENGINE: list[tuple[Cycle, int]] = [(sio_mid_final, 2), (sio_mid_utterance_whisper, 1)]
 
@@ -343,7 +352,11 @@ async def sse_clean(http: aiohttp.ClientSession, base: str, port: int, rng: rand
 
 
 SSE_CYCLES: list[tuple[Any, int]] = [
-    (sse_abandon, 15), (sse_events_reset, 25), (sse_audio_mid_body, 20), (sse_delete, 15), (sse_clean, 15),
+    (sse_abandon, 15),
+    (sse_events_reset, 25),
+    (sse_audio_mid_body, 20),
+    (sse_delete, 15),
+    (sse_clean, 15),
 ]
 SSE_ENGINE: list[tuple[Any, int]] = [(sse_mid_final, 2), (sse_events_reset_whisper, 1)]
 
@@ -352,8 +365,11 @@ SSE_ENGINE: list[tuple[Any, int]] = [(sse_mid_final, 2), (sse_events_reset_whisp
 
 
 async def storm(
-    run: Callable[[Any, random.Random], Awaitable[None]], kinds: list[tuple[Any, int]], cycles: int,
-    concurrency: int = 8, seed: int = 1,
+    run: Callable[[Any, random.Random], Awaitable[None]],
+    kinds: list[tuple[Any, int]],
+    cycles: int,
+    concurrency: int = 8,
+    seed: int = 1,
 ) -> collections.Counter[str]:
     rng = random.Random(seed)
     plan = rng.choices([k for k, _ in kinds], weights=[w for _, w in kinds], k=cycles)
