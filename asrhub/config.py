@@ -77,11 +77,12 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_pending_segments: Annotated[int, Meta(ge=1)] = 3
     """Utterances of one session waiting for their final; ``feed`` waits while at the bound."""
     max_utterance_s: Annotated[float, Meta(gt=1.0, le=600.0)] = 30.0
-    """An utterance longer than this is force-split."""
+    """An utterance longer than this is force-split, at its quietest 20 ms in the last 3 s."""
     min_utterance_s: Annotated[float, Meta(ge=0.0, le=5.0)] = 0.25
     """Shorter utterances (clicks, blips) are dropped without a transcript."""
     fixed_window_s: Annotated[float, Meta(gt=1.0, le=600.0)] = 10.0
-    """With VAD off, batch engines get windows of this length."""
+    """With VAD off, batch engines get windows of at most this length, each cut at its quietest
+    20 ms in the last 3 s."""
     partial_interval_s: Annotated[float, Meta(gt=0.05)] = 1.0
     """Stream seconds between two partial decodes of a growing utterance."""
     idle_timeout_s: Annotated[float, Meta(gt=0.0)] = 60.0

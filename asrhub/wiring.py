@@ -26,6 +26,10 @@ from .provider import Provider
 from .registry import ProviderRegistry
 from .settings import Settings
 
+SPLIT_SEARCH_S = 3.0
+"""An utterance force-split at ``limits.max_utterance_s`` is cut at its quietest 20 ms within
+the last this many seconds (a pause between words), not through a word."""
+
 
 def build_pipeline(ctx: SessionContext) -> Operator:
     config, limits = ctx.config, ctx.limits
@@ -67,6 +71,7 @@ def build_pipeline(ctx: SessionContext) -> Operator:
                         min_s=limits.min_utterance_s,
                         window_s=None if config.vad.enabled else limits.fixed_window_s,
                         partial_interval_s=limits.partial_interval_s if partials else None,
+                        split_search_s=SPLIT_SEARCH_S,
                     ),
                 )
             )

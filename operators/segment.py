@@ -8,10 +8,13 @@
 
 * VAD mode (``window_s`` is None): the audio between SpeechStarted and SpeechEnded is one
   utterance; its final Segment is emitted *before* the SpeechEnded event that closes it.
-* Window mode (``window_s`` set, VAD off): all audio is cut into windows of ``window_s``; no
-  speech events are made.
-* Both modes: an utterance reaching ``max_s`` is force-split exactly there (a final Segment, and a
-  new utterance continues with the next sample); a gap in stream time (a chunk that starts more
+* Window mode (``window_s`` set, VAD off): all audio is cut into windows of ``window_s`` (split
+  like an over-long utterance, below); no speech events are made.
+* Both modes: an utterance reaching ``max_s`` is force-split (a final Segment, and a new
+  utterance continues with the next sample). With ``split_search_s`` the cut is made at the
+  quietest 20 ms of the utterance's last ``split_search_s`` seconds — between words, not through
+  one — and the audio after it opens the next utterance; without it, exactly at ``max_s``.
+  Nothing is lost or repeated either way. A gap in stream time (a chunk that starts more
   than 10 ms after the previous one ended, as when a wake gate dropped audio) closes the current
   one. Pieces shorter than ``min_s`` are dropped without a Segment (the events still flow).
 * ``partial_interval_s``: every that many seconds of stream time of a growing utterance (once it
@@ -36,6 +39,20 @@ from asrhub.frames import AudioChunk, Frame, Samples, Segment, SpeechEnded, Spee
 from asrhub.pipeline import Operator
 
 GAP_S = 0.010
+QUIET_FRAME_S = 0.020
+
+
+def quietest_cut(samples: Samples, rate: int, search_s: float) -> int:
+    """Index of the middle of the quietest 20 ms frame in the last ``search_s`` seconds (at
+    most half the audio); the latest of equally quiet frames, so the first piece stays long."""
+    hop = max(1, round(QUIET_FRAME_S * rate))
+    frames = min(round(search_s * rate), len(samples) // 2) // hop
+    if frames < 1:
+        return len(samples)
+    first = len(samples) - frames * hop
+    energy = np.square(samples[first:], dtype=np.float64).reshape(frames, hop).mean(axis=1)
+    latest_min = frames - 1 - int(np.argmin(energy[::-1]))
+    return first + latest_min * hop + hop // 2
 
 
 def segment(
@@ -44,6 +61,7 @@ def segment(
     min_s: float = 0.25,
     window_s: float | None = None,
     partial_interval_s: float | None = None,
+    split_search_s: float = 0.0,
 ) -> Operator:
     cut_s = min(max_s, window_s) if window_s is not None else max_s
 
@@ -73,6 +91,21 @@ def segment(
                     observer.on_next(Segment(current_id, snapshot(), rate, start, start + n / rate, True))
                 parts, n, current_id, next_partial = [], 0, None, partial_interval_s or 0.0
 
+            def split() -> None:
+                """The utterance reached the cut length: close it, at its quietest recent point
+                if asked to, and carry the rest into the next one."""
+                nonlocal parts, n, start
+                if not split_search_s:
+                    close()
+                    return
+                samples = snapshot()
+                k = quietest_cut(samples, rate, split_search_s)
+                rest, rest_start = samples[k:], start + k / rate
+                parts, n = [samples[:k]], k
+                close()
+                if len(rest):
+                    parts, n, start = [rest], len(rest), rest_start
+
             def add(chunk: AudioChunk) -> None:
                 nonlocal rate, n, start, end, current_id, next_partial, last_id
                 if n and (chunk.start > end + GAP_S or chunk.sample_rate != rate):
@@ -86,7 +119,7 @@ def segment(
                     n += take
                     x, at = x[take:], at + take / rate
                     if n >= round(cut_s * rate):
-                        close()
+                        split()
                     elif partial_interval_s and n / rate >= max(next_partial, min_s):
                         if current_id is None:
                             last_id += 1

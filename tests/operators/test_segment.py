@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -120,3 +122,33 @@ def test_windows_tile_the_audio(sizes: list[int], window: int) -> None:
     assert [len(s.samples) for s in segs[:-1]] == [window] * (len(segs) - 1)
     np.testing.assert_array_equal(np.round(np.concatenate([s.samples for s in segs]) * 1000), np.arange(at))
     assert all(abs(s.start - i * window / RATE) < 1e-9 for i, s in enumerate(segs))
+
+
+def loud(n: int) -> np.ndarray:
+    return (0.5 * np.sin(np.arange(n) * 0.3)).astype(np.float32)
+
+
+def test_force_split_cuts_at_the_quietest_point_and_loses_nothing() -> None:
+    """1 kHz audio, max 10 s: a 0.2 s pause at 8.4–8.6 s is where the cut goes (not at 10 s
+    through a word); the rest opens the next utterance; the pieces add up to the input."""
+    rate = 1000
+    x = loud(12_000)
+    x[8400:8600] = 0.001
+    chunks = [AudioChunk(x[i : i + 700], rate, i / rate, i // 700) for i in range(0, len(x), 700)]
+    out, _ = run(segment(max_s=10.0, min_s=0.25, split_search_s=3.0), [S, *chunks, E])
+    segs = [f for f in out if isinstance(f, Segment)]
+    assert [s.segment_id for s in segs] == [1, 2]
+    assert 8.4 <= segs[0].end <= 8.6 and segs[1].start == segs[0].end
+    assert segs[1].end == 12.0
+    np.testing.assert_array_equal(np.concatenate([s.samples for s in segs]), x)
+
+
+def test_force_split_without_a_pause_still_cuts_within_the_search_window() -> None:
+    rate = 1000
+    x = loud(25_000)
+    chunks = [AudioChunk(x[i : i + 999], rate, i / rate, i) for i in range(0, len(x), 999)]
+    out, _ = run(segment(max_s=10.0, min_s=0.25, split_search_s=3.0), [S, *chunks, E])
+    segs = [f for f in out if isinstance(f, Segment)]
+    assert all(7.0 <= s.end - s.start <= 10.0 for s in segs[:-1]) and len(segs) == 3
+    np.testing.assert_array_equal(np.concatenate([s.samples for s in segs]), x)
+    assert all(a.end == b.start for a, b in pairwise(segs))

@@ -84,7 +84,7 @@ async def test_a_minute_of_non_speech_yields_no_text(whisper: WhisperProvider, v
         texts = [f.text for f in finals(events)]
         assert all(t == "" for t in texts), (name, texts)
         if not vad:
-            assert len(texts) == 6, name  # 10 s windows: every one answered, with no text
+            assert 6 <= len(texts) <= 9, name  # windows of 7-10 s: every one answered, with no text
 
 
 async def test_file_longer_than_30_s_in_one_call(whisper: WhisperProvider) -> None:
