@@ -21,6 +21,7 @@ from .config import Limits, SessionConfig, parse_session_config
 from .errors import HubError
 from .flow import Pending
 from .frames import Samples
+from .logging import library_default
 from .pipeline import PipelineFactory, SessionContext
 from .provider import Provider, ProviderError, Transcription
 from .resume import Resumes
@@ -41,6 +42,7 @@ class Hub:
         default_provider: str = NO_PROVIDER,
         limits: Limits | None = None,
     ) -> None:
+        library_default()  # no logging set up (in-process use): warnings and errors only
         self.providers = dict(providers)
         self.default_provider = default_provider
         self.limits = limits or Limits()

@@ -101,3 +101,25 @@ def reset() -> None:
 def get_logger(name: str, **context: Any) -> Any:
     """A structlog logger named like a module, with ``context`` bound."""
     return structlog.get_logger(name).bind(**context)
+
+
+def library_default() -> None:
+    """In-process use (``Hub``, :mod:`asrhub.api`) where nobody set logging up: route asrhub's
+    structlog records through stdlib logging, whose defaults show warnings and errors on stderr
+    only — not structlog's own default, which prints every debug line to stdout. A no-op once
+    structlog is configured (by :func:`configure` or by the host application)."""
+    if structlog.is_configured():
+        return
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            structlog.stdlib.add_logger_name,
+            structlog.stdlib.add_log_level,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.format_exc_info,
+            structlog.processors.KeyValueRenderer(key_order=["event"]),
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )

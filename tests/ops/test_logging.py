@@ -106,3 +106,34 @@ def test_configure_twice_keeps_one_handler() -> None:
         assert len(ours) == 1
     finally:
         hub_logging.reset()
+
+
+def test_in_process_use_without_logging_set_up_prints_warnings_only() -> None:
+    """A program that embeds a Hub and sets no logging up sees no debug lines on stdout (the
+    structlog default) — only warnings and errors, on stderr, as stdlib logging's defaults do."""
+    import subprocess
+    import sys
+    import textwrap
+
+    program = textwrap.dedent(
+        """
+        import asyncio
+        import numpy as np
+        import structlog
+        from asrhub.hub import Hub
+        from asrhub.wiring import build_pipeline
+
+        async def main():
+            hub = Hub(providers={}, pipeline_factory=build_pipeline)
+            session = hub.open({"provider": "none"})
+            await session.feed(np.zeros(16000, np.int16).tobytes())
+            await session.end()
+            structlog.get_logger("asrhub.embedded").warning("something to see")
+
+        asyncio.run(main())
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "something to see" in done.stderr and "session opened" not in done.stderr
