@@ -32,6 +32,11 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Seconds between keep-alive pings on WebSocket and Socket.io connections."""
     max_upload_bytes: Annotated[int, Meta(ge=1024)] = 200 << 20
     """Largest file accepted by the batch endpoints."""
+    receive_buffer_bytes: Annotated[int, Meta(ge=0)] = 128 << 10
+    """Kernel receive buffer of every connection (set on the listening socket, so the TCP
+    window is sized from the first packet). Bounds what a client can push past a busy session:
+    128 KiB is 4 s of 16 kHz PCM16. Also bounds a file upload to this much per round trip
+    (2.6 MB/s at 50 ms); raise it for big uploads over long links. 0: Linux autotuning (MBs)."""
 
 
 class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

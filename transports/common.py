@@ -43,6 +43,35 @@ OPENAI_PREFIXES = ("/v1/audio/", "/v1/models")
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
+def listening_sockets(host: str, port: int, *, receive_buffer: int = 0) -> list[socket.socket]:
+    """Bound (not yet listening) sockets for ``host``/``port``, one per address it resolves
+    to, for ``web.SockSite``.
+
+    ``receive_buffer`` is set here, before ``listen``: every accepted connection inherits it
+    and advertises a window that fits it from its first packet. Set on an accepted socket it
+    would come too late — the window already promised cannot be taken back, and Linux
+    autotuning overrides a ``TCP_WINDOW_CLAMP``."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    families = {info[0] for info in infos}
+    sockets = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and len(families) > 1:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if receive_buffer:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            sock.bind((address[0], port, *address[2:]))
+            port = sock.getsockname()[1]  # port 0: the free port picked first, for every address
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 def discard_on_close(transport: asyncio.BaseTransport | None) -> None:
     """Make the socket's close a reset (SO_LINGER 0): whatever it still holds for the peer is
     discarded and the peer gets an RST at once.

@@ -41,8 +41,6 @@ CLOSE_CODES: dict[str | None, int] = {
     "timeout": 4408,
 }
 CLOSE_TIMEOUT = 2.0
-RECEIVE_WINDOW = 128 * 1024
-"""Largest TCP window a streaming socket advertises: 4 s of 16 kHz PCM16, ample for real time."""
 SEND_BUFFER = 64 * 1024
 """Kernel send buffer of a streaming socket: hub → client traffic is small JSON events."""
 OUTBOUND_BUFFER = 16 * 1024
@@ -129,17 +127,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 def _bound_socket_buffers(request: web.Request) -> None:
-    """Small buffers around the session's bounded queues, both ways.
+    """Small outbound buffers around the session's bounded queue.
 
-    Linux autotunes socket buffers up to megabytes. Inbound, a clamped receive window makes a
-    session waiting for its engine stop the client within seconds of audio. It is a window
-    clamp, not a smaller ``SO_RCVBUF``: the connection is established and has already
-    advertised a larger window, and shrinking the buffer under it makes the kernel drop
-    segments the client was allowed to send — the client then backs off its retransmission
-    timer exponentially and its upload stalls for tens of seconds. Outbound, a capped
-    send buffer and ``OUTBOUND_BUFFER`` unsent bytes in the process make a send wait early, so
-    the EventQueue — which sheds partials first and reports ``slow_consumer`` — is where a slow
-    reader's backlog sits, not the kernel.
+    Linux autotunes socket buffers up to megabytes. A capped send buffer and
+    ``OUTBOUND_BUFFER`` unsent bytes in the process make a send wait early, so the EventQueue —
+    which sheds partials first and reports ``slow_consumer`` — is where a slow reader's backlog
+    sits, not the kernel. (Inbound, the receive buffer is set on the listening socket:
+    ``server.receive_buffer_bytes``, see :func:`~asrhub.transports.common.listening_sockets`.)
     """
     transport = request.transport
     if transport is None:
@@ -148,7 +142,6 @@ def _bound_socket_buffers(request: web.Request) -> None:
     sock = transport.get_extra_info("socket")
     if sock is not None:
         with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_WINDOW_CLAMP, RECEIVE_WINDOW)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 

@@ -65,6 +65,7 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, gc_tu
     """Run until SIGTERM/SIGINT, then shut down gracefully. ``gc_tuning``: :func:`tune_gc` once
     the models are loaded (the CLI's process; not for a hub embedded in someone else's)."""
     from ..transports.app import create_app
+    from ..transports.common import listening_sockets
     from ..wiring import build_hub
 
     hub = build_hub(settings)
@@ -79,8 +80,10 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, gc_tu
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        site = web.TCPSite(runner, settings.server.host, settings.server.port)
-        await site.start()
+        server = settings.server
+        listening = listening_sockets(server.host, server.port, receive_buffer=server.receive_buffer_bytes)
+        for sock in listening:
+            await web.SockSite(runner, sock).start()
         for address in runner.addresses:
             host, port = address[0], address[1]
             print(f"asrhub: listening on http://{host}:{port}", flush=True)

@@ -31,6 +31,7 @@ from asrhub.config import Limits
 from asrhub.hub import Hub
 from asrhub.settings import ServerSettings, Settings
 from asrhub.transports.app import create_app
+from asrhub.transports.common import listening_sockets
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes
 
 T = TypeVar("T")
@@ -75,8 +76,9 @@ class ServerThread:
         self.app = create_app(self.hub, self.settings)
         self._runner = web.AppRunner(self.app, shutdown_timeout=15.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
+        receive_buffer = self.settings.server.receive_buffer_bytes
+        (sock,) = listening_sockets("127.0.0.1", 0, receive_buffer=receive_buffer)
+        await web.SockSite(self._runner, sock).start()
         self.port = self._runner.addresses[0][1]
 
     def __exit__(self, *_exc: object) -> None:
