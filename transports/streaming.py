@@ -89,11 +89,6 @@ class StreamConnection:
         self._sent_slow_consumer = False
         self.log = log.bind(transport=transport)
 
-    @property
-    def closing(self) -> bool:
-        """The hub has begun to close this connection (or it was released)."""
-        return self._closing
-
     # ------------------------------------------------------------------ client → hub
 
     async def handle_text(

@@ -119,8 +119,6 @@ async def handle(request: web.Request) -> web.StreamResponse:
     except ConnectionError:
         pass
     finally:
-        if dropped and not conn.closing:  # vanished or deaf (heartbeat): nothing left to say
-            discard_on_close(tcp)
         conn.release(dropped=dropped)  # a dropped resumable session waits for session.resume
         connections.discard(conn)
     return ws
