@@ -15,12 +15,25 @@ the core never imports a concrete engine.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .frames import Samples, Word
 
 if TYPE_CHECKING:
     from .pipeline import Operator, SessionContext
+
+
+class Priority(IntEnum):
+    """How urgently a ``transcribe`` call is wanted; the engine serves lower values first.
+
+    Finals (a user waits for them) before uploads (file/batch jobs) before partials (which are
+    shed first when the engine is busy). Remote providers may ignore it.
+    """
+
+    FINAL = 0
+    UPLOAD = 1
+    PARTIAL = 2
 
 
 class ProviderError(Exception):
@@ -72,9 +85,17 @@ class Provider(Protocol):
         """Release everything ``start`` acquired."""
 
     async def transcribe(
-        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+        self,
+        samples: Samples,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        priority: Priority = Priority.FINAL,
     ) -> Transcription:
-        """Transcribe 16 kHz mono float32 audio. Raises :class:`ProviderError` on failure."""
+        """Transcribe 16 kHz mono float32 audio. Raises :class:`ProviderError` on failure.
+
+        ``priority`` orders queued calls on a shared engine (finals first, partials shed first).
+        """
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
         """The per-session operator ending the chain; ``fallbacks`` serve utterances it fails."""

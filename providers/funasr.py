@@ -41,6 +41,7 @@ from asrhub.frames import Samples, Word
 from asrhub.pipeline import Operator, SessionContext
 from asrhub.provider import (
     Capabilities,
+    Priority,
     Provider,
     ProviderError,
     ProviderUnavailable,
@@ -123,7 +124,12 @@ class FunasrProvider:
         }
 
     async def transcribe(
-        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+        self,
+        samples: Samples,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        priority: Priority = Priority.FINAL,
     ) -> Transcription:
         """Whole audio in ``offline`` mode (both FunASR servers accept it), one connection."""
 

@@ -28,6 +28,7 @@ from asrhub.frames import Samples, Word
 from asrhub.pipeline import Operator, SessionContext
 from asrhub.provider import (
     Capabilities,
+    Priority,
     Provider,
     ProviderError,
     ProviderUnavailable,
@@ -184,7 +185,12 @@ class GoogleProvider:
         return config
 
     async def transcribe(
-        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+        self,
+        samples: Samples,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        priority: Priority = Priority.FINAL,
     ) -> Transcription:
         """``Recognize`` on pieces of at most 55 s; times stay relative to the audio's start."""
         from google.cloud import speech_v1

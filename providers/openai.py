@@ -26,7 +26,14 @@ import msgspec
 import numpy as np
 
 from asrhub.frames import TARGET_RATE, Samples, Word
-from asrhub.provider import Capabilities, ProviderError, ProviderUnavailable, TimedText, Transcription
+from asrhub.provider import (
+    Capabilities,
+    Priority,
+    ProviderError,
+    ProviderUnavailable,
+    TimedText,
+    Transcription,
+)
 from asrhub.registry import ProviderSpec
 
 from .batch_stage import batch_stage
@@ -107,7 +114,12 @@ class OpenAIProvider:
         self.client = None
 
     async def transcribe(
-        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+        self,
+        samples: Samples,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        priority: Priority = Priority.FINAL,
     ) -> Transcription:
         import openai
 

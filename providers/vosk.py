@@ -27,7 +27,14 @@ import numpy as np
 
 from asrhub.frames import TARGET_RATE, Samples, Word
 from asrhub.inference import InferencePool, PoolFull
-from asrhub.provider import Capabilities, ProviderError, ProviderUnavailable, TimedText, Transcription
+from asrhub.provider import (
+    Capabilities,
+    Priority,
+    ProviderError,
+    ProviderUnavailable,
+    TimedText,
+    Transcription,
+)
 from asrhub.registry import ProviderSpec
 
 if TYPE_CHECKING:
@@ -141,11 +148,16 @@ class VoskProvider:
         return rec
 
     async def transcribe(
-        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+        self,
+        samples: Samples,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        priority: Priority = Priority.FINAL,
     ) -> Transcription:
         pool = self.ready()
         try:
-            return await pool.run(partial(self._transcribe, samples))
+            return await pool.run(partial(self._transcribe, samples), priority=int(priority))
         except PoolFull:
             raise  # the hub answers "capacity"
         except Exception as exc:

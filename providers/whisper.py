@@ -39,7 +39,14 @@ import numpy as np
 
 from asrhub.frames import TARGET_RATE, Samples, Word
 from asrhub.inference import InferencePool, PoolFull
-from asrhub.provider import Capabilities, ProviderError, ProviderUnavailable, TimedText, Transcription
+from asrhub.provider import (
+    Capabilities,
+    Priority,
+    ProviderError,
+    ProviderUnavailable,
+    TimedText,
+    Transcription,
+)
 from asrhub.registry import ProviderSpec
 
 from .batch_stage import batch_stage
@@ -179,12 +186,17 @@ class WhisperProvider:
         self.pool, self.model = None, None
 
     async def transcribe(
-        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+        self,
+        samples: Samples,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        priority: Priority = Priority.FINAL,
     ) -> Transcription:
         pool = self._ready()
         fn = partial(self.decode, samples, self._language(language), prompt, final=True)
         try:
-            return await pool.run(fn)
+            return await pool.run(fn, priority=int(priority))
         except PoolFull:
             raise  # the hub answers "capacity"
         except ProviderError:

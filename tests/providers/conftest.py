@@ -19,7 +19,7 @@ from asrhub.config import Limits
 from asrhub.frames import Event, FinalTranscript, Samples
 from asrhub.hub import Hub
 from asrhub.pipeline import Operator, SessionContext
-from asrhub.provider import Provider, ProviderError, Transcription
+from asrhub.provider import Priority, Provider, ProviderError, Transcription
 from asrhub.providers.batch_stage import batch_stage
 from asrhub.providers.vosk import VoskProvider
 from asrhub.providers.whisper import WhisperProvider
@@ -115,7 +115,12 @@ class FakeFailingProvider:
         pass
 
     async def transcribe(
-        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+        self,
+        samples: Samples,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        priority: Priority = Priority.FINAL,
     ) -> Transcription:
         self.calls += 1
         if self.calls == 1 and self.slow_first:
@@ -126,7 +131,7 @@ class FakeFailingProvider:
             if self.mode == "crash":
                 raise RuntimeError("engine segfault simulated")
             raise ProviderError(f"{self.name} lost its engine after {self.ok_calls} calls")
-        return await self.inner.transcribe(samples, language=language, prompt=prompt)
+        return await self.inner.transcribe(samples, language=language, prompt=prompt, priority=priority)
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
         return batch_stage(self, ctx, fallbacks)

@@ -19,7 +19,7 @@ import pytest
 from asrhub.frames import Samples, Word
 from asrhub.hub import Hub
 from asrhub.pipeline import Operator, SessionContext
-from asrhub.provider import Capabilities, Provider, Transcription
+from asrhub.provider import Capabilities, Priority, Provider, Transcription
 from asrhub.providers.batch_stage import batch_stage
 from asrhub.providers.whisper import WhisperProvider
 from asrhub.settings import Settings
@@ -58,7 +58,12 @@ class FakeFaultyProvider:
         self.release.set()
 
     async def transcribe(
-        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+        self,
+        samples: Samples,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        priority: Priority = Priority.FINAL,
     ) -> Transcription:
         mode = self.plan[min(self.calls, len(self.plan) - 1)]
         self.calls += 1
@@ -72,7 +77,7 @@ class FakeFaultyProvider:
                 self.release.wait(120)
 
             await self.real.pool.run(hang)
-        result = await self.real.transcribe(samples, language=language, prompt=prompt)
+        result = await self.real.transcribe(samples, language=language, prompt=prompt, priority=priority)
         if mode == "garbage":
             return {"text": result.text}  # type: ignore[return-value]
         if mode == "bad_words":

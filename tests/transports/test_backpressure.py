@@ -28,7 +28,7 @@ import socketio
 from asrhub.frames import Samples
 from asrhub.hub import Hub
 from asrhub.pipeline import Operator, SessionContext
-from asrhub.provider import Provider, Transcription
+from asrhub.provider import Priority, Provider, Transcription
 from asrhub.settings import Settings
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes, room_noise, wer
 
@@ -217,11 +217,16 @@ class FakeStalledEngine:
         await self.inner.close()
 
     async def transcribe(
-        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+        self,
+        samples: Samples,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        priority: Priority = Priority.FINAL,
     ) -> Transcription:
         self.waiting += 1
         await self.gate.wait()
-        return await self.inner.transcribe(samples, language=language, prompt=prompt)
+        return await self.inner.transcribe(samples, language=language, prompt=prompt, priority=priority)
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
         from asrhub.providers.batch_stage import batch_stage
