@@ -129,7 +129,9 @@ class SessionResumed(Event):
     """Extension: answers ``session.resume``. ``replayed`` events follow it at once (the finals
     and per-utterance errors above ``last_segment_id``); ``complete`` is False when some were
     already evicted from the session's bounded log; ``bytes_received`` counts the audio bytes
-    the session took so far, so a client that kept its audio can resend what was lost."""
+    the session took so far; ``resume_from_bytes`` is the offset in the client's audio byte
+    stream from which it must re-send (``bytes_received`` when the session kept running; the end
+    of its last final when it was rebuilt on another node from the cluster log)."""
 
     type: ClassVar[str] = "session.resumed"
     session_id: str
@@ -139,6 +141,7 @@ class SessionResumed(Event):
     complete: bool
     bytes_received: int
     last_segment_id: int | None = None
+    resume_from_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

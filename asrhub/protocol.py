@@ -65,6 +65,9 @@ class ResumeMessage:
     type = "session.resume"
     token: str
     last_segment_id: int | None = None
+    audio_from_bytes: int = 0
+    """Extension (cluster resume): the oldest offset of its audio byte stream the client can
+    still re-send; ``session.resumed``'s ``resume_from_bytes`` is never below it."""
 
 
 ClientMessage: TypeAlias = StartMessage | EndMessage | PingMessage | ResumeMessage
@@ -145,7 +148,10 @@ def _resume_message(obj: dict[str, Any]) -> ResumeMessage:
     if last is not None and (isinstance(last, bool) or not isinstance(last, int)):
         what = type(last).__name__
         raise HubError("bad_message", f'"last_segment_id" must be an integer or null, not {what}')
-    return ResumeMessage(token=token, last_segment_id=last)
+    held_from = obj.get("audio_from_bytes", 0)
+    if isinstance(held_from, bool) or not isinstance(held_from, int) or held_from < 0:
+        raise HubError("bad_message", '"audio_from_bytes" must be a non-negative integer')
+    return ResumeMessage(token=token, last_segment_id=last, audio_from_bytes=held_from)
 
 
 # --------------------------------------------------------------------------- hub → client

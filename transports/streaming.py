@@ -191,6 +191,7 @@ class StreamConnection:
                 complete=complete,
                 bytes_received=session.bytes_in,
                 last_segment_id=message.last_segment_id,
+                resume_from_bytes=session.bytes_in,
             )
         )
         for event in missed:
