@@ -107,7 +107,7 @@ function currentProvider() {
   return (els.provider.hidden ? els.providerText.value : els.provider.value).trim();
 }
 
-/** The session.start config (shared/PROTOCOL.md). */
+/** The session.start config (docs/protocol.md). */
 function buildConfig() {
   const silence = Math.round(Number(els.vadSilence.value));
   const config = {

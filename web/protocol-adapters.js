@@ -1,4 +1,4 @@
-// One interface, three transports of the ASR Hub wire contract (shared/PROTOCOL.md):
+// One interface, three transports of the ASR Hub wire contract (docs/protocol.md):
 //
 //   const a = createAdapter("websocket" | "socketio" | "sse", {hubUrl, apiKey});
 //   a.onEvent(msg => ...)          every hub -> client message, exactly as sent ({type, ...})
