@@ -37,5 +37,8 @@ def test_every_named_document_is_in_the_repository() -> None:
 
 
 def test_the_check_sees_a_missing_file() -> None:
-    assert MD_NAME.findall("see `shared/PROTOCOL.md` and (SEED-x.zh.md)") == ["shared/PROTOCOL.md", "SEED-x.zh.md"]
+    assert MD_NAME.findall("see `shared/PROTOCOL.md` and (SEED-x.zh.md)") == [
+        "shared/PROTOCOL.md",
+        "SEED-x.zh.md",
+    ]
     assert not exists("shared/PROTOCOL.md", ROOT / "README.md")

@@ -47,15 +47,26 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     home = tmp_path_factory.mktemp("venv")
     pins = home / "constraints.txt"
-    run(UV, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes", "-q", "-o", str(pins),
-        cwd=ROOT)
+    run(
+        UV,
+        "export",
+        "--frozen",
+        "--no-dev",
+        "--no-emit-project",
+        "--no-hashes",
+        "-q",
+        "-o",
+        str(pins),
+        cwd=ROOT,
+    )
     run(UV, "venv", "-q", str(home / "venv"), "--python", sys.executable, cwd=home)
     python = home / "venv" / "bin" / "python"
     (wheel,) = dist.glob("*.whl")
     install = [UV, "pip", "install", "-q", "--python", str(python), "-c", str(pins), str(wheel)]
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
-    offline = subprocess.run(install, cwd=home, env={**env, "UV_OFFLINE": "1"}, capture_output=True,
-                             timeout=240)
+    offline = subprocess.run(
+        install, cwd=home, env={**env, "UV_OFFLINE": "1"}, capture_output=True, timeout=240
+    )
     if offline.returncode != 0:  # cold cache: the registry fills it
         run(*install, cwd=home, env=env)
     return home / "venv" / "bin"
@@ -72,8 +83,15 @@ def test_wheel_and_sdist_carry_the_whole_hub(dist: Path) -> None:
         assert f"asrhub/web/{asset}" in names
     assert not any("node_modules/ws/" in n or n.startswith("asrhub/web/package-lock") for n in names)
     members = {m.split("/", 1)[1] for m in tarfile.open(sdist).getnames() if "/" in m}
-    for tree in ("asrhub/__init__.py", "operators/__init__.py", "providers/whisper.py",
-                 "transports/static.py", "web/index.html", f"web/{SOCKET_IO}", "docs/protocol.md"):
+    for tree in (
+        "asrhub/__init__.py",
+        "operators/__init__.py",
+        "providers/whisper.py",
+        "transports/static.py",
+        "web/index.html",
+        f"web/{SOCKET_IO}",
+        "docs/protocol.md",
+    ):
         assert tree in members
     # The same wheel out of the sdist as out of the checkout.
     direct = dist / "direct"
@@ -87,7 +105,10 @@ def serving(bin_dir: Path, cwd: Path) -> Iterator[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASRHUB_") and k != "PYTHONPATH"}
     proc = subprocess.Popen(
         [str(bin_dir / "asrhub"), "serve", "--host", "127.0.0.1", "--port", "0", "--log-level", "warning"],
-        cwd=cwd, env={**env, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        cwd=cwd,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
         text=True,
     )
     listening: list[str] = []
@@ -115,8 +136,9 @@ def serving(bin_dir: Path, cwd: Path) -> Iterator[str]:
 
 
 async def test_installed_wheel_serves_ui_transcribes_and_lists_providers(venv: Path, tmp_path: Path) -> None:
-    where = run(str(venv / "python"), "-c", "import asrhub.transports.static as s; print(s.__file__)",
-                cwd=tmp_path)
+    where = run(
+        str(venv / "python"), "-c", "import asrhub.transports.static as s; print(s.__file__)", cwd=tmp_path
+    )
     assert str(venv.parent) in where.stdout and str(ROOT) not in where.stdout
     providers = run(str(venv / "asrhub"), "providers", cwd=tmp_path).stdout
     assert any(line.startswith("whisper") and "available" in line for line in providers.splitlines())
