@@ -61,6 +61,12 @@ class TimedText:
     text: str
     start: float
     end: float
+    avg_logprob: float | None = None
+    """The engine's mean token log-probability for this piece (None: the engine gives none)."""
+    no_speech_prob: float | None = None
+    """The engine's probability that this piece is not speech (None: not known)."""
+    compression_ratio: float | None = None
+    """gzip compression ratio of the text (a repetition-loop signal; None: not known)."""
 
 
 @dataclass(frozen=True, slots=True)

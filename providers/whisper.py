@@ -263,7 +263,17 @@ class WhisperProvider:
             text=" ".join(s.text.strip() for s in kept if s.text.strip()),
             language=info.language,
             words=words if final else None,
-            segments=tuple(TimedText(s.text.strip(), float(s.start), float(s.end)) for s in kept),
+            segments=tuple(
+                TimedText(
+                    s.text.strip(),
+                    float(s.start),
+                    float(s.end),
+                    float(s.avg_logprob),
+                    float(s.no_speech_prob),
+                    float(s.compression_ratio),
+                )
+                for s in kept
+            ),
             duration=duration,
         )
 

@@ -87,9 +87,9 @@ def to_verbose(
                 "text": p.text,
                 "tokens": [],
                 "temperature": temperature,
-                "avg_logprob": 0.0,
-                "compression_ratio": 0.0,
-                "no_speech_prob": 0.0,
+                "avg_logprob": p.avg_logprob,
+                "compression_ratio": p.compression_ratio,
+                "no_speech_prob": p.no_speech_prob,
             }
             for i, p in enumerate(pieces(result, duration))
         ]

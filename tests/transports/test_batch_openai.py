@@ -120,6 +120,11 @@ def test_openai_sdk_verbose_json_with_words(sdk: openai.OpenAI) -> None:
     assert result.segments and result.segments[0].id == 0
     seg = result.segments[0]
     assert 0 <= seg.start < seg.end <= result.duration + 0.05 and seg.temperature == 0.0
+    # the engine's own signals, not constants: clear speech decodes with a negative mean
+    # log-probability, a low no-speech probability and a compression ratio above 0
+    assert -1.0 < seg.avg_logprob < 0.0
+    assert 0.0 <= seg.no_speech_prob < 0.5
+    assert 0.5 < seg.compression_ratio < 2.4
     assert result.words and len(result.words) >= 10
     assert all(w.start <= w.end for w in result.words)
     assert wer(entry["text"], " ".join(w.word for w in result.words)) <= 0.15
