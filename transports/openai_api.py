@@ -4,7 +4,8 @@ works unchanged.
 ``POST /v1/audio/transcriptions`` (multipart): ``file``, ``model``, ``language``, ``prompt``,
 ``response_format`` (``json`` · ``text`` · ``srt`` · ``vtt`` · ``verbose_json``),
 ``temperature`` (accepted, echoed in verbose segments), ``timestamp_granularities[]``
-(``segment`` and/or ``word``, verbose_json only). ``model`` names a hub provider; ``whisper-1``
+(``segment`` and/or ``word``, verbose_json only), ``stream`` (``true``: Server-Sent Events, see
+:mod:`asrhub.transports.openai_stream`). ``model`` names a hub provider; ``whisper-1``
 (and any model the hub does not know of the ``gpt-4o…-transcribe`` family) means the hub's
 default provider. ``GET /v1/models`` lists the providers (plus the ``whisper-1`` alias).
 
@@ -27,6 +28,7 @@ from asrhub.provider import Transcription
 
 from .batch import pieces, read_upload, transcribe_upload, words_in
 from .common import HUB
+from .openai_stream import stream_transcription
 
 ALIASES = ("whisper-1",)
 """OpenAI model names that mean "the hub's default provider"."""
@@ -105,7 +107,7 @@ def _usage(duration: float) -> dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(duration)}
 
 
-async def transcriptions(request: web.Request) -> web.Response:
+async def transcriptions(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     upload = await read_upload(request)
     assert upload.data is not None
@@ -113,14 +115,20 @@ async def transcriptions(request: web.Request) -> web.Response:
     if fmt not in FORMATS:
         supported = ", ".join(FORMATS)
         raise HubError("bad_message", f"response_format {fmt!r} is not supported; use one of {supported}")
-    if (upload.get("stream") or "false").lower() == "true":
-        raise HubError("bad_message", "stream=true is not supported here; stream over /v1/stream instead")
     try:
         temperature = float(upload.get("temperature") or 0.0)
     except ValueError:
         raise HubError("bad_message", "temperature must be a number") from None
     granularities = upload.get_all("timestamp_granularities[]") + upload.get_all("timestamp_granularities")
     provider = resolve_model(hub, upload.get("model"))
+    if (upload.get("stream") or "false").lower() == "true":
+        return await stream_transcription(
+            request,
+            upload.data,
+            provider=provider,
+            language=upload.get("language") or None,
+            prompt=upload.get("prompt") or None,
+        )
     name, result, duration = await transcribe_upload(
         hub,
         upload.data,
