@@ -30,7 +30,7 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import reactivex
 from prometheus_client import CollectorRegistry
@@ -432,11 +432,117 @@ REGISTRY.register(HubCollector())
 ProcessCollector(registry=REGISTRY)
 
 
-def render(accept: str | None = None, registry: CollectorRegistry = REGISTRY) -> tuple[bytes, str]:
+def render(accept: str | None = None, registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
     """The ``/metrics`` response: body and content type. ``accept`` is the request's Accept
-    header: Prometheus text format 0.0.4 by default, OpenMetrics when the scraper asks for it."""
+    header: Prometheus text format 0.0.4 by default, OpenMetrics when the scraper asks for it.
+    In a worker of ``asrhub serve --workers N`` (see :func:`enable_multiprocess`) the answer
+    covers every worker of the machine."""
     encoder, content_type = choose_encoder(accept or "")
+    if registry is None:
+        export = _export
+        if export is not None:
+            export.sync()  # this worker's numbers are fresh; the others' at most SYNC_S old
+            registry = export.registry
+        else:
+            registry = REGISTRY
     return encoder(registry), content_type
+
+
+# ---------------------------------------------------------------------------------- workers
+
+SYNC_S = 1.0
+"""How often a worker writes its numbers to the shared directory (``--workers`` > 1)."""
+
+GAUGE_MODES = {
+    "process_start_time_seconds": "min",
+    "process_max_fds": "max",
+}
+"""Gauges that are not summed across workers (every other gauge is ``livesum``: a dead
+worker's value disappears with it)."""
+
+
+class MultiprocessExport:
+    """Writes this worker's metrics into prometheus-client's multiprocess directory
+    (``PROMETHEUS_MULTIPROC_DIR``), and reads every worker's back for a scrape.
+
+    The hot path is unchanged (plain ints, :class:`FastHistogram` lists); :meth:`sync` copies
+    what :class:`HubCollector` and the process collector report into prometheus-client's
+    memory-mapped values (one file per worker and metric type): counters and histogram buckets
+    are summed across workers by ``MultiProcessCollector`` (a dead worker's counts stay, as
+    counters must), gauges are ``livesum`` (the supervisor calls ``mark_process_dead`` when a
+    worker exits) except the ones in :data:`GAUGE_MODES`. The CPU/memory ``process_*`` series
+    are thus the sum over the workers."""
+
+    def __init__(self, source: CollectorRegistry = REGISTRY) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+        from prometheus_client.values import MultiProcessValue
+
+        self._source = source
+        self._value_class = MultiProcessValue()  # type: ignore[no-untyped-call]
+        self._values: dict[tuple[str, str, tuple[tuple[str, str], ...]], Any] = {}
+        self.registry = CollectorRegistry()
+        MultiProcessCollector(self.registry)  # type: ignore[no-untyped-call]
+
+    def _write(self, typ: str, family: Metric, name: str, labels: dict[str, str], value: float) -> None:
+        items = tuple(sorted(labels.items()))
+        key = (typ, name, items)
+        slot = self._values.get(key)
+        if slot is None:
+            mode = GAUGE_MODES.get(family.name, "livesum") if typ == "gauge" else ""
+            slot = self._values[key] = self._value_class(
+                typ,
+                family.name,
+                name,
+                tuple(k for k, _ in items),
+                tuple(v for _, v in items),
+                family.documentation,
+                multiprocess_mode=mode,
+            )
+        slot.set(value)
+
+    def sync(self) -> None:
+        for family in self._source.collect():
+            typ = family.type
+            if typ == "histogram":
+                previous: dict[tuple[tuple[str, str], ...], float] = {}
+                for sample in family.samples:
+                    if sample.name.endswith("_bucket"):
+                        rest = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+                        below = previous.get(rest, 0.0)
+                        previous[rest] = sample.value
+                        self._write(typ, family, sample.name, sample.labels, sample.value - below)
+                    elif sample.name.endswith("_sum"):
+                        self._write(typ, family, sample.name, sample.labels, sample.value)
+            elif typ in ("counter", "gauge"):
+                for sample in family.samples:
+                    if not sample.name.endswith("_created"):
+                        self._write(typ, family, sample.name, sample.labels, sample.value)
+
+
+_export: MultiprocessExport | None = None
+
+
+def enable_multiprocess() -> MultiprocessExport:
+    """Make this process one worker of a machine whose ``/metrics`` shows all of them
+    (``PROMETHEUS_MULTIPROC_DIR`` must name the directory the supervisor made). Call once, in
+    the worker, before serving; then run :func:`sync_forever` on its loop."""
+    global _export
+    if _export is None:
+        _export = MultiprocessExport()
+    return _export
+
+
+def multiprocess() -> bool:
+    """True in a worker of ``--workers N`` (after :func:`enable_multiprocess`)."""
+    return _export is not None
+
+
+async def sync_forever(period_s: float = SYNC_S) -> None:
+    """A worker's background task: write its numbers every ``period_s`` seconds."""
+    while True:
+        if _export is not None:
+            _export.sync()
+        await asyncio.sleep(period_s)
 
 
 def names(registry: CollectorRegistry = REGISTRY) -> Iterable[str]:

@@ -32,6 +32,11 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Seconds between keep-alive pings on WebSocket and Socket.io connections."""
     max_upload_bytes: Annotated[int, Meta(ge=1024)] = 200 << 20
     """Largest file accepted by the batch endpoints."""
+    workers: Annotated[int, Meta(ge=0, le=256)] = 1
+    """Processes serving the port (``asrhub serve --workers N``), each with its own event loop
+    and sessions; the kernel spreads new connections over them (SO_REUSEPORT). 0: one per CPU
+    core. With more than one, limits and resume span the workers only with
+    ``cluster.redis_url`` set (see docs/cluster.md)."""
     receive_buffer_bytes: Annotated[int, Meta(ge=0)] = 128 << 10
     """Kernel receive buffer of every connection (set on the listening socket, so the TCP
     window is sized from the first packet). Bounds what a client can push past a busy session:

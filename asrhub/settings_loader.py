@@ -375,6 +375,7 @@ def _explain(exc: msgspec.ValidationError, merged: dict[str, Any], origins: dict
 CLI_FLAGS: dict[str, tuple[str, str]] = {
     "--host": ("server.host", "address to listen on"),
     "--port": ("server.port", "TCP port to listen on"),
+    "--workers": ("server.workers", "processes sharing the port (0: one per CPU core)"),
     "--api-key": ("server.api_keys", "require this API key (repeatable; prefer ASRHUB_API_KEYS)"),
     "--default-provider": ("default_provider", "provider for sessions that name none"),
     "--log-level": ("log.level", "debug, info, warning or error"),

@@ -43,14 +43,19 @@ OPENAI_PREFIXES = ("/v1/audio/", "/v1/models")
 _LINGER_ZERO = struct.pack("ii", 1, 0)
 
 
-def listening_sockets(host: str, port: int, *, receive_buffer: int = 0) -> list[socket.socket]:
+def listening_sockets(
+    host: str, port: int, *, receive_buffer: int = 0, reuse_port: bool = False
+) -> list[socket.socket]:
     """Bound (not yet listening) sockets for ``host``/``port``, one per address it resolves
     to, for ``web.SockSite``.
 
     ``receive_buffer`` is set here, before ``listen``: every accepted connection inherits it
     and advertises a window that fits it from its first packet. Set on an accepted socket it
     would come too late — the window already promised cannot be taken back, and Linux
-    autotuning overrides a ``TCP_WINDOW_CLAMP``."""
+    autotuning overrides a ``TCP_WINDOW_CLAMP``.
+
+    ``reuse_port``: SO_REUSEPORT, so that the N workers of ``asrhub serve --workers N`` each
+    listen on the same port and the kernel spreads new connections over them."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     families = {info[0] for info in infos}
     sockets = []
@@ -59,6 +64,8 @@ def listening_sockets(host: str, port: int, *, receive_buffer: int = 0) -> list[
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6 and len(families) > 1:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             if receive_buffer:

@@ -1,6 +1,12 @@
-"""``GET /healthz`` (liveness, open to all) and ``GET /metrics`` (Prometheus text format)."""
+"""``GET /healthz`` (liveness, open to all) and ``GET /metrics`` (Prometheus text format).
+
+``/healthz`` answers 200 ``"ok"`` while the hub accepts sessions and 503 ``"draining"`` once a
+graceful shutdown began, so a load balancer's health check takes the node out of rotation; it
+reads a few attributes of this process only (cheap), ``pid`` names the worker that answered."""
 
 from __future__ import annotations
+
+import os
 
 from aiohttp import web
 
@@ -14,11 +20,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "status": "ok" if hub.accepting else "draining",
+            "pid": os.getpid(),
             "sessions": len(hub.sessions),
             "connections": len(request.app[CONNECTIONS]),
             "providers": sorted(hub.providers),
             "default_provider": hub.default_provider,
-        }
+        },
+        status=200 if hub.accepting else 503,
     )
 
 

@@ -1,6 +1,7 @@
 """``asrhub serve``: run the hub — every transport on one port.
 
-    asrhub serve [--host H] [--port P] [--config FILE] [--api-key KEY …] [--default-provider NAME]
+    asrhub serve [--host H] [--port P] [--workers N] [--config FILE] [--api-key KEY …]
+                 [--default-provider NAME]
                  [--log-level LEVEL] [--set KEY=VALUE …]
 
 Settings come from defaults < the TOML file < ``ASRHUB_…`` variables (``ASRHUB_API_KEYS`` is a
@@ -16,6 +17,7 @@ import asyncio
 import gc
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -61,9 +63,19 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-async def serve(settings: Settings, *, ready: asyncio.Event | None = None, gc_tuning: bool = False) -> None:
+async def serve(
+    settings: Settings,
+    *,
+    ready: asyncio.Event | None = None,
+    gc_tuning: bool = False,
+    reuse_port: bool = False,
+    announce: bool = True,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully. ``gc_tuning``: :func:`tune_gc` once
-    the models are loaded (the CLI's process; not for a hub embedded in someone else's)."""
+    the models are loaded (the CLI's process; not for a hub embedded in someone else's).
+    ``reuse_port``, ``announce`` and ``on_ready`` serve the workers of ``--workers N``
+    (:mod:`asrhub.commands.workers`): they share the port, and their supervisor announces it."""
     from ..transports.app import create_app
     from ..transports.common import listening_sockets
     from ..wiring import build_hub
@@ -75,26 +87,37 @@ async def serve(settings: Settings, *, ready: asyncio.Event | None = None, gc_tu
     await runner.setup()  # start-up: models load here, before any port opens
     if gc_tuning:
         tune_gc()
+    from .. import metrics
+
+    syncing = asyncio.create_task(metrics.sync_forever()) if metrics.multiprocess() else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         server = settings.server
-        listening = listening_sockets(server.host, server.port, receive_buffer=server.receive_buffer_bytes)
+        listening = listening_sockets(
+            server.host, server.port, receive_buffer=server.receive_buffer_bytes, reuse_port=reuse_port
+        )
         for sock in listening:
             await web.SockSite(runner, sock).start()
-        for address in runner.addresses:
-            host, port = address[0], address[1]
-            print(f"asrhub: listening on http://{host}:{port}", flush=True)
+        if announce:
+            for address in runner.addresses:
+                host, port = address[0], address[1]
+                print(f"asrhub: listening on http://{host}:{port}", flush=True)
         if ready is not None:
             ready.set()
+        if on_ready is not None:
+            on_ready()
         await stop.wait()
-        print("asrhub: shutting down", flush=True)
+        if announce:
+            print("asrhub: shutting down", flush=True)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        if syncing is not None:
+            syncing.cancel()
         log.info("server stopped")
 
 
@@ -103,12 +126,15 @@ def run(args: argparse.Namespace) -> int:
     from ..logging import configure
     from ..provider import ProviderUnavailable
     from ..settings_loader import SettingsError
+    from . import workers
 
     try:
         settings = load_settings(args)
     except SettingsError as exc:
         print(f"asrhub: configuration error: {exc}", file=sys.stderr)
         return 2
+    if workers.worker_count(settings.server.workers) > 1:
+        return workers.run_workers(settings)
     configure(settings.log)
     metrics.configure(settings.metrics)
     try:

@@ -1,0 +1,198 @@
+"""``asrhub serve --workers N``: N hub processes on one port, supervised by this one.
+
+::
+
+    supervisor ──spawn──▶ worker 1  (own event loop, sessions, models) ─┐
+               ──spawn──▶ worker 2                                     ├─ one port, SO_REUSEPORT:
+               ──spawn──▶ …                                            ┘  the kernel spreads
+                                                                          new connections
+    SIGTERM/SIGINT ─▶ supervisor ─SIGTERM─▶ every worker drains as a single process does
+    a worker dies  ─▶ mark_process_dead(pid) (its gauges leave /metrics) ─▶ a new one starts
+
+The supervisor loads nothing and serves nothing: it picks the port (a free one for port 0,
+held with SO_REUSEPORT until the workers listen), makes ``PROMETHEUS_MULTIPROC_DIR`` (a fresh
+temporary directory unless the environment names one, whose ``*.db`` files are then wiped), starts
+the workers with the ``spawn`` method (no state shared by ``fork``), prints
+``asrhub: listening on http://HOST:PORT`` once every worker listens, and exits 0 after a
+graceful stop of all of them. A worker that exits before it is ready fails the start (exit 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ..settings import Settings
+
+RESTART_DELAY_S = 1.0
+"""Pause before a worker that died is replaced (a crash loop costs at most one start a second)."""
+KILL_AFTER_S = 15.0
+"""After the drain grace: how long a worker may take to exit before it is killed."""
+
+
+def worker_count(configured: int) -> int:
+    return configured if configured > 0 else (os.cpu_count() or 1)
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: BaseProcess
+
+
+def _worker_main(settings: Settings, index: int, ready: Any) -> None:
+    """A worker process: the single-process server, announcing readiness to the supervisor."""
+    import asyncio
+
+    from .. import metrics
+    from ..logging import configure
+    from ..provider import ProviderUnavailable
+    from .serve import serve
+
+    configure(settings.log)
+    metrics.configure(settings.metrics)
+    metrics.enable_multiprocess()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us with SIGTERM
+    _exit_with_parent()
+    try:
+        asyncio.run(
+            serve(
+                settings, gc_tuning=True, reuse_port=True, announce=False, on_ready=lambda: ready.put(index)
+            )
+        )
+    except ProviderUnavailable as exc:
+        print(f"asrhub: worker {index}: {exc}", flush=True)
+        raise SystemExit(1) from None
+    except OSError as exc:
+        print(f"asrhub: worker {index}: cannot listen: {exc}", flush=True)
+        raise SystemExit(1) from None
+
+
+def _exit_with_parent() -> None:
+    """A worker whose supervisor vanished (SIGKILL) drains and exits instead of serving on."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="asrhub-parent-watch", daemon=True).start()
+
+
+def _metrics_dir() -> tuple[Path, bool]:
+    named = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if named:
+        path = Path(named)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):  # a previous run's numbers must not be summed in
+            stale.unlink()
+        return path, False
+    path = Path(tempfile.mkdtemp(prefix="asrhub-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+    return path, True
+
+
+def run_workers(settings: Settings) -> int:
+    from prometheus_client import multiprocess
+
+    from ..transports.common import listening_sockets
+
+    count = worker_count(settings.server.workers)
+    server = settings.server
+    placeholders = listening_sockets(server.host, server.port, reuse_port=True)
+    port = placeholders[0].getsockname()[1]
+    settings = msgspec.structs.replace(settings, server=msgspec.structs.replace(server, port=port, workers=1))
+    metrics_dir, own_dir = _metrics_dir()
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Queue()
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def start(index: int) -> _Worker:
+        process = ctx.Process(
+            target=_worker_main, args=(settings, index, ready), name=f"asrhub-worker-{index}"
+        )
+        process.start()
+        return _Worker(index, process)
+
+    workers = [start(i) for i in range(count)]
+    try:
+        if not _wait_ready(workers, ready, stop, count):
+            print("asrhub: a worker failed to start", flush=True)
+            _stop_all(workers, grace_s=0.0)
+            return 1
+        for sock in placeholders:
+            sock.close()
+        placeholders = []
+        print(f"asrhub: {count} workers", flush=True)
+        print(f"asrhub: listening on http://{server.host}:{port}", flush=True)
+        while not stop.is_set():
+            wait([w.process.sentinel for w in workers], timeout=0.5)
+            for i, worker in enumerate(workers):
+                if worker.process.is_alive() or stop.is_set():
+                    continue
+                pid, code = worker.process.pid, worker.process.exitcode
+                print(f"asrhub: worker {worker.index} (pid {pid}) exited with {code}: restarting", flush=True)
+                if pid is not None:
+                    multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+                time.sleep(RESTART_DELAY_S)
+                workers[i] = start(worker.index)
+        print("asrhub: shutting down", flush=True)
+        _stop_all(workers, grace_s=server.shutdown_grace_s + KILL_AFTER_S)
+        return 0
+    finally:
+        for sock in placeholders:
+            sock.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        ready.close()
+        if own_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _wait_ready(workers: list[_Worker], ready: Any, stop: threading.Event, count: int) -> bool:
+    seen: set[int] = set()
+    while len(seen) < count:
+        if stop.is_set():
+            return False
+        with contextlib.suppress(Exception):
+            seen.add(ready.get(timeout=0.2))
+            continue
+        if any(not w.process.is_alive() for w in workers):
+            return False
+    return True
+
+
+def _stop_all(workers: list[_Worker], *, grace_s: float) -> None:
+    from prometheus_client import multiprocess
+
+    for worker in workers:
+        if worker.process.is_alive() and worker.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(worker.process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for worker in workers:
+        worker.process.join(max(0.0, deadline - time.monotonic()))
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
+        if worker.process.pid is not None:
+            multiprocess.mark_process_dead(worker.process.pid)  # type: ignore[no-untyped-call]
