@@ -1,7 +1,9 @@
 """API keys, the browser-origin allow-list and the HTTP error middleware.
 
-A key is presented as ``Authorization: Bearer KEY``, as a ``token`` query parameter (browsers:
-WebSocket and EventSource cannot set headers) or, on Socket.io, as ``auth = {"token": KEY}``.
+A key is presented as ``Authorization: Bearer KEY`` (or ``Token KEY``, Deepgram's form), as a
+``token`` query parameter (browsers: WebSocket and EventSource cannot set headers), in
+``Sec-WebSocket-Protocol`` (Deepgram's ``token, KEY``; OpenAI's ``openai-insecure-api-key.KEY``)
+or, on Socket.io, as ``auth = {"token": KEY}``.
 With no key configured every endpoint is open. With keys configured every endpoint but
 ``/healthz`` and the static UI needs one; a missing or wrong key is refused before any audio is
 accepted: HTTP 401 on plain HTTP, an ``unauthorized`` error and close code 4401 on the WebSocket,
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -27,7 +30,8 @@ from asrhub.errors import HubError
 from asrhub.protocol import error_body, http_status, openai_error_body
 from asrhub.settings import ServerSettings
 
-from .common import AUTH, KEY_ID, OPENAI_PREFIXES, UNAUTHORIZED, HTTPHubError
+from . import deepgram
+from .common import AUTH, DEEPGRAM_PREFIX, KEY_ID, OPENAI_PREFIXES, UNAUTHORIZED, HTTPHubError
 
 log = structlog.get_logger("asrhub.transports")
 
@@ -102,12 +106,28 @@ class Auth:
 
 
 def bearer_or_token(headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
-    """The key a request presents: ``Authorization: Bearer``, else the ``token`` parameter."""
+    """The key a request presents: ``Authorization: Bearer`` (or Deepgram's ``Token``), a
+    browser WebSocket's subprotocol form, else the ``token`` parameter."""
     header = headers.get(hdrs.AUTHORIZATION, "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
+    if scheme.lower() in ("bearer", "token") and value.strip():
         return value.strip()
-    return query.get("token") or None
+    return subprotocol_key(headers.get(hdrs.SEC_WEBSOCKET_PROTOCOL, "")) or query.get("token") or None
+
+
+OPENAI_KEY_PROTOCOL = "openai-insecure-api-key."
+
+
+def subprotocol_key(header: str) -> str | None:
+    """A key in ``Sec-WebSocket-Protocol`` (browsers cannot set headers on a WebSocket):
+    Deepgram's ``token, KEY`` (or ``bearer, KEY``), OpenAI's ``openai-insecure-api-key.KEY``."""
+    protocols = [p.strip() for p in header.split(",") if p.strip()]
+    for protocol in protocols:
+        if protocol.startswith(OPENAI_KEY_PROTOCOL):
+            return protocol[len(OPENAI_KEY_PROTOCOL) :] or None
+    if len(protocols) >= 2 and protocols[0].lower() in ("token", "bearer"):
+        return protocols[1]
+    return None
 
 
 def _is_protected(path: str) -> bool:
@@ -117,6 +137,8 @@ def _is_protected(path: str) -> bool:
 def error_response(request: web.Request, error: HubError, status: int | None = None) -> web.Response:
     """The JSON error answer for ``request``'s endpoint family."""
     status = status or getattr(error, "status", None) or http_status(error.code)
+    if request.path.startswith(DEEPGRAM_PREFIX):
+        return deepgram.error_response(error, str(uuid.uuid4()))
     if request.path.startswith(OPENAI_PREFIXES):
         body = openai_error_body(error, status)
     else:

@@ -14,7 +14,7 @@ import contextlib
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from aiohttp import web
 
@@ -24,7 +24,6 @@ from asrhub.settings import Settings
 
 if TYPE_CHECKING:
     from .auth import Auth
-    from .streaming import StreamConnection
 
 HUB = web.AppKey("hub", Hub)
 SETTINGS = web.AppKey("settings", Settings)
@@ -37,7 +36,8 @@ KEY_ID: web.RequestKey[str | None] = web.RequestKey("key_id")
 UNAUTHORIZED = web.RequestKey("unauthorized", HubError)
 """Set on a WebSocket upgrade whose key was refused: the handler answers in-band."""
 
-OPENAI_PREFIXES = ("/v1/audio/", "/v1/models")
+OPENAI_PREFIXES = ("/v1/audio/", "/v1/models", "/v1/realtime")
+DEEPGRAM_PREFIX = "/v1/listen"
 
 
 _LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -109,19 +109,28 @@ class HTTPHubError(HubError):
         self.status = status
 
 
+class Connection(Protocol):
+    """What the graceful shutdown needs of a live connection."""
+
+    async def wait_finished(self) -> None: ...
+
+    async def shutdown(self) -> None: ...
+
+
 class Connections:
-    """The live streaming connections (WebSocket, Socket.io), for the graceful shutdown."""
+    """The live streaming connections (WebSocket, Socket.io, the compatible APIs), for the
+    graceful shutdown."""
 
     def __init__(self) -> None:
-        self._live: set[StreamConnection] = set()
+        self._live: set[Connection] = set()
 
     def __len__(self) -> int:
         return len(self._live)
 
-    def add(self, conn: StreamConnection) -> None:
+    def add(self, conn: Connection) -> None:
         self._live.add(conn)
 
-    def discard(self, conn: StreamConnection) -> None:
+    def discard(self, conn: Connection) -> None:
         self._live.discard(conn)
 
     async def drain(self, grace_s: float) -> None:

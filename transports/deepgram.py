@@ -1,0 +1,427 @@
+"""Deepgram-compatible ``/v1/listen``: the official ``deepgram-sdk`` pointed at the hub works.
+
+Live, ``GET /v1/listen`` (WebSocket), query parameters as in
+:mod:`asrhub.transports.deepgram_options`::
+
+    client: binary audio … {"type":"KeepAlive"} … {"type":"Finalize"} … {"type":"CloseStream"}
+    hub:    SpeechStarted · Results(is_final=false) · Results(is_final=true, speech_final=true)
+            · UtteranceEnd · … · Results(from_finalize=true) · Metadata · close 1000
+
+* one :class:`~asrhub.transports.relay.Relay` per connection: hub sessions with the same
+  pipeline, engines, limits and metrics (transport ``deepgram``) as ``/v1/stream``; the socket
+  loop awaits each audio frame's ``feed`` (backpressure reaches the client's TCP stream);
+* ``Finalize`` flushes the audio so far (its finals carry ``from_finalize: true``) and the
+  stream goes on; ``CloseStream`` (or an empty binary frame) flushes, sends ``Metadata`` and
+  closes with 1000; ``KeepAlive`` restarts the idle clock (``limits.idle_timeout_s``);
+* handshake errors are HTTP answers in Deepgram's REST error shape (``{"err_code",
+  "err_msg", "request_id"}``, header ``dg-error``): 400 bad parameter or unknown model, 401
+  no/wrong key, 429 capacity — the SDK raises ``ApiError`` with that status;
+* during the stream, an error is an ``Error`` message (``variant`` = the hub's code,
+  ``description``); a fatal one then closes the socket: 1008 bad data / policy, 1011 engine
+  failure or idle timeout, 1001 hub shutdown;
+* auth: ``Authorization: Token KEY`` or ``Bearer KEY``, or the browser form
+  ``Sec-WebSocket-Protocol: token, KEY`` (the ``token`` subprotocol is selected).
+
+Pre-recorded, ``POST /v1/listen``: the raw body (any container PyAV reads; raw PCM with
+``encoding``/``sample_rate``) → Deepgram's response (``metadata``, ``results.channels[0]
+.alternatives[0]`` with ``transcript``, ``confidence``, ``words``; ``results.utterances`` with
+``utterances=true``). A JSON body ``{"url": …}`` is refused (the hub fetches nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import io
+import json
+import uuid
+import wave
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from asrhub.errors import HubError
+from asrhub.frames import (
+    ErrorEvent,
+    Event,
+    FinalTranscript,
+    PartialTranscript,
+    SessionClosed,
+    SpeechEnded,
+    SpeechStarted,
+    Word,
+)
+from asrhub.protocol import encode_json, http_status
+from asrhub.provider import Transcription
+
+from . import deepgram_options as dg
+from .batch import pieces, transcribe_upload
+from .common import CONNECTIONS, HUB, KEY_ID, SETTINGS, UNAUTHORIZED, discard_on_close, read_limited, reset
+from .g711 import to_pcm16
+from .relay import Relay
+
+PATH = "/v1/listen"
+TRANSPORT = "deepgram"
+CLOSE_TIMEOUT = 2.0
+MAX_TEXT_BYTES = 64 * 1024
+CLOSE_CODES = {
+    "timeout": (WSCloseCode.INTERNAL_ERROR, "NET-0001"),
+    "bad_audio": (WSCloseCode.POLICY_VIOLATION, "DATA-0000"),
+    "provider_failed": (WSCloseCode.INTERNAL_ERROR, "NET-0000"),
+    "slow_consumer": (WSCloseCode.POLICY_VIOLATION, "NET-0002"),
+    "shutdown": (WSCloseCode.GOING_AWAY, "NET-0003"),
+}
+HTTP_STATUS = {"capacity": 429}
+
+
+def error_response(error: HubError, request_id: str) -> web.Response:
+    """A Deepgram-shaped HTTP error (handshake and pre-recorded)."""
+    status = HTTP_STATUS.get(error.code) or getattr(error, "status", None) or http_status(error.code)
+    headers = {"dg-request-id": request_id, "dg-error": error.message[:200]}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Token"
+    return web.json_response(dg.error_body(error, request_id), status=status, headers=headers)
+
+
+def _query_terms(request: web.Request) -> list[str]:
+    return [*request.query.getall("keyterm", []), *request.query.getall("keywords", [])]
+
+
+class LiveStream:
+    """One live connection: hub events → Deepgram messages."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, options: dg.ListenOptions, request_id: str, provider: str
+    ) -> None:
+        self.ws = ws
+        self.options = options
+        self.request_id = request_id
+        self.provider = provider
+        self.model_uuid = dg.model_uuid(provider)
+        self.created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        self.sha256 = hashlib.sha256()
+        self.relay: Relay
+        self.finalizing = False
+        self.speech_end: float | None = None
+        self.last_t = 0.0
+        self.ended = False
+        self._lock = asyncio.Lock()
+
+    async def send(self, body: dict[str, Any]) -> None:
+        async with self._lock:
+            await self.ws.send_str(encode_json(body).decode())
+
+    def results(
+        self,
+        text: str,
+        start: float,
+        end: float,
+        words: tuple[Word, ...] | None,
+        offset: float,
+        *,
+        final: bool,
+    ) -> dict[str, Any]:
+        relay = self.relay
+        return {
+            "type": "Results",
+            "channel_index": [0, 1],
+            "duration": round(end - start, 3),
+            "start": round(start, 3),
+            "is_final": final,
+            "speech_final": final and self.options.vad and not relay.flushing,
+            "from_finalize": final and self.finalizing,
+            "channel": {
+                "alternatives": [
+                    {
+                        "transcript": text,
+                        "confidence": dg.confidence(words) if final else 0.0,
+                        "words": dg.words(words, offset),
+                    }
+                ]
+            },
+            "metadata": {
+                "request_id": self.request_id,
+                "model_info": dg.model_info(self.provider),
+                "model_uuid": self.model_uuid,
+            },
+        }
+
+    async def deliver(self, event: Event, offset: float) -> None:
+        if isinstance(event, FinalTranscript):
+            start, end = event.start + offset, event.end + offset
+            self.last_t = max(self.last_t, end)
+            await self.send(self.results(event.text.strip(), start, end, event.words, offset, final=True))
+            if self.options.utterance_end_ms is not None and self.speech_end is not None:
+                if end <= self.speech_end + 1.0:
+                    last = event.words[-1].end + offset if event.words else end
+                    self.speech_end = None
+                    await self.send(
+                        {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": round(last, 3)}
+                    )
+        elif isinstance(event, PartialTranscript):
+            if self.options.interim_results:
+                start, end = event.start + offset, event.end + offset
+                await self.send(self.results(event.text.strip(), start, end, None, offset, final=False))
+        elif isinstance(event, SpeechStarted):
+            if self.options.vad_events:
+                await self.send(
+                    {"type": "SpeechStarted", "channel": [0, 1], "timestamp": round(event.t + offset, 3)}
+                )
+        elif isinstance(event, SpeechEnded):
+            self.speech_end = event.t + offset
+        elif isinstance(event, ErrorEvent):
+            await self.send({"type": "Error", "variant": event.code, "description": event.message})
+            if event.fatal:
+                await self.end(event.code)
+        elif isinstance(event, SessionClosed) and not self.relay.flushing:
+            await self.end(None if event.reason == "end" else event.reason)
+
+    async def end(self, code: str | None) -> None:
+        """Metadata, then close (once)."""
+        if self.ended:
+            return
+        self.ended = True
+        duration = self.relay.position if self.relay.bytes_per_second else self.last_t
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await self.send(
+                {
+                    "type": "Metadata",
+                    "transaction_key": "deprecated",
+                    "request_id": self.request_id,
+                    "sha256": self.sha256.hexdigest(),
+                    "created": self.created,
+                    "duration": round(duration, 3),
+                    "channels": self.options.channels,
+                    "models": [self.model_uuid],
+                    "model_info": {self.model_uuid: dg.model_info(self.provider)},
+                }
+            )
+        ws_code, reason = CLOSE_CODES.get(code or "", (WSCloseCode.OK, ""))
+        if code and code not in CLOSE_CODES:
+            ws_code, reason = WSCloseCode.POLICY_VIOLATION, code
+        with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+            await asyncio.wait_for(self.ws.close(code=ws_code, message=reason.encode()), CLOSE_TIMEOUT)
+
+    async def handle_text(self, raw: str) -> bool:
+        """One control message; returns False when the stream is over."""
+        try:
+            message = json.loads(raw) if len(raw) <= MAX_TEXT_BYTES else None
+            kind = message.get("type") if isinstance(message, dict) else None
+        except ValueError:
+            kind = None
+        if kind == "KeepAlive":
+            self.relay.touch()
+        elif kind == "Finalize":
+            self.finalizing = True
+            try:
+                await self.relay.flush()
+            finally:
+                self.finalizing = False
+        elif kind == "CloseStream":
+            await self.relay.finish()
+            await self.end(None)
+            return False
+        elif kind == "Configure":
+            await self.send(
+                {
+                    "type": "ConfigureFailure",
+                    "request_id": self.request_id,
+                    "code": "CONFIGURE_KEYTERMS_NOT_SUPPORTED",
+                    "description": "this hub takes key terms as the keyterm/keywords query parameters only",
+                }
+            )
+        else:
+            await self.send(
+                {
+                    "type": "Error",
+                    "variant": "SchemaError",
+                    "description": "a JSON object of type KeepAlive, Finalize, CloseStream, Configure",
+                    "message": raw[:1024],
+                }
+            )
+        return True
+
+    async def handle_audio(self, data: bytes) -> bool:
+        if not data:  # the legacy end-of-stream signal
+            return await self.handle_text('{"type": "CloseStream"}')
+        self.sha256.update(data)
+        if self.options.g711 is not None:
+            data = to_pcm16(data, self.options.g711)
+        try:
+            await self.relay.feed(data)
+        except HubError as exc:
+            await self.send({"type": "Error", "variant": exc.code, "description": exc.message})
+            if exc.fatal:
+                await self.end(exc.code)
+                return False
+        return True
+
+
+async def live(request: web.Request) -> web.StreamResponse:
+    hub, settings = request.app[HUB], request.app[SETTINGS]
+    request_id = str(uuid.uuid4())
+    refused = request.get(UNAUTHORIZED)
+    if refused is not None:
+        return error_response(refused, request_id)
+    try:
+        options = dg.parse(hub, request.query, _query_terms(request))
+    except HubError as exc:
+        return error_response(exc, request_id)
+    limit = hub.limits.max_frame_bytes
+    ws = web.WebSocketResponse(
+        protocols=("token", "bearer"),
+        heartbeat=settings.server.heartbeat_s,
+        max_msg_size=2 * limit,
+        timeout=CLOSE_TIMEOUT,
+        compress=False,
+    )
+    if not ws.can_prepare(request).ok:
+        return error_response(HubError("bad_message", "expected a WebSocket upgrade"), request_id)
+    config = options.session_config(partials=options.interim_results)
+    try:
+        provider = hub.resolve_config(config).providers[0]
+    except HubError as exc:
+        return error_response(exc, request_id)
+    stream = LiveStream(ws, options, request_id, provider)
+    tcp = request.transport
+
+    def abandon() -> None:  # a client that reads nothing: its close is a reset, within a deadline
+        discard_on_close(tcp)
+        asyncio.get_running_loop().call_later(2 * CLOSE_TIMEOUT, reset, tcp)
+
+    relay = Relay(
+        hub,
+        transport=TRANSPORT,
+        key=request.get(KEY_ID),
+        config=config,
+        deliver=stream.deliver,
+        bytes_per_second=options.bytes_per_second,
+        abandon=abandon,
+        close=lambda: stream.end("shutdown"),
+    )
+    stream.relay = relay
+    try:
+        relay.open()  # capacity is answered before the upgrade
+    except HubError as exc:
+        relay.release()
+        return error_response(exc, request_id)
+    await ws.prepare(request)
+    connections = request.app[CONNECTIONS]
+    connections.add(relay)
+    try:
+        while True:
+            msg = await ws.receive()
+            if msg.type is WSMsgType.BINARY:
+                going = await stream.handle_audio(msg.data)
+            elif msg.type is WSMsgType.TEXT:
+                going = await stream.handle_text(msg.data)
+            else:
+                break
+            if not going:
+                break
+    except ConnectionError:
+        pass
+    finally:
+        relay.release()
+        connections.discard(relay)
+    return ws
+
+
+# --------------------------------------------------------------------------- pre-recorded
+
+
+async def prerecorded(request: web.Request) -> web.Response:
+    hub, settings = request.app[HUB], request.app[SETTINGS]
+    request_id = str(uuid.uuid4())
+    try:
+        options = dg.parse(hub, request.query, _query_terms(request))
+        if request.content_type == "application/json":
+            raise HubError(
+                "bad_message", "this hub does not fetch audio by URL: send the audio as the request body"
+            )
+        data = await read_limited(request, settings.server.max_upload_bytes, "the audio")
+        if not data:
+            raise HubError("bad_message", "no audio: send the audio as the request body")
+        sha256 = hashlib.sha256(data).hexdigest()
+        if options.encoding == "pcm_s16le":  # raw PCM: give it the WAV header that names its format
+            data = _wav(
+                to_pcm16(data, options.g711) if options.g711 else data, options.sample_rate, options.channels
+            )
+        name, result, duration = await transcribe_upload(
+            hub, data, provider=options.provider, language=options.language, prompt=options.prompt
+        )
+    except HubError as exc:
+        return error_response(exc, request_id)
+    uid = dg.model_uuid(name)
+    alternative = {
+        "transcript": result.text.strip(),
+        "confidence": dg.confidence(result.words),
+        "words": dg.words(result.words),
+    }
+    results: dict[str, Any] = {"channels": [{"alternatives": [alternative]}]}
+    if result.language and not options.language:
+        results["channels"][0]["detected_language"] = result.language
+    if options.utterances:
+        results["utterances"] = _utterances(result, duration, options.utt_split, request_id)
+    body = {
+        "metadata": {
+            "transaction_key": "deprecated",
+            "request_id": request_id,
+            "sha256": sha256,
+            "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "duration": round(duration, 3),
+            "channels": 1,
+            "models": [uid],
+            "model_info": {uid: dg.model_info(name)},
+        },
+        "results": results,
+    }
+    return web.Response(
+        body=encode_json(body), content_type="application/json", headers={"dg-request-id": request_id}
+    )
+
+
+def _utterances(
+    result: Transcription, duration: float, split_s: float, request_id: str
+) -> list[dict[str, Any]]:
+    """Deepgram's utterances: the words split where they pause ``utt_split`` seconds or more
+    (the engine's own pieces when it gives no words)."""
+    groups: list[list[Word]] = []
+    for word in result.words or ():
+        if not groups or word.start - groups[-1][-1].end >= split_s:
+            groups.append([])
+        groups[-1].append(word)
+    if groups:
+        spans = [(g[0].start, g[-1].end, " ".join(w.word for w in g), tuple(g)) for g in groups]
+    else:
+        spans = [(p.start, p.end, p.text.strip(), ()) for p in pieces(result, duration)]
+    return [
+        {
+            "start": round(start, 3),
+            "end": round(end, 3),
+            "confidence": dg.confidence(words),
+            "channel": 0,
+            "transcript": text,
+            "words": dg.words(words),
+            "speaker": 0,
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{request_id}:{i}")),
+        }
+        for i, (start, end, text, words) in enumerate(spans)
+    ]
+
+
+def _wav(pcm: bytes, rate: int, channels: int) -> bytes:
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm[: len(pcm) // (2 * channels) * 2 * channels])
+    return buf.getvalue()
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_get(PATH, live)
+    app.router.add_post(PATH, prerecorded)

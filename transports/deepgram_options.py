@@ -1,0 +1,251 @@
+"""Deepgram's ``/v1/listen`` query parameters → a hub session config, and Deepgram's message
+shapes (shared by the live WebSocket and the pre-recorded POST).
+
+=====================  ==================================================================
+Deepgram parameter     hub
+=====================  ==================================================================
+``model``              a hub provider's name → that provider; a Deepgram model name
+                       (``nova-3``, ``nova-2``, ``enhanced``, ``base``, ``whisper-…``, and
+                       their ``-general``/… variants) → the hub's default provider; anything
+                       else → HTTP 400
+``language``           ``language`` (``multi`` or absent: the engine's default / detection)
+``encoding``           ``linear16`` → pcm_s16le; ``mulaw``/``alaw`` → PCM16 (G.711 table);
+                       ``flac``, ``opus`` (Ogg), ``ogg-opus``, ``mp3``, ``webm`` → the
+                       decoder; absent → containers auto-detected; others → HTTP 400
+``sample_rate``        ``audio.sample_rate`` (raw encodings; default 16000, 8000 for G.711)
+``channels``           ``audio.channels`` (mixed to mono; ``multichannel=true`` → 400)
+``interim_results``    partials on, sent as ``Results`` with ``is_final: false``
+``endpointing``        ``false`` → VAD off (fixed windows); N ms → ``vad.silence_ms`` (50…10000)
+``utterance_end_ms``   ``UtteranceEnd`` after each utterance the VAD closed
+``vad_events``         ``SpeechStarted`` messages
+``keyterm``,           the engine prompt (joined with ", "; a keyword's ``:boost`` is dropped)
+``keywords``
+``utterances``,        pre-recorded: ``results.utterances``, the words split at pauses of
+``utt_split``          ``utt_split`` seconds (default 0.8)
+``punctuate``,         accepted (the engines punctuate on their own)
+``smart_format``
+=====================  ==================================================================
+
+Other Deepgram parameters (``diarize``, ``redact``, ``tag``, …) are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from asrhub.errors import HubError
+from asrhub.frames import Word
+from asrhub.hub import Hub
+
+DEEPGRAM_MODELS = ("nova", "enhanced", "base", "whisper-", "general", "phonecall", "meeting")
+RAW = {"linear16": None, "mulaw": "mulaw", "alaw": "alaw"}
+CONTAINERS = {"flac": "flac", "opus": "opus", "ogg-opus": "opus", "mp3": "mp3", "webm": "webm"}
+ARCH = "asrhub"
+
+
+@dataclass(frozen=True)
+class ListenOptions:
+    provider: str | None = None
+    model_name: str = "nova-3"
+    language: str | None = None
+    encoding: str | None = None
+    """The hub encoding (None: auto-detect a container)."""
+    g711: str | None = None
+    sample_rate: int = 16_000
+    channels: int = 1
+    interim_results: bool = False
+    endpointing: int | None = None
+    """VAD silence in ms; None: the hub's default."""
+    vad: bool = True
+    utterance_end_ms: int | None = None
+    vad_events: bool = False
+    utterances: bool = False
+    utt_split: float = 0.8
+    """Pre-recorded: seconds of pause between words that start a new utterance."""
+    prompt: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bytes_per_second(self) -> float | None:
+        """PCM16 bytes per stream second after G.711 expansion (None: a container)."""
+        if self.encoding != "pcm_s16le":
+            return None
+        return float(self.sample_rate * self.channels * 2)
+
+    def session_config(self, *, partials: bool) -> dict[str, Any]:
+        config: dict[str, Any] = {
+            "audio": {
+                "encoding": self.encoding or "auto",
+                "sample_rate": self.sample_rate,
+                "channels": self.channels,
+            },
+            "partials": partials,
+            "language": self.language,
+            "prompt": self.prompt,
+            "vad": {"enabled": self.vad} | ({"silence_ms": self.endpointing} if self.endpointing else {}),
+        }
+        if self.provider is not None:
+            config["provider"] = self.provider
+        return config
+
+
+def _bool(query: Mapping[str, str], name: str, default: bool = False) -> bool:
+    value = query.get(name)
+    if value is None or value == "":
+        return default
+    if value.lower() in ("true", "1"):
+        return True
+    if value.lower() in ("false", "0"):
+        return False
+    raise HubError("bad_message", f"{name}={value!r}: expected true or false")
+
+
+def _int(query: Mapping[str, str], name: str, lo: int, hi: int) -> int | None:
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise HubError("bad_message", f"{name}={value!r}: expected an integer") from None
+    if not lo <= number <= hi:
+        raise HubError("bad_message", f"{name}={number} is out of range ({lo}…{hi})")
+    return number
+
+
+def _float(query: Mapping[str, str], name: str, lo: float, hi: float) -> float | None:
+    value = query.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise HubError("bad_message", f"{name}={value!r}: expected a number") from None
+    if not lo <= number <= hi:
+        raise HubError("bad_message", f"{name}={number} is out of range ({lo}…{hi})")
+    return number
+
+
+def resolve_model(hub: Hub, model: str | None) -> str | None:
+    """The provider a Deepgram ``model`` names (None: the hub's default)."""
+    if not model:
+        return None
+    if model in hub.providers:
+        return model
+    if model.lower().startswith(DEEPGRAM_MODELS):
+        return None
+    known = ", ".join(sorted(hub.providers))
+    raise HubError(
+        "unknown_provider", f"No such model {model!r}: this hub has {known} (Deepgram names mean the default)"
+    )
+
+
+def parse(hub: Hub, query: Mapping[str, str], terms: list[str]) -> ListenOptions:
+    """Deepgram query parameters → options; raises ``HubError`` (answered with HTTP 400)."""
+    model = query.get("model") or "nova-3"
+    provider = resolve_model(hub, model)
+    encoding_name = (query.get("encoding") or "").lower() or None
+    g711 = None
+    if encoding_name is None:
+        encoding = None
+    elif encoding_name in RAW:
+        encoding, g711 = "pcm_s16le", RAW[encoding_name]
+    elif encoding_name in CONTAINERS:
+        encoding = CONTAINERS[encoding_name]
+    else:
+        supported = ", ".join([*RAW, *CONTAINERS])
+        raise HubError(
+            "bad_audio", f"encoding {encoding_name!r} is not supported by this hub; use one of {supported}"
+        )
+    default_rate = 8000 if g711 else 16_000
+    sample_rate = _int(query, "sample_rate", 4000, 384_000) or default_rate
+    channels = _int(query, "channels", 1, 32) or 1
+    if _bool(query, "multichannel"):
+        raise HubError("bad_message", "multichannel=true is not supported: channels are mixed to mono")
+    endpointing: int | None = None
+    vad = True
+    raw_endpointing = (query.get("endpointing") or "").lower()
+    if raw_endpointing in ("false", "0"):
+        vad = False
+    elif raw_endpointing not in ("", "true"):
+        ms = _int(query, "endpointing", 0, 60_000)
+        endpointing = min(max(ms or 0, 50), 10_000)
+    language = query.get("language") or None
+    if language in ("multi", "auto"):
+        language = None
+    cleaned = [t.split(":")[0].strip() if re.search(r":-?\d+(\.\d+)?$", t) else t.strip() for t in terms]
+    prompt = ", ".join(t for t in cleaned if t) or None
+    _bool(query, "punctuate")
+    _bool(query, "smart_format")
+    return ListenOptions(
+        provider=provider,
+        model_name=model,
+        language=language,
+        encoding=encoding,
+        g711=g711,
+        sample_rate=sample_rate,
+        channels=channels,
+        interim_results=_bool(query, "interim_results"),
+        endpointing=endpointing,
+        vad=vad,
+        utterance_end_ms=_int(query, "utterance_end_ms", 0, 60_000),
+        vad_events=_bool(query, "vad_events"),
+        utterances=_bool(query, "utterances"),
+        utt_split=_float(query, "utt_split", 0.0, 60.0) or 0.8,
+        prompt=prompt,
+    )
+
+
+# --------------------------------------------------------------------------- message shapes
+
+
+def model_uuid(name: str) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"asrhub:{name}"))
+
+
+def model_info(name: str) -> dict[str, str]:
+    return {"name": name, "version": ARCH, "arch": ARCH}
+
+
+def _plain(word: str) -> str:
+    plain = re.sub(r"[^\w'’-]+", "", word).lower()
+    return plain or word.lower()
+
+
+def words(
+    items: tuple[Word, ...] | None, offset: float = 0.0, *, punctuated: bool = True
+) -> list[dict[str, Any]]:
+    out = []
+    for w in items or ():
+        item: dict[str, Any] = {
+            "word": _plain(w.word),
+            "start": round(w.start + offset, 3),
+            "end": round(w.end + offset, 3),
+            "confidence": round(w.probability, 4),
+        }
+        if punctuated:
+            item["punctuated_word"] = w.word
+        out.append(item)
+    return out
+
+
+def confidence(items: tuple[Word, ...] | None) -> float:
+    """The transcript's confidence: the mean of its words' (0 when the engine gave none)."""
+    if not items:
+        return 0.0
+    return round(sum(w.probability for w in items) / len(items), 4)
+
+
+def error_body(error: HubError, request_id: str) -> dict[str, Any]:
+    """Deepgram's REST error shape."""
+    kind = {
+        "unauthorized": "INVALID_AUTH",
+        "too_large": "PAYLOAD_TOO_LARGE",
+        "capacity": "TOO_MANY_REQUESTS",
+        "provider_failed": "INTERNAL_SERVER_ERROR",
+    }.get(error.code, "Bad Request")
+    return {"err_code": kind, "err_msg": error.message, "request_id": request_id, "asrhub_code": error.code}
