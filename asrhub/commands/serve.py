@@ -134,7 +134,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"asrhub: configuration error: {exc}", file=sys.stderr)
         return 2
     if workers.worker_count(settings.server.workers) > 1:
-        return workers.run_workers(settings)
+        try:
+            return workers.run_workers(settings)
+        except OSError as exc:
+            print(
+                f"asrhub: cannot listen on {settings.server.host}:{settings.server.port}: {exc}",
+                file=sys.stderr,
+            )
+            return 1
     configure(settings.log)
     metrics.configure(settings.metrics)
     try:

@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -81,6 +82,23 @@ def _worker_main(settings: Settings, index: int, ready: Any) -> None:
         raise SystemExit(1) from None
 
 
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """A bound, not listening SO_REUSEPORT socket: fixes the port (a free one for 0) that the
+    workers then bind too; it takes no connections and is closed once they listen."""
+    family, kind, proto, _name, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def _exit_with_parent() -> None:
     """A worker whose supervisor vanished (SIGKILL) drains and exits instead of serving on."""
     parent = os.getppid()
@@ -109,11 +127,9 @@ def _metrics_dir() -> tuple[Path, bool]:
 def run_workers(settings: Settings) -> int:
     from prometheus_client import multiprocess
 
-    from ..transports.common import listening_sockets
-
     count = worker_count(settings.server.workers)
     server = settings.server
-    placeholders = listening_sockets(server.host, server.port, reuse_port=True)
+    placeholders = [_reserve_port(server.host, server.port)]
     port = placeholders[0].getsockname()[1]
     settings = msgspec.structs.replace(settings, server=msgspec.structs.replace(server, port=port, workers=1))
     metrics_dir, own_dir = _metrics_dir()
