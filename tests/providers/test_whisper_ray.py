@@ -1,0 +1,179 @@
+"""Whisper on a real two-node Ray cluster on 127.0.0.1 (``[providers.whisper] ray_address``).
+
+The fixture starts the cluster once for the module with ``ray.cluster_utils.Cluster`` — a head
+node and a worker node, each with one CPU for one replica — in a private temp folder (a stale
+``ray_current_cluster`` file elsewhere cannot make anything join a dead cluster). With
+``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` Ray binds every node to 127.0.0.1 and with
+``RAY_AUTH_MODE=disabled`` it needs no token: nothing leaves loopback. The hub connects by
+address, as a separate hub process would. Object stores are kept at 80 MB per node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from asrhub.providers.whisper import WhisperProvider
+from tests.audio_utils import fixture, fixture_entry, load_wav, wer
+
+from .conftest import finals, make_hub, run_session
+
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed"),
+]
+
+STORE = 80 << 20
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    base = tempfile.mkdtemp(prefix="asrhub-ray-", dir="/tmp")  # short: Ray's socket paths
+    temp = os.path.join(base, "ray")
+    os.makedirs(temp)
+    os.environ.update(
+        {
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every node on 127.0.0.1 (read at import)
+            "RAY_AUTH_MODE": "disabled",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            "RAY_TMPDIR": base,  # this run's own temp folder and ray_current_cluster file
+        }
+    )
+    import ray
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "object_store_memory": STORE,
+            "include_dashboard": False,
+            "temp_dir": temp,
+        },
+    )
+    worker = c.add_node(num_cpus=1, object_store_memory=STORE)
+    c.wait_for_nodes()
+    try:
+        yield c, worker
+    finally:
+        ray.shutdown()
+        c.shutdown()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def on_ray(cluster: Any) -> AsyncIterator[WhisperProvider]:
+    c, _ = cluster
+    provider = WhisperProvider({"ray_address": c.address, "ray_replicas": 2, "batch_window_ms": 20})
+    await provider.start()
+    yield provider
+    await provider.close()
+
+
+def speech(name: str) -> np.ndarray:
+    samples, _ = load_wav(fixture(name))
+    return samples
+
+
+async def test_real_speech_through_the_hub_gives_correct_finals_from_both_nodes(
+    cluster: Any, on_ray: WhisperProvider
+) -> None:
+    _, worker = cluster
+    ray = on_ray.ray
+    nodes = await asyncio.to_thread(ray.nodes)
+    assert len(set(nodes)) == 2  # SPREAD: one replica per node
+    assert worker.node_id in nodes
+    hub = make_hub({"whisper": on_ray})
+    names = [("quick_fox.wav", "reminder.wav"), ("science.wav", "weather_question.wav")]
+    gap = np.zeros(16_000, np.float32)
+    runs = [
+        run_session(
+            hub, np.concatenate([gap, speech(a), gap, speech(b), gap]), {"partials": True, "language": "en"}
+        )
+        for a, b in names
+    ]
+    results = await asyncio.gather(*runs)
+    for (a, b), events in zip(names, results, strict=True):
+        got = finals(events)
+        assert [f.segment_id for f in got] == [1, 2]
+        assert wer(fixture_entry(a)["text"], got[0].text) < 0.3, got[0].text
+        assert wer(fixture_entry(b)["text"], got[1].text) < 0.3, got[1].text
+        assert got[0].words  # word timestamps come back from the replica
+
+
+async def test_killing_the_replica_mid_call_loses_no_final(cluster: Any, on_ray: WhisperProvider) -> None:
+    import ray as ray_api
+
+    _, worker = cluster
+    replicas = on_ray.ray
+    pool = on_ray.pool
+    assert pool is not None
+    on_worker = [r for r in replicas.replicas if r.up and await r.handle.node.remote() == worker.node_id]
+    assert len(on_worker) == 1
+    victim = on_worker[0]
+    others = [r for r in replicas.replicas if r is not victim]
+    for r in others:  # make the worker's replica the least loaded, so the call goes there
+        r.finals += 100
+    real = pool.run_batch
+    sent = asyncio.Event()
+
+    async def signalling(clips: list[Any], partial: bool) -> Any:
+        sent.set()
+        return await real(clips, partial)
+
+    pool.run_batch = signalling
+    retries = replicas.retries
+    long_clip = np.concatenate([speech("address_time.wav"), speech("science.wav"), speech("reminder.wav")])
+    try:
+        call = asyncio.create_task(on_ray.transcribe(long_clip, language="en"))
+        await sent.wait()
+        await asyncio.sleep(0)  # the remote call is submitted
+        ray_api.kill(victim.handle, no_restart=False)  # Ray restarts it; this call must not wait for that
+    finally:
+        for r in others:
+            r.finals -= 100
+        pool.run_batch = real
+    result = await call
+    truth = " ".join(fixture_entry(n)["text"] for n in ("address_time.wav", "science.wav", "reminder.wav"))
+    assert wer(truth, result.text) < 0.3, result.text
+    assert replicas.retries == retries + 1
+
+
+async def test_removing_the_worker_node_mid_stream_loses_no_final(
+    cluster: Any, on_ray: WhisperProvider
+) -> None:
+    c, worker = cluster
+    hub = make_hub({"whisper": on_ray})
+    samples, _ = load_wav(fixture("silences.wav"))
+    truth = fixture_entry("silences.wav")["segments"]
+    session = hub.open({"partials": False, "language": "en"})
+    events: list[Any] = []
+    first_final = asyncio.Event()
+    session.events.subscribe(lambda e: (events.append(e), e.type == "transcript.final" and first_final.set()))
+    data = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    step = 3200  # 0.1 s
+    removed: asyncio.Task[None] | None = None
+    for i in range(0, len(data), step):
+        await session.feed(data[i : i + step])
+        if removed is None and first_final.is_set():
+            removed = asyncio.create_task(asyncio.to_thread(c.remove_node, worker, False))
+        await asyncio.sleep(0.025)  # 4x real time
+    await session.end()
+    assert removed is not None
+    await removed
+    got = finals(events)
+    assert [f.segment_id for f in got] == list(range(1, len(truth) + 1))
+    for f, seg in zip(got, truth, strict=True):
+        assert wer(seg["text"], f.text) < 0.3, (seg["text"], f.text)
+    # the hub carries on with the head's replica alone
+    after = await on_ray.transcribe(speech("quick_fox.wav"), language="en")
+    assert wer(fixture_entry("quick_fox.wav")["text"], after.text) < 0.3
