@@ -40,6 +40,7 @@ def cluster() -> Iterator[Any]:
     base = tempfile.mkdtemp(prefix="asrhub-ray-", dir="/tmp")  # short: Ray's socket paths
     temp = os.path.join(base, "ray")
     os.makedirs(temp)
+    saved = dict(os.environ)
     os.environ.update(
         {
             "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every node on 127.0.0.1 (read at import)
@@ -62,12 +63,15 @@ def cluster() -> Iterator[Any]:
     )
     worker = c.add_node(num_cpus=1, object_store_memory=STORE)
     c.wait_for_nodes()
+    assert c.address.startswith("127.0.0.1:"), c.address  # nothing leaves loopback
     try:
         yield c, worker
     finally:
         ray.shutdown()
         c.shutdown()
         shutil.rmtree(base, ignore_errors=True)
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
