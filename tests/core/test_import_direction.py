@@ -1,8 +1,9 @@
 """Imports point one way (shared/DESIGN.md): operators, providers and transports use the core's
 vocabulary and never each other — except that a provider may use an operator (the whisper engine
-groups its requests with the ``batch`` operator); an operator never imports a provider; in the core only the composition points — ``wiring`` (the
-session graph), ``api`` (the in-process façade's file decoding) and ``commands/serve`` (the
-server) — reach into them. Checked on the source, so a new arrow fails here, not in review."""
+groups its requests with the ``batch`` operator); an operator never imports a provider. In the
+core only the composition points — ``wiring`` (the session graph), ``api`` (the in-process
+façade's file decoding) and ``commands/serve`` (the server) — reach into them. Checked on the
+source, so a new arrow fails here, not in review."""
 
 from __future__ import annotations
 
