@@ -1,6 +1,6 @@
 """``asrhub bench``: run the benchmarks of tests/perf/ and print their tables.
 
-    asrhub bench [scale|latency|throughput|memory|all] [--quick] [--sizes N …] [--json FILE]
+    asrhub bench [scale|latency|throughput|memory|talkers|all] [--quick] [--sizes N …] [--json FILE]
                  [--markdown FILE] [--profile N]
 
 ``scale``       N concurrent VAD-only WebSocket sessions at real-time pace (N = 100 … 2000), the hub
@@ -10,6 +10,9 @@
 ``latency``     end of speech → transcript.final with whisper, next to faster-whisper's own time.
 ``throughput``  K = 1, 2, 4, 8 unpaced whisper sessions against sequential direct faster-whisper.
 ``memory``      idle hub, per idle / streaming session, RSS after 10,000 open/close cycles.
+``talkers``     K = 1 … 16 real-time whisper talkers: end of speech → final and throughput, for the
+                engine one-at-a-time, batched, on a 1-node and a 2-node local Ray cluster
+                (``--k``; about 12 minutes; not part of ``all``).
 ``all``         all five (about 10 minutes on 2 cores; ``--quick``: about 2).
 
 Servers and the load generator run as separate processes; the numbers depend on the machine,
@@ -36,10 +39,10 @@ def add_parser(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("which", nargs="?", choices=(*BENCHES, "all"), default="all")
+    parser.add_argument("which", nargs="?", choices=(*BENCHES, "talkers", "all"), default="all")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run in about 2 minutes")
     parser.add_argument("--sizes", type=int, nargs="+", metavar="N", help="scale: session counts")
-    parser.add_argument("--k", type=int, nargs="+", metavar="K", help="throughput: concurrent sessions")
+    parser.add_argument("--k", type=int, nargs="+", metavar="K", help="throughput, talkers: sessions")
     parser.add_argument("--profile", type=int, metavar="N", help="scale: py-spy record the hub at N sessions")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every table and raw result as JSON")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the tables as Markdown")
@@ -82,6 +85,9 @@ def run(args: argparse.Namespace) -> int:
         elif name == "latency":
             mod = importlib.import_module("bench_latency")
             result, raw[name] = mod.run(quick=args.quick)
+        elif name == "talkers":
+            mod = importlib.import_module("bench_talkers")
+            result, raw[name] = mod.run(tuple(args.k or mod.KS), quick=args.quick)
         elif name == "throughput":
             mod = importlib.import_module("bench_throughput")
             ks = tuple(args.k or (mod.QUICK_KS if args.quick else mod.KS))
