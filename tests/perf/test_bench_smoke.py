@@ -18,6 +18,7 @@ import bench_latency
 import bench_memory
 import bench_pipeline_cost
 import bench_scale
+import bench_talkers
 import bench_throughput
 from common import Server, run_loadgen
 
@@ -63,3 +64,11 @@ def test_pipeline_cost_counts_real_events() -> None:
     tables, out = bench_pipeline_cost.run(sessions=20, top=5, progress=False)
     assert tables[0].rows[1][-1] == "20/20"  # every hub session saw its speech_ended
     assert out["hub_us"] > 0 and out["bare_us"] > 0 and out["hub_bytes"] > out["bare_bytes"] > 0
+
+
+def test_talkers_runs_with_the_batched_engine() -> None:
+    _, rows = bench_talkers.run(ks=(2,), setups=("batched",), progress=False)
+    assert len(rows) == 1 and rows[0]["errors"] == [], rows
+    assert rows[0]["finals"] == rows[0]["expected_finals"] == 6
+    assert "fox" in rows[0]["texts"][0].lower()
+    assert math.isfinite(rows[0]["p50_s"]) and rows[0]["throughput"] > 0 and rows[0]["engine_calls"] >= 1
