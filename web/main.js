@@ -215,7 +215,7 @@ function logEvent(msg) {
 }
 
 function updatePlaceholder() {
-  const empty = !transcript.text && !$("transcript-partial").textContent;
+  const empty = transcript.empty && !$("transcript-partial").textContent;
   els.placeholder.hidden = !empty;
 }
 new MutationObserver(updatePlaceholder).observe($("transcript-final").parentElement, {
@@ -232,6 +232,7 @@ const ui = new RealtimeUiManager({
   vad,
   wakeword,
   onHubEvent: logEvent,
+  backlogEl: $("backlog"),
   onRunningChange(running) {
     const focusWasOn = document.activeElement;
     els.start.disabled = running;

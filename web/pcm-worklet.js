@@ -48,9 +48,10 @@ class StreamingResampler {
     return sinc * win;
   }
 
-  /** Append mono input samples, return a Float32Array of new output samples. */
+  /** Append mono input samples, return the new output samples: a view of a buffer this
+   *  resampler reuses (valid until the next call), so a 128-sample block allocates nothing. */
   process(input) {
-    if (this.passthrough) return input.slice();
+    if (this.passthrough) return input;
     if (this.len + input.length > this.buf.length) {
       const bigger = new Float32Array(Math.max(this.buf.length * 2, this.len + input.length));
       bigger.set(this.buf.subarray(0, this.len));
@@ -59,7 +60,10 @@ class StreamingResampler {
     this.buf.set(input, this.len);
     this.len += input.length;
 
-    const out = [];
+    const most = Math.ceil((this.len - this.pos) / this.ratio) + 1;
+    if (!this.out || this.out.length < most) this.out = new Float32Array(Math.max(most, 256));
+    const out = this.out;
+    let count = 0;
     const h = this.half;
     while (Math.floor(this.pos) + h < this.len) {
       const centre = Math.floor(this.pos);
@@ -68,7 +72,7 @@ class StreamingResampler {
       const first = centre - h + 1;
       let acc = 0;
       for (let j = 0; j < this.taps; j++) acc += this.buf[first + j] * this.table[row + j];
-      out.push(acc);
+      out[count++] = acc;
       this.pos += this.ratio;
     }
     // Drop input no longer needed (keep `h` samples of left context).
@@ -78,7 +82,7 @@ class StreamingResampler {
       this.len -= keepFrom;
       this.pos -= keepFrom;
     }
-    return Float32Array.from(out);
+    return out.subarray(0, count);
   }
 }
 
@@ -117,10 +121,17 @@ class PcmWorkletProcessor extends AudioWorkletProcessor {
     if (!input || input.length === 0 || input[0].length === 0) return true;
     // Downmix: average the channels.
     const n = input[0].length;
-    const mono = new Float32Array(n);
-    for (let c = 0; c < input.length; c++) {
-      const ch = input[c];
-      for (let i = 0; i < n; i++) mono[i] += ch[i];
+    let mono;
+    if (input.length === 1) {
+      mono = input[0]; // read only: no copy needed
+    } else {
+      if (!this.mono || this.mono.length !== n) this.mono = new Float32Array(n); // once per block size
+      mono = this.mono;
+      mono.set(input[0]);
+      for (let c = 1; c < input.length; c++) {
+        const ch = input[c];
+        for (let i = 0; i < n; i++) mono[i] += ch[i];
+      }
     }
     if (input.length > 1) {
       const g = 1 / input.length;

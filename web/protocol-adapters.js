@@ -4,14 +4,20 @@
 //   a.onEvent(msg => ...)          every hub -> client message, exactly as sent ({type, ...})
 //   a.onState((state, info) => …)  "connecting" | "open" | "closing" | "closed";
 //                                  on "closed", info = {unexpected: bool, code?, message?}
-//   await a.connect(config)        opens the transport and sends session.start
+//   await a.connect(config, resume) opens the transport and sends session.start (with
+//                                  "resume": true), or session.resume when `resume` =
+//                                  {token, lastSegmentId, audioFromBytes} (WebSocket, Socket.io)
 //                                  (rejects with a TransportError carrying a `code`)
-//   a.sendAudio(arrayBuffer)       one binary frame (pcm_s16le unless the config says otherwise)
+//   a.start(config)                session.start on an open connection (after resume_failed)
+//   a.sendAudio(arrayBuffer)       one binary frame (pcm_s16le unless the config says otherwise);
+//                                  callers keep a.backlogBytes() under MAX_BACKLOG_BYTES
+//   a.backlogBytes()               audio handed to the transport but not yet on the wire
 //   await a.end()                  session.end: the hub flushes, sends finals, then session.closed
 //   a.close()                      drop the connection now
 
 export const HUB_EVENT_TYPES = [
   "session.started",
+  "session.resumed",
   "vad.speech_started",
   "vad.speech_ended",
   "wakeword.detected",
@@ -29,6 +35,46 @@ export const TRANSPORTS = {
 };
 
 const SOCKET_IO_MODULE = "/vendor/socket.io/socket.io.esm.min.js";
+
+/** Audio a transport may hold unsent (5 s of 16 kHz PCM16): above it the page holds audio
+ *  back itself, visibly, instead of letting the browser's send buffer grow without bound. */
+export const MAX_BACKLOG_BYTES = 16000 * 2 * 5;
+
+/** The hub's error codes (docs/protocol.md, "errors"); a close reason that is one of them
+ *  names the error exactly. */
+export const ERROR_CODES = new Set([
+  "bad_message",
+  "bad_audio",
+  "unknown_provider",
+  "provider_failed",
+  "capacity",
+  "unauthorized",
+  "slow_consumer",
+  "too_large",
+  "timeout",
+  "resume_failed",
+]);
+
+/** WebSocket close codes the hub uses (transports/websocket.py, docs/protocol.md) when the
+ *  reason does not name an error code. 1008 is a policy close for several errors
+ *  (slow_consumer, bad_message, …): it is never read as "wrong key" by itself. */
+export const CLOSE_CODES = {
+  1001: "shutdown",
+  1008: "policy",
+  1009: "too_large",
+  1011: "provider_failed",
+  1013: "capacity",
+  4401: "unauthorized",
+  4408: "timeout",
+  4409: "resumed",
+};
+
+/** The error a WebSocket close stands for, or undefined for a normal close or a drop. */
+export function closeCode(code, reason) {
+  const named = (reason || "").trim();
+  if (ERROR_CODES.has(named) || named === "shutdown" || named === "resumed") return named;
+  return CLOSE_CODES[code];
+}
 
 /** A failure to connect or to talk to the hub. `code` is a wire-contract error code
  *  (unauthorized, capacity, …) or one of the page's own: network, transport_failed. */
@@ -148,6 +194,19 @@ class BaseAdapter {
     this.setState("closed", { unexpected, ...extra });
   }
 
+  backlogBytes() {
+    return 0;
+  }
+
+  static opening(config, resume) {
+    if (resume && resume.token) {
+      const msg = { type: "session.resume", token: resume.token, last_segment_id: resume.lastSegmentId };
+      if (resume.audioFromBytes > 0) msg.audio_from_bytes = resume.audioFromBytes;
+      return msg;
+    }
+    return { type: "session.start", config, resume: true };
+  }
+
   async failure(fallbackCode, fallbackMessage) {
     const diagnosed = await diagnose(this.base, this.apiKey);
     return diagnosed || new TransportError(fallbackCode, fallbackMessage);
@@ -157,7 +216,7 @@ class BaseAdapter {
 // ---------------------------------------------------------------- WebSocket
 
 export class WebSocketAdapter extends BaseAdapter {
-  connect(config) {
+  connect(config, resume) {
     this.setState("connecting");
     return new Promise((resolve, reject) => {
       let opened = false;
@@ -173,7 +232,7 @@ export class WebSocketAdapter extends BaseAdapter {
       this.ws = ws;
       ws.onopen = () => {
         opened = true;
-        ws.send(JSON.stringify({ type: "session.start", config }));
+        ws.send(JSON.stringify(BaseAdapter.opening(config, resume)));
         this.setState("open");
         resolve();
       };
@@ -190,8 +249,7 @@ export class WebSocketAdapter extends BaseAdapter {
           reject(err);
           return;
         }
-        const code = e.code === 1008 || e.code === 4401 ? "unauthorized" : undefined;
-        this.finish({ code, message: e.reason || undefined });
+        this.finish({ code: closeCode(e.code, e.reason), closeCode: e.code, message: e.reason || undefined });
       };
       ws.onerror = () => {}; // onclose follows and carries the outcome
     });
@@ -199,6 +257,16 @@ export class WebSocketAdapter extends BaseAdapter {
 
   sendAudio(buffer) {
     if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(buffer);
+  }
+
+  start(config) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify(BaseAdapter.opening(config, null)));
+    }
+  }
+
+  backlogBytes() {
+    return this.ws ? this.ws.bufferedAmount : 0;
   }
 
   async end() {
@@ -243,7 +311,7 @@ function loadSocketIo() {
 }
 
 export class SocketIoAdapter extends BaseAdapter {
-  async connect(config) {
+  async connect(config, resume) {
     this.setState("connecting");
     let mod;
     try {
@@ -273,7 +341,8 @@ export class SocketIoAdapter extends BaseAdapter {
       }
       socket.on("connect", () => {
         connected = true;
-        socket.emit("session.start", { type: "session.start", config });
+        const opening = BaseAdapter.opening(config, resume);
+        socket.emit(opening.type, opening);
         this.setState("open");
         resolve();
       });
@@ -295,13 +364,37 @@ export class SocketIoAdapter extends BaseAdapter {
       });
       socket.on("disconnect", (reason) => {
         if (!connected) return;
-        this.finish({ message: reason });
+        // The hub names its reason in an error event first (slow_consumer, resumed, …).
+        const byHub = reason === "io server disconnect";
+        this.finish({ code: byHub ? "server_disconnect" : undefined, closeCode: byHub ? 0 : undefined, message: reason });
       });
     });
   }
 
   sendAudio(buffer) {
     if (this.socket && this.socket.connected) this.socket.emit("audio", buffer);
+  }
+
+  start(config) {
+    if (this.socket && this.socket.connected) {
+      this.socket.emit("session.start", BaseAdapter.opening(config, null));
+    }
+  }
+
+  /** Bytes engine.io has not written yet: its write buffer (all transports) plus the
+   *  WebSocket's own send buffer (websocket transport). */
+  backlogBytes() {
+    const engine = this.socket && this.socket.io && this.socket.io.engine;
+    if (!engine) return 0;
+    let bytes = 0;
+    for (const packet of engine.writeBuffer || []) {
+      const data = packet && packet.data;
+      if (data && typeof data.byteLength === "number") bytes += data.byteLength;
+      else if (typeof data === "string") bytes += data.length;
+    }
+    const ws = engine.transport && engine.transport.ws;
+    if (ws && typeof ws.bufferedAmount === "number") bytes += ws.bufferedAmount;
+    return bytes;
   }
 
   async end() {
@@ -326,7 +419,6 @@ export class SocketIoAdapter extends BaseAdapter {
 // ---------------------------------------------------------------- HTTP + SSE
 
 const MAX_POST_BYTES = 64 * 1024; // batch small frames up to this size per POST
-const MAX_PENDING_BYTES = 16000 * 2 * 30; // 30 s of 16 kHz PCM16 waiting to be posted
 const RESUME_GRACE_MS = 5000; // how long a dropped event stream may take to come back
 
 export class SseAdapter extends BaseAdapter {
@@ -426,13 +518,10 @@ export class SseAdapter extends BaseAdapter {
     });
   }
 
+  /** Never drops audio: the caller keeps backlogBytes() under MAX_BACKLOG_BYTES and holds the
+   *  rest back itself (dropping the oldest would shift every later stream time). */
   sendAudio(buffer) {
     if (this.state !== "open" || !this.sessionId) return;
-    if (this.queuedBytes + buffer.byteLength > MAX_PENDING_BYTES) {
-      // The hub is not keeping up; drop the oldest audio rather than grow without bound.
-      const dropped = this.queue.shift();
-      if (dropped) this.queuedBytes -= dropped.byteLength;
-    }
     this.queue.push(buffer);
     this.queuedBytes += buffer.byteLength;
     if (!this.pumping) this.pumping = this.pump().finally(() => (this.pumping = null));
@@ -449,6 +538,7 @@ export class SseAdapter extends BaseAdapter {
         size += part.byteLength;
       }
       this.queuedBytes -= size;
+      this.inFlightBytes = size;
       const body = new Uint8Array(size);
       let offset = 0;
       for (const p of parts) {
@@ -468,12 +558,20 @@ export class SseAdapter extends BaseAdapter {
           if (resp.status === 404 || resp.status === 401 || resp.status === 410) this.dropConnection();
         }
       } catch (err) {
+        this.inFlightBytes = 0;
         if (this.state === "closed" || this.userClosing) return;
         this.dropConnection();
         return;
       }
+      this.inFlightBytes = 0;
     }
   }
+
+  backlogBytes() {
+    return this.queuedBytes + (this.inFlightBytes || 0);
+  }
+
+  start() {} // an HTTP session is created by connect(); there is nothing to restart
 
   sessionUrl(what) {
     const path = `/v1/sessions/${encodeURIComponent(this.sessionId)}`;

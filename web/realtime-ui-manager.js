@@ -3,7 +3,8 @@
 // place), the connection state and errors in words, and reconnects with back-off
 // when the connection drops during a session.
 
-import { createAdapter, TransportError } from "./protocol-adapters.js";
+import { createAdapter, MAX_BACKLOG_BYTES, TransportError } from "./protocol-adapters.js";
+import { UnconfirmedAudio } from "./unconfirmed-audio.js";
 
 // ---------------------------------------------------------------- errors in words
 
@@ -14,7 +15,11 @@ const SENTENCES = {
   bad_audio: "The hub could not decode the audio it received.",
   bad_message: "The hub did not understand a message from this page.",
   provider_failed: "The speech engine failed while transcribing; some words may be missing.",
-  slow_consumer: "The connection could not keep up with the results, so the hub closed it.",
+  slow_consumer: "The connection could not keep up with the results, so the hub closed it; reconnecting.",
+  policy: "The hub closed the connection (policy violation).",
+  shutdown: "The hub is restarting; reconnecting.",
+  resumed: "This session was taken over by another connection (another tab or window?).",
+  server_disconnect: "The hub ended the connection.",
   too_large: "The audio is larger than the hub accepts.",
   timeout: "The session timed out.",
   network: "Cannot reach the hub. Check that it is running and that the hub address is right.",
@@ -56,6 +61,7 @@ const NOT_RETRYABLE = new Set([
   "bad_audio",
   "too_large",
   "client_missing",
+  "resumed",
 ]);
 
 // ---------------------------------------------------------------- views
@@ -113,6 +119,8 @@ export class ConnectionStateView {
   }
 }
 
+const CHUNK_SEGMENTS = 50;
+
 function fmtTime(t) {
   return typeof t === "number" && isFinite(t) ? `${t.toFixed(2)} s` : "?";
 }
@@ -125,7 +133,11 @@ export class TranscriptView {
   }
 
   clear() {
-    this.segments = []; // {key, epoch, order, text, el}
+    this.segments = []; // {key, epoch, order, text, el, space}, in display order
+    this.byKey = new Map();
+    this.chunk = null;
+    this.chunkCount = 0;
+    this.filled = 0; // segments with text
     this.arrival = 0;
     this.finalEl.replaceChildren();
     this.partialEl.textContent = "";
@@ -141,22 +153,26 @@ export class TranscriptView {
 
   partial(epoch, msg) {
     const key = `${epoch}:${msg.segment_id}`;
-    if (this.segments.some((s) => s.key === key)) return; // already final
+    if (this.byKey.has(key)) return; // already final
     this.partialKey = key;
     this.partialEl.textContent = msg.text || "";
     this.partialEl.title = `Partial, ${fmtTime(msg.start)} to ${fmtTime(msg.end)}`;
   }
 
+  /** Adds (or corrects) one final. The common case appends two nodes at the end; an
+   *  out-of-order final is inserted before its successor. Nothing else in the DOM is touched,
+   *  so a long session costs O(1) per final and a screen reader (role=log, aria-relevant
+   *  additions) announces only the new words. */
   final(epoch, msg) {
     const key = `${epoch}:${msg.segment_id}`;
     const text = (msg.text || "").trim();
-    let seg = this.segments.find((s) => s.key === key);
+    let seg = this.byKey.get(key);
     if (!seg) {
       seg = { key, epoch, order: TranscriptView.order(msg.segment_id, this.arrival), seq: this.arrival++ };
       seg.el = document.createElement("span");
       seg.el.className = "segment";
       seg.el.dataset.segmentId = String(msg.segment_id);
-      // insert in (epoch, segment order) position
+      seg.space = document.createTextNode(" ");
       let i = this.segments.length;
       while (
         i > 0 &&
@@ -166,16 +182,36 @@ export class TranscriptView {
         i--;
       }
       this.segments.splice(i, 0, seg);
+      this.byKey.set(key, seg);
+      const after = this.segments[i + 1];
+      if (after) after.space.parentNode.insertBefore(seg.space, after.space);
+      else this.lastChunk().append(seg.space);
+      seg.space.parentNode.insertBefore(seg.el, seg.space.nextSibling);
     }
+    if (!seg.text !== !text) this.filled += text ? 1 : -1;
     seg.text = text;
     seg.el.textContent = text;
+    seg.el.hidden = !text;
     const who = [msg.provider, msg.language].filter(Boolean).join(", ");
     seg.el.title = `${fmtTime(msg.start)} to ${fmtTime(msg.end)}${who ? ` (${who})` : ""}`;
-    this.render();
     if (this.partialKey === key || this.partialKey === null) {
       this.partialEl.textContent = "";
       this.partialKey = null;
     }
+  }
+
+  /** Finals go into blocks of CHUNK_SEGMENTS: a browser lays out an inline run as a whole,
+   *  so one ever-growing line of spans would cost O(n) layout per final; a finished block is
+   *  never laid out again. */
+  lastChunk() {
+    if (!this.chunk || this.chunkCount >= CHUNK_SEGMENTS) {
+      this.chunk = document.createElement("span");
+      this.chunk.className = "chunk";
+      this.chunkCount = 0;
+      this.finalEl.append(this.chunk);
+    }
+    this.chunkCount += 1;
+    return this.chunk;
   }
 
   clearPartial() {
@@ -183,14 +219,8 @@ export class TranscriptView {
     this.partialKey = null;
   }
 
-  render() {
-    const nodes = [];
-    for (const seg of this.segments) {
-      if (!seg.text) continue;
-      if (nodes.length) nodes.push(document.createTextNode(" "));
-      nodes.push(seg.el);
-    }
-    this.finalEl.replaceChildren(...nodes);
+  get empty() {
+    return this.filled === 0;
   }
 
   get text() {
@@ -204,9 +234,17 @@ export class TranscriptView {
 // ---------------------------------------------------------------- the live session
 
 const MAX_ATTEMPTS = 8; // 0.5, 1, 2, 4, 8, 8, 8, 8 s: about 40 s in all
-const PENDING_FRAMES = 50; // ~5 s of audio kept while (re)connecting
 const END_TIMEOUT_MS = 20000; // wait this long for session.closed after session.end
 const HEALTHY_AFTER_MS = 10000; // a session up this long resets the reconnect back-off
+const BYTES_PER_SECOND = 16000 * 2; // the page sends 16 kHz mono pcm_s16le
+const KEEP_SECONDS = 60; // sent audio kept for a resume (after the last final)
+const HOLD_SECONDS = 30; // audio held back (not sent yet) before the capture pauses
+const SHOW_HELD_BYTES = BYTES_PER_SECOND / 2; // tell the user once half a second is held back
+const PUMP_MS = 50; // re-check a full send buffer this often (WebSocket has no drain event)
+
+// Transports that can continue a dropped session (session.resume); HTTP+SSE re-attaches its
+// event stream by itself, and a new HTTP session gets the unconfirmed audio re-sent.
+const RESUMABLE = new Set(["websocket", "socketio"]);
 
 export class RealtimeUiManager {
   /**
@@ -219,17 +257,29 @@ export class RealtimeUiManager {
    * @param {WakewordManager} o.wakeword
    * @param {(running: boolean) => void} o.onRunningChange
    * @param {(msg: object) => void} [o.onHubEvent]  every hub event (debug log)
+   * @param {HTMLElement} [o.backlogEl]  where "audio held back" is shown
    */
   constructor(o) {
     Object.assign(this, o);
     this.running = false;
     this.stopping = false;
     this.adapter = null;
-    this.pending = [];
-    this.epoch = 0;
+    this.live = false; // session.started / session.resumed seen on this connection
+    this.stream = new UnconfirmedAudio({
+      bytesPerSecond: BYTES_PER_SECOND,
+      keepSeconds: KEEP_SECONDS,
+      holdSeconds: HOLD_SECONDS,
+    });
+    this.paused = false; // the held-back bound was reached: capture paused
+    this.pausedBytes = 0; // audio not captured while paused
+    this.epoch = 0; // connections
+    this.sessionEpoch = 0; // sessions (a resumed session keeps its epoch)
     this.attempts = 0;
     this.retryTimer = null;
+    this.pumpTimer = null;
     this.lastError = null;
+    this.resume = null; // {token, lastSegmentId}
+    this.resumes = 0;
     this.audio.onFrame((buf) => this.handleFrame(buf));
   }
 
@@ -241,7 +291,12 @@ export class RealtimeUiManager {
     this.stopping = false;
     this.attempts = 0;
     this.lastError = null;
-    this.pending = [];
+    this.clearErrorOnFinal = false;
+    this.resume = null;
+    this.stream.reset();
+    this.paused = false;
+    this.pausedBytes = 0;
+    this.showBacklog();
     this.errors.clear();
     this.onRunningChange(true);
     this.connection.set("connecting");
@@ -268,6 +323,7 @@ export class RealtimeUiManager {
     const adapter = createAdapter(transport, { hubUrl, apiKey });
     const epoch = ++this.epoch;
     this.adapter = adapter;
+    this.live = false;
     this.sessionClosed = false;
     adapter.onEvent((msg) => {
       if (this.adapter === adapter) this.handleEvent(epoch, msg);
@@ -275,45 +331,120 @@ export class RealtimeUiManager {
     adapter.onState((state, info) => {
       if (this.adapter === adapter) this.handleState(state, info);
     });
-    await adapter.connect(config);
+    const resume =
+      this.resume && RESUMABLE.has(transport)
+        ? { ...this.resume, audioFromBytes: this.stream.oldest }
+        : null;
+    await adapter.connect(config, resume);
     if (this.adapter !== adapter) return;
-    for (const buf of this.pending.splice(0)) adapter.sendAudio(buf);
+    // HTTP+SSE: the session exists once connect() resolves (its session.started may come later).
+    if (transport === "sse") this.goLive(false);
+  }
+
+  /** Audio may flow on this connection. A new session starts its byte stream at the first
+   *  byte no final covers; a resumed one continues where the hub says. */
+  goLive(resumed, resumeFrom) {
+    if (!resumed) this.stream.rebase();
+    else if (typeof resumeFrom === "number" && resumeFrom >= 0) this.stream.rewind(resumeFrom);
+    // Without resume_from_bytes (an older hub) nothing is re-sent: the stream goes on.
+    this.live = true;
+    this.pump();
   }
 
   handleFrame(buf) {
-    if (!this.running) return;
-    const a = this.adapter;
-    if (a && a.state === "open" && !this.sessionClosed) {
-      a.sendAudio(buf);
-    } else if (!this.stopping) {
-      this.pending.push(buf);
-      if (this.pending.length > PENDING_FRAMES) this.pending.shift();
+    if (!this.running || this.stopping) return;
+    if (this.stream.capture(buf)) {
+      if (this.paused && this.stream.heldBytes < this.stream.maxHeld / 2) this.paused = false;
+    } else {
+      this.paused = true;
+      this.pausedBytes += buf.byteLength;
     }
+    this.pump();
+  }
+
+  /** Sends held-back audio while the transport's own buffer has room. */
+  pump() {
+    const a = this.adapter;
+    if (a && this.live && a.state === "open" && !this.sessionClosed) {
+      while (this.stream.heldBytes > 0 && a.backlogBytes() < MAX_BACKLOG_BYTES) {
+        const piece = this.stream.next();
+        if (!piece) break;
+        a.sendAudio(piece);
+      }
+      if (this.stream.heldBytes > 0 && !this.pumpTimer) {
+        this.pumpTimer = setTimeout(() => {
+          this.pumpTimer = null;
+          this.pump();
+        }, PUMP_MS);
+      }
+    }
+    this.showBacklog();
+  }
+
+  /** "Holding back N s of audio" while the hub (or the network) is slower than the microphone. */
+  showBacklog() {
+    const el = this.backlogEl;
+    if (!el) return;
+    const held = this.running ? this.stream.heldBytes : 0;
+    let state = "none";
+    let text = "";
+    if (this.paused) {
+      state = "paused";
+      text =
+        `Paused: ${(held / BYTES_PER_SECOND).toFixed(1)} s of audio is waiting to be sent; ` +
+        `${(this.pausedBytes / BYTES_PER_SECOND).toFixed(1)} s of speech was not captured meanwhile.`;
+    } else if (held >= SHOW_HELD_BYTES) {
+      state = "held";
+      text = `Holding back ${(held / BYTES_PER_SECOND).toFixed(1)} s of audio until the hub catches up.`;
+    }
+    if (el.dataset.state === state && el.textContent === text) return;
+    el.dataset.state = state;
+    el.dataset.heldBytes = String(held);
+    el.textContent = text;
+    el.hidden = state === "none";
   }
 
   handleEvent(epoch, msg) {
     if (this.onHubEvent) this.onHubEvent(msg);
     switch (msg.type) {
       case "session.started":
+      case "session.resumed": {
         // Count the reconnect attempts as successful only once the session has stayed up a
         // while: a hub that accepts and then fails every session must not retry forever.
         clearTimeout(this.healthyTimer);
         this.healthyTimer = setTimeout(() => {
           if (this.adapter && !this.sessionClosed) this.attempts = 0;
         }, HEALTHY_AFTER_MS);
+        const resumed = msg.type === "session.resumed";
+        if (!resumed && msg.session_id !== this.sessionId) {
+          this.sessionEpoch += 1;
+          this.resume = msg.resume_token ? { token: msg.resume_token, lastSegmentId: null } : null;
+        } else {
+          this.resumes += 1;
+        }
         this.sessionId = msg.session_id;
-        if (!this.stopping) this.connection.set("live", `Live (session ${msg.session_id || "?"})`);
+        if (!this.stopping) {
+          const how = resumed ? "resumed" : "session";
+          this.connection.set("live", `Live (${how} ${msg.session_id || "?"})`);
+        }
         if (msg.config) {
           this.vad.setSession(msg.config.vad);
           this.wakeword.setSession(msg.config.wakeword);
         }
+        if (this.settings.transport !== "sse" || !this.live) this.goLive(resumed, msg.resume_from_bytes);
         break;
+      }
       case "transcript.partial":
-        this.transcript.partial(epoch, msg);
+        this.transcript.partial(this.sessionEpoch, msg);
         break;
       case "transcript.final":
         this.attempts = 0;
-        this.transcript.final(epoch, msg);
+        if (this.clearErrorOnFinal) {
+          this.clearErrorOnFinal = false;
+          this.errors.clear();
+        }
+        this.transcript.final(this.sessionEpoch, msg);
+        this.confirmed(msg);
         break;
       case "vad.speech_started":
       case "vad.speech_ended":
@@ -323,11 +454,20 @@ export class RealtimeUiManager {
         this.wakeword.handle(msg);
         break;
       case "error":
+        if (msg.code === "resume_failed") {
+          // The session is gone (expired, or closed by the hub): start a new one on this
+          // connection; the audio no final covered is sent to it.
+          this.resume = null;
+          if (this.adapter) this.adapter.start(this.settings.config);
+          break;
+        }
+        if (typeof msg.segment_id === "number") this.confirmed(msg);
         this.lastError = msg;
         this.errors.show(msg.code, msg.message);
         break;
       case "session.closed":
         this.sessionClosed = true;
+        this.resume = null;
         if (this.endResolve) this.endResolve();
         break;
       default:
@@ -335,18 +475,33 @@ export class RealtimeUiManager {
     }
   }
 
+  /** A final (or the error that replaces one) covers the audio up to its end. */
+  confirmed(msg) {
+    if (this.resume && typeof msg.segment_id === "number") {
+      const last = this.resume.lastSegmentId;
+      this.resume.lastSegmentId = last === null ? msg.segment_id : Math.max(last, msg.segment_id);
+    }
+    if (typeof msg.end === "number") this.stream.confirm(msg.end);
+  }
+
   handleState(state, info) {
     if (state === "open" && !this.stopping) this.connection.set("open");
     if (state !== "closed") return;
+    this.live = false;
     if (this.endResolve) this.endResolve();
     if (!this.running || this.stopping) return;
-    // The connection ended while the user still wants a session.
-    const code = (this.lastError && this.lastError.fatal !== false && this.lastError.code) || info.code;
+    // The connection ended while the user still wants a session. The hub's own error event
+    // (if one came) names the reason; else the close code / reason does.
+    const fatal = this.lastError && this.lastError.fatal !== false ? this.lastError.code : undefined;
+    const code = fatal || info.code;
     if (code && NOT_RETRYABLE.has(code)) {
       this.fail(code, this.lastError ? this.lastError.message : info.message);
       return;
     }
-    if (!info.unexpected && !this.sessionClosed) return;
+    if (code && !fatal && info.closeCode !== undefined) this.errors.show(code, info.message);
+    // A retryable reason stays on screen until words flow again.
+    if (code) this.clearErrorOnFinal = true;
+    if (!info.unexpected && !this.sessionClosed && !code) return;
     this.scheduleReconnect();
   }
 
@@ -388,31 +543,38 @@ export class RealtimeUiManager {
     clearTimeout(this.healthyTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    if (this.pumpTimer) clearTimeout(this.pumpTimer);
+    this.pumpTimer = null;
     const adapter = this.adapter;
     this.adapter = null;
+    this.live = false;
     if (adapter) adapter.close();
     await this.audio.stop();
-    this.pending = [];
+    this.stream.reset();
+    this.paused = false;
     this.running = false;
     this.stopping = false;
+    this.resume = null;
+    this.showBacklog();
     this.transcript.clearPartial();
     this.vad.setIdle();
     this.wakeword.setIdle();
     this.onRunningChange(false);
   }
 
-  /** Stop the microphone, flush the session (its last finals arrive), then disconnect. */
+  /** Stop the microphone, send what is held back, flush the session (its last finals
+   *  arrive), then disconnect. */
   async stop() {
     if (!this.running || this.stopping) return;
+    const adapter = this.adapter;
+    const audioStopped = this.audio.stop(); // its last partial frame still reaches handleFrame
+    await audioStopped;
     this.stopping = true;
     this.connection.set("finishing");
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
-    // Flush the last partial frame to the hub before session.end.
-    const adapter = this.adapter;
-    const audioStopped = this.audio.stop();
-    await audioStopped;
     if (adapter && adapter.state === "open") {
+      await this.drain(adapter);
       const closed = new Promise((resolve) => {
         this.endResolve = resolve;
         setTimeout(resolve, END_TIMEOUT_MS);
@@ -425,6 +587,22 @@ export class RealtimeUiManager {
     }
     await this.teardown();
     this.connection.set("idle");
+  }
+
+  /** Hand every held-back byte to the transport before session.end (bounded by END_TIMEOUT_MS). */
+  async drain(adapter) {
+    const deadline = Date.now() + END_TIMEOUT_MS;
+    while (this.stream.heldBytes > 0 && adapter.state === "open" && Date.now() < deadline) {
+      if (this.live) {
+        const piece = adapter.backlogBytes() < MAX_BACKLOG_BYTES ? this.stream.next() : null;
+        if (piece) {
+          adapter.sendAudio(piece);
+          continue;
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, PUMP_MS));
+    }
+    this.showBacklog();
   }
 }
 
