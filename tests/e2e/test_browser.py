@@ -575,7 +575,9 @@ def test_network_drop_resumes_the_session_and_loses_no_words(
     wait_for(driver, lambda d: state_of(d, "vad-state") == "speech", 30, "the next utterance to begin")
     before = len(finals(driver))
     assert link.drop() >= 1
-    wait_for(driver, lambda d: d.execute_script("return window.asrhub.ui.resumes") >= 1, 30, "session.resumed")
+    wait_for(
+        driver, lambda d: d.execute_script("return window.asrhub.ui.resumes") >= 1, 30, "session.resumed"
+    )
     wait_for(driver, lambda d: state_of(d, "connection-state") == "live", 30, "live again")
     assert driver.execute_script("return window.asrhub.ui.sessionId") == first, "the same session"
     wait_for(driver, lambda d: len(finals(d)) >= before + 2, 60, "the cut utterance's final and the next")
@@ -656,8 +658,10 @@ def test_an_hours_finals_cost_the_same_dom_work_each(driver: WebDriver, hub: Hub
     n = 3600
     driver.set_script_timeout(120)
     r = driver.execute_async_script(DOM_COST_SCRIPT, n)
-    print(f"\nDOM cost of {n} finals (append + layout): {r['first_ms']:.1f} ms for the first 500, "
-          f"{r['last_ms']:.1f} ms for the last 500; {r['nodes']} nodes")
+    print(
+        f"\nDOM cost of {n} finals (append + layout): {r['first_ms']:.1f} ms for the first 500, "
+        f"{r['last_ms']:.1f} ms for the last 500; {r['nodes']} nodes"
+    )
     assert r["removed"] == 0, "a final removed nodes: the view was rebuilt"
     chunks = -(-n // 50)
     # A space, a span and its text per final (and a block every 50 finals).
