@@ -42,6 +42,13 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     window is sized from the first packet). Bounds what a client can push past a busy session:
     128 KiB is 4 s of 16 kHz PCM16. Also bounds a file upload to this much per round trip
     (2.6 MB/s at 50 ms); raise it for big uploads over long links. 0: Linux autotuning (MBs)."""
+    grpc_port: Annotated[int, Meta(ge=0, le=65535)] = 0
+    """Port of the gRPC server (Google Cloud Speech v1, health, reflection) on ``host``; 0: off."""
+    wyoming_port: Annotated[int, Meta(ge=0, le=65535)] = 0
+    """Port of the Wyoming server (Home Assistant speech-to-text and wake word) on ``host``; 0: off."""
+    wyoming_zeroconf: bool = False
+    """Advertise the Wyoming server on the local network (mDNS ``_wyoming._tcp``) so Home
+    Assistant discovers it; needs the ``zeroconf`` extra (``pip install asrhub[zeroconf]``)."""
 
 
 class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -376,6 +376,8 @@ CLI_FLAGS: dict[str, tuple[str, str]] = {
     "--host": ("server.host", "address to listen on"),
     "--port": ("server.port", "TCP port to listen on"),
     "--workers": ("server.workers", "processes sharing the port (0: one per CPU core)"),
+    "--grpc-port": ("server.grpc_port", "also serve Google Cloud Speech v1 over gRPC on this port"),
+    "--wyoming-port": ("server.wyoming_port", "also serve Wyoming (Home Assistant) on this port"),
     "--api-key": ("server.api_keys", "require this API key (repeatable; prefer ASRHUB_API_KEYS)"),
     "--default-provider": ("default_provider", "provider for sessions that name none"),
     "--log-level": ("log.level", "debug, info, warning or error"),

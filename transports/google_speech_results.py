@@ -1,0 +1,121 @@
+"""The hub's transcript events → Google Cloud Speech v1 results.
+
+* ``transcript.final`` → a result with ``is_final=true``, one alternative (its text; the mean
+  word probability as ``confidence`` when the engine gave words; the words with
+  ``start_time``/``end_time`` when ``enable_word_time_offsets`` was asked), ``result_end_time``
+  = the utterance's end in stream time (from the first audio byte), ``language_code``.
+* ``transcript.partial`` → ``is_final=false`` with a ``stability``: how much of this guess the
+  previous guess of the same utterance already said (the share of its words that repeat the
+  previous partial's first words), between 0.01 and 0.9 — Google's own range. A first guess
+  has 0.01. Re-decoding the growing utterance rarely changes a prefix that two decodes agree on,
+  so the share that agreed is a fair estimate of what will not change.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from google.cloud import speech_v1
+
+from asrhub.frames import FinalTranscript, PartialTranscript, Word
+
+MIN_STABILITY, MAX_STABILITY = 0.01, 0.9
+_PUNCT = re.compile(r"[^\w']+")
+
+
+def normalized_words(text: str) -> list[str]:
+    """Lower-case words without punctuation, for comparing two guesses."""
+    return [w for w in (_PUNCT.sub("", t).lower() for t in text.split()) if w]
+
+
+def _duration(seconds: float) -> timedelta:
+    return timedelta(seconds=max(0.0, seconds))
+
+
+class Stability:
+    """Per-utterance memory of the previous partial (dropped when the utterance is final)."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, list[str]] = {}
+
+    def of(self, partial: PartialTranscript) -> float:
+        words = normalized_words(partial.text)
+        previous = self._previous.get(partial.segment_id)
+        self._previous = {partial.segment_id: words}  # only the utterance in progress is kept
+        if not previous or not words:
+            return MIN_STABILITY
+        agreed = 0
+        for a, b in zip(previous, words, strict=False):
+            if a != b:
+                break
+            agreed += 1
+        return min(MAX_STABILITY, max(MIN_STABILITY, agreed / len(words)))
+
+    def forget(self, segment_id: int) -> None:
+        self._previous.pop(segment_id, None)
+
+
+def _words(words: tuple[Word, ...] | None) -> list[speech_v1.WordInfo]:
+    return [
+        speech_v1.WordInfo(
+            word=w.word.strip(),
+            start_time=_duration(w.start),
+            end_time=_duration(w.end),
+            confidence=w.probability,
+        )
+        for w in words or ()
+        if w.word.strip()
+    ]
+
+
+def final_alternative(
+    final: FinalTranscript, *, word_offsets: bool
+) -> speech_v1.SpeechRecognitionAlternative:
+    words = final.words or ()
+    confidence = sum(w.probability for w in words) / len(words) if words else 0.0
+    return speech_v1.SpeechRecognitionAlternative(
+        transcript=final.text.strip(),
+        confidence=confidence,
+        words=_words(words) if word_offsets else [],
+    )
+
+
+def streaming_final(
+    final: FinalTranscript, *, word_offsets: bool, language_code: str
+) -> speech_v1.StreamingRecognizeResponse:
+    result = speech_v1.StreamingRecognitionResult(
+        alternatives=[final_alternative(final, word_offsets=word_offsets)],
+        is_final=True,
+        stability=0.0,
+        result_end_time=_duration(final.end),
+        language_code=final.language or language_code,
+    )
+    return speech_v1.StreamingRecognizeResponse(results=[result])
+
+
+def streaming_partial(
+    partial: PartialTranscript, stability: float, *, language_code: str
+) -> speech_v1.StreamingRecognizeResponse:
+    result = speech_v1.StreamingRecognitionResult(
+        alternatives=[speech_v1.SpeechRecognitionAlternative(transcript=partial.text.strip())],
+        is_final=False,
+        stability=stability,
+        result_end_time=_duration(partial.end),
+        language_code=language_code,
+    )
+    return speech_v1.StreamingRecognizeResponse(results=[result])
+
+
+def speech_event(kind: int, t: float) -> speech_v1.StreamingRecognizeResponse:
+    return speech_v1.StreamingRecognizeResponse(speech_event_type=kind, speech_event_time=_duration(t))
+
+
+def recognize_result(
+    final: FinalTranscript, *, word_offsets: bool, language_code: str
+) -> speech_v1.SpeechRecognitionResult:
+    return speech_v1.SpeechRecognitionResult(
+        alternatives=[final_alternative(final, word_offsets=word_offsets)],
+        result_end_time=_duration(final.end),
+        language_code=final.language or language_code,
+    )

@@ -1,0 +1,141 @@
+"""The hub's gRPC server (``server.grpc_port``): Google Cloud Speech v1, health and reflection,
+on grpcio's asyncio server in the hub's process and event loop.
+
+* ``google.cloud.speech.v1.Speech`` (:mod:`~asrhub.transports.grpc_speech`). The
+  ``google-cloud-speech`` package ships the request and response messages (proto-plus classes
+  that serialise themselves) but no servicer base class, so the two RPCs are registered with a
+  generic handler under their real method paths; any Google Speech v1 client works unchanged.
+* ``grpc.health.v1.Health`` (grpcio-health-checking): ``SERVING`` for ``""`` and the Speech
+  service while the hub accepts sessions, ``NOT_SERVING`` from the start of a shutdown.
+* server reflection (grpcio-reflection) for the three services, so ``grpcurl`` and friends can
+  list and describe them. The Speech messages come from the package's descriptor; the service
+  itself is not in it, so :func:`_register_service_descriptor` adds a descriptor of the two
+  served methods to the default pool, built from those message descriptors.
+
+Bounds: a request message may be up to ``server.max_upload_bytes`` (a ``Recognize`` carries a
+whole file); HTTP/2's receive window stays at its 64 KiB default per stream (BDP probing off), so
+a stream whose session is busy holds at most that much of its client's audio here. Health and
+reflection need no key, like ``/healthz``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import structlog
+from google.cloud import speech_v1
+from google.protobuf import descriptor_pb2, descriptor_pool
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from asrhub.hub import Hub
+from asrhub.settings import ServerSettings
+
+from .auth import Auth
+from .grpc_speech import SERVICE, SpeechService
+
+log = structlog.get_logger("asrhub.server")
+
+OVERALL = ""
+
+
+def _register_service_descriptor() -> None:
+    """Describe ``google.cloud.speech.v1.Speech`` (the methods served) in the default pool."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindServiceByName(SERVICE)
+        return
+    except KeyError:
+        pass
+    messages = speech_v1.RecognizeRequest.pb().DESCRIPTOR.file
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="asrhub/google_cloud_speech_v1_service.proto",
+        package="google.cloud.speech.v1",
+        syntax="proto3",
+        dependency=[messages.name],
+    )
+    service = proto.service.add(name="Speech")
+    service.method.add(
+        name="Recognize",
+        input_type=".google.cloud.speech.v1.RecognizeRequest",
+        output_type=".google.cloud.speech.v1.RecognizeResponse",
+    )
+    service.method.add(
+        name="StreamingRecognize",
+        input_type=".google.cloud.speech.v1.StreamingRecognizeRequest",
+        output_type=".google.cloud.speech.v1.StreamingRecognizeResponse",
+        client_streaming=True,
+        server_streaming=True,
+    )
+    pool.Add(proto)
+
+
+class GrpcServer:
+    def __init__(self, hub: Hub, auth: Auth, server: ServerSettings) -> None:
+        self.hub = hub
+        self.port = 0
+        self.live_calls = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.speech = SpeechService(hub, auth, on_call=self._count)
+        self.health = health.aio.HealthServicer()
+        self._server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", server.max_upload_bytes + (1 << 20)),
+                ("grpc.max_send_message_length", 64 << 20),
+                ("grpc.http2.bdp_probe", 0),
+                ("grpc.so_reuseport", 0),  # a port in use is an error, not a silent share
+            ]
+        )
+        handlers = {
+            "Recognize": grpc.unary_unary_rpc_method_handler(
+                self.speech.recognize,
+                request_deserializer=speech_v1.RecognizeRequest.deserialize,
+                response_serializer=speech_v1.RecognizeResponse.serialize,
+            ),
+            "StreamingRecognize": grpc.stream_stream_rpc_method_handler(
+                self.speech.streaming_recognize,
+                request_deserializer=speech_v1.StreamingRecognizeRequest.deserialize,
+                response_serializer=speech_v1.StreamingRecognizeResponse.serialize,
+            ),
+        }
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
+        _register_service_descriptor()
+        names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        reflection.enable_server_reflection(names, self._server)
+
+    def _count(self, delta: int) -> None:
+        self.live_calls += delta
+        if self.live_calls:
+            self._idle.clear()
+        else:
+            self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Returns once no call is in progress."""
+        await self._idle.wait()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen (insecure: put TLS in front, as for the HTTP port); returns the bound port."""
+        bound: int = self._server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        if not bound:
+            raise OSError(f"cannot listen for gRPC on {host}:{port}")
+        await self._server.start()
+        self.port = bound
+        for name in (OVERALL, SERVICE):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("grpc listening", host=host, port=bound)
+        return bound
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """After the hub's flush: the calls deliver their last finals and end (within
+        ``grace_s``), then the server closes whatever is left."""
+        await self.health.enter_graceful_shutdown()
+        if self.live_calls:
+            try:
+                await asyncio.wait_for(self._idle.wait(), grace_s)
+            except TimeoutError:
+                log.warning("grpc calls still open after the grace period", calls=self.live_calls)
+        await self._server.stop(grace=1.0)
