@@ -91,6 +91,8 @@ class ServerThread:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self.loop).result(timeout=60)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()  # else its self-pipe is an unclosed-socket warning at the next gc
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the server's loop (to read its state) and return the result."""
