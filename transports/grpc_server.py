@@ -72,7 +72,7 @@ def _register_service_descriptor() -> None:
 
 
 class GrpcServer:
-    def __init__(self, hub: Hub, auth: Auth, server: ServerSettings) -> None:
+    def __init__(self, hub: Hub, auth: Auth, server: ServerSettings, *, reuse_port: bool = False) -> None:
         self.hub = hub
         self.port = 0
         self.live_calls = 0
@@ -85,7 +85,8 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", server.max_upload_bytes + (1 << 20)),
                 ("grpc.max_send_message_length", 64 << 20),
                 ("grpc.http2.bdp_probe", 0),
-                ("grpc.so_reuseport", 0),  # a port in use is an error, not a silent share
+                # a port in use is an error, not a silent share — unless --workers share it
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
             ]
         )
         handlers = {

@@ -301,8 +301,8 @@ class WyomingServer:
         while self._handlers:
             await asyncio.wait(list(self._handlers))
 
-    async def start(self, host: str, port: int) -> int:
-        self._server = await asyncio.start_server(self._connected, host, port)
+    async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
+        self._server = await asyncio.start_server(self._connected, host, port, reuse_port=reuse_port or None)
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("wyoming listening", host=host, port=self.port)
         return self.port

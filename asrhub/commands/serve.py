@@ -1,7 +1,8 @@
-"""``asrhub serve``: run the hub — every transport on one port.
+"""``asrhub serve``: run the hub — every transport on one port (plus gRPC and Wyoming on their own
+ports when ``--grpc-port`` / ``--wyoming-port`` are given).
 
     asrhub serve [--host H] [--port P] [--workers N] [--config FILE] [--api-key KEY …]
-                 [--default-provider NAME]
+                 [--default-provider NAME] [--grpc-port P] [--wyoming-port P]
                  [--log-level LEVEL] [--set KEY=VALUE …]
 
 Settings come from defaults < the TOML file < ``ASRHUB_…`` variables (``ASRHUB_API_KEYS`` is a
@@ -101,10 +102,14 @@ async def serve(
         )
         for sock in listening:
             await web.SockSite(runner, sock).start()
+        # gRPC, Wyoming (when their ports are set): up before the http line says "ready"
+        others = await _start_listeners(app, reuse_port=reuse_port)
         if announce:
             for address in runner.addresses:
                 host, port = address[0], address[1]
                 print(f"asrhub: listening on http://{host}:{port}", flush=True)
+            for url in others:
+                print(f"asrhub: listening on {url}", flush=True)
         if ready is not None:
             ready.set()
         if on_ready is not None:
@@ -119,6 +124,13 @@ async def serve(
         if syncing is not None:
             syncing.cancel()
         log.info("server stopped")
+
+
+async def _start_listeners(app: web.Application, *, reuse_port: bool) -> list[str]:
+    from ..operators import wakeword_models
+    from ..transports.listeners import start_listeners
+
+    return await start_listeners(app, wake_words=lambda: wakeword_models.available(), reuse_port=reuse_port)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,5 +164,8 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         where = f"{settings.server.host}:{settings.server.port}"
         print(f"asrhub: cannot listen on {where}: {exc}", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # a listener's missing optional dependency (zeroconf)
+        print(f"asrhub: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -160,6 +160,9 @@ def run_workers(settings: Settings) -> int:
         placeholders = []
         print(f"asrhub: {count} workers", flush=True)
         print(f"asrhub: listening on http://{server.host}:{port}", flush=True)
+        for scheme, other in (("grpc", server.grpc_port), ("tcp", server.wyoming_port)):
+            if other:  # gRPC / Wyoming listeners: every worker shares these ports too
+                print(f"asrhub: listening on {scheme}://{server.host}:{other}", flush=True)
         while not stop.is_set():
             wait([w.process.sentinel for w in workers], timeout=0.5)
             for i, worker in enumerate(workers):
