@@ -130,7 +130,10 @@ async def _start_listeners(app: web.Application, *, reuse_port: bool) -> list[st
     from ..operators import wakeword_models
     from ..transports.listeners import start_listeners
 
-    return await start_listeners(app, wake_words=lambda: wakeword_models.available(), reuse_port=reuse_port)
+    urls: list[str] = await start_listeners(
+        app, wake_words=lambda: wakeword_models.available(), reuse_port=reuse_port
+    )
+    return urls
 
 
 def run(args: argparse.Namespace) -> int:
