@@ -24,6 +24,7 @@ session can take it, so a busy engine slows the client instead of queueing in me
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import time
@@ -36,7 +37,16 @@ from typing import Any
 import aiohttp
 
 from .errors import HubError
-from .frames import EVENT_TYPES, ErrorEvent, Event, SessionClosed, SessionStarted, event_from_dict
+from .frames import (
+    EVENT_TYPES,
+    ErrorEvent,
+    Event,
+    FinalTranscript,
+    SessionClosed,
+    SessionResumed,
+    SessionStarted,
+    event_from_dict,
+)
 
 Source = str | Path | bytes | AsyncIterable[bytes]
 
@@ -64,29 +74,27 @@ class HubStream:
         api_key: str | None = None,
         http: aiohttp.ClientSession | None = None,
         heartbeat: float | None = 20.0,
+        resume: bool = False,
     ) -> HubStream:
-        """Open the WebSocket, start a session and wait for ``session.started``.
+        """Open the WebSocket, start a session and wait for ``session.started``. ``resume``:
+        ask for a resume token (``self.started.resume_token``; see :meth:`reconnect`).
 
         Raises :class:`~asrhub.errors.HubError` when the hub refuses (``unauthorized``,
         ``capacity``, ``unknown_provider``, …).
         """
         own = http is None
         http = http or aiohttp.ClientSession()
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         try:
-            ws = await http.ws_connect(url, headers=headers, heartbeat=heartbeat, max_msg_size=16 << 20)
-        except aiohttp.WSServerHandshakeError as exc:
-            if own:
-                await http.close()
-            code = "unauthorized" if exc.status in (401, 403) else "bad_message"
-            message = f"the hub refused the connection: HTTP {exc.status} {exc.message}"
-            raise HubError(code, message, fatal=True) from None
+            ws = await _open_ws(http, url, api_key, heartbeat)
         except BaseException:
             if own:
                 await http.close()
             raise
         stream = cls(http, ws, own)
-        await ws.send_str(json.dumps({"type": "session.start", "config": dict(config or {})}))
+        start: dict[str, Any] = {"type": "session.start", "config": dict(config or {})}
+        if resume:
+            start["resume"] = True
+        await ws.send_str(json.dumps(start))
         while True:
             event = await stream.receive()
             if event is None:
@@ -101,6 +109,42 @@ class HubStream:
             if isinstance(event, ErrorEvent):
                 await stream.close()
                 raise HubError(event.code, event.message, fatal=True)
+
+    async def reconnect(
+        self,
+        url: str,
+        *,
+        last_segment_id: int | None,
+        audio_from_bytes: int = 0,
+        api_key: str | None = None,
+        heartbeat: float | None = 20.0,
+    ) -> SessionResumed:
+        """After a dropped connection: a new WebSocket (to ``url``: the same hub, or any node of
+        a cluster) continues the session with ``session.resume``. Returns ``session.resumed``;
+        the missed finals follow on :meth:`receive`. The caller re-sends its audio from
+        ``resumed.resume_from_bytes`` (see :class:`AudioLedger`)."""
+        token = self.started.resume_token if self.started is not None else None
+        if token is None:
+            raise HubError("resume_failed", "the session was not started with resume=True")
+        with contextlib.suppress(Exception):
+            await self._ws.close()
+        self._ws = await _open_ws(self._http, url, api_key, heartbeat)
+        await self._ws.send_str(
+            json.dumps(
+                {
+                    "type": "session.resume",
+                    "token": token,
+                    "last_segment_id": last_segment_id,
+                    "audio_from_bytes": audio_from_bytes,
+                }
+            )
+        )
+        event = await self.receive()
+        if isinstance(event, SessionResumed):
+            return event
+        if isinstance(event, ErrorEvent):
+            raise HubError(event.code, event.message, fatal=True)
+        raise HubError("resume_failed", f"expected session.resumed, got {event!r}", fatal=True)
 
     async def send(self, audio: bytes) -> None:
         """One binary audio frame; returns once the socket has taken it."""
@@ -161,6 +205,66 @@ class HubStream:
         await self.close()
 
 
+async def _open_ws(
+    http: aiohttp.ClientSession, url: str, api_key: str | None, heartbeat: float | None
+) -> aiohttp.ClientWebSocketResponse:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        return await http.ws_connect(url, headers=headers, heartbeat=heartbeat, max_msg_size=16 << 20)
+    except aiohttp.WSServerHandshakeError as exc:
+        code = "unauthorized" if exc.status in (401, 403) else "bad_message"
+        message = f"the hub refused the connection: HTTP {exc.status} {exc.message}"
+        raise HubError(code, message, fatal=True) from None
+
+
+class AudioLedger:
+    """The audio a resumable client still holds: its byte stream from offset ``base`` on.
+
+    Everything sent is appended; a ``transcript.final`` confirms the audio up to its end
+    (:meth:`confirm_until`), which is dropped. At most ``max_bytes`` are kept (the oldest go
+    first; ``base`` says from where the ledger can re-send: ``audio_from_bytes`` of a resume)."""
+
+    def __init__(self, audio: Mapping[str, Any], max_seconds: float = 60.0) -> None:
+        width = 4 if audio.get("encoding") == "pcm_f32le" else 2
+        pcm = audio.get("encoding", "pcm_s16le") in ("pcm_s16le", "pcm_f32le")
+        self.frame_bytes = width * int(audio.get("channels", 1))
+        self.bytes_per_second = self.frame_bytes * int(audio.get("sample_rate", 16_000)) if pcm else 0
+        self.max_bytes = int(max_seconds * (self.bytes_per_second or 32_000))
+        self.base = 0
+        self._buffer = bytearray()
+
+    @property
+    def end(self) -> int:
+        """Bytes of audio the client has produced so far (the stream's length)."""
+        return self.base + len(self._buffer)
+
+    def append(self, data: bytes) -> None:
+        self._buffer += data
+        excess = len(self._buffer) - self.max_bytes
+        if excess > 0:
+            self._drop(excess)
+
+    def confirm_until(self, seconds: float) -> None:
+        """A final ended at stream time ``seconds``: the audio before it is the hub's."""
+        if self.bytes_per_second:
+            offset = int(seconds * self.bytes_per_second) // self.frame_bytes * self.frame_bytes
+            if offset > self.base:
+                self._drop(min(offset, self.end) - self.base)
+
+    def since(self, offset: int) -> bytes:
+        """The audio from ``offset`` on (a resume's ``resume_from_bytes``)."""
+        if offset < self.base:
+            raise HubError(
+                "resume_failed",
+                f"the hub asks for audio from byte {offset}, the client holds it from {self.base}",
+            )
+        return bytes(self._buffer[offset - self.base :])
+
+    def _drop(self, count: int) -> None:
+        del self._buffer[:count]
+        self.base += count
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -218,6 +322,8 @@ async def stream(
     realtime: bool = False,
     chunk_ms: int = 100,
     http: aiohttp.ClientSession | None = None,
+    resume: bool = False,
+    resume_for_s: float = 30.0,
 ) -> AsyncIterator[Event]:
     """Stream ``source`` in one session and yield every event, ``session.started`` to
     ``session.closed``.
@@ -225,7 +331,17 @@ async def stream(
     ``source``: a file path, PCM bytes in the format ``config["audio"]`` declares (default
     16 kHz mono ``pcm_s16le``), or an async iterator of such bytes (a live source sets its own
     pace). ``session.end`` is sent when the source is exhausted.
+
+    ``resume``: a resumable session. When the connection drops (no ``session.closed``), the
+    client reconnects to ``url`` (retrying for ``resume_for_s``), resumes, yields
+    ``session.resumed`` and the finals it missed, re-sends its audio from
+    ``resume_from_bytes`` (an :class:`AudioLedger` keeps what no final confirmed yet) and goes
+    on; behind a load balancer the session may continue on another node.
     """
+    if resume:
+        async for event in _resumable(url, source, config, api_key, realtime, chunk_ms, http, resume_for_s):
+            yield event
+        return
     config = dict(config or {})
     if isinstance(source, str | Path):
         pcm, audio = read_audio_file(source)
@@ -251,6 +367,105 @@ async def stream(
         yield hub.started
         async for event in hub:
             yield event
+            failure = sender.exception() if sender.done() and not sender.cancelled() else None
+            if failure is not None:
+                raise failure
+    finally:
+        if not sender.done():
+            sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+        await hub.close()
+
+
+async def _resumable(
+    url: str,
+    source: Source,
+    config: Mapping[str, Any] | None,
+    api_key: str | None,
+    realtime: bool,
+    chunk_ms: int,
+    http: aiohttp.ClientSession | None,
+    resume_for_s: float,
+) -> AsyncIterator[Event]:
+    """:func:`stream` with ``resume=True``: one sender, one receiver, a ledger of the audio."""
+    config = dict(config or {})
+    if isinstance(source, str | Path):
+        pcm, audio_format = read_audio_file(source)
+        config.setdefault("audio", audio_format)
+        source = pcm
+    audio = config.get("audio") or {}
+    if isinstance(source, bytes):
+        rate = bytes_per_second(audio)
+        size = max(2, int(rate * chunk_ms / 1000) // 2 * 2)
+        frames: AsyncIterable[bytes] = chunks(source, size, pace=rate if realtime else None)
+    else:
+        frames = source
+    ledger = AudioLedger(audio)
+    hub = await HubStream.connect(url, config=config, api_key=api_key, http=http, resume=True)
+    connected = asyncio.Event()
+    connected.set()
+    lock = asyncio.Lock()  # the sender never interleaves with a resume's re-send
+    source_done = False
+
+    async def send(data: bytes) -> None:
+        try:
+            await hub.send(data)
+        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            connected.clear()  # the receiver notices the drop and resumes
+
+    async def pump() -> None:
+        nonlocal source_done
+        async for frame in frames:
+            async with lock:
+                ledger.append(frame)
+                if connected.is_set():
+                    await send(frame)
+        source_done = True
+        async with lock:
+            if connected.is_set():
+                await hub.end()
+
+    async def resume_now(last: int | None) -> SessionResumed:
+        deadline = time.monotonic() + resume_for_s
+        while True:
+            try:
+                async with lock:
+                    resumed = await hub.reconnect(
+                        url, last_segment_id=last, audio_from_bytes=ledger.base, api_key=api_key
+                    )
+                    await send(ledger.since(resumed.resume_from_bytes))
+                    if source_done:
+                        await hub.end()
+                    connected.set()
+                    return resumed
+            except (OSError, aiohttp.ClientError, HubError) as exc:
+                if isinstance(exc, HubError) and exc.code in ("resume_failed", "unauthorized"):
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+
+    sender = asyncio.create_task(pump())
+    last_segment: int | None = None
+    try:
+        assert hub.started is not None
+        yield hub.started
+        while True:
+            event = await hub.receive()
+            if event is None:
+                if hub.closed_reason is not None or hub.close_code == 4409:
+                    return
+                connected.clear()
+                yield await resume_now(last_segment)
+                continue
+            if isinstance(event, FinalTranscript):
+                last_segment = max(event.segment_id, last_segment or 0)
+                ledger.confirm_until(event.end)
+            elif isinstance(event, ErrorEvent) and event.segment_id is not None:
+                last_segment = max(event.segment_id, last_segment or 0)
+            yield event
+            if isinstance(event, SessionClosed):
+                return
             failure = sender.exception() if sender.done() and not sender.cancelled() else None
             if failure is not None:
                 raise failure

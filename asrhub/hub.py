@@ -3,6 +3,12 @@
 ``open`` is synchronous on purpose: checking capacity, allocating the id and registering the
 session happen with no ``await`` in between, so two concurrent opens can never both pass a
 capacity check that only one of them should pass (the old system's check-then-act race).
+
+With a cluster (``[cluster] redis_url``, :mod:`asrhub.cluster`) the limits hold across every
+node: :meth:`Hub.open_async` first takes a lease in Redis (one atomic script: count, refuse or
+add), then opens synchronously as above; the lease goes when the session closes. Without a
+cluster ``open_async`` is ``open``. A transport that calls ``open`` directly still has its
+sessions counted cluster-wide (their leases are added unchecked).
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import asyncio
 import secrets
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import structlog
@@ -22,10 +28,14 @@ from .errors import HubError
 from .flow import Pending
 from .frames import Samples
 from .logging import library_default
-from .pipeline import PipelineFactory, SessionContext
+from .pipeline import Operator, PipelineFactory, SessionContext
 from .provider import Provider, ProviderError, Transcription
 from .resume import Resumes
 from .session import Session
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
+    from .cluster_resume import ClusterResumes
 
 NO_PROVIDER = "none"
 """Provider name that runs the pipeline for VAD / wake-word events only."""
@@ -41,6 +51,7 @@ class Hub:
         pipeline_factory: PipelineFactory,
         default_provider: str = NO_PROVIDER,
         limits: Limits | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         library_default()  # no logging set up (in-process use): warnings and errors only
         self.providers = dict(providers)
@@ -54,6 +65,13 @@ class Hub:
         self.opened_total = 0
         self.resumes = Resumes(self.limits.resume_window_s)
         """Sessions a dropped client may resume (see :mod:`asrhub.resume`)."""
+        self.cluster = cluster
+        self.cluster_resumes: ClusterResumes | None = None
+        """Resume anywhere (see :mod:`asrhub.cluster_resume`); None without a cluster."""
+        if cluster is not None:
+            from .cluster_resume import ClusterResumes
+
+            self.cluster_resumes = ClusterResumes(cluster, self.resumes, self.limits.resume_window_s)
         metrics.track_hub(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -62,6 +80,8 @@ class Hub:
         """Load every provider's model before the first session is accepted."""
         for provider in self.providers.values():
             await provider.start()
+        if self.cluster is not None:
+            await self.cluster.start()
 
     async def shutdown(self, grace_s: float = 30.0) -> None:
         """Stop accepting, flush every open session to its final transcripts, release engines."""
@@ -72,6 +92,8 @@ class Hub:
             for session in sessions:
                 session.close("shutdown")
         self.resumes.clear()
+        if self.cluster is not None:
+            await self.cluster.stop()
         for provider in self.providers.values():
             await provider.close()
 
@@ -101,14 +123,77 @@ class Hub:
         key: str | None = None,
         transport: str = "inproc",
         session_id: str | None = None,
+        continuation: Operator | None = None,
+        _admitted: bool = False,
     ) -> Session:
-        """Open a session. Raises :class:`HubError` (``capacity``, ``unknown_provider``, …)."""
+        """Open a session. Raises :class:`HubError` (``capacity``, ``unknown_provider``, …).
+
+        ``continuation``: an operator applied to the session's output (a session resumed from
+        the cluster log continues its segment ids and stream times)."""
         try:
-            session = self._open(config, key=key, transport=transport, session_id=session_id)
+            session = self._open(
+                config, key=key, transport=transport, session_id=session_id, continuation=continuation
+            )
         except HubError as exc:
             metrics.error(exc.code)
             raise
+        if self.cluster is not None and not _admitted and not session.closed:
+            self.cluster.hold(session.id, key)
         metrics.session_opened(transport)
+        return session
+
+    async def open_async(
+        self,
+        config: SessionConfig | Mapping[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        transport: str = "inproc",
+        session_id: str | None = None,
+        continuation: Operator | None = None,
+        resumed: bool = False,
+    ) -> Session:
+        """:meth:`open`, after taking a cluster-wide slot when there is a cluster. ``resumed``:
+        the session already held one (on a node that died): it is not refused for capacity.
+        Redis unreachable: this node's own limits decide (docs/cluster.md)."""
+        cluster = self.cluster
+        if cluster is None:
+            return self.open(
+                config, key=key, transport=transport, session_id=session_id, continuation=continuation
+            )
+        resolved = self.resolve_config(config)
+        if not self.accepting:
+            metrics.error("capacity")
+            raise HubError("capacity", "the hub is shutting down", fatal=True)
+        if session_id is None:
+            session_id = secrets.token_urlsafe(12)
+        verdict = await cluster.admit(session_id, key, force=resumed)
+        if verdict:
+            metrics.error("capacity")
+            if verdict == 1:
+                raise HubError(
+                    "capacity",
+                    f"the cluster is at its limit of {self.limits.max_sessions} sessions",
+                    fatal=True,
+                )
+            raise HubError(
+                "capacity",
+                f"this API key is at its limit of {self.limits.max_sessions_per_key} sessions",
+                fatal=True,
+            )
+        try:
+            session = self.open(
+                resolved,
+                key=key,
+                transport=transport,
+                session_id=session_id,
+                continuation=continuation,
+                _admitted=True,
+            )
+        except BaseException:
+            cluster.release(session_id)
+            raise
+        if session.closed:
+            cluster.release(session_id)
         return session
 
     def _open(
@@ -118,6 +203,7 @@ class Hub:
         key: str | None,
         transport: str,
         session_id: str | None,
+        continuation: Operator | None = None,
     ) -> Session:
         resolved = self.resolve_config(config)
         if not self.accepting:
@@ -148,6 +234,9 @@ class Hub:
         )
         try:
             pipeline = self.pipeline_factory(ctx)
+            if continuation is not None:
+                inner, outer = pipeline, continuation
+                pipeline = lambda source: outer(inner(source))  # noqa: E731
             session = Session(ctx, pipeline, on_closed=self._forget)
         except HubError:
             raise
@@ -175,6 +264,8 @@ class Hub:
             self._per_key[key] -= 1
             if self._per_key[key] <= 0:
                 del self._per_key[key]
+        if self.cluster is not None:
+            self.cluster.release(session.id)
         metrics.session_closed(session.ctx.transport, session.close_reason)
         session.ctx.log.debug("session closed", reason=session.close_reason)
 

@@ -37,7 +37,7 @@ import asyncio
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .frames import ErrorEvent, Event, FinalTranscript, SessionClosed
 
@@ -73,13 +73,17 @@ class ResumeLog:
     def __len__(self) -> int:
         return len(self._items)
 
-    def record(self, event: Event) -> None:
+    def record(self, event: Event) -> bool:
+        """Keep ``event`` if a client must not miss it (returns whether it was kept)."""
         if _segment_of(event) is not None:
             if len(self._items) >= self.maxlen:
                 self._evict()
             self._items.append(event)
-        elif isinstance(event, SessionClosed) or (isinstance(event, ErrorEvent) and event.fatal):
+            return True
+        if isinstance(event, SessionClosed) or (isinstance(event, ErrorEvent) and event.fatal):
             self._items.append(event)  # at most two, once: the session's last events
+            return True
+        return False
 
     def _evict(self) -> None:
         for i, old in enumerate(self._items):
@@ -97,6 +101,9 @@ class ResumeLog:
         complete = evicted is None or (last_segment_id is not None and last_segment_id >= evicted)
         return missed, complete
 
+    def events(self) -> list[Event]:
+        return list(self._items)
+
     def ack(self, last_segment_id: int | None) -> None:
         """The client has every utterance up to ``last_segment_id``: forget those."""
         if last_segment_id is not None:
@@ -107,6 +114,11 @@ def _segment_of(event: Event) -> int | None:
     if isinstance(event, FinalTranscript | ErrorEvent):
         return event.segment_id
     return None
+
+
+def after_segment(event: Event, last_segment_id: int | None) -> bool:
+    """Whether a client that has every utterance up to ``last_segment_id`` still needs ``event``."""
+    return _after(event, last_segment_id)
 
 
 def _after(event: Event, last_segment_id: int | None) -> bool:
@@ -125,6 +137,17 @@ class Held:
     owner: Owner | None
     subscription: DisposableBase | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    position: Any = None
+    """Cluster only (:class:`asrhub.cluster_resume.Position`): the record's byte position and
+    epoch; None for a session kept on this process only."""
+
+
+class Hooks(Protocol):
+    """The cluster side (:class:`asrhub.cluster_resume.ClusterResumes`), when configured."""
+
+    def registered(self, held: Held) -> None: ...
+    def recorded(self, held: Held, event: Event) -> None: ...
+    def dropped(self, held: Held) -> None: ...
 
 
 class Resumes:
@@ -135,6 +158,7 @@ class Resumes:
         self.window_s = window_s
         self.log_size = log_size
         self._held: dict[str, Held] = {}
+        self.hooks: Hooks | None = None
 
     @property
     def enabled(self) -> bool:
@@ -147,14 +171,58 @@ class Resumes:
     def detached(self) -> int:
         return sum(1 for held in self._held.values() if held.owner is None)
 
-    def register(self, session: Session, key: str | None, owner: Owner) -> Held:
+    def register(
+        self,
+        session: Session,
+        key: str | None,
+        owner: Owner,
+        *,
+        token: str | None = None,
+        position: Any = None,
+        history: list[Event] | None = None,
+    ) -> Held:
         """Make ``session`` resumable; its log starts now (subscribe it after the owner's queue,
-        which must be the session's first subscriber)."""
+        which must be the session's first subscriber). ``token``, ``position`` and ``history``:
+        a session claimed from the cluster keeps its token, record position and logged events."""
         log = ResumeLog(self.log_size)
-        held = Held(secrets.token_urlsafe(24), session, key, log, owner)
-        held.subscription = session.events.subscribe(on_next=log.record)
+        for event in history or ():
+            log.record(event)
+        held = Held(token or secrets.token_urlsafe(24), session, key, log, owner, position=position)
+        hooks = self.hooks
+        if hooks is not None and position is not None:
+
+            def record(event: Event) -> None:
+                if log.record(event):
+                    hooks.recorded(held, event)
+
+            held.subscription = session.events.subscribe(on_next=record)
+            hooks.registered(held)
+        else:
+
+            def keep(event: Event) -> None:
+                log.record(event)
+
+            held.subscription = session.events.subscribe(on_next=keep)
         self._held[held.token] = held
         return held
+
+    def get(self, token: str) -> Held | None:
+        return self._held.get(token)
+
+    def all(self) -> list[Held]:
+        return list(self._held.values())
+
+    def surrender(self, token: str) -> None:
+        """Another node claimed this session (the cluster): stop it here, tell its connection."""
+        held = self._held.get(token)
+        if held is None:
+            return
+        owner, held.owner = held.owner, None
+        held.position = None  # its record is the other node's now: never touch it again
+        self._drop(held)
+        if owner is not None:
+            owner.handed_over()
+        held.session.close("resumed")
 
     def claim(self, token: str, key: str | None, owner: Owner) -> tuple[Held, Owner | None] | None:
         """Hand the session of ``token`` to ``owner``. Returns it and the connection that had it
@@ -189,6 +257,8 @@ class Resumes:
     def _drop(self, held: Held) -> None:
         if self._held.get(held.token) is held:
             del self._held[held.token]
+            if self.hooks is not None and held.position is not None:
+                self.hooks.dropped(held)
         if held.timer is not None:
             held.timer.cancel()
             held.timer = None

@@ -69,6 +69,22 @@ class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     session, 0 none. Every other metric counts everything."""
 
 
+class ClusterSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Many hub processes (``--workers``) and machines as one hub, on Redis (docs/cluster.md).
+    Without ``redis_url`` every process is a hub of its own, as before."""
+
+    redis_url: str | None = None
+    """``redis://HOST:PORT/DB`` (or ``rediss://``, ``unix://``). Set: limits hold cluster-wide,
+    resumable sessions resume on any node, Socket.io rooms span the nodes."""
+    key_prefix: str = "asrhub"
+    """Prefix of every Redis key and channel (several hubs may share one Redis)."""
+    lease_s: Annotated[float, Meta(ge=1.0, le=600.0)] = 15.0
+    """A session's hold on cluster capacity lasts this long unless its node renews it (every
+    third of it): a dead node's sessions free their capacity within this time."""
+    redis_timeout_s: Annotated[float, Meta(gt=0.0, le=30.0)] = 0.5
+    """Every Redis call gives up after this; the hub then acts as documented for an outage."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a hub process is started with."""
 
@@ -81,6 +97,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     limits: Limits = Limits()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    cluster: ClusterSettings = ClusterSettings()
     providers: dict[str, dict[str, Any]] = {}
     """Per-provider settings tables, e.g. ``[providers.whisper] model = "…"``."""
 

@@ -92,9 +92,15 @@ def create_providers(settings: Settings, registry: ProviderRegistry | None = Non
 def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> Hub:
     """A hub with the standard chain and the providers the settings enable (not yet started)."""
     default = settings.default_provider
+    cluster = None
+    if settings.cluster.redis_url:
+        from .cluster import Cluster
+
+        cluster = Cluster(settings.cluster, settings.limits)
     return Hub(
         providers=create_providers(settings, registry),
         pipeline_factory=build_pipeline,
         default_provider=default if default else NO_PROVIDER,
         limits=settings.limits,
+        cluster=cluster,
     )

@@ -28,6 +28,7 @@ from aiohttp import web
 from asrhub.errors import HubError
 from asrhub.frames import Event
 from asrhub.protocol import CLIENT_TYPES, event_payload
+from asrhub.settings import Settings
 
 from .auth import bearer_or_token
 from .common import AUTH, CONNECTIONS, HUB, SETTINGS, SHUTDOWN_HOOKS, reset
@@ -52,9 +53,25 @@ def _environ_query(environ: dict[str, Any]) -> dict[str, str]:
     return dict(parse_qsl(environ.get("QUERY_STRING", "")))
 
 
+def _cluster_manager(settings: Settings) -> socketio.AsyncManager | None:
+    """With a cluster, python-socketio's Redis manager: an emit to a room or to a client on
+    another node (``sio.emit`` in an application, or an external ``AsyncRedisManager(url,
+    write_only=True)``) reaches it through Redis. The hub's own per-session emits stay local."""
+    cluster = settings.cluster
+    if not cluster.redis_url:
+        return None
+    return socketio.AsyncRedisManager(
+        cluster.redis_url,
+        channel=f"{cluster.key_prefix}:sio",
+        redis_options={"socket_connect_timeout": cluster.redis_timeout_s},
+    )
+
+
 def setup(app: web.Application) -> socketio.AsyncServer:
     hub, settings, auth = app[HUB], app[SETTINGS], app[AUTH]
+    manager = _cluster_manager(settings)
     sio = socketio.AsyncServer(
+        client_manager=manager,
         async_mode="aiohttp",
         async_handlers=False,
         cors_allowed_origins=auth.socketio_origins(),
@@ -86,7 +103,8 @@ def setup(app: web.Application) -> socketio.AsyncServer:
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_event().to_dict()) from None
 
         async def send(event: Event) -> None:
-            await sio.emit(event.type, event_payload(event), to=sid)
+            # ignore_queue: the client is on this node; only emits to others go through Redis
+            await sio.emit(event.type, event_payload(event), to=sid, ignore_queue=True)
             await drained(sid)
 
         async def close(_code: str | None) -> None:
@@ -166,6 +184,10 @@ def setup(app: web.Application) -> socketio.AsyncServer:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await sio.eio.disconnect()
         await sio.shutdown()
+        listener = getattr(manager, "thread", None)
+        if isinstance(listener, asyncio.Task):
+            listener.cancel()
+            await asyncio.gather(listener, return_exceptions=True)
 
     app[SHUTDOWN_HOOKS].append(shutdown)
     return sio

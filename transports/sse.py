@@ -103,7 +103,7 @@ async def create(request: web.Request) -> web.Response:
     body = await read_limited(request, 64 * 1024, "session request")
     message = parse_message(body or b"{}", event=StartMessage.type)
     assert isinstance(message, StartMessage)
-    session = hub.open(message.config, key=request[KEY_ID], transport="sse")
+    session = await hub.open_async(message.config, key=request[KEY_ID], transport="sse")
     sessions = request.app[SESSIONS]
     rec = HttpSession(
         session_id=session.id,

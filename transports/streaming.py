@@ -38,10 +38,11 @@ from reactivex.abc import DisposableBase
 
 from asrhub.delivery import SLOW_CONSUMER, EventQueue
 from asrhub.errors import HubError
-from asrhub.frames import ErrorEvent, Event, Pong, SessionResumed, SessionStarted
+from asrhub.frames import ErrorEvent, Event, Pong, SessionClosed, SessionResumed, SessionStarted
 from asrhub.hub import Hub
 from asrhub.protocol import EndMessage, PingMessage, ResumeMessage, StartMessage, parse_message
 from asrhub.resume import Held
+from asrhub.resume import after_segment as _after
 from asrhub.session import Session, State
 
 log = structlog.get_logger("asrhub.transports")
@@ -145,9 +146,12 @@ class StreamConnection:
             await self.send_error(HubError("bad_message", "a session is already open on this connection"))
             return
         try:
-            session = self.hub.open(config, key=self.key, transport=self.transport)
+            session = await self.hub.open_async(config, key=self.key, transport=self.transport)
         except HubError as exc:
             await self.send_error(exc)
+            return
+        if self._closing:  # the connection went away while the cluster admitted it
+            session.close("disconnected")
             return
         self.session = session
         self.log = self.log.bind(session_id=session.id)
@@ -155,7 +159,12 @@ class StreamConnection:
         self._watch = session.events.subscribe(on_next=self._after_event)
         token = None
         if resume and self.hub.resumes.enabled and not session.closed:
-            self.held = self.hub.resumes.register(session, self.key, self)
+            position = None
+            if self.hub.cluster_resumes is not None:
+                from asrhub.cluster_resume import pcm_position
+
+                position = pcm_position(session.config)
+            self.held = self.hub.resumes.register(session, self.key, self, position=position)
             token = self.held.token
         config_dict = session.config.to_dict()
         await self.emit(SessionStarted(session_id=session.id, config=config_dict, resume_token=token))
@@ -166,7 +175,14 @@ class StreamConnection:
         if self.session is not None:
             await self.send_error(HubError("bad_message", "a session is already open on this connection"))
             return
+        cluster = self.hub.cluster_resumes
+        local = self.hub.resumes.get(message.token)
+        if local is not None and cluster is not None and not await cluster.confirm_local(local):
+            self.hub.resumes.surrender(message.token)  # another node claimed it meanwhile
         claimed = self.hub.resumes.claim(message.token, self.key, self)
+        if claimed is None and cluster is not None:
+            await self._resume_from_cluster(message)
+            return
         if claimed is None:
             why = "unknown or expired resume token; send session.start to begin a new session"
             await self.send_error(HubError("resume_failed", why))
@@ -197,6 +213,78 @@ class StreamConnection:
         for event in missed:
             if isinstance(event, ErrorEvent) and event.fatal:
                 self._fatal_code = event.code
+            await self.emit(event)
+        self._forwarder = asyncio.create_task(self._forward(self.queue))
+
+    async def _resume_from_cluster(self, message: ResumeMessage) -> None:
+        """Continue a session another node ran (it died, or the client reconnected elsewhere):
+        claim it from the cluster log, open it again here shifted to continue its segment ids
+        and stream times, replay what the client missed; the client re-sends its audio from
+        ``resume_from_bytes`` (see :mod:`asrhub.cluster_resume`)."""
+        from asrhub.cluster_resume import continuation
+
+        cluster = self.hub.cluster_resumes
+        assert cluster is not None
+        try:
+            claimed = await cluster.claim(message.token, self.key)
+        except HubError as exc:
+            await self.send_error(exc)
+            return
+        if claimed is None:
+            why = "unknown or expired resume token; send session.start to begin a new session"
+            await self.send_error(HubError("resume_failed", why))
+            return
+        position, last = claimed.position, message.last_segment_id
+        base = max(position.seg, last or 0)
+        wanted = max(position.pos, message.audio_from_bytes)
+        start = -(-wanted // position.frame_bytes) * position.frame_bytes  # whole frames
+        position.pos = start
+        position.seg = base
+        missed = [e for e in claimed.events if _after(e, last)]
+        complete = claimed.evicted == 0 or (last is not None and last >= claimed.evicted)
+        history = [e for e in claimed.events if _after(e, None)]
+        ended = any(isinstance(e, SessionClosed) for e in claimed.events)
+        resumed = SessionResumed(
+            session_id=claimed.session_id,
+            resume_token=message.token,
+            config=claimed.config,
+            replayed=len(missed),
+            complete=complete,
+            bytes_received=start,
+            last_segment_id=last,
+            resume_from_bytes=start,
+        )
+        if ended:  # it had finished: replay its end, then close as after session.closed
+            await self.emit(resumed)
+            for event in missed:
+                if isinstance(event, ErrorEvent) and event.fatal:
+                    self._fatal_code = event.code
+                await self.emit(event)
+            await self._close_once(self._fatal_code)
+            return
+        try:
+            session = await self.hub.open_async(
+                claimed.config,
+                key=self.key,
+                transport=self.transport,
+                session_id=claimed.session_id,
+                continuation=continuation(base, start / position.bytes_per_second),
+                resumed=True,
+            )
+        except HubError as exc:
+            await self.send_error(exc)
+            return
+        session.bytes_in = start
+        self.session = session
+        self.log = self.log.bind(session_id=session.id)
+        self.queue = EventQueue(session, self.queue_size)
+        self._watch = session.events.subscribe(on_next=self._after_event)
+        self.held = self.hub.resumes.register(
+            session, self.key, self, token=message.token, position=position, history=history
+        )
+        self.log.info("session resumed from the cluster log", resume_from_bytes=start, segment_base=base)
+        await self.emit(resumed)
+        for event in missed:
             await self.emit(event)
         self._forwarder = asyncio.create_task(self._forward(self.queue))
 
