@@ -56,6 +56,15 @@ async def until(check: Callable[[], Awaitable[T | None]], limit_s: float, what: 
         await asyncio.sleep(every)
 
 
+async def eventually(predicate: Callable[[], bool], limit_s: float, what: str, every: float = 0.05) -> None:
+    """Poll a plain predicate from async code until it holds, or fail at the deadline."""
+    deadline = time.monotonic() + limit_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {limit_s} s waiting for {what}")
+        await asyncio.sleep(every)
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
@@ -121,10 +130,11 @@ class Node:
 
     def _read(self, proc: subprocess.Popen[str]) -> None:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            self.lines.append(line)
-            if line.startswith("asrhub: listening on"):
-                self.ready.set()
+        with proc.stdout:  # closed at EOF (the process ended): a restart leaves nothing open
+            for line in proc.stdout:
+                self.lines.append(line)
+                if line.startswith("asrhub: listening on"):
+                    self.ready.set()
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         if not self.ready.wait(timeout):
@@ -136,6 +146,7 @@ class Node:
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
+        if self.proc is not None:
             self.proc.wait(30)
 
     def terminate(self, timeout: float = 60.0) -> int:

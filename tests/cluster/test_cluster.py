@@ -1,0 +1,357 @@
+"""The hub as a cluster, all real and on 127.0.0.1: ``redis-server``, three ``asrhub serve``
+nodes (faster-whisper tiny.en) and ``haproxy -f deploy/haproxy.cfg`` in front.
+
+* real speech through the balancer over WebSocket, Socket.io (long-polling: the balancer's
+  cookie keeps it on one node) and HTTP+SSE gives the right finals;
+* Redis stopped and restarted under live sessions: they stream on, new sessions are admitted
+  on the nodes' own limits, nothing hangs; afterwards the nodes re-create their leases;
+* ``max_sessions`` = K across the three nodes: K open, the next is refused with ``capacity`` on
+  every node; a killed node's capacity comes back within the lease time;
+* SIGKILL of the node that owns 10 live resumable sessions mid-utterance: every client
+  resumes through the balancer on another node, re-sends from ``resume_from_bytes``, and gets
+  each utterance's final exactly once, in order, with all the words.
+
+One cluster serves the module (started in parallel; ~10 s). Waits poll against deadlines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+import socketio
+
+from asrhub.client import chunks, read_audio_file, stream
+from asrhub.frames import Event, FinalTranscript, SessionClosed, SessionResumed, SpeechStarted
+from tests.audio_utils import fixture, fixture_entry, wer
+
+from .conftest import HAProxy, Node, Redis, eventually, healthz, start_nodes, until
+
+MAX_SESSIONS = 12
+LEASE_S = 3.0
+FIGURES: dict[str, Any] = {}
+
+
+@dataclass
+class Cluster:
+    redis: Redis
+    nodes: list[Node]
+    lb: HAProxy
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ws(self) -> str:
+        return self.lb.url.replace("http", "ws", 1) + "/v1/stream"
+
+    def restart(self, node: Node) -> None:
+        node.kill()
+        node.start()
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: Redis) -> Iterator[Cluster]:
+    env = {
+        "ASRHUB_CLUSTER__REDIS_URL": redis_server.url,
+        "ASRHUB_CLUSTER__LEASE_S": str(LEASE_S),
+        "ASRHUB_LIMITS__MAX_SESSIONS": str(MAX_SESSIONS),
+        "ASRHUB_LIMITS__RESUME_WINDOW_S": "60",
+        "ASRHUB_DEFAULT_PROVIDER": "whisper",
+        "ASRHUB_LOG__LEVEL": "info",
+        "ASRHUB_METRICS__OPERATOR_SAMPLE": "0",
+    }
+    nodes = [Node(f"hub{i}", env) for i in (1, 2, 3)]
+    lb = HAProxy(nodes)
+    try:
+        start_nodes(nodes)
+        lb.start()
+        yield Cluster(redis_server, nodes, lb, env)
+    finally:
+        lb.stop()
+        for node in nodes:
+            node.close()
+        if FIGURES:
+            print("\ncluster figures:", json.dumps(FIGURES))
+
+
+async def lb_ready(cluster: Cluster) -> None:
+    """Every node is up in haproxy's health checks."""
+
+    async def all_up() -> bool:
+        states = await asyncio.get_running_loop().run_in_executor(None, cluster.lb.servers_up)
+        return len(states) == 3 and all(states.values())
+
+    await until(all_up, 60, "haproxy to see all three nodes up")
+
+
+def finals(events: list[Event]) -> list[FinalTranscript]:
+    return [e for e in events if isinstance(e, FinalTranscript)]
+
+
+def reference(name: str) -> list[str]:
+    return [s["text"] for s in fixture_entry(name)["segments"]]
+
+
+async def read_sse(resp: aiohttp.ClientResponse) -> AsyncIterator[dict[str, Any]]:
+    data: list[str] = []
+    async for raw in resp.content:
+        line = raw.decode().rstrip("\r\n")
+        if not line:
+            if data:
+                yield json.loads("\n".join(data))
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+# ---------------------------------------------------------------------------------- transports
+
+
+async def test_real_speech_through_the_balancer_on_every_transport(cluster: Cluster) -> None:
+    await lb_ready(cluster)
+    pcm, audio = read_audio_file(fixture("address_time.wav"))
+    (expected,) = reference("address_time.wav")
+
+    async def over_websocket() -> str:
+        events = [e async for e in stream(cluster.ws, pcm, config={"language": "en", "audio": audio})]
+        assert isinstance(events[-1], SessionClosed)
+        return " ".join(f.text for f in finals(events))
+
+    async def over_socketio() -> str:
+        # Long-polling: several HTTP requests per connection, kept on one node by haproxy's
+        # cookie (the jar must accept cookies for an IP address).
+        jar = aiohttp.CookieJar(unsafe=True)
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            sio = socketio.AsyncClient(reconnection=False, http_session=http)
+            got: list[dict[str, Any]] = []
+            closed = asyncio.Event()
+
+            @sio.on("*")
+            async def any_event(event: str, data: Any) -> None:
+                got.append(data)
+                if event == "session.closed":
+                    closed.set()
+
+            await sio.connect(cluster.lb.url, transports=["polling"], socketio_path="socket.io")
+            await sio.emit("session.start", {"type": "session.start", "config": {"language": "en"}})
+            async for frame in chunks(pcm, 6400, pace=4 * 32000):  # engine.io takes 16 packets a POST
+                await sio.emit("audio", frame)
+            await sio.emit("session.end", {"type": "session.end"})
+            await asyncio.wait_for(closed.wait(), 60)
+            await sio.disconnect()
+        assert got[0]["type"] == "session.started"
+        return " ".join(m["text"] for m in got if m.get("type") == "transcript.final")
+
+    async def over_sse() -> str:
+        jar = aiohttp.CookieJar(unsafe=True)  # the session lives on one node: the cookie says which
+        async with aiohttp.ClientSession(cookie_jar=jar) as http:
+            base = cluster.lb.url
+            async with http.post(f"{base}/v1/sessions", json={"config": {"language": "en"}}) as resp:
+                assert resp.status == 201, await resp.text()
+                sid = (await resp.json())["session_id"]
+            events: list[dict[str, Any]] = []
+
+            async def subscribe() -> None:
+                async with http.get(f"{base}/v1/sessions/{sid}/events") as resp:
+                    assert resp.status == 200
+                    async for event in read_sse(resp):
+                        events.append(event)
+
+            reader = asyncio.create_task(subscribe())
+            async for frame in chunks(pcm, 8000):
+                async with http.post(f"{base}/v1/sessions/{sid}/audio", data=frame) as resp:
+                    assert resp.status == 204, await resp.text()
+            async with http.post(f"{base}/v1/sessions/{sid}/end") as resp:
+                assert resp.status == 200
+            await asyncio.wait_for(reader, 60)
+        assert events[-1]["type"] == "session.closed"
+        return " ".join(e["text"] for e in events if e["type"] == "transcript.final")
+
+    texts = await asyncio.gather(over_websocket(), over_socketio(), over_sse())
+    for text in texts:
+        assert wer(expected, text) <= 0.15, (expected, text)
+
+
+# ---------------------------------------------------------------------------------- Redis outage
+
+
+async def test_redis_stopped_and_restarted_under_live_sessions(cluster: Cluster) -> None:
+    """Live sessions stream on; a new session is admitted on the node's own limits; a resume
+    that needs another node's record fails cleanly; nothing hangs; after the restart the nodes
+    re-create their leases in the (empty) Redis."""
+    await lb_ready(cluster)
+    pcm, audio = read_audio_file(fixture("silences.wav"))
+    expected = reference("silences.wav")
+    config = {"language": "en", "audio": audio}
+    progress: list[int] = [0, 0]
+
+    async def live(i: int) -> list[Event]:
+        events: list[Event] = []
+        async for event in stream(cluster.ws, pcm, config=config, realtime=True, chunk_ms=100):
+            events.append(event)
+            if isinstance(event, FinalTranscript):
+                progress[i] += 1
+        return events
+
+    streams = [asyncio.create_task(live(i)) for i in range(2)]
+    await eventually(lambda: all(n >= 1 for n in progress), 60, "each live session's first final")
+    cluster.redis.stop()
+    try:
+        # A new session while Redis is down: admitted (local limits), answered promptly.
+        started = time.monotonic()
+        quick, quick_audio = read_audio_file(fixture("quick_fox.wav"))
+        events = [e async for e in stream(cluster.ws, quick, config={"language": "en", "audio": quick_audio})]
+        FIGURES["new_session_during_outage_s"] = round(time.monotonic() - started, 2)
+        assert "quick brown fox" in " ".join(f.text for f in finals(events)).lower()
+        # /healthz and /metrics stay answered (nothing waits on Redis).
+        async with aiohttp.ClientSession() as http:
+            for node in cluster.nodes:
+                assert (await healthz(http, node.url) or {}).get("status") == "ok"
+    finally:
+        cluster.redis.start()
+    results = await asyncio.gather(*streams)
+    for events in results:
+        texts = [f.text for f in finals(events)]
+        assert len(texts) == len(expected), texts
+        assert wer(" ".join(expected), " ".join(texts)) <= 0.15, texts
+        assert isinstance(events[-1], SessionClosed)
+    # Redis came back empty: the nodes re-create the leases of what they run (renewal).
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(cluster.redis.url)
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(cluster.ws)
+            await ws.send_str(json.dumps({"type": "session.start", "config": {"provider": "none"}}))
+            assert json.loads((await ws.receive()).data)["type"] == "session.started"
+
+            async def leases_back() -> bool:
+                return bool(await client.zcard("asrhub:leases") >= 1)
+
+            await until(leases_back, 5 * LEASE_S, "the open session's lease to be back in Redis")
+            await ws.close()
+    finally:
+        await client.aclose()
+
+
+# ---------------------------------------------------------------------------------- capacity
+
+
+async def test_max_sessions_holds_across_nodes_and_a_dead_nodes_capacity_returns(cluster: Cluster) -> None:
+    await lb_ready(cluster)
+    hub1, _hub2, hub3 = cluster.nodes
+    async with aiohttp.ClientSession() as http:
+
+        async def open_on(node: Node) -> tuple[aiohttp.ClientWebSocketResponse, dict[str, Any]]:
+            ws = await http.ws_connect(f"ws://127.0.0.1:{node.port}/v1/stream")
+            await ws.send_str(json.dumps({"type": "session.start", "config": {"provider": "none"}}))
+            return ws, json.loads((await ws.receive()).data)
+
+        # Sessions of earlier tests may still be closing: wait for an empty cluster.
+        async def cluster_idle() -> bool:
+            counts = [((await healthz(http, n.url)) or {}).get("sessions", 1) for n in cluster.nodes]
+            return all(count == 0 for count in counts)
+
+        await until(cluster_idle, 30, "no sessions open")
+        held = []
+        for i in range(MAX_SESSIONS):
+            ws, first = await open_on(cluster.nodes[i % 3])
+            assert first["type"] == "session.started", first
+            held.append(ws)
+        for node in cluster.nodes:  # the next one is refused, whichever node it reaches
+            ws, first = await open_on(node)
+            assert first["type"] == "error" and first["code"] == "capacity", first
+            await ws.close()
+        # hub3 dies holding 4 sessions: they stop counting once their leases expire.
+        killed_at = time.monotonic()
+        hub3.kill()
+        survivors = [ws for i, ws in enumerate(held) if i % 3 != 2]
+
+        async def admitted() -> bool:
+            ws, first = await open_on(hub1)
+            if first["type"] == "session.started":
+                survivors.append(ws)
+                return True
+            await ws.close()
+            return False
+
+        await until(admitted, 4 * LEASE_S, "capacity to come back after the node's death", every=0.2)
+        FIGURES["capacity_back_after_kill_s"] = round(time.monotonic() - killed_at, 2)
+        for ws in survivors:
+            await ws.close()
+    cluster.restart(hub3)  # for the tests after this one
+    await asyncio.get_running_loop().run_in_executor(None, hub3.wait_ready)
+
+
+# ---------------------------------------------------------------------------------- SIGKILL
+
+
+SESSIONS = 10
+
+
+async def test_sigkill_of_the_owner_of_10_live_sessions_every_client_resumes_elsewhere(
+    cluster: Cluster,
+) -> None:
+    await lb_ready(cluster)
+    pcm, audio = read_audio_file(fixture("silences.wav"))
+    expected = reference("silences.wav")
+    config = {"language": "en", "audio": audio}
+    rate = audio["sample_rate"] * 2
+    second_started = [False] * SESSIONS
+    second_final = [False] * SESSIONS
+    killed = asyncio.Event()
+    killed_at = [0.0]
+    first_after: dict[int, float] = {}
+
+    async def client(i: int) -> list[Event]:
+        # The cookie sends every session to hub1 through the balancer; after hub1 dies, the
+        # balancer redispatches the reconnects to the other nodes.
+        async with aiohttp.ClientSession(cookies={"ASRHUB_NODE": "hub1"}) as http:
+            events: list[Event] = []
+            source = chunks(pcm, rate // 10, pace=2 * rate)  # twice real time
+            async for event in stream(cluster.ws, source, config=config, http=http, resume=True):
+                events.append(event)
+                if isinstance(event, SpeechStarted) and finals(events):
+                    second_started[i] = True
+                if isinstance(event, FinalTranscript) and event.segment_id >= 2:
+                    second_final[i] = second_final[i] or not killed.is_set()
+                    if killed.is_set() and i not in first_after:
+                        first_after[i] = time.monotonic() - killed_at[0]
+        return events
+
+    clients = [asyncio.create_task(client(i)) for i in range(SESSIONS)]
+    hub1 = cluster.nodes[0]
+
+    async def on_hub1() -> bool:
+        async with aiohttp.ClientSession() as http:
+            return ((await healthz(http, hub1.url)) or {}).get("sessions") == SESSIONS
+
+    await until(on_hub1, 30, "all 10 sessions on hub1")
+    await eventually(lambda: all(second_started), 60, "every client inside its second utterance")
+    mid_utterance = sum(1 for done in second_final if not done)
+    killed_at[0] = time.monotonic()
+    hub1.kill()
+    killed.set()
+    results = await asyncio.wait_for(asyncio.gather(*clients), 120)
+    delays = sorted(first_after.values())
+    FIGURES["kill_to_first_new_final_s"] = {
+        "median": round(delays[len(delays) // 2], 2),
+        "max": round(delays[-1], 2),
+    }
+    assert mid_utterance >= SESSIONS // 2, "the kill did not land mid-utterance"
+    for events in results:
+        resumed = [e for e in events if isinstance(e, SessionResumed)]
+        assert len(resumed) == 1 and resumed[0].resume_from_bytes > 0, resumed
+        got = finals(events)
+        ids = [f.segment_id for f in got]
+        assert ids == list(range(1, len(expected) + 1)), ids  # one final each, in order
+        assert [f.start for f in got] == sorted(f.start for f in got)
+        assert wer(" ".join(expected), " ".join(f.text for f in got)) <= 0.15, [f.text for f in got]
+        assert isinstance(events[-1], SessionClosed) and events[-1].reason == "end"
+    cluster.restart(hub1)
+    await asyncio.get_running_loop().run_in_executor(None, hub1.wait_ready)
