@@ -40,12 +40,31 @@ class WakewordConfig(msgspec.Struct, frozen=True, kw_only=True):
     """After a detection, how long the gate stays open waiting for the utterance to end."""
 
 
+Task = Literal["transcribe", "translate"]
+
+MAX_KEYTERMS = 100
+MAX_KEYTERM_CHARS = 100
+
+Keyterm = Annotated[str, Meta(min_length=1, max_length=MAX_KEYTERM_CHARS)]
+LanguageCode = Annotated[str, Meta(min_length=2, max_length=16)]
+
+
 class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The ``config`` object of ``session.start`` (every field optional)."""
 
     provider: str | tuple[str, ...] | None = None
     """One provider name, or an ordered failover list. ``None``: the hub's default."""
-    language: str | None = None
+    model: str | None = None
+    """Extension: one of the provider's models (``/v1/models`` lists them); None: its default."""
+    language: LanguageCode | Annotated[tuple[LanguageCode, ...], Meta(min_length=1, max_length=32)] | None = (
+        None
+    )
+    """A language code, or (extension) a list of codes to restrict language identification to;
+    None: the provider's default (multilingual models detect it per utterance)."""
+    task: Task = "transcribe"
+    """Extension: ``translate`` gives English text from speech in another language."""
+    keyterms: Annotated[tuple[Keyterm, ...], Meta(max_length=MAX_KEYTERMS)] = ()
+    """Extension: names and jargon to bias recognition toward (engines that accept hints)."""
     audio: AudioFormat = AudioFormat()
     vad: VadConfig = VadConfig()
     wakeword: WakewordConfig = WakewordConfig()
@@ -59,6 +78,31 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
         if self.provider is None:
             return ()
         return (self.provider,) if isinstance(self.provider, str) else self.provider
+
+    @property
+    def fixed_language(self) -> str | None:
+        """The one language the session names (None: detect, possibly among :attr:`languages`)."""
+        return self.language if isinstance(self.language, str) else None
+
+    @property
+    def languages(self) -> tuple[str, ...]:
+        """Every language the session names (empty: any)."""
+        if self.language is None:
+            return ()
+        return (self.language,) if isinstance(self.language, str) else self.language
+
+    def decode_options(self) -> dict[str, Any]:
+        """The keywords a provider's ``transcribe`` gets for this session's utterances."""
+        options: dict[str, Any] = {"language": self.fixed_language, "prompt": self.prompt}
+        if self.model is not None:
+            options["model"] = self.model
+        if self.task != "transcribe":
+            options["task"] = self.task
+        if self.keyterms:
+            options["keyterms"] = self.keyterms
+        if isinstance(self.language, tuple):
+            options["languages"] = self.language
+        return options
 
     def to_dict(self) -> dict[str, Any]:
         result: dict[str, Any] = msgspec.to_builtins(self)
@@ -93,6 +137,40 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """How long a dropped session waits for its client to resume it."""
     provider_timeout_s: Annotated[float, Meta(gt=0.0)] = 60.0
     """One transcription call longer than this fails with ``provider_failed`` (or fails over)."""
+
+
+UPDATABLE = frozenset(
+    {"model", "language", "task", "keyterms", "prompt", "partials", "word_timestamps", "vad"}
+)
+"""Top-level fields ``session.update`` may change (``vad``: all but ``vad.enabled``)."""
+
+
+def updated_config(current: SessionConfig, patch: Any) -> SessionConfig:
+    """``current`` with a ``session.update`` patch applied (nested objects merged field by field).
+
+    Raises :class:`ValueError` naming every field that cannot change mid-stream, and
+    :class:`msgspec.ValidationError` (with the path) for an invalid value."""
+    if not isinstance(patch, dict):
+        raise ValueError(f'"config" must be an object, not {type(patch).__name__}')
+    merged = current.to_dict()
+    fixed = sorted(
+        [k for k in patch if k not in UPDATABLE and patch[k] != merged.get(k)]
+        + [
+            f"vad.{k}"
+            for k in ("enabled",)
+            if isinstance(patch.get("vad"), dict)
+            and k in patch["vad"]
+            and patch["vad"][k] != merged["vad"][k]
+        ]
+    )
+    if fixed:
+        raise ValueError(f"cannot change mid-stream: {', '.join(fixed)} (open a new session for that)")
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return parse_session_config(merged)
 
 
 def parse_session_config(data: Any) -> SessionConfig:

@@ -97,7 +97,7 @@ class Event:
         out: dict[str, Any] = {"type": self.type}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None and f.metadata.get("omit_none"):
+            if (value is None and f.metadata.get("omit_none")) or f.metadata.get("internal"):
                 continue
             if isinstance(value, tuple):
                 value = [w.to_dict() if isinstance(w, Word) else w for w in value]
@@ -145,6 +145,20 @@ class SessionResumed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionUpdated(Event):
+    """Extension: answers ``session.update`` with the effective config.
+
+    It travels the session's stream in order with the audio: each stage that reads the config
+    (VAD, segmenter, engine stage) takes ``settings`` from it as it passes, so the change holds
+    from the next utterance on. ``settings`` (the parsed
+    :class:`~asrhub.config.SessionConfig`) stays inside the hub; the wire carries ``config``."""
+
+    type: ClassVar[str] = "session.updated"
+    config: dict[str, Any]
+    settings: Any = field(default=None, compare=False, metadata={"internal": True})
+
+
+@dataclass(frozen=True, slots=True)
 class SpeechStarted(Event):
     type: ClassVar[str] = "vad.speech_started"
     t: float
@@ -183,6 +197,8 @@ class FinalTranscript(Event):
     provider: str
     language: str | None = None
     words: tuple[Word, ...] | None = field(default=None, metadata={"omit_none": True})
+    language_probability: float | None = field(default=None, metadata={"omit_none": True})
+    """Extension: present when the engine identified ``language`` (how sure it is, 0–1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,6 +233,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         SessionStarted,
         SessionResumed,
+        SessionUpdated,
         SpeechStarted,
         SpeechEnded,
         WakeWordDetected,

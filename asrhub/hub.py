@@ -23,7 +23,7 @@ import msgspec
 import structlog
 
 from . import metrics
-from .config import Limits, SessionConfig, parse_session_config
+from .config import Limits, SessionConfig, parse_session_config, updated_config
 from .errors import HubError
 from .flow import Pending
 from .frames import Samples
@@ -114,7 +114,65 @@ class Hub:
                 raise HubError("unknown_provider", f"unknown provider {name!r}; this hub has: {known}")
         if NO_PROVIDER in config.providers and len(config.providers) > 1:
             raise HubError("bad_message", "provider 'none' cannot be part of a failover list")
+        self._check_options(config)
         return config
+
+    def _check_options(self, config: SessionConfig) -> None:
+        """Refuse, up front, what the session's primary provider cannot do: an unknown model,
+        a language its model does not know, translation on an English-only model."""
+        names = [n for n in config.providers if n != NO_PROVIDER]
+        if not names:
+            return
+        name = names[0]
+        caps = self.providers[name].capabilities
+        if config.model is not None and config.model not in caps.models:
+            offered = ", ".join(caps.models) or "no choice of model"
+            raise HubError(
+                "bad_message", f"provider {name!r} has no model {config.model!r} (it offers: {offered})"
+            )
+        model = config.model or next(iter(caps.models), None)
+        languages = caps.models.get(model, caps.languages) if model is not None else caps.languages
+        wanted = [code.split("-")[0].split("_")[0].lower() for code in config.languages]
+        unknown = [code for code in wanted if languages is not None and code not in languages]
+        if unknown:
+            which = f"model {model!r} of {name!r}" if model is not None else repr(name)
+            raise HubError(
+                "bad_message",
+                f"unsupported language {', '.join(unknown)}: the {which} only transcribes "
+                f'{", ".join(languages or ())}; pick a multilingual model (e.g. "model": "base")',
+            )
+        if config.task == "translate":
+            if not caps.translate:
+                raise HubError("bad_message", f"provider {name!r} does not translate")
+            if languages is not None:
+                raise HubError("bad_message", f"the model {model!r} is English-only: it cannot translate")
+
+    def resolve_model(self, name: str | None) -> tuple[str | None, str | None]:
+        """An API's ``model`` field → (provider, model); None parts mean the defaults.
+
+        The rule every transport follows: ``"whisper"`` names a provider (its default model);
+        ``"whisper:base"`` or ``"whisper-base"`` a provider and one of its models; ``"base"`` or
+        ``"tiny.en"`` a model of the default provider (or of the first provider that has it).
+        Unknown names raise ``unknown_provider``."""
+        if not name:
+            return None, None
+        if name in self.providers:
+            return name, None
+        for sep in (":", "-", "/"):
+            provider, _, model = name.partition(sep)
+            if model and provider in self.providers and model in self.providers[provider].capabilities.models:
+                return provider, model
+        order = [self.default_provider, *sorted(self.providers)]
+        for provider in order:
+            if provider in self.providers and name in self.providers[provider].capabilities.models:
+                return (None if provider == self.default_provider else provider), name
+        known = [*sorted(self.providers)] + [
+            f"{p}:{m}" for p in sorted(self.providers) for m in self.providers[p].capabilities.models
+        ]
+        raise HubError(
+            "unknown_provider",
+            f"the model {name!r} does not exist on this hub; available: {', '.join(known)}",
+        )
 
     def open(
         self,
@@ -253,6 +311,21 @@ class Hub:
         ctx.log.debug("session opened")
         return session
 
+    def update(self, session: Session, patch: Mapping[str, Any] | None) -> SessionConfig:
+        """Apply a ``session.update`` config patch to an open session (validated like a
+        ``session.start`` config); returns the effective config. Fields that cannot change
+        mid-stream (``audio``, ``provider``, ``wakeword``, ``vad.enabled``) raise
+        ``bad_message`` naming them."""
+        try:
+            config = updated_config(session.config, dict(patch) if patch is not None else None)
+        except ValueError as exc:
+            raise HubError("bad_message", f"session.update refused: {exc}") from None
+        except msgspec.ValidationError as exc:
+            raise HubError("bad_message", f"invalid session config: {exc}") from None
+        config = self.resolve_config(config)
+        session.reconfigure(config)
+        return config
+
     def get(self, session_id: str) -> Session | None:
         return self.sessions.get(session_id)
 
@@ -276,14 +349,29 @@ class Hub:
         samples: Samples,
         *,
         provider: str | tuple[str, ...] | None = None,
-        language: str | None = None,
+        language: str | tuple[str, ...] | None = None,
         prompt: str | None = None,
+        model: str | None = None,
+        task: str = "transcribe",
+        keyterms: tuple[str, ...] = (),
     ) -> tuple[str, Transcription]:
         """Transcribe 16 kHz mono audio with the named provider (or failover list).
 
-        Returns the name of the provider that served it and its transcription.
+        ``language``, ``model``, ``task`` and ``keyterms`` mean what they mean in a session's
+        config (validated the same way). Returns the name of the provider that served it and
+        its transcription.
         """
-        config = self.resolve_config({"provider": provider} if provider is not None else None)
+        fields: dict[str, Any] = {"task": task, "keyterms": list(keyterms)}
+        if provider is not None:
+            fields["provider"] = provider if isinstance(provider, str) else list(provider)
+        if model is not None:
+            fields["model"] = model
+        if language is not None:
+            fields["language"] = language if isinstance(language, str) else list(language)
+        if prompt is not None:
+            fields["prompt"] = prompt
+        config = self.resolve_config(fields)
+        options = config.decode_options()
         names = [n for n in config.providers if n != NO_PROVIDER]
         if not names:
             raise HubError("unknown_provider", "provider 'none' does not transcribe")
@@ -291,7 +379,7 @@ class Hub:
         for name in names:
             try:
                 result = await asyncio.wait_for(
-                    self.providers[name].transcribe(samples, language=language, prompt=prompt),
+                    self.providers[name].transcribe(samples, **options),
                     self.limits.provider_timeout_s * max(1.0, len(samples) / 16_000 / 30.0),
                 )
             except (ProviderError, TimeoutError, OSError) as exc:

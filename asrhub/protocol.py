@@ -10,6 +10,7 @@ Client → hub messages are JSON objects with a string ``type``::
     {"type": "ping", "id": 7}                      → PingMessage
     {"type": "session.resume", "token": "…",       → ResumeMessage   (extension, asrhub.resume)
      "last_segment_id": 3}
+    {"type": "session.update", "config": {...}}    → UpdateMessage   (extension: live reconfiguration)
 
 Wrapped formats (``{"action": …}``, ``{"data": …}``), unknown types, non-objects and invalid
 JSON raise :class:`~asrhub.errors.HubError` ``bad_message`` (not fatal: the session lives).
@@ -70,9 +71,18 @@ class ResumeMessage:
     still re-send; ``session.resumed``'s ``resume_from_bytes`` is never below it."""
 
 
-ClientMessage: TypeAlias = StartMessage | EndMessage | PingMessage | ResumeMessage
+@dataclass(frozen=True, slots=True)
+class UpdateMessage:
+    """Extension: change an open session's config from the next utterance on (a patch: only the
+    fields given change; nested objects merge). Answered by ``session.updated``."""
 
-CLIENT_TYPES = (StartMessage.type, EndMessage.type, PingMessage.type, ResumeMessage.type)
+    type = "session.update"
+    config: Mapping[str, Any]
+
+
+ClientMessage: TypeAlias = StartMessage | EndMessage | PingMessage | ResumeMessage | UpdateMessage
+
+CLIENT_TYPES = (StartMessage.type, EndMessage.type, PingMessage.type, ResumeMessage.type, UpdateMessage.type)
 
 MAX_TOKEN_CHARS = 256
 
@@ -136,6 +146,13 @@ def parse_message(raw: str | bytes | Any, *, event: str | None = None) -> Client
         return PingMessage(id=obj.get("id"))
     if kind == ResumeMessage.type:
         return _resume_message(obj)
+    if kind == UpdateMessage.type:
+        config = obj.get("config")
+        if not isinstance(config, dict):
+            raise HubError(
+                "bad_message", '"config" of session.update must be an object with the fields to change'
+            )
+        return UpdateMessage(config=config)
     if kind == "audio":
         raise HubError("bad_message", "audio travels as binary frames, never inside JSON")
     raise HubError("bad_message", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")

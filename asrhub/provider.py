@@ -54,6 +54,13 @@ class Capabilities:
     word_timestamps: bool = False
     languages: tuple[str, ...] | None = None
     """Languages it can transcribe; None when it takes any language name."""
+    models: dict[str, tuple[str, ...] | None] = field(default_factory=dict)
+    """Models a session may pick with ``"model"``, each with its languages (None: any); the
+    first is the default. Empty: the provider offers no choice of model."""
+    translate: bool = False
+    """Honours ``task="translate"`` (speech in another language → English text)."""
+    keyterms: bool = False
+    """Uses ``keyterms`` (recognition biased toward them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +84,8 @@ class Transcription:
     segments: tuple[TimedText, ...] = field(default_factory=tuple)
     """Sub-utterance pieces with times relative to the audio's start (for file transcription)."""
     duration: float = 0.0
+    language_probability: float | None = None
+    """How sure the engine is of ``language`` when it identified it (None: given, or unknown)."""
 
 
 @runtime_checkable
@@ -97,10 +106,15 @@ class Provider(Protocol):
         language: str | None = None,
         prompt: str | None = None,
         priority: Priority = Priority.FINAL,
+        **options: Any,
     ) -> Transcription:
         """Transcribe 16 kHz mono float32 audio. Raises :class:`ProviderError` on failure.
 
         ``priority`` orders queued calls on a shared engine (finals first, partials shed first).
+        ``options`` (from :meth:`asrhub.config.SessionConfig.decode_options`, each present only
+        when the session set it): ``model``, ``task``, ``keyterms``, ``languages`` (restrict
+        language identification). A provider uses those its capabilities declare and ignores
+        the rest (the hub refuses, at session start, what a provider cannot do).
         """
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:

@@ -21,8 +21,9 @@ from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.subject import Subject
 
 from . import metrics
+from .config import SessionConfig
 from .errors import HubError
-from .frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed
+from .frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed, SessionUpdated
 from .pipeline import Operator, SessionContext
 
 EARLY_EVENTS = 32
@@ -108,6 +109,18 @@ class Session:
         pending = self.ctx.pending
         if not pending.ready:
             await pending.wait_ready()
+
+    def reconfigure(self, config: SessionConfig) -> SessionUpdated:
+        """Live reconfiguration (``session.update``), with a config the hub validated: a
+        ``session.updated`` frame enters the stream behind the audio fed so far, so each stage
+        takes the new settings in order, from the next utterance on, and the client gets the
+        frame as the confirmation. See :meth:`asrhub.hub.Hub.update`."""
+        if self.state is not State.OPEN:
+            raise HubError("bad_message", "session.update after the session ended")
+        self.config = self.ctx.config = config
+        frame = SessionUpdated(config=config.to_dict(), settings=config)
+        self._input.on_next(frame)
+        return frame
 
     async def end(self) -> str:
         """Flush: every buffered utterance gets its final, then ``session.closed``."""

@@ -62,7 +62,7 @@ def build_pipeline(ctx: SessionContext) -> Operator:
     if ctx.providers:
         primary, *fallbacks = ctx.providers
         if not primary.capabilities.streaming:
-            partials = config.partials and primary.capabilities.partials
+            partials = primary.capabilities.partials
             stages.append(
                 (
                     "segment",
@@ -72,6 +72,7 @@ def build_pipeline(ctx: SessionContext) -> Operator:
                         window_s=None if config.vad.enabled else limits.fixed_window_s,
                         partial_interval_s=limits.partial_interval_s if partials else None,
                         split_search_s=SPLIT_SEARCH_S,
+                        partials=config.partials,
                     ),
                 )
             )

@@ -41,6 +41,8 @@ def float_to_pcm16(x: npt.NDArray[Any]) -> bytes:
     np.minimum(y, 32767.0, out=y)  # two ufuncs: a third of np.clip's Python overhead
     np.maximum(y, -32768.0, out=y)
     return y.astype(np.int16).tobytes()
+
+
 _MIN_RATE, _MAX_RATE, _MAX_CHANNELS = 1000, 768_000, 64
 
 

@@ -20,6 +20,9 @@
 * ``partial_interval_s``: every that many seconds of stream time of a growing utterance (once it
   is at least ``min_s`` long, so a snapshot always gets its final), a Segment(final=False) snapshot
   of the audio so far, with the id its final will carry.
+* ``partials``: whether snapshots are made at all (``partial_interval_s`` is the interval when
+  they are). A ``session.updated`` frame (live reconfiguration) turns them on or off from the
+  next snapshot on, by its config's ``partials``.
 * ``segment_id`` counts emitted utterances from 1 per session; ``start``/``end`` are the stream
   times of the first sample and just after the last. AudioChunks are consumed (they live on inside
   Segments); every other frame passes through in order. Completion flushes the open utterance.
@@ -35,7 +38,7 @@ from typing import Any
 import numpy as np
 from reactivex import Observable, abc
 
-from asrhub.frames import AudioChunk, Frame, Samples, Segment, SpeechEnded, SpeechStarted
+from asrhub.frames import AudioChunk, Frame, Samples, Segment, SessionUpdated, SpeechEnded, SpeechStarted
 from asrhub.pipeline import Operator
 
 GAP_S = 0.010
@@ -62,6 +65,7 @@ def segment(
     window_s: float | None = None,
     partial_interval_s: float | None = None,
     split_search_s: float = 0.0,
+    partials: bool = True,
 ) -> Operator:
     cut_s = min(max_s, window_s) if window_s is not None else max_s
 
@@ -70,7 +74,8 @@ def segment(
             parts: list[Samples] = []
             rate = n = 0
             start = end = 0.0
-            next_partial = partial_interval_s or 0.0
+            interval = partial_interval_s if partials else None
+            next_partial = interval or 0.0
             open_ = window_s is not None  # window mode: always collecting
             last_id = 0
             current_id: int | None = None
@@ -89,7 +94,7 @@ def segment(
                         last_id += 1
                         current_id = last_id
                     observer.on_next(Segment(current_id, snapshot(), rate, start, start + n / rate, True))
-                parts, n, current_id, next_partial = [], 0, None, partial_interval_s or 0.0
+                parts, n, current_id, next_partial = [], 0, None, interval or 0.0
 
             def split() -> None:
                 """The utterance reached the cut length: close it, at its quietest recent point
@@ -120,7 +125,7 @@ def segment(
                     x, at = x[take:], at + take / rate
                     if n >= round(cut_s * rate):
                         split()
-                    elif partial_interval_s and n / rate >= max(next_partial, min_s):
+                    elif interval and n / rate >= max(next_partial, min_s):
                         if current_id is None:
                             last_id += 1
                             current_id = last_id
@@ -128,12 +133,14 @@ def segment(
                             Segment(current_id, snapshot(), rate, start, start + n / rate, False)
                         )
                         while next_partial <= n / rate:
-                            next_partial += partial_interval_s
+                            next_partial += interval
                 end = chunk.end
 
             def on_next(frame: Frame) -> None:
-                nonlocal open_
+                nonlocal open_, interval
                 try:
+                    if isinstance(frame, SessionUpdated) and frame.settings is not None:
+                        interval = partial_interval_s if frame.settings.partials else None
                     if isinstance(frame, AudioChunk):
                         if open_:
                             add(frame)

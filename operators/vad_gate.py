@@ -21,6 +21,9 @@
   of the input samples (no copy) with their own ``seq``. A gap in stream time resets the carry
   and the pre-roll. Bound: the pre-roll keeps references to the last pre-roll + window + one
   frame of audio, plus at most one input chunk.
+* Live reconfiguration: a ``session.updated`` frame carries new ``vad`` settings
+  (aggressiveness, start_ms, silence_ms, preroll_ms); they hold from the next utterance on (at
+  once between utterances, else when the current one ends). The frame passes on in order.
 * webrtcvad reads int16: ``clip(x · 32768)``, which for audio decoded from PCM16 is the client's
   own samples. A chunk that carries them (``Pcm16Chunk`` from ``decode``) is read as is, with no
   float → int16 conversion, and the pre-roll keeps its bytes (half the memory of float32, read
@@ -38,7 +41,7 @@ import webrtcvad
 from _webrtcvad import process
 from reactivex import Observable, abc
 
-from asrhub.frames import AudioChunk, Frame, Samples, SpeechEnded, SpeechStarted
+from asrhub.frames import AudioChunk, Frame, Samples, SessionUpdated, SpeechEnded, SpeechStarted
 from asrhub.pipeline import Operator
 
 from ._pcm import Pcm16Chunk, float_to_pcm16, pcm16_to_float
@@ -49,12 +52,16 @@ FRAME_MS = 20
 WEBRTC_HANGOVER_FRAMES = (5, 5, 4, 4)
 
 
+def _params(aggressiveness: int, start_ms: int, silence_ms: int) -> tuple[int, int, int]:
+    """(k voiced frames to start, the window they must fall in, unvoiced frames to end)."""
+    k = max(1, math.ceil(start_ms / FRAME_MS)) + WEBRTC_HANGOVER_FRAMES[aggressiveness]
+    return k, max(k + 2, math.ceil(1.5 * k)), max(1, math.ceil(silence_ms / FRAME_MS))
+
+
 def vad_gate(
     *, aggressiveness: int = 2, start_ms: int = 90, silence_ms: int = 500, preroll_ms: int = 300
 ) -> Operator:
-    k = max(1, math.ceil(start_ms / FRAME_MS)) + WEBRTC_HANGOVER_FRAMES[aggressiveness]
-    window = max(k + 2, math.ceil(1.5 * k))
-    end_frames = max(1, math.ceil(silence_ms / FRAME_MS))
+    k, window, end_frames = _params(aggressiveness, start_ms, silence_ms)
 
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
@@ -62,6 +69,8 @@ def vad_gate(
 
             def on_next(frame: Frame) -> None:
                 if not isinstance(frame, AudioChunk):
+                    if isinstance(frame, SessionUpdated) and frame.settings is not None:
+                        gate.reconfigure(frame.settings.vad)
                     observer.on_next(frame)
                     return
                 try:
@@ -99,6 +108,24 @@ class _Gate:
         self.kept: deque[tuple[int, bytes | Samples]] = deque()  # pre-roll: (samples, PCM16 or float32)
         self.kept_len = self.kept_end = 0
         self.seq = 0
+        self.pending: Any = None  # vad settings of a session.update, waiting for the utterance's end
+
+    def reconfigure(self, vad: Any) -> None:
+        """New VAD settings (a ``VadConfig``): now between utterances, else at this one's end."""
+        self.pending = vad
+        if not self.speaking:
+            self._apply()
+
+    def _apply(self) -> None:
+        vad, self.pending = self.pending, None
+        if vad is None:
+            return
+        self.k, window, self.end_frames = _params(vad.aggressiveness, vad.start_ms, vad.silence_ms)
+        self.window, self.mask, self.preroll_ms = window, (1 << window) - 1, vad.preroll_ms
+        self.handle = webrtcvad.Vad(vad.aggressiveness)._vad
+        self.hist &= self.mask
+        if self.rate:
+            self._setup(self.rate)  # pre-roll and ring sizes follow
 
     def _setup(self, rate: int) -> None:
         if rate not in (8000, 16000, 32000, 48000):
@@ -154,6 +181,8 @@ class _Gate:
         self.observer.on_next(SpeechEnded(t=self.last_voiced_end / self.rate))
         self.speaking, self.hist = False, 0
         self._forget(fend)
+        if self.pending is not None:
+            self._apply()
 
     def _route(self, c: AudioChunk, a: int, b: int, pos: int) -> None:
         """Samples [a:b) of chunk c (starting at stream position ``pos``): emitted in speech, else

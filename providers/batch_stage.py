@@ -22,6 +22,8 @@ Consumes :class:`~asrhub.frames.Segment` frames and turns them into transcript e
   final segment has arrived (segment ids increase).
 * **Backpressure**: ``ctx.pending`` is acquired when a final segment enters and released when
   its final (or error) has been emitted.
+* **Live reconfiguration**: a ``session.updated`` frame passing through replaces the config
+  (language, task, key terms, model…) used for the utterances that arrive after it.
 * Every result is emitted on the event loop (awaited tasks, done callbacks). Other frames pass
   through at once. Completion waits for the outstanding finals; dispose cancels everything
   and nothing is emitted afterwards.
@@ -38,7 +40,17 @@ from typing import Any
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from asrhub.frames import ErrorEvent, Event, FinalTranscript, Frame, PartialTranscript, Segment, Word
+from asrhub.config import SessionConfig
+from asrhub.frames import (
+    ErrorEvent,
+    Event,
+    FinalTranscript,
+    Frame,
+    PartialTranscript,
+    Segment,
+    SessionUpdated,
+    Word,
+)
 from asrhub.pipeline import Operator, SessionContext
 from asrhub.provider import Provider, ProviderError, Transcription
 
@@ -85,6 +97,7 @@ class _Run:
     ) -> None:
         self.providers, self.ctx, self.observer = providers, ctx, observer
         self.partial, self.cooldown_s = partial, cooldown_s
+        self.config: SessionConfig = ctx.config
         self.loop = asyncio.get_running_loop()
         self.finals: deque[asyncio.Task[Event]] = deque()
         self.failed_at: dict[str, float] = {}
@@ -100,12 +113,14 @@ class _Run:
             return
         try:
             if not isinstance(frame, Segment):
+                if isinstance(frame, SessionUpdated) and isinstance(frame.settings, SessionConfig):
+                    self.config = frame.settings
                 self.observer.on_next(frame)
             elif frame.final:
                 self.ctx.pending.acquire()
                 self.last_final, self.waiting = frame.segment_id, None
                 previous = self.finals[-1] if self.finals else None
-                task = self.loop.create_task(self.serve(frame, previous))
+                task = self.loop.create_task(self.serve(frame, previous, self.config))
                 self.finals.append(task)
                 task.add_done_callback(self.flush)
             elif self.is_current(frame) and not self.finals:  # our own final goes first
@@ -138,19 +153,17 @@ class _Run:
         healthy = [p for p in self.providers if now - self.failed_at.get(p.name, -1e18) > self.cooldown_s]
         return healthy + [p for p in self.providers if p not in healthy]
 
-    async def serve(self, seg: Segment, previous: asyncio.Task[Event] | None) -> Event:
+    async def serve(self, seg: Segment, previous: asyncio.Task[Event] | None, config: SessionConfig) -> Event:
         if previous is not None:  # one final at a time per session: see the module docstring
             await asyncio.wait([previous])
-        config = self.ctx.config
+        options = config.decode_options()
         timeout = self.ctx.limits.provider_timeout_s * max(1.0, (seg.end - seg.start) / 30.0)
         failures: list[str] = []
         for provider in self.order():
             try:
-                result = await asyncio.wait_for(
-                    provider.transcribe(seg.samples, language=config.language, prompt=config.prompt), timeout
-                )
+                result = await asyncio.wait_for(provider.transcribe(seg.samples, **options), timeout)
                 result = checked(result)
-                event = final_event(seg, provider.name, result, config.word_timestamps, config.language)
+                event = final_event(seg, provider.name, result, config.word_timestamps, config.fixed_language)
             except TimeoutError:
                 failures.append(f"{provider.name}: no answer within {timeout:g} s")
             except ProviderError as exc:
@@ -179,8 +192,7 @@ class _Run:
     def start_partial(self, seg: Segment) -> None:
         if self.partial is None or self.providers[0].name in self.failed_at:
             return
-        config = self.ctx.config
-        task = self.partial(seg.samples, language=config.language, prompt=config.prompt)
+        task = self.partial(seg.samples, **self.config.decode_options())
         if task is not None:
             self.inflight = task
             task.add_done_callback(lambda t: self.partial_done(seg, t))
@@ -236,4 +248,5 @@ def final_event(
         provider=provider,
         language=result.language or language,
         words=words,
+        language_probability=result.language_probability,
     )

@@ -130,6 +130,7 @@ class FunasrProvider:
         language: str | None = None,
         prompt: str | None = None,
         priority: Priority = Priority.FINAL,
+        **options: Any,
     ) -> Transcription:
         """Whole audio in ``offline`` mode (both FunASR servers accept it), one connection."""
 
@@ -156,7 +157,11 @@ class FunasrProvider:
             audio: AsyncIterator[Samples], on_partial: Callable[[str], None]
         ) -> Transcription:
             return await self.converse(
-                audio, on_partial, mode=self.settings.mode, language=config.language, prompt=config.prompt
+                audio,
+                on_partial,
+                mode=self.settings.mode,
+                language=config.fixed_language,
+                prompt=config.prompt,
             )
 
         return stream_utterances(

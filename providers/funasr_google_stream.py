@@ -165,7 +165,7 @@ def stream_utterances(
                     finally:
                         job.cancel()
                     utterance.result = _final(
-                        utterance, result, name, config.language, config.word_timestamps
+                        utterance, result, name, config.fixed_language, config.word_timestamps
                     )
                     state["failed_at"] = -1e18
                 except asyncio.CancelledError:
@@ -187,7 +187,7 @@ def stream_utterances(
                 for provider in fallbacks if exc is not None else (*fallbacks, primary):
                     try:
                         result = await asyncio.wait_for(
-                            provider.transcribe(samples, language=config.language, prompt=config.prompt),
+                            provider.transcribe(samples, **config.decode_options()),
                             timeout,
                         )
                     except FAILURES as failure:
@@ -195,7 +195,9 @@ def stream_utterances(
                         continue
                     if provider is primary:
                         state["failed_at"] = -1e18
-                    return _final(utterance, result, provider.name, config.language, config.word_timestamps)
+                    return _final(
+                        utterance, result, provider.name, config.fixed_language, config.word_timestamps
+                    )
                 return ErrorEvent(
                     code="provider_failed",
                     message="; ".join(failures),

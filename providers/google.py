@@ -191,6 +191,7 @@ class GoogleProvider:
         language: str | None = None,
         prompt: str | None = None,
         priority: Priority = Priority.FINAL,
+        **options: Any,
     ) -> Transcription:
         """``Recognize`` on pieces of at most 55 s; times stay relative to the audio's start."""
         from google.cloud import speech_v1
@@ -245,7 +246,7 @@ class GoogleProvider:
             return await self.stream(
                 audio,
                 on_partial if config.partials else None,
-                language=config.language,
+                language=config.fixed_language,
                 prompt=config.prompt,
                 deadline=stream_deadline,
             )

@@ -120,6 +120,7 @@ class OpenAIProvider:
         language: str | None = None,
         prompt: str | None = None,
         priority: Priority = Priority.FINAL,
+        **options: Any,
     ) -> Transcription:
         import openai
 

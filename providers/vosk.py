@@ -154,6 +154,7 @@ class VoskProvider:
         language: str | None = None,
         prompt: str | None = None,
         priority: Priority = Priority.FINAL,
+        **options: Any,
     ) -> Transcription:
         pool = self.ready()
         try:

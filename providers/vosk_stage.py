@@ -198,7 +198,7 @@ class _Stream:
         for provider in self.fallbacks:
             try:
                 result = await asyncio.wait_for(
-                    provider.transcribe(samples, language=config.language, prompt=config.prompt),
+                    provider.transcribe(samples, **config.decode_options()),
                     self.ctx.limits.provider_timeout_s,
                 )
             except Exception as err:
@@ -247,7 +247,7 @@ class _Stream:
                     start=words[0].start if words else self.time.utterance_start(),
                     end=words[-1].end if words else self.time.at(fed),
                     provider=provider,
-                    language=language or config.language,
+                    language=language or config.fixed_language,
                     words=words if config.word_timestamps else None,
                 )
             )

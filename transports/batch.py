@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 import av
 from aiohttp import BodyPartReader, web
@@ -110,12 +111,17 @@ def decode_upload(data: bytes) -> Samples:
 
 
 async def transcribe_upload(
-    hub: Hub, data: bytes, *, provider: str | None, language: str | None, prompt: str | None
+    hub: Hub, data: bytes, *, provider: str | None, language: str | None, prompt: str | None, **options: Any
 ) -> tuple[str, Transcription, float]:
-    """Decode and transcribe; returns (provider name, transcription, duration in seconds)."""
+    """Decode and transcribe; returns (provider name, transcription, duration in seconds).
+    ``options``: ``model``, ``task``, ``keyterms`` (see :meth:`asrhub.hub.Hub.transcribe`)."""
+    if options.get("model") is not None or options.get("task") not in (None, "transcribe"):
+        hub.resolve_config({"provider": provider, **options})  # a bad model/task fails before decoding
     samples = await asyncio.to_thread(decode_upload, data)
     try:
-        name, result = await hub.transcribe(samples, provider=provider, language=language, prompt=prompt)
+        name, result = await hub.transcribe(
+            samples, provider=provider, language=language, prompt=prompt, **options
+        )
     except PoolFull as exc:
         raise HubError("capacity", f"the engine is at capacity ({exc}); retry later") from None
     return name, result, len(samples) / TARGET_RATE
@@ -155,12 +161,18 @@ async def transcribe(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     upload = await read_upload(request)
     assert upload.data is not None
+    provider, model = upload.get("provider") or None, upload.get("model") or None
+    if model is not None and provider is None:  # "base", "whisper:base": the mapping rule
+        provider, model = hub.resolve_model(model)
     name, result, duration = await transcribe_upload(
         hub,
         upload.data,
-        provider=upload.get("provider") or None,
+        provider=provider,
         language=upload.get("language") or None,
         prompt=upload.get("prompt") or None,
+        model=model,
+        task=upload.get("task") or "transcribe",
+        keyterms=tuple(upload.get_all("keyterms") + upload.get_all("keyterms[]")),
     )
     segments = [e.to_dict() for e in final_events(name, result, duration)]
     body = {
@@ -170,6 +182,8 @@ async def transcribe(request: web.Request) -> web.Response:
         "language": result.language,
         "duration": round(duration, 3),
     }
+    if result.language_probability is not None:
+        body["language_probability"] = result.language_probability
     return web.Response(body=encode_json(body), content_type="application/json")
 
 

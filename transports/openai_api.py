@@ -7,7 +7,13 @@ works unchanged.
 (``segment`` and/or ``word``, verbose_json only), ``stream`` (``true``: Server-Sent Events, see
 :mod:`asrhub.transports.openai_stream`). ``model`` names a hub provider; ``whisper-1``
 (and any model the hub does not know of the ``gpt-4o…-transcribe`` family) means the hub's
-default provider. ``GET /v1/models`` lists the providers (plus the ``whisper-1`` alias).
+default provider; other names follow :meth:`asrhub.hub.Hub.resolve_model` (``whisper``,
+``whisper:base``, ``whisper-base``, ``base``, ``tiny.en``). ``GET /v1/models`` lists the
+providers (plus the ``whisper-1`` alias).
+
+``POST /v1/audio/translations`` (multipart): ``file``, ``model``, ``prompt``,
+``response_format``, ``temperature`` — English text from speech in any language (the model must
+be multilingual: ``model=base``, or a hub whose default model is).
 
 Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``, with the hub's
 contract code in ``code``: 400 bad input, 401 no/wrong key, 413 too large, 503 capacity.
@@ -38,12 +44,20 @@ CREATED = int(time.time())
 
 def resolve_model(hub: Hub, model: str | None) -> str | None:
     """The provider a ``model`` field names (None: the hub's default)."""
+    return resolve_provider_model(hub, model)[0]
+
+
+def resolve_provider_model(hub: Hub, model: str | None) -> tuple[str | None, str | None]:
+    """(provider, model of that provider) a ``model`` field names (None: defaults)."""
     if not model or model in ALIASES or (model.startswith("gpt-4o") and "transcribe" in model):
-        return None
-    if model in hub.providers:
-        return model
-    known = ", ".join([*sorted(hub.providers), *ALIASES])
-    raise HubError("unknown_provider", f"the model {model!r} does not exist on this hub; available: {known}")
+        return None, None
+    try:
+        return hub.resolve_model(model)
+    except HubError:
+        known = ", ".join([*sorted(hub.providers), *ALIASES])
+        raise HubError(
+            "unknown_provider", f"the model {model!r} does not exist on this hub; available: {known}"
+        ) from None
 
 
 def _timestamp(seconds: float, sep: str) -> str:
@@ -71,10 +85,15 @@ def to_vtt(result: Transcription, duration: float) -> str:
 
 
 def to_verbose(
-    result: Transcription, duration: float, *, temperature: float, granularities: list[str]
+    result: Transcription,
+    duration: float,
+    *,
+    temperature: float,
+    granularities: list[str],
+    task: str = "transcribe",
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "task": "transcribe",
+        "task": task,
         "language": result.language or "",
         "duration": round(duration, 3),
         "text": result.text.strip(),
@@ -108,6 +127,14 @@ def _usage(duration: float) -> dict[str, Any]:
 
 
 async def transcriptions(request: web.Request) -> web.StreamResponse:
+    return await _speech_to_text(request, "transcribe")
+
+
+async def translations(request: web.Request) -> web.StreamResponse:
+    return await _speech_to_text(request, "translate")
+
+
+async def _speech_to_text(request: web.Request, task: str) -> web.StreamResponse:
     hub = request.app[HUB]
     upload = await read_upload(request)
     assert upload.data is not None
@@ -120,8 +147,10 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
     except ValueError:
         raise HubError("bad_message", "temperature must be a number") from None
     granularities = upload.get_all("timestamp_granularities[]") + upload.get_all("timestamp_granularities")
-    provider = resolve_model(hub, upload.get("model"))
+    provider, model = resolve_provider_model(hub, upload.get("model"))
     if (upload.get("stream") or "false").lower() == "true":
+        if task != "transcribe" or model is not None:
+            raise HubError("bad_message", "stream=true is for transcriptions with a provider's default model")
         return await stream_transcription(
             request,
             upload.data,
@@ -133,8 +162,10 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
         hub,
         upload.data,
         provider=provider,
-        language=upload.get("language") or None,
+        language=(upload.get("language") or None) if task == "transcribe" else None,
         prompt=upload.get("prompt") or None,
+        model=model,
+        task=task,
     )
     if fmt == "text":
         return web.Response(text=result.text.strip() + "\n", content_type="text/plain")
@@ -143,7 +174,7 @@ async def transcriptions(request: web.Request) -> web.StreamResponse:
     if fmt == "vtt":
         return web.Response(text=to_vtt(result, duration), content_type="text/vtt")
     if fmt == "verbose_json":
-        body = to_verbose(result, duration, temperature=temperature, granularities=granularities)
+        body = to_verbose(result, duration, temperature=temperature, granularities=granularities, task=task)
     else:
         body = {"text": result.text.strip(), "usage": _usage(duration)}
     return web.Response(
@@ -186,4 +217,5 @@ async def models(request: web.Request) -> web.Response:
 
 def setup(app: web.Application) -> None:
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
+    app.router.add_post("/v1/audio/translations", translations)
     app.router.add_get("/v1/models", models)

@@ -5,6 +5,8 @@
     POST /v1/sessions                 {"config": {…}}  → 201 {"session_id", "config"}
     POST /v1/sessions/{id}/audio      binary body      → 204 once the session can take more
     POST /v1/sessions/{id}/end        flush            → 200 {"session_id", "reason"} after the flush
+    POST /v1/sessions/{id}/update     {"config": {…}}  → 200 {"session_id", "config"}  (extension:
+                                      live reconfiguration; ``session.updated`` also on the stream)
     DELETE /v1/sessions/{id}          drop now         → 204                         (extension)
     GET  /v1/sessions/{id}/events     text/event-stream: ``event: <type>`` / ``data: <json>``
 
@@ -32,7 +34,7 @@ from reactivex.abc import DisposableBase
 from asrhub.delivery import EventQueue
 from asrhub.errors import HubError
 from asrhub.frames import Event, SessionStarted
-from asrhub.protocol import StartMessage, parse_message, sse_frame
+from asrhub.protocol import StartMessage, UpdateMessage, parse_message, sse_frame
 
 from .common import HUB, KEY_ID, SETTINGS, HTTPHubError, read_limited, reset
 
@@ -150,6 +152,20 @@ async def end(request: web.Request) -> web.Response:
     return web.json_response({"session_id": rec.session_id, "reason": reason})
 
 
+async def update(request: web.Request) -> web.Response:
+    """``session.update`` over HTTP: the body is ``{"config": {…}}`` (``"type"`` optional)."""
+    hub = request.app[HUB]
+    rec = request.app[SESSIONS].find(request.match_info["session_id"], request[KEY_ID])
+    body = await read_limited(request, 64 * 1024, "update request")
+    message = parse_message(body or b"{}", event=UpdateMessage.type)
+    assert isinstance(message, UpdateMessage)
+    session = hub.get(rec.session_id)
+    if session is None:
+        raise HTTPHubError("bad_message", "the session has ended", status=409)
+    config = hub.update(session, message.config)
+    return web.json_response({"session_id": rec.session_id, "config": config.to_dict()})
+
+
 async def delete(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     rec = request.app[SESSIONS].find(request.match_info["session_id"], request[KEY_ID])
@@ -216,5 +232,6 @@ def setup(app: web.Application) -> None:
     app.router.add_post("/v1/sessions", create)
     app.router.add_post("/v1/sessions/{session_id}/audio", audio)
     app.router.add_post("/v1/sessions/{session_id}/end", end)
+    app.router.add_post("/v1/sessions/{session_id}/update", update)
     app.router.add_delete("/v1/sessions/{session_id}", delete)
     app.router.add_get("/v1/sessions/{session_id}/events", events)

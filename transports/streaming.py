@@ -40,7 +40,7 @@ from asrhub.delivery import SLOW_CONSUMER, EventQueue
 from asrhub.errors import HubError
 from asrhub.frames import ErrorEvent, Event, Pong, SessionClosed, SessionResumed, SessionStarted
 from asrhub.hub import Hub
-from asrhub.protocol import EndMessage, PingMessage, ResumeMessage, StartMessage, parse_message
+from asrhub.protocol import EndMessage, PingMessage, ResumeMessage, StartMessage, UpdateMessage, parse_message
 from asrhub.resume import Held
 from asrhub.resume import after_segment as _after
 from asrhub.session import Session, State
@@ -109,6 +109,8 @@ class StreamConnection:
             await self._resume(message)
         elif isinstance(message, EndMessage):
             await self._end()
+        elif isinstance(message, UpdateMessage):
+            await self._update(message)
 
     async def handle_audio(self, data: bytes) -> None:
         """One binary audio frame; returns once the session can take more."""
@@ -296,6 +298,20 @@ class StreamConnection:
         if not self._closing:
             self._closing = True
             self._spawn(self._close("resumed"))
+
+    async def _update(self, message: UpdateMessage) -> None:
+        """``session.update``: the ``session.updated`` confirmation travels the session's own
+        stream (in order with its transcripts), so the forwarder delivers it."""
+        session = self.session
+        if session is None or session.state is not State.OPEN or self._ending:
+            await self.send_error(
+                HubError("bad_message", "no open session to update: send session.start first")
+            )
+            return
+        try:
+            self.hub.update(session, message.config)
+        except HubError as exc:
+            await self.send_error(exc)
 
     async def _end(self) -> None:
         session = self.session

@@ -121,6 +121,7 @@ class FakeFailingProvider:
         language: str | None = None,
         prompt: str | None = None,
         priority: Priority = Priority.FINAL,
+        **options: Any,
     ) -> Transcription:
         self.calls += 1
         if self.calls == 1 and self.slow_first:

@@ -64,6 +64,7 @@ class FakeFaultyProvider:
         language: str | None = None,
         prompt: str | None = None,
         priority: Priority = Priority.FINAL,
+        **options: Any,
     ) -> Transcription:
         mode = self.plan[min(self.calls, len(self.plan) - 1)]
         self.calls += 1

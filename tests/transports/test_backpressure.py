@@ -223,6 +223,7 @@ class FakeStalledEngine:
         language: str | None = None,
         prompt: str | None = None,
         priority: Priority = Priority.FINAL,
+        **options: Any,
     ) -> Transcription:
         self.waiting += 1
         await self.gate.wait()
