@@ -136,15 +136,17 @@ class Hub:
         unknown = [code for code in wanted if languages is not None and code not in languages]
         if unknown:
             which = f"model {model!r} of {name!r}" if model is not None else repr(name)
+            count = len(languages or ())
+            known = ", ".join(languages or ()) if count <= 8 else f"{count} other languages"
+            hint = '; pick a multilingual model (e.g. "model": "base")' if languages == ("en",) else ""
             raise HubError(
                 "bad_message",
-                f"unsupported language {', '.join(unknown)}: the {which} only transcribes "
-                f'{", ".join(languages or ())}; pick a multilingual model (e.g. "model": "base")',
+                f"unsupported language {', '.join(unknown)}: the {which} transcribes {known}{hint}",
             )
         if config.task == "translate":
             if not caps.translate:
                 raise HubError("bad_message", f"provider {name!r} does not translate")
-            if languages is not None:
+            if languages == ("en",):
                 raise HubError("bad_message", f"the model {model!r} is English-only: it cannot translate")
 
     def resolve_model(self, name: str | None) -> tuple[str | None, str | None]:
