@@ -88,6 +88,16 @@ class Transcription:
     """How sure the engine is of ``language`` when it identified it (None: given, or unknown)."""
 
 
+def hint_prompt(prompt: str | None, keyterms: Any = ()) -> str | None:
+    """The session's ``prompt`` with its ``keyterms`` appended (``"…, Vortalix, Nakashima"``):
+    how engines that take one free-text hint (OpenAI's ``prompt``, FunASR hot words, Google
+    phrase hints) receive key terms."""
+    terms = ", ".join(t for t in keyterms or () if t)
+    if not terms:
+        return prompt
+    return f"{prompt.rstrip()} {terms}" if prompt else terms
+
+
 @runtime_checkable
 class Provider(Protocol):
     name: str

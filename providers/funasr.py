@@ -47,6 +47,7 @@ from asrhub.provider import (
     ProviderUnavailable,
     TimedText,
     Transcription,
+    hint_prompt,
 )
 from asrhub.registry import ProviderSpec
 
@@ -96,7 +97,9 @@ class FunasrProvider:
     def __init__(self, settings: FunasrSettings) -> None:
         self.settings = settings
         streaming = settings.mode != "offline"
-        self.capabilities = Capabilities(streaming=streaming, partials=streaming, word_timestamps=True)
+        self.capabilities = Capabilities(
+            streaming=streaming, partials=streaming, word_timestamps=True, keyterms=True
+        )
         self._http: aiohttp.ClientSession | None = None
         stride_ms = 60 * settings.chunk_size[1] / settings.chunk_interval
         self._stride = max(160, int(RATE * stride_ms / 1000))
@@ -137,6 +140,7 @@ class FunasrProvider:
         async def audio() -> AsyncIterator[Samples]:
             yield samples
 
+        prompt = hint_prompt(prompt, options.get("keyterms"))
         result = await self.converse(audio(), None, mode="offline", language=language, prompt=prompt)
         return Transcription(
             text=result.text,
@@ -161,7 +165,7 @@ class FunasrProvider:
                 on_partial,
                 mode=self.settings.mode,
                 language=config.fixed_language,
-                prompt=config.prompt,
+                prompt=hint_prompt(config.prompt, config.keyterms),
             )
 
         return stream_utterances(

@@ -34,6 +34,7 @@ from asrhub.provider import (
     ProviderUnavailable,
     TimedText,
     Transcription,
+    hint_prompt,
 )
 from asrhub.registry import ProviderSpec
 
@@ -112,7 +113,7 @@ class GoogleProvider:
     def __init__(self, settings: GoogleSettings) -> None:
         self.settings = settings
         self.capabilities = Capabilities(
-            streaming=settings.streaming, partials=settings.streaming, word_timestamps=True
+            streaming=settings.streaming, partials=settings.streaming, word_timestamps=True, keyterms=True
         )
         self._client: Any = None
         self._transport: Any = None
@@ -197,7 +198,7 @@ class GoogleProvider:
         from google.cloud import speech_v1
 
         await self.start()
-        config = self.recognition_config(language, prompt)
+        config = self.recognition_config(language, hint_prompt(prompt, options.get("keyterms")))
         step = int(RECOGNIZE_MAX_S * RATE)
         texts: list[str] = []
         words: list[Word] = []
@@ -247,7 +248,7 @@ class GoogleProvider:
                 audio,
                 on_partial if config.partials else None,
                 language=config.fixed_language,
-                prompt=config.prompt,
+                prompt=hint_prompt(config.prompt, config.keyterms),
                 deadline=stream_deadline,
             )
 

@@ -33,6 +33,7 @@ from asrhub.provider import (
     ProviderUnavailable,
     TimedText,
     Transcription,
+    hint_prompt,
 )
 from asrhub.registry import ProviderSpec
 
@@ -92,7 +93,9 @@ class OpenAIProvider:
         except msgspec.ValidationError as exc:
             raise ProviderUnavailable(f"invalid [providers.openai] settings: {exc}") from None
         verbose = self.settings.response_format == "verbose_json"
-        self.capabilities = Capabilities(streaming=False, partials=False, word_timestamps=verbose)
+        self.capabilities = Capabilities(
+            streaming=False, partials=False, word_timestamps=verbose, keyterms=True
+        )
         self.client: Any = None
 
     async def start(self) -> None:
@@ -131,6 +134,7 @@ class OpenAIProvider:
         language = language or s.language
         if language:
             args["language"] = language.split("-")[0].lower()
+        prompt = hint_prompt(prompt, options.get("keyterms"))
         if prompt:
             args["prompt"] = prompt
         if s.response_format == "verbose_json":
