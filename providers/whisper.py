@@ -500,6 +500,9 @@ class WhisperProvider:
     def _language(self, language: str | None, langs: tuple[str, ...] | None = None) -> str | None:
         language = _code(language or self.settings.language or "") or None
         if language is not None and langs is not None and language not in langs:
+            if len(langs) <= 8:
+                only = ", ".join(langs)
+                raise ProviderError(f"this whisper model only transcribes {only}, not {language!r}")
             raise ProviderError(f"this whisper model does not transcribe {language!r}")
         return "en" if language is None and langs == ("en",) else language
 
