@@ -53,11 +53,8 @@ def resolve_provider_model(hub: Hub, model: str | None) -> tuple[str | None, str
         return None, None
     try:
         return hub.resolve_model(model)
-    except HubError:
-        known = ", ".join([*sorted(hub.providers), *ALIASES])
-        raise HubError(
-            "unknown_provider", f"the model {model!r} does not exist on this hub; available: {known}"
-        ) from None
+    except HubError as exc:
+        raise HubError("unknown_provider", f"{exc.message}, {', '.join(ALIASES)}") from None
 
 
 def _timestamp(seconds: float, sep: str) -> str:
