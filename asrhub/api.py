@@ -120,13 +120,17 @@ async def transcribe_samples(
     prompt: str | None = None,
     progress: Progress | None = None,
     block_s: float = BLOCK_S,
+    **options: Any,
 ) -> FileTranscript:
-    """Transcribe 16 kHz audio of any length with a started hub (failover applies per block)."""
+    """Transcribe 16 kHz audio of any length with a started hub (failover applies per block).
+    ``options``: ``model``, ``task``, ``keyterms`` (see :meth:`asrhub.hub.Hub.transcribe`)."""
     total = len(samples) / TARGET_RATE
     finals: list[FinalTranscript] = []
     used, lang = "", language
     for a, b in blocks(samples, block_s):
-        name, result = await hub.transcribe(samples[a:b], provider=provider, language=language, prompt=prompt)
+        name, result = await hub.transcribe(
+            samples[a:b], provider=provider, language=language, prompt=prompt, **options
+        )
         used, lang = used or name, lang or result.language
         finals += _finals(result, name, a / TARGET_RATE, len(finals) + 1)
         if progress is not None:
@@ -171,17 +175,19 @@ async def atranscribe_file(
     settings: Settings | None = None,
     hub: Hub | None = None,
     progress: Progress | None = None,
+    **options: Any,
 ) -> FileTranscript:
     """Decode and transcribe one file. Pass a started ``hub`` to reuse its loaded models;
-    otherwise one is built from ``settings`` (with ``provider`` enabled) for this call."""
+    otherwise one is built from ``settings`` (with ``provider`` enabled) for this call.
+    ``options``: ``model``, ``task``, ``keyterms`` (see :meth:`asrhub.hub.Hub.transcribe`)."""
     samples = await asyncio.to_thread(load_audio, path)
     if hub is not None:
         return await transcribe_samples(
-            hub, samples, provider=provider, language=language, prompt=prompt, progress=progress
+            hub, samples, provider=provider, language=language, prompt=prompt, progress=progress, **options
         )
     async with open_hub(_settings_for(settings, provider)) as own:
         return await transcribe_samples(
-            own, samples, provider=provider, language=language, prompt=prompt, progress=progress
+            own, samples, provider=provider, language=language, prompt=prompt, progress=progress, **options
         )
 
 
@@ -192,8 +198,11 @@ def transcribe_file(
     language: str | None = None,
     prompt: str | None = None,
     settings: Settings | None = None,
+    **options: Any,
 ) -> FileTranscript:
     """The blocking one-call form of :func:`atranscribe_file` (not from inside an event loop)."""
     return asyncio.run(
-        atranscribe_file(path, provider=provider, language=language, prompt=prompt, settings=settings)
+        atranscribe_file(
+            path, provider=provider, language=language, prompt=prompt, settings=settings, **options
+        )
     )

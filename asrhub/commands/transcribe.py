@@ -39,6 +39,20 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument("--provider", "-p", help="provider, or a comma-separated failover list")
     parser.add_argument("--language", "-l", help="language code, e.g. en")
     parser.add_argument("--prompt", help="vocabulary / context hint for engines that take one")
+    parser.add_argument(
+        "--model", "-m", help="one of the provider's models, e.g. base (multilingual whisper)"
+    )
+    parser.add_argument(
+        "--task", choices=("transcribe", "translate"), default="transcribe", help="translate: English text"
+    )
+    parser.add_argument(
+        "--keyterm",
+        "-k",
+        action="append",
+        default=[],
+        dest="keyterms",
+        help="a name or term to favour (repeat)",
+    )
     parser.add_argument("--format", "-f", choices=tuple(EXTENSIONS), default="text")
     parser.add_argument("--output-dir", "-o", type=Path, help="write DIR/<name>.<format> per file")
     add_settings_arguments(parser, server_flags=False)
@@ -109,6 +123,9 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
                         prompt=args.prompt,
                         hub=hub,
                         progress=report,
+                        model=args.model,
+                        task=args.task,
+                        keyterms=tuple(args.keyterms),
                     )
                 except (OSError, ValueError, HubError) as exc:
                     failures += 1

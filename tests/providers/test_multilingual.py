@@ -240,3 +240,16 @@ async def test_session_update_switches_task_and_language_from_the_next_utterance
     assert ended[0] < events.index(updated[0]) < started[1]
     assert "zug" in normalize_text(first.text) and "train" not in normalize_text(first.text)
     assert "train" in normalize_text(second.text), second.text
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_cli_transcribe_with_model_task_and_keyterms() -> None:
+    """``asrhub transcribe --model base --task translate --keyterm …`` (one subprocess)."""
+    from .test_cli_api import asrhub
+
+    args = ["--model", "base", "--task", "translate", "-k", "Madrid", "-k", "Barcelona"]
+    done = asrhub("transcribe", *args, str(fixture("spanish.wav")))
+    assert done.returncode == 0, done.stderr
+    assert {"morning", "table"} <= set(normalize_text(done.stdout).split()), done.stdout
