@@ -100,10 +100,10 @@ async def serve(
         listening = listening_sockets(
             server.host, server.port, receive_buffer=server.receive_buffer_bytes, reuse_port=reuse_port
         )
+        # gRPC, Wyoming (when their ports are set): up before the HTTP port says "ready"
+        others = await _start_listeners(app, reuse_port=reuse_port)
         for sock in listening:
             await web.SockSite(runner, sock).start()
-        # gRPC, Wyoming (when their ports are set): up before the http line says "ready"
-        others = await _start_listeners(app, reuse_port=reuse_port)
         if announce:
             for address in runner.addresses:
                 host, port = address[0], address[1]

@@ -112,16 +112,20 @@ def main() -> None:
             runs[label].append(asyncio.run(feed_cost(args.sessions, args.seconds, every)))
     for label, _every in configs:
         best = results[label] = min(runs[label])
-        print(f"  feed, {label:<25} {best:8.1f} µs   ({best * rate / 1e6 * 100:5.1f} % of a core "
-              f"at {rate} chunks/s)")
+        print(
+            f"  feed, {label:<25} {best:8.1f} µs   ({best * rate / 1e6 * 100:5.1f} % of a core "
+            f"at {rate} chunks/s)"
+        )
     base = results["stage timing off"]
     for label in ("1 session in 8 (default)", "every session"):
         extra = results[label] - base
         print(f"  stage timing, {label:<25} {extra:+6.2f} µs per feed ({extra / base * 100:+.1f} %)")
     plain, prom = counter_cost()
-    print(f"  always-on counters: {plain:6.1f} ns per feed as plain ints, "
-          f"{prom:6.1f} ns with prometheus_client Counter.inc() "
-          f"({plain * rate / 1e7:.3f} % vs {prom * rate / 1e7:.3f} % of a core)")
+    print(
+        f"  always-on counters: {plain:6.1f} ns per feed as plain ints, "
+        f"{prom:6.1f} ns with prometheus_client Counter.inc() "
+        f"({plain * rate / 1e7:.3f} % vs {prom * rate / 1e7:.3f} % of a core)"
+    )
 
 
 if __name__ == "__main__":

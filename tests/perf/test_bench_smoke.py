@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_grpc_wyoming
 import bench_latency
 import bench_memory
 import bench_pipeline_cost
@@ -72,3 +73,12 @@ def test_talkers_runs_with_the_batched_engine() -> None:
     assert rows[0]["finals"] == rows[0]["expected_finals"] == 6
     assert "fox" in rows[0]["texts"][0].lower()
     assert math.isfinite(rows[0]["p50_s"]) and rows[0]["throughput"] > 0 and rows[0]["engine_calls"] >= 1
+
+
+def test_grpc_wyoming_latency_runs_on_all_three_transports() -> None:
+    tables, rows = bench_grpc_wyoming.run(("quick_fox.wav",), repeat=1)
+    assert sorted(r["transport"] for r in rows) == ["grpc", "websocket", "wyoming"]
+    for r in rows:  # each transport's final arrived, after its end of audio, with the right words
+        assert math.isfinite(r["latency_ms"]) and r["latency_ms"] > 0, r
+        assert r["wer"] < 0.3, r
+    assert len(tables[0].rows) == 3

@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import speech_v1
-from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
+from google.cloud.speech_v1.services.speech.transports import SpeechGrpcAsyncIOTransport, SpeechGrpcTransport
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from asrhub.transports.auth import Auth
 from asrhub.transports.grpc_server import GrpcServer
-from tests.audio_utils import encode, fixture, load_wav, wer
-from tests.transports.conftest import KEY, ServerThread, frames, speech
+from tests.audio_utils import encode, fixture, fixture_entry, load_wav, pcm16_bytes, wer
+from tests.transports.conftest import KEY, ServerThread, frames, make_settings, speech
 
 Encoding = speech_v1.RecognitionConfig.AudioEncoding
 Events = speech_v1.StreamingRecognizeResponse.SpeechEventType
@@ -288,3 +288,62 @@ def test_client_vanishing_mid_stream_leaves_nothing(hub: Hub) -> None:
     assert reason == "disconnected"
     asyncio.run_coroutine_threadsafe(hub.grpc.wait_idle(), loop).result(timeout=30)
     assert hub.grpc_sessions() == 0
+
+
+async def test_a_stalled_engine_pushes_back_through_http2_flow_control() -> None:
+    """With the engine held (a Fake that gates the real provider), the hub stops reading the
+    stream at the session's pending bound: the client's writes wait (HTTP/2 flow control), the
+    hub holds no more than a window of the audio; released, every utterance gets its final."""
+    from tests.transports.test_backpressure import engine, stalled_hub
+
+    limits = {"max_pending_segments": 2, "max_utterance_s": 5.0}
+    with ServerThread(make_settings(limits=limits), hub_factory=stalled_hub) as thread:
+        server = asyncio.run_coroutine_threadsafe(_grpc_on(thread), thread.loop).result(timeout=30)
+        gate = engine(thread).gate
+        thread.call(gate.clear)
+        samples, _ = load_wav(fixture("long_40s.wav"))
+        pcm, reference = pcm16_bytes(samples), fixture_entry("long_40s.wav")["text"]
+        sent = [0]
+
+        async def requests() -> AsyncIterator[speech_v1.StreamingRecognizeRequest]:
+            yield speech_v1.StreamingRecognizeRequest(streaming_config=streaming_config())
+            for chunk in frames(pcm, 100):
+                yield speech_v1.StreamingRecognizeRequest(audio_content=chunk)
+                sent[0] += len(chunk)
+
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        client = speech_v1.SpeechAsyncClient(transport=SpeechGrpcAsyncIOTransport(channel=channel))
+        texts: list[str] = []
+
+        async def read() -> None:
+            async for response in await client.streaming_recognize(requests=requests(), metadata=AUTH):
+                texts.extend(r.alternatives[0].transcript for r in response.results if r.is_final)
+
+        reader = asyncio.create_task(read())
+
+        def taken() -> int:
+            return thread.call(lambda: sum(s.bytes_in for s in thread.hub.sessions.values()))
+
+        def at_bound() -> bool:
+            return any(not s.ctx.pending.ready for s in thread.hub.sessions.values())
+
+        # a condition on the hub thread's loop, checked from here
+        while not await asyncio.to_thread(thread.call, at_bound):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        before = await asyncio.to_thread(taken)
+        await asyncio.sleep(1.0)  # no event marks "nothing more happened": watch a second
+        after = await asyncio.to_thread(taken)
+        print(f"\nengine stalled: hub took {after / len(pcm):.0%}, client sent {sent[0] / len(pcm):.0%}")
+        assert after - before <= 2 * 64 * 1024, "the hub kept reading past the pending bound"
+        assert after < 0.6 * len(pcm) and sent[0] < len(pcm), "the client pushed the whole file"
+        await asyncio.to_thread(thread.call, gate.set)
+        await asyncio.wait_for(reader, 120)
+        await channel.close()
+        assert wer(reference, " ".join(texts)) <= 0.2
+        asyncio.run_coroutine_threadsafe(server.stop(1.0), thread.loop).result(timeout=30)
+
+
+async def _grpc_on(thread: ServerThread) -> GrpcServer:
+    server = GrpcServer(thread.hub, Auth.from_settings(thread.settings.server), thread.settings.server)
+    await server.start("127.0.0.1", 0)
+    return server
