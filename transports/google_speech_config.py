@@ -3,13 +3,15 @@
 ========================  =====================================================================
 Google                    hub
 ========================  =====================================================================
-``model``                 ``provider``: a hub provider name; ``""``, ``default`` and Google's own
-                          generic model names (``latest_long``, ``latest_short``,
+``model``                 ``provider`` / ``model`` by the hub's rule (:meth:`Hub.resolve_model`:
+                          ``whisper``, ``whisper:base``, ``base``); ``""``, ``default`` and
+                          Google's own generic model names (``latest_long``, ``latest_short``,
                           ``command_and_search``, ``phone_call``, ``video``) mean the hub's
-                          default provider; anything else unknown is ``INVALID_ARGUMENT``
-                          naming the hub's providers
-``language_code``         ``language``: the primary subtag (``en-US`` → ``en``); refused when the
-                          provider lists its languages and this is not one of them
+                          default; anything else is ``INVALID_ARGUMENT`` naming what exists.
+                          No model named: the provider's model for the language
+                          (:mod:`~asrhub.transports.model_choice`)
+``language_code``         ``language``: the primary subtag (``en-US`` → ``en``); the hub refuses
+                          a language the engine's model does not know
 ``encoding``              ``audio.encoding``: LINEAR16 → ``pcm_s16le`` (``wav`` when no
                           ``sample_rate_hertz`` is given: a WAV header then says it), FLAC →
                           ``flac``, OGG_OPUS → ``ogg``, WEBM_OPUS → ``webm``, MP3 → ``mp3``,
@@ -18,7 +20,7 @@ Google                    hub
 ``sample_rate_hertz``     ``audio.sample_rate`` (raw PCM; containers carry their own)
 ``audio_channel_count``   ``audio.channels`` (mixed down to mono)
 ``enable_word_time_offsets``  ``word_timestamps`` (words are sent only when asked for)
-``speech_contexts``       their phrases become the engine ``prompt`` (a vocabulary hint)
+``speech_contexts``       their phrases become the session's ``keyterms`` (bias toward them)
 ========================  =====================================================================
 
 ``interim_results`` turns partials on (they are off otherwise); other fields are accepted and
@@ -33,7 +35,10 @@ from typing import Any
 from google.cloud import speech_v1
 
 from asrhub.errors import HubError
-from asrhub.hub import NO_PROVIDER, Hub
+from asrhub.config import MAX_KEYTERM_CHARS, MAX_KEYTERMS
+from asrhub.hub import Hub
+
+from .model_choice import model_for_language
 
 Encoding = speech_v1.RecognitionConfig.AudioEncoding
 
@@ -49,7 +54,6 @@ _CONTAINERS = {
     Encoding.MP3: "mp3",
     Encoding.ENCODING_UNSPECIFIED: "auto",
 }
-MAX_PROMPT_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,32 +65,15 @@ class SpeechOptions:
     word_offsets: bool
 
 
-def _provider(hub: Hub, model: str) -> str | None:
+def _provider_model(hub: Hub, model: str) -> tuple[str | None, str | None]:
     name = model.strip()
     if name.lower() in GOOGLE_GENERIC_MODELS:
-        return None
-    if name in hub.providers:
-        return name
-    known = ", ".join(sorted(hub.providers)) or "(none)"
-    raise HubError(
-        "unknown_provider",
-        f"unknown model {name!r}: this hub serves {known} (or 'default' for {hub.default_provider})",
-    )
+        return None, None
+    return hub.resolve_model(name)  # the hub's rule for every API's model field
 
 
-def _language(hub: Hub, provider: str | None, code: str) -> str | None:
-    primary = code.strip().replace("_", "-").split("-", 1)[0].lower()
-    if not primary:
-        return None
-    name = provider or hub.default_provider
-    engine = hub.providers.get(name)
-    languages = engine.capabilities.languages if engine is not None else None
-    if name != NO_PROVIDER and languages is not None and primary not in languages:
-        raise HubError(
-            "bad_message",
-            f"language_code {code!r} is not served by {name!r}, which serves: {', '.join(languages)}",
-        )
-    return primary
+def _language(code: str) -> str | None:
+    return code.strip().replace("_", "-").split("-", 1)[0].lower() or None
 
 
 def _audio(config: speech_v1.RecognitionConfig) -> dict[str, Any]:
@@ -109,14 +96,14 @@ def _audio(config: speech_v1.RecognitionConfig) -> dict[str, Any]:
     return {"encoding": name, "sample_rate": rate or 16_000, "channels": channels}
 
 
-def _prompt(config: speech_v1.RecognitionConfig) -> str | None:
+def _keyterms(config: speech_v1.RecognitionConfig) -> list[str]:
     phrases = [p.strip() for context in config.speech_contexts for p in context.phrases if p.strip()]
-    return ", ".join(phrases)[:MAX_PROMPT_CHARS] or None
+    return list(dict.fromkeys(p[:MAX_KEYTERM_CHARS] for p in phrases))[:MAX_KEYTERMS]
 
 
 def speech_options(hub: Hub, config: speech_v1.RecognitionConfig, *, interim: bool) -> SpeechOptions:
     """Map ``config``; raises :class:`HubError` (``unknown_provider``, ``bad_message``)."""
-    provider = _provider(hub, config.model)
+    provider, model = _provider_model(hub, config.model)
     session: dict[str, Any] = {
         "audio": _audio(config),
         "partials": interim,
@@ -124,12 +111,15 @@ def speech_options(hub: Hub, config: speech_v1.RecognitionConfig, *, interim: bo
     }
     if provider is not None:
         session["provider"] = provider
-    language = _language(hub, provider, config.language_code)
+    language = _language(config.language_code)
+    model = model_for_language(hub, provider, model, language)
+    if model is not None:
+        session["model"] = model
     if language is not None:
-        session["language"] = language
-    prompt = _prompt(config)
-    if prompt is not None:
-        session["prompt"] = prompt
+        session["language"] = language  # the hub refuses one the engine's model does not know
+    keyterms = _keyterms(config)
+    if keyterms:
+        session["keyterms"] = keyterms
     return SpeechOptions(
         session=session,
         language_code=config.language_code or (language or ""),

@@ -7,7 +7,8 @@ Speech to text, as Home Assistant drives it::
     client: transcribe ── audio-start ── audio-chunk … ──────────────── audio-stop
     hub:                  transcript-start ── transcript-chunk … ──────── transcript ── transcript-stop
 
-* ``transcribe`` (optional ``name`` = a hub provider, ``language``) then ``audio-start``
+* ``transcribe`` (optional ``name`` = a hub provider or model, ``language``,
+  ``transcript_names``/``transcript_terms`` → the session's key terms) then ``audio-start``
   (rate, width 2, channels) opens a session; each ``audio-chunk`` is awaited into
   ``session.feed`` before the next event is read (a busy engine becomes TCP backpressure);
   ``audio-stop`` ends the session: every utterance's final, then ``transcript`` with their text
@@ -51,12 +52,14 @@ from wyoming.server import AsyncEventHandler
 from wyoming.wake import Detect, Detection, NotDetected
 
 from asrhub import frames
+from asrhub.config import MAX_KEYTERM_CHARS, MAX_KEYTERMS
 from asrhub.delivery import EventQueue
 from asrhub.errors import HubError
 from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.protocol import MAX_MESSAGE_BYTES
 from asrhub.session import Session, State
 
+from .model_choice import model_for_language
 from .wyoming_info import AgreedText, describe
 
 log = structlog.get_logger("asrhub.transports")
@@ -204,14 +207,21 @@ class WyomingHandler(AsyncEventHandler):
             return {"provider": NO_PROVIDER, "audio": audio, "wakeword": wakeword, "partials": False}, True
         request = self._transcribe or Transcribe()
         config: dict[str, Any] = {"audio": audio, "partials": True, "word_timestamps": False}
-        provider = request.name if request.name and request.name in self.hub.providers else None
-        if request.name and provider is None:
-            known = ", ".join(sorted(self.hub.providers))
-            raise HubError("unknown_provider", f"unknown model {request.name!r}: this hub has {known}")
+        provider, model = self.hub.resolve_model(request.name)  # a provider, provider:model or model
         if provider is not None:
             config["provider"] = provider
-        if request.language:
-            config["language"] = request.language.replace("_", "-").split("-", 1)[0].lower()
+        language = request.language.replace("_", "-").split("-", 1)[0].lower() if request.language else None
+        model = model_for_language(self.hub, provider, model, language)
+        if model is not None:
+            config["model"] = model
+        if language:
+            config["language"] = language
+        terms = [
+            t.strip()[:MAX_KEYTERM_CHARS]
+            for t in [*(request.transcript_names or ()), *(request.transcript_terms or ())]
+        ]
+        if any(terms):  # names first: they take priority
+            config["keyterms"] = list(dict.fromkeys(t for t in terms if t))[:MAX_KEYTERMS]
         return config, False
 
     async def _stop(self) -> None:

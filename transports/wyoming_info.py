@@ -3,8 +3,9 @@
 ``info``:
 
 * **asr**: one program per hub provider, the default provider first (Home Assistant uses the
-  first program: it gets the hub's default), each with one model of the same name and the
-  provider's languages. A provider that takes any language is listed with
+  first program: it gets the hub's default), with the provider's models (``transcribe``'s
+  ``name`` may name one) and their languages; a provider without a choice of model has one
+  model named as the provider. A provider that takes any language is listed with
   :data:`ANY_LANGUAGES`. ``supports_transcript_streaming`` is true for engines with partials;
   ``requires_external_vad`` stays true: the client (Home Assistant) decides when the command
   ends and sends ``audio-stop``.
@@ -47,15 +48,18 @@ def describe(hub: Hub, wake_words: Iterable[str]) -> Info:
     asr = []
     for name in names:
         caps = hub.providers[name].capabilities
-        languages = list(caps.languages) if caps.languages is not None else list(ANY_LANGUAGES)
-        model = AsrModel(
-            name=name,
-            attribution=ATTRIBUTION,
-            installed=True,
-            description=f"ASR Hub provider {name}",
-            version=None,
-            languages=languages,
-        )
+        models = caps.models or {name: caps.languages}  # no choice of model: one, named as the provider
+        asr_models = [
+            AsrModel(
+                name=model,
+                attribution=ATTRIBUTION,
+                installed=True,
+                description=f"{name} {model}" if model != name else f"ASR Hub provider {name}",
+                version=None,
+                languages=list(languages) if languages is not None else list(ANY_LANGUAGES),
+            )
+            for model, languages in models.items()
+        ]
         asr.append(
             AsrProgram(
                 name=name,
@@ -63,7 +67,7 @@ def describe(hub: Hub, wake_words: Iterable[str]) -> Info:
                 installed=True,
                 description=f"ASR Hub: {name}" + (" (default)" if name == hub.default_provider else ""),
                 version=None,
-                models=[model],
+                models=asr_models,
                 supports_transcript_streaming=caps.partials,
             )
         )

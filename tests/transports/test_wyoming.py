@@ -84,8 +84,10 @@ async def test_describe_lists_providers_and_wake_words(service: Service) -> None
         (event,) = await read_until(client, "info")
     info = Info.from_event(event)
     assert info.asr[0].name == "whisper"  # the default first: Home Assistant uses asr[0]
-    assert info.asr[0].models[0].name == "whisper"
-    assert info.asr[0].models[0].languages == ["en"]
+    models = {m.name: m for m in info.asr[0].models}
+    assert models["tiny.en"].languages == ["en"]  # whisper's models, the default first
+    assert info.asr[0].models[0].name == "tiny.en"
+    assert len(models.get("base", models["tiny.en"]).languages) >= 1
     assert info.asr[0].supports_transcript_streaming
     assert info.asr[0].models[0].installed
     (wake,) = info.wake
@@ -218,3 +220,15 @@ def test_agreed_text_appends_only_what_two_decodes_agree_on() -> None:
     assert text.partial(1, "Over") is None  # a new utterance starts from scratch
     assert text.final(1, "Over the dog.") == " Over the dog."
     assert text.final(2, "") is None
+
+
+def test_a_language_without_a_model_picks_the_model_that_knows_it(service: Service) -> None:
+    """Home Assistant (and Google clients) name a language, rarely a model."""
+    from asrhub.transports.model_choice import model_for_language
+
+    hub = service.thread.hub
+    assert model_for_language(hub, None, None, "en") is None  # the default model knows English
+    if "base" in hub.providers["whisper"].capabilities.models:
+        assert model_for_language(hub, None, None, "de") == "base"
+    assert model_for_language(hub, None, "tiny.en", "de") == "tiny.en"  # a named model stays
+    assert model_for_language(hub, None, None, None) is None
