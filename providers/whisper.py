@@ -100,8 +100,10 @@ class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     partial_workers: int = 1
     """Lanes reserved for partials (0: partials only when the engine is idle), so a partial
     never occupies the lane a final waits for."""
-    batch_max: int = 8
-    """Most clips (utterances of any sessions) decoded in one engine call."""
+    batch_max: int = 0
+    """Most clips (utterances of any sessions) decoded in one engine call. 0: automatic — 8 on
+    ``cuda``; 1 on ``cpu``, where a batch was measured to cost more CPU than its clips one by
+    one (docs/inference.md)."""
     batch_window_ms: float = 20.0
     """How long the first clip of a batch waits for others to join (0: no waiting; batches
     still form from the clips that queued while the engine was busy)."""
@@ -312,6 +314,13 @@ class WhisperProvider:
     def pool(self) -> EngineSubject[Clip, Transcription] | None:
         return self.engines[self.default].pool
 
+    @property
+    def batch_max(self) -> int:
+        """``batch_max``, or when 0: 8 on cuda, 1 on cpu (a batch costs more CPU there)."""
+        if self.settings.batch_max > 0:
+            return self.settings.batch_max
+        return 8 if self.settings.device == "cuda" else 1
+
     async def start(self) -> None:
         if self.pool is not None:
             return
@@ -355,8 +364,8 @@ class WhisperProvider:
             engine.pool = EngineSubject(
                 "whisper" if engine.name == self.default else f"whisper:{engine.name}",
                 run,
-                grouping=batch(max(1, s.batch_max), s.batch_window_ms / 1000.0, key=_batch_key, live=_live),
-                batch_max=s.batch_max,
+                grouping=batch(self.batch_max, s.batch_window_ms / 1000.0, key=_batch_key, live=_live),
+                batch_max=self.batch_max,
                 final_slots=final_slots,
                 partial_slots=partial_slots,
                 max_queue=s.max_queue,
@@ -427,7 +436,7 @@ class WhisperProvider:
             "loaded": self.pool is not None,
             "compute_type": self.settings.compute_type,
             "beam_size": self.settings.beam_size,
-            "batch_max": self.settings.batch_max,
+            "batch_max": self.batch_max,
             "ray_address": self.settings.ray_address or None,
             "capabilities": dataclasses.asdict(self.capabilities),
         }

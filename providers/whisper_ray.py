@@ -110,6 +110,8 @@ class RayReplicas:
             )
         options = msgspec.to_builtins(settings)
         options.update(ray_address="", workers=1, partial_workers=1)  # the replica is in-process
+        if not settings.cpu_threads:  # decode on the CPUs Ray reserved for the replica, no more
+            options["cpu_threads"] = max(1, round(settings.ray_num_cpus))
         gpus = 1 if settings.device == "cuda" else 0
         actor = ray.remote(WhisperReplica)
         replicas = []

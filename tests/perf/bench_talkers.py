@@ -18,8 +18,10 @@ Set-ups (all the bundled tiny.en, int8, beam 5, in a hub subprocess):
 ``before``   the engine as it was before the provider subject: one clip per engine call, one
              decode at a time, partials only when the engine is idle
              (``batch_max = 1, batch_window_ms = 0, partial_workers = 0``).
-``batched``  the provider subject: up to 8 clips per call, 20 ms window, a partial lane.
-``ray1``     the same batching, the model in one Ray actor on a one-node Ray cluster on 127.0.0.1.
+``default``  the provider subject with its defaults on CPU: a lane for finals and one for
+             partials, no cross-session batching (``batch_max = 0`` = 1 on CPU).
+``batched``  the same with cross-session batches of up to 4 clips (20 ms window).
+``ray1``     the defaults, the model in one Ray actor on a one-node Ray cluster on 127.0.0.1.
 ``ray2``     two replicas on a two-node Ray cluster on 127.0.0.1 (both nodes on this machine's
              cores: this shows the cost of the hop and of spreading, not more hardware).
 
@@ -47,7 +49,7 @@ from common import Sampler, Server, Table, percentile, print_tables, run_loadgen
 
 KS = (1, 2, 4, 8, 16)
 QUICK_KS = (1, 4)
-SETUPS = ("before", "batched", "ray1", "ray2")
+SETUPS = ("before", "default", "batched", "ray1", "ray2")
 FIXTURES = "quick_fox.wav,weather_question.wav,reminder.wav"
 HANGOVER_MS = 500
 GAP_S = 1.0
@@ -61,13 +63,15 @@ RAY_ENV = {
 
 ENGINE_ENV = {
     "before": {"BATCH_MAX": "1", "BATCH_WINDOW_MS": "0", "PARTIAL_WORKERS": "0"},
-    "batched": {"BATCH_MAX": "8", "BATCH_WINDOW_MS": "20", "PARTIAL_WORKERS": "1"},
-    "ray1": {"BATCH_MAX": "8", "BATCH_WINDOW_MS": "20", "RAY_REPLICAS": "1"},
-    "ray2": {"BATCH_MAX": "8", "BATCH_WINDOW_MS": "20", "RAY_REPLICAS": "2"},
+    "default": {},
+    "batched": {"BATCH_MAX": "4", "BATCH_WINDOW_MS": "20"},
+    "ray1": {"RAY_REPLICAS": "1"},
+    "ray2": {"RAY_REPLICAS": "2"},
 }
 LABELS = {
     "before": "in-process, one at a time (before)",
-    "batched": "in-process, batched",
+    "default": "in-process, defaults (partial lane)",
+    "batched": "in-process, batched (batch_max 4)",
     "ray1": "Ray, 1 node, 1 replica",
     "ray2": "Ray, 2 nodes, 2 replicas",
 }
@@ -153,10 +157,12 @@ def one_run(server: Server, k: int, audio_s: float, n_utts: int) -> dict[str, An
     }
 
 
-def run_setup(setup: str, ks: tuple[int, ...], progress: bool = True) -> list[dict[str, Any]]:
+def run_setup(
+    setup: str, ks: tuple[int, ...], progress: bool = True, overrides: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     audio = stream_audio(FIXTURES, lead_s=0.5, tail_s=1.5, gap_s=GAP_S)
     n_utts = len(audio.utterances)
-    env = {WHISPER + key: value for key, value in ENGINE_ENV[setup].items()}
+    env = {WHISPER + key.upper(): value for key, value in {**ENGINE_ENV[setup], **(overrides or {})}.items()}
     nodes = {"ray1": 1, "ray2": 2}.get(setup, 0)
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
@@ -182,8 +188,13 @@ def run_setup(setup: str, ks: tuple[int, ...], progress: bool = True) -> list[di
 
 
 def run(
-    ks: tuple[int, ...] = KS, setups: tuple[str, ...] = SETUPS, progress: bool = True, quick: bool = False
+    ks: tuple[int, ...] = KS,
+    setups: tuple[str, ...] = SETUPS,
+    progress: bool = True,
+    quick: bool = False,
+    overrides: dict[str, str] | None = None,
 ) -> tuple[list[Table], list[dict[str, Any]]]:
+    """``overrides``: [providers.whisper] settings applied to every set-up (``{"cpu_threads": "1"}``)."""
     if quick:
         ks = tuple(k for k in ks if k in QUICK_KS) or QUICK_KS
     rows: list[dict[str, Any]] = []
@@ -191,7 +202,7 @@ def run(
         if setup.startswith("ray") and not _has_ray():
             print(f"  {setup}: skipped (pip install asrhub[ray])", file=sys.stderr)
             continue
-        rows += run_setup(setup, ks, progress)
+        rows += run_setup(setup, ks, progress, overrides)
     table = Table(
         "K real-time talkers, whisper tiny.en: end of speech → final (hangover 500 ms included)",
         [
@@ -241,8 +252,10 @@ def main() -> None:
     ap.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="[providers.whisper] overrides")
     args = ap.parse_args()
-    tables, rows = run(tuple(args.k), tuple(args.setups), quick=args.quick)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    tables, rows = run(tuple(args.k), tuple(args.setups), quick=args.quick, overrides=overrides)
     print_tables(tables)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
