@@ -21,9 +21,13 @@ Set-ups (all the bundled tiny.en, int8, beam 5, in a hub subprocess):
 ``default``  the provider subject with its defaults on CPU: a lane for finals and one for
              partials, no cross-session batching (``batch_max = 0`` = 1 on CPU).
 ``batched``  the same with cross-session batches of up to 4 clips (20 ms window).
-``ray1``     the defaults, the model in one Ray actor on a one-node Ray cluster on 127.0.0.1.
-``ray2``     two replicas on a two-node Ray cluster on 127.0.0.1 (both nodes on this machine's
-             cores: this shows the cost of the hop and of spreading, not more hardware).
+``ray1``     the defaults, the model in one Ray actor (on one node) of a two-node Ray cluster
+             on 127.0.0.1.
+``ray2``     two replicas spread over the two nodes (both nodes on this machine's 2 cores: this
+             shows the cost of the hop and of spreading, not more hardware).
+
+All hubs run for the whole benchmark and the set-ups take turns at each K, in a rotating order,
+so a change in the machine's load (it is shared) hits them alike.
 
 The machine is shared: every row carries the whole machine's busy CPU % during the run and the
 1-minute load average before it. No GPU here: the ``device = "cuda"`` run was not done.
@@ -72,15 +76,16 @@ LABELS = {
     "before": "in-process, one at a time (before)",
     "default": "in-process, defaults (partial lane)",
     "batched": "in-process, batched (batch_max 4)",
-    "ray1": "Ray, 1 node, 1 replica",
+    "ray1": "Ray, 1 replica (one node)",
     "ray2": "Ray, 2 nodes, 2 replicas",
 }
 
 
 @contextlib.contextmanager
 def ray_cluster(nodes: int) -> Iterator[tuple[str, dict[str, str]]]:
-    """A local Ray cluster of ``nodes`` nodes on 127.0.0.1 (one CPU each for one replica), in a
-    private temp folder; yields its address and the environment a hub needs to join it."""
+    """A local Ray cluster of ``nodes`` nodes on 127.0.0.1 (two CPUs each: room for the 1-replica
+    and the 2-replica hub at once), in a private temp folder; yields its address and the
+    environment a hub needs to join it."""
     base = tempfile.mkdtemp(prefix="asrhub-ray-", dir="/tmp")
     os.makedirs(os.path.join(base, "ray"))
     env = {**RAY_ENV, "RAY_TMPDIR": base}
@@ -89,11 +94,11 @@ def ray_cluster(nodes: int) -> Iterator[tuple[str, dict[str, str]]]:
 
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 1, "object_store_memory": 80 << 20, "include_dashboard": False},
+        head_node_args={"num_cpus": 2, "object_store_memory": 80 << 20, "include_dashboard": False},
     )
     try:
         for _ in range(nodes - 1):
-            cluster.add_node(num_cpus=1, object_store_memory=80 << 20)
+            cluster.add_node(num_cpus=2, object_store_memory=80 << 20)
         cluster.wait_for_nodes()
         yield cluster.address, env
     finally:
@@ -157,34 +162,16 @@ def one_run(server: Server, k: int, audio_s: float, n_utts: int) -> dict[str, An
     }
 
 
-def run_setup(
-    setup: str, ks: tuple[int, ...], progress: bool = True, overrides: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
-    audio = stream_audio(FIXTURES, lead_s=0.5, tail_s=1.5, gap_s=GAP_S)
-    n_utts = len(audio.utterances)
+def hub_env(
+    setup: str, overrides: dict[str, str] | None, ray: tuple[str, dict[str, str]] | None
+) -> dict[str, str]:
     env = {WHISPER + key.upper(): value for key, value in {**ENGINE_ENV[setup], **(overrides or {})}.items()}
-    nodes = {"ray1": 1, "ray2": 2}.get(setup, 0)
-    rows: list[dict[str, Any]] = []
-    with contextlib.ExitStack() as stack:
-        if nodes:
-            address, ray_env = stack.enter_context(ray_cluster(nodes))
-            env.update(ray_env)
-            env[WHISPER + "RAY_ADDRESS"] = address
-        server = stack.enter_context(Server("hub", provider="whisper", env=env))
-        run_loadgen(["--url", server.url, "--sessions", "1", "--pace", "fast", "--fixture", "quick_fox.wav"])
-        for k in ks:
-            row = one_run(server, k, audio.duration_s, n_utts)
-            row["setup"] = setup
-            rows.append(row)
-            if progress:
-                print(
-                    f"  {setup} K={k}: p50 {row['p50_s']:.2f} s p95 {row['p95_s']:.2f} s, "
-                    f"{row['throughput']:.2f} audio s/s, {row['engine_calls']:.0f} calls, "
-                    f"machine {row['machine_busy_pct']:.0f} %, load {row['load1_before']:.2f}",
-                    file=sys.stderr,
-                    flush=True,
-                )
-    return rows
+    if setup.startswith("ray"):
+        assert ray is not None
+        address, ray_env = ray
+        env.update(ray_env)
+        env[WHISPER + "RAY_ADDRESS"] = address
+    return env
 
 
 def run(
@@ -194,15 +181,43 @@ def run(
     quick: bool = False,
     overrides: dict[str, str] | None = None,
 ) -> tuple[list[Table], list[dict[str, Any]]]:
-    """``overrides``: [providers.whisper] settings applied to every set-up (``{"cpu_threads": "1"}``)."""
+    """Every set-up's hub runs for the whole benchmark and the set-ups take turns at each K (in a
+    rotating order), so a change in the machine's load hits them alike.
+
+    ``overrides``: [providers.whisper] settings applied to every set-up (``{"cpu_threads": "1"}``)."""
     if quick:
         ks = tuple(k for k in ks if k in QUICK_KS) or QUICK_KS
+    if not _has_ray():
+        print("  ray set-ups skipped (pip install asrhub[ray])", file=sys.stderr)
+        setups = tuple(s for s in setups if not s.startswith("ray"))
+    audio = stream_audio(FIXTURES, lead_s=0.5, tail_s=1.5, gap_s=GAP_S)
+    n_utts = len(audio.utterances)
     rows: list[dict[str, Any]] = []
-    for setup in setups:
-        if setup.startswith("ray") and not _has_ray():
-            print(f"  {setup}: skipped (pip install asrhub[ray])", file=sys.stderr)
-            continue
-        rows += run_setup(setup, ks, progress, overrides)
+    with contextlib.ExitStack() as stack:
+        ray = stack.enter_context(ray_cluster(2)) if any(s.startswith("ray") for s in setups) else None
+        servers: dict[str, Server] = {}
+        for setup in setups:
+            server = stack.enter_context(
+                Server("hub", provider="whisper", env=hub_env(setup, overrides, ray))
+            )
+            run_loadgen(
+                ["--url", server.url, "--sessions", "1", "--pace", "fast", "--fixture", "quick_fox.wav"]
+            )
+            servers[setup] = server
+        for i, k in enumerate(ks):
+            for setup in setups[i % len(setups) :] + setups[: i % len(setups)]:
+                row = one_run(servers[setup], k, audio.duration_s, n_utts)
+                row["setup"] = setup
+                rows.append(row)
+                if progress:
+                    print(
+                        f"  {setup} K={k}: p50 {row['p50_s']:.2f} s p95 {row['p95_s']:.2f} s, "
+                        f"{row['throughput']:.2f} audio s/s, {row['engine_calls']:.0f} calls, "
+                        f"machine {row['machine_busy_pct']:.0f} %, load {row['load1_before']:.2f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    rows.sort(key=lambda r: (setups.index(r["setup"]), r["k"]))
     table = Table(
         "K real-time talkers, whisper tiny.en: end of speech → final (hangover 500 ms included)",
         [
