@@ -6,6 +6,12 @@ faster-whisper name such as ``base.en`` found in the Hugging Face cache — set 
 to let faster-whisper fetch it), ``device``, ``compute_type``, ``cpu_threads``, ``workers``,
 ``beam_size``, ``partial_beam_size``, ``language`` and the hallucination-guard thresholds.
 
+Every session of the process shares one provider subject (``asrhub.inference.EngineSubject``,
+``self.pool``): clips are grouped by the ``batch`` operator (``batch_max``, ``batch_window_ms``)
+and decoded in one call (``providers/whisper_decode.py``), finals on ``workers`` lanes, partials
+on ``partial_workers`` lanes of their own; with ``ray_address`` the calls go to replicas on a Ray
+cluster (``providers/whisper_ray.py``). See docs/inference.md.
+
 Several models, one provider: besides ``model`` (named ``tiny.en`` when it is the bundled one,
 else after its directory or name), the multilingual ``base`` that ``scripts/setup.sh`` puts in
 ``${ASRHUB_MODEL_DIR:-~/.cache/asrhub}/whisper-base`` is offered when its files exist, and
