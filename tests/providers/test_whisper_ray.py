@@ -181,3 +181,20 @@ async def test_removing_the_worker_node_mid_stream_loses_no_final(
     # the hub carries on with the head's replica alone
     after = await on_ray.transcribe(speech("quick_fox.wav"), language="en")
     assert wer(fixture_entry("quick_fox.wav")["text"], after.text) < 0.3
+
+
+async def test_no_replica_left_is_provider_failed_for_that_utterance(on_ray: WhisperProvider) -> None:
+    """Runs last: every replica is killed for good; the utterance gets the usual provider_failed."""
+    import ray as ray_api
+
+    replicas = on_ray.ray
+    for r in replicas.replicas:
+        ray_api.kill(r.handle, no_restart=True)
+    hub = make_hub({"whisper": on_ray})
+    gap = np.zeros(16_000, np.float32)
+    events = await run_session(hub, np.concatenate([gap, speech("quick_fox.wav"), gap]), {"partials": False})
+    outcome = [e for e in events if e.type in ("transcript.final", "error")]
+    assert [(e.type, getattr(e, "code", None), getattr(e, "segment_id", None)) for e in outcome] == [
+        ("error", "provider_failed", 1)
+    ], outcome
+    assert "no replica left" in outcome[0].message
