@@ -16,6 +16,8 @@ import asyncio
 from collections import deque
 from typing import TYPE_CHECKING
 
+from reactivex.disposable import Disposable
+
 from . import metrics
 from .frames import ErrorEvent, Event, PartialTranscript
 
@@ -84,6 +86,9 @@ class EventQueue:
 
     def _on_completed(self) -> None:
         self._stop()
+        # The stream is over: drop the subscription (observer, the session's subject) now, so
+        # a queue that still holds a closed session's last events holds nothing else.
+        self._subscription = Disposable()
 
     def _stop(self) -> None:
         self._finished = True

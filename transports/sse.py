@@ -46,7 +46,9 @@ class HttpSession:
     session_id: str
     key: str | None
     queue: EventQueue
-    started: SessionStarted
+    started: bytes
+    """The ``session.started`` frame every subscriber gets first, encoded once: a record lingers
+    after its session closed, so it holds bytes, not the config's dicts."""
     watch: DisposableBase | None = None
     subscriber: asyncio.Task[Any] | None = None
     linger: asyncio.TimerHandle | None = None
@@ -86,7 +88,13 @@ class HttpSessions:
         rec.queue.close()
 
     def closed(self, rec: HttpSession) -> None:
-        """The session ended: its events wait a while for a subscriber, then go."""
+        """The session ended: its events wait a while for a subscriber, then go.
+
+        Only the events wait: the watch's callbacks hold the session (and through it the whole
+        pipeline — decoder, VAD, buffers). Dropped here, the closed session is freed now, not
+        ``linger_s`` later; kept, every abandoned session's graph outlived it by the linger and
+        the interleaved lifetimes left ~5 KB of Python arenas behind per session."""
+        rec.watch = None  # already disposed: it completed
         loop = asyncio.get_running_loop()
         rec.linger = loop.call_later(self.linger_s, self._expire, rec)
 
@@ -107,11 +115,12 @@ async def create(request: web.Request) -> web.Response:
     assert isinstance(message, StartMessage)
     session = await hub.open_async(message.config, key=request[KEY_ID], transport="sse")
     sessions = request.app[SESSIONS]
+    started = SessionStarted(session_id=session.id, config=session.config.to_dict())
     rec = HttpSession(
         session_id=session.id,
         key=request[KEY_ID],
         queue=EventQueue(session, hub.limits.subscriber_queue),
-        started=SessionStarted(session_id=session.id, config=session.config.to_dict()),
+        started=sse_frame(started),
     )
 
     def after_event(_event: Event) -> None:
@@ -122,7 +131,7 @@ async def create(request: web.Request) -> web.Response:
     rec.watch = session.events.subscribe(on_next=after_event, on_completed=lambda: sessions.closed(rec))
     sessions.add(rec)
     return web.json_response(
-        {"session_id": session.id, "config": rec.started.config},
+        {"session_id": session.id, "config": started.config},
         status=201,
         headers={"Location": f"/v1/sessions/{session.id}"},
     )
@@ -198,7 +207,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     )
     try:
         await resp.prepare(request)
-        await resp.write(sse_frame(rec.started))
+        await resp.write(rec.started)
         keepalive = settings.server.heartbeat_s
         while True:
             event, rec.unsent = rec.unsent, None

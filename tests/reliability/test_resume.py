@@ -73,7 +73,8 @@ async def test_websocket_drop_then_resume_gets_every_missed_final_in_order(
     ws.reset()
     assert await eventually(lambda: _detached(hub_server, 1), 5), "the session was not detached"
     assert (await hub_state(hub_server))[0] == 1  # still open, waiting for its client
-    await asyncio.sleep(1.2)  # its final is produced while nobody is connected
+    # Its final is produced while nobody is connected: wait until the session logged it.
+    assert await eventually(lambda: _logged_after(hub_server, token, last), 60), "no final while detached"
 
     ws2 = await RawWS.connect(hub_server.port)
     await ws2.send_json({"type": "session.resume", "token": token, "last_segment_id": last})
@@ -94,6 +95,16 @@ async def test_websocket_drop_then_resume_gets_every_missed_final_in_order(
     check_transcripts(finals(seen) + replayed + finals(rest), SEGMENTS)
     assert await eventually(lambda: _settled(hub_server), 5)
     assert watch.errors() == []
+
+
+async def _logged_after(server: ServerThread, token: str, last: int) -> bool:
+    """The detached session's resume log holds a final after ``last``."""
+
+    def check() -> bool:
+        held = server.hub.resumes._held.get(token)
+        return held is not None and any(isinstance(e, FinalTranscript) for e in held.log.since(last)[0])
+
+    return await asyncio.to_thread(server.call, check)
 
 
 async def _detached(server: ServerThread, n: int) -> bool:

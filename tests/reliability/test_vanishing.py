@@ -488,13 +488,6 @@ async def run_storm(
     assert rss2 - rss0 < ENGINE_RSS_BOUND_MB, (rss0, rss2)
     assert health["status"] == "ok"
     assert log_errors(hub.log_lines()) == []
-    if transport == "sse" and rss1 - rss0 >= RSS_BOUND_MB:
-        abandoned = done["sse_abandon"]
-        pytest.xfail(
-            f"known open issue (docs/reliability.md): RSS +{rss1 - rss0:.1f} MB over {sum(done.values())} "
-            f"cycles, {abandoned} of them HTTP sessions abandoned mid-speech (native memory; the Python "
-            "heap is flat)"
-        )
     assert rss1 - rss0 < RSS_BOUND_MB, (rss0, rss1)
 
 
