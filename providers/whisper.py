@@ -58,10 +58,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from asrhub.operators.batch import batch
 
 from asrhub.frames import TARGET_RATE, Samples
 from asrhub.inference import EngineSubject, PoolFull, Request
+from asrhub.operators.batch import batch
 from asrhub.provider import (
     Capabilities,
     Priority,

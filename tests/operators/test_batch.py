@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from asrhub.operators.batch import batch
 from reactivex import operators as ops
 from reactivex.testing.marbles import marbles_testing
+
+from asrhub.operators.batch import batch
 
 
 def marbles(op: Any, source: str, lookup: dict[str | float, Any] | None = None) -> list[Any]:

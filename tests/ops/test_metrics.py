@@ -73,9 +73,7 @@ def test_every_metric_family_is_exported() -> None:
     assert not [m.name for m in GLOBAL.collect() if m.name.startswith("asrhub_")]
 
 
-async def test_metrics_move_under_a_real_stream(
-    vad_hub: Hub, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_metrics_move_under_a_real_stream(vad_hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(metrics, "operator_sample", 1)  # time this session's stages
     transport = "test-stream"
     chunks = pcm_chunks("silences.wav")  # four utterances separated by silence
@@ -136,18 +134,23 @@ async def test_slow_reader_drops_are_counted(vad_hub: Hub) -> None:
     session.close()
     after = scrape()
     assert queue.overflowed
-    assert sample(after, "asrhub_drops_total", reason="slow_consumer") - sample(
-        before, "asrhub_drops_total", reason="slow_consumer"
-    ) == 1
-    assert sample(after, "asrhub_errors_total", code="slow_consumer") - sample(
-        before, "asrhub_errors_total", code="slow_consumer"
-    ) == 1
+    assert (
+        sample(after, "asrhub_drops_total", reason="slow_consumer")
+        - sample(before, "asrhub_drops_total", reason="slow_consumer")
+        == 1
+    )
+    assert (
+        sample(after, "asrhub_errors_total", code="slow_consumer")
+        - sample(before, "asrhub_errors_total", code="slow_consumer")
+        == 1
+    )
     queue.close()
 
 
 async def test_inference_pool_gauges_and_shedding() -> None:
     pool = InferencePool("test-pool", workers=1)
     try:
+
         def blocking() -> int:
             time.sleep(0.05)
             return 1
@@ -223,11 +226,18 @@ def test_each_stage_is_charged_its_own_time_only() -> None:
     """cheap → slow (5 ms a frame) → cheap → slow consumer: only the slow stage is charged."""
     from reactivex.subject import Subject
 
+    # A clock that moves only when a stage "works": the check is exact, whatever the load.
+    clock = [100.0]
+
+    def work(seconds: float) -> None:
+        clock[0] += seconds
+
     def slow(frame: RawAudio) -> RawAudio:
-        time.sleep(0.005)
+        work(0.005)
         return frame
 
     every, metrics.operator_sample = metrics.operator_sample, 1
+    real_clock, metrics.perf_counter = metrics.perf_counter, lambda: clock[0]
     try:
         names = ("own_cheap_1", "own_slow", "own_cheap_2")
         hists = [metrics._histogram(metrics._state.operators, n, metrics.OPERATOR_BUCKETS) for n in names]
@@ -237,16 +247,17 @@ def test_each_stage_is_charged_its_own_time_only() -> None:
             [(names[0], ops.map(lambda f: f)), (names[1], ops.map(slow)), (names[2], ops.map(lambda f: f))]
         )
         received: list[RawAudio] = []
-        subject.pipe(chain).subscribe(lambda f: (received.append(f), time.sleep(0.005)))
+        subject.pipe(chain).subscribe(lambda f: (received.append(f), work(0.005)))
         for _ in range(6):
             subject.on_next(RawAudio(b"x"))
         assert len(received) == 6
         spent = [(h.total - t0) / (sum(h.counts) - c0) for h, (t0, c0) in zip(hists, before, strict=True)]
         assert all(sum(h.counts) - c0 == 6 for h, (_t, c0) in zip(hists, before, strict=True))
-        assert spent[1] >= 0.005
-        assert spent[0] < 0.004 and spent[2] < 0.004  # not charged the slow stage or consumer (5 ms each)
+        assert spent[1] == pytest.approx(0.005)
+        assert spent[0] == 0 and spent[2] == 0  # not charged the slow stage or consumer (5 ms each)
     finally:
         metrics.operator_sample = every
+        metrics.perf_counter = real_clock
 
 
 def test_sampling_off_is_plain_compose() -> None:

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from asrhub.providers.whisper import Clip, WhisperProvider, decode_clips
 
 from asrhub.inference import EngineSubject
 from asrhub.provider import Priority, ProviderError, Transcription
+from asrhub.providers.whisper import Clip, WhisperProvider, decode_clips
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
 
 from .conftest import finals, make_hub, run_session

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pytest
 import pytest_asyncio
-from asrhub.providers.whisper import WhisperProvider
 
+from asrhub.providers.whisper import WhisperProvider
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
 
 from .conftest import finals, make_hub, run_session

@@ -161,6 +161,9 @@ async def test_raise_hang_and_garbage_each_fail_one_utterance_and_nothing_else(
         faulty = asyncio.create_task(stream(server.port, SILENCES, {"provider": "faulty", "language": "en"}))
         assert await asyncio.to_thread(fake.hanging.wait, 60), "the hang was never reached"
         during = await final_latency(server.port)  # while the hung call holds a worker
+        # That final came while the hung call still hangs: it did not wait for it (an event,
+        # not a latency bound; the latencies are figures, see docs/reliability.md).
+        hung_meanwhile = fake.hanging.is_set() and not fake.release.is_set()
         events = await faulty
         pool = server.hub.providers["whisper"].pool  # type: ignore[attr-defined]
         state = await asyncio.to_thread(server.call, lambda: (pool.busy, pool.queued, pool.abandoned))
@@ -183,8 +186,7 @@ async def test_raise_hang_and_garbage_each_fail_one_utterance_and_nothing_else(
         "engine faults: final latency alone / behind a hung call / after it (s)",
         f"{baseline:.2f} / {during:.2f} / {after:.2f} (provider_timeout_s={PROVIDER_TIMEOUT_S:g})",
     )
-    assert during < 2 * baseline + 1.0
-    assert after < 2 * baseline + 1.0
+    assert hung_meanwhile, "the other session's final waited for the hung engine call"
 
 
 async def test_failover_serves_the_utterance_a_faulty_engine_dropped(

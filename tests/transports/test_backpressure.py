@@ -92,6 +92,7 @@ async def stalled_client(port: int, speed: float = 200.0) -> dict[str, Any]:
     writer.transport.pause_reading()  # from here on nothing is read, not even into a buffer
     sent, t0 = 0, time.monotonic()
     pcm = toggling_speech(60.0)
+    cut = False
     try:
         while time.monotonic() - t0 < 60:
             for frame in frames(pcm, 200):
@@ -100,10 +101,10 @@ async def stalled_client(port: int, speed: float = 200.0) -> dict[str, Any]:
                 await writer.drain()
                 sent += len(frame)
     except OSError:  # reset by the hub
-        pass
+        cut = True
     cut_after = time.monotonic() - t0
     writer.close()
-    return {"cut_after_s": cut_after, "audio_s": sent / (2 * RATE)}
+    return {"cut": cut, "cut_after_s": cut_after, "audio_s": sent / (2 * RATE)}
 
 
 async def send_paced(ws: aiohttp.ClientWebSocketResponse, chunks: list[bytes]) -> None:
@@ -188,7 +189,7 @@ async def test_a_client_that_stops_reading_is_bounded_and_isolated() -> None:
         f"{beside.peak / 2**20:.1f} MiB with it; "
         f"final latency {baseline:.2f} s alone, {loaded:.2f} s next to the stalled client"
     )
-    assert 2.0 < result["cut_after_s"] < 30, "the hub cut the stalled client off (after the other run)"
+    assert result["cut"], "the hub cut the stalled client off (it was not left to send for 60 s)"
     assert beside.peak - alone.peak < 16 * 2**20, "the server's memory stayed bounded"
     assert wer(fixture_entry("quick_fox.wav")["text"], text) <= 0.1
     assert loaded < baseline + 1.0, "the other session's final was not held up"

@@ -12,9 +12,9 @@ import gc
 import weakref
 
 import aiohttp
-from asrhub.transports.sse import SESSIONS
 
 from asrhub.session import Session
+from asrhub.transports.sse import SESSIONS
 
 from .conftest import KEY, ServerThread, speech
 
