@@ -18,12 +18,14 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import numpy as np
 import pytest
 import pytest_asyncio
 
 from asrhub.providers.whisper import WhisperProvider
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
+from tests.transports.conftest import serve_process
 
 from .conftest import finals, make_hub, run_session
 
@@ -55,13 +57,13 @@ def cluster() -> Iterator[Any]:
     c = Cluster(
         initialize_head=True,
         head_node_args={
-            "num_cpus": 1,
+            "num_cpus": 2,
             "object_store_memory": STORE,
             "include_dashboard": False,
             "temp_dir": temp,
         },
     )
-    worker = c.add_node(num_cpus=1, object_store_memory=STORE)
+    worker = c.add_node(num_cpus=2, object_store_memory=STORE)
     c.wait_for_nodes()
     assert c.address.startswith("127.0.0.1:"), c.address  # nothing leaves loopback
     try:
@@ -150,6 +152,42 @@ async def test_killing_the_replica_mid_call_loses_no_final(cluster: Any, on_ray:
     truth = " ".join(fixture_entry(n)["text"] for n in ("address_time.wav", "science.wav", "reminder.wav"))
     assert wer(truth, result.text) < 0.3, result.text
     assert replicas.retries == retries + 1
+
+
+async def test_two_hub_processes_share_named_replicas(cluster: Any) -> None:
+    """``ray_name``: a separate ``asrhub serve`` process creates the named, detached replica; this
+    process's provider finds and uses the same one, and it outlives the hub that created it."""
+    import ray as ray_api
+
+    c, _ = cluster
+    name = "asrhub-test-shared"
+    env = {  # on top of this process's environment: its RAY_ variables (loopback, no token, temp dir)
+        "ASRHUB_PROVIDERS__WHISPER__RAY_ADDRESS": c.address,
+        "ASRHUB_PROVIDERS__WHISPER__RAY_NAME": name,
+        "ASRHUB_PROVIDERS__WHISPER__RAY_REPLICAS": "1",
+        "ASRHUB_DEFAULT_PROVIDER": "whisper",
+    }
+    clip = fixture("weather_question.wav").read_bytes()
+    truth = fixture_entry("weather_question.wav")["text"]
+    with serve_process(env=env, timeout=180) as (proc, port):
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{port}/v1/transcribe"
+            async with http.post(url, data=clip, params={"language": "en"}) as resp:
+                assert resp.status == 200, await resp.text()
+                assert wer(truth, (await resp.json())["text"]) < 0.3
+        shared = ray_api.get_actor(f"{name}-0", namespace="asrhub")  # created by the other process
+        mine = WhisperProvider({"ray_address": c.address, "ray_name": name, "ray_replicas": 1})
+        await mine.start()
+        try:
+            assert mine.ray.replicas[0].name == f"{name}-0"
+            proc.kill()
+            proc.wait(30)
+            result = await mine.transcribe(speech("weather_question.wav"), language="en")  # still there
+            assert wer(truth, result.text) < 0.3
+        finally:
+            await mine.close()  # a shared replica is not killed by one hub's close
+            assert await shared.node.remote()  # alive after both hubs are gone
+            ray_api.kill(shared, no_restart=True)
 
 
 async def test_removing_the_worker_node_mid_stream_loses_no_final(
