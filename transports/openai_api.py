@@ -146,14 +146,14 @@ async def _speech_to_text(request: web.Request, task: str) -> web.StreamResponse
     granularities = upload.get_all("timestamp_granularities[]") + upload.get_all("timestamp_granularities")
     provider, model = resolve_provider_model(hub, upload.get("model"))
     if (upload.get("stream") or "false").lower() == "true":
-        if task != "transcribe" or model is not None:
-            raise HubError("bad_message", "stream=true is for transcriptions with a provider's default model")
         return await stream_transcription(
             request,
             upload.data,
             provider=provider,
-            language=upload.get("language") or None,
+            language=(upload.get("language") or None) if task == "transcribe" else None,
             prompt=upload.get("prompt") or None,
+            model=model,
+            task=task,
         )
     name, result, duration = await transcribe_upload(
         hub,

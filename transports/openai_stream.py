@@ -54,6 +54,8 @@ async def stream_transcription(
     provider: str | None,
     language: str | None,
     prompt: str | None,
+    model: str | None = None,
+    task: str = "transcribe",
 ) -> web.StreamResponse:
     hub = request.app[HUB]
     samples: Samples = await asyncio.to_thread(decode_upload, data)
@@ -62,9 +64,12 @@ async def stream_transcription(
         "partials": False,
         "language": language,
         "prompt": prompt,
+        "task": task,
     }
     if provider is not None:
         config["provider"] = provider
+    if model is not None:
+        config["model"] = model
     session = hub.open(config, key=request.get(KEY_ID), transport=TRANSPORT)  # errors: 400/503 JSON
     queue = EventQueue(session, hub.limits.subscriber_queue)
 

@@ -37,6 +37,14 @@ def test_openai_translations_endpoint_gives_english(sdk: openai.OpenAI) -> None:
     assert "English-only" in str(err.value)
 
 
+def test_openai_stream_true_with_a_model(sdk: openai.OpenAI, whisper_server: ServerThread) -> None:
+    with open(fixture("german.wav"), "rb") as fh:
+        events = list(sdk.audio.transcriptions.create(model="whisper:base", file=fh, stream=True))
+    done = events[-1]
+    assert done.type == "transcript.text.done" and "zug" in normalize_text(done.text), done.text
+    assert whisper_server.open_sessions() == 0
+
+
 def test_openai_model_names_pick_the_model(sdk: openai.OpenAI) -> None:
     with open(fixture("german.wav"), "rb") as fh:
         text = sdk.audio.transcriptions.create(model="base", file=fh, response_format="text")
