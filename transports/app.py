@@ -23,7 +23,7 @@ from aiohttp import web
 from asrhub.hub import Hub
 from asrhub.settings import Settings
 
-from . import batch, deepgram, health, openai_api, socketio, sse, static, websocket
+from . import batch, deepgram, health, openai_api, openai_realtime, socketio, sse, static, websocket
 from .auth import Auth, add_cors_headers, middleware
 from .common import AUTH, CONNECTIONS, HUB, SETTINGS, SHUTDOWN_HOOKS, Connections
 
@@ -55,6 +55,7 @@ def create_app(hub: Hub, settings: Settings, *, web_dir: Path | None = None) -> 
     batch.setup(app)
     openai_api.setup(app)
     deepgram.setup(app)
+    openai_realtime.setup(app)
     socketio.setup(app)
     static.setup(app, web_dir)  # last: its catch-all route takes what no other transport did
     return app
