@@ -34,8 +34,8 @@ from typing import Any
 
 from google.cloud import speech_v1
 
-from asrhub.errors import HubError
 from asrhub.config import MAX_KEYTERM_CHARS, MAX_KEYTERMS
+from asrhub.errors import HubError
 from asrhub.hub import Hub
 
 from .model_choice import model_for_language

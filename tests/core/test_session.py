@@ -24,7 +24,7 @@ from asrhub.frames import (
 )
 from asrhub.hub import Hub
 from asrhub.pipeline import Operator, SessionContext
-from asrhub.session import State
+from asrhub.session import Session, State
 
 
 class FakeSlowEngine:
@@ -132,21 +132,38 @@ async def test_feed_blocks_while_engine_is_busy_instead_of_buffering() -> None:
 
 
 async def test_close_is_idempotent_and_safe_to_race() -> None:
-    hub = make_hub(FakeSlowEngine(0.5))
-    session = hub.open()
-    events = await collect(session)
-    await session.feed(b"x")
-    ending = asyncio.ensure_future(session.end())
-    session.close("client_gone")
-    session.close("again")
-    await asyncio.gather(*(asyncio.to_thread(lambda: None) for _ in range(3)))
-    assert await ending == "client_gone"
-    assert [type(e) for e in events].count(SessionClosed) == 1
-    assert session.state is State.CLOSED
-    assert hub.sessions == {}
-    with pytest.raises(HubError) as err:
-        await session.feed(b"late")
-    assert err.value.code == "bad_message"
+    """end() in flight and two close() calls from other tasks, at every interleaving a few
+    yields apart: one SessionClosed, one reason (the first closer's), end() returns it.
+    The closers record the state they saw, which shows the race window (a close landing while
+    end() is still flushing) was actually hit, not only the trivial orders."""
+    seen_states: set[State] = set()
+    for first_delay in range(4):
+        for second_delay in range(4):
+            hub = make_hub(FakeSlowEngine(0.05))
+            session = hub.open()
+            events = await collect(session)
+            await session.feed(b"x")
+            ending = asyncio.ensure_future(session.end())
+
+            async def closer(delay: int, reason: str, s: Session = session) -> None:
+                for _ in range(delay):
+                    await asyncio.sleep(0)
+                seen_states.add(s.state)
+                s.close(reason)
+
+            await asyncio.gather(closer(first_delay, "first"), closer(second_delay, "second"))
+            reason = await ending
+            assert reason == session.close_reason
+            assert reason in ("first", "second", "end"), reason
+            if first_delay < second_delay:
+                assert reason in ("first", "end"), (first_delay, second_delay, reason)
+            assert [type(e) for e in events].count(SessionClosed) == 1
+            assert session.state is State.CLOSED
+            assert hub.sessions == {}
+            with pytest.raises(HubError) as err:
+                await session.feed(b"late")
+            assert err.value.code == "bad_message"
+    assert State.ENDING in seen_states, "no close() ever landed while end() was in flight"
 
 
 async def test_feed_while_closing_never_hangs() -> None:
