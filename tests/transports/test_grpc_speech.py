@@ -293,10 +293,11 @@ def test_client_vanishing_mid_stream_leaves_nothing(hub: Hub) -> None:
 async def test_a_stalled_engine_pushes_back_through_http2_flow_control() -> None:
     """With the engine held (a Fake that gates the real provider), the hub stops reading the
     stream at the session's pending bound: the client's writes wait (HTTP/2 flow control), the
-    hub holds no more than a window of the audio; released, every utterance gets its final."""
+    hub holds no more than a window of the audio; released, every utterance gets its final.
+    Meanwhile the hub is at its session limit: gRPC says RESOURCE_EXHAUSTED, Wyoming an error."""
     from tests.transports.test_backpressure import engine, stalled_hub
 
-    limits = {"max_pending_segments": 2, "max_utterance_s": 5.0}
+    limits = {"max_pending_segments": 2, "max_utterance_s": 5.0, "max_sessions": 1}
     with ServerThread(make_settings(limits=limits), hub_factory=stalled_hub) as thread:
         server = asyncio.run_coroutine_threadsafe(_grpc_on(thread), thread.loop).result(timeout=30)
         gate = engine(thread).gate
@@ -336,6 +337,14 @@ async def test_a_stalled_engine_pushes_back_through_http2_flow_control() -> None
         print(f"\nengine stalled: hub took {after / len(pcm):.0%}, client sent {sent[0] / len(pcm):.0%}")
         assert after - before <= 2 * 64 * 1024, "the hub kept reading past the pending bound"
         assert after < 0.6 * len(pcm) and sent[0] < len(pcm), "the client pushed the whole file"
+        # the hub is at its session limit (1): another stream, or a Wyoming request, is refused
+        with pytest.raises(gexc.ResourceExhausted, match="limit"):
+            await client.recognize(
+                config=speech_v1.RecognitionConfig(encoding=Encoding.LINEAR16, sample_rate_hertz=16_000),
+                audio=speech_v1.RecognitionAudio(content=bytes(3200)),
+                metadata=AUTH,
+            )
+        assert await _wyoming_refused(thread) == "capacity"
         await asyncio.to_thread(thread.call, gate.set)
         await asyncio.wait_for(reader, 120)
         await channel.close()
@@ -343,7 +352,52 @@ async def test_a_stalled_engine_pushes_back_through_http2_flow_control() -> None
         asyncio.run_coroutine_threadsafe(server.stop(1.0), thread.loop).result(timeout=30)
 
 
+async def _wyoming_refused(thread: ServerThread) -> str | None:
+    from wyoming.asr import Transcribe
+    from wyoming.audio import AudioStart
+    from wyoming.client import AsyncTcpClient
+    from wyoming.error import Error
+
+    from asrhub.transports.wyoming import WyomingServer
+
+    async def start() -> WyomingServer:
+        server = WyomingServer(thread.hub)
+        await server.start("127.0.0.1", 0)
+        return server
+
+    server = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(start(), thread.loop))
+    try:
+        async with AsyncTcpClient("127.0.0.1", server.port) as client:
+            await client.write_event(Transcribe().event())
+            await client.write_event(AudioStart(rate=16_000, width=2, channels=1).event())
+            while (event := await asyncio.wait_for(client.read_event(), 60)) is not None:
+                if Error.is_type(event.type):
+                    return Error.from_event(event).code
+            return None
+    finally:
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(server.stop(1.0), thread.loop))
+
+
 async def _grpc_on(thread: ServerThread) -> GrpcServer:
     server = GrpcServer(thread.hub, Auth.from_settings(thread.settings.server), thread.settings.server)
     await server.start("127.0.0.1", 0)
     return server
+
+
+def opened_sessions(thread: ServerThread, transport: str) -> float:
+    """``asrhub_sessions_opened_total{transport=…}`` from the hub's /metrics."""
+    import re
+    import urllib.request
+
+    request = urllib.request.Request(f"{thread.http}/metrics", headers={"Authorization": f"Bearer {KEY}"})
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        text = resp.read().decode()
+    found = re.search(rf'^asrhub_sessions_opened_total\{{transport="{transport}"\}} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_streams_are_counted_under_their_transport(hub: Hub) -> None:
+    before = opened_sessions(hub.thread, "grpc")
+    pcm, _ = speech("quick_fox.wav")
+    list(hub.client().streaming_recognize(streaming_config(), audio_requests(pcm)))
+    assert opened_sessions(hub.thread, "grpc") == before + 1

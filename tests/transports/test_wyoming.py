@@ -232,3 +232,32 @@ def test_a_language_without_a_model_picks_the_model_that_knows_it(service: Servi
         assert model_for_language(hub, None, None, "de") == "base"
     assert model_for_language(hub, None, "tiny.en", "de") == "tiny.en"  # a named model stays
     assert model_for_language(hub, None, None, None) is None
+
+
+async def test_requests_are_counted_under_their_transport(service: Service) -> None:
+    from tests.transports.test_grpc_speech import opened_sessions
+
+    before = await asyncio.to_thread(opened_sessions, service.thread, "wyoming")
+    pcm, _ = speech("quick_fox.wav")
+    async with service.client() as client:
+        await client.write_event(Transcribe().event())
+        await client.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
+        await send_audio(client, pcm)
+        await client.write_event(AudioStop().event())
+        await read_until(client, "transcript-stop")
+    assert await asyncio.to_thread(opened_sessions, service.thread, "wyoming") == before + 1
+
+
+async def test_zeroconf_without_its_extra_is_a_clear_error() -> None:
+    """``server.wyoming_zeroconf`` needs the optional ``zeroconf`` package (never used on the
+    network by the tests): without it, start-up stops with the install hint."""
+    from importlib.util import find_spec
+
+    from aiohttp import web
+
+    from asrhub.transports.listeners import _advertise
+
+    if find_spec("zeroconf") is not None:
+        pytest.skip("the zeroconf extra is installed here: advertising would leave loopback")
+    with pytest.raises(RuntimeError, match=r"asrhub\[zeroconf\]"):
+        await _advertise(web.Application(), "127.0.0.1", 10300)
