@@ -111,6 +111,14 @@ class SpeechService:
     async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], error: HubError) -> None:
         await context.abort(status_of(error.code, self.hub), error.message)
 
+    async def _key(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        """The caller's key identity; a missing or wrong key ends the call (UNAUTHENTICATED)."""
+        try:
+            return self.auth.identify(presented_key(context))
+        except HubError as exc:
+            await self._fail(context, exc)
+            raise  # not reached: abort raises
+
     async def _open(
         self,
         context: grpc.aio.ServicerContext[Any, Any],
@@ -118,8 +126,8 @@ class SpeechService:
         *,
         interim: bool,
     ) -> tuple[Session, SpeechOptions]:
+        key = await self._key(context)
         try:
-            key = self.auth.identify(presented_key(context))
             options = speech_options(self.hub, config, interim=interim)
             session = self.hub.open(options.session, key=key, transport=TRANSPORT)
         except HubError as exc:
@@ -155,6 +163,7 @@ class SpeechService:
         requests: AsyncIterator[speech_v1.StreamingRecognizeRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[speech_v1.StreamingRecognizeResponse]:
+        await self._key(context)  # before reading anything the caller sends
         first = await anext(aiter(requests), None)
         if first is None or "streaming_config" not in first:
             await context.abort(
@@ -287,8 +296,9 @@ class _Reader:
         except HubError as exc:
             self._refuse(exc)
             return
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            return  # the call is gone; the handler's finally closes the session
+        except Exception as exc:  # the call is gone (cancelled, reset): the handler closes the session
+            log.debug("grpc stream stopped reading", error=repr(exc))
+            return
         await self.session.end()  # half-close: flush the last utterance
 
     def stop_feeding(self) -> None:

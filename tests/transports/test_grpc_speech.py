@@ -214,6 +214,12 @@ def test_unsupported_encoding_and_missing_config(hub: Hub) -> None:
         list(stub(iter([speech_v1.StreamingRecognizeRequest(audio_content=bytes(320))])))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "streaming_config" in refused.value.details()
+    twice = [speech_v1.StreamingRecognizeRequest(streaming_config=streaming_config())] * 2
+    with pytest.raises(grpc.RpcError) as refused:  # a second config mid-stream
+        list(stub(iter(twice), metadata=AUTH))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "only allowed in the first request" in refused.value.details()
+    assert hub.grpc_sessions() == 0
 
 
 @pytest.mark.parametrize(
