@@ -25,6 +25,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -129,6 +130,13 @@ def run_workers(settings: Settings) -> int:
 
     count = worker_count(settings.server.workers)
     server = settings.server
+    if not settings.cluster.redis_url:
+        print(
+            f"asrhub: warning: {count} workers without cluster.redis_url: limits are per worker and a "
+            "session resumes only if the reconnect reaches its worker (docs/cluster.md)",
+            file=sys.stderr,
+            flush=True,
+        )
     placeholders = [_reserve_port(server.host, server.port)]
     port = placeholders[0].getsockname()[1]
     settings = msgspec.structs.replace(settings, server=msgspec.structs.replace(server, port=port, workers=1))

@@ -355,3 +355,60 @@ async def test_sigkill_of_the_owner_of_10_live_sessions_every_client_resumes_els
         assert isinstance(events[-1], SessionClosed) and events[-1].reason == "end"
     cluster.restart(hub1)
     await asyncio.get_running_loop().run_in_executor(None, hub1.wait_ready)
+
+
+# ---------------------------------------------------------------------------------- takeover
+
+
+async def test_resume_on_another_node_while_the_owner_lives_fences_the_old_copy(
+    cluster: Cluster,
+) -> None:
+    """The client vanishes from hub2 (TCP reset) after utterance 1 and resumes directly on hub3
+    while hub2 still runs the session: hub3 takes it over from the log, hub2's copy is closed
+    (takeover channel / fenced appends), every utterance gets exactly one final."""
+    from tests.reliability.harness import RawWS
+
+    await lb_ready(cluster)
+    _hub1, hub2, hub3 = cluster.nodes
+    pcm, audio = read_audio_file(fixture("silences.wav"))
+    expected = reference("silences.wav")
+    segments = fixture_entry("silences.wav")["segments"]
+    bps = audio["sample_rate"] * 2
+
+    ws = await RawWS.connect(hub2.port)
+    await ws.send_json(
+        {"type": "session.start", "config": {"language": "en", "audio": audio}, "resume": True}
+    )
+    started = await ws.recv_json()
+    token = started["resume_token"]
+    # Utterance 1 and the first half of utterance 2, then vanish.
+    cut = int((segments[1]["start"] + 1.0) * bps) // 2 * 2
+    for off in range(0, cut, 3200):
+        await ws.send_bytes(pcm[off : min(off + 3200, cut)])
+    seen = await ws.events_until(lambda e: e["type"] == "transcript.final", within=60)
+    first = [e for e in seen if e["type"] == "transcript.final"]
+    assert [f["segment_id"] for f in first] == [1]
+    ws.reset()
+
+    ws2 = await RawWS.connect(hub3.port)
+    await ws2.send_json({"type": "session.resume", "token": token, "last_segment_id": 1})
+    resumed = await ws2.recv_json()
+    assert resumed["type"] == "session.resumed", resumed
+    assert resumed["session_id"] == started["session_id"] and resumed["complete"] is True
+    offset = resumed["resume_from_bytes"]
+    assert int(first[0]["end"] * bps) - 3200 <= offset <= cut  # from the end of final 1
+    for off in range(offset, len(pcm), 3200):
+        await ws2.send_bytes(pcm[off : off + 3200])
+    await ws2.send_json({"type": "session.end"})
+    rest = await ws2.events_until(lambda e: e["type"] == "session.closed", within=90)
+    finals_after = [e for e in rest if e["type"] == "transcript.final"]
+    assert [f["segment_id"] for f in finals_after] == list(range(2, len(expected) + 1)), finals_after
+    text = " ".join(f["text"] for f in first + finals_after)
+    assert wer(" ".join(expected), text) <= 0.15, text
+    assert finals_after[0]["start"] >= first[0]["end"]  # stream times continue
+
+    async def hub2_let_go() -> bool:
+        async with aiohttp.ClientSession() as http:
+            return ((await healthz(http, hub2.url)) or {}).get("sessions") == 0
+
+    await until(hub2_let_go, 30, "hub2 to close its copy of the session")
