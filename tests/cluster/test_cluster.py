@@ -389,6 +389,7 @@ async def test_resume_on_another_node_while_the_owner_lives_fences_the_old_copy(
     first = [e for e in seen if e["type"] == "transcript.final"]
     assert [f["segment_id"] for f in first] == [1]
     ws.reset()
+    ws.writer.close()
 
     ws2 = await RawWS.connect(hub3.port)
     await ws2.send_json({"type": "session.resume", "token": token, "last_segment_id": 1})
@@ -401,6 +402,7 @@ async def test_resume_on_another_node_while_the_owner_lives_fences_the_old_copy(
         await ws2.send_bytes(pcm[off : off + 3200])
     await ws2.send_json({"type": "session.end"})
     rest = await ws2.events_until(lambda e: e["type"] == "session.closed", within=90)
+    await ws2.close()
     finals_after = [e for e in rest if e["type"] == "transcript.final"]
     assert [f["segment_id"] for f in finals_after] == list(range(2, len(expected) + 1)), finals_after
     text = " ".join(f["text"] for f in first + finals_after)
