@@ -129,7 +129,7 @@ class SpeechService:
         key = await self._key(context)
         try:
             options = speech_options(self.hub, config, interim=interim)
-            session = self.hub.open(options.session, key=key, transport=TRANSPORT)
+            session = await self.hub.open_async(options.session, key=key, transport=TRANSPORT)
         except HubError as exc:
             await self._fail(context, exc)
             raise  # not reached: abort raises

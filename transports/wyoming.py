@@ -182,7 +182,7 @@ class WyomingHandler(AsyncEventHandler):
         audio = {"encoding": "pcm_s16le", "sample_rate": start.rate, "channels": start.channels}
         try:
             config, wake = self._config(audio)
-            session = self.hub.open(config, transport=TRANSPORT)
+            session = await self.hub.open_async(config, transport=TRANSPORT)  # cluster-wide limits too
         except HubError as exc:
             await self._error(exc)
             return
