@@ -164,10 +164,30 @@ async def test_timeout_fails_over_on_the_same_audio(whisper: WhisperProvider) ->
 
 
 async def test_dispose_cancels_and_emits_nothing_more(whisper: WhisperProvider) -> None:
+    """The decode runs to its end (shielded from the stage's cancel) and its result exists;
+    only then is the output checked, so a stage that kept listening after dispose would have
+    emitted it by then. (A fixed sleep passed while the decode was still running.)"""
+    real = whisper.transcribe
+    decoded = asyncio.Event()
+    started = asyncio.Event()
+
+    async def spy(*args: Any, **kw: Any) -> Any:
+        started.set()
+        result = await real(*args, **kw)
+        decoded.set()
+        return result
+
+    def shielded(*args: Any, **kw: Any) -> Any:
+        return asyncio.shield(spy(*args, **kw))
+
+    whisper.transcribe = shielded  # type: ignore[method-assign]
     h = Harness(whisper)
     h.input.on_next(h.seg(1, "long_40s.wav", 0.0, cut=20.0))
+    await asyncio.wait_for(started.wait(), 60)
     h.sub.dispose()
-    await asyncio.sleep(2.5)  # long enough for the decode to have finished
+    await asyncio.wait_for(decoded.wait(), 120)
+    for _ in range(20):  # let any callback the finished decode scheduled run
+        await asyncio.sleep(0)
     assert h.out == [] and not h.done.is_set()
 
 
