@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -112,6 +113,17 @@ class ServerThread:
 
     def open_sessions(self) -> int:
         return self.call(lambda: len(self.hub.sessions))
+
+    async def no_sessions(self, within: float = 30.0) -> bool:
+        """Wait until the hub has no open session (a disconnect is handled a moment after the
+        client's close returns); False if one is still open after ``within`` seconds — a
+        leak, not a slow machine."""
+        deadline = time.monotonic() + within
+        while await asyncio.to_thread(self.open_sessions) != 0:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.02)
+        return True
 
 
 @pytest.fixture(scope="session")

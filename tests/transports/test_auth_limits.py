@@ -289,11 +289,7 @@ async def test_heartbeat_drops_a_silent_client(server: ServerThread) -> None:
                     break
         assert aiohttp.WSMsgType.PING in kinds  # the hub pinged and got no pong
         await ws.close()
-    for _ in range(40):
-        if server.open_sessions() == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert server.open_sessions() == 0
+    assert await server.no_sessions()
 
 
 async def test_heartbeat_resets_a_client_that_reads_nothing(server: ServerThread) -> None:
@@ -316,11 +312,7 @@ async def test_heartbeat_resets_a_client_that_reads_nothing(server: ServerThread
         with pytest.raises(ConnectionResetError):
             while sock.recv(65536):
                 pass
-    for _ in range(40):
-        if server.open_sessions() == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert server.open_sessions() == 0
+    assert await server.no_sessions()
 
 
 async def test_event_stream_keep_alive_comments(server: ServerThread) -> None:

@@ -109,5 +109,4 @@ async def test_socketio_ping_bad_messages_and_too_large(whisper_server: ServerTh
         assert (await client.wait_for("pong"))["id"] == "still-alive"
     finally:
         await client.sio.disconnect()
-    await asyncio.sleep(0.3)
-    assert whisper_server.open_sessions() == 0
+    assert await whisper_server.no_sessions()

@@ -104,8 +104,7 @@ async def test_too_large_frames(whisper_server: ServerThread) -> None:
             await ws.send_bytes(bytes(2 * limit + 1))  # past what the socket reads at all
             msg = await ws.receive()
             assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == 1009
-    await asyncio.sleep(0.2)
-    assert whisper_server.open_sessions() == 0
+    assert await whisper_server.no_sessions()
 
 
 async def test_disconnect_releases_the_session(whisper_server: ServerThread) -> None:
@@ -118,11 +117,7 @@ async def test_disconnect_releases_the_session(whisper_server: ServerThread) -> 
             await ws.send_bytes(frame)
         assert whisper_server.open_sessions() == 1
         await ws.close()
-    for _ in range(50):
-        if whisper_server.open_sessions() == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert whisper_server.open_sessions() == 0
+    assert await whisper_server.no_sessions()
     assert whisper_server.call(lambda: len(whisper_server.app[CONNECTIONS])) == 0
 
 
