@@ -149,6 +149,7 @@ def one_run(kind: str, n: int, duration: float) -> dict[str, Any]:
             "errors": result["error_count"],
             "error_sample": result["errors"],
             "late": result["late"],
+            "speech_events": result["speech_events"],
             "frames": result["frames"],
             "server_cpu": cpu,
             "loadgen_cpu": 100.0 * result["cpu_s"] / max(wall, 1e-9),
@@ -163,6 +164,8 @@ def one_run(kind: str, n: int, duration: float) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def main() -> None:
