@@ -223,15 +223,8 @@ class LiveStream:
             await self.relay.finish()
             await self.end(None)
             return False
-        elif kind == "Configure":
-            await self.send(
-                {
-                    "type": "ConfigureFailure",
-                    "request_id": self.request_id,
-                    "code": "CONFIGURE_KEYTERMS_NOT_SUPPORTED",
-                    "description": "this hub takes key terms as the keyterm/keywords query parameters only",
-                }
-            )
+        elif kind == "Configure" and isinstance(message, dict):
+            await self.configure(message)
         else:
             await self.send(
                 {
@@ -242,6 +235,25 @@ class LiveStream:
                 }
             )
         return True
+
+    async def configure(self, message: dict[str, Any]) -> None:
+        """``Configure``: ``keyterms`` replace the stream's key terms from the next utterance."""
+        keyterms = message.get("keyterms")
+        if keyterms is None:
+            await self.send({"type": "ConfigureSuccess", "request_id": self.request_id, "keyterms": None})
+            return
+        try:
+            if not isinstance(keyterms, list) or not all(isinstance(t, str) for t in keyterms):
+                raise HubError("bad_message", "keyterms must be a list of strings")
+            self.relay.update({"keyterms": keyterms})
+        except HubError as exc:
+            code = (
+                "CONFIGURE_KEYTERM_LIMIT_EXCEEDED" if "length" in exc.message else "CONFIGURE_INTERNAL_ERROR"
+            )
+            failure = {"type": "ConfigureFailure", "request_id": self.request_id, "code": code}
+            await self.send({**failure, "description": exc.message})
+            return
+        await self.send({"type": "ConfigureSuccess", "request_id": self.request_id, "keyterms": keyterms})
 
     async def handle_audio(self, data: bytes) -> bool:
         if not data:  # the legacy end-of-stream signal
@@ -350,7 +362,13 @@ async def prerecorded(request: web.Request) -> web.Response:
                 to_pcm16(data, options.g711) if options.g711 else data, options.sample_rate, options.channels
             )
         name, result, duration = await transcribe_upload(
-            hub, data, provider=options.provider, language=options.language, prompt=options.prompt
+            hub,
+            data,
+            provider=options.provider,
+            language=options.language,
+            prompt=None,
+            **({"model": options.model} if options.model else {}),
+            **({"keyterms": options.keyterms} if options.keyterms else {}),
         )
     except HubError as exc:
         return error_response(exc, request_id)

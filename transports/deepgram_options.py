@@ -4,10 +4,10 @@ shapes (shared by the live WebSocket and the pre-recorded POST).
 =====================  ==================================================================
 Deepgram parameter     hub
 =====================  ==================================================================
-``model``              a hub provider's name → that provider; a Deepgram model name
-                       (``nova-3``, ``nova-2``, ``enhanced``, ``base``, ``whisper-…``, and
-                       their ``-general``/… variants) → the hub's default provider; anything
-                       else → HTTP 400
+``model``              the hub's rule first (``whisper``, ``whisper:base``, ``base``: a
+                       provider and/or one of its models); then a Deepgram model name
+                       (``nova-3``, ``nova-2``, ``enhanced``, ``general``, …, and their
+                       variants) → the hub's default; anything else → HTTP 400
 ``language``           ``language`` (``multi`` or absent: the engine's default / detection)
 ``encoding``           ``linear16`` → pcm_s16le; ``mulaw``/``alaw`` → PCM16 (G.711 table);
                        ``flac``, ``opus`` (Ogg), ``ogg-opus``, ``mp3``, ``webm`` → the
@@ -18,8 +18,8 @@ Deepgram parameter     hub
 ``endpointing``        ``false`` → VAD off (fixed windows); N ms → ``vad.silence_ms`` (50…10000)
 ``utterance_end_ms``   ``UtteranceEnd`` after each utterance the VAD closed
 ``vad_events``         ``SpeechStarted`` messages
-``keyterm``,           the engine prompt (joined with ", "; a keyword's ``:boost`` is dropped)
-``keywords``
+``keyterm``,           the session's ``keyterms`` (a keyword's ``:boost`` is dropped);
+``keywords``           ``Configure`` ``keyterms`` replace them mid-stream
 ``utterances``,        pre-recorded: ``results.utterances``, the words split at pauses of
 ``utt_split``          ``utt_split`` seconds (default 0.8)
 ``punctuate``,         accepted (the engines punctuate on their own)
@@ -50,6 +50,8 @@ ARCH = "asrhub"
 @dataclass(frozen=True)
 class ListenOptions:
     provider: str | None = None
+    model: str | None = None
+    """A model of the provider (the hub's rule: ``whisper:base``); None: its default."""
     model_name: str = "nova-3"
     language: str | None = None
     encoding: str | None = None
@@ -66,7 +68,7 @@ class ListenOptions:
     utterances: bool = False
     utt_split: float = 0.8
     """Pre-recorded: seconds of pause between words that start a new utterance."""
-    prompt: str | None = None
+    keyterms: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -85,11 +87,13 @@ class ListenOptions:
             },
             "partials": partials,
             "language": self.language,
-            "prompt": self.prompt,
+            "keyterms": list(self.keyterms),
             "vad": {"enabled": self.vad} | ({"silence_ms": self.endpointing} if self.endpointing else {}),
         }
         if self.provider is not None:
             config["provider"] = self.provider
+        if self.model is not None:
+            config["model"] = self.model
         return config
 
 
@@ -130,24 +134,27 @@ def _float(query: Mapping[str, str], name: str, lo: float, hi: float) -> float |
     return number
 
 
-def resolve_model(hub: Hub, model: str | None) -> str | None:
-    """The provider a Deepgram ``model`` names (None: the hub's default)."""
+def resolve_model(hub: Hub, model: str | None) -> tuple[str | None, str | None]:
+    """(provider, model of that provider) a Deepgram ``model`` names (None: the defaults):
+    the hub's rule first (``whisper``, ``whisper:base``, ``base``), then Deepgram's own names
+    mean the default."""
     if not model:
-        return None
-    if model in hub.providers:
-        return model
-    if model.lower().startswith(DEEPGRAM_MODELS):
-        return None
-    known = ", ".join(sorted(hub.providers))
-    raise HubError(
-        "unknown_provider", f"No such model {model!r}: this hub has {known} (Deepgram names mean the default)"
-    )
+        return None, None
+    try:
+        return hub.resolve_model(model)
+    except HubError:
+        if model.lower().startswith(DEEPGRAM_MODELS):
+            return None, None
+        raise HubError(
+            "unknown_provider",
+            f"No such model {model!r} on this hub (Deepgram's model names mean the default)",
+        ) from None
 
 
 def parse(hub: Hub, query: Mapping[str, str], terms: list[str]) -> ListenOptions:
     """Deepgram query parameters → options; raises ``HubError`` (answered with HTTP 400)."""
     model = query.get("model") or "nova-3"
-    provider = resolve_model(hub, model)
+    provider, hub_model = resolve_model(hub, model)
     encoding_name = (query.get("encoding") or "").lower() or None
     g711 = None
     if encoding_name is None:
@@ -178,11 +185,12 @@ def parse(hub: Hub, query: Mapping[str, str], terms: list[str]) -> ListenOptions
     if language in ("multi", "auto"):
         language = None
     cleaned = [t.split(":")[0].strip() if re.search(r":-?\d+(\.\d+)?$", t) else t.strip() for t in terms]
-    prompt = ", ".join(t for t in cleaned if t) or None
+    keyterms = tuple(dict.fromkeys(t for t in cleaned if t))
     _bool(query, "punctuate")
     _bool(query, "smart_format")
     return ListenOptions(
         provider=provider,
+        model=hub_model,
         model_name=model,
         language=language,
         encoding=encoding,
@@ -196,7 +204,7 @@ def parse(hub: Hub, query: Mapping[str, str], terms: list[str]) -> ListenOptions
         vad_events=_bool(query, "vad_events"),
         utterances=_bool(query, "utterances"),
         utt_split=_float(query, "utt_split", 0.0, 60.0) or 0.8,
-        prompt=prompt,
+        keyterms=keyterms,
     )
 
 

@@ -13,9 +13,10 @@ in either::
            "input_audio_transcription": {…}, "turn_detection": {…} | null,
            "input_audio_noise_reduction": {…} | null}
 
-Mapping: ``model`` → the hub provider (``whisper-1`` and the ``gpt-4o…transcribe`` names: the
-default; a hub provider's name: that one; else ``invalid_value``); ``language``, ``prompt`` as
-they are; ``server_vad`` → the hub VAD (``silence_duration_ms`` → ``silence_ms``,
+Mapping: ``model`` → the hub provider and model (``whisper-1`` and the ``gpt-4o…transcribe``
+names: the default; else the hub's rule, ``whisper``, ``whisper:base``, ``base``; unknown:
+``invalid_value``); ``language``, ``prompt`` as they are; ``keywords`` → the session's key
+terms; ``server_vad`` → the hub VAD (``silence_duration_ms`` → ``silence_ms``,
 ``prefix_padding_ms`` → ``preroll_ms``, ``threshold`` 0…1 → aggressiveness 0…3);
 ``semantic_vad`` → the hub VAD with its defaults; ``null`` → VAD off, the client commits;
 ``noise_reduction`` and ``include`` are accepted and not applied.
@@ -29,7 +30,7 @@ from typing import Any
 from asrhub.errors import HubError
 from asrhub.hub import Hub
 
-from .openai_api import resolve_model
+from .openai_api import resolve_provider_model
 
 FORMATS = {"audio/pcm": None, "audio/pcmu": "mulaw", "audio/pcma": "alaw"}
 BETA_FORMATS = {"pcm16": "audio/pcm", "g711_ulaw": "audio/pcmu", "g711_alaw": "audio/pcma"}
@@ -59,6 +60,9 @@ class RealtimeConfig:
     rate: int = PCM_RATE
     model: str = "gpt-4o-transcribe"
     provider: str | None = None
+    hub_model: str | None = None
+    """A model of the provider (the hub's rule: ``whisper:base``); None: its default."""
+    keyterms: tuple[str, ...] = ()
     language: str | None = None
     prompt: str | None = None
     turn_detection: dict[str, Any] | None = field(default_factory=lambda: dict(DEFAULT_TURN_DETECTION))
@@ -87,11 +91,14 @@ class RealtimeConfig:
             "audio": {"encoding": "pcm_s16le", "sample_rate": G711_RATE if self.g711 else self.rate},
             "language": self.language,
             "prompt": self.prompt,
+            "keyterms": list(self.keyterms),
             "vad": vad,
             "partials": td is not None,
         }
         if self.provider is not None:
             config["provider"] = self.provider
+        if self.hub_model is not None:
+            config["model"] = self.hub_model
         return config
 
     def to_ga(self, session_id: str) -> dict[str, Any]:
@@ -105,7 +112,12 @@ class RealtimeConfig:
             "audio": {
                 "input": {
                     "format": fmt,
-                    "transcription": {"model": self.model, "language": self.language, "prompt": self.prompt},
+                    "transcription": {
+                        "model": self.model,
+                        "language": self.language,
+                        "prompt": self.prompt,
+                        "keywords": list(self.keyterms),
+                    },
                     "turn_detection": self.turn_detection,
                     "noise_reduction": self.noise_reduction,
                 }
@@ -206,13 +218,20 @@ def update(hub: Hub, current: RealtimeConfig, session: Any) -> RealtimeConfig:
         tr = _object(audio_in["transcription"], "session.audio.input.transcription")
         if "model" in tr and tr["model"] is not None:
             try:
-                changes["provider"] = resolve_model(hub, str(tr["model"]))
+                changes["provider"], changes["hub_model"] = resolve_provider_model(hub, str(tr["model"]))
             except HubError as exc:
                 raise ConfigError("session.audio.input.transcription.model", exc.message) from None
             changes["model"] = str(tr["model"])
         for name in ("language", "prompt"):
             if name in tr:
                 changes[name] = tr[name] or None
+        if "keywords" in tr:
+            words = tr["keywords"] or []
+            if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
+                raise ConfigError(
+                    "session.audio.input.transcription.keywords", "keywords must be a list of strings"
+                )
+            changes["keyterms"] = tuple(words)
     if "turn_detection" in audio_in:
         changes["turn_detection"] = _turn_detection(
             audio_in["turn_detection"], "session.audio.input.turn_detection"

@@ -97,6 +97,16 @@ class Relay:
         self.hub.resolve_config(config)
         self.config = dict(config)
 
+    def update(self, patch: Mapping[str, Any]) -> None:
+        """Change what may change mid-stream (``session.update``: language, key terms, …) on
+        the open session, from its next utterance, and on every later one. Raises
+        :class:`HubError`."""
+        config = {**self.config, **patch}
+        self.hub.resolve_config(config)
+        if self.session is not None and not self.session.closed:
+            self.hub.update(self.session, patch)
+        self.config = config
+
     @property
     def position(self) -> float:
         """Stream seconds received so far (raw PCM only; else the start of the current session)."""

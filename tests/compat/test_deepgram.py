@@ -130,7 +130,7 @@ async def test_live_sdk_results_events_and_metadata(whisper_server: ServerThread
 async def test_live_finalize_flushes_and_the_stream_goes_on(whisper_server: ServerThread) -> None:
     first, second = fixture_entry("quick_fox.wav"), fixture_entry("weather_question.wav")
     async with client_for(whisper_server).listen.v1.connect(
-        model="whisper", encoding="linear16", sample_rate="16000", interim_results="true"
+        model="whisper:tiny.en", encoding="linear16", sample_rate="16000", interim_results="true"
     ) as conn:
         got = Messages()
         reader = asyncio.create_task(got.read(conn))
@@ -199,6 +199,12 @@ async def test_live_browser_subprotocol_auth_and_bad_messages(whisper_server: Se
             error = json.loads((await ws.receive(timeout=WAIT)).data)
             assert error["type"] == "Error" and error["variant"] == "SchemaError"
             await ws.send_str(json.dumps({"type": "KeepAlive"}))
+            await ws.send_str(json.dumps({"type": "Configure", "keyterms": ["Baker Street"]}))
+            ok = json.loads((await ws.receive(timeout=WAIT)).data)
+            assert ok["type"] == "ConfigureSuccess" and ok["keyterms"] == ["Baker Street"]
+            await ws.send_str(json.dumps({"type": "Configure", "keyterms": ["x" * 10_000]}))
+            failure = json.loads((await ws.receive(timeout=WAIT)).data)
+            assert failure["type"] == "ConfigureFailure" and failure["description"]
             await ws.send_bytes(pcm("quick_fox.wav"))
             await ws.send_str(json.dumps({"type": "CloseStream"}))
             messages = [json.loads(m.data) async for m in ws if m.type is aiohttp.WSMsgType.TEXT]
