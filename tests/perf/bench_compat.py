@@ -26,7 +26,6 @@ import json
 import os
 import sys
 import time
-import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -100,10 +99,8 @@ async def via_websocket(server: Server, pcm: bytes, clock: Clock) -> None:
 
 
 async def via_deepgram(server: Server, pcm: bytes, clock: Clock) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from deepgram import AsyncDeepgramClient
-        from deepgram.environment import DeepgramClientEnvironment
+    from deepgram import AsyncDeepgramClient
+    from deepgram.environment import DeepgramClientEnvironment
 
     env = DeepgramClientEnvironment(
         base=server.http, production=f"ws://127.0.0.1:{server.port}", agent="", agent_rest=""
