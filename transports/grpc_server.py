@@ -71,6 +71,10 @@ def _register_service_descriptor() -> None:
     pool.Add(proto)
 
 
+class ListenError(RuntimeError):
+    """A listener could not bind its port (``asrhub serve`` prints it and exits 1)."""
+
+
 class GrpcServer:
     def __init__(self, hub: Hub, auth: Auth, server: ServerSettings, *, reuse_port: bool = False) -> None:
         self.hub = hub
@@ -120,9 +124,13 @@ class GrpcServer:
 
     async def start(self, host: str, port: int) -> int:
         """Listen (insecure: put TLS in front, as for the HTTP port); returns the bound port."""
-        bound: int = self._server.add_insecure_port(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            bound: int = self._server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpcio's way of saying "address in use"
+            raise ListenError(f"cannot listen for gRPC on {address}: {exc}") from None
         if not bound:
-            raise OSError(f"cannot listen for gRPC on {host}:{port}")
+            raise ListenError(f"cannot listen for gRPC on {address}")
         await self._server.start()
         self.port = bound
         for name in (OVERALL, SERVICE):

@@ -312,7 +312,12 @@ class WyomingServer:
             await asyncio.wait(list(self._handlers))
 
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
-        self._server = await asyncio.start_server(self._connected, host, port, reuse_port=reuse_port or None)
+        try:
+            self._server = await asyncio.start_server(
+                self._connected, host, port, reuse_port=reuse_port or None
+            )
+        except OSError as exc:
+            raise RuntimeError(f"cannot listen for Wyoming on {host}:{port}: {exc.strerror or exc}") from None
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("wyoming listening", host=host, port=self.port)
         return self.port

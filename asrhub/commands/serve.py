@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         where = f"{settings.server.host}:{settings.server.port}"
         print(f"asrhub: cannot listen on {where}: {exc}", file=sys.stderr)
         return 1
-    except RuntimeError as exc:  # a listener's missing optional dependency (zeroconf)
+    except RuntimeError as exc:  # a gRPC/Wyoming port in use, zeroconf's extra missing
         print(f"asrhub: {exc}", file=sys.stderr)
         return 1
     return 0

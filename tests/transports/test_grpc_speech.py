@@ -407,3 +407,25 @@ def test_streams_are_counted_under_their_transport(hub: Hub) -> None:
     pcm, _ = speech("quick_fox.wav")
     list(hub.client().streaming_recognize(streaming_config(), audio_requests(pcm)))
     assert opened_sessions(hub.thread, "grpc") == before + 1
+
+
+def test_a_port_in_use_is_an_error_not_a_shared_port(hub: Hub) -> None:
+    """Without --workers the listeners do not set SO_REUSEPORT: a second hub on the same port
+    fails to start instead of silently taking half the connections."""
+    from asrhub.transports.grpc_server import ListenError
+    from asrhub.transports.wyoming import WyomingServer
+
+    thread = hub.thread
+
+    async def second_grpc() -> None:
+        server = GrpcServer(thread.hub, Auth(), thread.settings.server)
+        await server.start("127.0.0.1", hub.grpc.port)
+
+    with pytest.raises(ListenError, match="cannot listen for gRPC"):
+        asyncio.run_coroutine_threadsafe(second_grpc(), thread.loop).result(timeout=30)
+
+    async def second_wyoming() -> None:
+        await WyomingServer(thread.hub).start("127.0.0.1", hub.grpc.port)
+
+    with pytest.raises(RuntimeError, match="cannot listen for Wyoming"):
+        asyncio.run_coroutine_threadsafe(second_wyoming(), thread.loop).result(timeout=30)
