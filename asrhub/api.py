@@ -15,19 +15,20 @@ events as they happen), a started hub::
         session = hub.open({"provider": "whisper"})
         async for event in session.iter_events(): …
 
-Audio of any length and any format PyAV reads is decoded to 16 kHz mono; a file longer than
-``block_s`` is transcribed in blocks cut at its quietest moment near each boundary, so memory
-per call stays bounded and progress can be reported.
+Audio of any length and any format PyAV reads is decoded to 16 kHz mono and transcribed in
+jobs of at most 30 s, each cut at its quietest moment before the bound (the one cutting policy
+of every batch caller, :mod:`asrhub.uploads`, applied by ``Hub.transcribe``), so memory per call
+stays bounded, live sessions sharing the hub never wait behind the file, and progress can be
+reported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,10 @@ import numpy as np
 
 from .frames import TARGET_RATE, FinalTranscript, Samples, Word
 from .hub import Hub
-from .provider import TimedText, Transcription
 from .settings import Settings
+from .uploads import JOB_S, SEARCH_S, Progress, jobs, words_in
 
-Progress = Callable[[float, float], None]
-"""``progress(done_s, total_s)``: audio seconds transcribed so far, of the total."""
-
-BLOCK_S = 240.0
+BLOCK_S = JOB_S
 
 
 @dataclass(frozen=True)
@@ -78,37 +76,9 @@ def load_audio(source: str | os.PathLike[str] | bytes, *, max_s: float = 3600.0)
     return np.ascontiguousarray(samples, dtype=np.float32)
 
 
-def blocks(samples: Samples, block_s: float = BLOCK_S, search_s: float = 5.0) -> list[tuple[int, int]]:
-    """Cut points (start, end) in samples, each cut at the quietest 20 ms near a boundary."""
-    n, size, hop = len(samples), int(block_s * TARGET_RATE), TARGET_RATE // 50
-    cuts = [0]
-    while n - cuts[-1] > size + search_s * TARGET_RATE:
-        target = cuts[-1] + size
-        lo, hi = target - int(search_s * TARGET_RATE), target + int(search_s * TARGET_RATE)
-        frames = samples[lo:hi][: (hi - lo) // hop * hop].reshape(-1, hop)
-        cuts.append(lo + int(np.argmin((frames.astype(np.float64) ** 2).mean(axis=1))) * hop + hop // 2)
-    cuts.append(n)
-    return list(pairwise(cuts))
-
-
-def _finals(result: Transcription, provider: str, offset: float, first_id: int) -> list[FinalTranscript]:
-    words = [
-        Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.probability)
-        for w in result.words or ()
-    ]
-    pieces = result.segments
-    if not pieces and result.text:
-        pieces = (TimedText(result.text, 0.0, words[-1].end - offset if words else result.duration),)
-    out = []
-    for i, piece in enumerate(pieces):
-        start, end = round(piece.start + offset, 3), round(piece.end + offset, 3)
-        mine = tuple(w for w in words if start - 0.05 <= (w.start + w.end) / 2 <= end + 0.05)
-        out.append(
-            FinalTranscript(
-                first_id + i, piece.text, start, end, provider, result.language, mine if words else None
-            )
-        )
-    return out
+def blocks(samples: Samples, block_s: float = BLOCK_S, search_s: float = SEARCH_S) -> list[tuple[int, int]]:
+    """Cut points (start, end) in samples (see :func:`asrhub.uploads.jobs`)."""
+    return jobs(samples, block_s, search_s)
 
 
 async def transcribe_samples(
@@ -122,22 +92,31 @@ async def transcribe_samples(
     block_s: float = BLOCK_S,
     **options: Any,
 ) -> FileTranscript:
-    """Transcribe 16 kHz audio of any length with a started hub (failover applies per block).
+    """Transcribe 16 kHz audio of any length with a started hub (failover applies per job).
     ``options``: ``model``, ``task``, ``keyterms`` (see :meth:`asrhub.hub.Hub.transcribe`)."""
     total = len(samples) / TARGET_RATE
-    finals: list[FinalTranscript] = []
-    used, lang = "", language
-    for a, b in blocks(samples, block_s):
-        name, result = await hub.transcribe(
-            samples[a:b], provider=provider, language=language, prompt=prompt, **options
+    name, result = await hub.transcribe(
+        samples,
+        provider=provider,
+        language=language,
+        prompt=prompt,
+        progress=progress,
+        job_s=block_s,
+        **options,
+    )
+    finals = tuple(
+        FinalTranscript(
+            i,
+            piece.text,
+            piece.start,
+            piece.end,
+            name,
+            result.language,
+            words_in(result.words, piece.start, piece.end),
         )
-        used, lang = used or name, lang or result.language
-        finals += _finals(result, name, a / TARGET_RATE, len(finals) + 1)
-        if progress is not None:
-            progress(b / TARGET_RATE, total)
-    words = tuple(w for f in finals for w in f.words or ())
-    text = " ".join(f.text.strip() for f in finals if f.text.strip())
-    return FileTranscript(text, tuple(finals), used or hub.default_provider, lang, total, words)
+        for i, piece in enumerate(result.segments, start=1)
+    )
+    return FileTranscript(result.text, finals, name, result.language or language, total, result.words or ())
 
 
 def _settings_for(settings: Settings | None, provider: str | tuple[str, ...] | None) -> Settings:

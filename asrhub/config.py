@@ -130,13 +130,24 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     partial_interval_s: Annotated[float, Meta(gt=0.05)] = 1.0
     """Stream seconds between two partial decodes of a growing utterance."""
     idle_timeout_s: Annotated[float, Meta(gt=0.0)] = 60.0
-    """A session that receives nothing for this long is closed with ``timeout``."""
+    """A session that receives nothing for this long is closed with ``timeout``. Time a client
+    spends waiting in ``feed`` (backpressure from a busy engine) does not count."""
+    end_timeout_s: Annotated[float, Meta(gt=0.0)] = 300.0
+    """After ``session.end``, how long the outstanding finals may take; then the session is
+    closed with a fatal ``timeout`` error, so a stuck engine cannot hold a session slot forever."""
     subscriber_queue: Annotated[int, Meta(ge=4)] = 256
     """Events queued for one slow subscriber; past it partials are shed, then ``slow_consumer``."""
     resume_window_s: Annotated[float, Meta(ge=0.0)] = 30.0
     """How long a dropped session waits for its client to resume it."""
     provider_timeout_s: Annotated[float, Meta(gt=0.0)] = 60.0
     """One transcription call longer than this fails with ``provider_failed`` (or fails over)."""
+    breaker_failures: Annotated[int, Meta(ge=1)] = 5
+    """Failed calls in a row (from any session) that open a provider's circuit: it is skipped
+    (failover, or ``provider_failed`` at once) and probed in the background until it answers."""
+    breaker_window_s: Annotated[float, Meta(gt=0.0)] = 30.0
+    """After a failure, a provider is tried after the healthy ones of a failover list for this
+    long (so a dead endpoint costs one timeout per window, not one per session); an open circuit
+    is probed once per window."""
 
 
 UPDATABLE = frozenset(

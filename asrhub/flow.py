@@ -13,16 +13,27 @@ from collections import deque
 
 
 class Pending:
-    __slots__ = ("_waiters", "count", "limit")
+    __slots__ = ("_waiters", "count", "held", "limit")
 
     def __init__(self, limit: int) -> None:
         self.count = 0
         self.limit = limit
+        self.held = False
+        """Set by a stage whose own input queue is at its bound (Vosk): ``feed`` waits too."""
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def ready(self) -> bool:
-        return self.count < self.limit
+        return self.count < self.limit and not self.held
+
+    def hold(self) -> None:
+        self.held = True
+
+    def unhold(self) -> None:
+        if self.held:
+            self.held = False
+            if self.ready:
+                self._wake()
 
     def acquire(self) -> None:
         self.count += 1
@@ -30,11 +41,11 @@ class Pending:
     def release(self) -> None:
         if self.count > 0:
             self.count -= 1
-        if self.count < self.limit:
+        if self.ready:
             self._wake()
 
     async def wait_ready(self) -> None:
-        while self.count >= self.limit:
+        while not self.ready:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
             try:
@@ -46,6 +57,7 @@ class Pending:
     def open_all(self) -> None:
         """Release every waiter for good (the session closed): ``feed`` must never hang."""
         self.limit = 1 << 30
+        self.held = False
         self._wake()
 
     def _wake(self) -> None:

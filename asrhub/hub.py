@@ -23,15 +23,18 @@ import msgspec
 import structlog
 
 from . import metrics
+from .breaker import Breakers
 from .config import Limits, SessionConfig, parse_session_config, updated_config
 from .errors import HubError
+from .failover import AllFailed, call_timeout, failover
 from .flow import Pending
-from .frames import Samples
+from .frames import TARGET_RATE, Samples
 from .logging import library_default
 from .pipeline import Operator, PipelineFactory, SessionContext
-from .provider import Provider, ProviderError, Transcription
+from .provider import Priority, Provider, Transcription
 from .resume import Resumes
 from .session import Session
+from .uploads import JOB_S, Progress, jobs, merge
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -72,6 +75,12 @@ class Hub:
             from .cluster_resume import ClusterResumes
 
             self.cluster_resumes = ClusterResumes(cluster, self.resumes, self.limits.resume_window_s)
+        self.breakers = Breakers(
+            failures_to_open=self.limits.breaker_failures,
+            window_s=self.limits.breaker_window_s,
+            probe_timeout_s=self.limits.provider_timeout_s,
+        )
+        """One circuit breaker per provider, shared by every session and ``transcribe``."""
         metrics.track_hub(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -94,6 +103,7 @@ class Hub:
         self.resumes.clear()
         if self.cluster is not None:
             await self.cluster.stop()
+        await self.breakers.close()
         for provider in self.providers.values():
             await provider.close()
 
@@ -291,6 +301,7 @@ class Hub:
             pending=Pending(self.limits.max_pending_segments),
             log=log.bind(session_id=session_id, provider="+".join(resolved.providers), transport=transport),
             transport=transport,
+            breakers=self.breakers,
         )
         try:
             pipeline = self.pipeline_factory(ctx)
@@ -356,12 +367,17 @@ class Hub:
         model: str | None = None,
         task: str = "transcribe",
         keyterms: tuple[str, ...] = (),
+        progress: Progress | None = None,
+        job_s: float = JOB_S,
     ) -> tuple[str, Transcription]:
-        """Transcribe 16 kHz mono audio with the named provider (or failover list).
+        """Transcribe 16 kHz mono audio of any length with the named provider (or failover list).
 
         ``language``, ``model``, ``task`` and ``keyterms`` mean what they mean in a session's
-        config (validated the same way). Returns the name of the provider that served it and
-        its transcription.
+        config (validated the same way). The audio is cut into jobs of at most ``job_s``
+        seconds (:mod:`asrhub.uploads`), one engine call each at upload priority, one at a time,
+        so live sessions' finals never wait behind a whole file; each job fails over on its own.
+        Returns the name of the provider that served the first job and the merged transcription
+        (times from the start of ``samples``).
         """
         fields: dict[str, Any] = {"task": task, "keyterms": list(keyterms)}
         if provider is not None:
@@ -377,15 +393,24 @@ class Hub:
         names = [n for n in config.providers if n != NO_PROVIDER]
         if not names:
             raise HubError("unknown_provider", "provider 'none' does not transcribe")
-        failures: list[str] = []
-        for name in names:
+        total = len(samples) / TARGET_RATE
+        parts: list[tuple[float, Transcription]] = []
+        used = ""
+        for a, b in jobs(samples, job_s):
             try:
-                result = await asyncio.wait_for(
-                    self.providers[name].transcribe(samples, **options),
-                    self.limits.provider_timeout_s * max(1.0, len(samples) / 16_000 / 30.0),
+                served = await failover(
+                    [self.providers[name] for name in names],
+                    samples[a:b],
+                    breakers=self.breakers,
+                    timeout_s=call_timeout(self.limits.provider_timeout_s, (b - a) / TARGET_RATE),
+                    log=log,
+                    priority=Priority.UPLOAD,
+                    **options,
                 )
-            except (ProviderError, TimeoutError, OSError) as exc:
-                failures.append(f"{name}: {exc or type(exc).__name__}")
-                continue
-            return name, result
-        raise HubError("provider_failed", "; ".join(failures))
+            except AllFailed as exc:
+                raise HubError("provider_failed", str(exc)) from None
+            used = used or served.provider
+            parts.append((a / TARGET_RATE, served.result))
+            if progress is not None:
+                progress(b / TARGET_RATE, total)
+        return used, merge(parts, total)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import structlog
 from reactivex import Observable
 
+from .breaker import Breakers
 from .config import Limits, SessionConfig
 from .flow import Pending
 from .frames import Frame
@@ -34,6 +35,9 @@ class SessionContext:
     log: Any = field(default_factory=structlog.get_logger)
     transport: str = "inproc"
     extras: dict[str, Any] = field(default_factory=dict)
+    breakers: Breakers = field(default_factory=Breakers)
+    """The hub's circuit breakers, one per provider, shared by every session (see
+    :mod:`asrhub.breaker`); a context built outside a hub gets its own."""
 
 
 class PipelineFactory(Protocol):

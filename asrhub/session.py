@@ -3,7 +3,11 @@
 Lifecycle::
 
     OPEN --end()--> ENDING --(pipeline flushed)--> CLOSED
-      \\______________ close() / fatal error / idle timeout ____/
+      \\              \\___ limits.end_timeout_s ____________/
+       \\______________ close() / fatal error / idle timeout ____/
+
+The idle timer (``limits.idle_timeout_s``) measures time without input, not counting time a
+client spends parked in ``feed`` while the engine is busy (that is backpressure, not silence).
 
 Every method runs on the event loop thread. ``close`` is idempotent and has no ``await`` inside,
 so two callers racing to close (a transport's ``finally`` and the idle timer, say) cannot
@@ -57,6 +61,8 @@ class Session:
         self._done: asyncio.Future[str] = self._loop.create_future()
         self._last_input = self._loop.time()
         self._idle = self._loop.call_later(ctx.limits.idle_timeout_s, self._check_idle)
+        self._ending: asyncio.TimerHandle | None = None
+        self._parked = 0  # feed calls waiting for the engine (backpressure)
         self.bytes_in = 0
         self._counters = metrics.stream(ctx.transport)
         self._subscription: DisposableBase | None = None
@@ -108,7 +114,12 @@ class Session:
         self._input.on_next(RawAudio(data))
         pending = self.ctx.pending
         if not pending.ready:
-            await pending.wait_ready()
+            self._parked += 1
+            try:
+                await pending.wait_ready()
+            finally:
+                self._parked -= 1
+                self._last_input = self._loop.time()
 
     def reconfigure(self, config: SessionConfig) -> SessionUpdated:
         """Live reconfiguration (``session.update``), with a config the hub validated: a
@@ -127,6 +138,7 @@ class Session:
         if self.state is State.OPEN:
             self.state = State.ENDING
             self._idle.cancel()
+            self._ending = self._loop.call_later(self.ctx.limits.end_timeout_s, self._end_expired)
             self._input.on_completed()
         return await asyncio.shield(self._done)
 
@@ -186,11 +198,21 @@ class Session:
             return
         idle_for = self._loop.time() - self._last_input
         limit = self.ctx.limits.idle_timeout_s
-        if idle_for >= limit:
+        if self._parked:  # the client is waiting for us, not silent
+            self._idle = self._loop.call_later(limit, self._check_idle)
+        elif idle_for >= limit:
             self._emit(ErrorEvent(code="timeout", message=f"no audio for {limit:g} s", fatal=True))
             self._finish("timeout")
         else:
             self._idle = self._loop.call_later(limit - idle_for, self._check_idle)
+
+    def _end_expired(self) -> None:
+        if self.state is State.ENDING:
+            limit = self.ctx.limits.end_timeout_s
+            message = f"the session did not finish within {limit:g} s of session.end"
+            self._emit(ErrorEvent(code="timeout", message=message, fatal=True))
+            self.ctx.log.warning("session end timed out", pending=self.ctx.pending.count)
+            self._finish("timeout")
 
     def _finish(self, reason: str) -> None:
         if self.state is State.CLOSED:
@@ -198,6 +220,8 @@ class Session:
         self.state = State.CLOSED
         self.close_reason = reason
         self._idle.cancel()
+        if self._ending is not None:
+            self._ending.cancel()
         self.ctx.pending.open_all()
         subscription, self._subscription = self._subscription, None
         if subscription is not None:

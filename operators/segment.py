@@ -40,22 +40,9 @@ from reactivex import Observable, abc
 
 from asrhub.frames import AudioChunk, Frame, Samples, Segment, SessionUpdated, SpeechEnded, SpeechStarted
 from asrhub.pipeline import Operator
+from asrhub.uploads import quietest_cut
 
 GAP_S = 0.010
-QUIET_FRAME_S = 0.020
-
-
-def quietest_cut(samples: Samples, rate: int, search_s: float) -> int:
-    """Index of the middle of the quietest 20 ms frame in the last ``search_s`` seconds (at
-    most half the audio); the latest of equally quiet frames, so the first piece stays long."""
-    hop = max(1, round(QUIET_FRAME_S * rate))
-    frames = min(round(search_s * rate), len(samples) // 2) // hop
-    if frames < 1:
-        return len(samples)
-    first = len(samples) - frames * hop
-    energy = np.square(samples[first:], dtype=np.float64).reshape(frames, hop).mean(axis=1)
-    latest_min = frames - 1 - int(np.argmin(energy[::-1]))
-    return first + latest_min * hop + hop // 2
 
 
 def segment(

@@ -50,8 +50,7 @@ from asrhub.provider import (
     hint_prompt,
 )
 from asrhub.registry import ProviderSpec
-
-from .funasr_google_stream import stream_utterances
+from asrhub.stream_stage import stream_stage
 
 RATE = 16_000
 
@@ -153,7 +152,7 @@ class FunasrProvider:
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
         config = ctx.config
         if self.settings.mode == "offline":
-            from .batch_stage import batch_stage
+            from asrhub.batch_stage import batch_stage
 
             return batch_stage(self, ctx, fallbacks)
 
@@ -168,7 +167,7 @@ class FunasrProvider:
                 prompt=hint_prompt(config.prompt, config.keyterms),
             )
 
-        return stream_utterances(
+        return stream_stage(
             self,
             recognize,
             ctx,

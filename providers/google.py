@@ -37,8 +37,7 @@ from asrhub.provider import (
     hint_prompt,
 )
 from asrhub.registry import ProviderSpec
-
-from .funasr_google_stream import stream_utterances
+from asrhub.stream_stage import stream_stage
 
 RATE = 16_000
 CHUNK_BYTES = 6400  # 200 ms of PCM16 per streaming request (Google's limit is 25 KB)
@@ -235,7 +234,7 @@ class GoogleProvider:
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
         if not self.settings.streaming:
-            from .batch_stage import batch_stage
+            from asrhub.batch_stage import batch_stage
 
             return batch_stage(self, ctx, fallbacks)
         config = ctx.config
@@ -252,7 +251,7 @@ class GoogleProvider:
                 deadline=stream_deadline,
             )
 
-        return stream_utterances(
+        return stream_stage(
             self,
             recognize,
             ctx,

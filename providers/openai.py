@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 import numpy as np
 
+from asrhub.batch_stage import batch_stage
 from asrhub.frames import TARGET_RATE, Samples, Word
 from asrhub.provider import (
     Capabilities,
@@ -36,8 +37,6 @@ from asrhub.provider import (
     hint_prompt,
 )
 from asrhub.registry import ProviderSpec
-
-from .batch_stage import batch_stage
 
 if TYPE_CHECKING:
     from asrhub.pipeline import Operator, SessionContext

@@ -10,17 +10,24 @@
 One ``KaldiRecognizer`` per session, from the provider's shared model. Frames wait in a
 per-session serial queue drained by one task, whose recognizer calls run in the provider's
 shared pool: a session's audio is recognised in order, sessions in parallel; every other frame
-waits behind the audio before it and leaves in order. Each queued chunk holds ``ctx.pending``
-until it has been recognised (``feed`` waits: backpressure); past ``max_queue`` chunks, audio
-is dropped with a non-fatal ``capacity`` error. Word times are mapped from the recognizer's
-clock back to stream time (:mod:`.vosk_timeline`). Segment ids count finals from 1, as
-``segment`` does. A final is emitted when it has text, or when a partial of it was shown.
+waits behind the audio before it and leaves in order. Word times are mapped from the
+recognizer's clock back to stream time (:mod:`.vosk_timeline`). Segment ids count finals from
+1, as ``segment`` does. A final is emitted when it has text, or when a partial of it was shown.
+
+Backpressure, as every engine stage: ``ctx.pending`` counts *utterances* (from the first audio
+after ``vad.speech_started`` to the recognition of its ``vad.speech_ended``), so
+``limits.max_pending_segments`` means the same here as for batch engines; and while
+``max_queue`` chunks wait for the recognizer the session's ``feed`` waits too (``pending.hold``)
+— audio is never dropped.
 
 If the recognizer fails (an exception, or no answer within ``limits.provider_timeout_s``), the
 rest of that utterance is only collected; at its end (``vad.speech_ended``, the stream's end,
-or ``limits.max_utterance_s``) its audio goes to the fallbacks' ``transcribe`` in order, and the
-final names the one that served it — or one ``provider_failed`` error if none could. The next
-utterance starts on a fresh recognizer.
+or ``limits.max_utterance_s``) its audio goes through the core's
+:func:`~asrhub.failover.failover` over the fallbacks, and the final names the one that served
+it — or one ``provider_failed`` error if none could. The next utterance starts on a fresh
+recognizer; while Vosk's shared circuit breaker is open (:mod:`asrhub.breaker`) utterances go
+to the fallbacks directly. Frames and completion go through the core's ordered stage
+(:mod:`asrhub.engine_stage`): an exception never escapes, it fails one utterance.
 """
 
 from __future__ import annotations
@@ -32,9 +39,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from reactivex import Observable, abc
-from reactivex.disposable import Disposable
 
+from asrhub.engine_stage import Ordered, engine_stage
+from asrhub.failover import AllFailed, call_timeout, describe, failover
 from asrhub.frames import (
     TARGET_RATE,
     AudioChunk,
@@ -56,6 +63,9 @@ if TYPE_CHECKING:
     from .vosk import VoskProvider
 
 _END = object()
+_RELEASE = object()
+"""Queued after an utterance's ``vad.speech_ended``: its ``ctx.pending`` slot is freed once the
+recognizer got that far."""
 
 
 class _Rec:
@@ -68,27 +78,14 @@ class _Rec:
 
 
 def vosk_stage(provider: VoskProvider, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
-    def operator(source: Observable[Frame]) -> Observable[Frame]:
-        def subscribe(observer: abc.ObserverBase[Frame], scheduler: abc.SchedulerBase | None = None) -> Any:
-            stream = _Stream(provider, ctx, fallbacks, observer)
-            sub = source.subscribe(stream.on_next, stream.on_error, stream.on_completed, scheduler=scheduler)
-
-            def dispose() -> None:
-                stream.dispose()
-                sub.dispose()
-
-            return Disposable(dispose)
-
-        return Observable(subscribe)
-
-    return operator
+    return engine_stage(ctx, provider.name, lambda out: _Stream(provider, ctx, fallbacks, out))
 
 
 class _Stream:
     def __init__(
-        self, provider: VoskProvider, ctx: SessionContext, fallbacks: tuple[Provider, ...], observer: Any
+        self, provider: VoskProvider, ctx: SessionContext, fallbacks: tuple[Provider, ...], out: Ordered
     ) -> None:
-        self.provider, self.ctx, self.fallbacks, self.observer = provider, ctx, fallbacks, observer
+        self.provider, self.ctx, self.fallbacks, self.out = provider, ctx, fallbacks, out
         self.loop = asyncio.get_running_loop()
         self.queue: deque[Any] = deque()
         self.drainer: asyncio.Task[None] | None = None
@@ -98,6 +95,7 @@ class _Stream:
         self.fed_out = 0  # samples handed to the recognizer (or collected after a failure)
         self.rescued = 0  # audio before this offset went to a fallback already
         self.segment_id = 1
+        self.speaking = False  # an utterance holds a pending slot (input side)
         self.shown = False
         self.done = False
 
@@ -106,24 +104,28 @@ class _Stream:
         if self.done:
             return
         if isinstance(frame, AudioChunk):
-            if len(self.queue) >= self.provider.settings.max_queue:
-                message = f"vosk is behind: dropped {frame.duration:.2f} s of audio"
-                self.observer.on_next(ErrorEvent("capacity", message))
-                return
-            self.ctx.pending.acquire()
+            if not self.speaking:
+                self.speaking = True
+                self.ctx.pending.acquire()
             self.time.add(frame)
-        elif self.drainer is None and not self.queue:
-            self.observer.on_next(frame)  # nothing ahead of it: no need to wait
+            self.enqueue(frame)
+            if len(self.queue) >= self.provider.settings.max_queue:
+                self.ctx.pending.hold()  # feed waits until the recognizer catches up
             return
-        self.enqueue(frame)
+        if self.drainer is None and not self.queue and not isinstance(frame, SpeechEnded):
+            self.out.emit(frame)  # nothing ahead of it: no need to wait
+        else:
+            self.enqueue(frame)
+        if isinstance(frame, SpeechEnded) and self.speaking:
+            self.speaking = False
+            self.enqueue(_RELEASE)
 
     def on_completed(self) -> None:
         if not self.done:
+            if self.speaking:
+                self.speaking = False
+                self.enqueue(_RELEASE)
             self.enqueue(_END)
-
-    def on_error(self, exc: Exception) -> None:
-        self.dispose()
-        self.observer.on_error(exc)
 
     def dispose(self) -> None:
         self.done = True
@@ -138,38 +140,47 @@ class _Stream:
 
     # ------------------------------------------------------------------ the serial drain
     async def drain(self) -> None:
-        try:
-            while self.queue and not self.done:
-                batch = list(self.queue)
-                self.queue.clear()
-                for kind, value, fed in await self.recognize(batch):
-                    if self.done:
-                        return
-                    self.emit(kind, value, fed)
-                for item in batch:
-                    if isinstance(item, AudioChunk):
-                        self.ctx.pending.release()
-            self.drainer = None
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a bug here must end the session, not stall it
-            self.dispose()
-            self.observer.on_error(exc)
+        while self.queue and not self.done:
+            batch = list(self.queue)
+            self.queue.clear()
+            self.ctx.pending.unhold()
+            try:
+                results = await self.recognize(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug here fails this utterance, not the session
+                self.ctx.log.exception("vosk stage failed", segment_id=self.segment_id)
+                self.rec, self.failed = None, None
+                results = [("error", describe(self.provider.name, exc), self.fed_out)]
+                results += [("release", None, 0) for item in batch if item is _RELEASE]
+                results += [("end", None, 0) for item in batch if item is _END]
+            for kind, value, fed in results:
+                if self.done:
+                    return
+                self.emit(kind, value, fed)
+        self.drainer = None
 
     async def recognize(self, batch: list[Any]) -> list[tuple[str, Any, int]]:
         start = self.fed_out
         self.fed_out += sum(len(i.samples) for i in batch if isinstance(i, AudioChunk))
+        breaker = self.ctx.breakers.of(self.provider)
+        if self.failed is None and not breaker.usable:
+            self.failed = breaker.why_open()
         if self.failed is None:
             try:
                 if self.rec is None:
                     rate = self.time.rate or TARGET_RATE
                     self.rec = await asyncio.to_thread(_Rec, self.provider, rate, start)
                 job = partial(work, self.rec, batch, start)
-                return await self.provider.ready().run(job, timeout=self.ctx.limits.provider_timeout_s)
+                results = await self.provider.ready().run(job, timeout=self.ctx.limits.provider_timeout_s)
             except Exception as exc:  # a failed or hung recognizer: collect, then fail over
                 self.rec = None
-                self.failed = f"{self.provider.name}: {type(exc).__name__}: {exc}".rstrip(": ")
+                self.failed = describe(self.provider.name, exc, self.ctx.limits.provider_timeout_s)
+                breaker.failed(self.failed)
                 self.ctx.log.warning("provider failed", segment_id=self.segment_id, error=self.failed)
+            else:
+                breaker.succeeded()
+                return results
         return await self.collect(batch, start)
 
     async def collect(self, batch: list[Any], fed: int) -> list[tuple[str, Any, int]]:
@@ -180,6 +191,8 @@ class _Stream:
                 fed += len(item.samples)
                 if self.time.kept_s(fed) >= self.ctx.limits.max_utterance_s:
                     out.append(await self.rescue(fed))
+            elif item is _RELEASE:
+                out.append(("release", None, fed))
             elif item is _END or isinstance(item, SpeechEnded):
                 out += [("frame", item, fed)] if item is not _END else []
                 if fed > self.rescued:
@@ -195,27 +208,33 @@ class _Stream:
         origin, samples = self.time.utterance(self.rescued, until)
         self.rescued = until
         config = self.ctx.config
-        for provider in self.fallbacks:
-            try:
-                result = await asyncio.wait_for(
-                    provider.transcribe(samples, **config.decode_options()),
-                    self.ctx.limits.provider_timeout_s,
-                )
-            except Exception as err:
-                failures.append(f"{provider.name}: {type(err).__name__}: {err}".rstrip(": "))
-                continue
-            words = tuple(result.words or ())
-            return "fallback", (provider.name, result.text, result.language, words, origin), until
-        return "error", "; ".join(failures), until
+        try:
+            served = await failover(
+                self.fallbacks,
+                samples,
+                breakers=self.ctx.breakers,
+                timeout_s=call_timeout(self.ctx.limits.provider_timeout_s, len(samples) / TARGET_RATE),
+                log=self.ctx.log,
+                segment_id=self.segment_id,
+                failures=failures,
+                **config.decode_options(),
+            )
+        except AllFailed as exc:
+            return "error", str(exc), until
+        result = served.result
+        words = tuple(result.words or ())
+        return "fallback", (served.provider, result.text, result.language, words, origin), until
 
     # ------------------------------------------------------------------ results (event loop)
     def emit(self, kind: str, value: Any, fed: int) -> None:
         if kind == "frame":
-            self.observer.on_next(value)
+            self.out.emit(value)
+        elif kind == "release":
+            self.ctx.pending.release()
         elif kind == "partial":
             if value:
                 self.shown = True
-                self.observer.on_next(
+                self.out.emit(
                     PartialTranscript(self.segment_id, value, self.time.utterance_start(), self.time.at(fed))
                 )
         elif kind == "final":
@@ -228,19 +247,19 @@ class _Stream:
             name, text, language, words, start = value
             self.close_segment(text, name, language, self.time.shift(words, start), fed)
         elif kind == "error":
-            self.observer.on_next(ErrorEvent("provider_failed", value, False, self.segment_id))
+            self.out.emit(ErrorEvent("provider_failed", value, False, self.segment_id))
             self.segment_id, self.shown = self.segment_id + 1, False
             self.time.forget(fed)
         elif kind == "end":
             self.done = True
-            self.observer.on_completed()
+            self.out.complete()
 
     def close_segment(
         self, text: str, provider: str, language: str | None, words: tuple[Word, ...], fed: int
     ) -> None:
         if text or self.shown:
             config = self.ctx.config
-            self.observer.on_next(
+            self.out.emit(
                 FinalTranscript(
                     segment_id=self.segment_id,
                     text=text,
@@ -265,6 +284,8 @@ def work(rec: _Rec, batch: list[Any], fed: int) -> list[tuple[str, Any, int]]:
             if rec.rec.AcceptWaveform((np.clip(item.samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()):
                 out.append(("final", (json.loads(rec.rec.Result()), rec.base), fed))
                 rec.last_partial = ""
+        elif item is _RELEASE:
+            out.append(("release", None, fed))
         elif item is _END or isinstance(item, SpeechEnded):
             if item is not _END:
                 out.append(("frame", item, fed))

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from asrhub.batch_stage import batch_stage
 from asrhub.frames import TARGET_RATE, Samples
 from asrhub.inference import EngineSubject, PoolFull, Request
 from asrhub.operators.batch import batch
@@ -71,7 +72,6 @@ from asrhub.provider import (
 )
 from asrhub.registry import ProviderSpec
 
-from .batch_stage import batch_stage
 from .whisper_decode import CHUNK_S, WhisperDecoder
 
 if TYPE_CHECKING:

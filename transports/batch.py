@@ -29,6 +29,7 @@ from asrhub.hub import Hub
 from asrhub.inference import PoolFull
 from asrhub.protocol import encode_json
 from asrhub.provider import TimedText, Transcription
+from asrhub.uploads import words_in
 
 from .common import HUB, SETTINGS, read_limited
 
@@ -136,10 +137,7 @@ def pieces(result: Transcription, duration: float) -> tuple[TimedText, ...]:
     return (TimedText(text=result.text, start=0.0, end=duration),)
 
 
-def words_in(words: tuple[Word, ...] | None, start: float, end: float) -> tuple[Word, ...] | None:
-    if words is None:
-        return None
-    return tuple(w for w in words if start - 0.01 <= (w.start + w.end) / 2 <= end + 0.01)
+__all__ = ["final_events", "pieces", "read_upload", "transcribe_upload", "words_in"]
 
 
 def final_events(name: str, result: Transcription, duration: float) -> list[FinalTranscript]:

@@ -234,7 +234,7 @@ class FakeStalledEngine:
         return await self.inner.transcribe(samples, language=language, prompt=prompt, priority=priority)
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
-        from asrhub.providers.batch_stage import batch_stage
+        from asrhub.batch_stage import batch_stage
 
         return batch_stage(self, ctx, fallbacks)
 

@@ -1,0 +1,162 @@
+"""The stage of every batch engine (faster-whisper, OpenAI, FunASR offline, Google recognize,
+or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript events out::
+
+    in : --S1p--S1p--S1f--------S2f---------S3f-|
+    out: ------P1---------F1--------F2(alt)----E3----|
+         P = transcript.partial   F = transcript.final   E = error (provider_failed)
+
+* **Finals** (``Segment(final=True)``): one job each on the core's ordered stage
+  (:mod:`asrhub.engine_stage`: exactly one final or one ``provider_failed`` per segment, in
+  segment order, ``ctx.pending`` held meanwhile). A session's finals are transcribed one after
+  the other (sessions run in parallel in the engine's pool), so each call's timeout
+  (``limits.provider_timeout_s`` per 30 s of audio) starts when the previous one is done. Each
+  goes through :func:`asrhub.failover.failover` over ``(primary, *fallbacks)``, ordered by the
+  hub's shared circuit breakers. A final whose audio holds no speech is still emitted, with
+  empty ``text``: the client gets closure for the partials it may have shown.
+* **Partials** (``Segment(final=False)``): best effort, never at the cost of a final. At most
+  one partial decode per session is in flight; while it runs, only the newest snapshot waits.
+  A decode starts only when the engine's pool is idle (``partial`` returns None otherwise), this
+  session has no final outstanding and the primary's circuit is closed; its result is dropped
+  once that utterance's final segment has arrived (segment ids increase).
+* **Live reconfiguration**: a ``session.updated`` frame passing through replaces the config
+  (language, task, key terms, model…) used for the utterances that arrive after it.
+* Other frames pass through at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from .config import SessionConfig
+from .engine_stage import Ordered, engine_stage
+from .failover import AllFailed, call_timeout, failover
+from .frames import (
+    ErrorEvent,
+    Event,
+    FinalTranscript,
+    Frame,
+    PartialTranscript,
+    Segment,
+    SessionUpdated,
+    Word,
+)
+from .pipeline import Operator, SessionContext
+from .provider import Provider, Transcription
+
+PartialFn = Callable[..., "asyncio.Task[Transcription] | None"]
+"""``fn(samples, language=…, prompt=…)``: start a partial decode now, or return None (shed)."""
+
+
+def batch_stage(
+    primary: Provider,
+    ctx: SessionContext,
+    fallbacks: tuple[Provider, ...] = (),
+    *,
+    partial: PartialFn | None = None,
+) -> Operator:
+    providers = (primary, *fallbacks)
+    return engine_stage(ctx, primary.name, lambda out: _Batch(providers, ctx, out, partial))
+
+
+class _Batch:
+    """The state of one subscription (one session)."""
+
+    def __init__(
+        self, providers: tuple[Provider, ...], ctx: SessionContext, out: Ordered, partial: PartialFn | None
+    ) -> None:
+        self.providers, self.ctx, self.out, self.partial = providers, ctx, out, partial
+        self.config: SessionConfig = ctx.config
+        self.previous: asyncio.Task[Event] | None = None
+        self.last_final: int | None = None
+        self.inflight: asyncio.Task[Transcription] | None = None
+        self.waiting: Segment | None = None
+
+    def on_next(self, frame: Frame) -> None:
+        if not isinstance(frame, Segment):
+            if isinstance(frame, SessionUpdated) and isinstance(frame.settings, SessionConfig):
+                self.config = frame.settings
+            self.out.emit(frame)
+        elif frame.final:
+            self.last_final, self.waiting = frame.segment_id, None
+            self.previous = self.out.add(frame.segment_id, self.serve(frame, self.previous, self.config))
+        elif self.is_current(frame) and not self.out.outstanding:  # our own final goes first
+            if self.inflight is None:
+                self.start_partial(frame)
+            else:
+                self.waiting = frame
+
+    def on_completed(self) -> None:
+        self.waiting = None
+        self.out.complete()
+
+    def dispose(self) -> None:
+        self.waiting = None
+        if self.inflight is not None:
+            self.inflight.cancel()
+
+    # ---------------------------------------------------------------- finals
+    async def serve(self, seg: Segment, previous: asyncio.Task[Event] | None, config: SessionConfig) -> Event:
+        if previous is not None:  # one final at a time per session: see the module docstring
+            await asyncio.wait([previous])
+        try:
+            served = await failover(
+                self.providers,
+                seg.samples,
+                breakers=self.ctx.breakers,
+                timeout_s=call_timeout(self.ctx.limits.provider_timeout_s, seg.end - seg.start),
+                log=self.ctx.log,
+                segment_id=seg.segment_id,
+                **config.decode_options(),
+            )
+        except AllFailed as exc:
+            return ErrorEvent("provider_failed", str(exc), False, seg.segment_id)
+        return final_event(seg, served.provider, served.result, config.word_timestamps, config.fixed_language)
+
+    # ---------------------------------------------------------------- partials
+    def is_current(self, seg: Segment) -> bool:
+        return self.last_final is None or seg.segment_id > self.last_final
+
+    def start_partial(self, seg: Segment) -> None:
+        if self.partial is None or self.ctx.breakers.of(self.providers[0]).state != "closed":
+            return
+        task = self.partial(seg.samples, **self.config.decode_options())
+        if task is not None:
+            self.inflight = task
+            task.add_done_callback(lambda t: self.partial_done(seg, t))
+
+    def partial_done(self, seg: Segment, task: asyncio.Task[Transcription]) -> None:
+        self.inflight = None
+        if self.out.done or self.out.completed or task.cancelled():
+            return
+        exc = task.exception()
+        text = getattr(task.result(), "text", None) if exc is None else None
+        if exc is not None:
+            self.ctx.log.debug("partial failed", segment_id=seg.segment_id, error=repr(exc))
+        elif self.is_current(seg) and text and isinstance(text, str):
+            self.out.emit(PartialTranscript(seg.segment_id, text, seg.start, seg.end))
+        waiting, self.waiting = self.waiting, None
+        if waiting is not None and self.is_current(waiting):
+            self.start_partial(waiting)
+
+
+def final_event(
+    seg: Segment, provider: str, result: Transcription, with_words: bool = True, language: str | None = None
+) -> FinalTranscript:
+    """A ``transcript.final`` in stream time (the engine's times are relative to the segment)."""
+    words: tuple[Word, ...] | None = None
+    if with_words and result.words is not None:
+        words = tuple(
+            Word(w.word, round(seg.start + w.start, 3), round(seg.start + w.end, 3), round(w.probability, 3))
+            for w in result.words
+        )
+    return FinalTranscript(
+        segment_id=seg.segment_id,
+        text=result.text,
+        start=seg.start,
+        end=seg.end,
+        provider=provider,
+        language=result.language or language,
+        words=words,
+        language_probability=result.language_probability,
+    )

@@ -1,0 +1,114 @@
+"""Failover: one utterance's audio, tried on an ordered provider list, one answer out.
+
+The only failover loop of the hub: the batch stage, the streaming stages (on the audio of an
+utterance their stream lost) and ``Hub.transcribe`` all call :func:`failover`::
+
+    providers:  [A, B, C]        breakers say: A open, B degraded, C closed
+    order:      C, B             (A skipped: its circuit is open, probed in the background)
+    C raises KeyError  → failure 1, C's breaker counts it, logged
+    B answers          → Served("B", transcription), B's breaker closes
+    every one failed   → AllFailed("C: KeyError: 'text'; B: …; A: skipped, …")
+
+Rules: *any* exception from an engine (``ProviderError``, a timeout, a ``KeyError`` from a
+client library choking on a reply, a ``RuntimeError``) is one failure of that provider, never an
+escape; a reply that is not a well-formed :class:`Transcription` is a failure too (see
+:func:`checked`); a call longer than ``timeout_s`` is a failure. Cancellation (a closed session)
+is not a failure: it propagates. A full engine pool (:class:`~asrhub.inference.PoolFull`) is a
+failure of this call but not of the engine's health: it does not count in the breaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .breaker import Breakers
+from .frames import Samples, Word
+from .inference import PoolFull
+from .provider import Provider, ProviderError, Transcription
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    provider: str
+    result: Transcription
+
+
+class AllFailed(ProviderError):
+    """No provider of the list served the audio; the message names every failure."""
+
+
+def call_timeout(base_s: float, seconds_of_audio: float) -> float:
+    """The time one call may take: ``base_s`` per started 30 s of audio."""
+    return base_s * max(1.0, seconds_of_audio / 30.0)
+
+
+def describe(name: str, exc: BaseException, timeout_s: float | None = None) -> str:
+    """``"name: what went wrong"`` for a failure message (the engine's name once)."""
+    if isinstance(exc, TimeoutError) and timeout_s is not None and not str(exc):
+        return f"{name}: no answer within {timeout_s:g} s"
+    if isinstance(exc, ProviderError):
+        message = str(exc) or type(exc).__name__
+    else:
+        message = f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return message if message.startswith(f"{name}:") else f"{name}: {message}"
+
+
+async def failover(
+    providers: Sequence[Provider],
+    samples: Samples,
+    *,
+    breakers: Breakers,
+    timeout_s: float,
+    log: Any = None,
+    segment_id: int | None = None,
+    failures: list[str] | None = None,
+    **options: Any,
+) -> Served:
+    """Transcribe ``samples`` with the first provider of ``providers`` (breaker order) that
+    answers; ``options`` (language, prompt, …) go to every ``transcribe``. Raises
+    :class:`AllFailed`; ``failures`` may carry earlier failures of the same utterance."""
+    failures = list(failures or ())
+    for provider in breakers.order(list(providers)):
+        breaker = breakers.of(provider)
+        if not breaker.usable:
+            failures.append(breaker.why_open())
+            continue
+        try:
+            result = checked(await asyncio.wait_for(provider.transcribe(samples, **options), timeout_s))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # anything an engine raises is a failure of that engine
+            failures.append(describe(provider.name, exc, timeout_s))
+            if not isinstance(exc, PoolFull):
+                breaker.failed(failures[-1])
+            if log is not None:
+                expected = isinstance(exc, ProviderError | TimeoutError | OSError | PoolFull)
+                (log.warning if expected else log.exception)(
+                    "provider failed", provider=provider.name, segment_id=segment_id, error=failures[-1]
+                )
+            continue
+        breaker.succeeded()
+        return Served(provider.name, result)
+    raise AllFailed("; ".join(failures) or "no provider to try")
+
+
+def checked(result: object) -> Transcription:
+    """``result`` if it is a well-formed :class:`Transcription`; garbage from an engine (another
+    type, non-string text, malformed or non-finite word times) raises :class:`ProviderError`,
+    so it fails over or becomes ``provider_failed`` instead of reaching a client."""
+    if not isinstance(result, Transcription):
+        raise ProviderError(f"the engine returned {type(result).__name__}, not a Transcription")
+    if not isinstance(result.text, str) or not isinstance(result.language, str | None):
+        raise ProviderError("the engine returned a transcription whose text or language is not a string")
+    for w in result.words or ():
+        if not (
+            isinstance(w, Word)
+            and isinstance(w.word, str)
+            and all(isinstance(v, int | float) and math.isfinite(v) for v in (w.start, w.end, w.probability))
+        ):
+            raise ProviderError(f"the engine returned a malformed word: {w!r:.80}")
+    return result

@@ -1,0 +1,251 @@
+"""The stage of a *remote streaming* engine (FunASR online/2pass, Google streaming_recognize, or
+a third party's): one engine stream per utterance, on the core's ordered stage.
+
+The hub's VAD decides the boundaries: ``vad.speech_started`` opens an utterance, its audio
+chunks are forwarded to the engine as they arrive, and ``vad.speech_ended`` ends its audio.
+Without VAD, utterances are windows of ``limits.fixed_window_s``; with it, an utterance longer
+than ``limits.max_utterance_s`` is split. The engine is one coroutine per utterance::
+
+    recognize(audio: AsyncIterator[samples], on_partial: (text) -> None) -> Transcription
+
+with times relative to the utterance's first sample. Marble (``a`` = audio, ``S``/``E`` = VAD
+start/end, ``p`` = partial, ``F`` = final; VAD events pass through at once)::
+
+    upstream: -S-a-a-a-a-E-------S-a-a-E----|
+    output:   -S---p---p-E--F----S---p-E--F-|
+
+What the core adds (:mod:`asrhub.engine_stage`, :mod:`asrhub.failover`, :mod:`asrhub.breaker`):
+one final or one ``provider_failed`` per utterance in order, ``ctx.pending`` from an utterance's
+start to its outcome, partials only for the oldest unfinished utterance. After its audio ended an
+utterance gets ``final_timeout_s`` for its final. When the stream fails (any exception), the
+utterance's audio — kept only when there are fallbacks, bounded by the utterance limit — goes
+through :func:`~asrhub.failover.failover` over the fallbacks. While the primary's shared
+breaker is not closed, utterances skip the stream when there are fallbacks (they, then the
+primary's batch ``transcribe``, serve it), and when it is open they are not sent to it at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .engine_stage import Ordered, engine_stage
+from .failover import AllFailed, call_timeout, checked, describe, failover
+from .frames import (
+    AudioChunk,
+    ErrorEvent,
+    Event,
+    FinalTranscript,
+    Frame,
+    PartialTranscript,
+    Samples,
+    SpeechEnded,
+    SpeechStarted,
+)
+from .pipeline import Operator, SessionContext
+from .provider import Provider, ProviderError, Transcription
+
+Recognize = Callable[[AsyncIterator[Samples], Callable[[str], None]], Awaitable[Transcription]]
+
+
+@dataclass(eq=False)
+class _Utterance:
+    segment_id: int
+    start: float
+    end: float
+    keep_audio: bool
+    queue: asyncio.Queue[Samples | None] = field(default_factory=asyncio.Queue)
+    chunks: list[Samples] = field(default_factory=list)
+    audio_done: asyncio.Event = field(default_factory=asyncio.Event)
+    last_partial: str = ""
+
+    def add(self, chunk: AudioChunk) -> None:
+        self.queue.put_nowait(chunk.samples)
+        if self.keep_audio:
+            self.chunks.append(chunk.samples)
+        self.end = chunk.end
+
+    def close(self) -> None:
+        if not self.audio_done.is_set():
+            self.queue.put_nowait(None)
+            self.audio_done.set()
+
+    async def audio(self) -> AsyncIterator[Samples]:
+        while (samples := await self.queue.get()) is not None:
+            yield samples
+
+    def samples(self) -> Samples:
+        return np.concatenate(self.chunks) if self.chunks else np.zeros(0, np.float32)
+
+
+def stream_stage(
+    primary: Provider,
+    recognize: Recognize,
+    ctx: SessionContext,
+    fallbacks: tuple[Provider, ...] = (),
+    *,
+    final_timeout_s: float = 30.0,
+) -> Operator:
+    """The per-session stage; ``recognize`` serves one utterance (see the module docstring)."""
+    return engine_stage(
+        ctx, primary.name, lambda out: _Streams(primary, recognize, ctx, fallbacks, out, final_timeout_s)
+    )
+
+
+class _Streams:
+    def __init__(
+        self,
+        primary: Provider,
+        recognize: Recognize,
+        ctx: SessionContext,
+        fallbacks: tuple[Provider, ...],
+        out: Ordered,
+        final_timeout_s: float,
+    ) -> None:
+        self.primary, self.recognize, self.ctx, self.fallbacks, self.out = (
+            primary,
+            recognize,
+            ctx,
+            fallbacks,
+            out,
+        )
+        self.final_timeout_s = final_timeout_s
+        vad = ctx.config.vad.enabled
+        self.max_len = ctx.limits.max_utterance_s if vad else ctx.limits.fixed_window_s
+        self.speech = not vad
+        self.current: _Utterance | None = None
+        self.live: list[_Utterance] = []
+        self.segment_id = 0
+
+    # ------------------------------------------------------------------ upstream (event loop)
+    def on_next(self, frame: Frame) -> None:
+        if isinstance(frame, AudioChunk):
+            if self.speech and len(frame.samples):
+                current = self.current or self.open(frame)
+                current.add(frame)
+                if current.end - current.start >= self.max_len:
+                    self.end_utterance()  # force-split; the next chunk opens the next one
+            return
+        if isinstance(frame, SpeechStarted):
+            self.speech = True
+        elif isinstance(frame, SpeechEnded):
+            self.speech = not self.ctx.config.vad.enabled
+            self.end_utterance()
+        self.out.emit(frame)
+
+    def on_completed(self) -> None:
+        self.end_utterance()
+        self.out.complete()
+
+    def dispose(self) -> None:
+        for utterance in self.live:
+            utterance.close()
+        self.live.clear()
+
+    def open(self, chunk: AudioChunk) -> _Utterance:
+        self.segment_id += 1
+        utterance = _Utterance(self.segment_id, chunk.start, chunk.start, keep_audio=bool(self.fallbacks))
+        self.live.append(utterance)
+        self.current = utterance
+        self.out.add(utterance.segment_id, self.run(utterance))
+        return utterance
+
+    def end_utterance(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+    def on_partial(self, utterance: _Utterance, text: str) -> None:
+        text = text.strip()
+        if not self.ctx.config.partials or not text or text == utterance.last_partial:
+            return
+        if self.out.oldest() == utterance.segment_id:
+            utterance.last_partial = text
+            self.out.emit(PartialTranscript(utterance.segment_id, text, utterance.start, utterance.end))
+
+    # ------------------------------------------------------------------ one utterance's job
+    async def run(self, utterance: _Utterance) -> Event:
+        try:
+            return await self.serve(utterance)
+        finally:
+            if utterance in self.live:
+                self.live.remove(utterance)
+
+    async def serve(self, utterance: _Utterance) -> Event:
+        breaker = self.ctx.breakers.of(self.primary)
+        if (self.fallbacks and breaker.state != "closed") or not breaker.usable:
+            await utterance.audio_done.wait()  # the stream failed lately: batch calls serve it
+            return await self.failover(utterance, (*self.fallbacks, self.primary), [])
+        try:
+            result = checked(await self.stream(utterance))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failure = describe(self.primary.name, exc)
+            breaker.failed(failure)
+            expected = isinstance(exc, ProviderError | TimeoutError | OSError)
+            (self.ctx.log.warning if expected else self.ctx.log.exception)(
+                "utterance failed", provider=self.primary.name, segment_id=utterance.segment_id, error=failure
+            )
+            await utterance.audio_done.wait()
+            return await self.failover(utterance, self.fallbacks, [failure])
+        breaker.succeeded()
+        return self.final(utterance, result, self.primary.name)
+
+    async def stream(self, utterance: _Utterance) -> Transcription:
+        job = asyncio.ensure_future(
+            self.recognize(utterance.audio(), lambda t: self.on_partial(utterance, t))
+        )
+        try:
+            ended = asyncio.ensure_future(utterance.audio_done.wait())
+            await asyncio.wait({job, ended}, return_when=asyncio.FIRST_COMPLETED)
+            ended.cancel()
+            try:
+                return await asyncio.wait_for(job, self.final_timeout_s)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{self.primary.name}: no final result within {self.final_timeout_s:g} s "
+                    "after the end of audio"
+                ) from None
+        finally:
+            job.cancel()
+
+    async def failover(
+        self, utterance: _Utterance, providers: tuple[Provider, ...], failures: list[str]
+    ) -> FinalTranscript | ErrorEvent:
+        config, limits = self.ctx.config, self.ctx.limits
+        try:
+            served = await failover(
+                providers,
+                utterance.samples(),
+                breakers=self.ctx.breakers,
+                timeout_s=call_timeout(limits.provider_timeout_s, utterance.end - utterance.start),
+                log=self.ctx.log,
+                segment_id=utterance.segment_id,
+                failures=failures,
+                **config.decode_options(),
+            )
+        except AllFailed as exc:
+            return ErrorEvent("provider_failed", str(exc), False, utterance.segment_id)
+        return self.final(utterance, served.result, served.provider)
+
+    def final(self, utterance: _Utterance, result: Transcription, provider: str) -> FinalTranscript:
+        config = self.ctx.config
+        words = None
+        if config.word_timestamps and result.words:
+            words = tuple(
+                replace(w, start=round(utterance.start + w.start, 3), end=round(utterance.start + w.end, 3))
+                for w in result.words
+            )
+        return FinalTranscript(
+            segment_id=utterance.segment_id,
+            text=result.text.strip(),
+            start=utterance.start,
+            end=utterance.end,
+            provider=provider,
+            language=result.language or config.fixed_language,
+            words=words,
+        )

@@ -1,0 +1,100 @@
+"""Batch work (a posted file, ``asrhub.api``, ``asrhub transcribe``) in short jobs, so live
+sessions never wait behind an upload.
+
+One cutting policy for every batch caller, applied by ``Hub.transcribe``::
+
+    file:  |─────────────── 10 min of audio ───────────────|
+    jobs:  |≤30 s|≤30 s|≤30 s| … |≤30 s|     each cut at the quietest 20 ms of the last 3 s
+                                             before the bound (between words, not through one)
+    engine: job1 ─ F ─ job2 ─ job3 ─ F ─ …   one job of an upload at a time; F = a live final,
+                                             which waits for at most one job, not the file
+
+Each job is one engine call at upload priority (below live finals, above partials, where the
+engine honours priorities) and goes through failover on its own. The results are merged into
+one :class:`Transcription` in file time: text joined, words and timed pieces shifted by the
+job's offset (a job without timed pieces becomes one piece).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from itertools import pairwise
+
+import numpy as np
+
+from .frames import TARGET_RATE, Samples, Word
+from .provider import TimedText, Transcription
+
+JOB_S = 30.0
+"""Longest audio of one batch job (Whisper's own window)."""
+SEARCH_S = 3.0
+"""A job is cut at the quietest 20 ms within this many seconds before its bound."""
+QUIET_FRAME_S = 0.02
+
+Progress = Callable[[float, float], None]
+"""``progress(done_s, total_s)``: audio seconds transcribed so far, of the total."""
+
+
+def quietest_cut(samples: Samples, rate: int, search_s: float) -> int:
+    """Index of the middle of the quietest 20 ms frame in the last ``search_s`` seconds (at
+    most half the audio); the latest of equally quiet frames, so the first piece stays long."""
+    hop = max(1, round(QUIET_FRAME_S * rate))
+    frames = min(round(search_s * rate), len(samples) // 2) // hop
+    if frames < 1:
+        return len(samples)
+    first = len(samples) - frames * hop
+    energy = np.square(samples[first:], dtype=np.float64).reshape(frames, hop).mean(axis=1)
+    latest_min = frames - 1 - int(np.argmin(energy[::-1]))
+    return first + latest_min * hop + hop // 2
+
+
+def jobs(samples: Samples, job_s: float = JOB_S, search_s: float = SEARCH_S) -> list[tuple[int, int]]:
+    """Cut points (start, end) in samples: pieces of at most ``job_s`` seconds, each cut at its
+    quietest 20 ms in the last ``search_s`` seconds."""
+    n, size = len(samples), max(1, int(job_s * TARGET_RATE))
+    cuts = [0]
+    while n - cuts[-1] > size:
+        window = samples[cuts[-1] : cuts[-1] + size]
+        cuts.append(cuts[-1] + max(1, quietest_cut(window, TARGET_RATE, search_s)))
+    cuts.append(n)
+    return list(pairwise(cuts))
+
+
+def words_in(words: tuple[Word, ...] | None, start: float, end: float) -> tuple[Word, ...] | None:
+    """The words whose middle falls in [start, end] (10 ms of slack): one rule for every caller
+    that hands words out to timed pieces."""
+    if words is None:
+        return None
+    return tuple(w for w in words if start - 0.01 <= (w.start + w.end) / 2 <= end + 0.01)
+
+
+def merge(parts: list[tuple[float, Transcription]], duration: float) -> Transcription:
+    """Job results (offset in seconds, result) → one transcription in file time."""
+    words: list[Word] = []
+    pieces: list[TimedText] = []
+    has_words = False
+    for offset, result in parts:
+        if result.words is not None:
+            has_words = True
+            words += [
+                Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.probability)
+                for w in result.words
+            ]
+        if result.segments:
+            pieces += [
+                replace(p, start=round(p.start + offset, 3), end=round(p.end + offset, 3))
+                for p in result.segments
+            ]
+        elif result.text.strip():
+            end = result.duration or (result.words[-1].end if result.words else 0.0)
+            pieces.append(TimedText(result.text.strip(), round(offset, 3), round(offset + end, 3)))
+    first = next((r for _, r in parts if r.language), None)
+    return Transcription(
+        text=" ".join(r.text.strip() for _, r in parts if r.text.strip()),
+        language=first.language if first is not None else None,
+        language_probability=first.language_probability if first is not None else None,
+        words=tuple(words) if has_words else None,
+        segments=tuple(pieces),
+        duration=duration,
+    )
