@@ -24,7 +24,7 @@ from aiohttp import BodyPartReader, web
 
 from asrhub.api import load_audio
 from asrhub.errors import HubError
-from asrhub.frames import TARGET_RATE, FinalTranscript, Samples, Word
+from asrhub.frames import TARGET_RATE, FinalTranscript, Samples
 from asrhub.hub import Hub
 from asrhub.inference import PoolFull
 from asrhub.protocol import encode_json

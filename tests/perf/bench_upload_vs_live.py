@@ -32,12 +32,12 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from asrhub.config import Limits  # noqa: E402
-from asrhub.frames import FinalTranscript  # noqa: E402
-from asrhub.hub import Hub  # noqa: E402
-from asrhub.providers.whisper import WhisperProvider  # noqa: E402
-from asrhub.wiring import build_pipeline  # noqa: E402
-from tests import audio_utils as au  # noqa: E402
+from asrhub.config import Limits
+from asrhub.frames import FinalTranscript
+from asrhub.hub import Hub
+from asrhub.providers.whisper import WhisperProvider
+from asrhub.wiring import build_pipeline
+from tests import audio_utils as au
 
 RATE = 16_000
 FRAME_S = 0.1
@@ -70,7 +70,9 @@ def upload_audio(seconds: float) -> np.ndarray:
 async def live_session(hub: Hub, audio: np.ndarray, ends: list[float]) -> list[float]:
     session = hub.open({"provider": "whisper", "language": "en", "partials": False})
     finals: list[tuple[float, FinalTranscript]] = []
-    session.events.subscribe(lambda e: finals.append((time.monotonic(), e)) if isinstance(e, FinalTranscript) else None)
+    session.events.subscribe(
+        lambda e: finals.append((time.monotonic(), e)) if isinstance(e, FinalTranscript) else None
+    )
     sent_at: dict[int, float] = {}
     step = int(FRAME_S * RATE)
     pcm = au.pcm16_bytes(audio)
@@ -93,12 +95,15 @@ def stats(xs: list[float]) -> str:
     if not xs:
         return "no finals"
     a = np.array(xs) * 1000
-    return f"n={len(a)} p50={np.percentile(a, 50):.0f} ms p95={np.percentile(a, 95):.0f} ms max={a.max():.0f} ms"
+    return (
+        f"n={len(a)} p50={np.percentile(a, 50):.0f} ms p95={np.percentile(a, 95):.0f} ms max={a.max():.0f} ms"
+    )
 
 
 def load() -> str:
     one = psutil.getloadavg()[0]
-    return f"load1={one:.2f}, machine CPU busy {psutil.cpu_percent(interval=0.5):.0f}% of {psutil.cpu_count()} cores"
+    busy = psutil.cpu_percent(interval=0.5)
+    return f"load1={one:.2f}, machine CPU busy {busy:.0f}% of {psutil.cpu_count()} cores"
 
 
 async def run(upload_s: float, utterances: int) -> dict[str, Any]:
@@ -115,7 +120,11 @@ async def run(upload_s: float, utterances: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     try:
         await hub.transcribe(big[: 5 * RATE])  # warm up
-        for label, job_s in (("alone", None), ("upload, 30 s jobs", 30.0), ("upload, one call", upload_s + 1)):
+        for label, job_s in (
+            ("alone", None),
+            ("upload, 30 s jobs", 30.0),
+            ("upload, one call", upload_s + 1),
+        ):
             before = load()
             upload = None
             if job_s is not None:
@@ -128,16 +137,21 @@ async def run(upload_s: float, utterances: int) -> dict[str, Any]:
                 await upload
                 upload_time = time.monotonic() - started
             results[label] = (latencies, upload_time, before, load())
-            print(f"{label:>20}: {stats(latencies)}"
-                  + (f"; upload of {upload_s:.0f} s took {upload_time:.1f} s" if upload_time else "")
-                  + f"  [{before} / after: {load()}]", flush=True)
+            print(
+                f"{label:>20}: {stats(latencies)}"
+                + (f"; upload of {upload_s:.0f} s took {upload_time:.1f} s" if upload_time else "")
+                + f"  [{before} / after: {load()}]",
+                flush=True,
+            )
     finally:
         await hub.shutdown(grace_s=1.0)
     return results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--upload-s", type=float, default=600.0)
     parser.add_argument("--utterances", type=int, default=5)
     args = parser.parse_args()
