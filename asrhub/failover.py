@@ -87,9 +87,12 @@ async def failover(
                 breaker.failed(failures[-1])
             if log is not None:
                 expected = isinstance(exc, ProviderError | TimeoutError | OSError | PoolFull)
-                (log.warning if expected else log.exception)(
+                # an engine's fault, handled: a warning (its traceback at debug level)
+                log.warning(
                     "provider failed", provider=provider.name, segment_id=segment_id, error=failures[-1]
                 )
+                if not expected:
+                    log.debug("provider failure traceback", provider=provider.name, exc_info=True)
             continue
         breaker.succeeded()
         return Served(provider.name, result)

