@@ -312,8 +312,8 @@ class Hub:
         except HubError:
             raise
         except Exception as exc:
-            ctx.log.error("session could not start", error=repr(exc))
-            raise HubError("bad_message", f"session could not start: {exc}", fatal=True) from exc
+            ctx.log.exception("session could not start")  # the client's config was valid: our bug
+            raise HubError("internal_error", f"session could not start: {exc}", fatal=True) from exc
         if session.closed:  # failed while it was being built: its events tell the client why
             return session
         self.sessions[session_id] = session

@@ -218,6 +218,7 @@ HTTP_STATUS: dict[str, int] = {
     "provider_failed": 502,
     "capacity": 503,
     "slow_consumer": 503,
+    "internal_error": 500,
 }
 """Default HTTP status of each error code on the HTTP endpoints (unlisted codes: 500). A few
 answers use another status with a contract code: an unknown session is 404 ``bad_message``, a

@@ -35,6 +35,7 @@ CLOSE_CODES: dict[str | None, int] = {
     "bad_message": WSCloseCode.POLICY_VIOLATION,
     "too_large": WSCloseCode.MESSAGE_TOO_BIG,
     "provider_failed": WSCloseCode.INTERNAL_ERROR,
+    "internal_error": WSCloseCode.INTERNAL_ERROR,
     "capacity": WSCloseCode.TRY_AGAIN_LATER,
     "resumed": 4409,
     "unauthorized": 4401,

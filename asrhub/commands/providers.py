@@ -4,7 +4,8 @@
 
 Providers come from the ``asrhub.providers`` entry-point group (built-in and third-party). For
 each: availability with these settings (and, when unavailable, why and how to fix it),
-capabilities and model. Nothing is loaded. A table on a terminal, plain aligned text otherwise,
+capabilities and model, then ``none`` (no engine: VAD and wake-word events only, always
+available). Nothing is loaded. A table on a terminal, plain aligned text otherwise,
 one JSON object per line with ``--json``. Exit status 0.
 """
 
@@ -62,6 +63,19 @@ def rows(settings: Any) -> list[dict[str, Any]]:
             row["capabilities"] = caps
             row["model"] = described.get("model")
         out.append(row)
+    from ..hub import NO_PROVIDER
+
+    out.append(
+        {
+            "name": NO_PROVIDER,
+            "available": True,
+            "problem": None,
+            "default": settings.default_provider in ("", NO_PROVIDER),
+            "description": "no engine: VAD and wake-word events only (no transcripts)",
+            "capabilities": None,
+            "model": None,
+        }
+    )
     return out
 
 

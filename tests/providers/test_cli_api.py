@@ -84,7 +84,9 @@ def test_providers_lists_availability_and_capabilities() -> None:
     done = asrhub("providers", "--json")
     rows = {row["name"]: row for row in map(json.loads, done.stdout.splitlines())}
     assert rows["whisper"]["available"] and rows["vosk"]["capabilities"]["streaming"]
-    assert {"whisper", "vosk", "openai"} <= set(rows)
+    assert {"whisper", "vosk", "openai", "none"} <= set(rows)
+    assert rows["none"]["available"] and not rows["none"]["default"] and "VAD" in rows["none"]["description"]
+    assert "available" in lines["none"]  # the plain listing names it too
 
 
 def test_transcribe_file_one_call() -> None:

@@ -8,10 +8,10 @@ from itertools import pairwise
 from typing import Any
 
 import numpy as np
+from asrhub.providers.whisper import WhisperProvider
 
 from asrhub.frames import Samples
 from asrhub.provider import Transcription
-from asrhub.providers.whisper import WhisperProvider
 from asrhub.uploads import JOB_S, jobs
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
 
