@@ -18,6 +18,13 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
   A decode starts only when the engine's pool is idle (``partial`` returns None otherwise), this
   session has no final outstanding and the primary's circuit is closed; its result is dropped
   once that utterance's final segment has arrived (segment ids increase).
+* **Early finals** (``Segment(final=False, speculative=True)``, made at a pause the VAD heard
+  before its hangover ends): the final decode starts at once on the audio so far, through the
+  same failover. When the utterance's final Segment comes and its speech ended within that audio
+  (``voiced_end`` ≤ the speculative segment's ``end``), the decode already under way serves as
+  its final — so a VAD-endpointed final costs about max(hangover, inference), not their sum.
+  When speech resumed (or another pause came), the speculative decode is cancelled and its
+  result dropped. Counts per session in ``ctx.extras["early_finals"]`` (started, used, dropped).
 * **Live reconfiguration**: a ``session.updated`` frame passing through replaces the config
   (language, task, key terms, model…) used for the utterances that arrive after it.
 * Other frames pass through at once.
@@ -26,11 +33,13 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from .config import SessionConfig
 from .engine_stage import Ordered, engine_stage
-from .failover import AllFailed, call_timeout, failover
+from .failover import AllFailed, Served, call_timeout, failover
 from .frames import (
     ErrorEvent,
     Event,
@@ -71,6 +80,8 @@ class _Batch:
         self.last_final: int | None = None
         self.inflight: asyncio.Task[Transcription] | None = None
         self.waiting: Segment | None = None
+        self.spec: tuple[Segment, asyncio.Task[Served]] | None = None
+        self.counts = ctx.extras.setdefault("early_finals", {"started": 0, "used": 0, "dropped": 0})
 
     def on_next(self, frame: Frame) -> None:
         if not isinstance(frame, Segment):
@@ -79,8 +90,14 @@ class _Batch:
             self.out.emit(frame)
         elif frame.final:
             self.last_final, self.waiting = frame.segment_id, None
-            self.previous = self.out.add(frame.segment_id, self.serve(frame, self.previous, self.config))
-        elif self.is_current(frame) and not self.out.outstanding:  # our own final goes first
+            early = self.take_speculation(frame)
+            self.previous = self.out.add(
+                frame.segment_id, self.serve(frame, self.previous, self.config, early)
+            )
+        elif frame.speculative:
+            if self.is_current(frame):
+                self.speculate(frame)
+        elif self.is_current(frame) and not self.out.outstanding and self.spec is None:
             if self.inflight is None:
                 self.start_partial(frame)
             else:
@@ -94,24 +111,65 @@ class _Batch:
         self.waiting = None
         if self.inflight is not None:
             self.inflight.cancel()
+        self.drop_speculation()
 
     # ---------------------------------------------------------------- finals
-    async def serve(self, seg: Segment, previous: asyncio.Task[Event] | None, config: SessionConfig) -> Event:
-        if previous is not None:  # one final at a time per session: see the module docstring
-            await asyncio.wait([previous])
+    async def serve(
+        self,
+        seg: Segment,
+        previous: asyncio.Task[Event] | None,
+        config: SessionConfig,
+        early: asyncio.Task[Served] | None = None,
+    ) -> Event:
         try:
-            served = await failover(
-                self.providers,
-                seg.samples,
-                breakers=self.ctx.breakers,
-                timeout_s=call_timeout(self.ctx.limits.provider_timeout_s, seg.end - seg.start),
-                log=self.ctx.log,
-                segment_id=seg.segment_id,
-                **config.decode_options(),
-            )
+            if early is not None:  # the decode started at the pause covers all the speech
+                served = await early
+            else:
+                if previous is not None:  # one final at a time per session: see the module docstring
+                    await asyncio.wait([previous])
+                served = await self.decode(seg, config)
         except AllFailed as exc:
             return ErrorEvent("provider_failed", str(exc), False, seg.segment_id)
         return final_event(seg, served.provider, served.result, config.word_timestamps, config.fixed_language)
+
+    def decode(self, seg: Segment, config: SessionConfig) -> Coroutine[Any, Any, Served]:
+        return failover(
+            self.providers,
+            seg.samples,
+            breakers=self.ctx.breakers,
+            timeout_s=call_timeout(self.ctx.limits.provider_timeout_s, seg.end - seg.start),
+            log=self.ctx.log,
+            segment_id=seg.segment_id,
+            **config.decode_options(),
+        )
+
+    # ---------------------------------------------------------------- early finals
+    def speculate(self, seg: Segment) -> None:
+        self.drop_speculation()  # an earlier pause of this utterance: speech went on after it
+        task = asyncio.get_running_loop().create_task(self.decode(seg, self.config))
+        task.add_done_callback(_consume)
+        self.spec = (seg, task)
+        self.counts["started"] += 1
+
+    def take_speculation(self, final: Segment) -> asyncio.Task[Served] | None:
+        """The speculative decode that can serve ``final``, if there is one (else dropped)."""
+        spec, self.spec = self.spec, None
+        if spec is None:
+            return None
+        seg, task = spec
+        covered = final.voiced_end is not None and final.voiced_end <= seg.end + 1e-3
+        if seg.segment_id == final.segment_id and covered and seg.start == final.start:
+            self.counts["used"] += 1
+            return task
+        self.spec = spec
+        self.drop_speculation()
+        return None
+
+    def drop_speculation(self) -> None:
+        spec, self.spec = self.spec, None
+        if spec is not None:
+            spec[1].cancel()
+            self.counts["dropped"] += 1
 
     # ---------------------------------------------------------------- partials
     def is_current(self, seg: Segment) -> bool:
@@ -160,3 +218,10 @@ def final_event(
         words=words,
         language_probability=result.language_probability,
     )
+
+
+def _consume(task: asyncio.Task[Served]) -> None:
+    """A dropped (or never awaited) speculative decode must not log 'exception never retrieved'."""
+    if not task.cancelled():
+        with contextlib.suppress(Exception):
+            task.exception()

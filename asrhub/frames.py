@@ -79,9 +79,24 @@ class Segment:
     start: float
     end: float
     final: bool = True
+    speculative: bool = False
+    """With ``final=False``: the audio up to a pause the VAD just heard (:class:`SpeechPaused`);
+    the engine stage may start the final decode on it early (an *early final*)."""
+    voiced_end: float | None = None
+    """With ``final=True``, for an utterance closed by ``vad.speech_ended``: the end of its last
+    voiced frame. A speculative decode whose ``end`` reaches it covered all the speech."""
 
     def __post_init__(self) -> None:
         _freeze(self.samples)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPaused:
+    """Internal hint from ``vad_gate`` (never sent to clients): inside an utterance, the VAD has
+    heard a short silence after the last voiced frame, which ended at ``t``. The utterance may
+    still go on (the hangover decides); ``segment`` turns the hint into a speculative Segment."""
+
+    t: float
 
 
 # --------------------------------------------------------------------------- wire events
@@ -256,5 +271,5 @@ def event_from_dict(data: dict[str, Any]) -> Event:
     return cls(**kwargs)
 
 
-Frame: TypeAlias = RawAudio | AudioChunk | Segment | Event
+Frame: TypeAlias = RawAudio | AudioChunk | Segment | SpeechPaused | Event
 """Anything that travels on a session's stream."""

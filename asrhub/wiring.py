@@ -52,6 +52,7 @@ def build_pipeline(ctx: SessionContext) -> Operator:
                     start_ms=config.vad.start_ms,
                     silence_ms=config.vad.silence_ms,
                     preroll_ms=config.vad.preroll_ms,
+                    pause_ms=early_final_ms(ctx),
                 ),
             )
         )
@@ -79,6 +80,13 @@ def build_pipeline(ctx: SessionContext) -> Operator:
         stage = primary.stage(ctx, tuple(fallbacks))
         stages.append((f"provider:{primary.name}", provider_latency(stage)))
     return instrument(stages)  # reactivex.compose, plus per-stage timing for /metrics
+
+
+def early_final_ms(ctx: SessionContext) -> int:
+    """The pause that starts an early final (0: none): only a batch engine can use one."""
+    if not ctx.providers or ctx.providers[0].capabilities.streaming:
+        return 0
+    return ctx.limits.early_final_ms
 
 
 def create_providers(settings: Settings, registry: ProviderRegistry | None = None) -> dict[str, Provider]:

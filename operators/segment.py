@@ -23,6 +23,11 @@
 * ``partials``: whether snapshots are made at all (``partial_interval_s`` is the interval when
   they are). A ``session.updated`` frame (live reconfiguration) turns them on or off from the
   next snapshot on, by its config's ``partials``.
+* Early finals: a ``SpeechPaused`` hint (from ``vad_gate``) inside an utterance of at least
+  ``min_s`` becomes a ``Segment(final=False, speculative=True)`` of the audio so far (the hint
+  itself is consumed). The final Segment of an utterance closed by ``SpeechEnded`` carries
+  ``voiced_end`` (the event's ``t``), so the stage can tell whether a speculative decode covered
+  all the speech.
 * ``segment_id`` counts emitted utterances from 1 per session; ``start``/``end`` are the stream
   times of the first sample and just after the last. AudioChunks are consumed (they live on inside
   Segments); every other frame passes through in order. Completion flushes the open utterance.
@@ -38,7 +43,16 @@ from typing import Any
 import numpy as np
 from reactivex import Observable, abc
 
-from asrhub.frames import AudioChunk, Frame, Samples, Segment, SessionUpdated, SpeechEnded, SpeechStarted
+from asrhub.frames import (
+    AudioChunk,
+    Frame,
+    Samples,
+    Segment,
+    SessionUpdated,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechStarted,
+)
 from asrhub.pipeline import Operator
 from asrhub.uploads import quietest_cut
 
@@ -73,14 +87,16 @@ def segment(
                 parts = [samples]
                 return samples
 
-            def close() -> None:
+            def close(voiced_end: float | None = None) -> None:
                 """Emit the collected audio as a final Segment (if long enough), start empty."""
                 nonlocal parts, n, current_id, next_partial, last_id
                 if n and n / rate >= min_s:
                     if current_id is None:
                         last_id += 1
                         current_id = last_id
-                    observer.on_next(Segment(current_id, snapshot(), rate, start, start + n / rate, True))
+                    end_t = start + n / rate
+                    seg = Segment(current_id, snapshot(), rate, start, end_t, voiced_end=voiced_end)
+                    observer.on_next(seg)
                 parts, n, current_id, next_partial = [], 0, None, interval or 0.0
 
             def split() -> None:
@@ -123,6 +139,17 @@ def segment(
                             next_partial += interval
                 end = chunk.end
 
+            def speculate() -> None:
+                """A pause: the audio so far, for an early final decode."""
+                nonlocal current_id, last_id
+                if window_s is None and open_ and n and n / rate >= min_s:
+                    if current_id is None:
+                        last_id += 1
+                        current_id = last_id
+                    end_t = start + n / rate
+                    seg = Segment(current_id, snapshot(), rate, start, end_t, False, speculative=True)
+                    observer.on_next(seg)
+
             def on_next(frame: Frame) -> None:
                 nonlocal open_, interval
                 try:
@@ -132,11 +159,14 @@ def segment(
                         if open_:
                             add(frame)
                         return
+                    if isinstance(frame, SpeechPaused):
+                        speculate()
+                        return
                     if window_s is None and isinstance(frame, SpeechStarted):
                         close()
                         open_ = True
                     elif window_s is None and isinstance(frame, SpeechEnded):
-                        close()
+                        close(frame.t)
                         open_ = False
                     observer.on_next(frame)
                 except Exception as exc:

@@ -17,6 +17,10 @@
   hangover of 80–160 ms comes on top). ``SpeechEnded.t`` is the end of the last voiced frame; the
   hangover audio up to the deciding frame is passed (not trimmed) and goes before the event.
   On completion inside speech: ``SpeechEnded`` then completion.
+* Early-final hint (``pause_ms`` > 0, shorter than the hangover): inside speech, after
+  ``pause_ms`` of consecutive unvoiced frames, an internal ``SpeechPaused(t)`` hint (``t`` = end
+  of the last voiced frame) follows the audio up to that frame; ``segment`` makes it a
+  speculative Segment. Speech that resumes before ``silence_ms`` keeps the utterance whole.
 * Audio outside speech is dropped; other frames pass through in order. Output chunks are views
   of the input samples (no copy) with their own ``seq``. A gap in stream time resets the carry
   and the pre-roll. Bound: the pre-roll keeps references to the last pre-roll + window + one
@@ -41,7 +45,15 @@ import webrtcvad
 from _webrtcvad import process
 from reactivex import Observable, abc
 
-from asrhub.frames import AudioChunk, Frame, Samples, SessionUpdated, SpeechEnded, SpeechStarted
+from asrhub.frames import (
+    AudioChunk,
+    Frame,
+    Samples,
+    SessionUpdated,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechStarted,
+)
 from asrhub.pipeline import Operator
 
 from ._pcm import Pcm16Chunk, float_to_pcm16, pcm16_to_float
@@ -59,13 +71,20 @@ def _params(aggressiveness: int, start_ms: int, silence_ms: int) -> tuple[int, i
 
 
 def vad_gate(
-    *, aggressiveness: int = 2, start_ms: int = 90, silence_ms: int = 500, preroll_ms: int = 300
+    *,
+    aggressiveness: int = 2,
+    start_ms: int = 90,
+    silence_ms: int = 500,
+    preroll_ms: int = 300,
+    pause_ms: int = 0,
 ) -> Operator:
     k, window, end_frames = _params(aggressiveness, start_ms, silence_ms)
+    pause_frames = math.ceil(pause_ms / FRAME_MS) if pause_ms > 0 else 0
 
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
             gate = _Gate(observer, webrtcvad.Vad(aggressiveness), k, window, end_frames, preroll_ms)
+            gate.pause_frames = pause_frames
 
             def on_next(frame: Frame) -> None:
                 if not isinstance(frame, AudioChunk):
@@ -109,6 +128,7 @@ class _Gate:
         self.kept_len = self.kept_end = 0
         self.seq = 0
         self.pending: Any = None  # vad settings of a session.update, waiting for the utterance's end
+        self.pause_frames = 0  # unvoiced frames inside speech that make a SpeechPaused hint (0: none)
 
     def reconfigure(self, vad: Any) -> None:
         """New VAD settings (a ``VadConfig``): now between utterances, else at this one's end."""
@@ -166,6 +186,10 @@ class _Gate:
                     self._route(c, cursor - pos0, fend - pos0, cursor)
                     cursor = fend
                     self._end(fend)
+                elif self.unvoiced == self.pause_frames:  # maybe the end: let a final start early
+                    self._route(c, cursor - pos0, fend - pos0, cursor)
+                    cursor = fend
+                    self.observer.on_next(SpeechPaused(t=self.last_voiced_end / self.rate))
         mv.release()
         self.carry = data[len(data) - len(data) % fbytes :]
         self._route(c, cursor - pos0, len(x), cursor)
