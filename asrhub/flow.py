@@ -13,25 +13,30 @@ from collections import deque
 
 
 class Pending:
-    __slots__ = ("_waiters", "count", "held", "limit")
+    __slots__ = ("_waiters", "count", "holders", "limit")
 
     def __init__(self, limit: int) -> None:
         self.count = 0
         self.limit = limit
-        self.held = False
-        """Set by a stage whose own input queue is at its bound (Vosk): ``feed`` waits too."""
+        self.holders: set[str] = set()
+        """Stages whose own input buffer is at its bound (Vosk's audio queue, the compressed
+        audio decoder's byte feed): ``feed`` waits while any holds."""
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def ready(self) -> bool:
-        return self.count < self.limit and not self.held
+        return self.count < self.limit and not self.holders
 
-    def hold(self) -> None:
-        self.held = True
+    @property
+    def held(self) -> bool:
+        return bool(self.holders)
 
-    def unhold(self) -> None:
-        if self.held:
-            self.held = False
+    def hold(self, holder: str) -> None:
+        self.holders.add(holder)
+
+    def unhold(self, holder: str) -> None:
+        if holder in self.holders:
+            self.holders.discard(holder)
             if self.ready:
                 self._wake()
 
@@ -57,7 +62,7 @@ class Pending:
     def open_all(self) -> None:
         """Release every waiter for good (the session closed): ``feed`` must never hang."""
         self.limit = 1 << 30
-        self.held = False
+        self.holders.clear()
         self._wake()
 
     def _wake(self) -> None:

@@ -34,7 +34,7 @@ the last this many seconds (a pause between words), not through a word."""
 def build_pipeline(ctx: SessionContext) -> Operator:
     config, limits = ctx.config, ctx.limits
     stages: list[tuple[str, Operator]] = [
-        ("decode", decode(config.audio)),
+        ("decode", decode(config.audio, pending=ctx.pending)),
         ("resample", resample(TARGET_RATE)),
     ]
     if config.wakeword.enabled:

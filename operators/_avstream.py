@@ -38,8 +38,9 @@ class StreamDecoder:
         max_buffer_bytes: int,
         max_backlog: int,
         max_errors: int = 5,
+        on_room: Callable[[], None] | None = None,
     ) -> None:
-        self.feed = ByteFeed(max_buffer_bytes, lambda item: self._send(item, 0))
+        self.feed = ByteFeed(max_buffer_bytes, lambda item: self._send(item, 0), on_room)
         self._encoding = encoding
         self._deliver = deliver
         self._max_backlog, self._errors_left = max_backlog, max_errors

@@ -17,7 +17,11 @@ class ByteFeed:
     ``on_marker`` once the decoder has consumed every byte put before it.
     """
 
-    def __init__(self, limit: int, on_marker: Callable[[Any], None]) -> None:
+    def __init__(
+        self, limit: int, on_marker: Callable[[Any], None], on_room: Callable[[], None] | None = None
+    ) -> None:
+        self._on_room = on_room
+        self._over = False  # a forced put went past the bound: on_room once it has drained
         self._cond = threading.Condition()
         self._items: deque[Any] = deque()
         self._size = 0
@@ -28,13 +32,17 @@ class ByteFeed:
         self._tail: deque[bytes] = deque()
         self._tail_size = 0
 
-    def put(self, data: bytes) -> bool:
-        """False when ``data`` would overflow the bound (nothing is queued then)."""
+    def put(self, data: bytes, *, force: bool = False) -> bool:
+        """False when ``data`` would overflow the bound (nothing is queued then). With ``force``
+        it is queued anyway and ``on_room`` is called (from the decoder thread) once the feed
+        has drained to half the bound: the caller holds its writer back meanwhile."""
         with self._cond:
             if self._closed:
                 return True  # the decoder has ended: nothing reads these bytes any more
             if self._size + len(data) > self._limit:
-                return False
+                if not force:
+                    return False
+                self._over = True
             self._items.append(data)
             self._size += len(data)
             self._cond.notify()
@@ -91,7 +99,12 @@ class ByteFeed:
                         chunk, rest = chunk[:n], chunk[n:]
                         self._items.appendleft(rest)
                     self._size -= len(chunk)
-                    return chunk
+                    room = self._over and self._size <= self._limit // 2
+                    self._over = self._over and not room
+            if not markers:
+                if room and self._on_room is not None:
+                    self._on_room()  # outside the lock
+                return chunk
             for item in markers:  # outside the lock: this may wait for the loop to drain
                 self._on_marker(item)
 

@@ -20,18 +20,24 @@
   (see ``_avstream``), decoded audio delivered on the loop thread. Frames that pass through keep
   their place behind the audio decoded before them; completion waits until the decoder has
   drained. Decoded samples are made finite and clipped to [-1, 1] (corrupt data can decode to
-  ±20). Undecodable, corrupt or truncated data → ``bad_audio`` (at most 5 per stream); a frame
-  that would overflow ``max_buffer_bytes`` of undecoded input → ``too_large`` and is dropped.
+  ±20). Undecodable, corrupt or truncated data → ``bad_audio`` (at most 5 per stream). A frame
+  that would overflow ``max_buffer_bytes`` of undecoded input is taken anyway and holds the
+  session's ``pending`` (``Session.feed`` waits, which pushes back on the client's socket) until
+  the decoder has drained to half the bound — so undecoded input stays under
+  ``max_buffer_bytes`` + one frame. Without a ``pending`` (decoding outside a session) such a
+  frame is dropped with ``too_large``.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from asrhub.config import AudioFormat
+from asrhub.flow import Pending
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, RawAudio, Samples
 from asrhub.pipeline import Operator
 
@@ -50,10 +56,12 @@ def decode(
     max_buffer_bytes: int = 8 << 20,
     max_header_bytes: int = 256 << 10,
     max_backlog_s: float = 30.0,
+    pending: Pending | None = None,
 ) -> Operator:
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
             state = _Decoding(fmt, observer, max_buffer_bytes, max_header_bytes, max_backlog_s)
+            state.pending = pending
             sub = source.subscribe(state.on_next, observer.on_error, state.on_completed, scheduler=scheduler)
 
             def dispose() -> None:
@@ -78,6 +86,11 @@ class _Decoding:
         self.pcm = PcmDecoder(PcmFormat(*raw, fmt.channels, fmt.sample_rate)) if raw else None
         self.header = b""
         self.av: StreamDecoder | None = None
+        self.pending: Pending | None = None
+        try:
+            self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self.loop = None
         self.failed = self.upstream_done = self.av_done = False
         self.t0, self.emitted, self.seq, self.rate = 0.0, 0, 0, 0
 
@@ -137,14 +150,33 @@ class _Decoding:
             if self.av is None:
                 backlog = int(self.max_backlog_s * 48_000)
                 self.av = StreamDecoder(
-                    self.encoding, self.deliver, max_buffer_bytes=self.max_buffer_bytes, max_backlog=backlog
+                    self.encoding,
+                    self.deliver,
+                    max_buffer_bytes=self.max_buffer_bytes,
+                    max_backlog=backlog,
+                    on_room=self.room,
                 )
-            if not self.av.feed.put(data):
+            if self.av.feed.put(data):
+                pass
+            elif self.pending is not None:  # take it, and hold the client back until drained
+                self.pending.hold("decode")
+                self.av.feed.put(data, force=True)
+            else:
                 message = f"more than {self.max_buffer_bytes} bytes wait for the decoder: audio frame dropped"
                 self.av.post(ErrorEvent(code="too_large", message=message))
-            elif not self.av.on_loop:
+                return None
+            if not self.av.on_loop:
                 self.av.drain()
         return None
+
+    def room(self) -> None:
+        """From the decoder thread: the byte feed drained after an overflow; let feed go on."""
+        pending, loop = self.pending, self.loop
+        if pending is not None and loop is not None:
+            try:
+                loop.call_soon_threadsafe(pending.unhold, "decode")
+            except RuntimeError:  # the loop is closed: the session is gone
+                pass
 
     def deliver(self, items: list[Any]) -> None:
         """Decoder outbox → observer, on the loop thread; consecutive audio becomes one chunk."""

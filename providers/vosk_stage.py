@@ -115,7 +115,7 @@ class _Stream:
             self.enqueue(frame)
             self.waiting_s += frame.duration
             if self.waiting_s >= self.provider.settings.max_waiting_s:
-                self.ctx.pending.hold()  # feed waits until the recognizer catches up
+                self.ctx.pending.hold("vosk")  # feed waits until the recognizer catches up
             return
         if self.drainer is None and not self.queue and not isinstance(frame, SpeechEnded):
             self.out.emit(frame)  # nothing ahead of it: no need to wait
@@ -154,7 +154,7 @@ class _Stream:
                     audio_s += item.duration
             self.waiting_s = max(0.0, self.waiting_s - audio_s)
             if self.waiting_s < self.provider.settings.max_waiting_s:
-                self.ctx.pending.unhold()
+                self.ctx.pending.unhold("vosk")
             try:
                 results = await self.recognize(batch)
             except asyncio.CancelledError:

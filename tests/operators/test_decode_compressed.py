@@ -263,3 +263,29 @@ def test_decode_file(fmt: str) -> None:
 def test_decode_file_bounds_the_decoded_length() -> None:
     with pytest.raises(ValueError, match="longer than 2 s"):
         decode_file(encoded("flac"), max_s=2.0)
+
+
+async def test_past_the_input_bound_a_session_feed_waits_instead_of_dropping() -> None:
+    """Frames bigger than the bound, pushed as fast as ``feed`` allows: with the session's
+    ``pending`` the decode operator takes each one and holds the writer back until the decoder
+    drained, so nothing is dropped and no ``too_large`` is sent."""
+    from asrhub.flow import Pending
+
+    data = encoded("webm")
+    pending = Pending(3)
+    src: Subject[Frame] = Subject()
+    out: list[Frame] = []
+    done = asyncio.Event()
+    op = decode(AudioFormat(encoding="webm"), max_buffer_bytes=4_000, pending=pending)
+    src.pipe(op).subscribe(out.append, on_completed=done.set)
+    held = 0
+    for i in range(0, len(data), 16_000):  # every frame alone is four times the bound
+        src.on_next(RawAudio(data[i : i + 16_000]))
+        held += pending.held
+        await pending.wait_ready()  # what Session.feed does
+    src.on_completed()
+    await asyncio.wait_for(done.wait(), 20)
+    assert held >= 1  # the writer was held back
+    assert [f for f in out if isinstance(f, ErrorEvent)] == []
+    assert abs(len(audio(out)) / 48000 - len(SPEECH) / RATE) < 0.03  # every byte was decoded
+    assert not pending.held

@@ -68,7 +68,9 @@ def upload_audio(seconds: float) -> np.ndarray:
     return np.concatenate(pieces)[: int(seconds * RATE)].astype(np.float32)
 
 
-async def live_session(hub: Hub, audio: np.ndarray, ends: list[float]) -> list[float]:
+async def live_session(
+    hub: Hub, audio: np.ndarray, ends: list[float], counts: dict[str, int] | None = None
+) -> list[float]:
     session = hub.open({"provider": "whisper", "language": "en", "partials": False})
     finals: list[tuple[float, FinalTranscript]] = []
     session.events.subscribe(
@@ -83,6 +85,8 @@ async def live_session(hub: Hub, audio: np.ndarray, ends: list[float]) -> list[f
         await session.feed(pcm[2 * i : 2 * (i + step)])
         sent_at[k] = time.monotonic()
     await session.end()
+    if counts is not None:
+        counts.update(session.ctx.extras.get("early_finals", {}))
     out = []
     for end in ends:
         frame = int(end / FRAME_S)
