@@ -141,12 +141,13 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """How long a dropped session waits for its client to resume it."""
     provider_timeout_s: Annotated[float, Meta(gt=0.0)] = 60.0
     """One transcription call longer than this fails with ``provider_failed`` (or fails over)."""
-    early_final_ms: Annotated[int, Meta(ge=0, le=10_000)] = 200
+    early_final_ms: Annotated[int, Meta(ge=0, le=10_000)] = 0
     """Early finals (batch engines, VAD on): after this much silence inside an utterance the
     final decode starts speculatively on the audio so far; if speech resumes before the VAD's
     hangover (``vad.silence_ms``) ends, that decode is dropped. A final then costs about
-    max(hangover, inference) instead of their sum, at the price of decodes wasted on pauses.
-    0 turns it off; a value ≥ the hangover has no effect."""
+    max(hangover, inference) instead of their sum, at the price of decodes wasted on pauses
+    (docs/benchmarks.md). 0 (the default): off; 200 is a good value; a value ≥ the hangover has
+    no effect."""
     breaker_failures: Annotated[int, Meta(ge=1)] = 5
     """Failed calls in a row (from any session) that open a provider's circuit: it is skipped
     (failover, or ``provider_failed`` at once) and probed in the background until it answers."""
