@@ -13,8 +13,10 @@ Rules: *any* exception from an engine (``ProviderError``, a timeout, a ``KeyErro
 client library choking on a reply, a ``RuntimeError``) is one failure of that provider, never an
 escape; a reply that is not a well-formed :class:`Transcription` is a failure too (see
 :func:`checked`); a call longer than ``timeout_s`` is a failure. Cancellation (a closed session)
-is not a failure: it propagates. A full engine pool (:class:`~asrhub.inference.PoolFull`) is a
-failure of this call but not of the engine's health: it does not count in the breaker.
+is not a failure: it propagates. A full engine queue (:class:`~asrhub.inference.PoolFull`) is
+backpressure, not a failure: the call is retried (50 ms, doubling to 1 s) within its timeout,
+while the session's ``pending`` stays held so its ``feed`` waits and the client's TCP stream
+backs up; only a queue still full at the timeout fails the call (not counted in the breaker).
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ async def failover(
             failures.append(breaker.why_open())
             continue
         try:
-            result = checked(await asyncio.wait_for(provider.transcribe(samples, **options), timeout_s))
+            result = checked(await _call(provider, samples, timeout_s, options))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # anything an engine raises is a failure of that engine
@@ -97,6 +99,20 @@ async def failover(
         breaker.succeeded()
         return Served(provider.name, result)
     raise AllFailed("; ".join(failures) or "no provider to try")
+
+
+async def _call(provider: Provider, samples: Samples, timeout_s: float, options: dict[str, Any]) -> Any:
+    """One engine call within ``timeout_s``; a full queue is waited out, not failed."""
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + timeout_s, 0.05
+    while True:
+        try:
+            return await asyncio.wait_for(provider.transcribe(samples, **options), deadline - loop.time())
+        except PoolFull:
+            if loop.time() + delay >= deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 1.0)
 
 
 def checked(result: object) -> Transcription:

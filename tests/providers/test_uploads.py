@@ -4,14 +4,15 @@ length of every engine call it serves (an observer, nothing is faked)."""
 
 from __future__ import annotations
 
+import asyncio
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
-from asrhub.providers.whisper import WhisperProvider
 
 from asrhub.frames import Samples
 from asrhub.provider import Transcription
+from asrhub.providers.whisper import WhisperProvider
 from asrhub.uploads import JOB_S, jobs
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
 
@@ -52,5 +53,20 @@ async def test_an_upload_is_transcribed_in_jobs_of_at_most_30_s() -> None:
         assert wer(fixture_entry("long_40s.wav")["text"], result.text) <= 0.05
         starts = [w.start for w in result.words or ()]
         assert starts == sorted(starts) and starts[-1] > JOB_S - 5  # file time, across the cut
+    finally:
+        await whisper.close()
+
+
+async def test_a_full_engine_queue_pushes_back_instead_of_failing() -> None:
+    """Six uploads at once on an engine that queues one clip: before, the third and later got
+    ``provider_failed`` (PoolFull); now they wait for room and every one is transcribed."""
+    whisper = WhisperProvider({"max_queue": 1})
+    await whisper.start()
+    try:
+        hub = make_hub({"whisper": whisper})
+        samples, _ = load_wav(fixture("quick_fox.wav"))
+        results = await asyncio.gather(*(hub.transcribe(samples) for _ in range(6)), return_exceptions=True)
+        assert [type(r).__name__ for r in results] == ["tuple"] * 6, results
+        assert all("fox" in r[1].text.lower() for r in results if isinstance(r, tuple))
     finally:
         await whisper.close()
