@@ -28,6 +28,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     non-browser clients only; ``*`` allows any."""
     shutdown_grace_s: Annotated[float, Meta(ge=0.0)] = 30.0
     """On SIGTERM/SIGINT: how long open sessions get to flush their finals."""
+    drain_notice_s: Annotated[float, Meta(ge=0.0, le=300.0)] = 0.0
+    """On SIGTERM/SIGINT, before the port closes: this long ``/healthz`` answers 503 and new
+    sessions are refused with ``capacity``, so a load balancer's health check takes the node
+    out of rotation while it still answers (deploy/: 5 s). 0: the port closes at once."""
     heartbeat_s: Annotated[float, Meta(gt=0.0)] = 20.0
     """Seconds between keep-alive pings on WebSocket and Socket.io connections."""
     max_upload_bytes: Annotated[int, Meta(ge=1024)] = 200 << 20

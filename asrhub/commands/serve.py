@@ -117,6 +117,9 @@ async def serve(
         await stop.wait()
         if announce:
             print("asrhub: shutting down", flush=True)
+        if server.drain_notice_s > 0:  # /healthz 503, new sessions refused, port still open
+            hub.accepting = False
+            await asyncio.sleep(server.drain_notice_s)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)

@@ -183,7 +183,7 @@ def run_workers(settings: Settings) -> int:
                 time.sleep(RESTART_DELAY_S)
                 workers[i] = start(worker.index)
         print("asrhub: shutting down", flush=True)
-        _stop_all(workers, grace_s=server.shutdown_grace_s + KILL_AFTER_S)
+        _stop_all(workers, grace_s=server.drain_notice_s + server.shutdown_grace_s + KILL_AFTER_S)
         return 0
     finally:
         for sock in placeholders:

@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.audio_utils import fixture, load_wav, pcm16_bytes
 
-from .conftest import Node, healthz, until
+from .conftest import Node, Redis, healthz, until
 
 SESSIONS = 12
 
@@ -85,5 +85,84 @@ async def test_two_workers_share_the_port_and_one_scrape_shows_both() -> None:
                 assert kinds[-1] == "session.closed", kinds
                 assert "vad.speech_started" in kinds
             assert await exit_code == 0
+    finally:
+        node.close()
+
+
+async def test_sigterm_turns_healthz_503_before_the_port_closes() -> None:
+    """``server.drain_notice_s``: on SIGTERM the node first answers /healthz 503 and refuses new
+    sessions (a balancer takes it out of rotation), then drains its open session as before."""
+    env = {"ASRHUB_SERVER__DRAIN_NOTICE_S": "3"}
+    node = Node("drain", env, ("--default-provider", "none", "--log-level", "warning"))
+    node.start()
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, node.wait_ready)
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"{node.url.replace('http', 'ws')}/v1/stream")
+            await ws.send_str(json.dumps({"type": "session.start", "config": {"provider": "none"}}))
+            assert json.loads((await ws.receive()).data)["type"] == "session.started"
+            assert node.proc is not None
+            node.proc.send_signal(15)
+            statuses: list[int] = []
+
+            async def draining() -> bool:
+                async with http.get(f"{node.url}/healthz") as r:
+                    statuses.append(r.status)
+                    return r.status == 503 and (await r.json())["status"] == "draining"
+
+            await until(draining, 10, "/healthz to answer 503")
+            late = await http.ws_connect(f"{node.url.replace('http', 'ws')}/v1/stream")
+            await late.send_str(json.dumps({"type": "session.start", "config": {"provider": "none"}}))
+            refused = json.loads((await late.receive()).data)
+            assert refused["type"] == "error" and refused["code"] == "capacity", refused
+            await late.close()
+            kinds = [json.loads(m.data)["type"] async for m in ws if m.type is aiohttp.WSMsgType.TEXT]
+            assert kinds[-1] == "session.closed"
+        assert await asyncio.get_running_loop().run_in_executor(None, node.proc.wait, 60) == 0
+    finally:
+        node.close()
+
+
+async def test_workers_with_redis_share_limits_and_resume(redis_server: Redis) -> None:
+    """Two workers on one port with Redis: max_sessions holds across both, and a dropped
+    resumable session resumes whichever worker the reconnect reaches."""
+    from tests.reliability.harness import RawWS
+
+    env = {
+        "ASRHUB_CLUSTER__REDIS_URL": redis_server.url,
+        "ASRHUB_CLUSTER__KEY_PREFIX": "workers-test",
+        "ASRHUB_LIMITS__MAX_SESSIONS": "4",
+    }
+    node = Node(
+        "workers-redis", env, ("--workers", "2", "--default-provider", "none", "--log-level", "warning")
+    )
+    node.start()
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, node.wait_ready)
+        open_ws = []
+        for _ in range(4):
+            ws = await RawWS.connect(node.port)
+            await ws.send_json({"type": "session.start", "config": {"provider": "none"}, "resume": True})
+            started = await ws.recv_json()
+            assert started["type"] == "session.started", started
+            open_ws.append((ws, started["resume_token"]))
+        fifth = await RawWS.connect(node.port)
+        await fifth.send_json({"type": "session.start", "config": {"provider": "none"}})
+        refused = await fifth.recv_json()
+        assert refused["type"] == "error" and refused["code"] == "capacity", refused
+        await fifth.close()
+        # Drop the four and resume each on a new connection: some land on the other worker.
+        for ws, token in open_ws:
+            await ws.send_bytes(bytes(3200))
+            await ws.send_json({"type": "ping", "id": 1})
+            await ws.events_until(lambda e: e["type"] == "pong")
+            ws.reset()
+            ws.writer.close()
+            again = await RawWS.connect(node.port)
+            await again.send_json({"type": "session.resume", "token": token, "last_segment_id": None})
+            resumed = await again.recv_json()
+            assert resumed["type"] == "session.resumed", resumed
+            assert resumed["resume_from_bytes"] in (0, 3200)  # same worker: 3200; the other: 0
+            await again.close()
     finally:
         node.close()
