@@ -53,6 +53,10 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     wyoming_zeroconf: bool = False
     """Advertise the Wyoming server on the local network (mDNS ``_wyoming._tcp``) so Home
     Assistant discovers it; needs the ``zeroconf`` extra (``pip install asrhub[zeroconf]``)."""
+    fetch_urls: bool = False
+    """Deepgram pre-recorded ``POST /v1/listen`` with ``{"url": …}``: fetch the audio from that
+    http(s) URL (up to ``max_upload_bytes``, 60 s). Off: refused with 400. Turn it on only where
+    clients may make the hub reach any address it can (the hub fetches what they name)."""
 
 
 class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

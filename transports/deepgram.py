@@ -25,7 +25,8 @@ Live, ``GET /v1/listen`` (WebSocket), query parameters as in
 Pre-recorded, ``POST /v1/listen``: the raw body (any container PyAV reads; raw PCM with
 ``encoding``/``sample_rate``) → Deepgram's response (``metadata``, ``results.channels[0]
 .alternatives[0]`` with ``transcript``, ``confidence``, ``words``; ``results.utterances`` with
-``utterances=true``). A JSON body ``{"url": …}`` is refused (the hub fetches nothing).
+``utterances=true``). A JSON body ``{"url": …}`` is fetched only with ``server.fetch_urls``
+on (else 400).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import wave
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from asrhub.errors import HubError
@@ -349,11 +351,11 @@ async def prerecorded(request: web.Request) -> web.Response:
     request_id = str(uuid.uuid4())
     try:
         options = dg.parse(hub, request.query, _query_terms(request))
+        limit = settings.server.max_upload_bytes
         if request.content_type == "application/json":
-            raise HubError(
-                "bad_message", "this hub does not fetch audio by URL: send the audio as the request body"
-            )
-        data = await read_limited(request, settings.server.max_upload_bytes, "the audio")
+            data = await fetch_url(request, limit)
+        else:
+            data = await read_limited(request, limit, "the audio")
         if not data:
             raise HubError("bad_message", "no audio: send the audio as the request body")
         sha256 = hashlib.sha256(data).hexdigest()
@@ -399,6 +401,38 @@ async def prerecorded(request: web.Request) -> web.Response:
     return web.Response(
         body=encode_json(body), content_type="application/json", headers={"dg-request-id": request_id}
     )
+
+
+async def fetch_url(request: web.Request, limit: int) -> bytes:
+    """The audio a ``{"url": …}`` body names, when ``server.fetch_urls`` allows fetching."""
+    if not request.app[SETTINGS].server.fetch_urls:
+        raise HubError(
+            "bad_message",
+            "this hub does not fetch audio by URL (server.fetch_urls is off): send the audio as the body",
+        )
+    try:
+        body = json.loads(await read_limited(request, 64 * 1024, "the JSON body"))
+    except ValueError:
+        raise HubError("bad_message", "the JSON body is not valid JSON") from None
+    url = body.get("url") if isinstance(body, dict) else None
+    if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
+        raise HubError("bad_message", 'expected {"url": "http(s)://…"}')
+    timeout = aiohttp.ClientTimeout(total=60)
+    try:
+        async with aiohttp.ClientSession(timeout=timeout) as http, http.get(url) as resp:
+            if resp.status != 200:
+                raise HubError("bad_message", f"fetching {url} answered HTTP {resp.status}")
+            if resp.content_length is not None and resp.content_length > limit:
+                raise HubError("too_large", f"{url} has {resp.content_length} bytes; the limit is {limit}")
+            chunks, size = [], 0
+            async for chunk in resp.content.iter_chunked(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise HubError("too_large", f"{url} exceeds the limit of {limit} bytes")
+                chunks.append(chunk)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise HubError("bad_message", f"could not fetch {url}: {exc or type(exc).__name__}") from None
+    return b"".join(chunks)
 
 
 def _utterances(

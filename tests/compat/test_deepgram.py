@@ -12,12 +12,13 @@ import av
 import httpx
 import numpy as np
 import pytest
+from aiohttp import web
 from deepgram import AsyncDeepgramClient
 from deepgram.core.api_error import ApiError
 from deepgram.environment import DeepgramClientEnvironment
 
 from tests.audio_utils import encode, fixture, fixture_entry, load_wav, pcm16_bytes, resample, wer
-from tests.transports.conftest import KEY, ServerThread
+from tests.transports.conftest import KEY, ServerThread, make_settings
 
 # deepgram-sdk 7 imports websockets' legacy client (its fallback for websockets < 14)
 pytestmark = [
@@ -252,10 +253,38 @@ async def test_prerecorded_refusals_in_deepgram_shape(whisper_server: ServerThre
 
     auth = {"Authorization": f"Token {KEY}"}
     status, body = await post(json={"url": "http://127.0.0.1:1/a.wav"}, headers=auth)
-    assert status == 400 and body["err_code"] == "Bad Request" and "URL" in body["err_msg"]
+    assert status == 400 and body["err_code"] == "Bad Request" and "fetch_urls" in body["err_msg"]
     status, body = await post(data=b"garbage, not audio", headers=auth)
     assert status == 400 and body["asrhub_code"] == "bad_audio"
     status, body = await post(data=pcm("quick_fox.wav"), headers={"Authorization": "Token wrong"})
     assert status == 401 and body["err_code"] == "INVALID_AUTH"
     status, body = await post(data=pcm("quick_fox.wav"), params={"model": "nope"}, headers=auth)
     assert status == 400 and body["asrhub_code"] == "unknown_provider"
+
+
+async def test_prerecorded_url_fetched_only_when_allowed() -> None:
+    """``{"url": …}`` with ``server.fetch_urls`` on: the audio comes from a real HTTP server."""
+    async def serve_file(_request: web.Request) -> web.FileResponse:
+        return web.FileResponse(fixture("quick_fox.wav"))
+
+    files = web.Application()
+    files.router.add_get("/quick_fox.wav", serve_file)
+    runner = web.AppRunner(files)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        with ServerThread(make_settings(server={"fetch_urls": True})) as hub:
+            async with httpx.AsyncClient(timeout=WAIT) as http:
+                client = client_for(hub, http=http)
+                result = await client.listen.v1.media.transcribe_url(
+                    url=f"http://127.0.0.1:{port}/quick_fox.wav"
+                )
+                with pytest.raises(ApiError) as info:
+                    await client.listen.v1.media.transcribe_url(url=f"http://127.0.0.1:{port}/missing.wav")
+    finally:
+        await runner.cleanup()
+    text = result.results.channels[0].alternatives[0].transcript
+    assert wer(fixture_entry("quick_fox.wav")["text"], text) <= 0.15, text
+    assert info.value.status_code == 400 and "404" in info.value.body["err_msg"]  # type: ignore[index]
