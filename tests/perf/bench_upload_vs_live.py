@@ -32,11 +32,10 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from asrhub.providers.whisper import WhisperProvider
-
 from asrhub.config import Limits
 from asrhub.frames import FinalTranscript
 from asrhub.hub import Hub
+from asrhub.providers.whisper import WhisperProvider
 from asrhub.wiring import build_pipeline
 from tests import audio_utils as au
 

@@ -14,8 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from asrhub.providers.vosk import VoskProvider
-from asrhub.providers.whisper import WhisperProvider
 
 from asrhub.batch_stage import batch_stage
 from asrhub.config import Limits
@@ -23,6 +21,8 @@ from asrhub.frames import Event, FinalTranscript, Samples
 from asrhub.hub import Hub
 from asrhub.pipeline import Operator, SessionContext
 from asrhub.provider import Priority, Provider, ProviderError, Transcription
+from asrhub.providers.vosk import VoskProvider
+from asrhub.providers.whisper import WhisperProvider
 from asrhub.wiring import build_pipeline
 from tests.audio_utils import pcm16_bytes
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from asrhub.providers.whisper import WhisperProvider
 
 from asrhub.frames import ErrorEvent, Event, FinalTranscript
 from asrhub.hub import Hub
+from asrhub.providers.whisper import WhisperProvider
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes, room_noise, wer
 
 from .conftest import make_hub

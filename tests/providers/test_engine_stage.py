@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from asrhub.providers.whisper import WhisperProvider
 
 from asrhub.batch_stage import batch_stage
 from asrhub.breaker import Breakers
@@ -25,6 +24,7 @@ from asrhub.errors import HubError
 from asrhub.frames import ErrorEvent, Samples
 from asrhub.pipeline import Operator, SessionContext
 from asrhub.provider import Capabilities, Provider, ProviderError, Transcription
+from asrhub.providers.whisper import WhisperProvider
 from asrhub.stream_stage import stream_stage
 from tests.audio_utils import fixture, fixture_entry, load_wav
 

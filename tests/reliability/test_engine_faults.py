@@ -15,13 +15,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from asrhub.providers.whisper import WhisperProvider
 
 from asrhub.batch_stage import batch_stage
 from asrhub.frames import Samples, Word
 from asrhub.hub import Hub
 from asrhub.pipeline import Operator, SessionContext
 from asrhub.provider import Capabilities, Priority, Provider, Transcription
+from asrhub.providers.whisper import WhisperProvider
 from asrhub.settings import Settings
 from asrhub.wiring import build_pipeline
 from tests.audio_utils import wer
