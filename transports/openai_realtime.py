@@ -13,8 +13,9 @@ The official ``openai`` SDK's ``client.realtime.connect(extra_query={"intent":
 * the connection runs on hub sessions through a :class:`~asrhub.transports.relay.Relay`
   (transport ``openai_realtime``): same pipeline, engines, limits and metrics as
   ``/v1/stream``; each append awaits ``feed`` (backpressure); the configuration
-  (:mod:`~asrhub.transports.realtime_config`) applies to the next hub session — a
-  ``session.update`` after audio first flushes what was appended;
+  (:mod:`~asrhub.transports.realtime_config`): language, prompt, keywords and model change
+  the open session from its next utterance; a new format or turn detection first flushes what
+  was appended and applies to the next hub session;
 * ``server_vad`` (the default): each VAD utterance is one conversation item —
   ``speech_started`` opens it, ``speech_stopped`` + ``committed`` close it, partials become
   ``delta`` events (only text that extends what was sent: deltas never take text back) and the
@@ -63,6 +64,8 @@ CLOSE_TIMEOUT = 2.0
 MAX_ITEMS = 64
 """Conversation items remembered for matching transcripts to utterances (completed ones go first)."""
 MIN_COMMIT_S = 0.1
+LIVE_FIELDS = ("language", "prompt", "keyterms", "model")
+"""Session fields an open hub session can change (``session.update``) without a flush."""
 UNSUPPORTED = ("response.", "conversation.", "output_audio_buffer.")
 
 
@@ -177,10 +180,22 @@ class RealtimeStream:
 
     async def update(self, session: Any, *, reply: str) -> None:
         config = rc.update(self.relay.hub, self.config, session)
-        if self.relay.session is not None:  # the new settings start with the next hub session
-            await self.relay.flush()
+        old, new = self.config, config
+        live = (old.format, old.rate, old.turn_detection, old.provider) == (
+            new.format,
+            new.rate,
+            new.turn_detection,
+            new.provider,
+        )
+        if self.relay.session is not None and live:
+            # language, prompt, key terms, model: the open session takes them from its next utterance
+            fields = {k: v for k, v in new.session_config().items() if k in LIVE_FIELDS}
+            self.relay.update(fields)
+        else:
+            if self.relay.session is not None:  # format / turn detection: from the next hub session
+                await self.relay.flush()
+            self.relay.reconfigure(config.session_config())
         self.config = config
-        self.relay.reconfigure(config.session_config())
         self.relay.bytes_per_second = config.bytes_per_second
         await self.send({"type": reply, "session": self.session_body()})
 

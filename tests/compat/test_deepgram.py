@@ -264,6 +264,7 @@ async def test_prerecorded_refusals_in_deepgram_shape(whisper_server: ServerThre
 
 async def test_prerecorded_url_fetched_only_when_allowed() -> None:
     """``{"url": …}`` with ``server.fetch_urls`` on: the audio comes from a real HTTP server."""
+
     async def serve_file(_request: web.Request) -> web.FileResponse:
         return web.FileResponse(fixture("quick_fox.wav"))
 

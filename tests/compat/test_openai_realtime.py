@@ -180,3 +180,22 @@ async def test_errors_in_openai_shape(sdk: openai.AsyncOpenAI, whisper_server: S
         async with http.ws_connect(url, params={"model": "gpt-realtime"}, protocols=protocols) as ws:
             msg = await ws.receive_json(timeout=WAIT)
             assert msg["type"] == "error" and msg["error"]["param"] == "intent"
+
+
+async def test_update_mid_utterance_does_not_cut_it(sdk: openai.AsyncOpenAI) -> None:
+    """Language / prompt / keywords change the open session live: the utterance in progress is
+    not flushed (one item, the whole sentence); a new turn detection would flush."""
+    pcm = pcm24("address_time.wav") + bytes(48000)  # and 1 s of silence
+    async with sdk.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await append(conn, pcm[: len(pcm) // 3])
+        live = {
+            "type": "transcription",
+            "audio": {"input": {"transcription": {"language": "en", "keywords": ["Baker"]}}},
+        }
+        await conn.session.update(session=live)  # type: ignore[arg-type]
+        await append(conn, pcm[len(pcm) // 3 :])
+        events = await read_until(conn, lambda ev: bool(completed(ev)))
+    updated = next(e for e in events if e.type == "session.updated")
+    assert updated.session.audio.input.transcription.keywords == ["Baker"]  # type: ignore[union-attr]
+    (item,) = completed(events)
+    assert wer(fixture_entry("address_time.wav")["text"], item.transcript) <= 0.15, item.transcript
