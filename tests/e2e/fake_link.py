@@ -6,6 +6,9 @@ a fault:
 * :meth:`FakeLink.drop` — the network dies: every relayed connection is reset (RST, no close
   frame) on both sides, as a lost Wi-Fi link or a NAT timeout would. The hub sees a dropped
   connection (a resumable session is detached); the browser sees close code 1006.
+* :meth:`FakeLink.hold_http` / :meth:`FakeLink.release_http` — a congested path: the hub's
+  answers on plain HTTP connections (not WebSockets) stop reaching the browser until released,
+  so an HTTP+SSE page's audio POSTs stay in flight and its send backlog grows.
 * :meth:`FakeLink.cut_slow_consumer` — what the hub does to a client that does not read its
   results: on each WebSocket relayed at that moment the browser gets, at a frame boundary, the
   hub's own ``error`` ``slow_consumer`` (fatal) and a close frame 1008 ``slow_consumer``, and the
@@ -85,6 +88,7 @@ class FakeLink:
         self.pairs: set[Pair] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.drops = 0
+        self.holding: asyncio.Event | None = None  # set: plain-HTTP answers flow
         self.cuts = 0
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -143,6 +147,9 @@ class FakeLink:
                 if pair.cut.is_set():
                     return
                 if raw:
+                    gate = self.holding
+                    if gate is not None:
+                        await gate.wait()
                     pair.client.write(data)
                 elif not pair.websocket:
                     head += data
@@ -172,6 +179,22 @@ class FakeLink:
             return fn()
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
+
+    def hold_http(self) -> None:
+        def go() -> int:
+            self.holding = asyncio.Event()
+            return 0
+
+        self._call(go)
+
+    def release_http(self) -> None:
+        def go() -> int:
+            gate, self.holding = self.holding, None
+            if gate is not None:
+                gate.set()
+            return 0
+
+        self._call(go)
 
     def drop(self) -> int:
         """Reset every relayed connection; returns how many there were."""

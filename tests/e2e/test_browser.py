@@ -614,6 +614,47 @@ def test_slow_consumer_is_explained_and_the_page_reconnects(
     wait_for(driver, lambda d: state_of(d, "connection-state") == "idle", 30, "the session to close")
 
 
+def test_a_congested_link_holds_audio_back_visibly_and_loses_none(
+    driver: WebDriver, link: FakeLink, speech: tuple[Path, str]
+) -> None:
+    """HTTP+SSE through a link that stops delivering the hub's answers: the page's POSTs stay in
+    flight, its backlog passes the 5 s bound, and it says it is holding audio back instead of
+    queueing without bound or dropping the oldest; released, the held audio is sent in order
+    and the sentence comes back whole."""
+    open_page(driver, link.url, "sse")
+    by_testid(driver, "start").click()
+    wait_for(driver, lambda d: state_of(d, "connection-state") == "live", 30, "session.started")
+    wait_for(driver, lambda d: len(finals(d)) >= 1, 60, "a first final")
+    link.hold_http()
+    try:
+        wait_for(
+            driver,
+            lambda d: by_testid(d, "backlog").get_attribute("data-state") == "held",
+            40,
+            "the hold-back notice",
+        )
+        assert "Holding back" in by_testid(driver, "backlog").text
+        shot(driver, "held-back")
+        held = int(by_testid(driver, "backlog").get_attribute("data-held-bytes") or 0)
+        backlog = driver.execute_script("return window.asrhub.ui.adapter.backlogBytes()")
+        assert held > 0 and backlog <= 16000 * 2 * 5 + 64 * 1024, (held, backlog)
+    finally:
+        link.release_http()
+    before = len(finals(driver))
+    wait_for(
+        driver,
+        lambda d: by_testid(d, "backlog").get_attribute("data-state") == "none",
+        60,
+        "the held audio to drain",
+    )
+    wait_for(driver, lambda d: len(finals(d)) >= before + 2, 90, "finals of the held audio")
+    for text in finals(driver)[before:]:
+        assert best_wer(speech[1], text) <= MAX_WER, f"held audio came back damaged: {text!r}"
+    assert error_text(driver) == "", error_text(driver)
+    by_testid(driver, "stop").click()
+    wait_for(driver, lambda d: state_of(d, "connection-state") == "idle", 30, "the session to close")
+
+
 DOM_COST_SCRIPT = """
 const [n, done] = arguments;
 (async () => {
