@@ -117,12 +117,13 @@ async def test_real_speech_through_the_balancer_on_every_transport(cluster: Clus
     pcm, audio = read_audio_file(fixture("address_time.wav"))
     (expected,) = reference("address_time.wav")
 
-    async def over_websocket() -> str:
+    async def over_websocket() -> tuple[str, list[Any]]:
         events = [e async for e in stream(cluster.ws, pcm, config={"language": "en", "audio": audio})]
         assert isinstance(events[-1], SessionClosed)
-        return " ".join(f.text for f in finals(events))
+        errors = [e.to_dict() for e in events if e.type == "error"]
+        return " ".join(f.text for f in finals(events)), errors
 
-    async def over_socketio() -> str:
+    async def over_socketio() -> tuple[str, list[Any]]:
         # Long-polling: several HTTP requests per connection, kept on one node by haproxy's
         # cookie (the jar must accept cookies for an IP address).
         jar = aiohttp.CookieJar(unsafe=True)
@@ -145,9 +146,10 @@ async def test_real_speech_through_the_balancer_on_every_transport(cluster: Clus
             await asyncio.wait_for(closed.wait(), 60)
             await sio.disconnect()
         assert got[0]["type"] == "session.started"
-        return " ".join(m["text"] for m in got if m.get("type") == "transcript.final")
+        errors = [m for m in got if m.get("type") == "error"]
+        return " ".join(m["text"] for m in got if m.get("type") == "transcript.final"), errors
 
-    async def over_sse() -> str:
+    async def over_sse() -> tuple[str, list[Any]]:
         jar = aiohttp.CookieJar(unsafe=True)  # the session lives on one node: the cookie says which
         async with aiohttp.ClientSession(cookie_jar=jar) as http:
             base = cluster.lb.url
@@ -170,11 +172,12 @@ async def test_real_speech_through_the_balancer_on_every_transport(cluster: Clus
                 assert resp.status == 200
             await asyncio.wait_for(reader, 60)
         assert events[-1]["type"] == "session.closed"
-        return " ".join(e["text"] for e in events if e["type"] == "transcript.final")
+        errors = [e for e in events if e["type"] == "error"]
+        return " ".join(e["text"] for e in events if e["type"] == "transcript.final"), errors
 
     texts = await asyncio.gather(over_websocket(), over_socketio(), over_sse())
-    for text in texts:
-        assert wer(expected, text) <= 0.15, (expected, text)
+    for transport, (text, errors) in zip(("websocket", "socketio", "sse"), texts, strict=True):
+        assert wer(expected, text) <= 0.15, (transport, expected, text, errors)
 
 
 # ---------------------------------------------------------------------------------- Redis outage
