@@ -1,4 +1,5 @@
-"""The workers benchmark runs: bare baseline and ``asrhub serve --workers 2`` at a tiny size.
+"""The workers benchmark runs: ``asrhub serve --workers 2`` at a tiny size (the bare baseline's
+server and the load generator are shared with bench_scale's smoke test).
 
 No speed is asserted (the numbers live in docs/benchmarks.md); this proves the speech-heavy load
 generator, the two-worker server and the process-tree sampling work together, and that the
@@ -18,9 +19,8 @@ import bench_workers
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.mark.parametrize("kind", ["bare", "w2"])
-def test_speech_heavy_load_runs(kind: str) -> None:
-    r = bench_workers.one_run(kind, 8, 3.0)
+def test_speech_heavy_load_runs_against_two_workers() -> None:
+    r = bench_workers.one_run("w2", 8, 3.0)
     assert r["errors"] == 0 and r["lost_pongs"] == 0, r
     assert r["pings"] >= 8 and math.isfinite(r["p99"]) and r["p99"] > 0
     assert r["speech_events"] >= 8  # speech starts and ends every second in every session
