@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -75,6 +75,8 @@ class Hub:
             from .cluster_resume import ClusterResumes
 
             self.cluster_resumes = ClusterResumes(cluster, self.resumes, self.limits.resume_window_s)
+        self.warmups: list[Callable[[], object]] = []
+        """Blocking loads ``start`` runs off the loop (the composition root adds them)."""
         self.breakers = Breakers(
             failures_to_open=self.limits.breaker_failures,
             window_s=self.limits.breaker_window_s,
@@ -86,9 +88,12 @@ class Hub:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Load every provider's model before the first session is accepted."""
+        """Load every provider's model (and run ``warmups``, e.g. the wake-word models) before
+        the first session is accepted."""
         for provider in self.providers.values():
             await provider.start()
+        for warmup in self.warmups:
+            await asyncio.to_thread(warmup)
         if self.cluster is not None:
             await self.cluster.start()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import HubError
 from .frames import TARGET_RATE
 from .hub import NO_PROVIDER, Hub
 from .metrics import instrument, provider_latency
@@ -41,7 +42,15 @@ def build_pipeline(ctx: SessionContext) -> Operator:
         from .operators.wakeword import wakeword
 
         stages.append(
-            ("wakeword", wakeword(names=config.wakeword.names, threshold=config.wakeword.threshold))
+            (
+                "wakeword",
+                wakeword(
+                    names=config.wakeword.names,
+                    threshold=config.wakeword.threshold,
+                    off_loop=True,
+                    pending=ctx.pending,
+                ),
+            )
         )
     if config.vad.enabled:
         stages.append(
@@ -106,10 +115,23 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
         from .cluster import Cluster
 
         cluster = Cluster(settings.cluster, settings.limits)
-    return Hub(
+    hub = Hub(
         providers=create_providers(settings, registry),
         pipeline_factory=build_pipeline,
         default_provider=default if default else NO_PROVIDER,
         limits=settings.limits,
         cluster=cluster,
     )
+    hub.warmups.append(_preload_wakewords)
+    return hub
+
+
+def _preload_wakewords() -> None:
+    """Wake-word models at start-up, not in the first wake-word session's ``hub.open``; a
+    machine without them still serves everything else (sessions asking get the usual error)."""
+    from .operators.wakeword import preload
+
+    try:
+        preload()
+    except HubError:
+        pass

@@ -10,13 +10,24 @@ Every frame passes through untouched and in order; the detector never holds audi
     audio:   ─a─a─a─a─a─a─a─a─a─────|
     out:     ─a─a─a─a─a─aW─a─a─a────|      W = WakeWordDetected("hey_jarvis", 0.98, t)
 
-The models (shared by all sessions, see :mod:`.wakeword_models`) load when the operator is built:
-an unknown name or missing model files raise :class:`~asrhub.errors.HubError` there, so the
+The models (shared by all sessions, see :mod:`.wakeword_models`) are loaded by the hub at
+start-up (:func:`preload`), so building the operator in ``hub.open`` only looks them up: an
+unknown name or missing model files raise :class:`~asrhub.errors.HubError` there, so the
 client's ``session.start`` is refused with a clear ``error`` before any audio flows.
+
+Off the event loop (``off_loop=True``, as the hub wires it; needs a running loop): the
+mel-spectrogram, embedding and wake models run in the loop's bounded default executor, one
+batch of queued chunks (at most ``MAX_STEPS_PER_CALL`` steps' worth) per call, one call per
+session at a time; frames leave in their order (a chunk, then the detections it completed; any
+other frame waits behind the audio before it). While more than ``MAX_WAITING_S`` of audio waits,
+the session's ``pending`` is held (``feed`` waits: backpressure). Without a running loop (a
+marble test) the operator works inline, as described above.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,6 +36,7 @@ import reactivex
 from reactivex import Observable, abc
 
 from asrhub.errors import HubError
+from asrhub.flow import Pending
 from asrhub.frames import TARGET_RATE, AudioChunk, Frame, WakeWordDetected
 from asrhub.pipeline import Operator
 
@@ -35,12 +47,15 @@ from .wakeword_models import (
     MEL_WINDOW,
     FeatureModels,
     WakeModel,
+    available,
     feature_models,
     wake_models,
 )
 
 MAX_STEPS_PER_CALL = 25
 """Steps (2 s of audio) computed in one batch; a larger chunk is processed in several."""
+MAX_WAITING_S = 2.0
+"""Audio of one session waiting for the detector off the loop; past it ``feed`` waits."""
 WARMUP_STEPS = 5
 """Scores of the first steps are ignored while the feature history fills (as openWakeWord does)."""
 
@@ -104,8 +119,22 @@ class Detector:
         return WakeWordDetected(name=name, score=round(score, 4), t=round(t, 6))
 
 
+def preload() -> None:
+    """Load the feature models and every installed wake model (blocking; the hub calls it at
+    start-up, so no session pays for a model load)."""
+    feature_models()
+    names = tuple(available())
+    if names:
+        wake_models(names)
+
+
 def wakeword(
-    *, names: tuple[str, ...] | list[str], threshold: float = 0.5, refractory_s: float = 1.5
+    *,
+    names: tuple[str, ...] | list[str],
+    threshold: float = 0.5,
+    refractory_s: float = 1.5,
+    off_loop: bool = False,
+    pending: Pending | None = None,
 ) -> Operator:
     """Detect wake words in 16 kHz audio. Raises HubError for unknown names or missing models."""
     if not 0.0 <= threshold <= 1.0:
@@ -116,26 +145,33 @@ def wakeword(
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: abc.SchedulerBase | None = None) -> Any:
             detector = Detector(front, models, threshold, refractory_s)
+            try:
+                loop = asyncio.get_running_loop() if off_loop else None
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                serial = _OffLoop(detector, observer, pending)
+                sub = source.subscribe(
+                    serial.on_next, serial.on_error, serial.on_completed, scheduler=scheduler
+                )
+
+                def dispose() -> None:
+                    serial.dispose()
+                    sub.dispose()
+
+                return reactivex.disposable.Disposable(dispose)
 
             def on_next(frame: Frame) -> None:
                 if not isinstance(frame, AudioChunk):
                     observer.on_next(frame)
                     return
                 if frame.sample_rate != TARGET_RATE:
-                    observer.on_error(
-                        HubError(
-                            "bad_audio",
-                            f"wakeword needs {TARGET_RATE} Hz audio, got {frame.sample_rate} Hz",
-                            fatal=True,
-                        )
-                    )
+                    observer.on_error(_wrong_rate(frame))
                     return
                 try:
                     events = detector.feed(frame)
                 except Exception as exc:  # an engine fault: the session cannot be wake-gated any more
-                    observer.on_error(
-                        HubError("provider_failed", f"wake-word detection failed: {exc}", fatal=True)
-                    )
+                    observer.on_error(_failed(exc))
                     return
                 observer.on_next(frame)
                 for event in events:
@@ -146,3 +182,107 @@ def wakeword(
         return reactivex.create(subscribe)
 
     return operator
+
+
+def _wrong_rate(frame: AudioChunk) -> HubError:
+    return HubError(
+        "bad_audio", f"wakeword needs {TARGET_RATE} Hz audio, got {frame.sample_rate} Hz", fatal=True
+    )
+
+
+def _failed(exc: Exception) -> HubError:
+    return HubError("provider_failed", f"wake-word detection failed: {exc}", fatal=True)
+
+
+_END = object()
+
+
+class _OffLoop:
+    """One session's detector run in worker threads, its frames kept in order."""
+
+    def __init__(
+        self, detector: Detector, observer: abc.ObserverBase[Frame], pending: Pending | None
+    ) -> None:
+        self.detector, self.observer, self.pending = detector, observer, pending
+        self.queue: deque[Any] = deque()
+        self.waiting_s = 0.0
+        self.drainer: asyncio.Task[None] | None = None
+        self.done = False
+
+    def on_next(self, frame: Frame) -> None:
+        if self.done:
+            return
+        if isinstance(frame, AudioChunk):
+            if frame.sample_rate != TARGET_RATE:
+                self.fail(_wrong_rate(frame))
+                return
+            self.waiting_s += frame.duration
+            if self.pending is not None and self.waiting_s >= MAX_WAITING_S:
+                self.pending.hold("wakeword")
+        elif self.drainer is None and not self.queue:
+            self.observer.on_next(frame)  # nothing ahead of it
+            return
+        self.enqueue(frame)
+
+    def on_completed(self) -> None:
+        if not self.done:
+            self.enqueue(_END)
+
+    def on_error(self, exc: Exception) -> None:
+        self.fail(exc)
+
+    def fail(self, exc: Exception) -> None:
+        self.dispose()
+        self.observer.on_error(exc)
+
+    def dispose(self) -> None:
+        self.done = True
+        self.queue.clear()
+        if self.pending is not None:
+            self.pending.unhold("wakeword")
+        if self.drainer is not None:
+            self.drainer.cancel()
+
+    def enqueue(self, item: Any) -> None:
+        self.queue.append(item)
+        if self.drainer is None:
+            self.drainer = asyncio.get_running_loop().create_task(self.drain())
+
+    async def drain(self) -> None:
+        while self.queue and not self.done:
+            if not isinstance(self.queue[0], AudioChunk):
+                item = self.queue.popleft()
+                if item is _END:
+                    self.done = True
+                    self.observer.on_completed()
+                    return
+                self.observer.on_next(item)
+                continue
+            batch: list[AudioChunk] = []
+            samples = 0
+            while (
+                self.queue and isinstance(self.queue[0], AudioChunk) and samples < MAX_STEPS_PER_CALL * FRAME
+            ):
+                batch.append(self.queue.popleft())
+                samples += len(batch[-1].samples)
+            self.waiting_s = max(0.0, self.waiting_s - samples / TARGET_RATE)
+            if self.pending is not None and self.waiting_s < MAX_WAITING_S:
+                self.pending.unhold("wakeword")
+            try:
+                results = await asyncio.to_thread(_feed_all, self.detector, batch)
+            except Exception as exc:  # an engine fault: the session cannot be wake-gated any more
+                if not self.done:
+                    self.fail(_failed(exc))
+                return
+            if self.done:
+                return
+            for chunk, events in zip(batch, results, strict=True):
+                self.observer.on_next(chunk)
+                for event in events:
+                    self.observer.on_next(event)
+        self.drainer = None
+
+
+def _feed_all(detector: Detector, batch: list[AudioChunk]) -> list[list[WakeWordDetected]]:
+    """Runs in a worker thread: the detections each chunk completed."""
+    return [detector.feed(chunk) for chunk in batch]
