@@ -9,12 +9,21 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from asrhub.frames import AudioChunk, Samples
+from asrhub.pcm import float_to_pcm16, pcm16_to_float
+
+__all__ = [
+    "Pcm16Chunk",
+    "PcmDecoder",
+    "PcmFormat",
+    "float_to_pcm16",
+    "parse_wav_header",
+    "pcm16_to_float",
+    "pcm_to_float",
+]
 
 _INT_SCALE = {1: 1.0 / 128, 2: 1.0 / 32768, 3: 1.0 / 8388608, 4: 1.0 / 2147483648}
 _MONO16 = ("i", 2, 1)
@@ -26,21 +35,6 @@ class Pcm16Chunk(AudioChunk):
     ``pcm16_to_float(pcm)``, so a consumer that needs int16 (webrtcvad) reads ``pcm`` as is."""
 
     pcm: bytes
-
-
-def pcm16_to_float(x: bytes | memoryview | npt.NDArray[np.int16]) -> Samples:
-    """Little-endian int16 → float32 in [-1, 1) (the one conversion: read back bit-exact)."""
-    y = (np.frombuffer(x, "<i2") if not isinstance(x, np.ndarray) else x).astype(np.float32)
-    y *= _INT_SCALE[2]
-    return y
-
-
-def float_to_pcm16(x: npt.NDArray[Any]) -> bytes:
-    """float32 → PCM16 bytes: ``clip(x · 32768)`` truncated; the inverse of pcm16_to_float."""
-    y = x * np.float32(32768.0)
-    np.minimum(y, 32767.0, out=y)  # two ufuncs: a third of np.clip's Python overhead
-    np.maximum(y, -32768.0, out=y)
-    return y.astype(np.int16).tobytes()
 
 
 _MIN_RATE, _MAX_RATE, _MAX_CHANNELS = 1000, 768_000, 64

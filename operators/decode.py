@@ -39,13 +39,14 @@ from reactivex.disposable import Disposable
 from asrhub.config import AudioFormat
 from asrhub.flow import Pending
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, RawAudio, Samples
+from asrhub.pcm import pcm16_to_float
 from asrhub.pipeline import Operator
 
 from ._avdecode import concat
 from ._avstream import DONE, StreamDecoder
 from ._decode_file import RAW_PCM as _RAW
 from ._decode_file import bounded, decode_file
-from ._pcm import Pcm16Chunk, PcmDecoder, PcmFormat, parse_wav_header, pcm16_to_float
+from ._pcm import Pcm16Chunk, PcmDecoder, PcmFormat, parse_wav_header
 
 __all__ = ["decode", "decode_file"]
 

@@ -54,9 +54,10 @@ from asrhub.frames import (
     SpeechPaused,
     SpeechStarted,
 )
+from asrhub.pcm import float_to_pcm16, pcm16_to_float
 from asrhub.pipeline import Operator
 
-from ._pcm import Pcm16Chunk, float_to_pcm16, pcm16_to_float
+from ._pcm import Pcm16Chunk
 
 FRAME_MS = 20
 # webrtcvad keeps calling frames voiced for a while after any voiced frame (its own hangover):

@@ -38,6 +38,7 @@ import numpy as np
 from msgspec import Meta
 
 from asrhub.frames import Samples, Word
+from asrhub.pcm import float_to_pcm16
 from asrhub.pipeline import Operator, SessionContext
 from asrhub.provider import (
     Capabilities,
@@ -269,7 +270,7 @@ class FunasrProvider:
     ) -> None:
         pending = np.zeros(0, np.int16)
         async for samples in audio:
-            pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
+            pcm = np.frombuffer(float_to_pcm16(samples), "<i2")
             pending = np.concatenate((pending, pcm)) if len(pending) else pcm
             while len(pending) >= self._stride:
                 await ws.send_bytes(pending[: self._stride].tobytes())

@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 import msgspec
-import numpy as np
 from msgspec import Meta
 
 from asrhub.frames import Samples, Word
+from asrhub.pcm import float_to_pcm16
 from asrhub.pipeline import Operator, SessionContext
 from asrhub.provider import (
     Capabilities,
@@ -337,7 +337,7 @@ class GoogleProvider:
 
 
 def _pcm16(samples: Samples) -> bytes:
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return float_to_pcm16(samples)
 
 
 def _words(alternative: Any, base: float) -> list[Word]:

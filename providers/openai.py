@@ -23,10 +23,10 @@ import wave
 from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
-import numpy as np
 
 from asrhub.batch_stage import batch_stage
 from asrhub.frames import TARGET_RATE, Samples, Word
+from asrhub.pcm import float_to_pcm16
 from asrhub.provider import (
     Capabilities,
     Priority,
@@ -73,7 +73,7 @@ def check(options: dict[str, Any]) -> str | None:
 
 
 def wav_bytes(samples: Samples, rate: int = TARGET_RATE) -> bytes:
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    pcm = float_to_pcm16(samples)
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
 
 from asrhub.frames import TARGET_RATE, Samples, Word
 from asrhub.inference import InferencePool, PoolFull
+from asrhub.pcm import float_to_pcm16
 from asrhub.provider import (
     Capabilities,
     Priority,
@@ -170,7 +170,7 @@ class VoskProvider:
 
     def _transcribe(self, samples: Samples) -> Transcription:
         rec = self.recognizer()
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+        pcm = float_to_pcm16(samples)
         results: list[dict[str, Any]] = []
         step = TARGET_RATE  # 0.5 s of 16-bit samples
         for i in range(0, len(pcm), step):

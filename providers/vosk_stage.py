@@ -39,8 +39,6 @@ from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from asrhub.engine_stage import Ordered, engine_stage
 from asrhub.failover import AllFailed, call_timeout, describe, failover
 from asrhub.frames import (
@@ -53,6 +51,7 @@ from asrhub.frames import (
     SpeechEnded,
     Word,
 )
+from asrhub.pcm import float_to_pcm16
 from asrhub.provider import Provider
 
 from .vosk import words_of
@@ -292,7 +291,7 @@ def work(rec: _Rec, batch: list[Any], fed: int) -> list[tuple[str, Any, int]]:
     for item in batch:
         if isinstance(item, AudioChunk):
             fed += len(item.samples)
-            if rec.rec.AcceptWaveform((np.clip(item.samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()):
+            if rec.rec.AcceptWaveform(float_to_pcm16(item.samples)):
                 out.append(("final", (json.loads(rec.rec.Result()), rec.base), fed))
                 rec.last_partial = ""
         elif item is _RELEASE:
