@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import structlog
 
+from .provider import Priority
+
 if TYPE_CHECKING:
     from .provider import Provider
 
@@ -110,7 +112,7 @@ class Breaker:
         if callable(probe):
             await probe()
         else:
-            await self.provider.transcribe(PROBE_SAMPLES)
+            await self.provider.transcribe(PROBE_SAMPLES, priority=Priority.UPLOAD)  # after live finals
 
     async def close(self) -> None:
         task, self._probe = self._probe, None
