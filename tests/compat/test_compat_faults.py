@@ -4,6 +4,7 @@ expect it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 
@@ -47,3 +48,20 @@ async def test_openai_realtime_idle_timeout_error_close(idle_server: ServerThrea
     assert error["type"] == "error" and error["error"]["code"] == "timeout"
     assert error["error"]["type"] == "invalid_request_error" and error["event_id"]
     assert idle_server.open_sessions() == 0
+
+
+async def test_graceful_shutdown_ends_a_deepgram_stream_with_metadata() -> None:
+    """SIGTERM-style shutdown while a Deepgram stream is open: the hub flushes the session, the
+    stream gets its Metadata and a clean close, nothing is left open."""
+    server = ServerThread(make_settings(provider="none"))
+    with server:
+        url = f"ws://127.0.0.1:{server.port}/v1/listen?encoding=linear16&sample_rate=16000"
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(url, headers={"Authorization": f"Token {KEY}"}) as ws:
+                await ws.send_bytes(bytes(6400))
+                stopping = asyncio.create_task(asyncio.to_thread(server.stop))
+                messages = [json.loads(m.data) async for m in ws if m.type is aiohttp.WSMsgType.TEXT]
+                await stopping
+        assert messages[-1]["type"] == "Metadata" and abs(messages[-1]["duration"] - 0.2) < 0.01
+        assert ws.close_code in (1000, 1001)
+        assert not server.hub.sessions
