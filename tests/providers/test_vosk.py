@@ -189,3 +189,21 @@ async def test_character_error_rate_on_the_korean_fixture(vosk: VoskProvider) ->
     print(f"\nvosk CER on korean.wav: {cer:.3f} ({result.text!r})")
     assert cer <= 0.92, (cer, result.text)
     assert hangul(result.text)[:2] != "" and "오늘" in result.text.replace(" ", "")
+
+
+async def test_pending_counts_utterances_not_chunks(vosk: VoskProvider) -> None:
+    """``max_pending_segments`` means utterances for Vosk too: one utterance streamed as fast as
+    ``feed`` allows holds one pending slot (the recognizer's own queue pushes back through
+    ``max_waiting_s``), where it used to hold one per queued 50 ms chunk."""
+    hub = make_hub({"vosk": vosk}, max_pending_segments=3)
+    session = hub.open({"provider": "vosk"})
+    events: list[object] = []
+    session.events.subscribe(events.append)
+    seen: list[int] = []
+    data = pcm16_bytes(np.concatenate([korean(), silence_gap(1.0)]))
+    for i in range(0, len(data), 1600):
+        await session.feed(data[i : i + 1600])
+        seen.append(session.ctx.pending.count)
+    assert await session.end() == "end"
+    assert max(seen) == 1, seen  # one utterance, one slot
+    assert len([e for e in events if isinstance(e, FinalTranscript)]) == 1
