@@ -16,9 +16,11 @@ engine has no cheap partials: ``capabilities.partials`` is False.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import io
 import os
+import re
 import wave
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -201,15 +203,50 @@ def _upstream(exc: Any) -> str:
     return text.strip()[:500] or str(exc.message)
 
 
-_NAMES = {"english": "en", "korean": "ko", "japanese": "ja", "chinese": "zh", "german": "de", "french": "fr"}
+WHISPER_SPELLINGS = {
+    "haitian creole": "ht",
+    "myanmar": "my",
+    "punjabi": "pa",
+    "pashto": "ps",
+    "castilian": "es",
+    "flemish": "nl",
+    "valencian": "ca",
+    "moldavian": "ro",
+    "moldovan": "ro",
+    "letzeburgesch": "lb",
+    "sinhalese": "si",
+    "mandarin": "zh",
+}
+"""The names Whisper (hence OpenAI's verbose_json) uses where ISO 639's English name differs."""
+
+
+@functools.cache
+def _iso639_1() -> dict[str, str]:
+    """Every ISO 639-1 language by its English names, lower case, from pycountry's ISO 639 data
+    (``"swahili"`` → ``sw``, ``"greek"`` → ``el``, ``"norwegian nynorsk"`` → ``nn``), plus
+    Whisper's own spellings."""
+    import pycountry
+
+    table: dict[str, str] = {}
+    for language in pycountry.languages:
+        code = getattr(language, "alpha_2", None)
+        if not code:
+            continue
+        for field in ("name", "common_name", "inverted_name"):
+            name = re.sub(r"\s*\(.*?\)", "", str(getattr(language, field, "") or "")).strip().lower()
+            for variant in (name, name.split(",")[0].strip()):  # "greek, modern" → "greek"
+                if variant:
+                    table.setdefault(variant, code)
+    return {**table, **WHISPER_SPELLINGS}
 
 
 def _language_code(value: Any) -> str | None:
-    """verbose_json reports ``"english"``; the contract uses codes where it can."""
+    """verbose_json reports ``"english"``; the contract uses ISO 639-1 codes where one exists
+    (a name without one, or a code already, is passed on as given, lower case)."""
     if not value:
         return None
-    text = str(value).lower()
-    return _NAMES.get(text, text)
+    text = str(value).strip().lower()
+    return _iso639_1().get(text, text)
 
 
 spec = ProviderSpec(

@@ -142,3 +142,25 @@ async def test_against_the_hubs_own_openai_endpoint(whisper: WhisperProvider) ->
             assert result.words and result.language == "en"
         finally:
             await provider.close()
+
+
+@pytest.mark.parametrize(
+    ("reported", "code"),
+    [
+        ("english", "en"),
+        ("Spanish", "es"),
+        ("swahili", "sw"),
+        ("greek", "el"),
+        ("norwegian nynorsk", "nn"),
+        ("korean", "ko"),
+        ("haitian creole", "ht"),
+        ("castilian", "es"),
+        ("de", "de"),
+        ("klingon", "klingon"),
+    ],
+)
+def test_verbose_json_language_names_become_iso_codes(reported: str, code: str) -> None:
+    """Every ISO 639-1 name (pycountry's table, not the six names it used to know)."""
+    from asrhub.providers.openai import _language_code
+
+    assert _language_code(reported) == code
