@@ -317,7 +317,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     )
     stream.relay = relay
     try:
-        relay.open()  # capacity is answered before the upgrade
+        await relay.open()  # capacity is answered before the upgrade
     except HubError as exc:
         relay.release()
         return error_response(exc, request_id)

@@ -70,7 +70,8 @@ async def stream_transcription(
         config["provider"] = provider
     if model is not None:
         config["model"] = model
-    session = hub.open(config, key=request.get(KEY_ID), transport=TRANSPORT)  # errors: 400/503 JSON
+    # errors: 400/503 JSON; a cluster-wide slot is taken when the hub is part of a cluster
+    session = await hub.open_async(config, key=request.get(KEY_ID), transport=TRANSPORT)
     queue = EventQueue(session, hub.limits.subscriber_queue)
 
     async def feed() -> None:

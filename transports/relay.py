@@ -83,9 +83,10 @@ class Relay:
 
     # ------------------------------------------------------------------ sessions
 
-    def open(self) -> Session:
-        """Open the next session (raises :class:`HubError`: ``capacity``, ``unknown_provider``…)."""
-        session = self.hub.open(self.config, key=self.key, transport=self.transport)
+    async def open(self) -> Session:
+        """Open the next session (raises :class:`HubError`: ``capacity``, ``unknown_provider``…),
+        after taking a cluster-wide slot when the hub is part of a cluster."""
+        session = await self.hub.open_async(self.config, key=self.key, transport=self.transport)
         self.session, self._bytes = session, 0
         self._queue = EventQueue(session, self.hub.limits.subscriber_queue)
         self._watch = session.events.subscribe(on_next=self._after_event)
@@ -127,7 +128,7 @@ class Relay:
                 "bad_message", "audio after the stream was finalized (a container stream cannot continue)"
             )
         if self.session is None:
-            self.open()
+            await self.open()
         session = self.session
         assert session is not None
         step = self.hub.limits.max_frame_bytes
