@@ -141,6 +141,9 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """How long a dropped session waits for its client to resume it."""
     provider_timeout_s: Annotated[float, Meta(gt=0.0)] = 60.0
     """One transcription call longer than this fails with ``provider_failed`` (or fails over)."""
+    max_decoder_threads: Annotated[int, Meta(ge=1)] = 64
+    """Compressed-audio sessions (opus, webm, mp3, …) decoding at once, one thread each; one more
+    waits for a free decoder with its ``feed`` held (its client's TCP stream backs up)."""
     early_final_ms: Annotated[int, Meta(ge=0, le=10_000)] = 0
     """Early finals (batch engines, VAD on): after this much silence inside an utterance the
     final decode starts speculatively on the audio so far; if speech resumes before the VAD's

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 
 
 class Pending:
@@ -70,3 +71,30 @@ class Pending:
             fut = self._waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
+
+
+class Slots:
+    """A bound on a resource shared by the sessions of a hub (compressed-audio decoder threads).
+
+    ``take(start)`` returns True when a slot is free (taken); otherwise ``start`` is queued and
+    called, on the loop, when a slot is handed over by ``give``. Everything runs on the event
+    loop thread (a worker thread gives a slot back with ``loop.call_soon_threadsafe``)."""
+
+    __slots__ = ("_waiters", "free")
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._waiters: deque[Callable[[], None]] = deque()
+
+    def take(self, start: Callable[[], None]) -> bool:
+        if self.free > 0:
+            self.free -= 1
+            return True
+        self._waiters.append(start)
+        return False
+
+    def give(self) -> None:
+        if self._waiters:
+            self._waiters.popleft()()  # the slot passes straight to the next waiter
+        else:
+            self.free += 1

@@ -27,7 +27,7 @@ from .breaker import Breakers
 from .config import Limits, SessionConfig, parse_session_config, updated_config
 from .errors import HubError
 from .failover import AllFailed, call_timeout, failover
-from .flow import Pending
+from .flow import Pending, Slots
 from .frames import TARGET_RATE, Samples
 from .logging import library_default
 from .pipeline import Operator, PipelineFactory, SessionContext
@@ -75,6 +75,8 @@ class Hub:
             from .cluster_resume import ClusterResumes
 
             self.cluster_resumes = ClusterResumes(cluster, self.resumes, self.limits.resume_window_s)
+        self.decoder_slots = Slots(self.limits.max_decoder_threads)
+        """Compressed-audio decoder threads running, all sessions together."""
         self.warmups: list[Callable[[], object]] = []
         """Blocking loads ``start`` runs off the loop (the composition root adds them)."""
         self.breakers = Breakers(
@@ -307,6 +309,7 @@ class Hub:
             log=log.bind(session_id=session_id, provider="+".join(resolved.providers), transport=transport),
             transport=transport,
             breakers=self.breakers,
+            decoder_slots=self.decoder_slots,
         )
         try:
             pipeline = self.pipeline_factory(ctx)

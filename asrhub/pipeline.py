@@ -12,7 +12,7 @@ from reactivex import Observable
 
 from .breaker import Breakers
 from .config import Limits, SessionConfig
-from .flow import Pending
+from .flow import Pending, Slots
 from .frames import Frame
 
 if TYPE_CHECKING:
@@ -35,6 +35,8 @@ class SessionContext:
     log: Any = field(default_factory=structlog.get_logger)
     transport: str = "inproc"
     extras: dict[str, Any] = field(default_factory=dict)
+    decoder_slots: Slots | None = None
+    """The hub's bound on compressed-audio decoder threads (None: unbounded, outside a hub)."""
     breakers: Breakers = field(default_factory=Breakers)
     """The hub's circuit breakers, one per provider, shared by every session (see
     :mod:`asrhub.breaker`); a context built outside a hub gets its own."""

@@ -35,7 +35,7 @@ the last this many seconds (a pause between words), not through a word."""
 def build_pipeline(ctx: SessionContext) -> Operator:
     config, limits = ctx.config, ctx.limits
     stages: list[tuple[str, Operator]] = [
-        ("decode", decode(config.audio, pending=ctx.pending)),
+        ("decode", decode(config.audio, pending=ctx.pending, slots=ctx.decoder_slots)),
         ("resample", resample(TARGET_RATE)),
     ]
     if config.wakeword.enabled:

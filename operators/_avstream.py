@@ -39,7 +39,10 @@ class StreamDecoder:
         max_backlog: int,
         max_errors: int = 5,
         on_room: Callable[[], None] | None = None,
+        on_exit: Callable[[], None] | None = None,
+        start: bool = True,
     ) -> None:
+        self._on_exit = on_exit
         self.feed = ByteFeed(max_buffer_bytes, lambda item: self._send(item, 0), on_room)
         self._encoding = encoding
         self._deliver = deliver
@@ -54,7 +57,13 @@ class StreamDecoder:
         except RuntimeError:
             self._loop = None
         self.thread = threading.Thread(target=self._run, name=f"asrhub-decode-{encoding}", daemon=True)
-        self.thread.start()
+        if start:
+            self.thread.start()
+
+    def start(self) -> None:
+        """Start the decoder thread (when it was built with ``start=False``)."""
+        if not self.thread.is_alive() and self.thread.ident is None:
+            self.thread.start()
 
     # ------------------------------------------------------------------ loop thread
 
@@ -115,6 +124,8 @@ class StreamDecoder:
             for item in self.feed.close():
                 self._send(item, 0)
             self._send(DONE, 0)
+            if self._on_exit is not None:
+                self._on_exit()
 
     def _send(self, item: Frame | object, samples: int) -> None:
         with self._cond:

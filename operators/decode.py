@@ -25,7 +25,9 @@
   session's ``pending`` (``Session.feed`` waits, which pushes back on the client's socket) until
   the decoder has drained to half the bound — so undecoded input stays under
   ``max_buffer_bytes`` + one frame. Without a ``pending`` (decoding outside a session) such a
-  frame is dropped with ``too_large``.
+  frame is dropped with ``too_large``. With ``slots`` (the hub's bound on decoder threads) the
+  thread starts only when a slot is free; until then ``pending`` is held, and the slot goes
+  back when the thread ends.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from asrhub.config import AudioFormat
-from asrhub.flow import Pending
+from asrhub.flow import Pending, Slots
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, RawAudio, Samples
 from asrhub.pcm import pcm16_to_float
 from asrhub.pipeline import Operator
@@ -58,15 +60,17 @@ def decode(
     max_header_bytes: int = 256 << 10,
     max_backlog_s: float = 30.0,
     pending: Pending | None = None,
+    slots: Slots | None = None,
 ) -> Operator:
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
             state = _Decoding(fmt, observer, max_buffer_bytes, max_header_bytes, max_backlog_s)
-            state.pending = pending
+            state.pending, state.slots = pending, slots
             sub = source.subscribe(state.on_next, observer.on_error, state.on_completed, scheduler=scheduler)
 
             def dispose() -> None:
                 sub.dispose()
+                state.disposed = True
                 if state.av is not None:
                     state.av.close()
 
@@ -88,6 +92,8 @@ class _Decoding:
         self.header = b""
         self.av: StreamDecoder | None = None
         self.pending: Pending | None = None
+        self.slots: Slots | None = None
+        self.disposed = False
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -150,13 +156,21 @@ class _Decoding:
         elif not self.av_done:
             if self.av is None:
                 backlog = int(self.max_backlog_s * 48_000)
+                slots, loop = self.slots, self.loop
                 self.av = StreamDecoder(
                     self.encoding,
                     self.deliver,
                     max_buffer_bytes=self.max_buffer_bytes,
                     max_backlog=backlog,
                     on_room=self.room,
+                    on_exit=self.slot_back if slots is not None and loop is not None else None,
+                    start=slots is None or loop is None,
                 )
+                if slots is not None and loop is not None and not slots.take(self.slot_ready):
+                    if self.pending is not None:  # no decoder free: hold the client back
+                        self.pending.hold("decoder")
+                elif slots is not None and loop is not None:
+                    self.av.start()
             if self.av.feed.put(data):
                 pass
             elif self.pending is not None:  # take it, and hold the client back until drained
@@ -169,6 +183,25 @@ class _Decoding:
             if not self.av.on_loop:
                 self.av.drain()
         return None
+
+    def slot_ready(self) -> None:
+        """On the loop: a decoder thread is free for this session now."""
+        if self.disposed or self.av is None:
+            if self.slots is not None:
+                self.slots.give()  # closed while waiting: pass the slot on
+            return
+        if self.pending is not None:
+            self.pending.unhold("decoder")
+        self.av.start()
+
+    def slot_back(self) -> None:
+        """From the decoder thread, as it ends: its slot goes back (on the loop)."""
+        slots, loop = self.slots, self.loop
+        if slots is not None and loop is not None:
+            try:
+                loop.call_soon_threadsafe(slots.give)
+            except RuntimeError:  # the loop is closed: the hub is gone
+                pass
 
     def room(self) -> None:
         """From the decoder thread: the byte feed drained after an overflow; let feed go on."""

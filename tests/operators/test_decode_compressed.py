@@ -101,7 +101,7 @@ async def stream(
         src.on_next(RawAudio(data[i : i + n]))
         i += n
         if rng.random() < 0.3:
-            await asyncio.sleep(0)
+            await asyncio.sleep(0.01)
     if marker is not None:
         src.on_next(marker)
     src.on_completed()  # at once: completion must still follow every decoded sample
@@ -289,3 +289,31 @@ async def test_past_the_input_bound_a_session_feed_waits_instead_of_dropping() -
     assert [f for f in out if isinstance(f, ErrorEvent)] == []
     assert abs(len(audio(out)) / 48000 - len(SPEECH) / RATE) < 0.03  # every byte was decoded
     assert not pending.held
+
+
+async def test_past_the_decoder_thread_bound_a_session_waits_for_a_free_one() -> None:
+    """Decoder threads are bounded per hub (``limits.max_decoder_threads``): with one, a second
+    compressed session is held (its ``feed`` waits: TCP backpressure) until the first one's
+    thread has ended, then decodes all of its audio."""
+    from asrhub.flow import Pending, Slots
+
+    data = encoded("webm")
+    slots = Slots(1)
+    outs: list[list[Frame]] = [[], []]
+    pendings = [Pending(3), Pending(3)]
+    dones = [asyncio.Event(), asyncio.Event()]
+    srcs: list[Subject[Frame]] = [Subject(), Subject()]
+    for src, out, pending, done in zip(srcs, outs, pendings, dones, strict=True):
+        op = decode(AudioFormat(encoding="webm"), pending=pending, slots=slots)
+        src.pipe(op).subscribe(out.append, on_completed=done.set)
+    srcs[0].on_next(RawAudio(data))
+    srcs[1].on_next(RawAudio(data))
+    assert slots.free == 0 and not pendings[0].held and pendings[1].held  # the second one waits
+    srcs[0].on_completed()
+    await asyncio.wait_for(dones[0].wait(), 20)
+    await asyncio.wait_for(pendings[1].wait_ready(), 20)  # the first thread ended: its slot moved on
+    srcs[1].on_completed()
+    await asyncio.wait_for(dones[1].wait(), 20)
+    for out in outs:
+        assert abs(len(audio(out)) / 48000 - len(SPEECH) / RATE) < 0.03
+        assert [f for f in out if isinstance(f, ErrorEvent)] == []
