@@ -101,7 +101,7 @@ async def stream(
         src.on_next(RawAudio(data[i : i + n]))
         i += n
         if rng.random() < 0.3:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)
     if marker is not None:
         src.on_next(marker)
     src.on_completed()  # at once: completion must still follow every decoded sample
