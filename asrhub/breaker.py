@@ -26,14 +26,14 @@ import contextlib
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import structlog
 
+from .logging import get_logger
 from .provider import Priority
 
 if TYPE_CHECKING:
     from .provider import Provider
 
-log = structlog.get_logger("asrhub.breaker")
+log = get_logger("asrhub.breaker")
 
 State = Literal["closed", "degraded", "open"]
 

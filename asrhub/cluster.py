@@ -39,16 +39,15 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from .config import Limits
+from .logging import get_logger
 from .settings import ClusterSettings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.client import Pipeline
 
-log = structlog.get_logger("asrhub.cluster")
+log = get_logger("asrhub.cluster")
 
 WRITE_QUEUE = 20_000
 """Writes waiting for Redis at most; past it (a long outage) the oldest are dropped and the

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-import structlog
 
 from . import metrics
 from .breaker import Breakers
@@ -29,7 +28,7 @@ from .errors import HubError
 from .failover import AllFailed, call_timeout, failover
 from .flow import Pending, Slots
 from .frames import TARGET_RATE, Samples
-from .logging import library_default
+from .logging import get_logger
 from .pipeline import Operator, PipelineFactory, SessionContext
 from .provider import Priority, Provider, Transcription
 from .resume import Resumes
@@ -43,7 +42,7 @@ if TYPE_CHECKING:
 NO_PROVIDER = "none"
 """Provider name that runs the pipeline for VAD / wake-word events only."""
 
-log = structlog.get_logger("asrhub.hub")
+log = get_logger("asrhub.hub")
 
 
 class Hub:
@@ -56,7 +55,6 @@ class Hub:
         limits: Limits | None = None,
         cluster: Cluster | None = None,
     ) -> None:
-        library_default()  # no logging set up (in-process use): warnings and errors only
         self.providers = dict(providers)
         self.default_provider = default_provider
         self.limits = limits or Limits()

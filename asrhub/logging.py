@@ -98,28 +98,52 @@ def reset() -> None:
     structlog.reset_defaults()
 
 
-def get_logger(name: str, **context: Any) -> Any:
-    """A structlog logger named like a module, with ``context`` bound."""
-    return structlog.get_logger(name).bind(**context)
+def get_logger(name: str, **context: Any) -> LibraryLogger:
+    """The logger every asrhub module logs through, named like the module, ``context`` bound."""
+    return LibraryLogger(name, context)
 
 
-def library_default() -> None:
-    """In-process use (``Hub``, :mod:`asrhub.api`) where nobody set logging up: route asrhub's
-    structlog records through stdlib logging, whose defaults show warnings and errors on stderr
-    only — not structlog's own default, which prints every debug line to stdout. A no-op once
-    structlog is configured (by :func:`configure` or by the host application)."""
-    if structlog.is_configured():
-        return
-    structlog.configure(
-        processors=[
-            structlog.stdlib.filter_by_level,
-            structlog.stdlib.add_logger_name,
-            structlog.stdlib.add_log_level,
-            structlog.stdlib.PositionalArgumentsFormatter(),
-            structlog.processors.format_exc_info,
-            structlog.processors.KeyValueRenderer(key_order=["event"]),
-        ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
-        cache_logger_on_first_use=False,
-    )
+class LibraryLogger:
+    """A library's logger that configures nothing.
+
+    When the application configured structlog (``asrhub serve`` does, through :func:`configure`),
+    each call goes to ``structlog.get_logger(name)`` with the bound context, so lines have the
+    configured shape. When nobody did (a program embedding a ``Hub``), it goes to stdlib logging
+    under ``name`` as ``event key=value …``: Python's defaults then show warnings and errors on
+    stderr and nothing else — and structlog's global defaults are left as the application has
+    them (the library never calls ``structlog.configure``).
+    """
+
+    __slots__ = ("context", "name")
+
+    def __init__(self, name: str, context: dict[str, Any] | None = None) -> None:
+        self.name, self.context = name, dict(context or {})
+
+    def bind(self, **more: Any) -> LibraryLogger:
+        return LibraryLogger(self.name, {**self.context, **more})
+
+    def _log(self, level: str, event: str, kw: dict[str, Any]) -> None:
+        if structlog.is_configured():
+            getattr(structlog.get_logger(self.name).bind(**self.context), level)(event, **kw)
+            return
+        logger = logging.getLogger(self.name)
+        number = logging.ERROR if level == "exception" else logging.getLevelNamesMapping()[level.upper()]
+        if logger.isEnabledFor(number):
+            exc_info = kw.pop("exc_info", level == "exception")
+            fields = " ".join(f"{k}={v!r}" for k, v in {**self.context, **kw}.items())
+            logger.log(number, "%s %s", event, fields, exc_info=exc_info)
+
+    def debug(self, event: str, **kw: Any) -> None:
+        self._log("debug", event, kw)
+
+    def info(self, event: str, **kw: Any) -> None:
+        self._log("info", event, kw)
+
+    def warning(self, event: str, **kw: Any) -> None:
+        self._log("warning", event, kw)
+
+    def error(self, event: str, **kw: Any) -> None:
+        self._log("error", event, kw)
+
+    def exception(self, event: str, **kw: Any) -> None:
+        self._log("exception", event, kw)

@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
-import structlog
 from reactivex import Observable
 
 from .breaker import Breakers
 from .config import Limits, SessionConfig
 from .flow import Pending, Slots
 from .frames import Frame
+from .logging import get_logger
 
 if TYPE_CHECKING:
     from .provider import Provider
@@ -32,7 +32,7 @@ class SessionContext:
     providers: tuple[Provider, ...]
     """The resolved failover list; empty for provider ``none``."""
     pending: Pending
-    log: Any = field(default_factory=structlog.get_logger)
+    log: Any = field(default_factory=lambda: get_logger("asrhub.session"))
     transport: str = "inproc"
     extras: dict[str, Any] = field(default_factory=dict)
     decoder_slots: Slots | None = None

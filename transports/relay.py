@@ -33,16 +33,16 @@ import contextlib
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import structlog
 from reactivex.abc import DisposableBase
 
 from asrhub.delivery import EventQueue
 from asrhub.errors import HubError
 from asrhub.frames import Event
 from asrhub.hub import Hub
+from asrhub.logging import get_logger
 from asrhub.session import Session
 
-log = structlog.get_logger("asrhub.transports")
+log = get_logger("asrhub.transports")
 
 Deliver = Callable[[Event, float], Awaitable[None]]
 

@@ -33,19 +33,19 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-import structlog
 from reactivex.abc import DisposableBase
 
 from asrhub.delivery import SLOW_CONSUMER, EventQueue
 from asrhub.errors import HubError
 from asrhub.frames import ErrorEvent, Event, Pong, SessionClosed, SessionResumed, SessionStarted
 from asrhub.hub import Hub
+from asrhub.logging import get_logger
 from asrhub.protocol import EndMessage, PingMessage, ResumeMessage, StartMessage, UpdateMessage, parse_message
 from asrhub.resume import Held
 from asrhub.resume import after_segment as _after
 from asrhub.session import Session, State
 
-log = structlog.get_logger("asrhub.transports")
+log = get_logger("asrhub.transports")
 
 Send = Callable[[Event], Awaitable[None]]
 Close = Callable[[str | None], Awaitable[None]]

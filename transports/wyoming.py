@@ -41,7 +41,6 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import structlog
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
@@ -56,13 +55,14 @@ from asrhub.config import MAX_KEYTERM_CHARS, MAX_KEYTERMS
 from asrhub.delivery import EventQueue
 from asrhub.errors import HubError
 from asrhub.hub import NO_PROVIDER, Hub
+from asrhub.logging import get_logger
 from asrhub.protocol import MAX_MESSAGE_BYTES
 from asrhub.session import Session, State
 
 from .model_choice import model_for_language
 from .wyoming_info import AgreedText, describe
 
-log = structlog.get_logger("asrhub.transports")
+log = get_logger("asrhub.transports")
 
 TRANSPORT = "wyoming"
 WAKE_THRESHOLD = 0.5

@@ -21,12 +21,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from aiohttp import web
 
+from ..logging import get_logger
 from ..settings import Settings
 
-log = structlog.get_logger("asrhub.server")
+log = get_logger("asrhub.server")
 
 
 def add_parser(subparsers: Any) -> None:

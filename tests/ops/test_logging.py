@@ -110,7 +110,8 @@ def test_configure_twice_keeps_one_handler() -> None:
 
 def test_in_process_use_without_logging_set_up_prints_warnings_only() -> None:
     """A program that embeds a Hub and sets no logging up sees no debug lines on stdout (the
-    structlog default) — only warnings and errors, on stderr, as stdlib logging's defaults do."""
+    structlog default) — only warnings and errors, on stderr, as stdlib logging's defaults do —
+    and the hub configured nothing global: structlog is as the program left it."""
     import subprocess
     import sys
     import textwrap
@@ -121,6 +122,7 @@ def test_in_process_use_without_logging_set_up_prints_warnings_only() -> None:
         import numpy as np
         import structlog
         from asrhub.hub import Hub
+        from asrhub.logging import get_logger
         from asrhub.wiring import build_pipeline
 
         async def main():
@@ -128,7 +130,8 @@ def test_in_process_use_without_logging_set_up_prints_warnings_only() -> None:
             session = hub.open({"provider": "none"})
             await session.feed(np.zeros(16000, np.int16).tobytes())
             await session.end()
-            structlog.get_logger("asrhub.embedded").warning("something to see")
+            get_logger("asrhub.embedded").warning("something to see")
+            print("configured" if structlog.is_configured() else "", end="")
 
         asyncio.run(main())
         """
