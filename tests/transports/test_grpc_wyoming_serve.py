@@ -84,8 +84,10 @@ async def test_sigterm_drains_grpc_and_wyoming_streams() -> None:
             release.set()
         assert transcript is not None and wer(weather_text, transcript) < 0.3, transcript
         # The gRPC client pushes audio as fast as the flow-control window lets it: the signal may
-        # come before the hub has read the end of the clip. What it had is flushed to a final.
+        # come before the hub has read the end of the clip. What it had is flushed to a final; its
+        # last word may be cut in the middle ("brown" heard as "front"), so it is not compared.
         (final,) = finals
         heard = normalize_text(final).split()
-        assert len(heard) >= 2 and wer(" ".join(normalize_text(fox_text).split()[: len(heard)]), final) < 0.3
+        said = normalize_text(fox_text).split()[: len(heard) - 1]
+        assert len(heard) >= 2 and wer(" ".join(said), " ".join(heard[:-1])) < 0.3, final
         assert await asyncio.to_thread(proc.wait, 60) == 0
