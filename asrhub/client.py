@@ -342,18 +342,7 @@ async def stream(
         async for event in _resumable(url, source, config, api_key, realtime, chunk_ms, http, resume_for_s):
             yield event
         return
-    config = dict(config or {})
-    if isinstance(source, str | Path):
-        pcm, audio = read_audio_file(source)
-        config.setdefault("audio", audio)
-        source = pcm
-    audio = config.get("audio") or {}
-    if isinstance(source, bytes):
-        rate = bytes_per_second(audio)
-        size = max(2, int(rate * chunk_ms / 1000) // 2 * 2)
-        frames: AsyncIterable[bytes] = chunks(source, size, pace=rate if realtime else None)
-    else:
-        frames = source
+    config, frames = _frames(source, config, realtime, chunk_ms)
     hub = await HubStream.connect(url, config=config, api_key=api_key, http=http)
 
     async def pump() -> None:
@@ -377,6 +366,23 @@ async def stream(
         await hub.close()
 
 
+def _frames(
+    source: Source, config: Mapping[str, Any] | None, realtime: bool, chunk_ms: int
+) -> tuple[dict[str, Any], AsyncIterable[bytes]]:
+    """The session config (with the audio format of a file) and the frames to send: a file or
+    bytes cut into ``chunk_ms`` pieces (paced in real time if asked), or the caller's iterable."""
+    config = dict(config or {})
+    if isinstance(source, str | Path):
+        pcm, audio_format = read_audio_file(source)
+        config.setdefault("audio", audio_format)
+        source = pcm
+    if isinstance(source, bytes):
+        rate = bytes_per_second(config.get("audio") or {})
+        size = max(2, int(rate * chunk_ms / 1000) // 2 * 2)
+        return config, chunks(source, size, pace=rate if realtime else None)
+    return config, source
+
+
 async def _resumable(
     url: str,
     source: Source,
@@ -388,19 +394,8 @@ async def _resumable(
     resume_for_s: float,
 ) -> AsyncIterator[Event]:
     """:func:`stream` with ``resume=True``: one sender, one receiver, a ledger of the audio."""
-    config = dict(config or {})
-    if isinstance(source, str | Path):
-        pcm, audio_format = read_audio_file(source)
-        config.setdefault("audio", audio_format)
-        source = pcm
-    audio = config.get("audio") or {}
-    if isinstance(source, bytes):
-        rate = bytes_per_second(audio)
-        size = max(2, int(rate * chunk_ms / 1000) // 2 * 2)
-        frames: AsyncIterable[bytes] = chunks(source, size, pace=rate if realtime else None)
-    else:
-        frames = source
-    ledger = AudioLedger(audio)
+    config, frames = _frames(source, config, realtime, chunk_ms)
+    ledger = AudioLedger(config.get("audio") or {})
     hub = await HubStream.connect(url, config=config, api_key=api_key, http=http, resume=True)
     connected = asyncio.Event()
     connected.set()
