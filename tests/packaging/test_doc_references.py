@@ -12,8 +12,6 @@ MD_NAME = re.compile(r"[`(\s]((?:[\w.-]+/)*[\w.-]+\.md)\b")
 # Files of third-party projects the docs cite by their upstream path (not ours to ship).
 UPSTREAM = {"runtime/docs/websocket_protocol.md"}
 WRITTEN = {"out.md"}  # a file a documented command writes
-# Named on main before its page landed (the compatible streaming APIs, issue 18): remove once it exists.
-NOT_YET = {"docs/compat-apis.md"}
 
 
 def sources() -> list[Path]:
@@ -33,7 +31,7 @@ def test_every_named_document_is_in_the_repository() -> None:
             if "://" not in target and not target.startswith("mailto:") and not exists(target, path):
                 missing.append(f"{path.relative_to(ROOT)} links {target}")
         for name in MD_NAME.findall(text):
-            if name not in UPSTREAM | WRITTEN | NOT_YET and not exists(name, path):
+            if name not in UPSTREAM | WRITTEN and not exists(name, path):
                 missing.append(f"{path.relative_to(ROOT)} names {name}")
     assert not missing, "\n".join(missing)
 
