@@ -20,6 +20,7 @@ Set-ups (all the bundled tiny.en, int8, beam 5, in a hub subprocess):
              (``batch_max = 1, batch_window_ms = 0, partial_workers = 0``).
 ``default``  the provider subject with its defaults on CPU: a lane for finals and one for
              partials, no cross-session batching (``batch_max = 0`` = 1 on CPU).
+``early``    the defaults with early finals (``limits.early_final_ms = 200``).
 ``batched``  the same with cross-session batches of up to 4 clips (20 ms window).
 ``ray1``     the defaults, the model in one Ray actor (on one node) of a two-node Ray cluster
              on 127.0.0.1.
@@ -53,7 +54,7 @@ from common import Sampler, Server, Table, percentile, print_tables, run_loadgen
 
 KS = (1, 2, 4, 8, 16)
 QUICK_KS = (1, 4)
-SETUPS = ("before", "default", "batched", "ray1", "ray2")
+SETUPS = ("before", "default", "early", "batched", "ray1", "ray2")
 FIXTURES = "quick_fox.wav,weather_question.wav,reminder.wav"
 HANGOVER_MS = 500
 GAP_S = 1.0
@@ -68,13 +69,18 @@ RAY_ENV = {
 ENGINE_ENV = {
     "before": {"BATCH_MAX": "1", "BATCH_WINDOW_MS": "0", "PARTIAL_WORKERS": "0"},
     "default": {},
+    "early": {},
     "batched": {"BATCH_MAX": "4", "BATCH_WINDOW_MS": "20"},
     "ray1": {"RAY_REPLICAS": "1"},
     "ray2": {"RAY_REPLICAS": "2"},
 }
+LIMITS_ENV = {"early": {"ASRHUB_LIMITS__EARLY_FINAL_MS": "200"}}
+"""Hub settings beyond [providers.whisper] for a set-up: early finals start the final decode
+200 ms into the silence instead of after the 500 ms hangover."""
 LABELS = {
     "before": "in-process, one at a time (before)",
     "default": "in-process, defaults (partial lane)",
+    "early": "in-process, defaults + early finals (200 ms)",
     "batched": "in-process, batched (batch_max 4)",
     "ray1": "Ray, 1 replica (one node)",
     "ray2": "Ray, 2 nodes, 2 replicas",
@@ -166,6 +172,7 @@ def hub_env(
     setup: str, overrides: dict[str, str] | None, ray: tuple[str, dict[str, str]] | None
 ) -> dict[str, str]:
     env = {WHISPER + key.upper(): value for key, value in {**ENGINE_ENV[setup], **(overrides or {})}.items()}
+    env.update(LIMITS_ENV.get(setup, {}))
     if setup.startswith("ray"):
         assert ray is not None
         address, ray_env = ray
