@@ -35,7 +35,16 @@ import aiohttp
 import numpy as np
 import openai
 import psutil
-from common import SPEECH_FIXTURES, Sampler, Server, Table, markdown, percentile, print_tables, stream_audio
+from common import (
+    SPEECH_FIXTURES,
+    Sampler,
+    Server,
+    Table,
+    latency_table,
+    markdown,
+    print_tables,
+    stream_audio,
+)
 
 from tests.audio_utils import resample, wer
 
@@ -183,29 +192,14 @@ async def measure(server: Server, fixtures: tuple[str, ...], repeat: int) -> lis
 
 
 def summarize(rows: list[dict[str, Any]], busy: float) -> Table:
-    table = Table(
+    return latency_table(
         "End of speech → final: native WebSocket vs Deepgram vs OpenAI Realtime (same hub, clips, run)",
-        ["api", "n", "median ms", "p90 ms", "max ms", "mean WER", "load avg (1 min)"],
-    )
-    for api in APIS:
-        mine = [r for r in rows if r["api"] == api]
-        lat = [r["latency_ms"] for r in mine]
-        table.rows.append(
-            [
-                api,
-                len(mine),
-                percentile(lat, 50),
-                percentile(lat, 90),
-                max(lat),
-                sum(r["wer"] for r in mine) / len(mine),
-                sum(r["load1"] for r in mine) / len(mine),
-            ]
-        )
-    table.notes.append(
+        "api",
+        APIS,
+        rows,
         f"machine busy {busy:.0f}% of 200% (2 cores) during the run; {psutil.cpu_count()} CPUs; "
-        "real-time streams, one at a time, 100 ms frames; includes the VAD's 500 ms hangover"
+        "real-time streams, one at a time, 100 ms frames; includes the VAD's 500 ms hangover",
     )
-    return table
 
 
 def run(

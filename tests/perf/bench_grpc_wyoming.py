@@ -40,8 +40,8 @@ from common import (
     Server,
     Table,
     free_port,
+    latency_table,
     markdown,
-    percentile,
     print_tables,
     stream_audio,
 )
@@ -174,29 +174,14 @@ async def measure(
 
 
 def summarize(rows: list[dict[str, Any]], busy: float) -> Table:
-    table = Table(
+    return latency_table(
         "Final after end of audio: WebSocket vs gRPC vs Wyoming (same hub, same clips, same run)",
-        ["transport", "n", "median ms", "p90 ms", "max ms", "mean WER", "load avg (1 min)"],
-    )
-    for transport in TRANSPORTS:
-        mine = [r for r in rows if r["transport"] == transport]
-        lat = [r["latency_ms"] for r in mine]
-        table.rows.append(
-            [
-                transport,
-                len(mine),
-                percentile(lat, 50),
-                percentile(lat, 90),
-                max(lat),
-                sum(r["wer"] for r in mine) / len(mine),
-                sum(r["load1"] for r in mine) / len(mine),
-            ]
-        )
-    table.notes.append(
+        "transport",
+        TRANSPORTS,
+        rows,
         f"machine busy {busy:.0f}% of 200% (2 cores) during the run; "
-        f"{psutil.cpu_count()} CPUs; real-time streams, one at a time, 100 ms frames"
+        f"{psutil.cpu_count()} CPUs; real-time streams, one at a time, 100 ms frames",
     )
-    return table
 
 
 def run(

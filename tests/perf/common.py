@@ -342,3 +342,25 @@ def markdown(tables: Sequence[Table]) -> str:
             out.append(f"- {note}")
         out.append("")
     return "\n".join(out)
+
+
+def latency_table(title: str, key: str, names: Sequence[str], rows: list[dict[str, Any]], note: str) -> Table:
+    """One row per ``names`` entry of end-of-speech → final latencies, from ``rows`` of
+    ``{key: name, "latency_ms": …, "wer": …, "load1": …}``: n, median, p90, max, mean WER, load."""
+    table = Table(title, [key, "n", "median ms", "p90 ms", "max ms", "mean WER", "load avg (1 min)"])
+    for name in names:
+        mine = [r for r in rows if r[key] == name]
+        lat = [r["latency_ms"] for r in mine]
+        table.rows.append(
+            [
+                name,
+                len(mine),
+                percentile(lat, 50),
+                percentile(lat, 90),
+                max(lat),
+                sum(r["wer"] for r in mine) / len(mine),
+                sum(r["load1"] for r in mine) / len(mine),
+            ]
+        )
+    table.notes.append(note)
+    return table

@@ -11,7 +11,6 @@ address, as a separate hub process would. Object stores are kept at 80 MB per no
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -29,10 +28,7 @@ from tests.transports.conftest import serve_process
 
 from .conftest import finals, make_hub, run_session
 
-pytestmark = [
-    pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed"),
-]
+pytestmark = pytest.mark.asyncio(loop_scope="module")  # ray is a dev dependency: no skip
 
 STORE = 80 << 20
 
