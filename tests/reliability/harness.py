@@ -460,6 +460,20 @@ class ServeProcess:
         assert self.proc is not None
         return float(psutil.Process(self.proc.pid).memory_info().rss) / 1e6
 
+    async def steady_rss_mb(self, within: float = 30.0) -> float:
+        """The hub's RSS once it has stopped moving (three samples 0.25 s apart within 1 MB of
+        each other). Right after the last session is gone, the engine threads are still giving
+        back their working memory (up to ~100 MB for a few hundred ms, measured): one sample
+        then measures that moment, not what the hub keeps."""
+        deadline = time.monotonic() + within
+        samples = [self.rss_mb()]
+        while len(samples) < 3 or max(samples[-3:]) - min(samples[-3:]) > 1.0:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"RSS still moving after {within} s: {samples[-6:]}")
+            await asyncio.sleep(0.25)
+            samples.append(self.rss_mb())
+        return samples[-1]
+
     @property
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
