@@ -50,6 +50,7 @@ from asrhub.provider import (
     Transcription,
     hint_prompt,
 )
+from asrhub.provider_settings import check_from, read_settings
 from asrhub.registry import ProviderSpec
 from asrhub.stream_stage import stream_stage
 
@@ -79,10 +80,7 @@ class FunasrSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 def parse_settings(options: dict[str, Any]) -> FunasrSettings:
-    try:
-        settings = msgspec.convert(options, FunasrSettings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ProviderUnavailable(f"invalid [providers.funasr] settings: {exc}") from None
+    settings = read_settings("funasr", options, FunasrSettings, strict=False)
     scheme = urlparse(settings.url).scheme
     if scheme not in ("ws", "wss"):
         raise ProviderUnavailable(f"funasr url must start with ws:// or wss://, not {settings.url!r}")
@@ -409,14 +407,6 @@ def _join_all(pieces: list[str]) -> str:
 # ---------------------------------------------------------------------- registration
 
 
-def _check(options: dict[str, Any]) -> str | None:
-    try:
-        parse_settings(options)
-    except ProviderUnavailable as exc:
-        return str(exc)
-    return None
-
-
 def _factory(options: dict[str, Any]) -> Provider:
     return FunasrProvider(parse_settings(options))
 
@@ -425,5 +415,5 @@ spec = ProviderSpec(
     name="funasr",
     description="FunASR runtime server over WebSocket (offline, online, 2pass)",
     factory=_factory,
-    check=_check,
+    check=check_from(parse_settings),
 )

@@ -36,6 +36,7 @@ from asrhub.provider import (
     Transcription,
     hint_prompt,
 )
+from asrhub.provider_settings import check_from, read_settings
 from asrhub.registry import ProviderSpec
 from asrhub.stream_stage import stream_stage
 
@@ -71,10 +72,7 @@ class GoogleSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 def parse_settings(options: dict[str, Any]) -> GoogleSettings:
-    try:
-        settings = msgspec.convert(options, GoogleSettings, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ProviderUnavailable(f"invalid [providers.google] settings: {exc}") from None
+    settings = read_settings("google", options, GoogleSettings, strict=False)
     if settings.insecure and not settings.endpoint:
         raise ProviderUnavailable("google: insecure = true needs an endpoint (host:port)")
     return settings
@@ -353,16 +351,14 @@ def _words(alternative: Any, base: float) -> list[Word]:
 # ---------------------------------------------------------------------- registration
 
 
-def _check(options: dict[str, Any]) -> str | None:
+def _probe(options: dict[str, Any]) -> None:
     try:
         import google.cloud.speech_v1  # noqa: F401
     except ImportError as exc:
-        return f"google-cloud-speech is not installed ({exc}); install it with: pip install 'asrhub[google]'"
-    try:
-        load_credentials(parse_settings(options))
-    except ProviderUnavailable as exc:
-        return str(exc)
-    return None
+        raise ProviderUnavailable(
+            f"google-cloud-speech is not installed ({exc}); install it with: pip install 'asrhub[google]'"
+        ) from None
+    load_credentials(parse_settings(options))
 
 
 def _factory(options: dict[str, Any]) -> Provider:
@@ -373,6 +369,6 @@ spec = ProviderSpec(
     name="google",
     description="Google Cloud Speech-to-Text v1 (streaming_recognize / recognize)",
     factory=_factory,
-    check=_check,
+    check=check_from(_probe),
     extra="google",
 )

@@ -38,6 +38,7 @@ from asrhub.provider import (
     Transcription,
     hint_prompt,
 )
+from asrhub.provider_settings import check_from, read_settings
 from asrhub.registry import ProviderSpec
 
 if TYPE_CHECKING:
@@ -59,19 +60,20 @@ def _key(settings: OpenAISettings) -> str | None:
     return settings.api_key or os.environ.get("OPENAI_API_KEY")
 
 
-def check(options: dict[str, Any]) -> str | None:
+def probe(options: dict[str, Any]) -> OpenAISettings:
+    """The settings, when the client can be made with them; else ProviderUnavailable says why."""
     if importlib.util.find_spec("openai") is None:
-        return "the openai package is not installed: pip install openai"
-    try:
-        settings = msgspec.convert(options, OpenAISettings)
-    except msgspec.ValidationError as exc:
-        return f"invalid [providers.openai] settings: {exc}"
+        raise ProviderUnavailable("the openai package is not installed: pip install openai")
+    settings = read_settings("openai", options, OpenAISettings)
     if settings.base_url is None and not _key(settings):
-        return (
+        raise ProviderUnavailable(
             "no API key: set OPENAI_API_KEY or [providers.openai] api_key, or point "
             "[providers.openai] base_url at an OpenAI-compatible server"
         )
-    return None
+    return settings
+
+
+check = check_from(probe)
 
 
 def wav_bytes(samples: Samples, rate: int = TARGET_RATE) -> bytes:
@@ -89,10 +91,7 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
-        try:
-            self.settings = msgspec.convert(options or {}, OpenAISettings)
-        except msgspec.ValidationError as exc:
-            raise ProviderUnavailable(f"invalid [providers.openai] settings: {exc}") from None
+        self.settings = read_settings("openai", options, OpenAISettings)
         verbose = self.settings.response_format == "verbose_json"
         self.capabilities = Capabilities(
             streaming=False, partials=False, word_timestamps=verbose, keyterms=True

