@@ -27,6 +27,7 @@ from reactivex.subject import Subject
 from . import metrics
 from .config import SessionConfig
 from .errors import HubError
+from .flow import Inlet
 from .frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed, SessionUpdated
 from .pipeline import Operator, SessionContext
 
@@ -55,7 +56,7 @@ class Session:
         self.close_reason: str | None = None
         self._loop = asyncio.get_running_loop()
         self._on_closed = on_closed
-        self._input: Subject[Frame] = Subject()
+        self._input = Inlet()  # one subscriber, called directly: no Subject locks per frame
         self._output: Subject[Event] = Subject()
         self._early: list[Event] | None = []  # events emitted before anyone subscribed
         self._done: asyncio.Future[str] = self._loop.create_future()

@@ -62,6 +62,8 @@ def build_pipeline(ctx: SessionContext) -> Operator:
                     silence_ms=config.vad.silence_ms,
                     preroll_ms=config.vad.preroll_ms,
                     pause_ms=early_final_ms(ctx),
+                    # nothing reads the gate's audio without an engine or a wake word: events only
+                    audio=bool(ctx.providers) or config.wakeword.enabled,
                 ),
             )
         )

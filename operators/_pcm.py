@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -29,12 +30,47 @@ _INT_SCALE = {1: 1.0 / 128, 2: 1.0 / 32768, 3: 1.0 / 8388608, 4: 1.0 / 214748364
 _MONO16 = ("i", 2, 1)
 
 
+_SAMPLES: Any = AudioChunk.__dict__["samples"]  # the slot behind AudioChunk.samples
+
+
 @dataclass(frozen=True, slots=True)
 class Pcm16Chunk(AudioChunk):
     """An AudioChunk decoded from mono PCM16 that keeps the client's bytes: ``samples`` is exactly
-    ``pcm16_to_float(pcm)``, so a consumer that needs int16 (webrtcvad) reads ``pcm`` as is."""
+    ``pcm16_to_float(pcm)``, so a consumer that needs int16 (webrtcvad) reads ``pcm`` as is.
+
+    ``samples`` may be given as ``None``: the float32 array is then made from ``pcm`` the first
+    time someone reads it (and kept, read-only). Audio nobody reads as float — silence in front
+    of the VAD, every chunk of a session with no engine — never pays for the conversion."""
 
     pcm: bytes
+
+    def __post_init__(self) -> None:
+        pass  # samples are frozen as they are set (see _set_samples)
+
+    @property
+    def duration(self) -> float:
+        return len(self.pcm) / (2 * self.sample_rate)
+
+
+def _get_samples(self: Pcm16Chunk) -> Samples:
+    try:
+        return _SAMPLES.__get__(self, Pcm16Chunk)  # type: ignore[no-any-return]
+    except AttributeError:  # not made yet
+        x = pcm16_to_float(self.pcm)
+        x.flags.writeable = False
+        _SAMPLES.__set__(self, x)
+        return x
+
+
+def _set_samples(self: Pcm16Chunk, x: Samples | None) -> None:
+    if x is not None:
+        if x.flags.writeable:
+            x.flags.writeable = False
+        _SAMPLES.__set__(self, x)
+
+
+# After the class is made: a slotted dataclass drops class attributes named like a field.
+setattr(Pcm16Chunk, "samples", property(_get_samples, _set_samples))  # noqa: B010
 
 
 _MIN_RATE, _MAX_RATE, _MAX_CHANNELS = 1000, 768_000, 64

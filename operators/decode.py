@@ -39,9 +39,8 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from asrhub.config import AudioFormat
-from asrhub.flow import Pending, Slots
+from asrhub.flow import Pending, Slots, Stage
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, RawAudio, Samples
-from asrhub.pcm import pcm16_to_float
 from asrhub.pipeline import Operator
 
 from ._avdecode import concat
@@ -76,7 +75,7 @@ def decode(
 
             return Disposable(dispose)
 
-        return Observable(subscribe)
+        return Stage(subscribe)
 
     return operator
 
@@ -101,17 +100,23 @@ class _Decoding:
         self.failed = self.upstream_done = self.av_done = False
         self.t0, self.emitted, self.seq, self.rate = 0.0, 0, 0, 0
 
-    def emit(self, x: Samples, rate: int, pcm: bytes | None = None) -> None:
+    def emit(self, x: Samples, rate: int) -> None:
+        self.observer.on_next(AudioChunk(x, rate, self._start(rate), self.seq))
+        self.emitted += len(x)
+        self.seq += 1
+
+    def emit_pcm16(self, pcm: bytes, rate: int) -> None:
+        """Mono PCM16 as a Pcm16Chunk whose float samples are made when first read."""
+        chunk = Pcm16Chunk(None, rate, self._start(rate), self.seq, pcm)  # type: ignore[arg-type]
+        self.observer.on_next(chunk)
+        self.emitted += len(pcm) >> 1
+        self.seq += 1
+
+    def _start(self, rate: int) -> float:
         if rate != self.rate:  # only a new stream rate restarts the sample count
             self.t0 += self.emitted / self.rate if self.rate else 0.0
             self.emitted, self.rate = 0, rate
-        start = self.t0 + self.emitted / rate
-        if pcm is None:
-            self.observer.on_next(AudioChunk(x, rate, start, self.seq))
-        else:
-            self.observer.on_next(Pcm16Chunk(x, rate, start, self.seq, pcm))
-        self.emitted += len(x)
-        self.seq += 1
+        return self.t0 + self.emitted / rate
 
     def error(self, message: str, code: str = "bad_audio") -> None:
         self.observer.on_next(ErrorEvent(code=code, message=message))
@@ -146,7 +151,7 @@ class _Decoding:
         if self.pcm is not None and self.pcm.mono16:  # the hot path: the chunk keeps the client's bytes
             buf = self.pcm.take(data)
             if buf is not None:
-                self.emit(pcm16_to_float(buf), self.pcm.fmt.rate, buf)
+                self.emit_pcm16(buf, self.pcm.fmt.rate)
         elif self.pcm is not None:
             x, nonfinite = self.pcm.feed(data)
             if nonfinite:

@@ -31,6 +31,7 @@ import numpy as np
 from reactivex import Observable, abc
 from scipy.signal import firwin, upfirdn
 
+from asrhub.flow import Stage
 from asrhub.frames import AudioChunk, Frame, Samples
 from asrhub.pipeline import Operator
 
@@ -148,6 +149,6 @@ def resample(target_rate: int = 16_000) -> Operator:
 
             return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
 
-        return Observable(subscribe)
+        return Stage(subscribe)
 
     return operator

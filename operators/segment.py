@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from reactivex import Observable, abc
 
+from asrhub.flow import Stage
 from asrhub.frames import (
     AudioChunk,
     Frame,
@@ -178,6 +179,6 @@ def segment(
 
             return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
 
-        return Observable(subscribe)
+        return Stage(subscribe)
 
     return operator

@@ -21,6 +21,8 @@
   ``pause_ms`` of consecutive unvoiced frames, an internal ``SpeechPaused(t)`` hint (``t`` = end
   of the last voiced frame) follows the audio up to that frame; ``segment`` makes it a
   speculative Segment. Speech that resumes before ``silence_ms`` keeps the utterance whole.
+* ``audio=False`` (nothing after the gate reads audio: no engine, no wake word): the same events
+  at the same times, but no pre-roll is kept and no audio is passed on.
 * Audio outside speech is dropped; other frames pass through in order. Output chunks are views
   of the input samples (no copy) with their own ``seq``. A gap in stream time resets the carry
   and the pre-roll. Bound: the pre-roll keeps references to the last pre-roll + window + one
@@ -45,6 +47,7 @@ import webrtcvad
 from _webrtcvad import process
 from reactivex import Observable, abc
 
+from asrhub.flow import Stage
 from asrhub.frames import (
     AudioChunk,
     Frame,
@@ -78,6 +81,7 @@ def vad_gate(
     silence_ms: int = 500,
     preroll_ms: int = 300,
     pause_ms: int = 0,
+    audio: bool = True,
 ) -> Operator:
     k, window, end_frames = _params(aggressiveness, start_ms, silence_ms)
     pause_frames = math.ceil(pause_ms / FRAME_MS) if pause_ms > 0 else 0
@@ -86,6 +90,7 @@ def vad_gate(
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
             gate = _Gate(observer, webrtcvad.Vad(aggressiveness), k, window, end_frames, preroll_ms)
             gate.pause_frames = pause_frames
+            gate.audio = audio
 
             def on_next(frame: Frame) -> None:
                 if not isinstance(frame, AudioChunk):
@@ -105,7 +110,7 @@ def vad_gate(
 
             return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
 
-        return Observable(subscribe)
+        return Stage(subscribe)
 
     return operator
 
@@ -130,6 +135,7 @@ class _Gate:
         self.seq = 0
         self.pending: Any = None  # vad settings of a session.update, waiting for the utterance's end
         self.pause_frames = 0  # unvoiced frames inside speech that make a SpeechPaused hint (0: none)
+        self.audio = True  # False: events only (no pre-roll, no speech audio passed on)
 
     def reconfigure(self, vad: Any) -> None:
         """New VAD settings (a ``VadConfig``): now between utterances, else at this one's end."""
@@ -159,13 +165,18 @@ class _Gate:
         if c.sample_rate != self.rate:
             self._setup(c.sample_rate)
             self.carry, self.expected = b"", -1
-        x, pos0, flen, rate = c.samples, round(c.start * self.rate), self.flen, self.rate
+        pos0, flen, rate = round(c.start * self.rate), self.flen, self.rate
+        if type(c) is Pcm16Chunk:  # the client's samples as they came (no float32 read)
+            pcm = c.pcm
+            n = len(pcm) >> 1
+        else:
+            pcm = float_to_pcm16(c.samples)
+            n = len(c.samples)
         if pos0 != self.expected:  # first chunk or a gap: frames and pre-roll restart here
             self.carry = b""
             self._forget(pos0)
             self.hist = 0 if not self.speaking else self.hist
-        self.expected = pos0 + len(x)
-        pcm = c.pcm if type(c) is Pcm16Chunk else float_to_pcm16(x)
+        self.expected = pos0 + n
         data = self.carry + pcm if self.carry else pcm
         mv, fbytes, handle = memoryview(data), 2 * flen, self.handle
         fend = pos0 - len(self.carry) // 2
@@ -193,13 +204,14 @@ class _Gate:
                     self.observer.on_next(SpeechPaused(t=self.last_voiced_end / self.rate))
         mv.release()
         self.carry = data[len(data) - len(data) % fbytes :]
-        self._route(c, cursor - pos0, len(x), cursor)
+        self._route(c, cursor - pos0, n, cursor)
 
     def _start(self, fend: int) -> None:
         first = fend - self.hist.bit_length() * self.flen
         self.observer.on_next(SpeechStarted(t=first / self.rate))
-        begin = max(first - self.preroll, self.kept_end - min(self.kept_len, self.size))
-        self._emit(self._kept_tail(fend - begin), begin)
+        if self.audio:
+            begin = max(first - self.preroll, self.kept_end - min(self.kept_len, self.size))
+            self._emit(self._kept_tail(fend - begin), begin)
         self.speaking, self.unvoiced, self.last_voiced_end = True, 0, fend
 
     def _end(self, fend: int) -> None:
@@ -212,14 +224,14 @@ class _Gate:
     def _route(self, c: AudioChunk, a: int, b: int, pos: int) -> None:
         """Samples [a:b) of chunk c (starting at stream position ``pos``): emitted in speech, else
         kept for pre-roll (a reference, no copy: the chunk's PCM16 bytes when it has them)."""
-        if b <= a:
+        if b <= a or not self.audio:
             return
         if self.speaking:
             self._emit(c.samples[a:b], pos)
             return
         n = b - a
         if type(c) is Pcm16Chunk:
-            piece: bytes | Samples = c.pcm if n == len(c.samples) else c.pcm[2 * a : 2 * b]
+            piece: bytes | Samples = c.pcm if 2 * n == len(c.pcm) else c.pcm[2 * a : 2 * b]
         else:
             piece = c.samples[a:b]
         kept = self.kept

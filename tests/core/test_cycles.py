@@ -31,9 +31,7 @@ def live_subjects() -> int:
 def test_ten_thousand_sessions_leave_nothing_behind() -> None:
     """Run in a fresh interpreter: pytest's own capture of log records and output (and other
     tests' leftovers) would otherwise be counted as the hub's growth."""
-    done = subprocess.run(
-        [sys.executable, __file__], capture_output=True, text=True, timeout=600, cwd=ROOT
-    )
+    done = subprocess.run([sys.executable, __file__], capture_output=True, text=True, timeout=600, cwd=ROOT)
     print(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -231,6 +231,18 @@ def test_mono_pcm16_chunks_keep_the_client_bytes(wav: bool, values: list[int], c
     assert [type(f) for f in other] == [AudioChunk]
 
 
+def test_pcm16_chunk_makes_its_float_samples_on_first_read() -> None:
+    pcm = s16(0, 1, -1, 32767, -32768, 12345)
+    lazy = Pcm16Chunk(None, 16000, 0.5, 3, pcm)  # type: ignore[arg-type]  # as decode makes them
+    eager = Pcm16Chunk(np.frombuffer(pcm, "<i2") / np.float32(32768), 16000, 0.5, 3, pcm)
+    assert lazy.duration == eager.duration == 6 / 16000 and lazy.end == eager.end
+    x = lazy.samples
+    assert x is lazy.samples  # made once, then kept
+    assert x.dtype == np.float32 and not x.flags.writeable and not eager.samples.flags.writeable
+    np.testing.assert_array_equal(x, eager.samples)
+    assert summary(lazy) == summary(eager) and "samples=array" in repr(lazy)
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     encoding=st.sampled_from(["pcm_s16le", "pcm_f32le", "wav"]),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import webrtcvad
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -183,4 +184,42 @@ def test_pcm16_chunks_read_as_is_match_the_float_path(sizes: list[int], pcm_ever
     events = [f for f in out if not isinstance(f, AudioChunk)]
     assert events == [f for f in _PCM_REFERENCE if not isinstance(f, AudioChunk)]
     assert len(events) >= 2
+    np.testing.assert_array_equal(audio(out), audio(_PCM_REFERENCE))
+
+
+def _lazy_pcm16_chunks(x: np.ndarray, sizes: list[int]) -> list[AudioChunk]:
+    """x as decode cuts it: Pcm16Chunks that carry only the bytes (float samples made on read)."""
+    pcm, chunks, at, i = float_to_pcm16(x), [], 0, 0
+    while at < len(x):
+        n = min(sizes[i % len(sizes)], len(x) - at)
+        chunks.append(Pcm16Chunk(None, RATE, at / RATE, i, pcm[2 * at : 2 * (at + n)]))  # type: ignore[arg-type]
+        at, i = at + n, i + 1
+    return chunks
+
+
+@settings(max_examples=20, deadline=None)
+@given(sizes=st.lists(st.integers(37, 5000), min_size=1, max_size=40), pcm_every=st.integers(0, 3))
+def test_events_only_gate_gives_the_same_events_and_no_audio(sizes: list[int], pcm_every: int) -> None:
+    # audio=False (no engine, no wake word): the same events at the same times, nothing else
+    out, done = run(vad_gate(audio=False), _pcm16_chunks(PCM_SPEECH, sizes, pcm_every))
+    assert done
+    assert out == [f for f in _PCM_REFERENCE if not isinstance(f, AudioChunk)]
+    assert len(out) >= 2
+
+
+def test_events_only_gate_never_reads_float_samples() -> None:
+    chunks = _lazy_pcm16_chunks(PCM_SPEECH, [1600])
+    out, _ = run(vad_gate(audio=False), chunks)
+    assert out == [f for f in _PCM_REFERENCE if not isinstance(f, AudioChunk)]
+    with pytest.raises(AttributeError):  # the float32 slot was never filled
+        AudioChunk.__dict__["samples"].__get__(chunks[0], Pcm16Chunk)
+
+
+@settings(max_examples=10, deadline=None)
+@given(sizes=st.lists(st.integers(37, 5000), min_size=1, max_size=40))
+def test_lazy_pcm16_chunks_give_the_same_events_and_audio(sizes: list[int]) -> None:
+    out, _ = run(vad_gate(), _lazy_pcm16_chunks(PCM_SPEECH, sizes))
+    assert [summary(f) for f in out if not isinstance(f, AudioChunk)] == [
+        summary(f) for f in _PCM_REFERENCE if not isinstance(f, AudioChunk)
+    ]
     np.testing.assert_array_equal(audio(out), audio(_PCM_REFERENCE))
