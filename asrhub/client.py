@@ -29,7 +29,7 @@ import io
 import json
 import time
 import wave
-from collections.abc import AsyncIterable, AsyncIterator, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Coroutine, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -350,20 +350,12 @@ async def stream(
             await hub.send(frame)
         await hub.end()
 
-    sender = asyncio.create_task(pump())
-    try:
+    async with _sending(hub, pump()) as sender_failed:
         assert hub.started is not None
         yield hub.started
         async for event in hub:
             yield event
-            failure = sender.exception() if sender.done() and not sender.cancelled() else None
-            if failure is not None:
-                raise failure
-    finally:
-        if not sender.done():
-            sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
-        await hub.close()
+            sender_failed()
 
 
 def _frames(
@@ -440,9 +432,8 @@ async def _resumable(
                     raise
                 await asyncio.sleep(0.2)
 
-    sender = asyncio.create_task(pump())
     last_segment: int | None = None
-    try:
+    async with _sending(hub, pump()) as sender_failed:
         assert hub.started is not None
         yield hub.started
         while True:
@@ -461,9 +452,23 @@ async def _resumable(
             yield event
             if isinstance(event, SessionClosed):
                 return
-            failure = sender.exception() if sender.done() and not sender.cancelled() else None
-            if failure is not None:
-                raise failure
+            sender_failed()
+
+
+@contextlib.asynccontextmanager
+async def _sending(hub: HubStream, pump: Coroutine[Any, Any, None]) -> AsyncIterator[Callable[[], None]]:
+    """Run ``pump`` (the audio sender) beside the caller's reading of ``hub``. Yields a check
+    that raises what the sender failed with (the source raised, or sending broke); on the way
+    out, however it ends, the sender is stopped and awaited and the connection closed."""
+    sender = asyncio.create_task(pump)
+
+    def sender_failed() -> None:
+        failure = sender.exception() if sender.done() and not sender.cancelled() else None
+        if failure is not None:
+            raise failure
+
+    try:
+        yield sender_failed
     finally:
         if not sender.done():
             sender.cancel()
