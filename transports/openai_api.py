@@ -145,25 +145,16 @@ async def _speech_to_text(request: web.Request, task: str) -> web.StreamResponse
         raise HubError("bad_message", "temperature must be a number") from None
     granularities = upload.get_all("timestamp_granularities[]") + upload.get_all("timestamp_granularities")
     provider, model = resolve_provider_model(hub, upload.get("model"))
+    job: dict[str, Any] = {
+        "provider": provider,
+        "language": (upload.get("language") or None) if task == "transcribe" else None,
+        "prompt": upload.get("prompt") or None,
+        "model": model,
+        "task": task,
+    }
     if (upload.get("stream") or "false").lower() == "true":
-        return await stream_transcription(
-            request,
-            upload.data,
-            provider=provider,
-            language=(upload.get("language") or None) if task == "transcribe" else None,
-            prompt=upload.get("prompt") or None,
-            model=model,
-            task=task,
-        )
-    name, result, duration = await transcribe_upload(
-        hub,
-        upload.data,
-        provider=provider,
-        language=(upload.get("language") or None) if task == "transcribe" else None,
-        prompt=upload.get("prompt") or None,
-        model=model,
-        task=task,
-    )
+        return await stream_transcription(request, upload.data, **job)
+    name, result, duration = await transcribe_upload(hub, upload.data, **job)
     if fmt == "text":
         return web.Response(text=result.text.strip() + "\n", content_type="text/plain")
     if fmt == "srt":
