@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import openai
 import pytest
 
 from tests.audio_utils import fixture, fixture_entry, wer
-from tests.transports.conftest import KEY, ServerThread
-
-
-@pytest.fixture
-def sdk(whisper_server: ServerThread) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=f"{whisper_server.http}/v1", api_key=KEY, max_retries=0, timeout=120
-    ) as client:
-        yield client
+from tests.transports.conftest import ServerThread
 
 
 def test_stream_true_sends_deltas_then_done(sdk: openai.OpenAI, whisper_server: ServerThread) -> None:

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 import pytest
@@ -35,9 +35,13 @@ from asrhub.transports.app import create_app
 from asrhub.transports.common import listening_sockets
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes
 
+if TYPE_CHECKING:
+    import openai
+
 T = TypeVar("T")
 
 KEY = "test-key-1"
+AUTH = {"Authorization": f"Bearer {KEY}"}
 OTHER_KEY = "test-key-2"
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -131,6 +135,17 @@ def whisper_server() -> Iterator[ServerThread]:
     """The real default engine (faster-whisper tiny.en) behind every transport, keys required."""
     with ServerThread(make_settings()) as server:
         yield server
+
+
+@pytest.fixture
+def sdk(whisper_server: ServerThread) -> Iterator[openai.OpenAI]:
+    """The official ``openai`` SDK (sync client) on whisper_server's OpenAI-compatible API."""
+    import openai
+
+    with openai.OpenAI(
+        base_url=f"{whisper_server.http}/v1", api_key=KEY, max_retries=0, timeout=120
+    ) as client:
+        yield client
 
 
 # ------------------------------------------------------------------ audio

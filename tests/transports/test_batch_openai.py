@@ -4,7 +4,6 @@ driven by the official ``openai`` SDK."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import aiohttp
 import openai
@@ -12,17 +11,7 @@ import pytest
 
 from tests.audio_utils import encode, fixture, fixture_entry, load_wav, wer
 
-from .conftest import KEY, ServerThread
-
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture
-def sdk(whisper_server: ServerThread) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=f"{whisper_server.http}/v1", api_key=KEY, max_retries=0, timeout=120
-    ) as client:
-        yield client
+from .conftest import AUTH, ServerThread
 
 
 @pytest.mark.parametrize("fmt", ["wav", "mp3", "flac", "opus", "webm"])

@@ -4,25 +4,13 @@ whisper provider offers tiny.en (default) and the multilingual base."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import aiohttp
 import openai
 import pytest
 
 from tests.audio_utils import fixture, fixture_entry, normalize_text
 
-from .conftest import KEY, ServerThread
-
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture
-def sdk(whisper_server: ServerThread) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(
-        base_url=f"{whisper_server.http}/v1", api_key=KEY, max_retries=0, timeout=120
-    ) as client:
-        yield client
+from .conftest import AUTH, ServerThread
 
 
 @pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK marks translations so

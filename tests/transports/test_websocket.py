@@ -12,9 +12,7 @@ import pytest
 from asrhub.transports.common import CONNECTIONS
 from tests.audio_utils import wer
 
-from .conftest import KEY, ServerThread, finals_text, frames, speech
-
-AUTH = {"Authorization": f"Bearer {KEY}"}
+from .conftest import AUTH, KEY, ServerThread, finals_text, frames, speech
 
 
 async def collect(ws: aiohttp.ClientWebSocketResponse, until: str = "session.closed") -> list[dict[str, Any]]:
