@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,6 +23,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 import pytest
+
+from tests.serve_spawn import spawn_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
@@ -110,31 +111,10 @@ class Node:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "asrhub",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            *self.args,
-        ]
+        """(Re)start it on the same port; its stdout is closed at EOF, so a restart leaves
+        nothing open."""
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
-        self.ready.clear()
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self.logs, text=True
-        )
-        threading.Thread(target=self._read, args=(self.proc,), daemon=True).start()
-
-    def _read(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        with proc.stdout:  # closed at EOF (the process ended): a restart leaves nothing open
-            for line in proc.stdout:
-                self.lines.append(line)
-                if line.startswith("asrhub: listening on"):
-                    self.ready.set()
+        self.proc, self.ready, _ = spawn_serve(self.port, self.args, env, self.logs, self.lines)
 
     def wait_ready(self, timeout: float = 180.0) -> None:
         if not self.ready.wait(timeout):

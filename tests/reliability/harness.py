@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes
+from tests.serve_spawn import spawn_serve
 
 RATE = 16_000
-ROOT = Path(__file__).resolve().parents[2]
 
 # ------------------------------------------------------------------ audio
 
@@ -395,34 +395,8 @@ class ServeProcess:
         self.proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> ServeProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "asrhub",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "info",
-            *self.args,
-        ]
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=self.logfile, text=True
-        )
-        assert self.proc.stdout is not None
-        ready = threading.Event()
-
-        def wait_ready() -> None:
-            assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                if line.startswith("asrhub: listening on"):
-                    ready.set()
-            # stdout ends when the process exits
-
-        self._reader = threading.Thread(target=wait_ready, daemon=True)
-        self._reader.start()
+        args = ["--log-level", "info", *self.args]
+        self.proc, ready, self._reader = spawn_serve(self.port, args, self.env, self.logfile)
         if not ready.wait(120):
             self.stop(signal.SIGKILL)
             raise AssertionError(f"asrhub serve did not start:\n{self.log_text()[-3000:]}")
