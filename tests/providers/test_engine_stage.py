@@ -3,7 +3,8 @@
 Real parts: faster-whisper (tiny.en), the standard chain (decode → resample → VAD → segment),
 real fixture speech. The fakes inject faults and say so: ``FakeDeadStream`` is a streaming
 engine whose every stream fails; ``FakeBrokenReply`` raises what a real client library raises on
-a reply it did not expect (``KeyError``, ``RuntimeError``); ``FakeHung`` never answers.
+a reply it did not expect (``KeyError``, ``RuntimeError``); ``FakeHung`` never answers. What they
+share (a named engine with nothing to start or close) is ``FakeBatchEngine``.
 
 The third-party engines here import only the core (``asrhub.*`` minus providers/): that is the
 point of the core stage.
@@ -34,13 +35,14 @@ SILENCES, _ = load_wav(fixture("silences.wav"))
 UTTERANCES = len(fixture_entry("silences.wav")["segments"])
 
 
-class FakeBrokenReply:
-    """A batch engine whose client library chokes on every reply: raises ``exc_type``."""
+class FakeBatchEngine:
+    """What the fakes below share: a batch engine of this name with nothing to start or close.
+    A subclass supplies ``transcribe`` (the fault it injects)."""
 
     capabilities = Capabilities(streaming=False, partials=False)
 
-    def __init__(self, name: str, exc_type: type[Exception] = KeyError) -> None:
-        self.name, self.exc_type = name, exc_type
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.calls = 0
 
     async def start(self) -> None:
@@ -50,8 +52,7 @@ class FakeBrokenReply:
         pass
 
     async def transcribe(self, samples: Samples, **_: Any) -> Transcription:
-        self.calls += 1
-        raise self.exc_type("text")  # a malformed reply, as the openai SDK would surface it
+        raise NotImplementedError
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
         return batch_stage(self, ctx, fallbacks)
@@ -60,20 +61,26 @@ class FakeBrokenReply:
         return {"name": self.name}
 
 
-class FakeDeadStream:
+class FakeBrokenReply(FakeBatchEngine):
+    """A batch engine whose client library chokes on every reply: raises ``exc_type``."""
+
+    def __init__(self, name: str, exc_type: type[Exception] = KeyError) -> None:
+        super().__init__(name)
+        self.exc_type = exc_type
+
+    async def transcribe(self, samples: Samples, **_: Any) -> Transcription:
+        self.calls += 1
+        raise self.exc_type("text")  # a malformed reply, as the openai SDK would surface it
+
+
+class FakeDeadStream(FakeBatchEngine):
     """A remote streaming engine (FunASR/Google shape) whose every stream fails."""
 
     capabilities = Capabilities(streaming=True, partials=True)
 
     def __init__(self, name: str = "dead_stream") -> None:
-        self.name = name
+        super().__init__(name)
         self.streams = 0
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
     async def transcribe(self, samples: Samples, **_: Any) -> Transcription:
         raise ProviderError(f"{self.name}: connection refused")
@@ -89,25 +96,13 @@ class FakeDeadStream:
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
         return stream_stage(self, self.recognize, ctx, fallbacks)
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name}
 
-
-class FakeHung:
+class FakeHung(FakeBatchEngine):
     """A batch engine that never answers (a dead endpoint behind a black-holing network)."""
 
-    capabilities = Capabilities(streaming=False, partials=False)
-
     def __init__(self, name: str = "hung") -> None:
-        self.name = name
-        self.calls = 0
+        super().__init__(name)
         self.answer: Transcription | None = None
-
-    async def start(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
 
     async def transcribe(self, samples: Samples, **_: Any) -> Transcription:
         self.calls += 1
@@ -115,12 +110,6 @@ class FakeHung:
             return self.answer
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
-
-    def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
-        return batch_stage(self, ctx, fallbacks)
-
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name}
 
 
 async def ended(hub: Any, config: dict[str, Any]) -> list[Any]:
