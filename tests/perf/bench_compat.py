@@ -19,14 +19,12 @@ the load average and the machine's busy CPU are printed with the numbers.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
-import os
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,33 +32,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiohttp
 import numpy as np
 import openai
-import psutil
-from common import (
-    SPEECH_FIXTURES,
-    Sampler,
-    Server,
-    Table,
-    latency_table,
-    markdown,
-    print_tables,
-    stream_audio,
-)
+from common import SPEECH_FIXTURES, Server, StreamAudio, Table
+from side_by_side import main, measured, paced, side_table, take_turns
 
-from tests.audio_utils import resample, wer
+from tests.audio_utils import resample
 
 RATE = 16_000
-FRAME_S = 0.1
 APIS = ("websocket", "deepgram", "openai_realtime")
-
-
-async def paced(pcm: bytes, rate: int) -> AsyncIterator[bytes]:
-    step = int(rate * FRAME_S) * 2
-    t0 = time.monotonic()
-    for i in range(0, len(pcm), step):
-        delay = t0 + i / (rate * 2) - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        yield pcm[i : i + step]
 
 
 class Clock:
@@ -100,7 +78,7 @@ async def via_websocket(server: Server, pcm: bytes, clock: Clock) -> None:
 
         reader = asyncio.create_task(read())
         clock.start()
-        async for frame in paced(pcm, RATE):
+        async for frame in paced(pcm):
             await ws.send_bytes(frame)
         await clock.final
         await ws.send_str('{"type": "session.end"}')
@@ -126,7 +104,7 @@ async def via_deepgram(server: Server, pcm: bytes, clock: Clock) -> None:
 
         reader = asyncio.create_task(read())
         clock.start()
-        async for frame in paced(pcm, RATE):
+        async for frame in paced(pcm):
             await conn.send_media(frame)
         await clock.final
         await conn.send_close_stream()
@@ -168,69 +146,22 @@ CLIENTS: dict[str, Callable[[Server, bytes, Clock], Awaitable[None]]] = {
 
 
 async def measure(server: Server, fixtures: tuple[str, ...], repeat: int) -> list[dict[str, Any]]:
-    rows = []
-    for r in range(repeat):
-        for name in fixtures:
-            audio = stream_audio(name, lead_s=0.5, tail_s=1.2, seed=r)
-            order = APIS[r % 3 :] + APIS[: r % 3]  # who goes first rotates
-            for api in order:
-                clock = Clock(audio.speech_end_s)
-                await CLIENTS[api](server, audio.pcm, clock)
-                latency = await clock.latency()
-                text = " ".join(clock.texts)
-                rows.append(
-                    {
-                        "api": api,
-                        "clip": name,
-                        "latency_ms": latency * 1000,
-                        "wer": wer(audio.texts[0], text),
-                        "load1": os.getloadavg()[0],
-                    }
-                )
-                print(f"  {api:15s} {name:22s} {latency * 1000:7.0f} ms  {text!r}", file=sys.stderr)
-    return rows
+    async def one(api: str, audio: StreamAudio) -> tuple[float, str]:
+        clock = Clock(audio.speech_end_s)
+        await CLIENTS[api](server, audio.pcm, clock)
+        return await clock.latency(), " ".join(clock.texts)
 
-
-def summarize(rows: list[dict[str, Any]], busy: float) -> Table:
-    return latency_table(
-        "End of speech → final: native WebSocket vs Deepgram vs OpenAI Realtime (same hub, clips, run)",
-        "api",
-        APIS,
-        rows,
-        f"machine busy {busy:.0f}% of 200% (2 cores) during the run; {psutil.cpu_count()} CPUs; "
-        "real-time streams, one at a time, 100 ms frames; includes the VAD's 500 ms hangover",
-    )
+    return await take_turns("api", APIS, one, fixtures, repeat, tail_s=1.2)
 
 
 def run(
     fixtures: tuple[str, ...] = SPEECH_FIXTURES, repeat: int = 3
 ) -> tuple[list[Table], list[dict[str, Any]]]:
-    with Server("hub", provider="whisper") as server, Sampler(server.ps) as sampler:
-        start = time.monotonic()
-        rows = asyncio.run(measure(server, fixtures, repeat))
-        busy = sampler.machine_busy(start, time.monotonic())
-    return [summarize(rows, busy)], rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="two clips, one round")
-    parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--json", dest="json_path")
-    args = parser.parse_args()
-    fixtures = SPEECH_FIXTURES[:2] if args.quick else SPEECH_FIXTURES
-    tables, rows = run(fixtures, 1 if args.quick else args.repeat)
-    print_tables(tables)
-    if args.markdown:
-        print(markdown(tables))
-    if args.json_path:
-        Path(args.json_path).write_text(
-            json.dumps({"rows": rows, "tables": [t.to_dict() for t in tables]}, indent=1)
-        )
+    with Server("hub", provider="whisper") as server:
+        rows, busy = measured(server, measure(server, fixtures, repeat))
+    title = "End of speech → final: native WebSocket vs Deepgram vs OpenAI Realtime (same hub, clips, run)"
+    return [side_table(title, "api", APIS, rows, busy, "; includes the VAD's 500 ms hangover")], rows
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__, run)

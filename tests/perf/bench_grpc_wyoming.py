@@ -20,10 +20,8 @@ the numbers.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,38 +31,16 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import aiohttp
 import grpc
-import psutil
-from common import (
-    SPEECH_FIXTURES,
-    Sampler,
-    Server,
-    Table,
-    free_port,
-    latency_table,
-    markdown,
-    print_tables,
-    stream_audio,
-)
+from common import SPEECH_FIXTURES, Server, StreamAudio, Table, free_port
 from google.cloud import speech_v1
 from google.cloud.speech_v1.services.speech.transports import SpeechGrpcAsyncIOTransport
+from side_by_side import main, measured, paced, side_table, take_turns
 from wyoming.asr import Transcribe, Transcript
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.client import AsyncTcpClient
 
-from tests.audio_utils import wer
-
 RATE = 16_000
-FRAME = RATE * 2 // 10  # 100 ms of PCM16
 TRANSPORTS = ("websocket", "grpc", "wyoming")
-
-
-async def paced(pcm: bytes) -> AsyncIterator[bytes]:
-    t0 = time.monotonic()
-    for i in range(0, len(pcm), FRAME):
-        delay = t0 + i / (RATE * 2) - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        yield pcm[i : i + FRAME]
 
 
 async def via_websocket(server: Server, _grpc: int, _wyoming: int, pcm: bytes) -> tuple[float, str]:
@@ -153,35 +129,10 @@ CLIENTS: dict[str, Callable[[Server, int, int, bytes], Awaitable[tuple[float, st
 async def measure(
     server: Server, grpc_port: int, wyoming_port: int, fixtures: tuple[str, ...], repeat: int
 ) -> list[dict[str, Any]]:
-    rows = []
-    for r in range(repeat):
-        for name in fixtures:
-            audio = stream_audio(name, lead_s=0.5, tail_s=0.0, seed=r)
-            order = TRANSPORTS[r % 3 :] + TRANSPORTS[: r % 3]  # who goes first rotates
-            for transport in order:
-                latency, text = await CLIENTS[transport](server, grpc_port, wyoming_port, audio.pcm)
-                rows.append(
-                    {
-                        "transport": transport,
-                        "clip": name,
-                        "latency_ms": latency * 1000,
-                        "wer": wer(audio.texts[0], text),
-                        "load1": os.getloadavg()[0],
-                    }
-                )
-                print(f"  {transport:9s} {name:22s} {latency * 1000:7.0f} ms  {text!r}", file=sys.stderr)
-    return rows
+    async def one(transport: str, audio: StreamAudio) -> tuple[float, str]:
+        return await CLIENTS[transport](server, grpc_port, wyoming_port, audio.pcm)
 
-
-def summarize(rows: list[dict[str, Any]], busy: float) -> Table:
-    return latency_table(
-        "Final after end of audio: WebSocket vs gRPC vs Wyoming (same hub, same clips, same run)",
-        "transport",
-        TRANSPORTS,
-        rows,
-        f"machine busy {busy:.0f}% of 200% (2 cores) during the run; "
-        f"{psutil.cpu_count()} CPUs; real-time streams, one at a time, 100 ms frames",
-    )
+    return await take_turns("transport", TRANSPORTS, one, fixtures, repeat, tail_s=0.0)
 
 
 def run(
@@ -189,32 +140,11 @@ def run(
 ) -> tuple[list[Table], list[dict[str, Any]]]:
     grpc_port, wyoming_port = free_port(), free_port()
     env = {"ASRHUB_SERVER__GRPC_PORT": str(grpc_port), "ASRHUB_SERVER__WYOMING_PORT": str(wyoming_port)}
-    with Server("hub", provider="whisper", env=env) as server, Sampler(server.ps) as sampler:
-        start = time.monotonic()
-        rows = asyncio.run(measure(server, grpc_port, wyoming_port, fixtures, repeat))
-        busy = sampler.machine_busy(start, time.monotonic())
-    return [summarize(rows, busy)], rows
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="two clips, one round")
-    parser.add_argument("--markdown", action="store_true")
-    parser.add_argument("--json", dest="json_path")
-    args = parser.parse_args()
-    fixtures = SPEECH_FIXTURES[:2] if args.quick else SPEECH_FIXTURES
-    tables, rows = run(fixtures, 1 if args.quick else args.repeat)
-    print_tables(tables)
-    if args.markdown:
-        print(markdown(tables))
-    if args.json_path:
-        Path(args.json_path).write_text(
-            json.dumps({"rows": rows, "tables": [t.to_dict() for t in tables]}, indent=1)
-        )
+    with Server("hub", provider="whisper", env=env) as server:
+        rows, busy = measured(server, measure(server, grpc_port, wyoming_port, fixtures, repeat))
+    title = "Final after end of audio: WebSocket vs gRPC vs Wyoming (same hub, same clips, same run)"
+    return [side_table(title, "transport", TRANSPORTS, rows, busy)], rows
 
 
 if __name__ == "__main__":
-    main()
+    main(__doc__, run)
