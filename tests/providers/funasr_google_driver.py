@@ -91,6 +91,23 @@ async def hub_session(
     return events
 
 
+async def batch_mode_final(provider: Provider, name: str, clip: str) -> FinalTranscript:
+    """A started ``provider`` in its non-streaming mode, registered as ``name``, serves a whole hub
+    session of the one-utterance fixture ``clip`` (the standard chain, so the batch stage); the
+    provider is closed afterwards. Returns the session's one final, the events checked in order."""
+    from asrhub.wiring import build_pipeline
+
+    try:
+        assert provider.capabilities.streaming is False
+        hub = Hub(providers={name: provider}, pipeline_factory=build_pipeline, default_provider=name)
+        events = await hub_session(hub, {}, clip, pace_s=0.0)
+    finally:
+        await provider.close()
+    (final,) = check_order(events)
+    assert isinstance(final, FinalTranscript) and final.provider == name
+    return final
+
+
 def transcripts(frames: list[Any]) -> list[PartialTranscript | FinalTranscript | ErrorEvent]:
     return [f for f in frames if isinstance(f, PartialTranscript | FinalTranscript | ErrorEvent)]
 

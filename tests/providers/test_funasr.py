@@ -32,7 +32,7 @@ from asrhub.provider import ProviderError, ProviderUnavailable
 from asrhub.providers.funasr import FunasrProvider, parse_settings
 from asrhub.registry import ProviderRegistry
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes, wer
-from tests.providers.funasr_google_driver import check_order, drive_stage, hub_session
+from tests.providers.funasr_google_driver import batch_mode_final, check_order, drive_stage, hub_session
 from tests.servers.fake_funasr_server import FakeFunasrServer
 from tests.servers.fsmn_vad import speech_segments
 
@@ -123,16 +123,7 @@ async def test_transcribe_sends_the_protocol_config_and_returns_words(server: Fa
 
 async def test_offline_mode_session_uses_the_batch_stage(server: FakeFunasrServer) -> None:
     provider = await provider_for(server.url, mode="offline")
-    try:
-        assert provider.capabilities.streaming is False
-        from asrhub.wiring import build_pipeline
-
-        hub = Hub(providers={"funasr": provider}, pipeline_factory=build_pipeline, default_provider="funasr")
-        events = await hub_session(hub, {}, "weather_question.wav", pace_s=0.0)
-    finally:
-        await provider.close()
-    (final,) = check_order(events)
-    assert isinstance(final, FinalTranscript) and final.provider == "funasr"
+    final = await batch_mode_final(provider, "funasr", "weather_question.wav")
     assert wer(fixture_entry("weather_question.wav")["text"], final.text) <= 0.2
     assert final.words and final.start <= final.words[0].start <= final.words[-1].end <= final.end + 0.05
 

@@ -21,7 +21,7 @@ from asrhub.provider import ProviderError, ProviderUnavailable
 from asrhub.providers.google import GoogleProvider, parse_settings
 from asrhub.registry import ProviderRegistry
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
-from tests.providers.funasr_google_driver import check_order, drive_stage, hub_session
+from tests.providers.funasr_google_driver import batch_mode_final, check_order, drive_stage, hub_session
 from tests.servers.google_speech_server import LocalSpeechServer
 
 FOX = "quick_fox.wav"
@@ -140,17 +140,8 @@ async def test_no_partials_asked_means_no_interim_results(server: LocalSpeechSer
 
 
 async def test_batch_mode_session_uses_recognize(server: LocalSpeechServer) -> None:
-    from asrhub.wiring import build_pipeline
-
     provider = await provider_for(server, streaming=False)
-    try:
-        assert provider.capabilities.streaming is False
-        hub = Hub(providers={"google": provider}, pipeline_factory=build_pipeline, default_provider="google")
-        events = await hub_session(hub, {}, "science.wav", pace_s=0.0)
-    finally:
-        await provider.close()
-    (final,) = check_order(events)
-    assert isinstance(final, FinalTranscript)
+    final = await batch_mode_final(provider, "google", "science.wav")
     assert wer(fixture_entry("science.wav")["text"], final.text) <= 0.25
     assert set(server.calls) == {"Recognize"}
 
