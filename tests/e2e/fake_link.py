@@ -24,10 +24,11 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import struct
 import threading
 from dataclasses import dataclass, field
+
+from tests.reliability.harness import reset  # a TCP reset (RST), no goodbye
 
 
 def server_frame(opcode: int, payload: bytes) -> bytes:
@@ -74,14 +75,6 @@ class Pair:
     cut: asyncio.Event = field(default_factory=asyncio.Event)
 
 
-def _reset(writer: asyncio.StreamWriter) -> None:
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    writer.transport.abort()
-
-
 class FakeLink:
     def __init__(self, hub_port: int) -> None:
         self.hub_port = hub_port
@@ -113,7 +106,7 @@ class FakeLink:
         try:
             hub_r, hub_w = await asyncio.open_connection("127.0.0.1", self.hub_port)
         except OSError:
-            _reset(client_w)
+            reset(client_w)
             client_w.close()
             return
         pair = Pair(client=client_w, hub=hub_w)
@@ -203,8 +196,8 @@ class FakeLink:
             pairs = list(self.pairs)
             for pair in pairs:
                 pair.cut.set()
-                _reset(pair.client)
-                _reset(pair.hub)
+                reset(pair.client)
+                reset(pair.hub)
             self.drops += len(pairs)
             return len(pairs)
 
@@ -238,8 +231,8 @@ class FakeLink:
         async def go() -> None:
             self.server.close()
             for pair in list(self.pairs):
-                _reset(pair.client)
-                _reset(pair.hub)
+                reset(pair.client)
+                reset(pair.hub)
             for task in list(self.tasks):
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
