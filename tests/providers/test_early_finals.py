@@ -55,22 +55,26 @@ async def test_a_pause_shorter_than_the_hangover_never_splits_or_finalizes_early
     assert counts["used"] == 1  # the one started at the real end served the final
 
 
-async def test_an_utterance_that_ends_is_served_by_its_early_decode(whisper: WhisperProvider) -> None:
-    one, text = speech("address_time.wav")
-    audio = np.concatenate([room_noise(0.5, seed=4), one, room_noise(1.2, seed=5)])
-    hub = make_hub({"whisper": whisper}, early_final_ms=200)
+async def one_utterance(
+    whisper: WhisperProvider, name: str, early_final_ms: int, seed: int
+) -> tuple[FinalTranscript, dict[str, int], float]:
+    """A session of the fixture's speech alone, between 0.5 s and 1.2 s of room tone: its one
+    final (checked against the fixture's text), the early-finals counts, the speech's length (s)."""
+    one, text = speech(name)
+    audio = np.concatenate([room_noise(0.5, seed=seed), one, room_noise(1.2, seed=seed + 1)])
+    hub = make_hub({"whisper": whisper}, early_final_ms=early_final_ms)
     events, counts = await session_of(hub, audio)
     finals = [e for e in events if isinstance(e, FinalTranscript)]
     assert len(finals) == 1 and wer(text, finals[0].text) <= 0.1, finals
+    return finals[0], counts, len(one) / RATE
+
+
+async def test_an_utterance_that_ends_is_served_by_its_early_decode(whisper: WhisperProvider) -> None:
+    final, counts, spoken_s = await one_utterance(whisper, "address_time.wav", early_final_ms=200, seed=4)
     assert counts["used"] == 1
-    assert finals[0].end >= len(one) / RATE  # the final still spans the whole utterance
+    assert final.end >= spoken_s  # the final still spans the whole utterance
 
 
 async def test_early_finals_off_changes_nothing(whisper: WhisperProvider) -> None:
-    one, text = speech("quick_fox.wav")
-    audio = np.concatenate([room_noise(0.5, seed=6), one, room_noise(1.2, seed=7)])
-    hub = make_hub({"whisper": whisper}, early_final_ms=0)
-    events, counts = await session_of(hub, audio)
-    finals = [e for e in events if isinstance(e, FinalTranscript)]
-    assert len(finals) == 1 and wer(text, finals[0].text) <= 0.1
+    _, counts, _ = await one_utterance(whisper, "quick_fox.wav", early_final_ms=0, seed=6)
     assert counts == {"started": 0, "used": 0, "dropped": 0}
