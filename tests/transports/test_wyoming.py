@@ -66,6 +66,12 @@ async def send_audio(client: AsyncTcpClient, pcm: bytes, ms: int = 100) -> None:
         await client.write_event(AudioChunk(rate=RATE, width=WIDTH, channels=CHANNELS, audio=chunk).event())
 
 
+async def start_audio(client: AsyncTcpClient, pcm: bytes) -> None:
+    """``audio-start`` (16 kHz mono PCM16), then ``pcm`` as 100 ms ``audio-chunk`` events."""
+    await client.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
+    await send_audio(client, pcm)
+
+
 async def read_until(client: AsyncTcpClient, *kinds: str) -> list[Event]:
     """Events up to and including the first of ``kinds`` (or the end of the connection)."""
     events: list[Event] = []
@@ -98,8 +104,7 @@ async def test_transcribe_like_home_assistant(service: Service) -> None:
     pcm, text = speech("weather_question.wav")
     async with service.client() as client:
         await client.write_event(Transcribe(language="en").event())
-        await client.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
-        await send_audio(client, pcm)
+        await start_audio(client, pcm)
         await client.write_event(AudioStop().event())
         events = await read_until(client, "transcript-stop")
     kinds = [e.type for e in events]
@@ -120,8 +125,7 @@ async def test_transcript_chunks_stream_before_audio_stop(service: Service) -> N
     second, second_text = speech("science.wav")
     async with service.client() as client:
         await client.write_event(Transcribe().event())
-        await client.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
-        await send_audio(client, first + bytes(RATE * 2))  # speech, then 1 s of silence
+        await start_audio(client, first + bytes(RATE * 2))  # speech, then 1 s of silence
         early = await read_until(client, "transcript-chunk")
         assert early[-1].type == "transcript-chunk"
         await send_audio(client, second)
@@ -139,8 +143,7 @@ async def test_wake_word_detected_then_hang_up(service: Service) -> None:
     pcm, _ = speech("hey_jarvis_weather.wav")
     async with service.client() as client:
         await client.write_event(Detect(names=["hey_jarvis"]).event())
-        await client.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
-        await send_audio(client, pcm)
+        await start_audio(client, pcm)
         events = await read_until(client, "detection", "not-detected")
         detection = Detection.from_event(events[-1])
         assert detection.name == "hey_jarvis"
@@ -156,8 +159,7 @@ async def test_no_wake_word_is_not_detected(service: Service) -> None:
     pcm, _ = speech("no_wake_weather.wav")
     async with service.client() as client:
         await client.write_event(Detect(names=["hey_jarvis"]).event())
-        await client.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
-        await send_audio(client, pcm)
+        await start_audio(client, pcm)
         await client.write_event(AudioStop().event())
         events = await read_until(client, "detection", "not-detected")
     assert [e.type for e in events] == ["not-detected"]
@@ -168,8 +170,7 @@ async def test_disconnect_mid_audio_leaves_nothing(service: Service) -> None:
     pcm, _ = speech("long_40s.wav")
     async with service.client() as client:
         await client.write_event(Transcribe(language="en").event())
-        await client.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
-        await send_audio(client, pcm[: len(pcm) // 4])
+        await start_audio(client, pcm[: len(pcm) // 4])
         await client.write_event(Ping(text="sync").event())  # answered after every chunk before it
         assert [e.type for e in await read_until(client, "pong")][-1] == "pong"
         (session,) = service.sessions()
@@ -241,8 +242,7 @@ async def test_requests_are_counted_under_their_transport(service: Service) -> N
     pcm, _ = speech("quick_fox.wav")
     async with service.client() as client:
         await client.write_event(Transcribe().event())
-        await client.write_event(AudioStart(rate=RATE, width=WIDTH, channels=CHANNELS).event())
-        await send_audio(client, pcm)
+        await start_audio(client, pcm)
         await client.write_event(AudioStop().event())
         await read_until(client, "transcript-stop")
     assert await asyncio.to_thread(opened_sessions, service.thread, "wyoming") == before + 1
