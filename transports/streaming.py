@@ -53,6 +53,8 @@ Abandon = Callable[[], None]
 
 SEND_TIMEOUT_ON_CLOSE = 1.0
 """How long a last message (``slow_consumer``) may take before the connection is cut anyway."""
+UNKNOWN_TOKEN = "unknown or expired resume token; send session.start to begin a new session"
+"""The ``resume_failed`` message for a token neither this node nor the cluster holds."""
 
 
 class StreamConnection:
@@ -186,8 +188,7 @@ class StreamConnection:
             await self._resume_from_cluster(message)
             return
         if claimed is None:
-            why = "unknown or expired resume token; send session.start to begin a new session"
-            await self.send_error(HubError("resume_failed", why))
+            await self.send_error(HubError("resume_failed", UNKNOWN_TOKEN))
             return
         held, previous = claimed
         if previous is not None:
@@ -233,8 +234,7 @@ class StreamConnection:
             await self.send_error(exc)
             return
         if claimed is None:
-            why = "unknown or expired resume token; send session.start to begin a new session"
-            await self.send_error(HubError("resume_failed", why))
+            await self.send_error(HubError("resume_failed", UNKNOWN_TOKEN))
             return
         position, last = claimed.position, message.last_segment_id
         base = max(position.seg, last or 0)
