@@ -4,6 +4,7 @@ Every resumable session (``"resume": true``, raw PCM audio) has a record in Redi
 the node that runs it (its *owner*) through the cluster's ordered writer::
 
     asrhub:resume:<token>      sid, key (hashed), config, owner, epoch, pos, t, seg, evicted, fmt
+                               (config: the latest, rewritten on every ``session.update``)
     asrhub:resume:<token>:log  "<segment_id>|<event JSON>" for every final, per-utterance error
                                and terminal event, at most LOG_SIZE utterances (oldest evicted)
 
@@ -124,6 +125,17 @@ if owner == ARGV[1] and epoch == ARGV[2] then
 end
 return 0
 """
+
+RECONFIGURE = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] or redis.call('HGET', KEYS[1], 'epoch') ~= ARGV[2] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'config', ARGV[3])
+return 1
+"""
+"""KEYS: record; ARGV: node, epoch, config JSON. 1 written; 0 another node owns the session now;
+-1 no record (Redis lost it: the restore after reconnecting writes the current config)."""
 
 FORGET = """
 local owner, epoch = redis.call('HGET', KEYS[1], 'owner'), redis.call('HGET', KEYS[1], 'epoch')
@@ -248,6 +260,7 @@ class ClusterResumes:
         self._restore = redis.register_script(RESTORE)
         self._claim = redis.register_script(CLAIM)
         self._check = redis.register_script(CHECK)
+        self._reconfigure = redis.register_script(RECONFIGURE)
         self._forget = redis.register_script(FORGET)
         resumes.hooks = self
         cluster.on_restore(self.restore_ops)
@@ -285,6 +298,21 @@ class ClusterResumes:
                 self.resumes.surrender(held.token)
 
         self.cluster.writer.put(lambda pipe: queue_script(pipe, self._append, keys, args), done)
+
+    def reconfigured(self, held: Held, config: dict[str, Any]) -> None:
+        """The session took a ``session.update``: a node that rebuilds it from the record (after
+        this one died) must rebuild it with the new config, not the one it started with."""
+        position = held.position
+        if position is None:
+            return
+        keys = self._keys(held.token)[:1]
+        args = [self.cluster.node, position.epoch, json.dumps(config)]
+
+        def done(result: Any) -> None:
+            if result == 0:
+                self.resumes.surrender(held.token)
+
+        self.cluster.writer.put(lambda pipe: queue_script(pipe, self._reconfigure, keys, args), done)
 
     def dropped(self, held: Held) -> None:
         """The session is gone here (closed on purpose, expired): delete its record, unless

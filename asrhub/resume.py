@@ -39,7 +39,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .frames import ErrorEvent, Event, FinalTranscript, SessionClosed
+from .frames import ErrorEvent, Event, FinalTranscript, SessionClosed, SessionUpdated
 
 if TYPE_CHECKING:
     from reactivex.abc import DisposableBase
@@ -147,6 +147,7 @@ class Hooks(Protocol):
 
     def registered(self, held: Held) -> None: ...
     def recorded(self, held: Held, event: Event) -> None: ...
+    def reconfigured(self, held: Held, config: dict[str, Any]) -> None: ...
     def dropped(self, held: Held) -> None: ...
 
 
@@ -194,6 +195,8 @@ class Resumes:
             def record(event: Event) -> None:
                 if log.record(event):
                     hooks.recorded(held, event)
+                elif isinstance(event, SessionUpdated):  # a node that rebuilds it must use this
+                    hooks.reconfigured(held, event.config)
 
             held.subscription = session.events.subscribe(on_next=record)
             hooks.registered(held)

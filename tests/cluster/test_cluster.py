@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import pytest
 import socketio
+from redis.asyncio import Redis as RedisClient
 
 from asrhub.client import chunks, read_audio_file, stream
 from asrhub.frames import Event, FinalTranscript, SessionClosed, SessionResumed, SpeechStarted
@@ -397,6 +398,10 @@ async def test_resume_on_another_node_while_the_owner_lives_fences_the_old_copy(
     )
     started = await ws.recv_json()
     token = started["resume_token"]
+    # A live change before the audio: the node that takes the session over must rebuild it with
+    # the updated config (its cluster record is rewritten), not the one it started with.
+    await ws.send_json({"type": "session.update", "config": {"partials": False}})
+    await ws.events_until(lambda e: e["type"] == "session.updated", within=10)
     # Utterance 1 and the first half of utterance 2, then vanish.
     cut = int((segments[1]["start"] + 1.0) * bps) // 2 * 2
     for off in range(0, cut, 3200):
@@ -404,6 +409,15 @@ async def test_resume_on_another_node_while_the_owner_lives_fences_the_old_copy(
     seen = await ws.events_until(lambda e: e["type"] == "transcript.final", within=60)
     first = [e for e in seen if e["type"] == "transcript.final"]
     assert [f["segment_id"] for f in first] == [1]
+    assert not [e for e in seen if e["type"] == "transcript.partial"]
+    records = RedisClient.from_url(cluster.redis.url)
+
+    async def record_updated() -> bool:
+        config = await records.hget(f"asrhub:resume:{token}", "config")
+        return config is not None and json.loads(config)["partials"] is False
+
+    await until(record_updated, 10, "the session's cluster record to hold the updated config")
+    await records.aclose()
     ws.reset()
     ws.writer.close()
 
@@ -417,6 +431,7 @@ async def test_resume_on_another_node_while_the_owner_lives_fences_the_old_copy(
     resumed = await ws2.recv_json()
     assert resumed["type"] == "session.resumed", resumed
     assert resumed["session_id"] == started["session_id"] and resumed["complete"] is True
+    assert resumed["config"]["partials"] is False, resumed["config"]
     offset = resumed["resume_from_bytes"]
     assert confirmed <= offset <= cut  # from the end of final 1 (or the logged end, if later)
     for off in range(offset, len(pcm), 3200):
@@ -426,6 +441,7 @@ async def test_resume_on_another_node_while_the_owner_lives_fences_the_old_copy(
     await ws2.close()
     finals_after = [e for e in rest if e["type"] == "transcript.final"]
     assert [f["segment_id"] for f in finals_after] == list(range(2, len(expected) + 1)), finals_after
+    assert not [e for e in rest if e["type"] == "transcript.partial"]  # rebuilt with the update
     text = " ".join(f["text"] for f in first + finals_after)
     assert wer(" ".join(expected), text) <= 0.15, text
     assert finals_after[0]["start"] >= first[0]["end"]  # stream times continue
