@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-import reactivex
 from reactivex import Observable
 from reactivex import operators as ops
 
@@ -26,6 +25,8 @@ from asrhub.hub import Hub
 from asrhub.pipeline import Operator, SessionContext
 from asrhub.session import Session, State
 
+from .fake_utterances import utterance_stage
+
 
 class FakeSlowEngine:
     """Fault injection: an engine stage that takes ``delay`` seconds per utterance.
@@ -39,55 +40,16 @@ class FakeSlowEngine:
         self.max_in_flight = 0
 
     def pipeline(self, ctx: SessionContext) -> Operator:
-        engine = self
+        async def work(n: int, frame: RawAudio) -> Frame:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            try:
+                await asyncio.sleep(self.delay)
+            finally:
+                self.in_flight -= 1
+            return FinalTranscript(n, str(len(frame.data)), 0.0, 0.0, "fake")
 
-        def stage(source: Observable[Frame]) -> Observable[Frame]:
-            def subscribe(observer: Any, scheduler: Any = None) -> Any:
-                loop = asyncio.get_running_loop()
-                tasks: list[asyncio.Task[None]] = []
-                seq = 0
-
-                async def work(n: int, size: int) -> None:
-                    engine.in_flight += 1
-                    engine.max_in_flight = max(engine.max_in_flight, engine.in_flight)
-                    try:
-                        await asyncio.sleep(engine.delay)
-                    finally:
-                        engine.in_flight -= 1
-                    observer.on_next(FinalTranscript(n, str(size), 0.0, 0.0, "fake"))
-                    ctx.pending.release()
-
-                def on_next(frame: Frame) -> None:
-                    nonlocal seq
-                    if isinstance(frame, RawAudio):
-                        seq += 1
-                        ctx.pending.acquire()
-                        tasks.append(loop.create_task(work(seq, len(frame.data))))
-                    else:
-                        observer.on_next(frame)
-
-                def on_completed() -> None:
-                    work_left = list(tasks)
-
-                    async def drain() -> None:
-                        await asyncio.gather(*work_left)
-                        observer.on_next(SpeechEnded(t=1.0))
-                        observer.on_completed()
-
-                    tasks.append(loop.create_task(drain()))
-
-                sub = source.subscribe(on_next, observer.on_error, on_completed)
-
-                def dispose() -> None:
-                    sub.dispose()
-                    for t in tasks:
-                        t.cancel()
-
-                return reactivex.disposable.Disposable(dispose)
-
-            return Observable(subscribe)
-
-        return stage
+        return utterance_stage(ctx, work, pass_other=True, last=SpeechEnded(t=1.0))
 
 
 def make_hub(engine: FakeSlowEngine, **limits: Any) -> Hub:

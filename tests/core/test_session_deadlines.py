@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import reactivex
-from reactivex import Observable
-
 from asrhub.config import Limits
 from asrhub.frames import ErrorEvent, Event, FinalTranscript, Frame, RawAudio
 from asrhub.hub import Hub
 from asrhub.pipeline import Operator, SessionContext
 from asrhub.session import State
+
+from .fake_utterances import utterance_stage
 
 
 class FakeHeldEngine:
@@ -27,43 +26,11 @@ class FakeHeldEngine:
         self.release = asyncio.Event()
 
     def pipeline(self, ctx: SessionContext) -> Operator:
-        engine = self
+        async def work(n: int, _frame: RawAudio) -> Frame:
+            await self.release.wait()
+            return FinalTranscript(n, "held", 0.0, 0.0, "fake_held")
 
-        def stage(source: Observable[Frame]) -> Observable[Frame]:
-            def subscribe(observer: Any, scheduler: Any = None) -> Any:
-                tasks: list[asyncio.Task[None]] = []
-
-                async def work(n: int) -> None:
-                    await engine.release.wait()
-                    observer.on_next(FinalTranscript(n, "held", 0.0, 0.0, "fake_held"))
-                    ctx.pending.release()
-
-                def on_next(frame: Frame) -> None:
-                    if isinstance(frame, RawAudio):
-                        ctx.pending.acquire()
-                        tasks.append(asyncio.get_running_loop().create_task(work(len(tasks) + 1)))
-
-                def on_completed() -> None:
-                    held = list(tasks)
-
-                    async def drain() -> None:
-                        await asyncio.gather(*held)
-                        observer.on_completed()
-
-                    tasks.append(asyncio.get_running_loop().create_task(drain()))
-
-                sub = source.subscribe(on_next, observer.on_error, on_completed)
-
-                def dispose() -> None:
-                    sub.dispose()
-                    for task in tasks:
-                        task.cancel()
-
-                return reactivex.disposable.Disposable(dispose)
-
-            return Observable(subscribe)
-
-        return stage
+        return utterance_stage(ctx, work)
 
 
 def make_hub(engine: FakeHeldEngine, **limits: Any) -> Hub:
