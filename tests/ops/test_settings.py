@@ -121,8 +121,8 @@ def test_provider_tables_merge_key_by_key(tmp_path: Path) -> None:
         ("port = 1\n", "port", "did you mean 'server.port'"),
         ("[bogus]\nx = 1\n", "bogus", "unknown key 'bogus'"),
         ("[server]\nport = -5\n", "server.port", ">= 0"),
-        ("[server]\nport = \"80\"\n", "server.port", "Expected `int`, got `str`"),
-        ("[log]\nlevel = \"loud\"\n", "log.level", "loud"),
+        ('[server]\nport = "80"\n', "server.port", "Expected `int`, got `str`"),
+        ('[log]\nlevel = "loud"\n', "log.level", "loud"),
         ("[limits]\nmax_utterance_s = 1000\n", "limits.max_utterance_s", "<= 600"),
         ("server = 3\n", "server", "Expected `object`"),
         ("[server]\napi_keys = [1]\n", "server.api_keys", "Expected `str`"),
@@ -180,8 +180,20 @@ def test_cli_errors_name_the_flag() -> None:
 
 def test_set_values_are_typed_as_toml() -> None:
     s = load_from_args(
-        parse(["--set", "limits.idle_timeout_s=2.5", "--set", "server.allowed_origins=*",
-               "--set", 'providers.whisper.model="small"', "--api-key", "a", "--api-key", "b"]),
+        parse(
+            [
+                "--set",
+                "limits.idle_timeout_s=2.5",
+                "--set",
+                "server.allowed_origins=*",
+                "--set",
+                'providers.whisper.model="small"',
+                "--api-key",
+                "a",
+                "--api-key",
+                "b",
+            ]
+        ),
         env={},
     ).settings
     assert s.limits.idle_timeout_s == 2.5
@@ -219,13 +231,19 @@ def test_config_command(tmp_path: Path) -> None:
     path = write(tmp_path, "[limits]\nmax_sessions = 12\n")
     run = [sys.executable, "-m", "asrhub", "config"]
     env = {"PATH": "/usr/bin:/bin", "ASRHUB_API_KEYS": "client-key-0123456789"}
-    ok = subprocess.run([*run, "show", "--config", str(path), "--port", "9999"],
-                        capture_output=True, text=True, env=env, check=True)
+    ok = subprocess.run(
+        [*run, "show", "--config", str(path), "--port", "9999"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
     shown = tomllib.loads(ok.stdout)
     assert shown["limits"]["max_sessions"] == 12 and shown["server"]["port"] == 9999
     assert shown["server"]["api_keys"] == ["****6789"]
-    bad = subprocess.run([*run, "show"], capture_output=True, text=True,
-                         env={**env, "ASRHUB_LIMITS__MAX_SESIONS": "3"})
+    bad = subprocess.run(
+        [*run, "show"], capture_output=True, text=True, env={**env, "ASRHUB_LIMITS__MAX_SESIONS": "3"}
+    )
     assert bad.returncode == 2
     assert "ASRHUB_LIMITS__MAX_SESIONS" in bad.stderr and "ASRHUB_LIMITS__MAX_SESSIONS" in bad.stderr
     ref = subprocess.run([*run, "reference"], capture_output=True, text=True, env=env, check=True)
