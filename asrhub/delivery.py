@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 
 from reactivex.disposable import Disposable
 
-from . import metrics
 from .frames import ErrorEvent, Event, PartialTranscript
 
 if TYPE_CHECKING:
     from reactivex import Observable
 
+    from .metrics import HubMetrics
     from .session import Session
 
 SLOW_CONSUMER = ErrorEvent(
@@ -32,8 +32,14 @@ SLOW_CONSUMER = ErrorEvent(
 
 
 class EventQueue:
-    def __init__(self, source: Session | Observable[Event], maxsize: int) -> None:
+    def __init__(
+        self, source: Session | Observable[Event], maxsize: int, *, metrics: HubMetrics | None = None
+    ) -> None:
+        """``metrics``: where drops are counted; by default the session's hub's (none for a
+        bare Observable)."""
         self.maxsize = maxsize
+        ctx = getattr(source, "ctx", None)
+        self._metrics = metrics if metrics is not None or ctx is None else ctx.metrics
         self.dropped_partials = 0
         self.overflowed = False
         self._items: deque[Event] = deque()
@@ -56,29 +62,32 @@ class EventQueue:
                 queued = items[i]
                 if isinstance(queued, PartialTranscript) and queued.segment_id == event.segment_id:
                     items[i] = event
-                    self.dropped_partials += 1
-                    metrics.drop("partial_dropped")
+                    self._dropped_partial()
                     return
         if len(items) >= self.maxsize:
             for i, queued in enumerate(items):
                 if isinstance(queued, PartialTranscript):
                     del items[i]
-                    self.dropped_partials += 1
-                    metrics.drop("partial_dropped")
+                    self._dropped_partial()
                     break
             else:
                 if isinstance(event, PartialTranscript):
-                    self.dropped_partials += 1
-                    metrics.drop("partial_dropped")
+                    self._dropped_partial()
                     return
                 self.overflowed = True
-                metrics.drop("slow_consumer")
-                metrics.error("slow_consumer")
+                if self._metrics is not None:
+                    self._metrics.drop("slow_consumer")
+                    self._metrics.error("slow_consumer")
                 items.append(SLOW_CONSUMER)
                 self._stop()
                 return
         items.append(event)
         self._wake()
+
+    def _dropped_partial(self) -> None:
+        self.dropped_partials += 1
+        if self._metrics is not None:
+            self._metrics.drop("partial_dropped")
 
     def _on_error(self, exc: Exception) -> None:
         self._items.append(ErrorEvent(code="provider_failed", message=str(exc), fatal=True))

@@ -17,11 +17,10 @@ import asyncio
 import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import msgspec
 
-from . import metrics
 from .breaker import Breakers
 from .config import Limits, SessionConfig, parse_session_config, updated_config
 from .errors import HubError
@@ -29,6 +28,7 @@ from .failover import AllFailed, call_timeout, failover
 from .flow import Pending, Slots
 from .frames import TARGET_RATE, Samples
 from .logging import get_logger
+from .metrics import HubMetrics
 from .pipeline import Operator, PipelineFactory, SessionContext
 from .provider import Priority, Provider, Transcription
 from .resume import Resumes
@@ -45,6 +45,20 @@ NO_PROVIDER = "none"
 log = get_logger("asrhub.hub")
 
 
+class OpenOptions(TypedDict, total=False):
+    """How :meth:`Hub.open` / :meth:`Hub.open_async` open a session, besides its config."""
+
+    key: str | None
+    """The API key its per-key limit counts against (None: no key)."""
+    transport: str
+    """The transport's name, a label of its metrics and logs (default ``inproc``)."""
+    session_id: str | None
+    """A fixed id (a resumed session); a fresh random one when absent."""
+    continuation: Operator | None
+    """An operator applied to the session's output (a session resumed from the cluster log
+    continues its segment ids and stream times)."""
+
+
 class Hub:
     def __init__(
         self,
@@ -54,6 +68,7 @@ class Hub:
         default_provider: str = NO_PROVIDER,
         limits: Limits | None = None,
         cluster: Cluster | None = None,
+        metrics: HubMetrics | None = None,
     ) -> None:
         self.providers = dict(providers)
         self.default_provider = default_provider
@@ -83,7 +98,9 @@ class Hub:
             probe_timeout_s=self.limits.provider_timeout_s,
         )
         """One circuit breaker per provider, shared by every session and ``transcribe``."""
-        metrics.track_hub(self)
+        self.metrics = metrics if metrics is not None else HubMetrics()
+        """This hub's metrics and their registry (``/metrics``); see :mod:`asrhub.metrics`."""
+        self.metrics.attach(self)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -195,55 +212,45 @@ class Hub:
         self,
         config: SessionConfig | Mapping[str, Any] | None = None,
         *,
-        key: str | None = None,
-        transport: str = "inproc",
-        session_id: str | None = None,
-        continuation: Operator | None = None,
         _admitted: bool = False,
+        **options: Unpack[OpenOptions],
     ) -> Session:
-        """Open a session. Raises :class:`HubError` (``capacity``, ``unknown_provider``, …).
-
-        ``continuation``: an operator applied to the session's output (a session resumed from
-        the cluster log continues its segment ids and stream times)."""
+        """Open a session (``options``: :class:`OpenOptions`). Raises :class:`HubError`
+        (``capacity``, ``unknown_provider``, …)."""
         try:
-            session = self._open(
-                config, key=key, transport=transport, session_id=session_id, continuation=continuation
-            )
+            session = self._open(config, **options)
         except HubError as exc:
-            metrics.error(exc.code)
+            self.metrics.error(exc.code)
             raise
         if self.cluster is not None and not _admitted and not session.closed:
-            self.cluster.hold(session.id, key)
-        metrics.session_opened(transport)
+            self.cluster.hold(session.id, options.get("key"))
+        self.metrics.session_opened(session.ctx.transport)
         return session
 
     async def open_async(
         self,
         config: SessionConfig | Mapping[str, Any] | None = None,
         *,
-        key: str | None = None,
-        transport: str = "inproc",
-        session_id: str | None = None,
-        continuation: Operator | None = None,
         resumed: bool = False,
+        **options: Unpack[OpenOptions],
     ) -> Session:
         """:meth:`open`, after taking a cluster-wide slot when there is a cluster. ``resumed``:
         the session already held one (on a node that died): it is not refused for capacity.
         Redis unreachable: this node's own limits decide (docs/cluster.md)."""
         cluster = self.cluster
         if cluster is None:
-            return self.open(
-                config, key=key, transport=transport, session_id=session_id, continuation=continuation
-            )
+            return self.open(config, **options)
         resolved = self.resolve_config(config)
         if not self.accepting:
-            metrics.error("capacity")
+            self.metrics.error("capacity")
             raise HubError("capacity", "the hub is shutting down", fatal=True)
+        session_id = options.get("session_id")
         if session_id is None:
-            session_id = secrets.token_urlsafe(12)
+            session_id = options["session_id"] = secrets.token_urlsafe(12)
+        key = options.get("key")
         verdict = await cluster.admit(session_id, key, force=resumed)
         if verdict:
-            metrics.error("capacity")
+            self.metrics.error("capacity")
             if verdict == 1:
                 raise HubError(
                     "capacity",
@@ -256,14 +263,7 @@ class Hub:
                 fatal=True,
             )
         try:
-            session = self.open(
-                resolved,
-                key=key,
-                transport=transport,
-                session_id=session_id,
-                continuation=continuation,
-                _admitted=True,
-            )
+            session = self.open(resolved, _admitted=True, **options)
         except BaseException:
             cluster.release(session_id)
             raise
@@ -275,9 +275,9 @@ class Hub:
         self,
         config: SessionConfig | Mapping[str, Any] | None,
         *,
-        key: str | None,
-        transport: str,
-        session_id: str | None,
+        key: str | None = None,
+        transport: str = "inproc",
+        session_id: str | None = None,
         continuation: Operator | None = None,
     ) -> Session:
         resolved = self.resolve_config(config)
@@ -308,6 +308,7 @@ class Hub:
             transport=transport,
             breakers=self.breakers,
             decoder_slots=self.decoder_slots,
+            metrics=self.metrics,
         )
         try:
             pipeline = self.pipeline_factory(ctx)
@@ -358,7 +359,7 @@ class Hub:
                 del self._per_key[key]
         if self.cluster is not None:
             self.cluster.release(session.id)
-        metrics.session_closed(session.ctx.transport, session.close_reason)
+        self.metrics.session_closed(session.ctx.transport, session.close_reason)
         session.ctx.log.debug("session closed", reason=session.close_reason)
 
     # ------------------------------------------------------------------ batch

@@ -33,7 +33,7 @@ from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.subject import Subject
 
-from . import metrics
+from .metrics import PoolStats
 from .provider import Priority, ProviderError
 
 T = TypeVar("T")
@@ -56,9 +56,16 @@ class InferencePool:
         self._busy = 0
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
-        self.abandoned = 0
-        self.shed = 0
-        metrics.track_pool(self)
+        self.stats = PoolStats()
+        """Its counters; the metrics of every hub whose providers use it report them."""
+
+    @property
+    def abandoned(self) -> int:
+        return self.stats.abandoned
+
+    @property
+    def shed(self) -> int:
+        return self.stats.shed
 
     @property
     def busy(self) -> int:
@@ -79,8 +86,7 @@ class InferencePool:
     def try_run(self, fn: Callable[[], T], *, timeout: float | None = None) -> asyncio.Task[T] | None:
         """Start ``fn`` now if a worker is idle; otherwise shed it and return None."""
         if not self.idle:
-            self.shed += 1
-            metrics.drop("partial_shed")
+            self.stats.shed += 1
             return None
         self._busy += 1
         return asyncio.get_running_loop().create_task(self._execute(fn, timeout))
@@ -90,7 +96,7 @@ class InferencePool:
             self._busy += 1
             return
         if len(self._waiting) >= self.max_queue:
-            metrics.drop("pool_full")
+            self.stats.full += 1
             raise PoolFull(f"{self.name}: {len(self._waiting)} calls already queued")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         heapq.heappush(self._waiting, (priority, next(self._seq), fut))
@@ -107,7 +113,8 @@ class InferencePool:
         loop = asyncio.get_running_loop()
         started = perf_counter()
         job = loop.run_in_executor(self._executor, fn)
-        job.add_done_callback(lambda _: metrics.inference_time(self.name, perf_counter() - started))
+        timing = self.stats.timing
+        job.add_done_callback(lambda _: timing.observe(perf_counter() - started))
         released = False
 
         def release(_: object = None) -> None:
@@ -124,8 +131,7 @@ class InferencePool:
             # is free at once. A call still running is abandoned to its thread; one that had
             # not started never will.
             if not job.done():
-                self.abandoned += 1
-                metrics.inference_abandoned(self.name)
+                self.stats.abandoned += 1
                 job.cancel()
             release()
             raise
@@ -242,9 +248,16 @@ class EngineSubject(Generic[P, R]):
         self.calls = 0
         """Engine calls made (a batch of N clips is one call)."""
         self.clips = 0
-        self.abandoned = 0
-        self.shed = 0
-        metrics.track_pool(self)  # type: ignore[arg-type]  # same gauges as InferencePool
+        self.stats = PoolStats()
+        """Its counters; the metrics of every hub whose providers use it report them."""
+
+    @property
+    def abandoned(self) -> int:
+        return self.stats.abandoned
+
+    @property
+    def shed(self) -> int:
+        return self.stats.shed
 
     # ------------------------------------------------------------------ gauges
     @property
@@ -275,7 +288,7 @@ class EngineSubject(Generic[P, R]):
                 raise PoolFull(f"{self.name}: partial shed")
             return await task
         if len(self._pending) >= self.max_queue:
-            metrics.drop("pool_full")
+            self.stats.full += 1
             raise PoolFull(f"{self.name}: {len(self._pending)} clips already queued")
         future = self._push(payload, key, priority)
         try:
@@ -289,8 +302,7 @@ class EngineSubject(Generic[P, R]):
         lanes = sum(1 for lane in self._running if lane.partial)
         room = lanes < self.partial_slots if self.partial_slots else not self._running
         if self._finals_busy() or not room or partials_waiting >= self.batch_max:
-            self.shed += 1
-            metrics.drop("partial_shed")
+            self.stats.shed += 1
             return None
         future = self._push(payload, key, Priority.PARTIAL)
 
@@ -422,7 +434,7 @@ class EngineSubject(Generic[P, R]):
                 else:
                     request.future.set_result(result)
         finally:
-            metrics.inference_time(self.name, perf_counter() - started)
+            self.stats.timing.observe(perf_counter() - started)
             self._running.discard(lane)
             if self._loop is not None and not self._loop.is_closed():
                 self._pump()
@@ -450,8 +462,7 @@ class EngineSubject(Generic[P, R]):
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         gone.cancel()
         if not job.done():
-            self.abandoned += 1
-            metrics.inference_abandoned(self.name)
+            self.stats.abandoned += 1
             job.cancel()
             job.add_done_callback(lambda j: j.cancelled() or j.exception())
             return None

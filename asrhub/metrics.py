@@ -1,4 +1,12 @@
-"""Prometheus metrics of one hub process, kept cheap enough for the per-chunk hot path.
+"""Prometheus metrics of one hub, kept cheap enough for the per-chunk hot path.
+
+Each :class:`~asrhub.hub.Hub` owns a :class:`HubMetrics` (made by the hub, or passed in): its
+counters, histograms, stage-timing sample and its own ``CollectorRegistry``. Nothing is kept
+in module globals, so two hubs in one process (an application embedding the hub, a test) never
+mix: one hub's ``/metrics`` shows its own sessions only, and a hub that closes takes nothing of
+the other's with it. Sessions, event delivery and provider stages reach their hub's metrics
+through ``SessionContext.metrics``; the composition root (:mod:`asrhub.wiring`) builds each
+session's chain with ``ctx.metrics.instrument`` / ``ctx.metrics.provider_latency``.
 
 Nothing here calls ``prometheus_client`` per audio chunk. The hot path bumps plain ``int``
 attributes (``StreamCounters``) or a :class:`FastHistogram`'s bucket list; a custom collector
@@ -7,20 +15,32 @@ sessions, subscriptions, inference queue depth, asyncio tasks) from the live obj
 moment. Everything is written on the event loop thread, like the rest of the hub; a scrape from
 another thread reads ints, which the GIL keeps whole.
 
-Hooks the core calls (each a dict or attribute increment)::
+Hooks (methods of :class:`HubMetrics`; each a dict or attribute increment)::
 
     stream(transport) -> StreamCounters      Session: .frames_in / .bytes_in per feed
     event_out(event)                         Session: every event it emits (errors by code too)
     session_opened(transport) / session_closed(transport, reason)      Hub
     error(code)                              an error not emitted by a session (a refused open…)
-    drop(reason)                             data dropped on purpose: partial_shed, partial_dropped,
-                                             slow_consumer, too_large, pool_full
-    track_hub(hub) / track_pool(pool)        gauges read at scrape time (weak references): sessions,
-                                             subscriptions, resumable sessions, pools, tasks
-    inference_time(pool, s) / inference_abandoned(pool)                InferencePool
+    drop(reason)                             data dropped on purpose: partial_dropped,
+                                             slow_consumer, too_large
+    attach(hub) / track_pool(pool)           gauges read at scrape time (weak references)
     instrument(stages) / provider_latency(op)   compose / wrap pipeline stages (composition root)
 
-Transports serve it with ``body, content_type = asrhub.metrics.render(request.headers.get("Accept"))``.
+What is not the hub's own:
+
+* **Inference pools** (:class:`~asrhub.inference.InferencePool`, ``EngineSubject``) belong to
+  their provider, and a provider object may serve several hubs. A pool counts into its own
+  :class:`PoolStats` (worker time, abandoned calls, shed partials, refusals when full); a hub
+  reports every pool its providers expose (``provider.pools()``, else ``provider.pool``) plus
+  any passed to :meth:`HubMetrics.track_pool`. A pool shared by two hubs is thus reported by
+  both, whole (its queue and its engine time are one engine's, whoever asked). A hub keeps the
+  ``PoolStats`` of a pool it has seen after the pool is gone (a provider restarted), so its
+  counters never go back.
+* **Process collectors**: every hub's registry has a ``ProcessCollector`` (CPU, memory, file
+  descriptors of the process: one process, whichever hub reports it), and
+  ``asrhub_event_loop_tasks`` counts the tasks of the loop the scrape runs on.
+
+Transports serve it with ``body, content_type = hub.metrics.render(accept)``.
 """
 
 from __future__ import annotations
@@ -30,7 +50,7 @@ import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from time import perf_counter
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import reactivex
 from prometheus_client import CollectorRegistry
@@ -53,13 +73,14 @@ Scheduler = SchedulerBase | None
 
 if TYPE_CHECKING:
     from .hub import Hub
-    from .inference import InferencePool
     from .pipeline import Operator
 
 OPERATOR_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1)
 """Seconds of event-loop time one stage spends on one frame (its own share, not downstream's)."""
 PROVIDER_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0)
 """Seconds from the end of an utterance reaching the provider stage to its final leaving it."""
+OPERATOR_SAMPLE = 8
+"""Default of ``[metrics] operator_sample``: stage timing in one session in this many."""
 
 
 class FastHistogram:
@@ -83,6 +104,11 @@ class FastHistogram:
             out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
         return out
 
+    def add(self, other: FastHistogram) -> None:
+        """Fold ``other`` (same bounds) into this one (several pools of one name)."""
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.total += other.total
+
 
 class StreamCounters:
     """Audio received on one transport; a session bumps these in ``feed``."""
@@ -94,84 +120,38 @@ class StreamCounters:
         self.bytes_in = 0
 
 
-class _State:
+class PoolStats:
+    """The counters of one inference pool, kept by the pool (it knows no hub): worker time per
+    call, calls abandoned after a timeout, partials shed, calls refused because it was full."""
+
+    __slots__ = ("abandoned", "full", "shed", "timing")
+
     def __init__(self) -> None:
-        self.streams: dict[str, StreamCounters] = {}
-        self.events: dict[str, int] = {}
-        self.errors: dict[str, int] = {}
-        self.drops: dict[str, int] = {}
-        self.opened: dict[str, int] = {}
-        self.closed: dict[tuple[str, str], int] = {}
-        self.abandoned: dict[str, int] = {}
-        self.operators: dict[str, FastHistogram] = {}
-        self.providers: dict[str, FastHistogram] = {}
-        self.inference: dict[str, FastHistogram] = {}
-        self.hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
-        self.pools: weakref.WeakSet[InferencePool] = weakref.WeakSet()
-        self.pipelines = 0
+        self.timing = FastHistogram(PROVIDER_BUCKETS)
+        self.abandoned = 0
+        self.shed = 0
+        self.full = 0
 
 
-_state = _State()
-operator_sample = 8
-"""Stage timing runs in one session in this many (the first one included), on every frame of
-it; the other sessions' pipelines are plain ``reactivex.compose`` and pay nothing. 0 turns it
-off. Read when a pipeline is built; see :func:`configure`."""
+class Pool(Protocol):
+    """What a hub reads of an inference pool (``InferencePool``, ``EngineSubject``)."""
+
+    name: str
+    stats: PoolStats
+
+    @property
+    def busy(self) -> int: ...
+
+    @property
+    def queued(self) -> int: ...
 
 
-def configure(settings: MetricsSettings) -> None:
-    """Apply the ``[metrics]`` settings (the CLI calls this once at start-up)."""
-    global operator_sample
-    operator_sample = settings.operator_sample
-
-
-# ---------------------------------------------------------------------------------- hooks
-
-
-def stream(transport: str) -> StreamCounters:
-    counters = _state.streams.get(transport)
-    if counters is None:
-        counters = _state.streams[transport] = StreamCounters()
-    return counters
-
-
-def event_out(event: Event) -> None:
-    events = _state.events
-    events[event.type] = events.get(event.type, 0) + 1
-    if isinstance(event, ErrorEvent):
-        error(event.code)
-
-
-def error(code: str) -> None:
-    _state.errors[code] = _state.errors.get(code, 0) + 1
-
-
-def drop(reason: str, count: int = 1) -> None:
-    _state.drops[reason] = _state.drops.get(reason, 0) + count
-
-
-def session_opened(transport: str) -> None:
-    _state.opened[transport] = _state.opened.get(transport, 0) + 1
-
-
-def session_closed(transport: str, reason: str | None) -> None:
-    key = (transport, reason or "closed")
-    _state.closed[key] = _state.closed.get(key, 0) + 1
-
-
-def track_hub(hub: Hub) -> None:
-    _state.hubs.add(hub)
-
-
-def track_pool(pool: InferencePool) -> None:
-    _state.pools.add(pool)
-
-
-def inference_time(pool: str, seconds: float) -> None:
-    _histogram(_state.inference, pool, PROVIDER_BUCKETS).observe(seconds)
-
-
-def inference_abandoned(pool: str) -> None:
-    _state.abandoned[pool] = _state.abandoned.get(pool, 0) + 1
+def pools_of(provider: object) -> list[Pool]:
+    """The inference pools a provider uses right now: ``provider.pools()`` when it has that
+    method, else its ``pool`` attribute (None until it started)."""
+    listed = getattr(provider, "pools", None)
+    found = list(listed()) if callable(listed) else [getattr(provider, "pool", None)]
+    return [p for p in found if p is not None and isinstance(getattr(p, "stats", None), PoolStats)]
 
 
 def _histogram(table: dict[str, FastHistogram], name: str, bounds: Sequence[float]) -> FastHistogram:
@@ -266,76 +246,6 @@ class _Timing:
         return make
 
 
-def instrument(stages: Sequence[tuple[str, Operator]]) -> Operator:
-    """Compose one session's named stages like ``reactivex.compose``. In one session out of
-    :data:`operator_sample` (the first one included), each stage's own share of the event loop
-    goes into ``asrhub_operator_seconds{operator=name}`` for every frame: time spent in later
-    stages (which run inside an earlier stage's ``on_next``) is subtracted. Frames pass
-    unchanged and in order; every other session gets exactly ``reactivex.compose``."""
-    operators = [op for _name, op in stages]
-    every = operator_sample
-    if every <= 0 or not stages:
-        return reactivex.compose(*operators)
-    chosen = _state.pipelines % every == 0
-    _state.pipelines += 1
-    if not chosen:
-        return reactivex.compose(*operators)
-    hists = [_histogram(_state.operators, name, OPERATOR_BUCKETS) for name, _op in stages]
-
-    def operator(source: Observable[Frame]) -> Observable[Frame]:
-        timing = _Timing(len(operators))
-        stream = source
-        for k, op in enumerate(operators):
-            stream = op(_Tap(stream, timing.probe(k, hists[k])))
-        return _Tap(stream, timing.probe(len(operators), None))
-
-    return operator
-
-
-def provider_latency(op: Operator) -> Operator:
-    """Wrap a provider stage: ``asrhub_provider_latency_seconds{provider}`` gets the wall time
-    from an utterance's end entering the stage (its final ``Segment`` for batch engines, the
-    ``vad.speech_ended`` for streaming ones) to its ``transcript.final`` leaving it, labelled
-    with the provider that served it (failover included). State per subscription, bounded."""
-
-    def operator(source: Observable[Frame]) -> Observable[Frame]:
-        by_segment: dict[int, float] = {}
-        ended: list[float] = []
-
-        def watch_in(forward: Forward) -> Forward:
-            def on_next(frame: Frame) -> None:
-                if isinstance(frame, Segment):
-                    if frame.final:
-                        if len(by_segment) >= 64:
-                            by_segment.pop(next(iter(by_segment)))
-                        by_segment[frame.segment_id] = perf_counter()
-                elif isinstance(frame, SpeechEnded) and not by_segment and len(ended) < 64:
-                    ended.append(perf_counter())
-                forward(frame)
-
-            return on_next
-
-        def watch_out(forward: Forward) -> Forward:
-            def on_next(frame: Frame) -> None:
-                if isinstance(frame, FinalTranscript):
-                    start = by_segment.pop(frame.segment_id, None)
-                    if start is None and ended:
-                        start = ended.pop(0)
-                    if start is not None:
-                        _histogram(_state.providers, frame.provider, PROVIDER_BUCKETS).observe(
-                            perf_counter() - start
-                        )
-                elif isinstance(frame, ErrorEvent) and frame.segment_id is not None:
-                    by_segment.pop(frame.segment_id, None)
-                forward(frame)
-
-            return on_next
-
-        return _Tap(op(_Tap(source, watch_in)), watch_out)
-
-    return operator
-
-
 # ---------------------------------------------------------------------------------- export
 
 
@@ -353,12 +263,247 @@ def _histograms(name: str, doc: str, label: str, table: dict[str, FastHistogram]
     return family
 
 
+# ---------------------------------------------------------------------------------- one hub's metrics
+
+SYNC_S = 1.0
+"""How often a worker writes its numbers to the shared directory (``--workers`` > 1)."""
+
+GAUGE_MODES = {
+    "process_start_time_seconds": "min",
+    "process_max_fds": "max",
+}
+"""Gauges that are not summed across workers (every other gauge is ``livesum``: a dead
+worker's value disappears with it)."""
+
+
+_export_taken = False
+"""prometheus-client's multiprocess files are one set per process: one hub per worker exports."""
+
+
+class HubMetrics:
+    """The metrics of one hub (see the module docstring): counters, histograms, the stage
+    timing sample and a private ``CollectorRegistry`` (the global ``prometheus_client.REGISTRY``
+    is left alone). ``operator_sample``: stage timing runs in one session in this many (the
+    first one included), on every frame of it; the other sessions' pipelines are plain
+    ``reactivex.compose`` and pay nothing; 0 turns it off. Read when a pipeline is built."""
+
+    def __init__(self, *, operator_sample: int = OPERATOR_SAMPLE) -> None:
+        self.operator_sample = operator_sample
+        self.streams: dict[str, StreamCounters] = {}
+        self.events: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.drops: dict[str, int] = {}
+        self.opened: dict[str, int] = {}
+        self.closed: dict[tuple[str, str], int] = {}
+        self.operators: dict[str, FastHistogram] = {}
+        self.providers: dict[str, FastHistogram] = {}
+        self.pipelines = 0
+        self._hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+        self._tracked: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._pools: dict[int, tuple[str, PoolStats]] = {}
+        self._registry: CollectorRegistry | None = None
+        self._export: MultiprocessExport | None = None
+
+    @classmethod
+    def from_settings(cls, settings: MetricsSettings) -> HubMetrics:
+        """A hub's metrics as the ``[metrics]`` settings say."""
+        return cls(operator_sample=settings.operator_sample)
+
+    # ------------------------------------------------------------------------------ hooks
+
+    def stream(self, transport: str) -> StreamCounters:
+        counters = self.streams.get(transport)
+        if counters is None:
+            counters = self.streams[transport] = StreamCounters()
+        return counters
+
+    def event_out(self, event: Event) -> None:
+        events = self.events
+        events[event.type] = events.get(event.type, 0) + 1
+        if isinstance(event, ErrorEvent):
+            self.error(event.code)
+
+    def error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def drop(self, reason: str, count: int = 1) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + count
+
+    def session_opened(self, transport: str) -> None:
+        self.opened[transport] = self.opened.get(transport, 0) + 1
+
+    def session_closed(self, transport: str, reason: str | None) -> None:
+        key = (transport, reason or "closed")
+        self.closed[key] = self.closed.get(key, 0) + 1
+
+    def attach(self, hub: Hub) -> None:
+        """Read ``hub``'s gauges (sessions, subscriptions, resumable sessions, its providers'
+        pools) at scrape time; held weakly. The hub calls this when it is built."""
+        self._hubs.add(hub)
+
+    def track_pool(self, pool: Pool) -> None:
+        """Report ``pool`` although no provider of the hub exposes it (held weakly)."""
+        self._tracked.add(pool)
+
+    def _live_pools(self) -> list[Pool]:
+        """Every pool this hub reports now; remembers each one's stats for good."""
+        live: dict[int, Pool] = {id(p): p for p in list(self._tracked)}
+        for hub in list(self._hubs):
+            for provider in list(hub.providers.values()):
+                for pool in pools_of(provider):
+                    live[id(pool)] = pool
+        for pool in live.values():
+            if id(pool.stats) not in self._pools:
+                self._pools[id(pool.stats)] = (pool.name, pool.stats)
+        return list(live.values())
+
+    # ------------------------------------------------------------------------------ stage timing
+
+    def instrument(self, stages: Sequence[tuple[str, Operator]]) -> Operator:
+        """Compose one session's named stages like ``reactivex.compose``. In one session out of
+        :attr:`operator_sample` (the first one included), each stage's own share of the event
+        loop goes into ``asrhub_operator_seconds{operator=name}`` for every frame: time spent in
+        later stages (which run inside an earlier stage's ``on_next``) is subtracted. Frames pass
+        unchanged and in order; every other session gets exactly ``reactivex.compose``."""
+        operators = [op for _name, op in stages]
+        every = self.operator_sample
+        if every <= 0 or not stages:
+            return reactivex.compose(*operators)
+        chosen = self.pipelines % every == 0
+        self.pipelines += 1
+        if not chosen:
+            return reactivex.compose(*operators)
+        hists = [_histogram(self.operators, name, OPERATOR_BUCKETS) for name, _op in stages]
+
+        def operator(source: Observable[Frame]) -> Observable[Frame]:
+            timing = _Timing(len(operators))
+            stream = source
+            for k, op in enumerate(operators):
+                stream = op(_Tap(stream, timing.probe(k, hists[k])))
+            return _Tap(stream, timing.probe(len(operators), None))
+
+        return operator
+
+    def provider_latency(self, op: Operator) -> Operator:
+        """Wrap a provider stage: ``asrhub_provider_latency_seconds{provider}`` gets the wall
+        time from an utterance's end entering the stage (its final ``Segment`` for batch
+        engines, the ``vad.speech_ended`` for streaming ones) to its ``transcript.final`` leaving
+        it, labelled with the provider that served it (failover included). State per
+        subscription, bounded."""
+        providers = self.providers
+
+        def operator(source: Observable[Frame]) -> Observable[Frame]:
+            by_segment: dict[int, float] = {}
+            ended: list[float] = []
+
+            def watch_in(forward: Forward) -> Forward:
+                def on_next(frame: Frame) -> None:
+                    if isinstance(frame, Segment):
+                        if frame.final:
+                            if len(by_segment) >= 64:
+                                by_segment.pop(next(iter(by_segment)))
+                            by_segment[frame.segment_id] = perf_counter()
+                    elif isinstance(frame, SpeechEnded) and not by_segment and len(ended) < 64:
+                        ended.append(perf_counter())
+                    forward(frame)
+
+                return on_next
+
+            def watch_out(forward: Forward) -> Forward:
+                def on_next(frame: Frame) -> None:
+                    if isinstance(frame, FinalTranscript):
+                        start = by_segment.pop(frame.segment_id, None)
+                        if start is None and ended:
+                            start = ended.pop(0)
+                        if start is not None:
+                            _histogram(providers, frame.provider, PROVIDER_BUCKETS).observe(
+                                perf_counter() - start
+                            )
+                    elif isinstance(frame, ErrorEvent) and frame.segment_id is not None:
+                        by_segment.pop(frame.segment_id, None)
+                    forward(frame)
+
+                return on_next
+
+            return _Tap(op(_Tap(source, watch_in)), watch_out)
+
+        return operator
+
+    # ------------------------------------------------------------------------------ export
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        """This hub's registry: its :class:`HubCollector` and a ``ProcessCollector``. Made on
+        first use (a ``SessionContext`` built outside a hub gets a ``HubMetrics`` it never
+        scrapes)."""
+        if self._registry is None:
+            registry = CollectorRegistry()
+            registry.register(HubCollector(self))
+            ProcessCollector(registry=registry)
+            self._registry = registry
+        return self._registry
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The ``/metrics`` response: body and content type. ``accept`` is the request's Accept
+        header: Prometheus text format 0.0.4 by default, OpenMetrics when the scraper asks for
+        it. In a worker of ``asrhub serve --workers N`` (see :meth:`enable_multiprocess`) the
+        answer covers every worker of the machine."""
+        encoder, content_type = choose_encoder(accept or "")
+        export = self._export
+        if export is not None:
+            export.sync()  # this worker's numbers are fresh; the others' at most SYNC_S old
+            return encoder(export.registry), content_type
+        return encoder(self.registry), content_type
+
+    def enable_multiprocess(self) -> MultiprocessExport:
+        """Make this hub's process one worker of a machine whose ``/metrics`` shows all of them
+        (``PROMETHEUS_MULTIPROC_DIR`` must name the directory the supervisor made). Once per
+        process (one hub per worker), before serving; then run :meth:`sync_forever` on its
+        loop."""
+        global _export_taken
+        if self._export is None:
+            if _export_taken:
+                raise RuntimeError("another hub of this process already exports multiprocess metrics")
+            _export_taken = True
+            self._export = MultiprocessExport(self.registry)
+        return self._export
+
+    @property
+    def multiprocess(self) -> bool:
+        """True in a worker of ``--workers N`` (after :meth:`enable_multiprocess`)."""
+        return self._export is not None
+
+    async def sync_forever(self, period_s: float = SYNC_S) -> None:
+        """A worker's background task: write its numbers every ``period_s`` seconds."""
+        while True:
+            if self._export is not None:
+                self._export.sync()
+            await asyncio.sleep(period_s)
+
+    def names(self) -> Iterable[str]:
+        """Every metric family name this hub exports (for docs and tests)."""
+        return [metric.name for metric in self.registry.collect()]
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """One sample's current value (0 when absent), e.g. ``value("asrhub_drops_total", {...})``."""
+        found = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if found is None else found
+
+
 class HubCollector(Collector):
+    """Turns one :class:`HubMetrics` into metric families at scrape time."""
+
+    def __init__(self, metrics: HubMetrics) -> None:
+        self._metrics = weakref.ref(metrics)  # the registry belongs to the metrics, not vice versa
+
     def collect(self) -> Iterator[Metric]:
-        s = _state
+        s = self._metrics()
+        if s is None:
+            return
+        hubs = list(s._hubs)
         active: dict[str, int] = {}
         subscriptions = 0
-        for hub in list(s.hubs):
+        for hub in hubs:
             for session in list(hub.sessions.values()):
                 transport = session.ctx.transport
                 active[transport] = active.get(transport, 0) + 1
@@ -386,33 +531,48 @@ class HubCollector(Collector):
         )
         yield _counter("asrhub_events_out", "Events emitted by sessions", "type", s.events)
         yield _counter("asrhub_errors", "Error events and refused requests", "code", s.errors)
-        yield _counter("asrhub_drops", "Data dropped on purpose", "reason", s.drops)
+        live = s._live_pools()
+        timing: dict[str, FastHistogram] = {}
+        abandoned: dict[str, int] = {}
+        drops = dict(s.drops)
+        for name, stats in s._pools.values():
+            _histogram(timing, name, PROVIDER_BUCKETS).add(stats.timing)
+            abandoned[name] = abandoned.get(name, 0) + stats.abandoned
+            for reason, count in (("partial_shed", stats.shed), ("pool_full", stats.full)):
+                if count:
+                    drops[reason] = drops.get(reason, 0) + count
+        yield _counter("asrhub_drops", "Data dropped on purpose", "reason", drops)
         yield _histograms(
             "asrhub_operator_seconds", "Event-loop time per frame per stage", "operator", s.operators
         )
         yield _histograms(
             "asrhub_provider_latency_seconds", "Utterance end to final", "provider", s.providers
         )
-        yield _histograms("asrhub_inference_seconds", "Worker time per inference call", "pool", s.inference)
+        yield _histograms("asrhub_inference_seconds", "Worker time per inference call", "pool", timing)
         yield _counter(
-            "asrhub_inference_abandoned", "Inference calls abandoned after a timeout", "pool", s.abandoned
+            "asrhub_inference_abandoned", "Inference calls abandoned after a timeout", "pool", abandoned
         )
+        queued: dict[str, int] = {}
+        busy: dict[str, int] = {}
+        for pool in live:
+            queued[pool.name] = queued.get(pool.name, 0) + pool.queued
+            busy[pool.name] = busy.get(pool.name, 0) + pool.busy
         depth = GaugeMetricFamily(
             "asrhub_inference_queue_depth", "Calls waiting for a worker", labels=["pool"]
         )
-        busy = GaugeMetricFamily("asrhub_inference_busy", "Workers busy", labels=["pool"])
-        for pool in sorted(s.pools, key=lambda p: p.name):
-            depth.add_metric([pool.name], pool.queued)
-            busy.add_metric([pool.name], pool.busy)
+        working = GaugeMetricFamily("asrhub_inference_busy", "Workers busy", labels=["pool"])
+        for name in sorted(queued):
+            depth.add_metric([name], queued[name])
+            working.add_metric([name], busy[name])
         yield depth
-        yield busy
+        yield working
         yield GaugeMetricFamily(
             "asrhub_subscriptions", "Live subscribers of session events", value=subscriptions
         )
         resumable = GaugeMetricFamily(
             "asrhub_resumable_sessions", "Sessions holding a resume token", labels=["state"]
         )
-        held = [getattr(hub, "resumes", None) for hub in list(s.hubs)]
+        held = [getattr(hub, "resumes", None) for hub in hubs]
         detached = sum(r.detached for r in held if r is not None)
         resumable.add_metric(["attached"], sum(len(r) for r in held if r is not None) - detached)
         resumable.add_metric(["detached"], detached)
@@ -424,41 +584,6 @@ class HubCollector(Collector):
         yield GaugeMetricFamily(
             "asrhub_event_loop_tasks", "asyncio tasks alive on the hub's loop", value=tasks
         )
-
-
-REGISTRY = CollectorRegistry()
-"""The hub's private registry (the global ``prometheus_client.REGISTRY`` is left alone)."""
-REGISTRY.register(HubCollector())
-ProcessCollector(registry=REGISTRY)
-
-
-def render(accept: str | None = None, registry: CollectorRegistry | None = None) -> tuple[bytes, str]:
-    """The ``/metrics`` response: body and content type. ``accept`` is the request's Accept
-    header: Prometheus text format 0.0.4 by default, OpenMetrics when the scraper asks for it.
-    In a worker of ``asrhub serve --workers N`` (see :func:`enable_multiprocess`) the answer
-    covers every worker of the machine."""
-    encoder, content_type = choose_encoder(accept or "")
-    if registry is None:
-        export = _export
-        if export is not None:
-            export.sync()  # this worker's numbers are fresh; the others' at most SYNC_S old
-            registry = export.registry
-        else:
-            registry = REGISTRY
-    return encoder(registry), content_type
-
-
-# ---------------------------------------------------------------------------------- workers
-
-SYNC_S = 1.0
-"""How often a worker writes its numbers to the shared directory (``--workers`` > 1)."""
-
-GAUGE_MODES = {
-    "process_start_time_seconds": "min",
-    "process_max_fds": "max",
-}
-"""Gauges that are not summed across workers (every other gauge is ``livesum``: a dead
-worker's value disappears with it)."""
 
 
 class MultiprocessExport:
@@ -473,7 +598,7 @@ class MultiprocessExport:
     worker exits) except the ones in :data:`GAUGE_MODES`. The CPU/memory ``process_*`` series
     are thus the sum over the workers."""
 
-    def __init__(self, source: CollectorRegistry = REGISTRY) -> None:
+    def __init__(self, source: CollectorRegistry) -> None:
         from prometheus_client.multiprocess import MultiProcessCollector
         from prometheus_client.values import MultiProcessValue
 
@@ -517,40 +642,3 @@ class MultiprocessExport:
                 for sample in family.samples:
                     if not sample.name.endswith("_created"):
                         self._write(typ, family, sample.name, sample.labels, sample.value)
-
-
-_export: MultiprocessExport | None = None
-
-
-def enable_multiprocess() -> MultiprocessExport:
-    """Make this process one worker of a machine whose ``/metrics`` shows all of them
-    (``PROMETHEUS_MULTIPROC_DIR`` must name the directory the supervisor made). Call once, in
-    the worker, before serving; then run :func:`sync_forever` on its loop."""
-    global _export
-    if _export is None:
-        _export = MultiprocessExport()
-    return _export
-
-
-def multiprocess() -> bool:
-    """True in a worker of ``--workers N`` (after :func:`enable_multiprocess`)."""
-    return _export is not None
-
-
-async def sync_forever(period_s: float = SYNC_S) -> None:
-    """A worker's background task: write its numbers every ``period_s`` seconds."""
-    while True:
-        if _export is not None:
-            _export.sync()
-        await asyncio.sleep(period_s)
-
-
-def names(registry: CollectorRegistry = REGISTRY) -> Iterable[str]:
-    """Every metric family name the registry exports (for docs and tests)."""
-    return [metric.name for metric in registry.collect()]
-
-
-def value(name: str, labels: dict[str, str] | None = None) -> float:
-    """One sample's current value (0 when absent), e.g. ``value("asrhub_drops_total", {...})``."""
-    found = REGISTRY.get_sample_value(name, labels or {})
-    return 0.0 if found is None else found

@@ -14,6 +14,7 @@ from .config import Limits, SessionConfig
 from .flow import Pending, Slots
 from .frames import Frame
 from .logging import get_logger
+from .metrics import HubMetrics
 
 if TYPE_CHECKING:
     from .provider import Provider
@@ -40,6 +41,8 @@ class SessionContext:
     breakers: Breakers = field(default_factory=Breakers)
     """The hub's circuit breakers, one per provider, shared by every session (see
     :mod:`asrhub.breaker`); a context built outside a hub gets its own."""
+    metrics: HubMetrics = field(default_factory=HubMetrics)
+    """The hub's metrics (see :mod:`asrhub.metrics`); a context built outside a hub gets its own."""
 
 
 class PipelineFactory(Protocol):

@@ -24,7 +24,6 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.subject import Subject
 
-from . import metrics
 from .config import SessionConfig
 from .errors import HubError
 from .flow import Inlet
@@ -65,7 +64,8 @@ class Session:
         self._ending: asyncio.TimerHandle | None = None
         self._parked = 0  # feed calls waiting for the engine (backpressure)
         self.bytes_in = 0
-        self._counters = metrics.stream(ctx.transport)
+        self._metrics = ctx.metrics
+        self._counters = ctx.metrics.stream(ctx.transport)
         self._subscription: DisposableBase | None = None
         self._subscription = self._input.pipe(pipeline).subscribe(
             on_next=self._on_frame, on_error=self._on_error, on_completed=self._on_completed
@@ -95,14 +95,14 @@ class Session:
     async def feed(self, data: bytes) -> None:
         """Append audio. Returns once the session can take more (backpressure)."""
         if self.state is not State.OPEN:
-            metrics.error("bad_message")
+            self._metrics.error("bad_message")
             raise HubError(
                 "bad_message",
                 f"audio after the session {'ended' if self.state is State.ENDING else 'closed'}",
             )
         if len(data) > self.ctx.limits.max_frame_bytes:
-            metrics.drop("too_large")
-            metrics.error("too_large")
+            self._metrics.drop("too_large")
+            self._metrics.error("too_large")
             raise HubError(
                 "too_large",
                 f"audio frame of {len(data)} bytes exceeds the limit of {self.ctx.limits.max_frame_bytes}",
@@ -173,7 +173,7 @@ class Session:
     # ------------------------------------------------------------------ internals
 
     def _emit(self, event: Event) -> None:
-        metrics.event_out(event)
+        self._metrics.event_out(event)
         early = self._early
         if early is not None and len(early) < EARLY_EVENTS:
             early.append(event)

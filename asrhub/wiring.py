@@ -17,7 +17,7 @@ from typing import Any
 from .errors import HubError
 from .frames import TARGET_RATE
 from .hub import NO_PROVIDER, Hub
-from .metrics import instrument, provider_latency
+from .metrics import HubMetrics
 from .operators.decode import decode
 from .operators.resample import resample
 from .operators.segment import segment
@@ -89,8 +89,8 @@ def build_pipeline(ctx: SessionContext) -> Operator:
                 )
             )
         stage = primary.stage(ctx, tuple(fallbacks))
-        stages.append((f"provider:{primary.name}", provider_latency(stage)))
-    return instrument(stages)  # reactivex.compose, plus per-stage timing for /metrics
+        stages.append((f"provider:{primary.name}", ctx.metrics.provider_latency(stage)))
+    return ctx.metrics.instrument(stages)  # reactivex.compose, plus per-stage timing for /metrics
 
 
 def early_final_ms(ctx: SessionContext) -> int:
@@ -123,6 +123,7 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
         default_provider=default if default else NO_PROVIDER,
         limits=settings.limits,
         cluster=cluster,
+        metrics=HubMetrics.from_settings(settings.metrics),
     )
     hub.warmups.append(_preload_wakewords)
     return hub

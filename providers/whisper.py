@@ -322,6 +322,10 @@ class WhisperProvider:
     def pool(self) -> EngineSubject[Clip, Transcription] | None:
         return self.engines[self.default].pool
 
+    def pools(self) -> list[EngineSubject[Clip, Transcription]]:
+        """Every loaded model's provider subject (the hub's metrics report them)."""
+        return [engine.pool for engine in self.engines.values() if engine.pool is not None]
+
     @property
     def batch_max(self) -> int:
         """``batch_max``, or when 0: 8 on cuda, 1 on cpu (a batch costs more CPU there)."""

@@ -10,8 +10,6 @@ import os
 
 from aiohttp import web
 
-from asrhub import metrics
-
 from .common import CONNECTIONS, HUB
 
 
@@ -30,8 +28,9 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-async def metrics_handler(_request: web.Request) -> web.Response:
-    body, content_type = metrics.render()
+async def metrics_handler(request: web.Request) -> web.Response:
+    """The metrics of the app's hub (of every worker of the machine under ``--workers``)."""
+    body, content_type = request.app[HUB].metrics.render()
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response

@@ -72,25 +72,27 @@ async def serve(
     reuse_port: bool = False,
     announce: bool = True,
     on_ready: Callable[[], None] | None = None,
+    multiprocess: bool = False,
 ) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully. ``gc_tuning``: :func:`tune_gc` once
     the models are loaded (the CLI's process; not for a hub embedded in someone else's).
     ``reuse_port``, ``announce`` and ``on_ready`` serve the workers of ``--workers N``
-    (:mod:`asrhub.commands.workers`): they share the port, and their supervisor announces it."""
+    (:mod:`asrhub.commands.workers`): they share the port, and their supervisor announces it;
+    ``multiprocess``: the hub's metrics go to the machine-wide export (one hub per worker)."""
     from ..transports.app import create_app
     from ..transports.common import listening_sockets
     from ..wiring import build_hub
 
     hub = build_hub(settings)
+    if multiprocess:
+        hub.metrics.enable_multiprocess()
     app = create_app(hub, settings)
     grace = settings.server.shutdown_grace_s
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace + 10.0, access_log=None)
     await runner.setup()  # start-up: models load here, before any port opens
     if gc_tuning:
         tune_gc()
-    from .. import metrics
-
-    syncing = asyncio.create_task(metrics.sync_forever()) if metrics.multiprocess() else None
+    syncing = asyncio.create_task(hub.metrics.sync_forever()) if hub.metrics.multiprocess else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -140,7 +142,6 @@ async def _start_listeners(app: web.Application, *, reuse_port: bool) -> list[st
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import metrics
     from ..logging import configure
     from ..provider import ProviderUnavailable
     from ..settings_loader import SettingsError
@@ -161,7 +162,6 @@ def run(args: argparse.Namespace) -> int:
             )
             return 1
     configure(settings.log)
-    metrics.configure(settings.metrics)
     try:
         asyncio.run(serve(settings, gc_tuning=True))
     except ProviderUnavailable as exc:

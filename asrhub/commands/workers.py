@@ -59,20 +59,22 @@ def _worker_main(settings: Settings, index: int, ready: Any) -> None:
     """A worker process: the single-process server, announcing readiness to the supervisor."""
     import asyncio
 
-    from .. import metrics
     from ..logging import configure
     from ..provider import ProviderUnavailable
     from .serve import serve
 
     configure(settings.log)
-    metrics.configure(settings.metrics)
-    metrics.enable_multiprocess()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us with SIGTERM
     _exit_with_parent()
     try:
         asyncio.run(
             serve(
-                settings, gc_tuning=True, reuse_port=True, announce=False, on_ready=lambda: ready.put(index)
+                settings,
+                gc_tuning=True,
+                reuse_port=True,
+                announce=False,
+                on_ready=lambda: ready.put(index),
+                multiprocess=True,
             )
         )
     except ProviderUnavailable as exc:

@@ -1,4 +1,5 @@
-"""Metrics: every name is exported, and the values move under a real stream through a real hub."""
+"""Metrics: every name is exported, and the values move under a real stream through a real hub
+(its own registry: the two-hub isolation is in test_metrics_per_hub.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from asrhub.errors import HubError
 from asrhub.frames import AudioChunk, RawAudio, SpeechEnded, SpeechStarted
 from asrhub.hub import Hub
 from asrhub.inference import InferencePool
+from asrhub.metrics import HubMetrics
 from tests.ops.conftest import pcm_chunks
 
 NAMES = [
@@ -40,9 +42,9 @@ NAMES = [
 ]
 
 
-def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    """Parse what /metrics would serve into {(sample name, labels): value}."""
-    body, content_type = metrics.render()
+def scrape(source: Hub | HubMetrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Parse what the hub's /metrics would serve into {(sample name, labels): value}."""
+    body, content_type = (source.metrics if isinstance(source, Hub) else source).render()
     assert content_type.startswith("text/plain; version=0.0.4")
     samples = {}
     for family in text_string_to_metric_families(body.decode()):
@@ -56,7 +58,8 @@ def sample(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: s
 
 
 def test_every_metric_family_is_exported() -> None:
-    body, _ = metrics.render()
+    hub_metrics = HubMetrics()
+    body, _ = hub_metrics.render()
     families = {f.name: f.type for f in text_string_to_metric_families(body.decode())}
     for name in NAMES:
         assert name in families, name
@@ -64,20 +67,20 @@ def test_every_metric_family_is_exported() -> None:
     assert families["asrhub_operator_seconds"] == "histogram"
     assert families["asrhub_sessions_active"] == "gauge"
     assert "process_cpu_seconds" in families
-    openmetrics, content_type = metrics.render("application/openmetrics-text; version=1.0.0")
+    openmetrics, content_type = hub_metrics.render("application/openmetrics-text; version=1.0.0")
     assert content_type.startswith("application/openmetrics-text")
     assert openmetrics.endswith(b"# EOF\n")
-    assert list(metrics.names())  # the registry is private: the global one holds none of ours
+    assert list(hub_metrics.names())  # the registry is private: the global one holds none of ours
     from prometheus_client import REGISTRY as GLOBAL
 
     assert not [m.name for m in GLOBAL.collect() if m.name.startswith("asrhub_")]
 
 
 async def test_metrics_move_under_a_real_stream(vad_hub: Hub, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(metrics, "operator_sample", 1)  # time this session's stages
+    monkeypatch.setattr(vad_hub.metrics, "operator_sample", 1)  # time this session's stages
     transport = "test-stream"
     chunks = pcm_chunks("silences.wav")  # four utterances separated by silence
-    before = scrape()
+    before = scrape(vad_hub)
     session = vad_hub.open({"provider": "none"}, transport=transport)
     events = []
 
@@ -87,7 +90,7 @@ async def test_metrics_move_under_a_real_stream(vad_hub: Hub, monkeypatch: pytes
 
     reader = asyncio.ensure_future(read())
     await asyncio.sleep(0)
-    during = scrape()
+    during = scrape(vad_hub)
     assert sample(during, "asrhub_sessions_active", transport=transport) == 1
     assert sample(during, "asrhub_subscriptions") >= 1
     assert sample(during, "asrhub_event_loop_tasks") >= 1
@@ -100,7 +103,7 @@ async def test_metrics_move_under_a_real_stream(vad_hub: Hub, monkeypatch: pytes
     with pytest.raises(HubError) as refused:
         vad_hub.open({"provider": "no-such-engine"}, transport=transport)
     assert refused.value.code == "unknown_provider"
-    after = scrape()
+    after = scrape(vad_hub)
 
     def moved(name: str, **labels: str) -> float:
         return sample(after, name, **labels) - sample(before, name, **labels)
@@ -127,12 +130,12 @@ async def test_metrics_move_under_a_real_stream(vad_hub: Hub, monkeypatch: pytes
 
 async def test_slow_reader_drops_are_counted(vad_hub: Hub) -> None:
     session = vad_hub.open({"provider": "none"}, transport="test-slow")
-    before = scrape()
+    before = scrape(vad_hub)
     queue = EventQueue(session, maxsize=4)  # never read: VAD events pile up past the bound
     for chunk in pcm_chunks("silences.wav"):
         await session.feed(chunk)
     session.close()
-    after = scrape()
+    after = scrape(vad_hub)
     assert queue.overflowed
     assert (
         sample(after, "asrhub_drops_total", reason="slow_consumer")
@@ -149,6 +152,8 @@ async def test_slow_reader_drops_are_counted(vad_hub: Hub) -> None:
 
 async def test_inference_pool_gauges_and_shedding() -> None:
     pool = InferencePool("test-pool", workers=1)
+    hub_metrics = HubMetrics()
+    hub_metrics.track_pool(pool)  # no provider exposes it: tracked by hand
     try:
 
         def blocking() -> int:
@@ -159,20 +164,20 @@ async def test_inference_pool_gauges_and_shedding() -> None:
         await asyncio.sleep(0.01)
         queued = asyncio.ensure_future(pool.run(blocking))
         await asyncio.sleep(0.01)
-        busy = scrape()
+        busy = scrape(hub_metrics)
         assert sample(busy, "asrhub_inference_busy", pool="test-pool") == 1
         assert sample(busy, "asrhub_inference_queue_depth", pool="test-pool") == 1
         shed_before = sample(busy, "asrhub_drops_total", reason="partial_shed")
         assert pool.try_run(blocking) is None  # a partial while busy is shed
         assert await first == 1 and await queued == 1
-        done = scrape()
+        done = scrape(hub_metrics)
         assert sample(done, "asrhub_drops_total", reason="partial_shed") == shed_before + 1
         assert sample(done, "asrhub_inference_seconds_count", pool="test-pool") == 2
         assert sample(done, "asrhub_inference_seconds_sum", pool="test-pool") >= 0.3
         assert sample(done, "asrhub_inference_queue_depth", pool="test-pool") == 0
         with pytest.raises(TimeoutError):
             await pool.run(lambda: (time.sleep(0.3), 1)[1], timeout=0.05)
-        assert sample(scrape(), "asrhub_inference_abandoned_total", pool="test-pool") == 1
+        assert sample(scrape(hub_metrics), "asrhub_inference_abandoned_total", pool="test-pool") == 1
     finally:
         pool.shutdown()
 
@@ -184,7 +189,7 @@ def test_instrumented_chain_passes_frames_through_in_order(monkeypatch: pytest.M
     stages:   map(x → x), filter(all but c), map(x → x)
     expected: --a--b-----d--e--f--g--h--i--|   same as reactivex.compose of the bare stages
     """
-    monkeypatch.setattr(metrics, "operator_sample", 1)
+    hub_metrics = HubMetrics(operator_sample=1)
     scheduler = TestScheduler()
     frames = [AudioChunk(np.zeros(160, np.float32), 16_000, i * 0.01, i) for i in range(9)]
     messages = [ReactiveTest.on_next(210 + 10 * i, f) for i, f in enumerate(frames)]
@@ -194,32 +199,30 @@ def test_instrumented_chain_passes_frames_through_in_order(monkeypatch: pytest.M
         ("marble_filter", ops.filter(lambda f: f.seq != 2)),
         ("marble_map2", ops.map(lambda f: f)),
     ]
-    hist = metrics._histogram(metrics._state.operators, "marble_filter", metrics.OPERATOR_BUCKETS)
-    count_before = sum(hist.counts)
     results = scheduler.start(
-        lambda: scheduler.create_hot_observable(*messages).pipe(metrics.instrument(stages))
+        lambda: scheduler.create_hot_observable(*messages).pipe(hub_metrics.instrument(stages))
     )
     expected = [ReactiveTest.on_next(210 + 10 * i, f) for i, f in enumerate(frames) if i != 2]
     expected.append(ReactiveTest.on_completed(400))
     assert results.messages == expected
-    assert sum(hist.counts) - count_before == 9  # the filter saw all nine
+    assert sum(hub_metrics.operators["marble_filter"].counts) == 9  # the filter saw all nine
 
 
-def test_one_session_in_n_is_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_session_in_n_is_timed() -> None:
     from reactivex.subject import Subject
 
-    monkeypatch.setattr(metrics, "operator_sample", 3)
-    hist = metrics._histogram(metrics._state.operators, "one_in_three", metrics.OPERATOR_BUCKETS)
-    before = sum(hist.counts)
+    hub_metrics = HubMetrics(operator_sample=3)
     subjects: list[Subject[int]] = []
     for _ in range(6):
         subject: Subject[int] = Subject()
-        subject.pipe(metrics.instrument([("one_in_three", ops.map(lambda x: x))])).subscribe(lambda _x: None)
+        subject.pipe(hub_metrics.instrument([("one_in_three", ops.map(lambda x: x))])).subscribe(
+            lambda _x: None
+        )
         subjects.append(subject)
     for subject in subjects:
         for i in range(10):
             subject.on_next(i)
-    assert sum(hist.counts) - before == 2 * 10  # two pipelines of six, every frame of each
+    assert sum(hub_metrics.operators["one_in_three"].counts) == 2 * 10  # two pipelines of six, all frames
 
 
 def test_each_stage_is_charged_its_own_time_only() -> None:
@@ -236,14 +239,12 @@ def test_each_stage_is_charged_its_own_time_only() -> None:
         work(0.005)
         return frame
 
-    every, metrics.operator_sample = metrics.operator_sample, 1
+    hub_metrics = HubMetrics(operator_sample=1)
     real_clock, metrics.perf_counter = metrics.perf_counter, lambda: clock[0]
     try:
         names = ("own_cheap_1", "own_slow", "own_cheap_2")
-        hists = [metrics._histogram(metrics._state.operators, n, metrics.OPERATOR_BUCKETS) for n in names]
-        before = [(h.total, sum(h.counts)) for h in hists]
         subject: Subject[RawAudio] = Subject()
-        chain = metrics.instrument(
+        chain = hub_metrics.instrument(
             [(names[0], ops.map(lambda f: f)), (names[1], ops.map(slow)), (names[2], ops.map(lambda f: f))]
         )
         received: list[RawAudio] = []
@@ -251,23 +252,19 @@ def test_each_stage_is_charged_its_own_time_only() -> None:
         for _ in range(6):
             subject.on_next(RawAudio(b"x"))
         assert len(received) == 6
-        spent = [(h.total - t0) / (sum(h.counts) - c0) for h, (t0, c0) in zip(hists, before, strict=True)]
-        assert all(sum(h.counts) - c0 == 6 for h, (_t, c0) in zip(hists, before, strict=True))
+        hists = [hub_metrics.operators[n] for n in names]  # this hub's: they start at 0
+        assert all(sum(h.counts) == 6 for h in hists)
+        spent = [h.total / 6 for h in hists]
         assert spent[1] == pytest.approx(0.005)
         assert spent[0] == 0 and spent[2] == 0  # not charged the slow stage or consumer (5 ms each)
     finally:
-        metrics.operator_sample = every
         metrics.perf_counter = real_clock
 
 
 def test_sampling_off_is_plain_compose() -> None:
-    every, metrics.operator_sample = metrics.operator_sample, 0
-    try:
-        hist = metrics._histogram(metrics._state.operators, "never_timed", metrics.OPERATOR_BUCKETS)
-        out: list[int] = []
-        reactivex.of(1, 2, 3).pipe(metrics.instrument([("never_timed", ops.map(lambda x: x * 2))])).subscribe(
-            out.append
-        )
-        assert out == [2, 4, 6] and sum(hist.counts) == 0
-    finally:
-        metrics.operator_sample = every
+    hub_metrics = HubMetrics(operator_sample=0)
+    out: list[int] = []
+    reactivex.of(1, 2, 3).pipe(hub_metrics.instrument([("never_timed", ops.map(lambda x: x * 2))])).subscribe(
+        out.append
+    )
+    assert out == [2, 4, 6] and "never_timed" not in hub_metrics.operators

@@ -8,7 +8,7 @@ speech-and-silence fixture in 100 ms PCM16 chunks round-robin (as N live clients
 prints the mean CPU time (process_time, so other processes on the machine matter less) of one
 ``feed`` for:
 
-* stage timing off (``metrics.operator_sample = 0``): only the plain-int counters and the
+* stage timing off (``[metrics] operator_sample = 0``): only the plain-int counters and the
   per-event hook remain, which cannot be switched off;
 * stage timing in one session of 8 (the default), and in every session (``operator_sample = 1``);
 
@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter
 from asrhub import metrics
 from asrhub.config import Limits
 from asrhub.logging import configure as configure_logging
-from asrhub.settings import LogSettings, Settings
+from asrhub.settings import LogSettings, MetricsSettings, Settings
 from asrhub.wiring import build_hub
 from tests.audio_utils import fixture, load_wav, pcm16_bytes
 
@@ -48,9 +48,9 @@ def chunks_of(name: str, chunk_s: float = 0.1) -> list[bytes]:
 
 async def feed_cost(sessions: int, seconds: float, sample_every: int) -> float:
     """Mean wall time of one feed (µs) with ``sessions`` open, over ``seconds`` of audio each."""
-    metrics.operator_sample = sample_every
     limits = Limits(max_sessions=sessions + 1, idle_timeout_s=3600.0)
-    hub = build_hub(Settings(default_provider="none", limits=limits))
+    every = MetricsSettings(operator_sample=sample_every)
+    hub = build_hub(Settings(default_provider="none", limits=limits, metrics=every))
     opened = [hub.open({"provider": "none"}, transport="bench") for _ in range(sessions)]
     chunks = chunks_of("silences.wav")[: int(seconds * 10)]
     gc.collect()

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from asrhub import metrics
 from asrhub.delivery import EventQueue
 from asrhub.transports.common import CONNECTIONS
 from asrhub.transports.sse import SESSIONS
@@ -43,9 +42,9 @@ def rounds(long_run: bool, n: int = 25) -> int:
     return n * 10 if long_run else n
 
 
-def closed_total(transport: str) -> float:
-    """Sessions closed so far on ``transport`` (any reason), from the process's metrics."""
-    body, _ = metrics.render()
+def closed_total(server: ServerThread, transport: str) -> float:
+    """Sessions closed so far on ``transport`` (any reason), from the server's hub's metrics."""
+    body, _ = server.hub.metrics.render()
     total = 0.0
     for line in body.decode().splitlines():
         if line.startswith("asrhub_sessions_closed_total{") and f'transport="{transport}"' in line:
@@ -84,7 +83,7 @@ async def test_closing_one_sse_session_from_four_places_at_once(
 ) -> None:
     """end, DELETE, an audio frame and a dropped event stream, all at once."""
     base, n = server.http, rounds(long_run)
-    before = await asyncio.to_thread(server.call, lambda: closed_total("sse"))
+    before = await asyncio.to_thread(server.call, lambda: closed_total(server, "sse"))
     seen: set[tuple[str, int]] = set()
     async with aiohttp.ClientSession() as http:
         for i in range(n):
@@ -110,7 +109,7 @@ async def test_closing_one_sse_session_from_four_places_at_once(
         ("drop events", 0),
     }
     assert seen <= allowed, seen - allowed
-    after = await asyncio.to_thread(server.call, lambda: closed_total("sse"))
+    after = await asyncio.to_thread(server.call, lambda: closed_total(server, "sse"))
     assert after - before == n  # each session closed exactly once
     await nothing_left(server, http_linger=True)
     assert watch.errors() == []
@@ -137,7 +136,7 @@ async def test_the_same_session_taken_by_two_connections_at_once(
     """The owner vanishes while two new connections resume its token at the same instant:
     exactly one ends up with the session; the other is closed with 4409 (taken over)."""
     port, n = server.port, rounds(long_run)
-    before = await asyncio.to_thread(server.call, lambda: closed_total("websocket"))
+    before = await asyncio.to_thread(server.call, lambda: closed_total(server, "websocket"))
     for _ in range(n):
         old = await RawWS.connect(port)
         await old.send_json({"type": "session.start", "config": NONE, "resume": True})
@@ -164,7 +163,7 @@ async def test_the_same_session_taken_by_two_connections_at_once(
         assert results == ["closed 4409", "owner"], results
         for ws in (a, b):
             ws.writer.close()
-    after = await asyncio.to_thread(server.call, lambda: closed_total("websocket"))
+    after = await asyncio.to_thread(server.call, lambda: closed_total(server, "websocket"))
     assert after - before == n
     await nothing_left(server)
     assert watch.errors() == []
