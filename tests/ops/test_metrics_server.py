@@ -11,24 +11,26 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from asrhub.client import stream
 from asrhub.frames import FinalTranscript, SpeechStarted
+from asrhub.hub import Hub
 from asrhub.settings import Settings
 from asrhub.transports.app import create_app
-from asrhub.wiring import build_hub
+from asrhub.wiring import build_hub, build_pipeline
 from tests.audio_utils import fixture, fixture_entry, wer
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
-async def server_url() -> AsyncIterator[str]:
+async def served() -> AsyncIterator[tuple[str, Hub]]:
     settings = Settings(default_provider="whisper")
-    runner = web.AppRunner(create_app(build_hub(settings), settings))
+    hub = build_hub(settings)
+    runner = web.AppRunner(create_app(hub, settings))
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
     try:
-        yield f"http://{host}:{port}"
+        yield f"http://{host}:{port}", hub
     finally:
         await runner.cleanup()
 
@@ -37,7 +39,10 @@ async def scrape(http: aiohttp.ClientSession, base: str) -> Samples:
     async with http.get(f"{base}/metrics") as response:
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")
-        text = await response.text()
+        return parse(await response.text())
+
+
+def parse(text: str) -> Samples:
     return {
         (s.name, frozenset(s.labels.items())): s.value
         for family in text_string_to_metric_families(text)
@@ -45,7 +50,8 @@ async def scrape(http: aiohttp.ClientSession, base: str) -> Samples:
     }
 
 
-async def test_a_websocket_stream_moves_the_served_metrics(server_url: str) -> None:
+async def test_a_websocket_stream_moves_the_served_metrics(served: tuple[str, Hub]) -> None:
+    server_url, hub = served
     ws_url = server_url.replace("http", "ws", 1) + "/v1/stream"
     async with aiohttp.ClientSession() as http:
         before = await scrape(http, server_url)
@@ -74,3 +80,12 @@ async def test_a_websocket_stream_moves_the_served_metrics(server_url: str) -> N
     assert moved("asrhub_inference_seconds_count", pool="whisper") >= 1
     assert after[("asrhub_sessions_active", frozenset({("transport", "websocket")}))] == 0
     assert ("asrhub_inference_queue_depth", frozenset({("pool", "whisper")})) in after
+    # A second hub of the process built on the same provider object shares its engine: it
+    # reports the pool whole (the engine's numbers, whoever asked), but none of the sessions.
+    twin = Hub(providers=hub.providers, pipeline_factory=build_pipeline)
+    seen = parse(twin.metrics.render()[0].decode())
+    pool_calls = ("asrhub_inference_seconds_count", frozenset({("pool", "whisper")}))
+    assert seen[pool_calls] >= after[pool_calls] >= 1
+    assert ("asrhub_inference_busy", frozenset({("pool", "whisper")})) in seen
+    assert not [k for k in seen if k[0].startswith("asrhub_sessions_opened")]
+    assert not [k for k in seen if k[0] == "asrhub_provider_latency_seconds_count"]
