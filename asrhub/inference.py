@@ -46,7 +46,22 @@ class PoolFull(RuntimeError):
     pass
 
 
-class InferencePool:
+class Counted:
+    """A pool's counters (:class:`~asrhub.metrics.PoolStats`): it knows no hub; the metrics of
+    every hub whose providers use it report them."""
+
+    stats: PoolStats
+
+    @property
+    def abandoned(self) -> int:
+        return self.stats.abandoned
+
+    @property
+    def shed(self) -> int:
+        return self.stats.shed
+
+
+class InferencePool(Counted):
     def __init__(self, name: str, *, workers: int = 1, max_queue: int = 1024) -> None:
         self.name = name
         self.workers = workers
@@ -57,15 +72,6 @@ class InferencePool:
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
         self.stats = PoolStats()
-        """Its counters; the metrics of every hub whose providers use it report them."""
-
-    @property
-    def abandoned(self) -> int:
-        return self.stats.abandoned
-
-    @property
-    def shed(self) -> int:
-        return self.stats.shed
 
     @property
     def busy(self) -> int:
@@ -191,7 +197,7 @@ class _Lane:
     partial: bool
 
 
-class EngineSubject(Generic[P, R]):
+class EngineSubject(Counted, Generic[P, R]):
     """The provider subject: one per engine instance, shared by every session of the process.
 
     Every session's segments (finals, uploads, partials) are pushed into one Rx subject; the
@@ -249,15 +255,6 @@ class EngineSubject(Generic[P, R]):
         """Engine calls made (a batch of N clips is one call)."""
         self.clips = 0
         self.stats = PoolStats()
-        """Its counters; the metrics of every hub whose providers use it report them."""
-
-    @property
-    def abandoned(self) -> int:
-        return self.stats.abandoned
-
-    @property
-    def shed(self) -> int:
-        return self.stats.shed
 
     # ------------------------------------------------------------------ gauges
     @property

@@ -4,49 +4,19 @@ the other. Real servers on 127.0.0.1, a real WebSocket client, the real VAD chai
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 import aiohttp
-from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from asrhub.client import stream
 from asrhub.frames import SessionClosed, SpeechStarted
-from asrhub.hub import Hub
 from asrhub.inference import InferencePool
 from asrhub.settings import Settings
-from asrhub.transports.app import create_app
 from asrhub.wiring import build_hub
 from tests.audio_utils import fixture
+from tests.ops.conftest import Samples, serving
+from tests.ops.conftest import scrape_url as scrape
 
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 LOOP_WIDE = {"asrhub_event_loop_tasks"}
 """The one asrhub_ series that is not a hub's own: the tasks of the loop both hubs run on."""
-
-
-@asynccontextmanager
-async def serving(hub: Hub, settings: Settings) -> AsyncIterator[str]:
-    runner = web.AppRunner(create_app(hub, settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        await runner.cleanup()  # shuts the hub down
-
-
-async def scrape(http: aiohttp.ClientSession, base: str) -> Samples:
-    async with http.get(f"{base}/metrics") as response:
-        assert response.status == 200
-        text = await response.text()
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
 
 
 def own(samples: Samples) -> Samples:

@@ -6,48 +6,24 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
-from aiohttp import web
-from prometheus_client.parser import text_string_to_metric_families
 
 from asrhub.client import stream
 from asrhub.frames import FinalTranscript, SpeechStarted
 from asrhub.hub import Hub
 from asrhub.settings import Settings
-from asrhub.transports.app import create_app
 from asrhub.wiring import build_hub, build_pipeline
 from tests.audio_utils import fixture, fixture_entry, wer
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+from tests.ops.conftest import parse_metrics as parse
+from tests.ops.conftest import scrape_url as scrape
+from tests.ops.conftest import serving
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[tuple[str, Hub]]:
     settings = Settings(default_provider="whisper")
     hub = build_hub(settings)
-    runner = web.AppRunner(create_app(hub, settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}", hub
-    finally:
-        await runner.cleanup()
-
-
-async def scrape(http: aiohttp.ClientSession, base: str) -> Samples:
-    async with http.get(f"{base}/metrics") as response:
-        assert response.status == 200
-        assert response.headers["Content-Type"].startswith("text/plain")
-        return parse(await response.text())
-
-
-def parse(text: str) -> Samples:
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+    async with serving(hub, settings) as url:
+        yield url, hub
 
 
 async def test_a_websocket_stream_moves_the_served_metrics(served: tuple[str, Hub]) -> None:
