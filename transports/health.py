@@ -29,8 +29,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
-    """The metrics of the app's hub (of every worker of the machine under ``--workers``)."""
-    body, content_type = request.app[HUB].metrics.render()
+    """The metrics of the app's hub (of every worker of the machine under ``--workers``), in
+    the format the scraper's ``Accept`` asks for: OpenMetrics for Prometheus (which asks for it
+    first), the text format 0.0.4 otherwise."""
+    body, content_type = request.app[HUB].metrics.render(request.headers.get("Accept"))
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response

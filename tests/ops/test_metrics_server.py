@@ -65,3 +65,22 @@ async def test_a_websocket_stream_moves_the_served_metrics(served: tuple[str, Hu
     assert ("asrhub_inference_busy", frozenset({("pool", "whisper")})) in seen
     assert not [k for k in seen if k[0].startswith("asrhub_sessions_opened")]
     assert not [k for k in seen if k[0] == "asrhub_provider_latency_seconds_count"]
+
+
+async def test_a_scraper_gets_the_format_its_accept_header_asks_for(served: tuple[str, Hub]) -> None:
+    """Prometheus asks for OpenMetrics first (its default scrape Accept header); curl and
+    older scrapers get the text format 0.0.4."""
+    server_url, _hub = served
+    prometheus = (
+        "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+        "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+    )
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server_url + "/metrics", headers={"Accept": prometheus}) as resp:
+            open_metrics, om_type = await resp.text(), resp.headers["Content-Type"]
+        async with http.get(server_url + "/metrics", headers={"Accept": "*/*"}) as resp:
+            text, text_type = await resp.text(), resp.headers["Content-Type"]
+    assert om_type.startswith("application/openmetrics-text") and open_metrics.rstrip().endswith("# EOF")
+    assert "# TYPE asrhub_sessions_opened counter" in open_metrics
+    assert text_type.startswith("text/plain") and "# EOF" not in text
+    assert "# TYPE asrhub_sessions_opened_total counter" in text
