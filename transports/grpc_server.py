@@ -1,15 +1,17 @@
-"""The hub's gRPC server (``server.grpc_port``): Google Cloud Speech v1, health and reflection,
-on grpcio's asyncio server in the hub's process and event loop.
+"""The hub's gRPC server (``server.grpc_port``): Google Cloud Speech v1, long-running
+operations, health and reflection, on grpcio's asyncio server in the hub's process and event loop.
 
 * ``google.cloud.speech.v1.Speech`` (:mod:`~asrhub.transports.grpc_speech`). The
   ``google-cloud-speech`` package ships the request and response messages (proto-plus classes
-  that serialise themselves) but no servicer base class, so the two RPCs are registered with a
+  that serialise themselves) but no servicer base class, so the three RPCs are registered with a
   generic handler under their real method paths; any Google Speech v1 client works unchanged.
-* ``grpc.health.v1.Health`` (grpcio-health-checking): ``SERVING`` for ``""`` and the Speech
-  service while the hub accepts sessions, ``NOT_SERVING`` from the start of a shutdown.
-* server reflection (grpcio-reflection) for the three services, so ``grpcurl`` and friends can
+* ``google.longrunning.Operations`` (:mod:`~asrhub.transports.grpc_operations`, the generated
+  servicer of googleapis-common-protos): what ``LongRunningRecognize``'s clients poll.
+* ``grpc.health.v1.Health`` (grpcio-health-checking): ``SERVING`` for ``""``, the Speech and the
+  Operations services while the hub accepts sessions, ``NOT_SERVING`` from the start of a shutdown.
+* server reflection (grpcio-reflection) for the four services, so ``grpcurl`` and friends can
   list and describe them. The Speech messages come from the package's descriptor; the service
-  itself is not in it, so :func:`_register_service_descriptor` adds a descriptor of the two
+  itself is not in it, so :func:`_register_service_descriptor` adds a descriptor of the three
   served methods to the default pool, built from those message descriptors.
 
 Bounds: a request message may be up to ``server.max_upload_bytes`` (a ``Recognize`` carries a
@@ -24,6 +26,7 @@ import asyncio
 
 import grpc
 from google.cloud import speech_v1
+from google.longrunning import operations_pb2, operations_pb2_grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -33,6 +36,8 @@ from asrhub.logging import get_logger
 from asrhub.settings import ServerSettings
 
 from .auth import Auth
+from .grpc_operations import MAX_RUNNING
+from .grpc_operations import SERVICE as OPERATIONS
 from .grpc_speech import SERVICE, SpeechService
 
 log = get_logger("asrhub.server")
@@ -53,13 +58,18 @@ def _register_service_descriptor() -> None:
         name="asrhub/google_cloud_speech_v1_service.proto",
         package="google.cloud.speech.v1",
         syntax="proto3",
-        dependency=[messages.name],
+        dependency=[messages.name, operations_pb2.DESCRIPTOR.name],
     )
     service = proto.service.add(name="Speech")
     service.method.add(
         name="Recognize",
         input_type=".google.cloud.speech.v1.RecognizeRequest",
         output_type=".google.cloud.speech.v1.RecognizeResponse",
+    )
+    service.method.add(
+        name="LongRunningRecognize",
+        input_type=".google.cloud.speech.v1.LongRunningRecognizeRequest",
+        output_type=".google.longrunning.Operation",
     )
     service.method.add(
         name="StreamingRecognize",
@@ -76,13 +86,21 @@ class ListenError(RuntimeError):
 
 
 class GrpcServer:
-    def __init__(self, hub: Hub, auth: Auth, server: ServerSettings, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        auth: Auth,
+        server: ServerSettings,
+        *,
+        reuse_port: bool = False,
+        max_operations: int = MAX_RUNNING,
+    ) -> None:
         self.hub = hub
         self.port = 0
         self.live_calls = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.speech = SpeechService(hub, auth, on_call=self._count)
+        self.speech = SpeechService(hub, auth, on_call=self._count, max_operations=max_operations)
         self.health = health.aio.HealthServicer()
         self._server = grpc.aio.server(
             options=[
@@ -99,6 +117,11 @@ class GrpcServer:
                 request_deserializer=speech_v1.RecognizeRequest.deserialize,
                 response_serializer=speech_v1.RecognizeResponse.serialize,
             ),
+            "LongRunningRecognize": grpc.unary_unary_rpc_method_handler(
+                self.speech.long_running_recognize,
+                request_deserializer=speech_v1.LongRunningRecognizeRequest.deserialize,
+                response_serializer=operations_pb2.Operation.SerializeToString,
+            ),
             "StreamingRecognize": grpc.stream_stream_rpc_method_handler(
                 self.speech.streaming_recognize,
                 request_deserializer=speech_v1.StreamingRecognizeRequest.deserialize,
@@ -106,9 +129,10 @@ class GrpcServer:
             ),
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        operations_pb2_grpc.add_OperationsServicer_to_server(self.speech.operations, self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
         _register_service_descriptor()
-        names = (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME)
+        names = (SERVICE, OPERATIONS, health.SERVICE_NAME, reflection.SERVICE_NAME)
         reflection.enable_server_reflection(names, self._server)
 
     def _count(self, delta: int) -> None:
@@ -133,15 +157,16 @@ class GrpcServer:
             raise ListenError(f"cannot listen for gRPC on {address}")
         await self._server.start()
         self.port = bound
-        for name in (OVERALL, SERVICE):
+        for name in (OVERALL, SERVICE, OPERATIONS):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("grpc listening", host=host, port=bound)
         return bound
 
     async def stop(self, grace_s: float = 5.0) -> None:
-        """After the hub's flush: the calls deliver their last finals and end (within
-        ``grace_s``), then the server closes whatever is left."""
+        """After the hub's flush: running operations are cancelled, the calls deliver their
+        last finals and end (within ``grace_s``), then the server closes whatever is left."""
         await self.health.enter_graceful_shutdown()
+        await self.speech.operations.close()  # they would not survive the process anyway
         if self.live_calls:
             try:
                 await asyncio.wait_for(self._idle.wait(), grace_s)

@@ -1,5 +1,6 @@
 """``google.cloud.speech.v1.Speech`` served by the hub: ``StreamingRecognize`` and ``Recognize``
-on ordinary hub sessions (transport label ``grpc``).
+on ordinary hub sessions (transport label ``grpc``), ``LongRunningRecognize`` as an operation on
+the upload path (:mod:`~asrhub.transports.grpc_long_running`, :mod:`~asrhub.transports.grpc_operations`).
 
 StreamingRecognize::
 
@@ -35,6 +36,7 @@ from typing import Any
 
 import grpc
 from google.cloud import speech_v1
+from google.longrunning import operations_pb2
 from google.rpc import code_pb2, status_pb2
 
 from asrhub.delivery import EventQueue
@@ -60,6 +62,8 @@ from .google_speech_results import (
     streaming_final,
     streaming_partial,
 )
+from .grpc_long_running import file_fields, file_job
+from .grpc_operations import MAX_RUNNING, OperationFailed, Operations
 
 log = get_logger("asrhub.transports")
 
@@ -101,17 +105,26 @@ def presented_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
 
 
 class SpeechService:
-    """The two RPCs; one instance per server, state per call only."""
+    """The three RPCs; one instance per server, state per call only (the operations of
+    ``LongRunningRecognize`` live in :attr:`operations`)."""
 
-    def __init__(self, hub: Hub, auth: Auth, *, on_call: Callable[[int], None] = lambda _d: None) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        auth: Auth,
+        *,
+        on_call: Callable[[int], None] = lambda _d: None,
+        max_operations: int = MAX_RUNNING,
+    ) -> None:
         self.hub = hub
         self.auth = auth
         self._on_call = on_call  # +1 / -1: the server counts live calls for the drain
+        self.operations = Operations(self.identify, max_running=max_operations)
 
     async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], error: HubError) -> None:
         await context.abort(status_of(error.code, self.hub), error.message)
 
-    async def _key(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+    async def identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
         """The caller's key identity; a missing or wrong key ends the call (UNAUTHENTICATED)."""
         try:
             return self.auth.identify(presented_key(context))
@@ -126,7 +139,7 @@ class SpeechService:
         *,
         interim: bool,
     ) -> tuple[Session, SpeechOptions]:
-        key = await self._key(context)
+        key = await self.identify(context)
         try:
             options = speech_options(self.hub, config, interim=interim)
             session = await self.hub.open_async(options.session, key=key, transport=TRANSPORT)
@@ -163,7 +176,7 @@ class SpeechService:
         requests: AsyncIterator[speech_v1.StreamingRecognizeRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[speech_v1.StreamingRecognizeResponse]:
-        await self._key(context)  # before reading anything the caller sends
+        await self.identify(context)  # before reading anything the caller sends
         first = await anext(aiter(requests), None)
         if first is None or "streaming_config" not in first:
             await context.abort(
@@ -230,12 +243,7 @@ class SpeechService:
     async def _recognize(
         self, request: speech_v1.RecognizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> speech_v1.RecognizeResponse:
-        if request.audio.uri:
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "audio.uri is not supported by this hub: send audio.content"
-            )
-        if not request.audio.content:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "audio.content is empty")
+        await _check_audio(request.audio, context)
         session, options = await self._open(context, request.config, interim=False)
         results: list[speech_v1.SpeechRecognitionResult] = []
         failure: list[HubError] = []
@@ -265,6 +273,52 @@ class SpeechService:
         if failure:
             await self._fail(context, failure[0])
         return speech_v1.RecognizeResponse(results=results)
+
+    # ------------------------------------------------------------------ LongRunningRecognize
+
+    async def long_running_recognize(
+        self, request: speech_v1.LongRunningRecognizeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> operations_pb2.Operation:
+        self._on_call(1)
+        try:
+            return await self._long_running(request, context)
+        finally:
+            self._on_call(-1)
+
+    async def _long_running(
+        self, request: speech_v1.LongRunningRecognizeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> operations_pb2.Operation:
+        key = await self.identify(context)
+        await _check_audio(request.audio, context)
+        if request.output_config.gcs_uri:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "output_config is not supported: the result comes in the operation",
+            )
+        try:
+            options = speech_options(self.hub, request.config, interim=False)
+            self.hub.resolve_config(file_fields(options))  # a bad model or language: now, not later
+        except HubError as exc:
+            await self._fail(context, exc)
+            raise  # not reached: abort raises
+        if not self.hub.accepting:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the hub is shutting down")
+        try:
+            return self.operations.start(key, file_job(self.hub, request.audio.content, options, status_of))
+        except OperationFailed as exc:
+            await context.abort(exc.code, exc.message)
+            raise  # not reached: abort raises
+
+
+async def _check_audio(
+    audio: speech_v1.RecognitionAudio, context: grpc.aio.ServicerContext[Any, Any]
+) -> None:
+    if audio.uri:
+        await context.abort(
+            grpc.StatusCode.INVALID_ARGUMENT, "audio.uri is not supported by this hub: send audio.content"
+        )
+    if not audio.content:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "audio.content is empty")
 
 
 class _Reader:

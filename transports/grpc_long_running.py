@@ -1,0 +1,115 @@
+"""``LongRunningRecognize``'s job: a whole file on the hub's upload path.
+
+The request is checked like ``Recognize`` before the operation exists (key, ``uri``, empty
+content, encoding, model, language: the call's own status). The job then decodes
+``audio.content`` off the event loop (raw LINEAR16 gets a WAV header from the config's rate and
+channels; containers describe themselves) to 16 kHz mono and runs :meth:`Hub.transcribe`: jobs of
+at most 30 s at upload priority, so live sessions' finals never wait behind a long file. Each
+timed piece of the merged transcription, cut again where its words pause for the VAD's
+``silence_ms`` (an engine may give one piece for 30 s with long silences in it), is one
+``SpeechRecognitionResult`` (``result_end_time``, ``language_code``, words with offsets when
+asked); ``total_billed_time`` is the audio's length rounded up to the second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+import wave
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+from google.cloud import speech_v1
+from google.protobuf.message import Message
+
+from asrhub.errors import HubError
+from asrhub.frames import FinalTranscript, Word
+from asrhub.hub import Hub
+
+from .batch import final_events, transcribe_upload
+from .google_speech_config import SpeechOptions
+from .google_speech_results import recognize_result
+from .grpc_operations import Job, OperationFailed, Progress
+
+HUB_FIELDS = ("provider", "model", "language", "keyterms")
+"""The session-config fields that mean something for a whole file."""
+
+
+def _wav(pcm: bytes, rate: int, channels: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(channels)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm)
+    return buffer.getvalue()
+
+
+def utterances(finals: list[FinalTranscript], pause_s: float) -> list[FinalTranscript]:
+    """Each timed piece cut at its words' pauses of ``pause_s`` or more (the VAD's rule for the
+    end of an utterance): an engine may give one piece for 30 s of speech with long silences."""
+    cut: list[FinalTranscript] = []
+    for final in finals:
+        words = final.words or ()
+        groups: list[list[Word]] = []
+        for word in words:
+            if groups and word.start - groups[-1][-1].end < pause_s:
+                groups[-1].append(word)
+            else:
+                groups.append([word])
+        if len(groups) <= 1:
+            cut.append(final)
+            continue
+        cut += [
+            replace(
+                final,
+                text=" ".join(w.word.strip() for w in group),
+                start=group[0].start,
+                end=group[-1].end,
+                words=tuple(group),
+            )
+            for group in groups
+        ]
+    return cut
+
+
+def file_fields(options: SpeechOptions) -> dict[str, Any]:
+    return {k: options.session[k] for k in HUB_FIELDS if k in options.session}
+
+
+def file_job(hub: Hub, content: bytes, options: SpeechOptions, status_of: Any) -> Job:
+    """The operation's job; a hub error fails it with the status ``status_of(code, hub)``."""
+
+    async def run(progress: Progress) -> Message:
+        audio = options.session["audio"]
+        data = content
+        if audio["encoding"] == "pcm_s16le":  # raw: the config says what it is
+            data = await asyncio.to_thread(_wav, content, audio["sample_rate"], audio["channels"])
+        fields = file_fields(options)
+        try:
+            name, result, duration = await transcribe_upload(
+                hub,
+                data,
+                provider=fields.get("provider"),
+                language=fields.get("language"),
+                prompt=None,
+                model=fields.get("model"),
+                keyterms=tuple(fields.get("keyterms", ())),
+                progress=lambda done, total: progress(done / total if total else 1.0),
+            )
+        except HubError as exc:
+            raise OperationFailed(status_of(exc.code, hub), exc.message) from None
+        pause_s = hub.resolve_config(fields).vad.silence_ms / 1000
+        results = [
+            recognize_result(final, word_offsets=options.word_offsets, language_code=options.language_code)
+            for final in utterances(final_events(name, result, duration), pause_s)
+            if final.text
+        ]
+        response = speech_v1.LongRunningRecognizeResponse(
+            results=results, total_billed_time=timedelta(seconds=math.ceil(duration))
+        )
+        return speech_v1.LongRunningRecognizeResponse.pb(response)
+
+    return run
