@@ -14,9 +14,7 @@ asked); ``total_billed_time`` is the audio's length rounded up to the second.
 from __future__ import annotations
 
 import asyncio
-import io
 import math
-import wave
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -29,22 +27,13 @@ from asrhub.frames import FinalTranscript, Word
 from asrhub.hub import Hub
 
 from .batch import final_events, transcribe_upload
+from .deepgram import _wav  # raw PCM16 → a WAV the decoder reads (one helper for both APIs)
 from .google_speech_config import SpeechOptions
 from .google_speech_results import recognize_result
 from .grpc_operations import Job, OperationFailed, Progress
 
 HUB_FIELDS = ("provider", "model", "language", "keyterms")
 """The session-config fields that mean something for a whole file."""
-
-
-def _wav(pcm: bytes, rate: int, channels: int) -> bytes:
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(channels)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(pcm)
-    return buffer.getvalue()
 
 
 def utterances(finals: list[FinalTranscript], pause_s: float) -> list[FinalTranscript]:

@@ -31,8 +31,8 @@ answers every final as one result.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 from google.cloud import speech_v1
@@ -66,6 +66,7 @@ from .grpc_long_running import file_fields, file_job
 from .grpc_operations import MAX_RUNNING, OperationFailed, Operations
 
 log = get_logger("asrhub.transports")
+T = TypeVar("T")
 
 SERVICE = "google.cloud.speech.v1.Speech"
 TRANSPORT = "grpc"
@@ -231,14 +232,18 @@ class SpeechService:
 
     # ------------------------------------------------------------------ Recognize
 
+    async def _counted(self, handler: Callable[[Any, Any], Awaitable[T]], request: Any, context: Any) -> T:
+        """A unary call, counted as live while it runs (the server's drain waits for it)."""
+        self._on_call(1)
+        try:
+            return await handler(request, context)
+        finally:
+            self._on_call(-1)
+
     async def recognize(
         self, request: speech_v1.RecognizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> speech_v1.RecognizeResponse:
-        self._on_call(1)
-        try:
-            return await self._recognize(request, context)
-        finally:
-            self._on_call(-1)
+        return await self._counted(self._recognize, request, context)
 
     async def _recognize(
         self, request: speech_v1.RecognizeRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -279,11 +284,7 @@ class SpeechService:
     async def long_running_recognize(
         self, request: speech_v1.LongRunningRecognizeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> operations_pb2.Operation:
-        self._on_call(1)
-        try:
-            return await self._long_running(request, context)
-        finally:
-            self._on_call(-1)
+        return await self._counted(self._long_running, request, context)
 
     async def _long_running(
         self, request: speech_v1.LongRunningRecognizeRequest, context: grpc.aio.ServicerContext[Any, Any]
