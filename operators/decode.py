@@ -88,6 +88,7 @@ class _Decoding:
         self.max_buffer_bytes, self.max_header_bytes, self.max_backlog_s = bounds
         raw = _RAW.get(fmt.encoding)
         self.pcm = PcmDecoder(PcmFormat(*raw, fmt.channels, fmt.sample_rate)) if raw else None
+        self.direct = self._direct_rate()
         self.header = b""
         self.av: StreamDecoder | None = None
         self.pending: Pending | None = None
@@ -99,6 +100,12 @@ class _Decoding:
             self.loop = None
         self.failed = self.upstream_done = self.av_done = False
         self.t0, self.emitted, self.seq, self.rate = 0.0, 0, 0, 0
+
+    def _direct_rate(self) -> int:
+        """The rate, when every whole-sample frame becomes one Pcm16Chunk as is (mono PCM16 with
+        no byte limit: raw, or a WAV of unknown length); else 0."""
+        pcm = self.pcm
+        return pcm.fmt.rate if pcm is not None and pcm.mono16 and pcm.remaining is None else 0
 
     def emit(self, x: Samples, rate: int) -> None:
         self.observer.on_next(AudioChunk(x, rate, self._start(rate), self.seq))
@@ -122,6 +129,19 @@ class _Decoding:
         self.observer.on_next(ErrorEvent(code=code, message=message))
 
     def on_next(self, frame: Frame) -> None:
+        direct = self.direct
+        if direct and type(frame) is RawAudio:  # the hot path: mono PCM16 bytes, whole samples
+            data, pcm = frame.data, self.pcm
+            if type(data) is bytes and data and not len(data) & 1 and pcm is not None and not pcm.carry:
+                try:
+                    start = self._start(direct) if direct != self.rate else self.t0 + self.emitted / direct
+                    self.observer.on_next(Pcm16Chunk(None, direct, start, self.seq, data))  # type: ignore[arg-type]
+                except Exception as exc:  # a bug, not bad input: end the session visibly
+                    self.observer.on_error(exc)
+                    return
+                self.emitted += len(data) >> 1
+                self.seq += 1
+                return
         if not isinstance(frame, RawAudio):
             if self.av is not None and not self.av_done:
                 self.av.post(frame)  # behind the audio still being decoded
@@ -147,6 +167,7 @@ class _Decoding:
                     self.error(f"no WAV data chunk within the first {self.max_header_bytes} bytes")
                 return None
             self.pcm = PcmDecoder(parsed.fmt, parsed.data_size)
+            self.direct = self._direct_rate()
             data, self.header = self.header[parsed.data_offset :], b""
         if self.pcm is not None and self.pcm.mono16:  # the hot path: the chunk keeps the client's bytes
             buf = self.pcm.take(data)

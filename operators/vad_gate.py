@@ -181,27 +181,37 @@ class _Gate:
         mv, fbytes, handle = memoryview(data), 2 * flen, self.handle
         fend = pos0 - len(self.carry) // 2
         cursor = pos0
+        # The state machine runs on locals (written back before any call that reads them, and
+        # read again after _end, whose pending settings may change k, mask and end_frames).
+        speaking, hist, k, mask = self.speaking, self.hist, self.k, self.mask
+        unvoiced, last_voiced_end, end_frames = self.unvoiced, self.last_voiced_end, self.end_frames
         for off in range(0, len(data) - fbytes + 1, fbytes):
             fend += flen
             voiced = process(handle, rate, mv[off : off + fbytes], flen)
-            if not self.speaking:
-                self.hist = ((self.hist << 1) | voiced) & self.mask
-                if self.hist.bit_count() >= self.k:
+            if not speaking:
+                hist = ((hist << 1) | voiced) & mask
+                if hist.bit_count() >= k:
+                    self.hist = hist
                     self._route(c, cursor - pos0, fend - pos0, cursor)
                     cursor = fend
                     self._start(fend)
+                    speaking, unvoiced, last_voiced_end = True, 0, fend
             elif voiced:
-                self.unvoiced, self.last_voiced_end = 0, fend
+                unvoiced, last_voiced_end = 0, fend
             else:
-                self.unvoiced += 1
-                if self.unvoiced >= self.end_frames:
+                unvoiced += 1
+                if unvoiced >= end_frames:
+                    self.unvoiced, self.last_voiced_end = unvoiced, last_voiced_end
                     self._route(c, cursor - pos0, fend - pos0, cursor)
                     cursor = fend
                     self._end(fend)
-                elif self.unvoiced == self.pause_frames:  # maybe the end: let a final start early
+                    speaking, hist, k, mask = False, self.hist, self.k, self.mask
+                    unvoiced, end_frames = self.unvoiced, self.end_frames
+                elif unvoiced == self.pause_frames:  # maybe the end: let a final start early
                     self._route(c, cursor - pos0, fend - pos0, cursor)
                     cursor = fend
-                    self.observer.on_next(SpeechPaused(t=self.last_voiced_end / self.rate))
+                    self.observer.on_next(SpeechPaused(t=last_voiced_end / rate))
+        self.hist, self.unvoiced, self.last_voiced_end = hist, unvoiced, last_voiced_end
         mv.release()
         self.carry = data[len(data) - len(data) % fbytes :]
         self._route(c, cursor - pos0, n, cursor)
