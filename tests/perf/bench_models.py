@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, report
+
 MB = 2**20
 
 
@@ -101,16 +103,19 @@ def main() -> None:
         row = json.loads(out.stdout.strip().splitlines()[-1])
         row["loadavg_before"] = before
         rows.append(row)
-    print("| model | files (s of audio) | load s | RTF | RSS before → loaded → peak (MB) | load avg |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['model']} | {r['files']} ({r['audio_s']} s) | {r['load_s']} | {r['rtf']} | "
-            f"{r['rss_before_mb']} → {r['rss_loaded_mb']} → {r['rss_peak_mb']} | "
-            f"{r['loadavg_before'][0]} → {r['loadavg'][0]} |"
-        )
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    columns = ["model", "files (s of audio)", "load s", "RTF", "RSS before → loaded → peak (MB)", "load avg"]
+    cells = [
+        [
+            r["model"],
+            f"{r['files']} ({r['audio_s']} s)",
+            str(r["load_s"]),
+            str(r["rtf"]),
+            f"{r['rss_before_mb']} → {r['rss_loaded_mb']} → {r['rss_peak_mb']}",
+            f"{r['loadavg_before'][0]} → {r['loadavg'][0]}",
+        ]
+        for r in rows
+    ]
+    report(columns, cells, rows, args.json)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,54 +28,10 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import PERF, ROOT, free_port, hub_env, percentile
+from common import PERF, ROOT, Sampler, free_port, hub_env, percentile, report
 
 SIZES = (1000, 2000)
 KINDS = ("bare", "w1", "w2")
-
-
-class TreeSampler:
-    """CPU seconds and RSS of a process and its children, and the machine's busy CPU, every 0.25 s."""
-
-    def __init__(self, root: psutil.Process) -> None:
-        self.root = root
-        self.samples: list[tuple[float, float, int, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> TreeSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                procs = [self.root, *self.root.children(recursive=True)]
-                cpu = rss = 0.0
-                for p in procs:
-                    try:
-                        t = p.cpu_times()
-                        cpu += t.user + t.system
-                        rss += p.memory_info().rss
-                    except psutil.Error:
-                        pass
-                m = psutil.cpu_times()
-                busy = m.user + m.nice + m.system + m.irq + m.softirq + getattr(m, "steal", 0.0)
-                self.samples.append((time.monotonic(), cpu, int(rss), busy))
-            except psutil.Error:
-                return
-            self._stop.wait(0.25)
-
-    def window(self, start: float, end: float) -> tuple[float, int, float]:
-        inside = [s for s in self.samples if start <= s[0] <= end] or self.samples[-2:]
-        dt = max(inside[-1][0] - inside[0][0], 1e-9)
-        cpu = 100.0 * (inside[-1][1] - inside[0][1]) / dt
-        busy = 100.0 * (inside[-1][3] - inside[0][3]) / dt
-        return cpu, max(s[2] for s in self.samples), busy
 
 
 def start_server(kind: str) -> tuple[subprocess.Popen[str], str]:
@@ -125,7 +80,7 @@ def one_run(kind: str, n: int, duration: float) -> dict[str, Any]:
         warm.communicate(timeout=60)
         time.sleep(1.0)
         root = psutil.Process(proc.pid)
-        with TreeSampler(root) as sampler:
+        with Sampler(root, 0.25, tree=True) as sampler:  # supervisor + workers
             time.sleep(0.6)
             idle_rss = sampler.samples[-1][2]
             stagger = max(2.0, n / 400)
@@ -135,7 +90,9 @@ def one_run(kind: str, n: int, duration: float) -> dict[str, Any]:
             if gen.returncode != 0:
                 raise RuntimeError(err.decode()[-1500:])
             result = json.loads(out.decode().strip().splitlines()[-1])
-            cpu, peak_rss, busy = sampler.window(result["t_all_started"] + 1.0, result["t_stop"])
+            steady = (result["t_all_started"] + 1.0, result["t_stop"])
+            cpu, _ = sampler.window(*steady)
+            busy, peak_rss = sampler.machine_busy(*steady), sampler.peak_rss()
         del gen_ps
         wall = result["t_end"] - result["t_start"]
         rtts = result["rtts"]
@@ -184,22 +141,29 @@ def main() -> None:
                 r = {"kind": kind, "n": n, "failed": f"{type(exc).__name__}: {exc}"[:400]}
             runs.append(r)
             print(json.dumps(r), file=sys.stderr, flush=True)
-    print(
-        "| server | N | ping p50 ms | ping p99 ms | server CPU % | loadgen CPU % | machine busy % "
-        "| load avg | KB/session | late frames | errors |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    columns = ["server", "N", "ping p50 ms", "ping p99 ms", "server CPU %", "loadgen CPU %"]
+    columns += ["machine busy %", "load avg", "KB/session", "late frames", "errors"]
+    rows: list[list[Any]] = []
     for r in runs:
         if "failed" in r:
-            print(f"| {r['kind']} | {r['n']} | failed: {r['failed']} |")
+            rows.append([r["kind"], r["n"], f"failed: {r['failed']}"])
             continue
-        print(
-            f"| {r['kind']} | {r['n']} | {r['p50']:.1f} | {r['p99']:.1f} | {r['server_cpu']:.0f} | "
-            f"{r['loadgen_cpu']:.0f} | {r['machine_busy']:.0f} | {r['load_avg']:.1f} | "
-            f"{r['kb_per_session']:.1f} | {r['late']}/{r['frames']} | {r['errors']} |"
+        rows.append(
+            [
+                r["kind"],
+                r["n"],
+                f"{r['p50']:.1f}",
+                f"{r['p99']:.1f}",
+                f"{r['server_cpu']:.0f}",
+                f"{r['loadgen_cpu']:.0f}",
+                f"{r['machine_busy']:.0f}",
+                f"{r['load_avg']:.1f}",
+                f"{r['kb_per_session']:.1f}",
+                f"{r['late']}/{r['frames']}",
+                r["errors"],
+            ]
         )
-    if args.json:
-        args.json.write_text(json.dumps(runs, indent=1))
+    report(columns, rows, runs, args.json)
 
 
 if __name__ == "__main__":

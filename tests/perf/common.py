@@ -216,11 +216,13 @@ class Server:
 
 
 class Sampler:
-    """Samples a process's CPU time and RSS every ``interval`` seconds on a thread."""
+    """Samples a process's CPU time and RSS every ``interval`` seconds on a thread; with
+    ``tree``, the sums over the process and all its children (a supervisor and its workers)."""
 
-    def __init__(self, proc: psutil.Process, interval: float = 0.2) -> None:
+    def __init__(self, proc: psutil.Process, interval: float = 0.2, *, tree: bool = False) -> None:
         self.proc = proc
         self.interval = interval
+        self.tree = tree
         self.samples: list[tuple[float, float, int]] = []
         self.system: list[tuple[float, float]] = []
         """(time, busy CPU seconds of the whole machine): to see what else was running."""
@@ -238,9 +240,9 @@ class Sampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                t = self.proc.cpu_times()
+                cpu, rss = self._read()
                 now = time.monotonic()
-                self.samples.append((now, t.user + t.system, self.proc.memory_info().rss))
+                self.samples.append((now, cpu, rss))
                 m = psutil.cpu_times()
                 self.system.append(
                     (now, m.user + m.nice + m.system + m.irq + m.softirq + getattr(m, "steal", 0.0))
@@ -248,6 +250,27 @@ class Sampler:
             except psutil.Error:
                 return
             self._stop.wait(self.interval)
+
+    def _read(self) -> tuple[float, int]:
+        """(CPU seconds, RSS bytes) of the process, or of its whole tree; psutil.Error if the
+        process itself is gone (a child that exits meanwhile just stops counting)."""
+        if not self.tree:
+            t = self.proc.cpu_times()
+            return t.user + t.system, self.proc.memory_info().rss
+        cpu, rss = 0.0, 0
+        for i, p in enumerate([self.proc, *self.proc.children(recursive=True)]):
+            try:
+                t = p.cpu_times()
+                cpu += t.user + t.system
+                rss += p.memory_info().rss
+            except psutil.Error:
+                if i == 0:
+                    raise
+        return cpu, rss
+
+    def peak_rss(self) -> int:
+        """The largest RSS sampled so far (0 before the first sample)."""
+        return max((s[2] for s in self.samples), default=0)
 
     def machine_busy(self, start: float, end: float) -> float:
         """Busy CPU % of the whole machine over [start, end] (every process; 2 cores = 200)."""
@@ -342,6 +365,20 @@ def markdown(tables: Sequence[Table]) -> str:
             out.append(f"- {note}")
         out.append("")
     return "\n".join(out)
+
+
+def report(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], data: Any, json_path: Path | None = None
+) -> None:
+    """A benchmark's closing output: its rows as a markdown table on stdout (cells as given,
+    numbers through :func:`fmt`; the first column left-aligned) and, with ``json_path``, its raw
+    results (``data``) written there as JSON."""
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "|".join("---" if i == 0 else "---:" for i in range(len(columns))) + "|")
+    for row in rows:
+        print("| " + " | ".join(fmt(v) for v in row) + " |")
+    if json_path is not None:
+        json_path.write_text(json.dumps(data, indent=1))
 
 
 def latency_table(title: str, key: str, names: Sequence[str], rows: list[dict[str, Any]], note: str) -> Table:
