@@ -19,6 +19,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+import grpc
 from google.cloud import speech_v1
 from google.protobuf.message import Message
 
@@ -30,7 +31,7 @@ from .batch import final_events, transcribe_upload
 from .deepgram import _wav  # raw PCM16 → a WAV the decoder reads (one helper for both APIs)
 from .google_speech_config import SpeechOptions
 from .google_speech_results import recognize_result
-from .grpc_operations import Job, OperationFailed, Progress
+from .grpc_operations import SHUTTING_DOWN, Job, OperationFailed, Progress
 
 HUB_FIELDS = ("provider", "model", "language", "keyterms")
 """The session-config fields that mean something for a whole file."""
@@ -89,6 +90,8 @@ def file_job(hub: Hub, content: bytes, options: SpeechOptions, status_of: Any) -
                 progress=lambda done, total: progress(done / total if total else 1.0),
             )
         except HubError as exc:
+            if not hub.accepting:  # the engines went away under it: retry elsewhere
+                raise OperationFailed(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN) from None
             raise OperationFailed(status_of(exc.code, hub), exc.message) from None
         pause_s = hub.resolve_config(fields).vad.silence_ms / 1000
         results = [

@@ -16,7 +16,7 @@ in the hub's process and its client polls it by name.
   newest ``KEEP_FINISHED`` are (older ones: ``NOT_FOUND``);
 * operations live in this process only: a restart loses them, and behind a balancer a client
   must poll the node that started its operation (its one HTTP/2 connection does);
-  :meth:`Operations.close` (shutdown) cancels every running job.
+  :meth:`Operations.close` (shutdown) stops every running job (``UNAVAILABLE``).
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ MAX_RUNNING = 4
 the engine serves upload jobs one 30 s piece at a time anyway."""
 KEEP_FINISHED = 256
 KEEP_S = 3600.0
+SHUTTING_DOWN = "the hub is shutting down"
 
 Progress = Callable[[float], None]
 """A job reports how far it got: a fraction in [0, 1]."""
@@ -84,6 +85,7 @@ class _Entry:
     error: status_pb2.Status | None = None
     finished: float | None = None  # monotonic time it ended
     stop_reason: str = "cancelled by the client"
+    stop_code: int = code_pb2.CANCELLED
 
     @property
     def done(self) -> bool:
@@ -135,7 +137,7 @@ class Operations(operations_pb2_grpc.OperationsServicer):  # type: ignore[misc]
         """Run ``job`` in the background; raises :class:`OperationFailed` when the hub is at
         its bound (``RESOURCE_EXHAUSTED``) or shutting down (``UNAVAILABLE``)."""
         if self._closed:
-            raise OperationFailed(grpc.StatusCode.UNAVAILABLE, "the hub is shutting down")
+            raise OperationFailed(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN)
         self._prune()
         if self.running >= self.max_running:
             raise OperationFailed(
@@ -152,7 +154,7 @@ class Operations(operations_pb2_grpc.OperationsServicer):  # type: ignore[misc]
             entry.response = await job(entry.report)
             entry.report(1.0)
         except asyncio.CancelledError:
-            entry.error = status_pb2.Status(code=code_pb2.CANCELLED, message=entry.stop_reason)
+            entry.error = status_pb2.Status(code=entry.stop_code, message=entry.stop_reason)
         except OperationFailed as exc:
             entry.error = status_pb2.Status(code=exc.code.value[0], message=exc.message)
         except Exception as exc:  # a bug: the operation says so instead of running forever
@@ -162,9 +164,9 @@ class Operations(operations_pb2_grpc.OperationsServicer):  # type: ignore[misc]
             entry.updated = _now()
             entry.finished = time.monotonic()
 
-    async def _stop(self, entry: _Entry, reason: str) -> None:
+    async def _stop(self, entry: _Entry, reason: str, code: int = code_pb2.CANCELLED) -> None:
         if entry.task is not None and not entry.done:
-            entry.stop_reason = reason
+            entry.stop_reason, entry.stop_code = reason, code
             entry.task.cancel()
             await asyncio.wait([entry.task])
 
@@ -188,10 +190,11 @@ class Operations(operations_pb2_grpc.OperationsServicer):  # type: ignore[misc]
         return entry
 
     async def close(self) -> None:
-        """Shutdown: no new operation; every running one ends with ``CANCELLED``."""
+        """Shutdown: no new operation; every running one ends with ``UNAVAILABLE`` (retry
+        elsewhere)."""
         self._closed = True
         running = [e for e in self._entries.values() if not e.done]
-        await asyncio.gather(*(self._stop(e, "the hub is shutting down") for e in running))
+        await asyncio.gather(*(self._stop(e, SHUTTING_DOWN, code_pb2.UNAVAILABLE) for e in running))
 
     # ------------------------------------------------------------------ the RPCs
 

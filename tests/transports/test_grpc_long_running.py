@@ -137,7 +137,7 @@ def test_undecodable_audio_fails_the_operation(hub: Hub) -> None:
 def test_owner_bound_cancel_delete_and_shutdown() -> None:
     """On a hub whose engine is held: a running operation is seen by its key only, the bound
     (1 here) refuses a second one, cancel ends it (CANCELLED) and frees the slot; released, the
-    next one completes; delete forgets it; a shutdown cancels what still runs."""
+    next one completes; delete forgets it; a shutdown stops what still runs (UNAVAILABLE)."""
     from tests.transports.test_backpressure import engine, stalled_hub
 
     with ServerThread(make_settings(keys=(KEY, OTHER_KEY)), hub_factory=stalled_hub) as thread:
@@ -181,7 +181,7 @@ def test_owner_bound_cancel_delete_and_shutdown() -> None:
         stop_grpc(hub)
         entries = thread.call(lambda: dict(hub.grpc.speech.operations._entries))
         stopped = entries[third.operation.name]
-        assert stopped.done and stopped.error.code == 1 and "shutting down" in stopped.error.message
+        assert stopped.done and stopped.error.code == 14 and "shutting down" in stopped.error.message
         thread.call(gate.set)
 
 

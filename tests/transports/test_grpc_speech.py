@@ -248,14 +248,18 @@ def test_bearer_key_accepted(hub: Hub) -> None:
 def test_health_and_reflection(hub: Hub) -> None:
     with grpc.insecure_channel(hub.address) as channel:
         check = health_pb2_grpc.HealthStub(channel).Check
-        for service in ("", "google.cloud.speech.v1.Speech"):
+        for service in ("", "google.cloud.speech.v1.Speech", "google.longrunning.Operations"):
             assert (
                 check(health_pb2.HealthCheckRequest(service=service)).status
                 == health_pb2.HealthCheckResponse.SERVING
             )
         database = ProtoReflectionDescriptorDatabase(channel)
         services = set(database.get_services())
-        assert {"google.cloud.speech.v1.Speech", "grpc.health.v1.Health"} <= services
+        assert {
+            "google.cloud.speech.v1.Speech",
+            "google.longrunning.Operations",
+            "grpc.health.v1.Health",
+        } <= services
         from google.protobuf.descriptor_pool import DescriptorPool
 
         pool = DescriptorPool(database)
@@ -266,6 +270,9 @@ def test_health_and_reflection(hub: Hub) -> None:
             == "google.cloud.speech.v1.StreamingRecognizeRequest"
         )
         assert "streaming_config" in methods["StreamingRecognize"].input_type.fields_by_name
+        assert methods["LongRunningRecognize"].output_type.full_name == "google.longrunning.Operation"
+        operations = pool.FindServiceByName("google.longrunning.Operations")
+        assert {"GetOperation", "CancelOperation"} <= {m.name for m in operations.methods}
 
 
 def test_client_vanishing_mid_stream_leaves_nothing(hub: Hub) -> None:
