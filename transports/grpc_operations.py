@@ -223,10 +223,10 @@ class Operations(operations_pb2_grpc.OperationsServicer):  # type: ignore[misc]
         owner = await self._identify(context)
         self._prune()
         mine = [e for e in self._entries.values() if e.owner == owner]
-        try:
-            offset = int(request.page_token or 0)
-        except ValueError:
+        token = request.page_token or "0"
+        if not token.isdigit():
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token is not one this hub gave")
+        offset = int(token)
         size = request.page_size if request.page_size > 0 else len(mine)
         page = mine[offset : offset + size]
         more = offset + size < len(mine)

@@ -11,12 +11,13 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import msgspec
 import pytest
 from google.api_core import exceptions as gexc
 from google.api_core.future import polling
 from google.cloud import speech_v1
-from google.longrunning import operations_pb2
+from google.longrunning import operations_pb2, operations_pb2_grpc
 
 from asrhub.transports.auth import Auth
 from asrhub.transports.grpc_server import GrpcServer
@@ -159,6 +160,12 @@ def test_owner_bound_cancel_delete_and_shutdown() -> None:
             other.transport.operations_client.cancel_operation(name)
         assert [op.name for op in _list(other)] == []
         assert [op.name for op in _list(client)] == [name]
+        with grpc.insecure_channel(hub.address) as channel:  # the raw stub: a token no client makes
+            with pytest.raises(grpc.RpcError) as refused:
+                operations_pb2_grpc.OperationsStub(channel).ListOperations(
+                    operations_pb2.ListOperationsRequest(page_token="-1"), metadata=[("x-goog-api-key", KEY)]
+                )
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
         with pytest.raises(gexc.ResourceExhausted, match="running operations"):
             client.long_running_recognize(config=config(), audio=audio(pcm))
