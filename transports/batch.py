@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import wave
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,19 @@ def _probe_duration(data: bytes) -> float | None:
             return container.duration / av.time_base if container.duration else None
     except (av.FFmpegError, ValueError):
         return None  # the decoder reports what is wrong
+
+
+def pcm16_wav(pcm: bytes, rate: int, channels: int) -> bytes:
+    """Raw little-endian PCM16 as a WAV file :func:`decode_upload` reads (a trailing partial
+    sample frame is dropped): how the APIs that post raw audio (Deepgram's ``linear16``, Google's
+    ``LINEAR16``) reach the upload path."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm[: len(pcm) // (2 * channels) * 2 * channels])
+    return buf.getvalue()
 
 
 def decode_upload(data: bytes) -> Samples:

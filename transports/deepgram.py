@@ -34,10 +34,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import io
 import json
 import uuid
-import wave
 from datetime import UTC, datetime
 from typing import Any
 
@@ -59,7 +57,7 @@ from asrhub.protocol import encode_json, http_status
 from asrhub.provider import Transcription
 
 from . import deepgram_options as dg
-from .batch import pieces, transcribe_upload
+from .batch import pcm16_wav, pieces, transcribe_upload
 from .common import CONNECTIONS, HUB, KEY_ID, SETTINGS, UNAUTHORIZED, discard_on_close, read_limited, reset
 from .g711 import to_pcm16
 from .relay import Relay
@@ -360,7 +358,7 @@ async def prerecorded(request: web.Request) -> web.Response:
             raise HubError("bad_message", "no audio: send the audio as the request body")
         sha256 = hashlib.sha256(data).hexdigest()
         if options.encoding == "pcm_s16le":  # raw PCM: give it the WAV header that names its format
-            data = _wav(
+            data = pcm16_wav(
                 to_pcm16(data, options.g711) if options.g711 else data, options.sample_rate, options.channels
             )
         name, result, duration = await transcribe_upload(
@@ -462,16 +460,6 @@ def _utterances(
         }
         for i, (start, end, text, words) in enumerate(spans)
     ]
-
-
-def _wav(pcm: bytes, rate: int, channels: int) -> bytes:
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm[: len(pcm) // (2 * channels) * 2 * channels])
-    return buf.getvalue()
 
 
 def setup(app: web.Application) -> None:

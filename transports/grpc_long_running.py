@@ -27,8 +27,7 @@ from asrhub.errors import HubError
 from asrhub.frames import FinalTranscript, Word
 from asrhub.hub import Hub
 
-from .batch import final_events, transcribe_upload
-from .deepgram import _wav  # raw PCM16 → a WAV the decoder reads (one helper for both APIs)
+from .batch import final_events, pcm16_wav, transcribe_upload
 from .google_speech_config import SpeechOptions
 from .google_speech_results import recognize_result
 from .grpc_operations import SHUTTING_DOWN, Job, OperationFailed, Progress
@@ -76,7 +75,7 @@ def file_job(hub: Hub, content: bytes, options: SpeechOptions, status_of: Any) -
         audio = options.session["audio"]
         data = content
         if audio["encoding"] == "pcm_s16le":  # raw: the config says what it is
-            data = await asyncio.to_thread(_wav, content, audio["sample_rate"], audio["channels"])
+            data = await asyncio.to_thread(pcm16_wav, content, audio["sample_rate"], audio["channels"])
         fields = file_fields(options)
         try:
             name, result, duration = await transcribe_upload(
