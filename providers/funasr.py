@@ -149,7 +149,6 @@ class FunasrProvider:
         )
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
-        config = ctx.config
         if self.settings.mode == "offline":
             from asrhub.batch_stage import batch_stage
 
@@ -158,6 +157,7 @@ class FunasrProvider:
         async def recognize(
             audio: AsyncIterator[Samples], on_partial: Callable[[str], None]
         ) -> Transcription:
+            config = ctx.config  # read per utterance: a session.update holds from the next one on
             return await self.converse(
                 audio,
                 on_partial,

@@ -235,12 +235,12 @@ class GoogleProvider:
             from asrhub.batch_stage import batch_stage
 
             return batch_stage(self, ctx, fallbacks)
-        config = ctx.config
         stream_deadline = ctx.limits.max_utterance_s + self.settings.timeout * 2
 
         async def recognize(
             audio: AsyncIterator[Samples], on_partial: Callable[[str], None]
         ) -> Transcription:
+            config = ctx.config  # read per utterance: a session.update holds from the next one on
             return await self.stream(
                 audio,
                 on_partial if config.partials else None,

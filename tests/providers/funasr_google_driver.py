@@ -91,6 +91,45 @@ async def hub_session(
     return events
 
 
+async def updated_between_utterances(
+    provider: Provider, name: str, language: str, new_language: str
+) -> list[Event]:
+    """A hub session on ``provider`` (registered as ``name``) over ``silences.wav`` in
+    ``language``; once utterance 1 has its final, ``session.update`` sets ``new_language``, key
+    term ``Zorblax`` and no partials. Checks every utterance got its final and no partial came
+    after the update; returns the session's events."""
+    from asrhub.wiring import build_pipeline
+
+    samples, _ = load_wav(fixture("silences.wav"))
+    data = pcm16_bytes(samples)
+    segments = fixture_entry("silences.wav")["segments"]
+    hub = Hub(providers={name: provider}, pipeline_factory=build_pipeline, default_provider=name)
+    session = hub.open({"language": language})
+    events: list[Event] = []
+    first_final = asyncio.Event()
+
+    def take(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, FinalTranscript):
+            first_final.set()
+
+    session.events.subscribe(take)
+    cut = int((segments[0]["end"] + 1.0) * RATE) * 2  # utterance 1 and its hangover, not utterance 2
+    for i in range(0, cut, 3200):
+        await session.feed(data[i : min(i + 3200, cut)])
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(first_final.wait(), 120)
+    hub.update(session, {"language": new_language, "keyterms": ["Zorblax"], "partials": False})
+    for i in range(cut, len(data), 3200):
+        await session.feed(data[i : i + 3200])
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(session.end(), 240)
+    finals = check_order(events)
+    assert len(finals) == len(segments) and all(isinstance(f, FinalTranscript) for f in finals), finals
+    assert not [e for e in events if isinstance(e, PartialTranscript) and e.segment_id > 1]
+    return events
+
+
 async def batch_mode_final(provider: Provider, name: str, clip: str) -> FinalTranscript:
     """A started ``provider`` in its non-streaming mode, registered as ``name``, serves a whole hub
     session of the one-utterance fixture ``clip`` (the standard chain, so the batch stage); the

@@ -32,7 +32,13 @@ from asrhub.provider import ProviderError, ProviderUnavailable
 from asrhub.providers.funasr import FunasrProvider, parse_settings
 from asrhub.registry import ProviderRegistry
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes, wer
-from tests.providers.funasr_google_driver import batch_mode_final, check_order, drive_stage, hub_session
+from tests.providers.funasr_google_driver import (
+    batch_mode_final,
+    check_order,
+    drive_stage,
+    hub_session,
+    updated_between_utterances,
+)
 from tests.servers.fake_funasr_server import FakeFunasrServer
 from tests.servers.fsmn_vad import speech_segments
 
@@ -376,3 +382,18 @@ def _self_signed(directory: Path) -> tuple[Path, Path]:
         )
     )
     return cert_path, key_path
+
+
+async def test_session_update_holds_for_the_next_utterances_streams(server: FakeFunasrServer) -> None:
+    """A ``session.update`` between utterances: the streams that follow send the new key terms
+    as hot words and the new language; the one before kept the start config."""
+    provider = await provider_for(server.url, mode="2pass")
+    try:
+        events = await updated_between_utterances(provider, "funasr", "en", "de")
+    finally:
+        await provider.close()
+    configs = [c for c in server.configs if "mode" in c]
+    assert len(configs) == len(check_order(events)), configs
+    assert "hotwords" not in configs[0] and configs[0].get("svs_lang") == "en"
+    for later in configs[1:]:
+        assert "Zorblax" in later["hotwords"] and later.get("svs_lang") == "de", later

@@ -21,7 +21,13 @@ from asrhub.provider import ProviderError, ProviderUnavailable
 from asrhub.providers.google import GoogleProvider, parse_settings
 from asrhub.registry import ProviderRegistry
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
-from tests.providers.funasr_google_driver import batch_mode_final, check_order, drive_stage, hub_session
+from tests.providers.funasr_google_driver import (
+    batch_mode_final,
+    check_order,
+    drive_stage,
+    hub_session,
+    updated_between_utterances,
+)
 from tests.servers.google_speech_server import LocalSpeechServer
 
 FOX = "quick_fox.wav"
@@ -110,6 +116,23 @@ async def test_streaming_session_end_to_end_partials_then_final(server: LocalSpe
     assert wer(fixture_entry("address_time.wav")["text"], final.text) <= 0.25
     assert final.words and final.start <= final.words[0].start < final.words[-1].end <= final.end + 0.05
     assert server.calls == ["StreamingRecognize"]
+
+
+async def test_session_update_holds_for_the_next_utterances_streams(server: LocalSpeechServer) -> None:
+    """A ``session.update`` between utterances: the streams that follow carry the new language,
+    key terms and partials setting; the one before kept the start config."""
+    server.interim_every_s = 1.0
+    provider = await provider_for(server)
+    try:
+        events = await updated_between_utterances(provider, "google", "en-US", "en-GB")
+    finally:
+        await provider.close()
+    configs = server.streaming_configs
+    assert len(configs) == len(check_order(events))
+    assert configs[0].config.language_code == "en-US" and configs[0].interim_results
+    for later in configs[1:]:
+        assert later.config.language_code == "en-GB" and not later.interim_results
+        assert "Zorblax" in later.config.speech_contexts[0].phrases
 
 
 async def test_streaming_stage_several_utterances_in_order(server: LocalSpeechServer) -> None:
