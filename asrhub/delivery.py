@@ -8,11 +8,6 @@ queue is bounded; when a client reads too slowly:
 2. at the bound, the oldest queued partial is dropped;
 3. if only events that must not be lost remain (finals, errors, VAD events), the queue stops
    taking events and reports ``slow_consumer``: the transport closes that client.
-
-A connection that feeds audio and can send at once may :meth:`~EventQueue.hold` the queue while
-it feeds a frame: the events the frame produces then wait in the queue without waking the
-reader, and the connection sends them itself (same order, same bounds) or :meth:`~EventQueue.let_go`
-wakes the reader for them.
 """
 
 from __future__ import annotations
@@ -50,7 +45,6 @@ class EventQueue:
         self._items: deque[Event] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._finished = False
-        self._held = False
         events = source.events if hasattr(source, "events") else source
         self._subscription = events.subscribe(
             on_next=self._put, on_error=self._on_error, on_completed=self._on_completed
@@ -109,25 +103,7 @@ class EventQueue:
         self._finished = True
         self._wake()
 
-    def hold(self) -> None:
-        """Queue events without waking the reader until :meth:`let_go`."""
-        self._held = True
-
-    def let_go(self) -> None:
-        """End :meth:`hold`: wake the reader if anything is left for it."""
-        self._held = False
-        if self._items or self._finished:
-            self._wake()
-
-    @property
-    def idle(self) -> bool:
-        """The reader waits in :meth:`get` for the next event: it holds none, sends none."""
-        waiter = self._waiter
-        return waiter is not None and not waiter.done()
-
     def _wake(self) -> None:
-        if self._held:
-            return
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -159,7 +135,6 @@ class EventQueue:
     def close(self) -> None:
         """Detach from the session (idempotent); queued events are discarded."""
         self._finished = True
-        self._held = False
         self._subscription.dispose()
         self._items.clear()
         self._wake()

@@ -94,48 +94,33 @@ class Session:
 
     async def feed(self, data: bytes) -> None:
         """Append audio. Returns once the session can take more (backpressure)."""
-        if not self.feed_nowait(data):
-            await self.wait_ready()
-
-    def feed_nowait(self, data: bytes) -> bool:
-        """Append audio without a coroutine: the hot path of a transport that reads frames in a
-        loop. True when the session can take the next frame at once; False when the engine is
-        busy: await :meth:`wait_ready` before reading the next frame (that wait is the
-        backpressure :meth:`feed` applies). Raises :class:`HubError` like :meth:`feed`."""
         if self.state is not State.OPEN:
             self._metrics.error("bad_message")
             raise HubError(
                 "bad_message",
                 f"audio after the session {'ended' if self.state is State.ENDING else 'closed'}",
             )
-        size = len(data)
-        if size > self.ctx.limits.max_frame_bytes:
+        if len(data) > self.ctx.limits.max_frame_bytes:
             self._metrics.drop("too_large")
             self._metrics.error("too_large")
             raise HubError(
                 "too_large",
-                f"audio frame of {size} bytes exceeds the limit of {self.ctx.limits.max_frame_bytes}",
+                f"audio frame of {len(data)} bytes exceeds the limit of {self.ctx.limits.max_frame_bytes}",
             )
         self._last_input = self._loop.time()
-        self.bytes_in += size
+        self.bytes_in += len(data)
         counters = self._counters
         counters.frames_in += 1
-        counters.bytes_in += size
+        counters.bytes_in += len(data)
         self._input.on_next(RawAudio(data))
-        return self.ctx.pending.ready
-
-    async def wait_ready(self) -> None:
-        """Returns once the engine can take more audio (at once if it can now). The time spent
-        here does not count as idle."""
         pending = self.ctx.pending
-        if pending.ready:
-            return
-        self._parked += 1
-        try:
-            await pending.wait_ready()
-        finally:
-            self._parked -= 1
-            self._last_input = self._loop.time()
+        if not pending.ready:
+            self._parked += 1
+            try:
+                await pending.wait_ready()
+            finally:
+                self._parked -= 1
+                self._last_input = self._loop.time()
 
     def reconfigure(self, config: SessionConfig) -> SessionUpdated:
         """Live reconfiguration (``session.update``), with a config the hub validated: a

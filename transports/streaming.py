@@ -6,10 +6,7 @@ reader slows the sender) and ``close(code)`` ends the connection (``code`` is No
 normal ``session.closed``, else the error code that ended it, or ``"shutdown"``). An optional
 third, ``abandon()``, runs synchronously the moment the client is found not reading: the
 transport makes sure its socket is cut (with a reset) within a deadline, whatever happens to
-the tasks that try to close it politely. An optional fourth, ``writable()``, says whether a
-send would complete without waiting for the client (nothing unsent in the socket's buffer): then
-the events an audio frame produces are sent at once by the task that read the frame, instead
-of waking the forwarder task for each (see :meth:`StreamConnection.take_audio`).
+the tasks that try to close it politely.
 
 ::
 
@@ -19,8 +16,7 @@ of waking the forwarder task for each (see :meth:`StreamConnection.take_audio`).
 * one session per connection, opened with ``Hub.open(config, key=…, transport=…)``;
 * ``session.started`` first, then the session's events through a bounded
   :class:`~asrhub.delivery.EventQueue` drained by one forwarder task;
-* ``handle_audio`` (or ``take_audio``, its coroutine-free fast path) feeds the session and,
-  while the engine is busy, waits for it: the transport reads its next frame only after that,
+* ``handle_audio`` awaits ``session.feed``: the transport reads its next frame only after that,
   so a busy engine becomes TCP backpressure;
 * a :class:`~asrhub.errors.HubError` becomes an ``error`` event; a fatal one closes;
 * a queue overflow closes the connection with ``slow_consumer`` at once, even while the
@@ -54,7 +50,6 @@ log = get_logger("asrhub.transports")
 Send = Callable[[Event], Awaitable[None]]
 Close = Callable[[str | None], Awaitable[None]]
 Abandon = Callable[[], None]
-Writable = Callable[[], bool]
 
 SEND_TIMEOUT_ON_CLOSE = 1.0
 """How long a last message (``slow_consumer``) may take before the connection is cut anyway."""
@@ -72,7 +67,6 @@ class StreamConnection:
         send: Send,
         close: Close,
         abandon: Abandon | None = None,
-        writable: Writable | None = None,
         queue_size: int | None = None,
     ) -> None:
         self.hub = hub
@@ -85,7 +79,6 @@ class StreamConnection:
         self._send = send
         self._close = close
         self._abandon = abandon
-        self._writable = writable
         self._send_lock = asyncio.Lock()
         self._forwarder: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -123,91 +116,27 @@ class StreamConnection:
 
     async def handle_audio(self, data: bytes) -> None:
         """One binary audio frame; returns once the session can take more."""
-        waiting = self.take_audio(data)
-        if waiting is not None:
-            await waiting
-
-    def take_audio(self, data: bytes) -> Awaitable[None] | None:
-        """:meth:`handle_audio` without a coroutine when nothing needs one: None once the
-        frame is in and the session can take the next; otherwise an awaitable the transport
-        awaits before it reads the next frame (the engine is busy: backpressure; events to
-        send; an error to answer).
-
-        The events a frame produces are sent by this connection itself, in the reading task,
-        when the forwarder is idle and the transport's ``writable()`` says a send cannot wait;
-        otherwise they go through the queue and the forwarder, as always."""
-        session, queue = self.session, self.queue
-        if session is None or session.state is not State.OPEN or self._ending:
-            return self._refuse_audio(session)
-        if queue is None:  # no await separates a session from its queue: never, but typed
-            return self._audio_failed(HubError("internal_error", "session without an event queue"))
-        queue.hold()
-        try:
-            ready = session.feed_nowait(data)
-        except HubError as exc:
-            queue.let_go()
-            return self._audio_failed(exc)
-        if not queue:
-            queue.let_go()
-            return None if ready else session.wait_ready()
-        if ready and self._can_send_inline(queue):
-            return self._send_queued(queue)
-        queue.let_go()
-        return self._yield_to_forwarder(session, ready)
-
-    async def _refuse_audio(self, session: Session | None) -> None:
+        session = self.session
         if session is None:
             if not self._told_no_session:  # answered once: audio keeps coming until the client notices
                 self._told_no_session = True
                 await self.send_error(HubError("bad_message", "send session.start before any audio"))
             return
-        if not self._told_ended:
-            self._told_ended = True
-            why = "the hub is shutting down" if not self.hub.accepting else "the session has ended"
-            await self.send_error(HubError("bad_message", f"audio ignored: {why}"))
-
-    async def _audio_failed(self, error: HubError) -> None:
-        await self.send_error(error)
-        if self.queue:
-            await asyncio.sleep(0)
-
-    async def _yield_to_forwarder(self, session: Session, ready: bool) -> None:
-        if not ready:
-            await session.wait_ready()
+        if session.state is not State.OPEN or self._ending:
+            if not self._told_ended:
+                self._told_ended = True
+                why = "the hub is shutting down" if not self.hub.accepting else "the session has ended"
+                await self.send_error(HubError("bad_message", f"audio ignored: {why}"))
+            return
+        try:
+            await session.feed(data)
+        except HubError as exc:
+            await self.send_error(exc)
         if self.queue:
             # The events this frame produced wait in the queue: give the forwarder its turn
             # before the next frame, so a fast uploader with a healthy reader never looks like
             # a slow consumer (a buffered socket hands us frames without ever yielding).
             await asyncio.sleep(0)
-
-    def _can_send_inline(self, queue: EventQueue) -> bool:
-        """Only while the forwarder waits for events (it holds none: order is kept), nobody
-        else sends, and a send completes without waiting for the client."""
-        writable = self._writable
-        return (
-            writable is not None
-            and not self._closing
-            and queue.idle
-            and not self._send_lock.locked()
-            and writable()
-        )
-
-    async def _send_queued(self, queue: EventQueue) -> None:
-        """Send the frame's events from the reading task (the queue is held: the forwarder
-        sleeps on). Whatever is left when the socket stops being writable goes to the
-        forwarder."""
-        writable = self._writable
-        assert writable is not None
-        try:
-            while not self._closing and writable():
-                event = queue.get_nowait()
-                if event is None:
-                    break
-                await self.emit(event)
-        except (ConnectionError, RuntimeError) as exc:  # the socket went away under us
-            self.log.debug("sending stopped", error=repr(exc))
-        finally:
-            queue.let_go()
 
     async def send_error(self, error: HubError) -> None:
         await self.emit(error.to_event())

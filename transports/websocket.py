@@ -139,17 +139,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
         discard_on_close(tcp)
         asyncio.get_running_loop().call_later(SEND_TIMEOUT_ON_CLOSE + CLOSE_TIMEOUT, reset, tcp)
 
-    def writable() -> bool:  # a send now completes at once: nothing of ours waits in the buffer
-        return tcp is not None and not tcp.is_closing() and not tcp.get_write_buffer_size()
-
     conn = StreamConnection(
-        hub,
-        transport="websocket",
-        key=request.get(KEY_ID),
-        send=send,
-        close=close,
-        abandon=abandon,
-        writable=writable,
+        hub, transport="websocket", key=request.get(KEY_ID), send=send, close=close, abandon=abandon
     )
     refused = request.get(UNAUTHORIZED)
     if refused is not None:
@@ -163,9 +154,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         while True:
             msg = await ws.receive()
             if msg.type is WSMsgType.BINARY:
-                waiting = conn.take_audio(msg.data)  # None: fed, events sent, no coroutine made
-                if waiting is not None:
-                    await waiting
+                await conn.handle_audio(msg.data)
             elif msg.type is WSMsgType.TEXT:
                 await conn.handle_text(msg.data)
             else:  # CLOSE: the client's close frame; CLOSED: EOF/reset; ERROR: heartbeat, bad frame
