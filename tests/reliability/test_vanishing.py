@@ -53,7 +53,7 @@ WHISPER = {"language": "en", "partials": False}
 CYCLES = {"websocket": 500, "socketio": 400, "sse": 400}
 ENGINE_CYCLES = 12
 RSS_BOUND_MB = 8.0
-ENGINE_RSS_BOUND_MB = 40.0
+ENGINE_RSS_BOUND_MB = 80.0
 
 Cycle = Callable[[int, random.Random], Awaitable[None]]
 
