@@ -75,6 +75,11 @@ class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """Per-stage timing (``asrhub_operator_seconds``) runs in one session in this many, the first
     one included, on every frame of it; the other sessions pay nothing for it. 1 times every
     session, 0 none. Every other metric counts everything."""
+    worker_sync_s: Annotated[float, Meta(gt=0, le=3600)] = 5.0
+    """With ``--workers`` > 1: how often each worker writes its numbers for the machine-wide
+    scrape (the worker that answers a scrape writes its own first, so they are always fresh;
+    the others' are at most this old). Each write stops the worker's loop for ~4 ms at 1,000
+    sessions (docs/benchmarks.md), so a short period costs latency."""
 
 
 class ClusterSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

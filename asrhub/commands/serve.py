@@ -92,7 +92,11 @@ async def serve(
     await runner.setup()  # start-up: models load here, before any port opens
     if gc_tuning:
         tune_gc()
-    syncing = asyncio.create_task(hub.metrics.sync_forever()) if hub.metrics.multiprocess else None
+    syncing = (
+        asyncio.create_task(hub.metrics.sync_forever(settings.metrics.worker_sync_s))
+        if hub.metrics.multiprocess
+        else None
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
