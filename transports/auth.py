@@ -31,7 +31,15 @@ from asrhub.protocol import error_body, http_status, openai_error_body
 from asrhub.settings import ServerSettings
 
 from . import deepgram
-from .common import AUTH, DEEPGRAM_PREFIX, KEY_ID, OPENAI_PREFIXES, UNAUTHORIZED, HTTPHubError
+from .common import (
+    AUTH,
+    DEEPGRAM_PREFIX,
+    KEY_ID,
+    OPENAI_PREFIXES,
+    UNAUTHORIZED,
+    HTTPHubError,
+    is_websocket_handshake,
+)
 
 log = get_logger("asrhub.transports")
 
@@ -160,11 +168,10 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             raise HTTPHubError("unauthorized", f"origin {origin!r} is not allowed", status=403, fatal=True)
         if request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
             return web.Response(status=204)  # CORS preflight: headers added in on_response_prepare
-        is_ws = request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
         try:
             request[KEY_ID] = auth.identify(bearer_or_token(request.headers, request.query))
         except HubError as refused:
-            if not is_ws:
+            if not is_websocket_handshake(request):
                 raise
             request[KEY_ID] = None  # the WebSocket handler answers in-band (error + close 4401)
             request[UNAUTHORIZED] = refused

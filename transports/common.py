@@ -35,6 +35,31 @@ KEY_ID: web.RequestKey[str | None] = web.RequestKey("key_id")
 """``request[KEY_ID]``: the identity of the API key that authenticated the request (or None)."""
 UNAUTHORIZED = web.RequestKey("unauthorized", HubError)
 """Set on a WebSocket upgrade whose key was refused: the handler answers in-band."""
+WEBSOCKET_ROUTES: web.AppKey[set[str]] = web.AppKey("websocket_routes")
+"""The paths whose GET handler is a WebSocket endpoint (see :func:`add_websocket_route`)."""
+
+
+def add_websocket_route(
+    app: web.Application, path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> None:
+    """``GET path`` as a WebSocket endpoint: a refused key on a real upgrade handshake to it is
+    answered in-band by the handler (an error message and a close code); anything else, and any
+    other route, is refused over plain HTTP before the handler runs."""
+    app.router.add_get(path, handler)
+    app.setdefault(WEBSOCKET_ROUTES, set()).add(path)
+
+
+def is_websocket_handshake(request: web.Request) -> bool:
+    """A real WebSocket opening handshake (as aiohttp's own ``can_prepare`` judges it: GET,
+    ``Connection: upgrade``, ``Upgrade: websocket``, version 13, a valid key) to a route
+    registered with :func:`add_websocket_route`."""
+    if request.method != "GET":  # aiohttp's can_prepare does not look at the method
+        return False
+    resource = request.match_info.route.resource
+    if resource is None or resource.canonical not in request.app.get(WEBSOCKET_ROUTES, ()):
+        return False
+    return web.WebSocketResponse().can_prepare(request).ok
+
 
 OPENAI_PREFIXES = ("/v1/audio/", "/v1/models", "/v1/realtime")
 DEEPGRAM_PREFIX = "/v1/listen"

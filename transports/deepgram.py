@@ -58,7 +58,17 @@ from asrhub.provider import Transcription
 
 from . import deepgram_options as dg
 from .batch import pcm16_wav, pieces, transcribe_upload
-from .common import CONNECTIONS, HUB, KEY_ID, SETTINGS, UNAUTHORIZED, discard_on_close, read_limited, reset
+from .common import (
+    CONNECTIONS,
+    HUB,
+    KEY_ID,
+    SETTINGS,
+    UNAUTHORIZED,
+    add_websocket_route,
+    discard_on_close,
+    read_limited,
+    reset,
+)
 from .g711 import to_pcm16
 from .relay import Relay
 
@@ -463,5 +473,5 @@ def _utterances(
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get(PATH, live)
+    add_websocket_route(app, PATH, live)
     app.router.add_post(PATH, prerecorded)

@@ -54,7 +54,16 @@ from asrhub.frames import (
 from asrhub.protocol import encode_json
 
 from . import realtime_config as rc
-from .common import CONNECTIONS, HUB, KEY_ID, SETTINGS, UNAUTHORIZED, discard_on_close, reset
+from .common import (
+    CONNECTIONS,
+    HUB,
+    KEY_ID,
+    SETTINGS,
+    UNAUTHORIZED,
+    add_websocket_route,
+    discard_on_close,
+    reset,
+)
 from .g711 import to_pcm16
 from .relay import Relay
 
@@ -435,4 +444,4 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get(PATH, handle)
+    add_websocket_route(app, PATH, handle)

@@ -25,7 +25,16 @@ from aiohttp.helpers import calculate_timeout_when
 from asrhub.frames import Event
 from asrhub.protocol import encode_event
 
-from .common import CONNECTIONS, HUB, KEY_ID, SETTINGS, UNAUTHORIZED, discard_on_close, reset
+from .common import (
+    CONNECTIONS,
+    HUB,
+    KEY_ID,
+    SETTINGS,
+    UNAUTHORIZED,
+    add_websocket_route,
+    discard_on_close,
+    reset,
+)
 from .streaming import SEND_TIMEOUT_ON_CLOSE, StreamConnection
 
 PATH = "/v1/stream"
@@ -188,4 +197,4 @@ def _bound_socket_buffers(request: web.Request) -> None:
 
 
 def setup(app: web.Application) -> None:
-    app.router.add_get(PATH, handle)
+    add_websocket_route(app, PATH, handle)

@@ -126,30 +126,88 @@ PROTECTED = [
     ("POST", "/v1/sessions", None),
     ("POST", "/v1/sessions/abc/audio", b"\0\0"),
     ("POST", "/v1/sessions/abc/end", None),
+    ("POST", "/v1/sessions/abc/update", b"{}"),
+    ("DELETE", "/v1/sessions/abc", None),
     ("GET", "/v1/sessions/abc/events", None),
     ("POST", "/v1/transcribe", b"RIFF"),
     ("POST", "/v1/audio/transcriptions", b"RIFF"),
+    ("POST", "/v1/audio/transcriptions?stream=true", b"RIFF"),
+    ("POST", "/v1/audio/translations", b"RIFF"),
     ("GET", "/v1/models", None),
+    ("POST", "/v1/listen", b"RIFF"),
+    ("POST", "/v1/listen?fetch_urls=true", b'{"url": "http://127.0.0.1:1/x.wav"}'),
+    ("GET", "/v1/listen", None),
+    ("GET", "/v1/stream", None),
+    ("GET", "/v1/realtime?intent=transcription", None),
     ("GET", "/metrics", None),
 ]
+
+UPGRADE_HEADERS = [
+    {},
+    {"Upgrade": "websocket"},
+    {"Upgrade": "websocket", "Connection": "Upgrade"},
+    {  # a whole handshake: refused in-band only on a WebSocket route's GET (not these requests)
+        "Upgrade": "websocket",
+        "Connection": "keep-alive, Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+    },
+]
+"""A WebSocket's headers switched the key check off on plain HTTP requests once (issue 22)."""
+WEBSOCKET_PATHS = ("/v1/stream", "/v1/listen", "/v1/realtime")
+
+
+def _json_error(path: str, body: Any) -> dict[str, Any]:
+    if path.startswith(("/v1/audio", "/v1/models", "/v1/realtime")):
+        return dict(body["error"])
+    if path.startswith("/v1/listen"):
+        code = "unauthorized" if body["err_code"] == "INVALID_AUTH" else body["err_code"]
+        return {"code": code, "message": body["err_msg"]}
+    return dict(body)
 
 
 @pytest.mark.parametrize(("method", "path", "body"), PROTECTED)
 async def test_http_endpoints_need_a_key(
     server: ServerThread, method: str, path: str, body: bytes | None
 ) -> None:
+    """Every protected route refuses a request without a valid key, whatever WebSocket headers
+    it carries, and serves nothing (no session opened)."""
+    opened = server.call(lambda: server.hub.opened_total)
     async with aiohttp.ClientSession() as http:
-        for headers, params in (({}, {}), (bearer(WRONG), {}), ({}, {"token": WRONG})):
-            async with http.request(
-                method, server.http + path, data=body, headers=headers, params=params
-            ) as resp:
-                assert resp.status == 401
-                assert resp.headers["WWW-Authenticate"] == "Bearer"
-                error = await resp.json()
-                inner = error["error"] if path.startswith(("/v1/audio", "/v1/models")) else error
-                assert inner["code"] == "unauthorized" and inner["message"]
+        for upgrade in UPGRADE_HEADERS:
+            if method == "GET" and path.startswith(WEBSOCKET_PATHS) and "Sec-WebSocket-Key" in upgrade:
+                continue  # a real handshake: the next test
+            for key_headers, params in (({}, {}), (bearer(WRONG), {}), ({}, {"token": WRONG})):
+                headers = {**key_headers, **upgrade}
+                async with http.request(
+                    method, server.http + path, data=body, headers=headers, params=params
+                ) as resp:
+                    assert resp.status == 401, (path, headers)
+                    scheme = "Token" if path.startswith("/v1/listen") else "Bearer"  # Deepgram's
+                    assert resp.headers["WWW-Authenticate"] == scheme
+                    error = _json_error(path, await resp.json())
+                    assert error["code"] == "unauthorized" and error["message"]
         async with http.request(method, server.http + path, data=body, headers=bearer(KEY)) as resp:
             assert resp.status != 401
+    if path != "/v1/sessions" or method != "POST":
+        assert server.call(lambda: server.hub.opened_total) == opened
+
+
+async def test_websocket_routes_refuse_in_band_only_on_a_real_handshake(server: ServerThread) -> None:
+    """The three WebSocket endpoints answer a refused key in their own protocol on a real
+    handshake: no session is opened on any of them."""
+    opened = server.call(lambda: server.hub.opened_total)
+    async with aiohttp.ClientSession() as http:
+        with pytest.raises(aiohttp.WSServerHandshakeError) as info:  # Deepgram refuses at the handshake
+            await http.ws_connect(server.http + "/v1/listen?encoding=linear16&sample_rate=16000")
+        assert info.value.status == 401
+        async with http.ws_connect(server.http + "/v1/realtime?intent=transcription") as ws:
+            error = await ws.receive_json()
+            assert error["type"] == "error" and error["error"]["code"] == "invalid_api_key"
+        async with http.ws_connect(server.ws) as ws:
+            assert (await ws.receive_json())["code"] == "unauthorized"
+            assert await closed_with(ws) == 4401
+    assert server.call(lambda: server.hub.opened_total) == opened
 
 
 async def test_right_key_works_over_http(server: ServerThread) -> None:
