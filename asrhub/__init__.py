@@ -8,6 +8,6 @@ installs an import finder that maps exactly those three names onto the top-level
 symlinks, nothing that depends on the order files are listed in.
 """
 
-from ._layout import install as _install_source_layout
+from asrhub._layout import install as _install_source_layout
 
 _install_source_layout(__path__)

@@ -17,7 +17,7 @@ events as they happen), a started hub::
 
 Audio of any length and any format PyAV reads is decoded to 16 kHz mono and transcribed in
 jobs of at most 30 s, each cut at its quietest moment before the bound (the one cutting policy
-of every batch caller, :mod:`asrhub.uploads`, applied by ``Hub.transcribe``), so memory per call
+of every batch caller, :mod:`asrhub.engine.uploads`, applied by ``Hub.transcribe``), so memory per call
 stays bounded, live sessions sharing the hub never wait behind the file, and progress can be
 reported.
 """
@@ -35,10 +35,10 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from .frames import TARGET_RATE, FinalTranscript, Samples, Word
-from .hub import Hub
-from .settings import Settings
-from .uploads import JOB_S, SEARCH_S, Progress, jobs, words_in
+from asrhub.engine.uploads import JOB_S, SEARCH_S, Progress, jobs, words_in
+from asrhub.frames import TARGET_RATE, FinalTranscript, Samples, Word
+from asrhub.hub import Hub
+from asrhub.settings.schema import Settings
 
 BLOCK_S = JOB_S
 
@@ -65,8 +65,8 @@ class FileTranscript:
 def load_audio(source: str | os.PathLike[str] | bytes, *, max_s: float = 3600.0) -> Samples:
     """Any file PyAV (or the WAV/PCM parser) reads → 16 kHz mono float32. Raises ValueError,
     also for a file longer than ``max_s`` seconds. Blocking."""
-    from .operators.decode import decode_file
-    from .operators.resample import Resampler
+    from asrhub.operators.decode import decode_file
+    from asrhub.operators.resample import Resampler
 
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
     samples, rate = decode_file(data, "auto", strict=False, max_s=max_s)
@@ -77,7 +77,7 @@ def load_audio(source: str | os.PathLike[str] | bytes, *, max_s: float = 3600.0)
 
 
 def blocks(samples: Samples, block_s: float = BLOCK_S, search_s: float = SEARCH_S) -> list[tuple[int, int]]:
-    """Cut points (start, end) in samples (see :func:`asrhub.uploads.jobs`)."""
+    """Cut points (start, end) in samples (see :func:`asrhub.engine.uploads.jobs`)."""
     return jobs(samples, block_s, search_s)
 
 
@@ -129,7 +129,7 @@ def _settings_for(settings: Settings | None, provider: str | tuple[str, ...] | N
 
 @asynccontextmanager
 async def _hub(settings: Settings) -> AsyncIterator[Hub]:
-    from .wiring import build_hub
+    from asrhub.wiring import build_hub
 
     hub = build_hub(settings)
     try:

@@ -36,8 +36,8 @@ from typing import Any
 
 import aiohttp
 
-from .errors import HubError
-from .frames import (
+from asrhub.errors import HubError
+from asrhub.frames import (
     EVENT_TYPES,
     ErrorEvent,
     Event,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .frames import ErrorEvent
+from asrhub.frames import ErrorEvent
 
 
 class HubError(Exception):

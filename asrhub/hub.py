@@ -4,7 +4,7 @@
 session happen with no ``await`` in between, so two concurrent opens can never both pass a
 capacity check that only one of them should pass (the old system's check-then-act race).
 
-With a cluster (``[cluster] redis_url``, :mod:`asrhub.cluster`) the limits hold across every
+With a cluster (``[cluster] redis_url``, :mod:`asrhub.cluster.leases`) the limits hold across every
 node: :meth:`Hub.open_async` first takes a lease in Redis (one atomic script: count, refuse or
 add), then opens synchronously as above; the lease goes when the session closes. Without a
 cluster ``open_async`` is ``open``. A transport that calls ``open`` directly still has its
@@ -21,23 +21,23 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import msgspec
 
-from .breaker import Breakers
-from .config import Limits, SessionConfig, parse_session_config, updated_config
-from .errors import HubError
-from .failover import AllFailed, call_timeout, failover
-from .flow import Pending, Slots
-from .frames import TARGET_RATE, Samples
-from .logging import get_logger
-from .metrics import HubMetrics
-from .pipeline import Operator, PipelineFactory, SessionContext
-from .provider import Priority, Provider, Transcription
-from .resume import Resumes
-from .session import Session
-from .uploads import JOB_S, Progress, jobs, merge
+from asrhub.config import Limits, SessionConfig, parse_session_config, updated_config
+from asrhub.engine.breaker import Breakers
+from asrhub.engine.context import Operator, PipelineFactory, SessionContext
+from asrhub.engine.failover import AllFailed, call_timeout, failover
+from asrhub.engine.uploads import JOB_S, Progress, jobs, merge
+from asrhub.errors import HubError
+from asrhub.flow import Pending, Slots
+from asrhub.frames import TARGET_RATE, Samples
+from asrhub.logging import get_logger
+from asrhub.metrics.hub import HubMetrics
+from asrhub.plugin import Priority, Provider, Transcription
+from asrhub.session.resume import Resumes
+from asrhub.session.session import Session
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
-    from .cluster_resume import ClusterResumes
+    from asrhub.cluster.leases import Cluster
+    from asrhub.cluster.resume import ClusterResumes
 
 NO_PROVIDER = "none"
 """Provider name that runs the pipeline for VAD / wake-word events only."""
@@ -80,12 +80,12 @@ class Hub:
         self.accepting = True
         self.opened_total = 0
         self.resumes = Resumes(self.limits.resume_window_s)
-        """Sessions a dropped client may resume (see :mod:`asrhub.resume`)."""
+        """Sessions a dropped client may resume (see :mod:`asrhub.session.resume`)."""
         self.cluster = cluster
         self.cluster_resumes: ClusterResumes | None = None
-        """Resume anywhere (see :mod:`asrhub.cluster_resume`); None without a cluster."""
+        """Resume anywhere (see :mod:`asrhub.cluster.resume`); None without a cluster."""
         if cluster is not None:
-            from .cluster_resume import ClusterResumes
+            from asrhub.cluster.resume import ClusterResumes
 
             self.cluster_resumes = ClusterResumes(cluster, self.resumes, self.limits.resume_window_s)
         self.decoder_slots = Slots(self.limits.max_decoder_threads)
@@ -99,7 +99,7 @@ class Hub:
         )
         """One circuit breaker per provider, shared by every session and ``transcribe``."""
         self.metrics = metrics if metrics is not None else HubMetrics()
-        """This hub's metrics and their registry (``/metrics``); see :mod:`asrhub.metrics`."""
+        """This hub's metrics and their registry (``/metrics``); see :mod:`asrhub.metrics.hub`."""
         self.metrics.attach(self)
 
     # ------------------------------------------------------------------ lifecycle
@@ -381,7 +381,7 @@ class Hub:
 
         ``language``, ``model``, ``task`` and ``keyterms`` mean what they mean in a session's
         config (validated the same way). The audio is cut into jobs of at most ``job_s``
-        seconds (:mod:`asrhub.uploads`), one engine call each at upload priority, one at a time,
+        seconds (:mod:`asrhub.engine.uploads`), one engine call each at upload priority, one at a time,
         so live sessions' finals never wait behind a whole file; each job fails over on its own.
         Returns the name of the provider that served the first job and the merged transcription
         (times from the start of ``samples``).

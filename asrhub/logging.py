@@ -21,7 +21,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import Processor
 
-from .settings import LogSettings
+from asrhub.settings.schema import LogSettings
 
 HANDLER_NAME = "asrhub"
 QUIET_UNLESS_DEBUG = ("aiohttp.access",)

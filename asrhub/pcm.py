@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .frames import Samples
+from asrhub.frames import Samples
 
 PCM16_SCALE = 32768.0
 

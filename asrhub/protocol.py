@@ -8,7 +8,7 @@ Client → hub messages are JSON objects with a string ``type``::
     {"type": "session.start", "config": {...}}     → StartMessage
     {"type": "session.end"}                        → EndMessage
     {"type": "ping", "id": 7}                      → PingMessage
-    {"type": "session.resume", "token": "…",       → ResumeMessage   (extension, asrhub.resume)
+    {"type": "session.resume", "token": "…",       → ResumeMessage   (extension, asrhub.session.resume)
      "last_segment_id": 3}
     {"type": "session.update", "config": {...}}    → UpdateMessage   (extension: live reconfiguration)
 
@@ -30,8 +30,8 @@ from typing import Any, TypeAlias
 import msgspec
 import numpy as np
 
-from .errors import HubError
-from .frames import Event
+from asrhub.errors import HubError
+from asrhub.frames import Event
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """Largest JSON control message; larger ones are answered with ``too_large``."""
@@ -45,7 +45,7 @@ class StartMessage:
     type = "session.start"
     config: Mapping[str, Any] | None
     resume: bool = False
-    """Extension: ``"resume": true`` asks for a resume token (see :mod:`asrhub.resume`)."""
+    """Extension: ``"resume": true`` asks for a resume token (see :mod:`asrhub.session.resume`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +61,7 @@ class PingMessage:
 
 @dataclass(frozen=True, slots=True)
 class ResumeMessage:
-    """Extension: continue a dropped session (see :mod:`asrhub.resume`)."""
+    """Extension: continue a dropped session (see :mod:`asrhub.session.resume`)."""
 
     type = "session.resume"
     token: str

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from .errors import HubError
-from .frames import TARGET_RATE
-from .hub import NO_PROVIDER, Hub
-from .metrics import HubMetrics
-from .operators.decode import decode
-from .operators.resample import resample
-from .operators.segment import segment
-from .operators.vad_gate import vad_gate
-from .pipeline import Operator, SessionContext
-from .provider import Provider
-from .registry import ProviderRegistry
-from .settings import Settings
+from asrhub.engine.context import Operator, SessionContext
+from asrhub.engine.registry import ProviderRegistry
+from asrhub.errors import HubError
+from asrhub.frames import TARGET_RATE
+from asrhub.hub import NO_PROVIDER, Hub
+from asrhub.metrics.hub import HubMetrics
+from asrhub.operators.decode import decode
+from asrhub.operators.resample import resample
+from asrhub.operators.segment import segment
+from asrhub.operators.vad_gate import vad_gate
+from asrhub.plugin import Provider
+from asrhub.settings.schema import Settings
 
 SPLIT_SEARCH_S = 3.0
 """An utterance force-split at ``limits.max_utterance_s`` is cut at its quietest 20 ms within
@@ -39,7 +39,7 @@ def build_pipeline(ctx: SessionContext) -> Operator:
         ("resample", resample(TARGET_RATE)),
     ]
     if config.wakeword.enabled:
-        from .operators.wakeword import wakeword
+        from asrhub.operators.wakeword import wakeword
 
         stages.append(
             (
@@ -68,7 +68,7 @@ def build_pipeline(ctx: SessionContext) -> Operator:
             )
         )
     if config.wakeword.enabled:
-        from .operators.wake_gate import wake_gate
+        from asrhub.operators.wake_gate import wake_gate
 
         stages.append(("wake_gate", wake_gate(timeout_s=config.wakeword.timeout_s)))
     if ctx.providers:
@@ -114,7 +114,7 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
     default = settings.default_provider
     cluster = None
     if settings.cluster.redis_url:
-        from .cluster import Cluster
+        from asrhub.cluster.leases import Cluster
 
         cluster = Cluster(settings.cluster, settings.limits)
     hub = Hub(
@@ -132,7 +132,7 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
 def _preload_wakewords() -> None:
     """Wake-word models at start-up, not in the first wake-word session's ``hub.open``; a
     machine without them still serves everything else (sessions asking get the usual error)."""
-    from .operators.wakeword import preload
+    from asrhub.operators.wakeword import preload
 
     try:
         preload()

@@ -26,7 +26,7 @@ from reactivex import operators as ops
 from asrhub.api import open_hub
 from asrhub.frames import Event, FinalTranscript, PartialTranscript, SpeechEnded, SpeechStarted
 from asrhub.logging import configure as configure_logging
-from asrhub.settings import LogSettings, Settings
+from asrhub.settings.schema import LogSettings, Settings
 
 
 def read_wav(path: str) -> tuple[bytes, int, int]:

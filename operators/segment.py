@@ -43,6 +43,8 @@ from typing import Any
 import numpy as np
 from reactivex import Observable, abc
 
+from asrhub.engine.context import Operator
+from asrhub.engine.uploads import quietest_cut
 from asrhub.flow import Stage
 from asrhub.frames import (
     AudioChunk,
@@ -54,8 +56,6 @@ from asrhub.frames import (
     SpeechPaused,
     SpeechStarted,
 )
-from asrhub.pipeline import Operator
-from asrhub.uploads import quietest_cut
 
 GAP_S = 0.010
 

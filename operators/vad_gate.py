@@ -47,6 +47,7 @@ import webrtcvad
 from _webrtcvad import process
 from reactivex import Observable, abc
 
+from asrhub.engine.context import Operator
 from asrhub.flow import Stage
 from asrhub.frames import (
     AudioChunk,
@@ -58,7 +59,6 @@ from asrhub.frames import (
     SpeechStarted,
 )
 from asrhub.pcm import float_to_pcm16, pcm16_to_float
-from asrhub.pipeline import Operator
 
 from ._pcm import Pcm16Chunk
 

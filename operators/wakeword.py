@@ -35,10 +35,10 @@ import numpy as np
 import reactivex
 from reactivex import Observable, abc
 
+from asrhub.engine.context import Operator
 from asrhub.errors import HubError
 from asrhub.flow import Pending
 from asrhub.frames import TARGET_RATE, AudioChunk, Frame, WakeWordDetected
-from asrhub.pipeline import Operator
 
 from .wakeword_models import (
     FRAME,

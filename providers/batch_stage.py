@@ -1,7 +1,7 @@
 """Kept for imports written before the batch stage moved into the core: see
-:mod:`asrhub.batch_stage` (the stage) and :mod:`asrhub.failover` (failover, ``checked``)."""
+:mod:`asrhub.engine.batch_stage` (the stage) and :mod:`asrhub.engine.failover` (failover, ``checked``)."""
 
-from asrhub.batch_stage import PartialFn, batch_stage, final_event
-from asrhub.failover import checked
+from asrhub.engine.batch_stage import PartialFn, batch_stage, final_event
+from asrhub.engine.failover import checked
 
 __all__ = ["PartialFn", "batch_stage", "checked", "final_event"]

@@ -37,10 +37,13 @@ import msgspec
 import numpy as np
 from msgspec import Meta
 
+from asrhub.engine.context import Operator, SessionContext
+from asrhub.engine.provider_settings import check_from, read_settings
+from asrhub.engine.registry import ProviderSpec
+from asrhub.engine.stream_stage import stream_stage
 from asrhub.frames import Samples, Word
 from asrhub.pcm import float_to_pcm16
-from asrhub.pipeline import Operator, SessionContext
-from asrhub.provider import (
+from asrhub.plugin import (
     Capabilities,
     Priority,
     Provider,
@@ -50,9 +53,6 @@ from asrhub.provider import (
     Transcription,
     hint_prompt,
 )
-from asrhub.provider_settings import check_from, read_settings
-from asrhub.registry import ProviderSpec
-from asrhub.stream_stage import stream_stage
 
 RATE = 16_000
 
@@ -150,7 +150,7 @@ class FunasrProvider:
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
         if self.settings.mode == "offline":
-            from asrhub.batch_stage import batch_stage
+            from asrhub.engine.batch_stage import batch_stage
 
             return batch_stage(self, ctx, fallbacks)
 

@@ -1,7 +1,7 @@
 """Kept for imports written before the remote streaming stage moved into the core: see
-:mod:`asrhub.stream_stage`."""
+:mod:`asrhub.engine.stream_stage`."""
 
-from asrhub.stream_stage import Recognize, stream_stage
+from asrhub.engine.stream_stage import Recognize, stream_stage
 
 stream_utterances = stream_stage
 

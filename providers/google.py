@@ -23,10 +23,13 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
+from asrhub.engine.context import Operator, SessionContext
+from asrhub.engine.provider_settings import check_from, read_settings
+from asrhub.engine.registry import ProviderSpec
+from asrhub.engine.stream_stage import stream_stage
 from asrhub.frames import Samples, Word
 from asrhub.pcm import float_to_pcm16
-from asrhub.pipeline import Operator, SessionContext
-from asrhub.provider import (
+from asrhub.plugin import (
     Capabilities,
     Priority,
     Provider,
@@ -36,9 +39,6 @@ from asrhub.provider import (
     Transcription,
     hint_prompt,
 )
-from asrhub.provider_settings import check_from, read_settings
-from asrhub.registry import ProviderSpec
-from asrhub.stream_stage import stream_stage
 
 RATE = 16_000
 CHUNK_BYTES = 6400  # 200 ms of PCM16 per streaming request (Google's limit is 25 KB)
@@ -232,7 +232,7 @@ class GoogleProvider:
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
         if not self.settings.streaming:
-            from asrhub.batch_stage import batch_stage
+            from asrhub.engine.batch_stage import batch_stage
 
             return batch_stage(self, ctx, fallbacks)
         stream_deadline = ctx.limits.max_utterance_s + self.settings.timeout * 2

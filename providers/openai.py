@@ -26,10 +26,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
-from asrhub.batch_stage import batch_stage
+from asrhub.engine.batch_stage import batch_stage
+from asrhub.engine.provider_settings import check_from, read_settings
+from asrhub.engine.registry import ProviderSpec
 from asrhub.frames import TARGET_RATE, Samples, Word
 from asrhub.pcm import float_to_pcm16
-from asrhub.provider import (
+from asrhub.plugin import (
     Capabilities,
     Priority,
     ProviderError,
@@ -38,12 +40,10 @@ from asrhub.provider import (
     Transcription,
     hint_prompt,
 )
-from asrhub.provider_settings import check_from, read_settings
-from asrhub.registry import ProviderSpec
 
 if TYPE_CHECKING:
-    from asrhub.pipeline import Operator, SessionContext
-    from asrhub.provider import Provider
+    from asrhub.engine.context import Operator, SessionContext
+    from asrhub.plugin import Provider
 
 
 class OpenAISettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -24,11 +24,11 @@ audio, so partials keep coming when the recognizer is behind.
 If the recognizer fails (an exception, or no answer within ``limits.provider_timeout_s``), the
 rest of that utterance is only collected; at its end (``vad.speech_ended``, the stream's end,
 or ``limits.max_utterance_s``) its audio goes through the core's
-:func:`~asrhub.failover.failover` over the fallbacks, and the final names the one that served
+:func:`~asrhub.engine.failover.failover` over the fallbacks, and the final names the one that served
 it — or one ``provider_failed`` error if none could. The next utterance starts on a fresh
-recognizer; while Vosk's shared circuit breaker is open (:mod:`asrhub.breaker`) utterances go
+recognizer; while Vosk's shared circuit breaker is open (:mod:`asrhub.engine.breaker`) utterances go
 to the fallbacks directly. Frames and completion go through the core's ordered stage
-(:mod:`asrhub.engine_stage`): an exception never escapes, it fails one utterance.
+(:mod:`asrhub.engine.ordered`): an exception never escapes, it fails one utterance.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from collections import deque
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from asrhub.engine_stage import Ordered, engine_stage
-from asrhub.failover import AllFailed, call_timeout, describe, failover
+from asrhub.engine.failover import AllFailed, call_timeout, describe, failover
+from asrhub.engine.ordered import Ordered, engine_stage
 from asrhub.frames import (
     TARGET_RATE,
     AudioChunk,
@@ -52,13 +52,13 @@ from asrhub.frames import (
     Word,
 )
 from asrhub.pcm import float_to_pcm16
-from asrhub.provider import Provider
+from asrhub.plugin import Provider
 
 from .vosk import words_of
 from .vosk_timeline import Timeline
 
 if TYPE_CHECKING:
-    from asrhub.pipeline import Operator, SessionContext
+    from asrhub.engine.context import Operator, SessionContext
 
     from .vosk import VoskProvider
 

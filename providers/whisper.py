@@ -6,7 +6,7 @@ faster-whisper name such as ``base.en`` found in the Hugging Face cache — set 
 to let faster-whisper fetch it), ``device``, ``compute_type``, ``cpu_threads``, ``workers``,
 ``beam_size``, ``partial_beam_size``, ``language`` and the hallucination-guard thresholds.
 
-Every session of the process shares one provider subject (``asrhub.inference.EngineSubject``,
+Every session of the process shares one provider subject (``asrhub.engine.inference.EngineSubject``,
 ``self.pool``): clips are grouped by the ``batch`` operator (``batch_max``, ``batch_window_ms``)
 and decoded in one call (``providers/whisper_decode.py``), finals on ``workers`` lanes, partials
 on ``partial_workers`` lanes of their own; with ``ray_address`` the calls go to replicas on a Ray
@@ -59,25 +59,25 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from asrhub.batch_stage import batch_stage
+from asrhub.engine.batch_stage import batch_stage
+from asrhub.engine.inference import EngineSubject, PoolFull, Request
+from asrhub.engine.provider_settings import check_from, read_settings
+from asrhub.engine.registry import ProviderSpec
 from asrhub.frames import TARGET_RATE, Samples
-from asrhub.inference import EngineSubject, PoolFull, Request
 from asrhub.operators.batch import batch
-from asrhub.provider import (
+from asrhub.plugin import (
     Capabilities,
     Priority,
     ProviderError,
     ProviderUnavailable,
     Transcription,
 )
-from asrhub.provider_settings import check_from, read_settings
-from asrhub.registry import ProviderSpec
 
 from .whisper_decode import CHUNK_S, WhisperDecoder
 
 if TYPE_CHECKING:
-    from asrhub.pipeline import Operator, SessionContext
-    from asrhub.provider import Provider
+    from asrhub.engine.context import Operator, SessionContext
+    from asrhub.plugin import Provider
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -280,7 +280,7 @@ class _Engine:
         self.ray: Any = None
         """The Ray replicas (``whisper_ray.RayReplicas``) when ``ray_address`` is set."""
         self.pool: EngineSubject[Clip, Transcription] | None = None
-        """The provider subject every session's clips flow into (see asrhub.inference)."""
+        """The provider subject every session's clips flow into (see asrhub.engine.inference)."""
         self.loading: asyncio.Lock | None = None
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from asrhub.frames import TARGET_RATE, Samples, Word
-from asrhub.provider import TimedText, Transcription
+from asrhub.plugin import TimedText, Transcription
 
 CHUNK_S = 30.0
 MIN_S = 0.1

@@ -12,7 +12,7 @@ calls this process has in flight on it, partial lanes counted apart. When a repl
 dies mid-call (``RayActorError`` and kin) the batch is sent to the next replica at once, so no
 final is lost; the failed replica is left out until a probe call answers again (Ray restarts it,
 ``max_restarts = -1``, on any node with room). When no replica is left the call raises
-:class:`~asrhub.provider.ProviderError`, and the usual failover / ``provider_failed`` follows.
+:class:`~asrhub.plugin.ProviderError`, and the usual failover / ``provider_failed`` follows.
 An error *inside* the engine (a bad clip) is not retried elsewhere: it is the clip's error.
 
 Several hub processes share one cluster: each starts its own replicas, or, with ``ray_name``
@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from asrhub.provider import ProviderError, ProviderUnavailable, Transcription
+from asrhub.plugin import ProviderError, ProviderUnavailable, Transcription
 
 from .whisper_decode import WhisperDecoder
 

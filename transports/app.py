@@ -21,7 +21,7 @@ from aiohttp import web
 
 from asrhub.hub import Hub
 from asrhub.logging import get_logger
-from asrhub.settings import Settings
+from asrhub.settings.schema import Settings
 
 from . import batch, deepgram, health, openai_api, openai_realtime, socketio, sse, static, websocket
 from .auth import Auth, add_cors_headers, middleware

@@ -28,7 +28,7 @@ from aiohttp import hdrs, web
 from asrhub.errors import HubError
 from asrhub.logging import get_logger
 from asrhub.protocol import error_body, http_status, openai_error_body
-from asrhub.settings import ServerSettings
+from asrhub.settings.schema import ServerSettings
 
 from . import deepgram
 from .common import (

@@ -24,13 +24,13 @@ import av
 from aiohttp import BodyPartReader, web
 
 from asrhub.api import load_audio
+from asrhub.engine.inference import PoolFull
+from asrhub.engine.uploads import words_in
 from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE, FinalTranscript, Samples
 from asrhub.hub import Hub
-from asrhub.inference import PoolFull
+from asrhub.plugin import TimedText, Transcription
 from asrhub.protocol import encode_json
-from asrhub.provider import TimedText, Transcription
-from asrhub.uploads import words_in
 
 from .common import HUB, SETTINGS, read_limited
 

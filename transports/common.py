@@ -20,7 +20,7 @@ from aiohttp import web
 
 from asrhub.errors import HubError
 from asrhub.hub import Hub
-from asrhub.settings import Settings
+from asrhub.settings.schema import Settings
 
 if TYPE_CHECKING:
     from .auth import Auth

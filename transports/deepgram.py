@@ -53,8 +53,8 @@ from asrhub.frames import (
     SpeechStarted,
     Word,
 )
+from asrhub.plugin import Transcription
 from asrhub.protocol import encode_json, http_status
-from asrhub.provider import Transcription
 
 from . import deepgram_options as dg
 from .batch import pcm16_wav, pieces, transcribe_upload

@@ -33,7 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from asrhub.hub import Hub
 from asrhub.logging import get_logger
-from asrhub.settings import ServerSettings
+from asrhub.settings.schema import ServerSettings
 
 from .auth import Auth
 from .grpc_operations import MAX_RUNNING

@@ -13,7 +13,7 @@ StreamingRecognize::
   engine stops the reads and HTTP/2 flow control (a bounded window, no BDP growth) pushes back
   on the client; the client's half-close is ``session.end()``: the last utterance's final, then
   the call ends with OK;
-* the answers come from the session through a bounded :class:`~asrhub.delivery.EventQueue`
+* the answers come from the session through a bounded :class:`~asrhub.session.delivery.EventQueue`
   (superseded partials shed first; a client that cannot take its finals gets
   ``RESOURCE_EXHAUSTED``);
 * ``single_utterance``: at the VAD's first end of speech the hub sends
@@ -39,7 +39,6 @@ from google.cloud import speech_v1
 from google.longrunning import operations_pb2
 from google.rpc import code_pb2, status_pb2
 
-from asrhub.delivery import EventQueue
 from asrhub.errors import HubError
 from asrhub.frames import (
     ErrorEvent,
@@ -51,7 +50,8 @@ from asrhub.frames import (
 )
 from asrhub.hub import Hub
 from asrhub.logging import get_logger
-from asrhub.session import Session, State
+from asrhub.session.delivery import EventQueue
+from asrhub.session.session import Session, State
 
 from .auth import Auth
 from .google_speech_config import SpeechOptions, speech_options

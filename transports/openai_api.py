@@ -29,8 +29,8 @@ from aiohttp import web
 
 from asrhub.errors import HubError
 from asrhub.hub import NO_PROVIDER, Hub
+from asrhub.plugin import Transcription
 from asrhub.protocol import encode_json
-from asrhub.provider import Transcription
 
 from .batch import pieces, read_upload, transcribe_upload, words_in
 from .common import HUB

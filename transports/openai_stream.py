@@ -26,10 +26,10 @@ from typing import Any
 
 from aiohttp import web
 
-from asrhub.delivery import EventQueue
 from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE, ErrorEvent, FinalTranscript, Samples, SessionClosed
 from asrhub.protocol import encode_json, openai_error_body
+from asrhub.session.delivery import EventQueue
 
 from .batch import decode_upload
 from .common import HUB, KEY_ID

@@ -20,7 +20,7 @@ and metrics — and leaves the wording to the transport::
   constant byte rate to know where the stream stands (raw PCM); on a container stream
   (``bytes_per_second`` None) the first flush seals the stream: more audio is refused;
 * ``clear`` drops the current session's buffered audio the same way (``Session.close``);
-* each session's events go through a bounded :class:`~asrhub.delivery.EventQueue` to one
+* each session's events go through a bounded :class:`~asrhub.session.delivery.EventQueue` to one
   forwarder task; on overflow the session is closed with ``slow_consumer`` and ``abandon()``
   lets the transport cut a socket the client no longer reads;
 * :meth:`release` (the transport's ``finally``) closes whatever is open. Idempotent.
@@ -35,12 +35,12 @@ from typing import Any
 
 from reactivex.abc import DisposableBase
 
-from asrhub.delivery import EventQueue
 from asrhub.errors import HubError
 from asrhub.frames import Event
 from asrhub.hub import Hub
 from asrhub.logging import get_logger
-from asrhub.session import Session
+from asrhub.session.delivery import EventQueue
+from asrhub.session.session import Session
 
 log = get_logger("asrhub.transports")
 

@@ -28,7 +28,7 @@ from aiohttp import web
 from asrhub.errors import HubError
 from asrhub.frames import Event
 from asrhub.protocol import CLIENT_TYPES, event_payload
-from asrhub.settings import Settings
+from asrhub.settings.schema import Settings
 
 from .auth import bearer_or_token
 from .common import AUTH, CONNECTIONS, HUB, SETTINGS, SHUTDOWN_HOOKS, reset

@@ -10,7 +10,7 @@
     DELETE /v1/sessions/{id}          drop now         → 204                         (extension)
     GET  /v1/sessions/{id}/events     text/event-stream: ``event: <type>`` / ``data: <json>``
 
-The session's :class:`~asrhub.delivery.EventQueue` is subscribed when the session is created,
+The session's :class:`~asrhub.session.delivery.EventQueue` is subscribed when the session is created,
 so nothing is lost before the event stream connects: the queue keeps (up to its bound) whatever
 happened in between, and keeps it again if the stream drops and reconnects (the event whose write
 failed is sent first on the next stream). One subscriber at a
@@ -31,10 +31,10 @@ from typing import Any
 from aiohttp import web
 from reactivex.abc import DisposableBase
 
-from asrhub.delivery import EventQueue
 from asrhub.errors import HubError
 from asrhub.frames import Event, SessionStarted
 from asrhub.protocol import StartMessage, UpdateMessage, parse_message, sse_frame
+from asrhub.session.delivery import EventQueue
 
 from .common import HUB, KEY_ID, SETTINGS, HTTPHubError, read_limited, reset
 

@@ -15,7 +15,7 @@ the tasks that try to close it politely.
 
 * one session per connection, opened with ``Hub.open(config, key=…, transport=…)``;
 * ``session.started`` first, then the session's events through a bounded
-  :class:`~asrhub.delivery.EventQueue` drained by one forwarder task;
+  :class:`~asrhub.session.delivery.EventQueue` drained by one forwarder task;
 * ``handle_audio`` awaits ``session.feed``: the transport reads its next frame only after that,
   so a busy engine becomes TCP backpressure;
 * a :class:`~asrhub.errors.HubError` becomes an ``error`` event; a fatal one closes;
@@ -24,7 +24,7 @@ the tasks that try to close it politely.
 * :meth:`release` (the transport's ``finally``) closes the session on any disconnect — except
   a *dropped* connection of a resumable session (``session.start`` with ``"resume": true``),
   which is detached for ``limits.resume_window_s`` so that a ``session.resume`` on a new
-  connection can continue it (see :mod:`asrhub.resume`).
+  connection can continue it (see :mod:`asrhub.session.resume`).
 """
 
 from __future__ import annotations
@@ -35,15 +35,15 @@ from typing import Any
 
 from reactivex.abc import DisposableBase
 
-from asrhub.delivery import SLOW_CONSUMER, EventQueue
 from asrhub.errors import HubError
 from asrhub.frames import ErrorEvent, Event, Pong, SessionClosed, SessionResumed, SessionStarted
 from asrhub.hub import Hub
 from asrhub.logging import get_logger
 from asrhub.protocol import EndMessage, PingMessage, ResumeMessage, StartMessage, UpdateMessage, parse_message
-from asrhub.resume import Held
-from asrhub.resume import after_segment as _after
-from asrhub.session import Session, State
+from asrhub.session.delivery import SLOW_CONSUMER, EventQueue
+from asrhub.session.resume import Held
+from asrhub.session.resume import after_segment as _after
+from asrhub.session.session import Session, State
 
 log = get_logger("asrhub.transports")
 
@@ -165,7 +165,7 @@ class StreamConnection:
         if resume and self.hub.resumes.enabled and not session.closed:
             position = None
             if self.hub.cluster_resumes is not None:
-                from asrhub.cluster_resume import pcm_position
+                from asrhub.cluster.resume import pcm_position
 
                 position = pcm_position(session.config)
             self.held = self.hub.resumes.register(session, self.key, self, position=position)
@@ -223,8 +223,8 @@ class StreamConnection:
         """Continue a session another node ran (it died, or the client reconnected elsewhere):
         claim it from the cluster log, open it again here shifted to continue its segment ids
         and stream times, replay what the client missed; the client re-sends its audio from
-        ``resume_from_bytes`` (see :mod:`asrhub.cluster_resume`)."""
-        from asrhub.cluster_resume import continuation
+        ``resume_from_bytes`` (see :mod:`asrhub.cluster.resume`)."""
+        from asrhub.cluster.resume import continuation
 
         cluster = self.hub.cluster_resumes
         assert cluster is not None

@@ -52,12 +52,12 @@ from wyoming.wake import Detect, Detection, NotDetected
 
 from asrhub import frames
 from asrhub.config import MAX_KEYTERM_CHARS, MAX_KEYTERMS
-from asrhub.delivery import EventQueue
 from asrhub.errors import HubError
 from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.logging import get_logger
 from asrhub.protocol import MAX_MESSAGE_BYTES
-from asrhub.session import Session, State
+from asrhub.session.delivery import EventQueue
+from asrhub.session.session import Session, State
 
 from .model_choice import model_for_language
 from .wyoming_info import AgreedText, describe

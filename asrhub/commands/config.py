@@ -13,7 +13,7 @@ import argparse
 import sys
 from typing import Any
 
-from ..settings_loader import SettingsError, add_settings_arguments, load_from_args, show
+from asrhub.settings.loader import SettingsError, add_settings_arguments, load_from_args, show
 
 
 def add_parser(subparsers: Any) -> None:
@@ -34,7 +34,7 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.config_action == "reference":
-        from ..config_reference import render
+        from asrhub.settings.reference import render
 
         sys.stdout.write(render())
         return 0

@@ -19,7 +19,7 @@ from typing import Any
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..settings_loader import add_settings_arguments
+    from asrhub.settings.loader import add_settings_arguments
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "providers",
@@ -33,7 +33,7 @@ def add_parser(subparsers: Any) -> None:
 
 
 def rows(settings: Any) -> list[dict[str, Any]]:
-    from ..registry import ProviderRegistry
+    from asrhub.engine.registry import ProviderRegistry
 
     registry = ProviderRegistry.from_entry_points()
     out = []
@@ -63,7 +63,7 @@ def rows(settings: Any) -> list[dict[str, Any]]:
             row["capabilities"] = caps
             row["model"] = described.get("model")
         out.append(row)
-    from ..hub import NO_PROVIDER
+    from asrhub.hub import NO_PROVIDER
 
     out.append(
         {
@@ -90,7 +90,7 @@ def _caps(caps: dict[str, Any] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..settings_loader import SettingsError, load_from_args
+    from asrhub.settings.loader import SettingsError, load_from_args
 
     try:
         settings = load_from_args(args).settings

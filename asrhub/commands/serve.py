@@ -23,14 +23,14 @@ from typing import Any
 
 from aiohttp import web
 
-from ..logging import get_logger
-from ..settings import Settings
+from asrhub.logging import get_logger
+from asrhub.settings.schema import Settings
 
 log = get_logger("asrhub.server")
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..settings_loader import add_settings_arguments
+    from asrhub.settings.loader import add_settings_arguments
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "serve",
@@ -44,7 +44,7 @@ def add_parser(subparsers: Any) -> None:
 
 def load_settings(args: argparse.Namespace) -> Settings:
     """The process's settings (file < environment < flags). Swap here to change the loading."""
-    from ..settings_loader import load_from_args
+    from asrhub.settings.loader import load_from_args
 
     return load_from_args(args).settings
 
@@ -79,9 +79,9 @@ async def serve(
     ``reuse_port``, ``announce`` and ``on_ready`` serve the workers of ``--workers N``
     (:mod:`asrhub.commands.workers`): they share the port, and their supervisor announces it;
     ``multiprocess``: the hub's metrics go to the machine-wide export (one hub per worker)."""
-    from ..transports.app import create_app
-    from ..transports.common import listening_sockets
-    from ..wiring import build_hub
+    from asrhub.transports.app import create_app
+    from asrhub.transports.common import listening_sockets
+    from asrhub.wiring import build_hub
 
     hub = build_hub(settings)
     if multiprocess:
@@ -136,8 +136,8 @@ async def serve(
 
 
 async def _start_listeners(app: web.Application, *, reuse_port: bool) -> list[str]:
-    from ..operators import wakeword_models
-    from ..transports.listeners import start_listeners
+    from asrhub.operators import wakeword_models
+    from asrhub.transports.listeners import start_listeners
 
     urls: list[str] = await start_listeners(
         app, wake_words=lambda: wakeword_models.available(), reuse_port=reuse_port
@@ -146,10 +146,10 @@ async def _start_listeners(app: web.Application, *, reuse_port: bool) -> list[st
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..logging import configure
-    from ..provider import ProviderUnavailable
-    from ..settings_loader import SettingsError
-    from . import workers
+    from asrhub.commands import workers
+    from asrhub.logging import configure
+    from asrhub.plugin import ProviderUnavailable
+    from asrhub.settings.loader import SettingsError
 
     try:
         settings = load_settings(args)

@@ -72,9 +72,9 @@ class Printer:
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from ..client import stream
-    from ..errors import HubError
-    from ..frames import ErrorEvent
+    from asrhub.client import stream
+    from asrhub.errors import HubError
+    from asrhub.frames import ErrorEvent
 
     config: dict[str, Any] = {}
     if args.provider:

@@ -21,13 +21,13 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..frames import Word
+from asrhub.frames import Word
 
 EXTENSIONS = {"text": "txt", "json": "json", "srt": "srt", "vtt": "vtt"}
 
 
 def add_parser(subparsers: Any) -> None:
-    from ..settings_loader import add_settings_arguments
+    from asrhub.settings.loader import add_settings_arguments
 
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "transcribe",
@@ -60,8 +60,8 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..logging import configure
-    from ..settings_loader import SettingsError, load_from_args
+    from asrhub.logging import configure
+    from asrhub.settings.loader import SettingsError, load_from_args
 
     try:
         settings = load_from_args(args).settings
@@ -82,10 +82,10 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from ..api import _settings_for, atranscribe_file, open_hub
-    from ..errors import HubError
-    from ..provider import ProviderUnavailable
-    from ..registry import ProviderRegistry, UnknownProvider
+    from asrhub.api import _settings_for, atranscribe_file, open_hub
+    from asrhub.engine.registry import ProviderRegistry, UnknownProvider
+    from asrhub.errors import HubError
+    from asrhub.plugin import ProviderUnavailable
 
     provider = tuple(p.strip() for p in args.provider.split(",")) if args.provider else None
     console = Console(stderr=True)

@@ -37,7 +37,7 @@ from typing import Any
 
 import msgspec
 
-from ..settings import Settings
+from asrhub.settings.schema import Settings
 
 RESTART_DELAY_S = 1.0
 """Pause before a worker that died is replaced (a crash loop costs at most one start a second)."""
@@ -59,9 +59,9 @@ def _worker_main(settings: Settings, index: int, ready: Any) -> None:
     """A worker process: the single-process server, announcing readiness to the supervisor."""
     import asyncio
 
-    from ..logging import configure
-    from ..provider import ProviderUnavailable
-    from .serve import serve
+    from asrhub.commands.serve import serve
+    from asrhub.logging import configure
+    from asrhub.plugin import ProviderUnavailable
 
     configure(settings.log)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us with SIGTERM

@@ -7,7 +7,7 @@ import pytest
 import reactivex
 
 from asrhub.client import AudioLedger
-from asrhub.cluster_resume import continuation, entry, parse_entry, pcm_position
+from asrhub.cluster.resume import continuation, entry, parse_entry, pcm_position
 from asrhub.config import parse_session_config
 from asrhub.errors import HubError
 from asrhub.frames import (

@@ -11,6 +11,7 @@ from reactivex import Observable
 from reactivex import operators as ops
 
 from asrhub.config import Limits
+from asrhub.engine.context import Operator, SessionContext
 from asrhub.errors import HubError
 from asrhub.frames import (
     ErrorEvent,
@@ -22,8 +23,7 @@ from asrhub.frames import (
     SpeechEnded,
 )
 from asrhub.hub import Hub
-from asrhub.pipeline import Operator, SessionContext
-from asrhub.session import Session, State
+from asrhub.session.session import Session, State
 
 from .fake_utterances import utterance_stage
 

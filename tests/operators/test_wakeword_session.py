@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from asrhub.engine.registry import ProviderRegistry
 from asrhub.frames import Event, FinalTranscript, SpeechEnded, SpeechStarted, WakeWordDetected
 from asrhub.hub import Hub
-from asrhub.registry import ProviderRegistry
 from asrhub.wiring import build_pipeline
 from tests.audio_utils import add_noise, load_wav, normalize_text, pcm16_bytes, room_noise
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from asrhub.hub import Hub
-from asrhub.settings import Settings
+from asrhub.settings.schema import Settings
 from tests.audio_utils import fixture, load_wav, pcm16_bytes
 
 CHUNK_S = 0.1

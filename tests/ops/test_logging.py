@@ -13,7 +13,7 @@ import structlog
 
 from asrhub import logging as hub_logging
 from asrhub.hub import Hub
-from asrhub.settings import LogSettings
+from asrhub.settings.schema import LogSettings
 from tests.ops.conftest import pcm_chunks
 
 

@@ -13,13 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from asrhub import metrics
-from asrhub.delivery import EventQueue
+from asrhub.engine.inference import InferencePool
 from asrhub.errors import HubError
 from asrhub.frames import AudioChunk, RawAudio, SpeechEnded, SpeechStarted
 from asrhub.hub import Hub
-from asrhub.inference import InferencePool
-from asrhub.metrics import HubMetrics
+from asrhub.metrics import hub as metrics
+from asrhub.metrics.hub import HubMetrics
+from asrhub.session.delivery import EventQueue
 from tests.ops.conftest import pcm_chunks
 
 NAMES = [

@@ -7,9 +7,9 @@ from __future__ import annotations
 import aiohttp
 
 from asrhub.client import stream
+from asrhub.engine.inference import InferencePool
 from asrhub.frames import SessionClosed, SpeechStarted
-from asrhub.inference import InferencePool
-from asrhub.settings import Settings
+from asrhub.settings.schema import Settings
 from asrhub.wiring import build_hub
 from tests.audio_utils import fixture
 from tests.ops.conftest import Samples, serving

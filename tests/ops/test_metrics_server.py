@@ -10,7 +10,7 @@ import pytest
 from asrhub.client import stream
 from asrhub.frames import FinalTranscript, SpeechStarted
 from asrhub.hub import Hub
-from asrhub.settings import Settings
+from asrhub.settings.schema import Settings
 from asrhub.wiring import build_hub, build_pipeline
 from tests.audio_utils import fixture, fixture_entry, wer
 from tests.ops.conftest import parse_metrics as parse

@@ -13,10 +13,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from asrhub import config_reference
 from asrhub.config import Limits
-from asrhub.settings import Settings
-from asrhub.settings_loader import (
+from asrhub.settings import reference as config_reference
+from asrhub.settings.loader import (
     Override,
     SettingsError,
     add_settings_arguments,
@@ -27,6 +26,7 @@ from asrhub.settings_loader import (
     masked,
     show,
 )
+from asrhub.settings.schema import Settings
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -253,7 +253,8 @@ def test_config_command(tmp_path: Path) -> None:
 def test_committed_reference_matches_the_generator() -> None:
     committed = config_reference.DOC_PATH.read_text(encoding="utf-8")
     assert committed == config_reference.render(), (
-        "docs/configuration.md is stale: run python -m asrhub.config_reference --write docs/configuration.md"
+        "docs/configuration.md is stale: "
+        "run python -m asrhub.settings.reference --write docs/configuration.md"
     )
 
 

@@ -39,8 +39,8 @@ def inproc_cycles(cycles: int, warmup: int = 200) -> dict[str, Any]:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-    from asrhub.session import Session
-    from asrhub.settings import Settings
+    from asrhub.session.session import Session
+    from asrhub.settings.schema import Settings
     from asrhub.wiring import build_hub
 
     pcm = stream_audio(lead_s=0.3, tail_s=0.0).pcm[: 3 * 3200]

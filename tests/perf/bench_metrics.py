@@ -31,10 +31,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from prometheus_client import CollectorRegistry, Counter
 
-from asrhub import metrics
 from asrhub.config import Limits
 from asrhub.logging import configure as configure_logging
-from asrhub.settings import LogSettings, MetricsSettings, Settings
+from asrhub.metrics import hub as metrics
+from asrhub.settings.schema import LogSettings, MetricsSettings, Settings
 from asrhub.wiring import build_hub
 from tests.audio_utils import fixture, load_wav, pcm16_bytes
 

@@ -46,7 +46,7 @@ def bare_cost(n: int, fr: list[bytes]) -> float:
 
 
 async def hub_sessions(n: int) -> tuple[Any, list[Any], list[list[Any]]]:
-    from asrhub.settings import Settings
+    from asrhub.settings.schema import Settings
     from asrhub.wiring import build_hub
 
     hub = build_hub(Settings(default_provider="none"))

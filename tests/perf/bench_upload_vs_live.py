@@ -10,7 +10,7 @@ frame holding the true end of speech, from manifest.json). Three runs:
 
 - ``alone``: no upload;
 - ``upload, 30 s jobs``: ``Hub.transcribe`` of a 10-minute file, which the hub cuts into ≤ 30 s
-  jobs (asrhub/uploads.py) — today's path for /v1/transcribe, /v1/audio/transcriptions and
+  jobs (asrhub/engine/uploads.py) — today's path for /v1/transcribe, /v1/audio/transcriptions and
   asrhub.api;
 - ``upload, one call``: the same file as one engine call (``job_s`` = the file's length), the
   path before: the live finals wait behind the whole file.

@@ -10,6 +10,7 @@ from typing import Any
 from reactivex.subject import Subject
 
 from asrhub.config import Limits, SessionConfig
+from asrhub.engine.context import SessionContext
 from asrhub.flow import Pending
 from asrhub.frames import (
     AudioChunk,
@@ -22,8 +23,7 @@ from asrhub.frames import (
     SpeechStarted,
 )
 from asrhub.hub import Hub
-from asrhub.pipeline import SessionContext
-from asrhub.provider import Provider
+from asrhub.plugin import Provider
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes
 
 RATE = 16_000

@@ -15,6 +15,7 @@ from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from asrhub.config import Limits, SessionConfig
+from asrhub.engine.context import SessionContext
 from asrhub.flow import Pending
 from asrhub.frames import (
     ErrorEvent,
@@ -26,8 +27,7 @@ from asrhub.frames import (
     SpeechStarted,
     WakeWordDetected,
 )
-from asrhub.pipeline import SessionContext
-from asrhub.provider import Provider
+from asrhub.plugin import Provider
 from asrhub.providers.whisper import WhisperProvider
 from tests.audio_utils import fixture, fixture_entry, load_wav, room_noise, wer
 

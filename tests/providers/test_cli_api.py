@@ -12,7 +12,7 @@ import pytest
 
 from asrhub.api import atranscribe_file, blocks, open_hub, transcribe_file
 from asrhub.frames import FinalTranscript
-from asrhub.settings import Settings
+from asrhub.settings.schema import Settings
 from tests.audio_utils import encode, fixture, fixture_entry, load_wav, wer
 
 ROOT = Path(__file__).resolve().parents[2]

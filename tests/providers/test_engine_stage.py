@@ -19,14 +19,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asrhub.batch_stage import batch_stage
-from asrhub.breaker import Breakers
+from asrhub.engine.batch_stage import batch_stage
+from asrhub.engine.breaker import Breakers
+from asrhub.engine.context import Operator, SessionContext
+from asrhub.engine.stream_stage import stream_stage
 from asrhub.errors import HubError
 from asrhub.frames import ErrorEvent, Samples
-from asrhub.pipeline import Operator, SessionContext
-from asrhub.provider import Capabilities, Provider, ProviderError, Transcription
+from asrhub.plugin import Capabilities, Provider, ProviderError, Transcription
 from asrhub.providers.whisper import WhisperProvider
-from asrhub.stream_stage import stream_stage
 from tests.audio_utils import fixture, fixture_entry, load_wav
 
 from .conftest import finals, make_hub, run_session

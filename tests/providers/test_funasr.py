@@ -26,11 +26,11 @@ from cryptography.x509.oid import NameOID
 from funasr_client import AsyncFunASRClient, async_file_asr_stream
 
 from asrhub.config import Limits, SessionConfig, VadConfig
+from asrhub.engine.registry import ProviderRegistry
 from asrhub.frames import ErrorEvent, FinalTranscript, PartialTranscript
 from asrhub.hub import Hub
-from asrhub.provider import ProviderError, ProviderUnavailable
+from asrhub.plugin import ProviderError, ProviderUnavailable
 from asrhub.providers.funasr import FunasrProvider, parse_settings
-from asrhub.registry import ProviderRegistry
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes, wer
 from tests.providers.funasr_google_driver import (
     batch_mode_final,

@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from asrhub.config import SessionConfig
+from asrhub.engine.registry import ProviderRegistry
 from asrhub.frames import ErrorEvent, FinalTranscript, PartialTranscript
 from asrhub.hub import Hub
-from asrhub.provider import ProviderError, ProviderUnavailable
+from asrhub.plugin import ProviderError, ProviderUnavailable
 from asrhub.providers.google import GoogleProvider, parse_settings
-from asrhub.registry import ProviderRegistry
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
 from tests.providers.funasr_google_driver import (
     batch_mode_final,

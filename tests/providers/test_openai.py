@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from asrhub.provider import ProviderError
+from asrhub.plugin import ProviderError
 from asrhub.providers.openai import OpenAIProvider, check
 from asrhub.providers.whisper import WhisperProvider
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
@@ -129,7 +129,7 @@ def test_check_names_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_against_the_hubs_own_openai_endpoint(whisper: WhisperProvider) -> None:
     """Hub → OpenAI SDK → another hub's /v1/audio/transcriptions (the way to chain hubs)."""
-    from asrhub.settings import Settings
+    from asrhub.settings.schema import Settings
     from asrhub.transports.app import create_app
 
     app = create_app(make_hub({"whisper": whisper}), Settings())

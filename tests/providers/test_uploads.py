@@ -1,4 +1,4 @@
-"""Batch work is cut into short jobs (asrhub/uploads.py), so live finals never wait behind a
+"""Batch work is cut into short jobs (asrhub/engine/uploads.py), so live finals never wait behind a
 whole file. Real faster-whisper; ``CountingWhisper`` is the real provider that also records the
 length of every engine call it serves (an observer, nothing is faked)."""
 
@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from asrhub.engine.uploads import JOB_S, jobs
 from asrhub.frames import Samples
-from asrhub.provider import Transcription
+from asrhub.plugin import Transcription
 from asrhub.providers.whisper import WhisperProvider
-from asrhub.uploads import JOB_S, jobs
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
 
 from .conftest import make_hub

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from asrhub.engine.registry import ProviderRegistry
 from asrhub.frames import ErrorEvent, FinalTranscript, PartialTranscript, SessionClosed, SpeechEnded
-from asrhub.provider import ProviderUnavailable
+from asrhub.plugin import ProviderUnavailable
 from asrhub.providers.vosk import VoskProvider, check
-from asrhub.registry import ProviderRegistry
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes
 
 from .conftest import finals, make_hub, run_session, silence_gap

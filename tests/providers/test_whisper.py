@@ -13,7 +13,7 @@ import pytest
 
 from asrhub.errors import HubError
 from asrhub.frames import PartialTranscript
-from asrhub.provider import ProviderError, ProviderUnavailable
+from asrhub.plugin import ProviderError, ProviderUnavailable
 from asrhub.providers.whisper import WhisperProvider, WhisperSettings, check, load_model
 from tests.audio_utils import fixture, load_wav, manifest, normalize_text, room_noise, tones, wer
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asrhub.inference import EngineSubject
-from asrhub.provider import Priority, ProviderError, Transcription
+from asrhub.engine.inference import EngineSubject
+from asrhub.plugin import Priority, ProviderError, Transcription
 from asrhub.providers.whisper import Clip, WhisperProvider, decode_clips
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
 

@@ -307,7 +307,7 @@ class Watch:
 
     def __enter__(self) -> Watch:
         from asrhub.logging import configure
-        from asrhub.settings import LogSettings
+        from asrhub.settings.schema import LogSettings
 
         configure(LogSettings(level="info", format="json"), stream=self.logs)  # type: ignore[arg-type]
         sys.unraisablehook = self._unraisable

@@ -16,13 +16,13 @@ from typing import Any
 
 import pytest
 
-from asrhub.batch_stage import batch_stage
+from asrhub.engine.batch_stage import batch_stage
+from asrhub.engine.context import Operator, SessionContext
 from asrhub.frames import Samples, Word
 from asrhub.hub import Hub
-from asrhub.pipeline import Operator, SessionContext
-from asrhub.provider import Capabilities, Priority, Provider, Transcription
+from asrhub.plugin import Capabilities, Priority, Provider, Transcription
 from asrhub.providers.whisper import WhisperProvider
-from asrhub.settings import Settings
+from asrhub.settings.schema import Settings
 from asrhub.wiring import build_pipeline
 from tests.audio_utils import wer
 from tests.transports.conftest import ServerThread

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from asrhub.delivery import EventQueue
+from asrhub.session.delivery import EventQueue
 from asrhub.transports.common import CONNECTIONS
 from asrhub.transports.sse import SESSIONS
 from tests.transports.conftest import ServerThread

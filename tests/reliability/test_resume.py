@@ -13,7 +13,7 @@ import pytest
 import socketio
 
 from asrhub.frames import ErrorEvent, FinalTranscript, PartialTranscript, SessionClosed, SpeechStarted
-from asrhub.resume import ResumeLog
+from asrhub.session.resume import ResumeLog
 from tests.audio_utils import wer
 from tests.transports.conftest import ServerThread
 

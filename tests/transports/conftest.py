@@ -30,7 +30,7 @@ from aiohttp import web
 
 from asrhub.config import Limits
 from asrhub.hub import Hub
-from asrhub.settings import ServerSettings, Settings
+from asrhub.settings.schema import ServerSettings, Settings
 from asrhub.transports.app import create_app
 from asrhub.transports.common import listening_sockets
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes

@@ -25,11 +25,11 @@ import psutil
 import pytest
 import socketio
 
+from asrhub.engine.context import Operator, SessionContext
 from asrhub.frames import Samples
 from asrhub.hub import Hub
-from asrhub.pipeline import Operator, SessionContext
-from asrhub.provider import Priority, Provider, Transcription
-from asrhub.settings import Settings
+from asrhub.plugin import Priority, Provider, Transcription
+from asrhub.settings.schema import Settings
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes, room_noise, wer
 
 from .conftest import KEY, ServerThread, finals_text, frames, make_settings, serve_process, speech
@@ -234,7 +234,7 @@ class FakeStalledEngine:
         return await self.inner.transcribe(samples, language=language, prompt=prompt, priority=priority)
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
-        from asrhub.batch_stage import batch_stage
+        from asrhub.engine.batch_stage import batch_stage
 
         return batch_stage(self, ctx, fallbacks)
 

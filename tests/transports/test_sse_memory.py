@@ -13,7 +13,7 @@ import weakref
 
 import aiohttp
 
-from asrhub.session import Session
+from asrhub.session.session import Session
 from asrhub.transports.sse import SESSIONS
 
 from .conftest import KEY, ServerThread, speech

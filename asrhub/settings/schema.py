@@ -1,7 +1,7 @@
 """The one settings object of a hub process.
 
 Read from a TOML file, then ``ASRHUB_…`` environment variables, then CLI flags (later wins).
-See :mod:`asrhub.settings_loader` for the loading rules and ``asrhub config show``.
+See :mod:`asrhub.settings.loader` for the loading rules and ``asrhub config show``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from .config import Limits
+from asrhub.config import Limits
 
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -42,9 +42,9 @@ from typing import TYPE_CHECKING, Any
 
 from reactivex import Observable, abc
 
-from .cluster import Cluster, Done, Op, key_hash, queue_script
-from .errors import HubError
-from .frames import (
+from asrhub.cluster.leases import Cluster, Done, Op, key_hash, queue_script
+from asrhub.errors import HubError
+from asrhub.frames import (
     ErrorEvent,
     Event,
     FinalTranscript,
@@ -56,13 +56,13 @@ from .frames import (
     Word,
     event_from_dict,
 )
-from .resume import LOG_SIZE, Held, Resumes
+from asrhub.session.resume import LOG_SIZE, Held, Resumes
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
-    from .config import SessionConfig
-    from .pipeline import Operator
+    from asrhub.config import SessionConfig
+    from asrhub.engine.context import Operator
 
 APPEND = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then
@@ -249,7 +249,7 @@ class Claimed:
 
 
 class ClusterResumes:
-    """The cluster half of :class:`~asrhub.resume.Resumes` (installed as its ``hooks``)."""
+    """The cluster half of :class:`~asrhub.session.resume.Resumes` (installed as its ``hooks``)."""
 
     def __init__(self, cluster: Cluster, resumes: Resumes, window_s: float) -> None:
         self.cluster = cluster
@@ -405,7 +405,7 @@ class ClusterResumes:
         try:
             config = json.loads(fields["config"])
             events = [parse_entry(item) for item in raw_log]
-            from .config import parse_session_config
+            from asrhub.config import parse_session_config
 
             position = pcm_position(parse_session_config(config))
             if position is None:

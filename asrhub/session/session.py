@@ -24,11 +24,11 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.subject import Subject
 
-from .config import SessionConfig
-from .errors import HubError
-from .flow import Inlet
-from .frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed, SessionUpdated
-from .pipeline import Operator, SessionContext
+from asrhub.config import SessionConfig
+from asrhub.engine.context import Operator, SessionContext
+from asrhub.errors import HubError
+from asrhub.flow import Inlet
+from asrhub.frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed, SessionUpdated
 
 EARLY_EVENTS = 32
 """Bound on the events kept for a first subscriber that attaches after they were emitted."""
@@ -151,8 +151,8 @@ class Session:
         return await asyncio.shield(self._done)
 
     async def iter_events(self, maxsize: int | None = None) -> AsyncIterator[Event]:
-        """``async for`` over the events through a bounded queue (see :mod:`asrhub.delivery`)."""
-        from .delivery import EventQueue
+        """``async for`` over the events through a bounded queue (see :mod:`asrhub.session.delivery`)."""
+        from asrhub.session.delivery import EventQueue
 
         queue = EventQueue(self, maxsize or self.ctx.limits.subscriber_queue)
         try:

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from .logging import get_logger
-from .provider import Priority
+from asrhub.logging import get_logger
+from asrhub.plugin import Priority
 
 if TYPE_CHECKING:
-    from .provider import Provider
+    from asrhub.plugin import Provider
 
 log = get_logger("asrhub.breaker")
 
@@ -141,7 +141,7 @@ class Breakers:
 
     def order(self, providers: tuple[Provider, ...] | list[Provider]) -> list[Provider]:
         """The failover order: closed providers first, then degraded ones, then open ones
-        (which :func:`asrhub.failover.failover` skips), each group in the list's order."""
+        (which :func:`asrhub.engine.failover.failover` skips), each group in the list's order."""
         rank = {"closed": 0, "degraded": 1, "open": 2}
         return sorted(providers, key=lambda p: rank[self.of(p).state])
 

@@ -28,7 +28,7 @@ Hooks (methods of :class:`HubMetrics`; each a dict or attribute increment)::
 
 What is not the hub's own:
 
-* **Inference pools** (:class:`~asrhub.inference.InferencePool`, ``EngineSubject``) belong to
+* **Inference pools** (:class:`~asrhub.engine.inference.InferencePool`, ``EngineSubject``) belong to
   their provider, and a provider object may serve several hubs. A pool counts into its own
   :class:`PoolStats` (worker time, abandoned calls, shed partials, refusals when full); a hub
   reports every pool its providers expose (``provider.pools()``, else ``provider.pool``) plus
@@ -66,14 +66,14 @@ from prometheus_client.registry import Collector
 from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 
-from .frames import ErrorEvent, Event, FinalTranscript, Frame, Segment, SpeechEnded
-from .settings import MetricsSettings
+from asrhub.frames import ErrorEvent, Event, FinalTranscript, Frame, Segment, SpeechEnded
+from asrhub.settings.schema import MetricsSettings
 
 Scheduler = SchedulerBase | None
 
 if TYPE_CHECKING:
-    from .hub import Hub
-    from .pipeline import Operator
+    from asrhub.engine.context import Operator
+    from asrhub.hub import Hub
 
 OPERATOR_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1)
 """Seconds of event-loop time one stage spends on one frame (its own share, not downstream's)."""

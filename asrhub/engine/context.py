@@ -9,15 +9,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from reactivex import Observable
 
-from .breaker import Breakers
-from .config import Limits, SessionConfig
-from .flow import Pending, Slots
-from .frames import Frame
-from .logging import get_logger
-from .metrics import HubMetrics
+from asrhub.config import Limits, SessionConfig
+from asrhub.engine.breaker import Breakers
+from asrhub.flow import Pending, Slots
+from asrhub.frames import Frame
+from asrhub.logging import get_logger
+from asrhub.metrics.hub import HubMetrics
 
 if TYPE_CHECKING:
-    from .provider import Provider
+    from asrhub.plugin import Provider
 
 Operator: TypeAlias = Callable[[Observable[Frame]], Observable[Frame]]
 """Every stage of a session: a function from a frame stream to a frame stream."""
@@ -40,9 +40,9 @@ class SessionContext:
     """The hub's bound on compressed-audio decoder threads (None: unbounded, outside a hub)."""
     breakers: Breakers = field(default_factory=Breakers)
     """The hub's circuit breakers, one per provider, shared by every session (see
-    :mod:`asrhub.breaker`); a context built outside a hub gets its own."""
+    :mod:`asrhub.engine.breaker`); a context built outside a hub gets its own."""
     metrics: HubMetrics = field(default_factory=HubMetrics)
-    """The hub's metrics (see :mod:`asrhub.metrics`); a context built outside a hub gets its own."""
+    """The hub's metrics (see :mod:`asrhub.metrics.hub`); a context built outside a hub gets its own."""
 
 
 class PipelineFactory(Protocol):

@@ -14,14 +14,15 @@ start/end, ``p`` = partial, ``F`` = final; VAD events pass through at once)::
     upstream: -S-a-a-a-a-E-------S-a-a-E----|
     output:   -S---p---p-E--F----S---p-E--F-|
 
-What the core adds (:mod:`asrhub.engine_stage`, :mod:`asrhub.failover`, :mod:`asrhub.breaker`):
-one final or one ``provider_failed`` per utterance in order, ``ctx.pending`` from an utterance's
-start to its outcome, partials only for the oldest unfinished utterance. After its audio ended an
-utterance gets ``final_timeout_s`` for its final. When the stream fails (any exception), the
-utterance's audio — kept only when there are fallbacks, bounded by the utterance limit — goes
-through :func:`~asrhub.failover.failover` over the fallbacks. While the primary's shared
-breaker is not closed, utterances skip the stream when there are fallbacks (they, then the
-primary's batch ``transcribe``, serve it), and when it is open they are not sent to it at all.
+What the core adds (:mod:`asrhub.engine.ordered`, :mod:`asrhub.engine.failover`,
+:mod:`asrhub.engine.breaker`): one final or one ``provider_failed`` per utterance in order,
+``ctx.pending`` from an utterance's start to its outcome, partials only for the oldest unfinished
+utterance. After its audio ended an utterance gets ``final_timeout_s`` for its final. When the
+stream fails (any exception), the utterance's audio — kept only when there are fallbacks, bounded by
+the utterance limit — goes through :func:`~asrhub.engine.failover.failover` over the fallbacks.
+While the primary's shared breaker is not closed, utterances skip the stream when there are
+fallbacks (they, then the primary's batch ``transcribe``, serve it), and when it is open they are
+not sent to it at all.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .engine_stage import Ordered, engine_stage
-from .failover import AllFailed, call_timeout, checked, describe, failover
-from .frames import (
+from asrhub.engine.context import Operator, SessionContext
+from asrhub.engine.failover import AllFailed, call_timeout, checked, describe, failover
+from asrhub.engine.ordered import Ordered, engine_stage
+from asrhub.frames import (
     AudioChunk,
     ErrorEvent,
     Event,
@@ -45,8 +47,7 @@ from .frames import (
     SpeechEnded,
     SpeechStarted,
 )
-from .pipeline import Operator, SessionContext
-from .provider import Provider, ProviderError, Transcription
+from asrhub.plugin import Provider, ProviderError, Transcription
 
 Recognize = Callable[[AsyncIterator[Samples], Callable[[str], None]], Awaitable[Transcription]]
 

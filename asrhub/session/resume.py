@@ -39,12 +39,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .frames import ErrorEvent, Event, FinalTranscript, SessionClosed, SessionUpdated
+from asrhub.frames import ErrorEvent, Event, FinalTranscript, SessionClosed, SessionUpdated
 
 if TYPE_CHECKING:
     from reactivex.abc import DisposableBase
 
-    from .session import Session
+    from asrhub.session.session import Session
 
 LOG_SIZE = 32
 """Utterance events (finals, per-utterance errors) a resumable session keeps for its client. A
@@ -138,12 +138,12 @@ class Held:
     subscription: DisposableBase | None = None
     timer: asyncio.TimerHandle | None = field(default=None, repr=False)
     position: Any = None
-    """Cluster only (:class:`asrhub.cluster_resume.Position`): the record's byte position and
+    """Cluster only (:class:`asrhub.cluster.resume.Position`): the record's byte position and
     epoch; None for a session kept on this process only."""
 
 
 class Hooks(Protocol):
-    """The cluster side (:class:`asrhub.cluster_resume.ClusterResumes`), when configured."""
+    """The cluster side (:class:`asrhub.cluster.resume.ClusterResumes`), when configured."""
 
     def registered(self, held: Held) -> None: ...
     def recorded(self, held: Held, event: Event) -> None: ...

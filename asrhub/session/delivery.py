@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING
 
 from reactivex.disposable import Disposable
 
-from .frames import ErrorEvent, Event, PartialTranscript
+from asrhub.frames import ErrorEvent, Event, PartialTranscript
 
 if TYPE_CHECKING:
     from reactivex import Observable
 
-    from .metrics import HubMetrics
-    from .session import Session
+    from asrhub.metrics.hub import HubMetrics
+    from asrhub.session.session import Session
 
 SLOW_CONSUMER = ErrorEvent(
     code="slow_consumer", message="the client does not read its results fast enough", fatal=True

@@ -6,11 +6,11 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
          P = transcript.partial   F = transcript.final   E = error (provider_failed)
 
 * **Finals** (``Segment(final=True)``): one job each on the core's ordered stage
-  (:mod:`asrhub.engine_stage`: exactly one final or one ``provider_failed`` per segment, in
+  (:mod:`asrhub.engine.ordered`: exactly one final or one ``provider_failed`` per segment, in
   segment order, ``ctx.pending`` held meanwhile). A session's finals are transcribed one after
   the other (sessions run in parallel in the engine's pool), so each call's timeout
   (``limits.provider_timeout_s`` per 30 s of audio) starts when the previous one is done. Each
-  goes through :func:`asrhub.failover.failover` over ``(primary, *fallbacks)``, ordered by the
+  goes through :func:`asrhub.engine.failover.failover` over ``(primary, *fallbacks)``, ordered by the
   hub's shared circuit breakers. A final whose audio holds no speech is still emitted, with
   empty ``text``: the client gets closure for the partials it may have shown.
 * **Partials** (``Segment(final=False)``): best effort, never at the cost of a final. At most
@@ -37,10 +37,11 @@ import contextlib
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from .config import SessionConfig
-from .engine_stage import Ordered, engine_stage
-from .failover import AllFailed, Served, call_timeout, failover
-from .frames import (
+from asrhub.config import SessionConfig
+from asrhub.engine.context import Operator, SessionContext
+from asrhub.engine.failover import AllFailed, Served, call_timeout, failover
+from asrhub.engine.ordered import Ordered, engine_stage
+from asrhub.frames import (
     ErrorEvent,
     Event,
     FinalTranscript,
@@ -50,8 +51,7 @@ from .frames import (
     SessionUpdated,
     Word,
 )
-from .pipeline import Operator, SessionContext
-from .provider import Provider, Transcription
+from asrhub.plugin import Provider, Transcription
 
 PartialFn = Callable[..., "asyncio.Task[Transcription] | None"]
 """``fn(samples, language=…, prompt=…)``: start a partial decode now, or return None (shed)."""

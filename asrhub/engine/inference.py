@@ -33,8 +33,8 @@ from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.subject import Subject
 
-from .metrics import PoolStats
-from .provider import Priority, ProviderError
+from asrhub.metrics.hub import PoolStats
+from asrhub.plugin import Priority, ProviderError
 
 T = TypeVar("T")
 
@@ -47,7 +47,7 @@ class PoolFull(RuntimeError):
 
 
 class Counted:
-    """A pool's counters (:class:`~asrhub.metrics.PoolStats`): it knows no hub; the metrics of
+    """A pool's counters (:class:`~asrhub.metrics.hub.PoolStats`): it knows no hub; the metrics of
     every hub whose providers use it report them."""
 
     stats: PoolStats

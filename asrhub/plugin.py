@@ -8,7 +8,7 @@ A provider is loaded once per process and shared by every session. It offers:
   it turns :class:`~asrhub.frames.Segment` frames (batch engines) or
   :class:`~asrhub.frames.AudioChunk` frames (streaming engines) into transcript events.
 
-Providers are found through :mod:`asrhub.registry` (the ``asrhub.providers`` entry-point group);
+Providers are found through :mod:`asrhub.engine.registry` (the ``asrhub.providers`` entry-point group);
 the core never imports a concrete engine.
 """
 
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from .frames import Samples, Word
+from asrhub.frames import Samples, Word
 
 if TYPE_CHECKING:
-    from .pipeline import Operator, SessionContext
+    from asrhub.engine.context import Operator, SessionContext
 
 
 class Priority(IntEnum):

@@ -39,9 +39,9 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .config import Limits
-from .logging import get_logger
-from .settings import ClusterSettings
+from asrhub.config import Limits
+from asrhub.logging import get_logger
+from asrhub.settings.schema import ClusterSettings
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

@@ -22,9 +22,9 @@ a *job* — a coroutine that returns that utterance's ``transcript.final`` or ``
   utterance's outcome (see :meth:`Ordered.fail`).
 
 An engine supplies only a :class:`Run` (what to do with each frame); :func:`engine_stage` turns
-it into an operator. The batch engines' stage (:mod:`asrhub.batch_stage`), the remote streaming
-engines' (:mod:`asrhub.stream_stage`) and Vosk's are built on it; failover and the shared
-circuit breakers live in :mod:`asrhub.failover` and :mod:`asrhub.breaker`.
+it into an operator. The batch engines' stage (:mod:`asrhub.engine.batch_stage`), the remote streaming
+engines' (:mod:`asrhub.engine.stream_stage`) and Vosk's are built on it; failover and the shared
+circuit breakers live in :mod:`asrhub.engine.failover` and :mod:`asrhub.engine.breaker`.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from typing import Any, Protocol
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from .failover import describe
-from .frames import ErrorEvent, Event, Frame, Segment
-from .pipeline import Operator, SessionContext
+from asrhub.engine.context import Operator, SessionContext
+from asrhub.engine.failover import describe
+from asrhub.frames import ErrorEvent, Event, Frame, Segment
 
 
 class Run(Protocol):

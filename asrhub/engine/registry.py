@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
-from .provider import Provider, ProviderUnavailable
+from asrhub.plugin import Provider, ProviderUnavailable
 
 GROUP = "asrhub.providers"
 

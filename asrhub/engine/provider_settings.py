@@ -3,7 +3,7 @@
 
 A provider writes one *probe*: ``options`` in, its settings out, or :class:`ProviderUnavailable`
 saying why the engine cannot run (not installed, no model, no key) and how to fix it.
-:func:`check_from` turns the probe into the ``check`` of its :class:`~asrhub.registry.ProviderSpec`
+:func:`check_from` turns the probe into the ``check`` of its :class:`~asrhub.engine.registry.ProviderSpec`
 (``None``, or the why), so the CLI and the server report exactly what the probe says.
 """
 
@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from .provider import ProviderUnavailable
+from asrhub.plugin import ProviderUnavailable
 
 S = TypeVar("S")
 

@@ -1,4 +1,4 @@
-"""Build the one :class:`~asrhub.settings.Settings` of a hub process from three layers.
+"""Build the one :class:`~asrhub.settings.schema.Settings` of a hub process from three layers.
 
 Later layers win, key by key::
 
@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from .settings import Settings
+from asrhub.settings.schema import Settings
 
 Key = tuple[str, ...]
 

@@ -23,8 +23,8 @@ from itertools import pairwise
 
 import numpy as np
 
-from .frames import TARGET_RATE, Samples, Word
-from .provider import TimedText, Transcription
+from asrhub.frames import TARGET_RATE, Samples, Word
+from asrhub.plugin import TimedText, Transcription
 
 JOB_S = 30.0
 """Longest audio of one batch job (Whisper's own window)."""

@@ -1,10 +1,10 @@
 """Generate docs/configuration.md from the settings object itself.
 
-Every key, type, bound and default comes from the msgspec Structs in :mod:`asrhub.settings`
+Every key, type, bound and default comes from the msgspec Structs in :mod:`asrhub.settings.schema`
 (and :class:`asrhub.config.Limits`); every description is the docstring written under the field.
 A test keeps the committed page equal to this output::
 
-    python -m asrhub.config_reference --write docs/configuration.md
+    python -m asrhub.settings.reference --write docs/configuration.md
     asrhub config reference            # the same text on stdout
 """
 
@@ -24,8 +24,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .settings import Settings
-from .settings_loader import (
+from asrhub.settings.loader import (
     CLI_FLAGS,
     CONFIG_ENV,
     ENV_ALIASES,
@@ -35,8 +34,9 @@ from .settings_loader import (
     env_name,
     toml_value,
 )
+from asrhub.settings.schema import Settings
 
-DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+DOC_PATH = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
 
 def field_docs(cls: type) -> dict[str, str]:
@@ -129,7 +129,7 @@ def render() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "<!-- Generated from asrhub/settings.py by `python -m asrhub.config_reference --write "
+        "<!-- Generated from asrhub/settings/schema.py by `python -m asrhub.settings.reference --write "
         "docs/configuration.md`; do not edit by hand (a test compares them). -->",
         "",
         "A hub process has one settings object. It is built from three layers, each overriding "
@@ -195,7 +195,7 @@ def render() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m asrhub.config_reference", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m asrhub.settings.reference", description=__doc__)
     parser.add_argument("--write", metavar="PATH", type=Path, help="write the page there instead of stdout")
     args = parser.parse_args(argv)
     text = render()

@@ -1,0 +1,1 @@
+"""The cluster tier: leases and resume records shared through Redis."""

@@ -1,0 +1,1 @@
+"""The session tier: one session's stream, its delivery to subscribers, and resume."""
