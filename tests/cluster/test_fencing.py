@@ -403,9 +403,12 @@ async def test_a_resume_reaching_a_stale_copy_after_a_flush_continues_the_real_s
     pair: Pair, admin: RedisClient
 ) -> None:
     """A runs the session; the client moves to B (A misses the takeover and is paused), gets
-    final 2 there and vanishes again. Redis is flushed (no node sees an outage), then the
-    client resumes on A. A's copy is stale (it never saw final 2): A must not answer from it,
-    but continue B's session from the record B re-creates — final 2 is not transcribed twice."""
+    final 2 there and vanishes again. Redis is flushed (no node sees an outage) while B is
+    paused, then the client resumes on A, which finds the record missing and re-creates it from
+    its stale copy (it never saw final 2). A must not answer from that copy: its re-created
+    record is provisional, B (running again once Redis's log shows A's check) re-creates its own
+    with the higher epoch within that time, and A then continues B's session from B's record —
+    final 2 is not transcribed twice."""
     await ready(pair, admin)
     a, b = pair.a, pair.b
     conn1, token, _sid = await start_session(a)
@@ -420,12 +423,36 @@ async def test_a_resume_reaching_a_stale_copy_after_a_flush_continues_the_real_s
         final2 = await conn2.wait(lambda e: e["type"] == "transcript.final", 60, "final 2 on B")
         assert final2["segment_id"] == 2, final2
         conn2.vanish()
-        await admin.flushall()
-        flushed = time.monotonic()
-        resume_process(a)
-        # A may publish again (its own claims); the takeover it missed stays missed.
-        await release_takeovers(admin, "hub-a")
-        conn3, answer = await resume_on(a, token, 2, at(final2["end"]))
+        owner_b = (await admin.hget(f"asrhub:resume:{token}", "owner") or b"").decode()
+        pause(b)
+        try:
+            await admin.flushall()
+            flushed = time.monotonic()
+            resume_process(a)
+            # A may publish again (its own claims); the takeover it missed stays missed.
+            await release_takeovers(admin, "hub-a")
+            await admin.config_set("slowlog-log-slower-than", 0)  # Redis logs every command
+            await admin.slowlog_reset()
+            resuming = asyncio.create_task(resume_on(a, token, 2, at(final2["end"])))
+            check = hashlib.sha1(cluster_resume.CHECK.encode()).hexdigest()
+
+            async def a_asked() -> bool:
+                """A asked Redis about the record for this resume and re-created it (its own
+                renewal may have re-created it first) — while B could not speak."""
+                if resuming.done():  # answered while B could not speak: from the stale copy
+                    return True
+                asked = any(
+                    _command(e)[:4] == ["EVALSHA", check, "1", f"asrhub:resume:{token}"]
+                    for e in await admin.slowlog_get(1000)
+                )
+                owner = await admin.hget(f"asrhub:resume:{token}", "owner")
+                return asked and owner is not None and owner.decode() != owner_b
+
+            await until(a_asked, 20, "A to check its stale copy and re-create the record")
+        finally:
+            resume_process(b)
+            await admin.config_set("slowlog-log-slower-than", 10_000)
+        conn3, answer = await resuming
         FIGURES["resume_after_flush_s"] = round(time.monotonic() - flushed, 2)
         assert answer["type"] == "session.resumed", answer
         assert answer["resume_from_bytes"] >= at(final2["end"]), (answer, final2)
