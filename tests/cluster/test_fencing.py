@@ -52,7 +52,7 @@ from asrhub.hub import Hub
 from asrhub.settings.schema import ClusterSettings
 from asrhub.wiring import build_pipeline
 from tests.audio_utils import fixture, fixture_entry, wer
-from tests.reliability.harness import RawWS, WSClosed
+from tests.reliability.harness import RawWS, WSClosed, metric_sum, parse_metrics
 
 from .conftest import Node, Redis, healthz, start_nodes, until
 
@@ -257,19 +257,48 @@ def rss_mb(node: Node) -> float:
     return 0.0
 
 
-async def settle(pair: Pair, case: str) -> None:
-    """Nothing is left on either node (no session, no connection), and each one's RSS is
+IDLE_TASKS: dict[str, float] = {}
+"""Each node's asyncio tasks when idle (before the first case)."""
+
+
+async def scrape(node: Node) -> dict[str, float]:
+    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
+        return parse_metrics(await resp.text())
+
+
+async def settle(pair: Pair, admin: RedisClient, case: str) -> None:
+    """Nothing is left: on either node no session, connection, resumable session, busy or queued
+    engine call, or asyncio task beyond the idle node's; in Redis no lease. Each node's RSS is
     printed and within the bound."""
+    left: dict[str, Any] = {}
 
     async def idle() -> bool:
+        left.clear()
         async with aiohttp.ClientSession() as http:
-            states = [await healthz(http, node.url) for node in pair.nodes()]
-        return all(s is not None and s["sessions"] == 0 and s["connections"] == 0 for s in states)
+            for node in pair.nodes():
+                health = await healthz(http, node.url) or {"sessions": -1, "connections": -1}
+                metrics = await scrape(node)
+                counts = {
+                    "sessions": health["sessions"],
+                    "connections": health["connections"],
+                    "resumable": metric_sum(metrics, "asrhub_resumable_sessions"),
+                    "busy": metric_sum(metrics, "asrhub_inference_busy"),
+                    "queued": metric_sum(metrics, "asrhub_inference_queue_depth"),
+                    "tasks over idle": max(0.0, metrics["asrhub_event_loop_tasks"] - IDLE_TASKS[node.name]),
+                }
+                left.update({f"{node.name} {k}": v for k, v in counts.items() if v})
+        leases = await admin.zcard("asrhub:leases")
+        if leases:
+            left["leases"] = leases
+        return not left
 
-    await until(idle, 30, "both nodes to hold no session and no connection")
+    try:
+        await until(idle, 30, "nothing left on the nodes and in Redis")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; left: {left}") from None
     sizes = {node.name: round(rss_mb(node), 1) for node in pair.nodes()}
     FIGURES[f"{case}_rss_mb"] = sizes
-    print(f"\n{case}: node RSS (MB) {sizes}")
+    print(f"\n{case}: node RSS (MB) {sizes}; nothing left")
     assert all(size < RSS_BOUND_MB for size in sizes.values()), sizes
 
 
@@ -291,6 +320,20 @@ async def ready(pair: Pair, admin: RedisClient) -> None:
     for user in ("hub-a", "hub-b"):
         await admin.execute_command("ACL", "SETUSER", user, "&*")
     await until(lambda: subscribers(admin, 2), 20, "both nodes subscribed to takeovers")
+    for node in pair.nodes():
+        if node.name not in IDLE_TASKS:  # after one warm-up session (the engine's lazy parts)
+            conn, _token, _sid = await start_session(node)
+            await first_utterance(conn)
+            await conn.ws.send_json({"type": "session.end"})
+            await conn.wait(lambda e: e["type"] == "session.closed", 60, "the warm-up's end")
+            await conn.close()
+
+            async def quiet(node: Node = node) -> bool:
+                async with aiohttp.ClientSession() as http:
+                    return ((await healthz(http, node.url)) or {}).get("connections") == 0
+
+            await until(quiet, 30, "the warm-up connection to close")
+            IDLE_TASKS[node.name] = (await scrape(node))["asrhub_event_loop_tasks"]
 
 
 # ---------------------------------------------------------------------------------- cases
@@ -358,7 +401,7 @@ async def test_a_stale_node_restoring_first_after_redis_lost_everything_does_not
     finally:
         resume_process(a)
         resume_process(b)
-    await settle(pair, "restore_race")
+    await settle(pair, admin, "restore_race")
 
 
 async def test_a_session_ended_on_its_new_node_is_not_resumed_from_the_stale_copy(
@@ -396,7 +439,7 @@ async def test_a_session_ended_on_its_new_node_is_not_resumed_from_the_stale_cop
         assert 0 < ttl <= (60 + LEASE_S) * 1000, ttl
     finally:
         await release_takeovers(admin, "hub-a", wait=False)
-    await settle(pair, "tombstone")
+    await settle(pair, admin, "tombstone")
 
 
 async def test_a_resume_reaching_a_stale_copy_after_a_flush_continues_the_real_session(
@@ -465,7 +508,7 @@ async def test_a_resume_reaching_a_stale_copy_after_a_flush_continues_the_real_s
     finally:
         resume_process(a)
         await release_takeovers(admin, "hub-a", wait=False)
-    await settle(pair, "flush")
+    await settle(pair, admin, "flush")
 
 
 async def test_a_malformed_token_never_reaches_a_key_name(pair: Pair, admin: RedisClient) -> None:
@@ -491,7 +534,7 @@ async def test_a_malformed_token_never_reaches_a_key_name(pair: Pair, admin: Red
     await conn1.ws.send_json({"type": "session.end"})
     await conn1.wait(lambda e: e["type"] == "session.closed", 60, "session.closed")
     await conn1.close()
-    await settle(pair, "malformed_token")
+    await settle(pair, admin, "malformed_token")
 
 
 # ---------------------------------------------------------------------------------- coalescing
