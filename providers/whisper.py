@@ -124,6 +124,12 @@ class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     ray_name: str = ""
     """When set, replicas are named, detached actors ``NAME-0 …`` that several hub processes
     share; empty: this process's own replicas, gone with it."""
+    ray_call_timeout_s: float = 30.0
+    """A replica call that has not answered after this (per started 30 s of audio in its batch)
+    is given up: the batch goes to another replica and this one is suspect — no new calls —
+    until its calls have ended and a probe answers (docs/inference.md). 0: no limit. Keep it
+    above the slowest decode of 30 s of audio and below ``limits.provider_timeout_s``, so the
+    re-sent batch still fits in the stage's time."""
     beam_size: int = 5
     partial_beam_size: int = 1
     language: str | None = None

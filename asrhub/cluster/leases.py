@@ -5,7 +5,8 @@ What lives in Redis (every key under ``cluster.key_prefix``, default ``asrhub``)
     asrhub:leases                 ZSET  "<session_id>@<node>" → lease expiry (ms, Redis clock)
     asrhub:leases:key:<keyhash>   ZSET  the same members, per API key (hashed, never the key)
     asrhub:resume:<token>         HASH  a resumable session: sid, key, config, owner, epoch,
-                                        pos (bytes), t (s), seg, evicted, fmt
+                                        pos (bytes), seg, evicted; once ended, a tombstone
+                                        (gone, epoch, owner) — see asrhub/cluster/resume.py
     asrhub:resume:<token>:log     LIST  its finals / per-utterance errors / terminal events
     asrhub:takeover               channel: "<token> <node>" when a node claims a session
     asrhub:sio:*                  python-socketio's AsyncRedisManager (Socket.io across nodes)
@@ -219,6 +220,11 @@ class Cluster:
         return await asyncio.wait_for(awaitable, self.settings.redis_timeout_s)
 
     def failed(self, exc: BaseException) -> None:
+        from redis.exceptions import ResponseError
+
+        if isinstance(exc, ResponseError):  # Redis answered: no outage (an ACL, a bad script)
+            log.warning("redis refused a command", error=repr(exc))
+            return
         if self.available:
             log.warning(
                 "redis unavailable: running sessions go on, new ones use local limits", error=repr(exc)

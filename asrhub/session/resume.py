@@ -34,6 +34,7 @@ resume the same token cannot both win: the second one takes the session over fro
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -50,6 +51,16 @@ LOG_SIZE = 32
 """Utterance events (finals, per-utterance errors) a resumable session keeps for its client. A
 client misses at most what was in flight when its connection dropped plus what the session
 finished while detached (no audio arrives then: at most ``limits.max_pending_segments`` + 1)."""
+
+
+TOKEN_BYTES = 24
+TOKEN_FORMAT = re.compile(r"[A-Za-z0-9_-]{32}")
+"""A resume token: ``TOKEN_BYTES`` random bytes, URL-safe base64 without padding (32 characters).
+Anything else is not a token this hub issued (the cluster checks it before building a key)."""
+
+
+def valid_token(token: str) -> bool:
+    return TOKEN_FORMAT.fullmatch(token) is not None
 
 
 class Owner(Protocol):
@@ -188,7 +199,7 @@ class Resumes:
         log = ResumeLog(self.log_size)
         for event in history or ():
             log.record(event)
-        held = Held(token or secrets.token_urlsafe(24), session, key, log, owner, position=position)
+        held = Held(token or secrets.token_urlsafe(TOKEN_BYTES), session, key, log, owner, position=position)
         hooks = self.hooks
         if hooks is not None and position is not None:
 

@@ -73,16 +73,24 @@ def _listening(port: int) -> bool:
 
 
 class Redis:
-    """A throw-away ``redis-server`` (no persistence) on a free port; stop/start keep the port."""
+    """A throw-away ``redis-server`` (no persistence) on a free port; stop/start keep the port.
+    ``users``: ACL users (password ``pw``, every key, channel and command) created at every
+    start, so a test can act on one node's connections (``CLIENT KILL USER``, ``ACL SETUSER``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, users: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.users = users
+
+    def url_of(self, user: str) -> str:
+        return f"redis://{user}:pw@127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         exe = shutil.which("redis-server") or "/usr/bin/redis-server"
         cmd = [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        for user in self.users:
+            cmd += ["--user", user, "on", ">pw", "~*", "&*", "+@all"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: _listening(self.port), 20, "redis-server to listen")
 

@@ -3,6 +3,8 @@ audio ledger (the Redis-backed paths are tested against real servers in tests/cl
 
 from __future__ import annotations
 
+import secrets
+
 import pytest
 import reactivex
 
@@ -77,3 +79,12 @@ def test_audio_ledger_keeps_what_no_final_confirmed_within_its_bound() -> None:
     assert ledger.end - ledger.base == 64_000 and ledger.base == 32_000
     ledger.confirm_until(0.1)  # an older final moves nothing
     assert ledger.base == 32_000
+
+
+def test_resume_tokens_are_checked_against_the_format_the_hub_issues() -> None:
+    from asrhub.session.resume import TOKEN_BYTES, valid_token
+
+    issued = secrets.token_urlsafe(TOKEN_BYTES)
+    assert valid_token(issued)
+    for bad in (issued + ":log", issued[:-1], issued + "x", "*", "", "../" + issued[3:], issued[:-1] + "="):
+        assert not valid_token(bad), bad

@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -148,6 +150,129 @@ async def test_killing_the_replica_mid_call_loses_no_final(cluster: Any, on_ray:
     truth = " ".join(fixture_entry(n)["text"] for n in ("address_time.wav", "science.wav", "reminder.wav"))
     assert wer(truth, result.text) < 0.3, result.text
     assert replicas.retries == retries + 1
+
+
+CALL_TIMEOUT_S = 3.0
+"""The replicas' per-call time limit in the hung-replica case (``ray_call_timeout_s``)."""
+LATE_BOUND_S = CALL_TIMEOUT_S + 12.0
+"""How late a final may come after its utterance's audio was fed while a replica hangs: the
+call's time limit, then the re-sent decode on the other replica, with the VAD's hangover and a
+loaded 2-core machine's queueing (measured: see the printed figures). Before the fix the first
+final on the hung replica waited the stage's whole ``provider_timeout_s`` (40 s here)."""
+
+
+async def until(predicate: Callable[[], bool], within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def timed_session(hub: Any, samples: np.ndarray) -> tuple[list[Any], list[float]]:
+    """Stream ``samples`` at twice real time; each final and how late it came after the end of
+    its utterance's audio was fed."""
+    session = hub.open({"partials": False, "language": "en"})
+    events: list[Any] = []
+    arrived: dict[int, float] = {}
+
+    def on_event(event: Any) -> None:
+        events.append(event)
+        if event.type == "transcript.final":
+            arrived[event.segment_id] = time.monotonic()
+
+    session.events.subscribe(on_event)
+    data = (np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()
+    step = 3200  # 0.1 s
+    fed: list[float] = []
+    for i in range(0, len(data), step):
+        await session.feed(data[i : i + step])
+        fed.append(time.monotonic())
+        await asyncio.sleep(0.05)  # twice real time
+    await session.end()
+    late = [arrived[f.segment_id] - fed[min(len(fed) - 1, int(f.end / 0.1))] for f in finals(events)]
+    return events, late
+
+
+async def test_a_hung_replica_is_left_out_until_it_answers_and_finals_keep_coming(
+    cluster: Any, on_ray: WhisperProvider
+) -> None:
+    """One replica's process is stopped (SIGSTOP: it hangs mid-call, as a wedged GPU driver or
+    a swapped-out node would) while three sessions stream. Its call times out after the
+    per-call limit and goes to the other replica; it is suspect and gets no new call; its
+    hung calls still count as in flight; every final arrives within the bound. Once the
+    process runs again (SIGCONT) its calls end, a probe answers and it takes calls again."""
+    replicas = on_ray.ray
+    pool = on_ray.pool
+    assert pool is not None
+
+    # an earlier case killed one: Ray restarted it and the probe took it back
+    await until(lambda: all(r.up and r.in_flight == 0 for r in replicas.replicas), 180, "both replicas up")
+    hung, other = replicas.replicas  # on a tie the first is chosen: the first batch goes to `hung`
+    pid = await hung.handle.pid.remote()
+    calls_before, other_before = hung.calls, other.calls
+    saved = replicas.call_timeout_s
+    replicas.call_timeout_s = CALL_TIMEOUT_S
+    hub = make_hub({"whisper": on_ray}, provider_timeout_s=40.0)
+    gap = np.zeros(16_000, np.float32)
+    names = [
+        ("quick_fox.wav", "reminder.wav"),
+        ("science.wav", "weather_question.wav"),
+        ("reminder.wav", "quick_fox.wav"),
+    ]
+    rss_before = rss_mb()
+    os.kill(pid, signal.SIGSTOP)
+    stopped = True
+    try:
+        runs = [timed_session(hub, np.concatenate([gap, speech(a), gap, speech(b), gap])) for a, b in names]
+        results = await asyncio.gather(*runs)
+        for (a, b), (events, late) in zip(names, results, strict=True):
+            got = finals(events)
+            assert not [e for e in events if e.type == "error"], events
+            assert [f.segment_id for f in got] == [1, 2], events
+            assert wer(fixture_entry(a)["text"], got[0].text) < 0.3, got[0].text
+            assert wer(fixture_entry(b)["text"], got[1].text) < 0.3, got[1].text
+            assert max(late) <= LATE_BOUND_S, late
+        worst = max(max(late) for _events, late in results)
+        print(f"\nhung replica: finals at most {worst:.2f} s late (bound {LATE_BOUND_S:g} s)")
+        assert hung.state == "suspect", replicas.describe()
+        hung_calls = hung.calls - calls_before
+        assert hung_calls >= 1  # the first batch went there and hung
+        # The hung calls are still running on it, and counted so: no new call went there.
+        assert hung.finals == hung_calls and hung.in_flight == hung_calls, (hung, hung_calls)
+        assert other.in_flight == 0 and other.calls > other_before
+        assert replicas.timeouts >= hung_calls
+        print(f"{hung_calls} call(s) hung on the stopped replica")
+        assert not hub.sessions and pool.busy == 0 and pool.queued == 0
+        # Still stopped: still suspect, still no new call.
+        assert hung.state == "suspect" and hung.calls - calls_before == hung_calls
+        os.kill(pid, signal.SIGCONT)
+        stopped = False
+        woke = time.monotonic()
+
+        await until(lambda: hung.up and hung.in_flight == 0, 60, "the hung replica to be back")
+        print(f"hung replica back {time.monotonic() - woke:.2f} s after it ran again")
+        assert hung.probe is not None and hung.probe.done()
+        # It takes calls again: on a tie the least-loaded choice picks it first.
+        result = await on_ray.transcribe(speech("weather_question.wav"), language="en")
+        assert wer(fixture_entry("weather_question.wav")["text"], result.text) < 0.3
+        assert hung.calls - calls_before == hung_calls + 1
+        assert hung.in_flight == 0 and other.in_flight == 0 and pool.busy == 0
+        rss_after = rss_mb()
+        print(f"hub process RSS {rss_before:.0f} -> {rss_after:.0f} MB")
+        assert rss_after - rss_before < 100, (rss_before, rss_after)
+    finally:
+        if stopped:
+            os.kill(pid, signal.SIGCONT)
+        replicas.call_timeout_s = saved
 
 
 async def test_two_hub_processes_share_named_replicas(cluster: Any) -> None:
