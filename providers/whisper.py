@@ -285,7 +285,7 @@ class WhisperProvider:
         options: dict[str, Any],
     ) -> Clip:
         """One utterance with its validated decode options (raises :class:`ProviderError`)."""
-        langs = self.capabilities.models.get(engine.name)
+        langs = self.capabilities.languages_of(engine.name)
         english = langs == ("en",)
         language = self._language(language, langs)
         allowed = tuple(base_language(x) for x in options.get("languages") or ())
