@@ -191,7 +191,8 @@ class _Batch:
         if self.out.done or self.out.completed or task.cancelled():
             return
         exc = task.exception()
-        text = getattr(task.result(), "text", None) if exc is None else None
+        result = task.result() if exc is None else None
+        text = result.text if isinstance(result, Transcription) else None  # garbage: no partial
         if exc is not None:
             self.ctx.log.debug("partial failed", segment_id=seg.segment_id, error=repr(exc))
         elif self.is_current(seg) and text and isinstance(text, str):
