@@ -35,7 +35,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from asrhub.engine.uploads import JOB_S, SEARCH_S, Progress, jobs, words_in
+from asrhub.engine.finals import file_finals
+from asrhub.engine.uploads import JOB_S, SEARCH_S, Progress, jobs
 from asrhub.frames import TARGET_RATE, FinalTranscript, Samples, Word
 from asrhub.hub import Hub
 from asrhub.settings.schema import Settings
@@ -104,18 +105,7 @@ async def transcribe_samples(
         job_s=block_s,
         **options,
     )
-    finals = tuple(
-        FinalTranscript(
-            i,
-            piece.text,
-            piece.start,
-            piece.end,
-            name,
-            result.language,
-            words_in(result.words, piece.start, piece.end),
-        )
-        for i, piece in enumerate(result.segments, start=1)
-    )
+    finals = tuple(file_finals(name, result, total, language))
     return FileTranscript(result.text, finals, name, result.language or language, total, result.words or ())
 
 

@@ -49,6 +49,12 @@ Keyterm = Annotated[str, Meta(min_length=1, max_length=MAX_KEYTERM_CHARS)]
 LanguageCode = Annotated[str, Meta(min_length=2, max_length=16)]
 
 
+def base_language(code: str) -> str:
+    """``de-DE`` / ``pt_BR`` → ``de`` / ``pt``: engines know languages, not regions (the one
+    rule every engine and the hub's checks normalise a language code with)."""
+    return code.split("-")[0].split("_")[0].lower()
+
+
 class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The ``config`` object of ``session.start`` (every field optional)."""
 

@@ -15,11 +15,15 @@ derived from the number of samples received, never from a clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, TypeAlias
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
+
+from asrhub.config import SessionConfig
 
 Samples: TypeAlias = npt.NDArray[np.float32]
 
@@ -130,6 +134,16 @@ class Word:
     def to_dict(self) -> dict[str, Any]:
         return {"word": self.word, "start": self.start, "end": self.end, "probability": self.probability}
 
+    def shifted(self, offset: float) -> Word:
+        """This word ``offset`` seconds later (an engine's times, relative to the audio it was
+        given, → stream or file time), times rounded to the millisecond."""
+        return Word(self.word, round(self.start + offset, 3), round(self.end + offset, 3), self.probability)
+
+    def mapped(self, clock: Callable[[float], float]) -> Word:
+        """This word with its times mapped through ``clock`` (a recognizer's clock → stream time
+        where audio was skipped), rounded to the millisecond."""
+        return Word(self.word, round(clock(self.start), 3), round(clock(self.end), 3), self.probability)
+
 
 @dataclass(frozen=True, slots=True)
 class SessionStarted(Event):
@@ -170,7 +184,7 @@ class SessionUpdated(Event):
 
     type: ClassVar[str] = "session.updated"
     config: dict[str, Any]
-    settings: Any = field(default=None, compare=False, metadata={"internal": True})
+    settings: SessionConfig | None = field(default=None, compare=False, metadata={"internal": True})
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,13 +276,19 @@ EVENT_TYPES: dict[str, type[Event]] = {
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
-    """Rebuild an event from its wire form (the inverse of :meth:`Event.to_dict`)."""
-    cls = EVENT_TYPES[data["type"]]
-    kwargs = {f.name: data.get(f.name) for f in fields(cls) if f.name in data}
-    words = kwargs.get("words")
-    if cls is FinalTranscript and words is not None:
-        kwargs["words"] = tuple(Word(**w) for w in words)
-    return cls(**kwargs)
+    """Rebuild an event from its wire form (the inverse of :meth:`Event.to_dict`), validated:
+    a missing or mistyped field raises :class:`msgspec.ValidationError`, an unknown ``type``
+    :class:`KeyError`."""
+    event: Event = msgspec.convert(data, EVENT_TYPES[data["type"]])
+    return event
+
+
+def segment_of(event: Event) -> int | None:
+    """The utterance ``event`` answers: a final's ``segment_id``, or that of an error that
+    replaced one; None for every other event."""
+    if isinstance(event, FinalTranscript | ErrorEvent):
+        return event.segment_id
+    return None
 
 
 Frame: TypeAlias = RawAudio | AudioChunk | Segment | SpeechPaused | Event

@@ -21,17 +21,17 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import msgspec
 
-from asrhub.config import Limits, SessionConfig, parse_session_config, updated_config
+from asrhub.config import Limits, SessionConfig, base_language, parse_session_config, updated_config
 from asrhub.engine.breaker import Breakers
-from asrhub.engine.context import Operator, PipelineFactory, SessionContext
 from asrhub.engine.failover import AllFailed, call_timeout, failover
 from asrhub.engine.uploads import JOB_S, Progress, jobs, merge
 from asrhub.errors import HubError
 from asrhub.flow import Pending, Slots
 from asrhub.frames import TARGET_RATE, Samples
 from asrhub.logging import get_logger
-from asrhub.metrics.hub import HubMetrics
-from asrhub.plugin import Priority, Provider, Transcription
+from asrhub.metrics.hub import HubMetrics, HubReading, Pooled
+from asrhub.plugin import Operator, Priority, Provider, Transcription
+from asrhub.session.context import Context, PipelineFactory
 from asrhub.session.resume import Resumes
 from asrhub.session.session import Session
 
@@ -100,7 +100,19 @@ class Hub:
         """One circuit breaker per provider, shared by every session and ``transcribe``."""
         self.metrics = metrics if metrics is not None else HubMetrics()
         """This hub's metrics and their registry (``/metrics``); see :mod:`asrhub.metrics.hub`."""
-        self.metrics.attach(self)
+        self.metrics.read_from(self.reading)
+
+    def reading(self) -> HubReading:
+        """What a scrape of this hub's metrics reads now (handed to them as a callback)."""
+        reading = HubReading(resumable=len(self.resumes), detached=self.resumes.detached)
+        for session in list(self.sessions.values()):
+            transport = session.ctx.transport
+            reading.sessions[transport] = reading.sessions.get(transport, 0) + 1
+            reading.subscriptions += session.subscribers
+        for provider in list(self.providers.values()):
+            if isinstance(provider, Pooled):
+                reading.pools += provider.pools()
+        return reading
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -162,9 +174,9 @@ class Hub:
             raise HubError(
                 "bad_message", f"provider {name!r} has no model {config.model!r} (it offers: {offered})"
             )
-        model = config.model or next(iter(caps.models), None)
-        languages = caps.models.get(model, caps.languages) if model is not None else caps.languages
-        wanted = [code.split("-")[0].split("_")[0].lower() for code in config.languages]
+        model = config.model or caps.default_model
+        languages = caps.languages_of(model)
+        wanted = [base_language(code) for code in config.languages]
         unknown = [code for code in wanted if languages is not None and code not in languages]
         if unknown:
             which = f"model {model!r} of {name!r}" if model is not None else repr(name)
@@ -298,7 +310,7 @@ class Hub:
         elif session_id in self.sessions:
             raise HubError("bad_message", f"session {session_id!r} is already open", fatal=True)
         providers = tuple(self.providers[n] for n in resolved.providers if n != NO_PROVIDER)
-        ctx = SessionContext(
+        ctx = Context(
             session_id=session_id,
             config=resolved,
             limits=self.limits,

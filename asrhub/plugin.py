@@ -1,4 +1,5 @@
-"""The provider protocol: what every ASR engine offers the hub.
+"""The plug-in contract: what an engine offers the hub, and what an operator or an engine may
+know about the session it serves. The bottom room of the core: it names nothing above it.
 
 A provider is loaded once per process and shared by every session. It offers:
 
@@ -6,26 +7,36 @@ A provider is loaded once per process and shared by every session. It offers:
   :class:`Transcription` out. Every provider has it; failover and ``/v1/transcribe`` use it.
 * ``stage`` — the last operator of a session's chain, built per session from the shared engine:
   it turns :class:`~asrhub.frames.Segment` frames (batch engines) or
-  :class:`~asrhub.frames.AudioChunk` frames (streaming engines) into transcript events.
+  :class:`~asrhub.frames.AudioChunk` frames (streaming engines) into transcript events. It gets
+  the session's :class:`SessionContext` — a Protocol: the hub builds the concrete context (in
+  :mod:`asrhub.session.context`) and passes it in.
 
-Providers are found through :mod:`asrhub.engine.registry` (the ``asrhub.providers`` entry-point group);
-the core never imports a concrete engine.
+Optional parts, each a Protocol of its own so a third party implements only what it has:
+:class:`Probed` (a cheap health check for the circuit breaker). Providers are found through
+:mod:`asrhub.engine.registry` (the ``asrhub.providers`` entry-point group); the core never
+imports a concrete engine.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
 
-from asrhub.frames import Samples, Word
+from reactivex import Observable
 
-if TYPE_CHECKING:
-    from asrhub.engine.context import Operator, SessionContext
+from asrhub.config import Limits, SessionConfig
+from asrhub.flow import Pending
+from asrhub.frames import Frame, Samples, Word
+
+Operator: TypeAlias = Callable[[Observable[Frame]], Observable[Frame]]
+"""Every stage of a session: a function from a frame stream to a frame stream."""
 
 
 class Priority(IntEnum):
-    """How urgently a ``transcribe`` call is wanted; the engine serves lower values first.
+    """How urgently a ``transcribe`` call is wanted; the engine serves lower values first. The
+    one priority scale of the hub: every queue (the engine subject, the worker pools) orders by it.
 
     Finals (a user waits for them) before uploads (file/batch jobs) before partials (which are
     shed first when the engine is busy). Remote providers may ignore it.
@@ -46,6 +57,12 @@ class ProviderUnavailable(Exception):
     """An engine cannot be used at all (not installed, no model, no credentials)."""
 
 
+class PoolFull(RuntimeError):
+    """An engine's queue is at its bound. Backpressure, not a failure: failover waits it out
+    within the call's timeout (the session's ``feed`` waits meanwhile), an upload answers
+    ``capacity``."""
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     streaming: bool = False
@@ -62,6 +79,30 @@ class Capabilities:
     keyterms: bool = False
     """Uses ``keyterms`` (recognition biased toward them)."""
 
+    @property
+    def default_model(self) -> str | None:
+        """The model a session that names none gets (None: no choice of model)."""
+        return next(iter(self.models), None)
+
+    def languages_of(self, model: str | None = None) -> tuple[str, ...] | None:
+        """The languages ``model`` (None: the default model) transcribes; None: any."""
+        model = model or self.default_model
+        return self.models.get(model, self.languages) if model is not None else self.languages
+
+    def model_for(self, language: str) -> str | None:
+        """The model that serves ``language`` when a request names none: None (the default)
+        when the default model knows it, else the first model that does (``de`` with whisper:
+        ``base``, not the English-only ``tiny.en``); None when no model knows it (the hub
+        refuses the language with its own message)."""
+        default = self.default_model
+        if default is None or self.knows(default, language):
+            return None
+        return next((m for m in self.models if self.knows(m, language)), None)
+
+    def knows(self, model: str | None, language: str) -> bool:
+        languages = self.languages_of(model)
+        return languages is None or language in languages
+
 
 @dataclass(frozen=True, slots=True)
 class TimedText:
@@ -74,6 +115,11 @@ class TimedText:
     """The engine's probability that this piece is not speech (None: not known)."""
     compression_ratio: float | None = None
     """gzip compression ratio of the text (a repetition-loop signal; None: not known)."""
+
+    def shifted(self, offset: float) -> TimedText:
+        """This piece ``offset`` seconds later, times rounded to the millisecond (as
+        :meth:`asrhub.frames.Word.shifted`)."""
+        return replace(self, start=round(self.start + offset, 3), end=round(self.end + offset, 3))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +144,88 @@ def hint_prompt(prompt: str | None, keyterms: Any = ()) -> str | None:
     return f"{prompt.rstrip()} {terms}" if prompt else terms
 
 
+# --------------------------------------------------------------------------- the session, as a stage sees it
+
+BreakerState = Literal["closed", "degraded", "open"]
+
+
+class CircuitBreaker(Protocol):
+    """One provider's health as every session of the hub sees it (:mod:`asrhub.engine.breaker`)."""
+
+    @property
+    def state(self) -> BreakerState: ...
+
+    @property
+    def usable(self) -> bool:
+        """False while the circuit is open: the provider is skipped."""
+
+    def why_open(self) -> str: ...
+
+    def failed(self, reason: str) -> None: ...
+
+    def succeeded(self) -> None: ...
+
+
+class CircuitBreakers(Protocol):
+    """The hub's breakers, one per provider, shared by every session."""
+
+    def of(self, provider: Provider) -> CircuitBreaker: ...
+
+    def order(self, providers: Sequence[Provider]) -> list[Provider]:
+        """The failover order: closed providers first, then degraded ones, then open ones."""
+
+
+@dataclass(slots=True)
+class EarlyFinals:
+    """A session's early-final decodes (see :mod:`asrhub.engine.batch_stage`): started at a
+    pause, used as the utterance's final, dropped because speech went on."""
+
+    started: int = 0
+    used: int = 0
+    dropped: int = 0
+
+
+class SessionContext(Protocol):
+    """What an operator or an engine stage may know about the session it serves. The hub builds
+    the concrete context (:class:`asrhub.session.context.Context`) and passes it in."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def config(self) -> SessionConfig:
+        """The config the session started with. A live update (``session.update``) never
+        changes it: it reaches each stage as a :class:`~asrhub.frames.SessionUpdated` frame,
+        in stream order, and a stage takes the new config from that frame as it passes."""
+
+    @property
+    def limits(self) -> Limits: ...
+
+    @property
+    def providers(self) -> tuple[Provider, ...]:
+        """The resolved failover list; empty for provider ``none``."""
+
+    @property
+    def pending(self) -> Pending:
+        """The session's backpressure count (:mod:`asrhub.flow`)."""
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to the session's id, provider and transport."""
+
+    @property
+    def transport(self) -> str: ...
+
+    @property
+    def breakers(self) -> CircuitBreakers: ...
+
+    @property
+    def early_finals(self) -> EarlyFinals: ...
+
+
+# --------------------------------------------------------------------------- the provider
+
+
 @runtime_checkable
 class Provider(Protocol):
     name: str
@@ -118,7 +246,8 @@ class Provider(Protocol):
         priority: Priority = Priority.FINAL,
         **options: Any,
     ) -> Transcription:
-        """Transcribe 16 kHz mono float32 audio. Raises :class:`ProviderError` on failure.
+        """Transcribe 16 kHz mono float32 audio. Raises :class:`ProviderError` on failure
+        (:class:`PoolFull` when its queue is at its bound).
 
         ``priority`` orders queued calls on a shared engine (finals first, partials shed first).
         ``options`` (from :meth:`asrhub.config.SessionConfig.decode_options`, each present only
@@ -132,3 +261,12 @@ class Provider(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """Name, capabilities, model, for ``/v1/models`` and ``asrhub providers``."""
+
+
+@runtime_checkable
+class Probed(Protocol):
+    """A provider with a cheap health check: the circuit breaker probes an open circuit with
+    it (a provider without one is probed with half a second of silence)."""
+
+    async def probe(self) -> None:
+        """Return when the engine answers; raise when it does not."""

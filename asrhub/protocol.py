@@ -12,9 +12,11 @@ Client → hub messages are JSON objects with a string ``type``::
      "last_segment_id": 3}
     {"type": "session.update", "config": {...}}    → UpdateMessage   (extension: live reconfiguration)
 
-Wrapped formats (``{"action": …}``, ``{"data": …}``), unknown types, non-objects and invalid
-JSON raise :class:`~asrhub.errors.HubError` ``bad_message`` (not fatal: the session lives).
-The ``config`` object itself is validated by :meth:`asrhub.hub.Hub.open`.
+Each message is a msgspec struct tagged by its ``type``: one ``msgspec.convert`` decodes and
+validates it (field types, bounds). Wrapped formats (``{"action": …}``, ``{"data": …}``),
+unknown types, non-objects, invalid JSON, JSON nested too deeply and fields of the wrong type
+raise :class:`~asrhub.errors.HubError` ``bad_message`` (not fatal: the session lives) — never
+another exception. The ``config`` object itself is validated by :meth:`asrhub.hub.Hub.open`.
 
 HTTP endpoints answer errors with the contract's ``error`` event as the body and the status
 from :data:`HTTP_STATUS`; the OpenAI-compatible endpoints use OpenAI's error shape
@@ -23,12 +25,11 @@ from :data:`HTTP_STATUS`; the OpenAI-compatible endpoints use OpenAI's error sha
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Annotated, Any, ClassVar, TypeAlias
 
 import msgspec
 import numpy as np
+from msgspec import Meta
 
 from asrhub.errors import HubError
 from asrhub.frames import Event
@@ -39,58 +40,60 @@ MAX_MESSAGE_BYTES = 64 * 1024
 WRAPPER_KEYS = ("action", "data", "payload", "event")
 """Top-level keys of the wrapped formats the contract rejects."""
 
+MAX_TOKEN_CHARS = 256
 
-@dataclass(frozen=True, slots=True)
-class StartMessage:
-    type = "session.start"
-    config: Mapping[str, Any] | None
+
+class _Message(msgspec.Struct, tag_field="type", frozen=True, forbid_unknown_fields=False):
+    """A client → hub message; ``type`` is its tag (unknown extra fields are ignored)."""
+
+
+class StartMessage(_Message, tag="session.start", frozen=True):
+    type: ClassVar[str] = "session.start"
+    config: dict[str, Any] | None = None
     resume: bool = False
     """Extension: ``"resume": true`` asks for a resume token (see :mod:`asrhub.session.resume`)."""
 
 
-@dataclass(frozen=True, slots=True)
-class EndMessage:
-    type = "session.end"
+class EndMessage(_Message, tag="session.end", frozen=True):
+    type: ClassVar[str] = "session.end"
 
 
-@dataclass(frozen=True, slots=True)
-class PingMessage:
-    type = "ping"
+class PingMessage(_Message, tag="ping", frozen=True):
+    type: ClassVar[str] = "ping"
     id: Any = None
 
 
-@dataclass(frozen=True, slots=True)
-class ResumeMessage:
+class ResumeMessage(_Message, tag="session.resume", frozen=True):
     """Extension: continue a dropped session (see :mod:`asrhub.session.resume`)."""
 
-    type = "session.resume"
-    token: str
+    type: ClassVar[str] = "session.resume"
+    token: Annotated[str, Meta(min_length=1, max_length=MAX_TOKEN_CHARS)]
+    """The ``resume_token`` of ``session.started``."""
     last_segment_id: int | None = None
-    audio_from_bytes: int = 0
+    audio_from_bytes: Annotated[int, Meta(ge=0)] = 0
     """Extension (cluster resume): the oldest offset of its audio byte stream the client can
     still re-send; ``session.resumed``'s ``resume_from_bytes`` is never below it."""
 
 
-@dataclass(frozen=True, slots=True)
-class UpdateMessage:
+class UpdateMessage(_Message, tag="session.update", frozen=True):
     """Extension: change an open session's config from the next utterance on (a patch: only the
     fields given change; nested objects merge). Answered by ``session.updated``."""
 
-    type = "session.update"
-    config: Mapping[str, Any]
+    type: ClassVar[str] = "session.update"
+    config: dict[str, Any]
+    """The fields to change."""
 
 
 ClientMessage: TypeAlias = StartMessage | EndMessage | PingMessage | ResumeMessage | UpdateMessage
 
 CLIENT_TYPES = (StartMessage.type, EndMessage.type, PingMessage.type, ResumeMessage.type, UpdateMessage.type)
 
-MAX_TOKEN_CHARS = 256
-
 _decoder = msgspec.json.Decoder()
 
 
 def parse_message(raw: str | bytes | Any, *, event: str | None = None) -> ClientMessage:
-    """Parse one client → hub control message.
+    """Parse one client → hub control message; raises only :class:`HubError` (``bad_message``,
+    or ``too_large`` past :data:`MAX_MESSAGE_BYTES`).
 
     ``raw`` is JSON text (WebSocket text frame, HTTP body) or an already decoded object
     (a Socket.io payload). ``event`` is the Socket.io event name the payload arrived under:
@@ -113,8 +116,8 @@ def parse_message(raw: str | bytes | Any, *, event: str | None = None) -> Client
     if not isinstance(obj, dict):
         raise HubError("bad_message", f"a message must be a JSON object, not {type(obj).__name__}")
     kind = obj.get("type", event if event is not None else None)
+    wrapper = next((k for k in WRAPPER_KEYS if k in obj), None)
     if kind is None:
-        wrapper = next((k for k in WRAPPER_KEYS if k in obj), None)
         if wrapper is not None:
             raise HubError(
                 "bad_message",
@@ -126,49 +129,24 @@ def parse_message(raw: str | bytes | Any, *, event: str | None = None) -> Client
         raise HubError("bad_message", f'"type" must be a string, not {type(kind).__name__}')
     if event is not None and kind != event:
         raise HubError("bad_message", f"event {event!r} carries a message of type {kind!r}")
-    wrapper = next((k for k in WRAPPER_KEYS if k in obj), None)
     if wrapper is not None:
         raise HubError(
             "bad_message",
             f"wrapped messages are not supported: put the fields of {wrapper!r} at the top level",
         )
-    if kind == StartMessage.type:
-        config = obj.get("config")
-        if config is not None and not isinstance(config, dict):
-            raise HubError("bad_message", f'"config" must be an object, not {type(config).__name__}')
-        resume = obj.get("resume", False)
-        if not isinstance(resume, bool):
-            raise HubError("bad_message", f'"resume" must be true or false, not {type(resume).__name__}')
-        return StartMessage(config=config, resume=resume)
-    if kind == EndMessage.type:
-        return EndMessage()
-    if kind == PingMessage.type:
-        return PingMessage(id=obj.get("id"))
-    if kind == ResumeMessage.type:
-        return _resume_message(obj)
-    if kind == UpdateMessage.type:
-        config = obj.get("config")
-        if not isinstance(config, dict):
-            raise HubError(
-                "bad_message", '"config" of session.update must be an object with the fields to change'
-            )
-        return UpdateMessage(config=config)
     if kind == "audio":
         raise HubError("bad_message", "audio travels as binary frames, never inside JSON")
-    raise HubError("bad_message", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}")
-
-
-def _resume_message(obj: dict[str, Any]) -> ResumeMessage:
-    token, last = obj.get("token"), obj.get("last_segment_id")
-    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
-        raise HubError("bad_message", '"token" must be the resume_token of session.started (a string)')
-    if last is not None and (isinstance(last, bool) or not isinstance(last, int)):
-        what = type(last).__name__
-        raise HubError("bad_message", f'"last_segment_id" must be an integer or null, not {what}')
-    held_from = obj.get("audio_from_bytes", 0)
-    if isinstance(held_from, bool) or not isinstance(held_from, int) or held_from < 0:
-        raise HubError("bad_message", '"audio_from_bytes" must be a non-negative integer')
-    return ResumeMessage(token=token, last_segment_id=last, audio_from_bytes=held_from)
+    if kind not in CLIENT_TYPES:
+        raise HubError(
+            "bad_message", f"unknown message type {kind!r}; expected one of {', '.join(CLIENT_TYPES)}"
+        )
+    try:
+        message: ClientMessage = msgspec.convert({**obj, "type": kind}, ClientMessage)
+    except msgspec.ValidationError as exc:
+        raise HubError("bad_message", f"invalid {kind}: {exc}") from None
+    except RecursionError:
+        raise HubError("bad_message", "JSON nested too deeply") from None
+    return message
 
 
 # --------------------------------------------------------------------------- hub → client
@@ -196,8 +174,9 @@ def encode_event(event: Event) -> str:
 
 
 def event_payload(event: Event) -> dict[str, Any]:
-    """The message as a JSON-ready dict (the Socket.io payload): numpy scalars converted."""
-    result: dict[str, Any] = msgspec.json.decode(_encoder.encode(event.to_dict()))
+    """The message as a JSON-ready dict (the Socket.io payload): numpy scalars and arrays
+    converted to Python numbers and lists, without a round trip through JSON text."""
+    result: dict[str, Any] = msgspec.to_builtins(event.to_dict(), enc_hook=_enc_hook)
     return result
 
 

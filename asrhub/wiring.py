@@ -12,9 +12,9 @@ Every session's chain is, in order::
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.engine.registry import ProviderRegistry
 from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE
@@ -24,7 +24,9 @@ from asrhub.operators.decode import decode
 from asrhub.operators.resample import resample
 from asrhub.operators.segment import segment
 from asrhub.operators.vad_gate import vad_gate
-from asrhub.plugin import Provider
+from asrhub.operators.wakeword_models import WakewordModels
+from asrhub.plugin import Operator, Provider
+from asrhub.session.context import Context
 from asrhub.settings.schema import Settings
 
 SPLIT_SEARCH_S = 3.0
@@ -32,7 +34,9 @@ SPLIT_SEARCH_S = 3.0
 the last this many seconds (a pause between words), not through a word."""
 
 
-def build_pipeline(ctx: SessionContext) -> Operator:
+def build_pipeline(ctx: Context, *, wakewords: WakewordModels | None = None) -> Operator:
+    """One session's chain. ``wakewords``: the hub's shared wake-word models (:func:`build_hub`
+    passes them; None: a wake-word session loads a set of its own)."""
     config, limits = ctx.config, ctx.limits
     stages: list[tuple[str, Operator]] = [
         ("decode", decode(config.audio, pending=ctx.pending, slots=ctx.decoder_slots)),
@@ -49,6 +53,7 @@ def build_pipeline(ctx: SessionContext) -> Operator:
                     threshold=config.wakeword.threshold,
                     off_loop=True,
                     pending=ctx.pending,
+                    models=wakewords,
                 ),
             )
         )
@@ -93,7 +98,7 @@ def build_pipeline(ctx: SessionContext) -> Operator:
     return ctx.metrics.instrument(stages)  # reactivex.compose, plus per-stage timing for /metrics
 
 
-def early_final_ms(ctx: SessionContext) -> int:
+def early_final_ms(ctx: Context) -> int:
     """The pause that starts an early final (0: none): only a batch engine can use one."""
     if not ctx.providers or ctx.providers[0].capabilities.streaming:
         return 0
@@ -117,24 +122,24 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
         from asrhub.cluster.leases import Cluster
 
         cluster = Cluster(settings.cluster, settings.limits)
+    wakewords = WakewordModels()
     hub = Hub(
         providers=create_providers(settings, registry),
-        pipeline_factory=build_pipeline,
+        pipeline_factory=partial(build_pipeline, wakewords=wakewords),
         default_provider=default if default else NO_PROVIDER,
         limits=settings.limits,
         cluster=cluster,
         metrics=HubMetrics.from_settings(settings.metrics),
     )
-    hub.warmups.append(_preload_wakewords)
+    hub.warmups.append(partial(_preload_wakewords, wakewords))
     return hub
 
 
-def _preload_wakewords() -> None:
-    """Wake-word models at start-up, not in the first wake-word session's ``hub.open``; a
-    machine without them still serves everything else (sessions asking get the usual error)."""
-    from asrhub.operators.wakeword import preload
-
+def _preload_wakewords(wakewords: WakewordModels) -> None:
+    """The hub's wake-word models at start-up, not in the first wake-word session's
+    ``hub.open``; a machine without them still serves everything else (sessions asking get the
+    usual error)."""
     try:
-        preload()
+        wakewords.preload()
     except HubError:
         pass

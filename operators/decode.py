@@ -39,9 +39,9 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from asrhub.config import AudioFormat
-from asrhub.engine.context import Operator
 from asrhub.flow import Pending, Slots, Stage
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, RawAudio, Samples
+from asrhub.plugin import Operator
 
 from ._avdecode import concat
 from ._avstream import DONE, StreamDecoder

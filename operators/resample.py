@@ -31,9 +31,9 @@ import numpy as np
 from reactivex import Observable, abc
 from scipy.signal import firwin, upfirdn
 
-from asrhub.engine.context import Operator
 from asrhub.flow import Stage
 from asrhub.frames import AudioChunk, Frame, Samples
+from asrhub.plugin import Operator
 
 MAX_FACTOR = 4096
 """Largest up or down factor (common rate pairs need at most 2560: 11025 Hz → 192 kHz)."""

@@ -43,8 +43,6 @@ from typing import Any
 import numpy as np
 from reactivex import Observable, abc
 
-from asrhub.engine.context import Operator
-from asrhub.engine.uploads import quietest_cut
 from asrhub.flow import Stage
 from asrhub.frames import (
     AudioChunk,
@@ -56,6 +54,8 @@ from asrhub.frames import (
     SpeechPaused,
     SpeechStarted,
 )
+from asrhub.pcm import quietest_cut
+from asrhub.plugin import Operator
 
 GAP_S = 0.010
 

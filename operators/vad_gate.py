@@ -47,7 +47,6 @@ import webrtcvad
 from _webrtcvad import process
 from reactivex import Observable, abc
 
-from asrhub.engine.context import Operator
 from asrhub.flow import Stage
 from asrhub.frames import (
     AudioChunk,
@@ -59,6 +58,7 @@ from asrhub.frames import (
     SpeechStarted,
 )
 from asrhub.pcm import float_to_pcm16, pcm16_to_float
+from asrhub.plugin import Operator
 
 from ._pcm import Pcm16Chunk
 

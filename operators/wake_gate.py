@@ -32,8 +32,8 @@ from typing import Any
 import reactivex
 from reactivex import Observable, abc
 
-from asrhub.engine.context import Operator
 from asrhub.frames import AudioChunk, Frame, SpeechEnded, SpeechStarted, WakeWordDetected
+from asrhub.plugin import Operator
 
 LOOKBACK_CHUNKS = 1024
 """A hard bound on remembered chunks, whatever their size."""

@@ -10,8 +10,8 @@ Every frame passes through untouched and in order; the detector never holds audi
     audio:   ─a─a─a─a─a─a─a─a─a─────|
     out:     ─a─a─a─a─a─aW─a─a─a────|      W = WakeWordDetected("hey_jarvis", 0.98, t)
 
-The models (shared by all sessions, see :mod:`.wakeword_models`) are loaded by the hub at
-start-up (:func:`preload`), so building the operator in ``hub.open`` only looks them up: an
+The models (a :class:`~.wakeword_models.WakewordModels` shared by the sessions of a hub) are
+loaded by the hub at start-up, so building the operator in ``hub.open`` only looks them up: an
 unknown name or missing model files raise :class:`~asrhub.errors.HubError` there, so the
 client's ``session.start`` is refused with a clear ``error`` before any audio flows.
 
@@ -35,10 +35,10 @@ import numpy as np
 import reactivex
 from reactivex import Observable, abc
 
-from asrhub.engine.context import Operator
 from asrhub.errors import HubError
 from asrhub.flow import Pending
 from asrhub.frames import TARGET_RATE, AudioChunk, Frame, WakeWordDetected
+from asrhub.plugin import Operator
 
 from .wakeword_models import (
     FRAME,
@@ -47,9 +47,7 @@ from .wakeword_models import (
     MEL_WINDOW,
     FeatureModels,
     WakeModel,
-    available,
-    feature_models,
-    wake_models,
+    WakewordModels,
 )
 
 MAX_STEPS_PER_CALL = 25
@@ -119,15 +117,6 @@ class Detector:
         return WakeWordDetected(name=name, score=round(score, 4), t=round(t, 6))
 
 
-def preload() -> None:
-    """Load the feature models and every installed wake model (blocking; the hub calls it at
-    start-up, so no session pays for a model load)."""
-    feature_models()
-    names = tuple(available())
-    if names:
-        wake_models(names)
-
-
 def wakeword(
     *,
     names: tuple[str, ...] | list[str],
@@ -135,16 +124,19 @@ def wakeword(
     refractory_s: float = 1.5,
     off_loop: bool = False,
     pending: Pending | None = None,
+    models: WakewordModels | None = None,
 ) -> Operator:
-    """Detect wake words in 16 kHz audio. Raises HubError for unknown names or missing models."""
+    """Detect wake words in 16 kHz audio. ``models``: the hub's shared models (None: a set of
+    this operator's own, loaded now). Raises HubError for unknown names or missing models."""
     if not 0.0 <= threshold <= 1.0:
         raise HubError("bad_message", f"wake-word threshold must be in [0, 1], got {threshold}", fatal=True)
-    models = wake_models(tuple(names))
-    front = feature_models()
+    models = models or WakewordModels()
+    wake = models.wake(tuple(names))
+    front = models.features()
 
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: abc.SchedulerBase | None = None) -> Any:
-            detector = Detector(front, models, threshold, refractory_s)
+            detector = Detector(front, wake, threshold, refractory_s)
             try:
                 loop = asyncio.get_running_loop() if off_loop else None
             except RuntimeError:

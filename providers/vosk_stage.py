@@ -37,30 +37,41 @@ import asyncio
 import json
 from collections import deque
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from asrhub.engine.failover import AllFailed, call_timeout, describe, failover
+from asrhub.engine.finals import final_event
+from asrhub.engine.inference_pool import InferencePool
 from asrhub.engine.ordered import Ordered, engine_stage
 from asrhub.frames import (
     TARGET_RATE,
     AudioChunk,
     ErrorEvent,
-    FinalTranscript,
     Frame,
     PartialTranscript,
+    SessionUpdated,
     SpeechEnded,
     Word,
 )
 from asrhub.pcm import float_to_pcm16
-from asrhub.plugin import Provider
+from asrhub.plugin import Operator, Provider, SessionContext, Transcription
 
-from .vosk import words_of
+from .vosk_model import VoskSettings, words_of
 from .vosk_timeline import Timeline
 
-if TYPE_CHECKING:
-    from asrhub.engine.context import Operator, SessionContext
 
-    from .vosk import VoskProvider
+class VoskEngine(Provider, Protocol):
+    """The Vosk provider (``providers/vosk.py``) as its stage sees it."""
+
+    settings: VoskSettings
+    language: str | None
+
+    def recognizer(self, sample_rate: int = TARGET_RATE) -> Any:
+        """A new ``KaldiRecognizer`` on the provider's shared model (blocking)."""
+
+    def ready(self) -> InferencePool:
+        """The provider's worker pool (raises ``ProviderError`` before it started)."""
+
 
 _END = object()
 BATCH_S = 0.5
@@ -73,21 +84,24 @@ recognizer got that far."""
 class _Rec:
     """A recognizer and its clock origin (the stream offset, in samples, it started at)."""
 
-    def __init__(self, provider: VoskProvider, rate: int, base: int) -> None:
+    def __init__(self, provider: VoskEngine, rate: int, base: int) -> None:
         self.rec = provider.recognizer(rate)
         self.base = base
         self.last_partial = ""
 
 
-def vosk_stage(provider: VoskProvider, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
+def vosk_stage(provider: VoskEngine, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
     return engine_stage(ctx, provider.name, lambda out: _Stream(provider, ctx, fallbacks, out))
 
 
 class _Stream:
     def __init__(
-        self, provider: VoskProvider, ctx: SessionContext, fallbacks: tuple[Provider, ...], out: Ordered
+        self, provider: VoskEngine, ctx: SessionContext, fallbacks: tuple[Provider, ...], out: Ordered
     ) -> None:
         self.provider, self.ctx, self.fallbacks, self.out = provider, ctx, fallbacks, out
+        self.config = ctx.config
+        """The config of the results being emitted: a ``session.updated`` frame changes it when
+        it leaves the stage, in order, so what was recognised before it keeps the old one."""
         self.loop = asyncio.get_running_loop()
         self.queue: deque[Any] = deque()
         self.drainer: asyncio.Task[None] | None = None
@@ -117,7 +131,7 @@ class _Stream:
                 self.ctx.pending.hold("vosk")  # feed waits until the recognizer catches up
             return
         if self.drainer is None and not self.queue and not isinstance(frame, SpeechEnded):
-            self.out.emit(frame)  # nothing ahead of it: no need to wait
+            self.pass_on(frame)  # nothing ahead of it: no need to wait
         else:
             self.enqueue(frame)
         if isinstance(frame, SpeechEnded) and self.speaking:
@@ -217,7 +231,7 @@ class _Stream:
         self.failed = None  # the next utterance gets a fresh recognizer
         origin, samples = self.time.utterance(self.rescued, until)
         self.rescued = until
-        config = self.ctx.config
+        config = self.config
         try:
             served = await failover(
                 self.fallbacks,
@@ -236,9 +250,14 @@ class _Stream:
         return "fallback", (served.provider, result.text, result.language, words, origin), until
 
     # ------------------------------------------------------------------ results (event loop)
+    def pass_on(self, frame: Frame) -> None:
+        if isinstance(frame, SessionUpdated) and frame.settings is not None:
+            self.config = frame.settings
+        self.out.emit(frame)
+
     def emit(self, kind: str, value: Any, fed: int) -> None:
         if kind == "frame":
-            self.out.emit(value)
+            self.pass_on(value)
         elif kind == "release":
             self.ctx.pending.release()
         elif kind == "partial":
@@ -268,16 +287,16 @@ class _Stream:
         self, text: str, provider: str, language: str | None, words: tuple[Word, ...], fed: int
     ) -> None:
         if text or self.shown:
-            config = self.ctx.config
+            config = self.config
             self.out.emit(
-                FinalTranscript(
-                    segment_id=self.segment_id,
-                    text=text,
+                final_event(
+                    self.segment_id,
+                    Transcription(text, language, words),  # words already in stream time
+                    provider=provider,
                     start=words[0].start if words else self.time.utterance_start(),
                     end=words[-1].end if words else self.time.at(fed),
-                    provider=provider,
-                    language=language or config.fixed_language,
-                    words=words if config.word_timestamps else None,
+                    words=config.word_timestamps,
+                    language=config.fixed_language,
                 )
             )
             self.segment_id += 1

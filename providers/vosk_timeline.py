@@ -47,10 +47,7 @@ class Timeline:
     def shift(self, words: tuple[Word, ...], origin: int) -> tuple[Word, ...]:
         """Words timed in seconds from recognizer sample ``origin`` → stream time."""
         r = self.rate
-        return tuple(
-            Word(w.word, self.at(origin + w.start * r), self.at(origin + w.end * r), w.probability)
-            for w in words
-        )
+        return tuple(w.mapped(lambda t: self.at(origin + t * r)) for w in words)
 
     def utterance_start(self) -> float:
         return self.at(self.audio[0][0]) if self.audio else self.end_t

@@ -46,7 +46,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -56,9 +56,7 @@ from asrhub.logging import get_logger
 from asrhub.plugin import ProviderError, ProviderUnavailable, Transcription
 
 from .whisper_decode import WhisperDecoder
-
-if TYPE_CHECKING:
-    from .whisper import Clip, WhisperSettings
+from .whisper_model import Clip, WhisperSettings, check, decode_clips, load_model
 
 log = get_logger("asrhub.providers.whisper_ray")
 
@@ -75,8 +73,6 @@ class WhisperReplica:
     """The actor's body: one faster-whisper model on one node."""
 
     def __init__(self, options: dict[str, Any]) -> None:
-        from .whisper import WhisperSettings, check, load_model
-
         settings = msgspec.convert(options, WhisperSettings)
         problem = check(options)
         if problem is not None:
@@ -86,8 +82,6 @@ class WhisperReplica:
         self.decoder = WhisperDecoder(self.model, settings)
 
     def decode(self, clips: list[Clip], final: bool) -> list[Transcription]:
-        from .whisper import decode_clips
-
         return decode_clips(self.decoder, clips, final)
 
     def languages(self) -> tuple[str, ...] | None:

@@ -24,12 +24,11 @@ import av
 from aiohttp import BodyPartReader, web
 
 from asrhub.api import load_audio
-from asrhub.engine.inference import PoolFull
-from asrhub.engine.uploads import words_in
+from asrhub.engine.finals import file_finals
 from asrhub.errors import HubError
-from asrhub.frames import TARGET_RATE, FinalTranscript, Samples
+from asrhub.frames import TARGET_RATE, Samples
 from asrhub.hub import Hub
-from asrhub.plugin import TimedText, Transcription
+from asrhub.plugin import PoolFull, Transcription
 from asrhub.protocol import encode_json
 
 from .common import HUB, SETTINGS, read_limited
@@ -142,33 +141,6 @@ async def transcribe_upload(
     return name, result, len(samples) / TARGET_RATE
 
 
-def pieces(result: Transcription, duration: float) -> tuple[TimedText, ...]:
-    """The transcription's timed pieces (one covering the whole file when the engine gave none)."""
-    if result.segments:
-        return result.segments
-    if not result.text.strip():
-        return ()
-    return (TimedText(text=result.text, start=0.0, end=duration),)
-
-
-__all__ = ["final_events", "pieces", "read_upload", "transcribe_upload", "words_in"]
-
-
-def final_events(name: str, result: Transcription, duration: float) -> list[FinalTranscript]:
-    return [
-        FinalTranscript(
-            segment_id=i,
-            text=piece.text.strip(),
-            start=round(piece.start, 3),
-            end=round(piece.end, 3),
-            provider=name,
-            language=result.language,
-            words=words_in(result.words, piece.start, piece.end),
-        )
-        for i, piece in enumerate(pieces(result, duration))
-    ]
-
-
 async def transcribe(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     upload = await read_upload(request)
@@ -176,17 +148,18 @@ async def transcribe(request: web.Request) -> web.Response:
     provider, model = upload.get("provider") or None, upload.get("model") or None
     if model is not None and provider is None:  # "base", "whisper:base": the mapping rule
         provider, model = hub.resolve_model(model)
+    language = upload.get("language") or None
     name, result, duration = await transcribe_upload(
         hub,
         upload.data,
         provider=provider,
-        language=upload.get("language") or None,
+        language=language,
         prompt=upload.get("prompt") or None,
         model=model,
         task=upload.get("task") or "transcribe",
         keyterms=tuple(upload.get_all("keyterms") + upload.get_all("keyterms[]")),
     )
-    segments = [e.to_dict() for e in final_events(name, result, duration)]
+    segments = [e.to_dict() for e in file_finals(name, result, duration, language)]
     body = {
         "text": result.text.strip(),
         "segments": segments,

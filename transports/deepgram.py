@@ -42,6 +42,7 @@ from typing import Any
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from asrhub.engine.finals import pieces
 from asrhub.errors import HubError
 from asrhub.frames import (
     ErrorEvent,
@@ -57,7 +58,7 @@ from asrhub.plugin import Transcription
 from asrhub.protocol import encode_json, http_status
 
 from . import deepgram_options as dg
-from .batch import pcm16_wav, pieces, transcribe_upload
+from .batch import pcm16_wav, transcribe_upload
 from .common import (
     CONNECTIONS,
     HUB,

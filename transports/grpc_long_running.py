@@ -23,11 +23,12 @@ import grpc
 from google.cloud import speech_v1
 from google.protobuf.message import Message
 
+from asrhub.engine.finals import file_finals
 from asrhub.errors import HubError
 from asrhub.frames import FinalTranscript, Word
 from asrhub.hub import Hub
 
-from .batch import final_events, pcm16_wav, transcribe_upload
+from .batch import pcm16_wav, transcribe_upload
 from .google_speech_config import SpeechOptions
 from .google_speech_results import recognize_result
 from .grpc_operations import SHUTTING_DOWN, Job, OperationFailed, Progress
@@ -95,7 +96,7 @@ def file_job(hub: Hub, content: bytes, options: SpeechOptions, status_of: Any) -
         pause_s = hub.resolve_config(fields).vad.silence_ms / 1000
         results = [
             recognize_result(final, word_offsets=options.word_offsets, language_code=options.language_code)
-            for final in utterances(final_events(name, result, duration), pause_s)
+            for final in utterances(file_finals(name, result, duration), pause_s)
             if final.text
         ]
         response = speech_v1.LongRunningRecognizeResponse(

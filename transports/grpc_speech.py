@@ -50,7 +50,6 @@ from asrhub.frames import (
 )
 from asrhub.hub import Hub
 from asrhub.logging import get_logger
-from asrhub.session.delivery import EventQueue
 from asrhub.session.session import Session, State
 
 from .auth import Auth
@@ -186,7 +185,7 @@ class SpeechService:
             return
         streaming = first.streaming_config
         session, options = await self._open(context, streaming.config, interim=streaming.interim_results)
-        queue = EventQueue(session, self.hub.limits.subscriber_queue)
+        queue = session.queue(self.hub.limits.subscriber_queue)
         reader = _Reader(session, self.hub.limits.max_frame_bytes)
         reading = asyncio.create_task(reader.run(requests), name="grpc-speech-reader")
         stability = Stability()

@@ -13,14 +13,10 @@ from asrhub.hub import NO_PROVIDER, Hub
 
 
 def model_for_language(hub: Hub, provider: str | None, model: str | None, language: str | None) -> str | None:
+    """The model for a request that names ``provider`` (None: the hub's default), maybe a
+    ``model``, and a ``language``: :meth:`asrhub.plugin.Capabilities.model_for`, the one rule."""
     if model is not None or language is None:
         return model
     name = provider or hub.default_provider
     engine = hub.providers.get(name) if name != NO_PROVIDER else None
-    if engine is None or not engine.capabilities.models:
-        return None
-    models = engine.capabilities.models
-    default = next(iter(models))
-    if models[default] is None or language in (models[default] or ()):
-        return None
-    return next((m for m, langs in models.items() if langs is None or language in langs), None)
+    return engine.capabilities.model_for(language) if engine is not None else None

@@ -27,12 +27,13 @@ from typing import Any
 
 from aiohttp import web
 
+from asrhub.engine.finals import pieces, words_in
 from asrhub.errors import HubError
 from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.plugin import Transcription
 from asrhub.protocol import encode_json
 
-from .batch import pieces, read_upload, transcribe_upload, words_in
+from .batch import read_upload, transcribe_upload
 from .common import HUB
 from .openai_stream import stream_transcription
 

@@ -29,7 +29,6 @@ from aiohttp import web
 from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE, ErrorEvent, FinalTranscript, Samples, SessionClosed
 from asrhub.protocol import encode_json, openai_error_body
-from asrhub.session.delivery import EventQueue
 
 from .batch import decode_upload
 from .common import HUB, KEY_ID
@@ -72,7 +71,7 @@ async def stream_transcription(
         config["model"] = model
     # errors: 400/503 JSON; a cluster-wide slot is taken when the hub is part of a cluster
     session = await hub.open_async(config, key=request.get(KEY_ID), transport=TRANSPORT)
-    queue = EventQueue(session, hub.limits.subscriber_queue)
+    queue = session.queue(hub.limits.subscriber_queue)
 
     async def feed() -> None:
         for i in range(0, len(samples), CHUNK_SAMPLES):

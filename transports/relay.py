@@ -88,7 +88,7 @@ class Relay:
         after taking a cluster-wide slot when the hub is part of a cluster."""
         session = await self.hub.open_async(self.config, key=self.key, transport=self.transport)
         self.session, self._bytes = session, 0
-        self._queue = EventQueue(session, self.hub.limits.subscriber_queue)
+        self._queue = session.queue(self.hub.limits.subscriber_queue)
         self._watch = session.events.subscribe(on_next=self._after_event)
         self._forwarder = asyncio.create_task(self._forward(self._queue, self.offset))
         return session

@@ -119,7 +119,7 @@ async def create(request: web.Request) -> web.Response:
     rec = HttpSession(
         session_id=session.id,
         key=request[KEY_ID],
-        queue=EventQueue(session, hub.limits.subscriber_queue),
+        queue=session.queue(hub.limits.subscriber_queue),
         started=sse_frame(started),
     )
 

@@ -159,7 +159,7 @@ class StreamConnection:
             return
         self.session = session
         self.log = self.log.bind(session_id=session.id)
-        self.queue = EventQueue(session, self.queue_size)  # first: it gets the early events
+        self.queue = session.queue(self.queue_size)  # first: it gets the early events
         self._watch = session.events.subscribe(on_next=self._after_event)
         token = None
         if resume and self.hub.resumes.enabled and not session.closed:
@@ -199,7 +199,7 @@ class StreamConnection:
         missed, complete = held.log.since(message.last_segment_id)
         held.log.ack(message.last_segment_id)
         # No await between the snapshot and the new subscription: nothing falls between them.
-        self.queue = EventQueue(session, self.queue_size)
+        self.queue = session.queue(self.queue_size)
         self._watch = session.events.subscribe(on_next=self._after_event)
         await self.emit(
             SessionResumed(
@@ -279,7 +279,7 @@ class StreamConnection:
         session.bytes_in = start
         self.session = session
         self.log = self.log.bind(session_id=session.id)
-        self.queue = EventQueue(session, self.queue_size)
+        self.queue = session.queue(self.queue_size)
         self._watch = session.events.subscribe(on_next=self._after_event)
         self.held = self.hub.resumes.register(
             session, self.key, self, token=message.token, position=position, history=history

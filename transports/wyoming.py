@@ -187,7 +187,7 @@ class WyomingHandler(AsyncEventHandler):
             await self._error(exc)
             return
         self.session = session
-        queue = EventQueue(session, self.hub.limits.subscriber_queue)
+        queue = session.queue(self.hub.limits.subscriber_queue)
         if wake:
             self.forwarder = asyncio.create_task(self._forward_detections(queue))
         else:

@@ -68,16 +68,16 @@ from asrhub.frames import (
     SpeechEnded,
     SpeechStarted,
     WakeWordDetected,
-    Word,
     event_from_dict,
+    segment_of,
 )
+from asrhub.plugin import Operator
 from asrhub.session.resume import LOG_SIZE, Held, Resumes, valid_token
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
 
     from asrhub.config import SessionConfig
-    from asrhub.engine.context import Operator
 
 FENCE = """
 local function fence(key, node, epoch)
@@ -254,9 +254,9 @@ def pcm_position(config: SessionConfig) -> Position | None:
 
 
 def _segment_of(event: Event) -> int:
-    if isinstance(event, FinalTranscript | ErrorEvent) and event.segment_id is not None:
-        return event.segment_id
-    return -1
+    """:func:`~asrhub.frames.segment_of`, -1 for none (the log entry's prefix is an integer)."""
+    seg = segment_of(event)
+    return -1 if seg is None else seg
 
 
 def entry(event: Event) -> str:
@@ -279,9 +279,7 @@ def continuation(segment_base: int, time_offset: float) -> Operator:
         if isinstance(event, FinalTranscript):
             words = event.words
             if words is not None:
-                words = tuple(
-                    Word(w.word, w.start + time_offset, w.end + time_offset, w.probability) for w in words
-                )
+                words = tuple(w.shifted(time_offset) for w in words)
             return replace(
                 event,
                 segment_id=event.segment_id + segment_base,

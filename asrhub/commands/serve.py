@@ -15,18 +15,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
-import signal
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
-
-from asrhub.logging import get_logger
 from asrhub.settings.schema import Settings
-
-log = get_logger("asrhub.server")
 
 
 def add_parser(subparsers: Any) -> None:
@@ -49,104 +41,9 @@ def load_settings(args: argparse.Namespace) -> Settings:
     return load_from_args(args).settings
 
 
-GC_GEN0_THRESHOLD = 10_000
-"""Container allocations between young collections (CPython's default: 700). A session is a few
-hundred small objects; 1,000 opens at the default ran ~150 collections and a full one that
-stopped the loop for 60-70 ms (docs/benchmarks.md)."""
-
-
-def tune_gc() -> None:
-    """After start-up: freeze what is loaded (modules, models, the app) out of every future
-    collection, and collect the young generation less often. For the server process only."""
-    gc.collect()
-    gc.freeze()
-    _gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
-
-
-async def serve(
-    settings: Settings,
-    *,
-    ready: asyncio.Event | None = None,
-    gc_tuning: bool = False,
-    reuse_port: bool = False,
-    announce: bool = True,
-    on_ready: Callable[[], None] | None = None,
-    multiprocess: bool = False,
-) -> None:
-    """Run until SIGTERM/SIGINT, then shut down gracefully. ``gc_tuning``: :func:`tune_gc` once
-    the models are loaded (the CLI's process; not for a hub embedded in someone else's).
-    ``reuse_port``, ``announce`` and ``on_ready`` serve the workers of ``--workers N``
-    (:mod:`asrhub.commands.workers`): they share the port, and their supervisor announces it;
-    ``multiprocess``: the hub's metrics go to the machine-wide export (one hub per worker)."""
-    from asrhub.transports.app import create_app
-    from asrhub.transports.common import listening_sockets
-    from asrhub.wiring import build_hub
-
-    hub = build_hub(settings)
-    if multiprocess:
-        hub.metrics.enable_multiprocess()
-    app = create_app(hub, settings)
-    grace = settings.server.shutdown_grace_s
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace + 10.0, access_log=None)
-    await runner.setup()  # start-up: models load here, before any port opens
-    if gc_tuning:
-        tune_gc()
-    syncing = (
-        asyncio.create_task(hub.metrics.sync_forever(settings.metrics.worker_sync_s))
-        if hub.metrics.multiprocess
-        else None
-    )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        server = settings.server
-        listening = listening_sockets(
-            server.host, server.port, receive_buffer=server.receive_buffer_bytes, reuse_port=reuse_port
-        )
-        # gRPC, Wyoming (when their ports are set): up before the HTTP port says "ready"
-        others = await _start_listeners(app, reuse_port=reuse_port)
-        for sock in listening:
-            await web.SockSite(runner, sock).start()
-        if announce:
-            for address in runner.addresses:
-                host, port = address[0], address[1]
-                print(f"asrhub: listening on http://{host}:{port}", flush=True)
-            for url in others:
-                print(f"asrhub: listening on {url}", flush=True)
-        if ready is not None:
-            ready.set()
-        if on_ready is not None:
-            on_ready()
-        await stop.wait()
-        if announce:
-            print("asrhub: shutting down", flush=True)
-        if server.drain_notice_s > 0:  # /healthz 503, new sessions refused, port still open
-            hub.accepting = False
-            await asyncio.sleep(server.drain_notice_s)
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-        await runner.cleanup()
-        if syncing is not None:
-            syncing.cancel()
-        log.info("server stopped")
-
-
-async def _start_listeners(app: web.Application, *, reuse_port: bool) -> list[str]:
-    from asrhub.operators import wakeword_models
-    from asrhub.transports.listeners import start_listeners
-
-    urls: list[str] = await start_listeners(
-        app, wake_words=lambda: wakeword_models.available(), reuse_port=reuse_port
-    )
-    return urls
-
-
 def run(args: argparse.Namespace) -> int:
     from asrhub.commands import workers
+    from asrhub.commands.server import serve
     from asrhub.logging import configure
     from asrhub.plugin import ProviderUnavailable
     from asrhub.settings.loader import SettingsError

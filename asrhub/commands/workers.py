@@ -59,7 +59,7 @@ def _worker_main(settings: Settings, index: int, ready: Any) -> None:
     """A worker process: the single-process server, announcing readiness to the supervisor."""
     import asyncio
 
-    from asrhub.commands.serve import serve
+    from asrhub.commands.server import serve
     from asrhub.logging import configure
     from asrhub.plugin import ProviderUnavailable
 

@@ -24,7 +24,7 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
   (``voiced_end`` ≤ the speculative segment's ``end``), the decode already under way serves as
   its final — so a VAD-endpointed final costs about max(hangover, inference), not their sum.
   When speech resumed (or another pause came), the speculative decode is cancelled and its
-  result dropped. Counts per session in ``ctx.extras["early_finals"]`` (started, used, dropped).
+  result dropped. Counts per session in ``ctx.early_finals`` (started, used, dropped).
 * **Live reconfiguration**: a ``session.updated`` frame passing through replaces the config
   (language, task, key terms, model…) used for the utterances that arrive after it.
 * Other frames pass through at once.
@@ -38,20 +38,11 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from asrhub.config import SessionConfig
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.engine.failover import AllFailed, Served, call_timeout, failover
+from asrhub.engine.finals import final_event
 from asrhub.engine.ordered import Ordered, engine_stage
-from asrhub.frames import (
-    ErrorEvent,
-    Event,
-    FinalTranscript,
-    Frame,
-    PartialTranscript,
-    Segment,
-    SessionUpdated,
-    Word,
-)
-from asrhub.plugin import Provider, Transcription
+from asrhub.frames import ErrorEvent, Event, Frame, PartialTranscript, Segment, SessionUpdated
+from asrhub.plugin import Operator, Provider, SessionContext, Transcription
 
 PartialFn = Callable[..., "asyncio.Task[Transcription] | None"]
 """``fn(samples, language=…, prompt=…)``: start a partial decode now, or return None (shed)."""
@@ -81,11 +72,14 @@ class _Batch:
         self.inflight: asyncio.Task[Transcription] | None = None
         self.waiting: Segment | None = None
         self.spec: tuple[Segment, asyncio.Task[Served]] | None = None
-        self.counts = ctx.extras.setdefault("early_finals", {"started": 0, "used": 0, "dropped": 0})
+        self.counts = ctx.early_finals
+
+    segment_id = None
+    """A failure on a frame that is not a Segment belongs to no utterance."""
 
     def on_next(self, frame: Frame) -> None:
         if not isinstance(frame, Segment):
-            if isinstance(frame, SessionUpdated) and isinstance(frame.settings, SessionConfig):
+            if isinstance(frame, SessionUpdated) and frame.settings is not None:
                 self.config = frame.settings
             self.out.emit(frame)
         elif frame.final:
@@ -130,7 +124,16 @@ class _Batch:
                 served = await self.decode(seg, config)
         except AllFailed as exc:
             return ErrorEvent("provider_failed", str(exc), False, seg.segment_id)
-        return final_event(seg, served.provider, served.result, config.word_timestamps, config.fixed_language)
+        return final_event(
+            seg.segment_id,
+            served.result,
+            provider=served.provider,
+            start=seg.start,
+            end=seg.end,
+            offset=seg.start,
+            words=config.word_timestamps,
+            language=config.fixed_language,
+        )
 
     def decode(self, seg: Segment, config: SessionConfig) -> Coroutine[Any, Any, Served]:
         return failover(
@@ -149,7 +152,7 @@ class _Batch:
         task = asyncio.get_running_loop().create_task(self.decode(seg, self.config))
         task.add_done_callback(_consume)
         self.spec = (seg, task)
-        self.counts["started"] += 1
+        self.counts.started += 1
 
     def take_speculation(self, final: Segment) -> asyncio.Task[Served] | None:
         """The speculative decode that can serve ``final``, if there is one (else dropped)."""
@@ -159,7 +162,7 @@ class _Batch:
         seg, task = spec
         covered = final.voiced_end is not None and final.voiced_end <= seg.end + 1e-3
         if seg.segment_id == final.segment_id and covered and seg.start == final.start:
-            self.counts["used"] += 1
+            self.counts.used += 1
             return task
         self.spec = spec
         self.drop_speculation()
@@ -169,7 +172,7 @@ class _Batch:
         spec, self.spec = self.spec, None
         if spec is not None:
             spec[1].cancel()
-            self.counts["dropped"] += 1
+            self.counts.dropped += 1
 
     # ---------------------------------------------------------------- partials
     def is_current(self, seg: Segment) -> bool:
@@ -188,7 +191,8 @@ class _Batch:
         if self.out.done or self.out.completed or task.cancelled():
             return
         exc = task.exception()
-        text = getattr(task.result(), "text", None) if exc is None else None
+        result = task.result() if exc is None else None
+        text = result.text if isinstance(result, Transcription) else None  # garbage: no partial
         if exc is not None:
             self.ctx.log.debug("partial failed", segment_id=seg.segment_id, error=repr(exc))
         elif self.is_current(seg) and text and isinstance(text, str):
@@ -196,28 +200,6 @@ class _Batch:
         waiting, self.waiting = self.waiting, None
         if waiting is not None and self.is_current(waiting):
             self.start_partial(waiting)
-
-
-def final_event(
-    seg: Segment, provider: str, result: Transcription, with_words: bool = True, language: str | None = None
-) -> FinalTranscript:
-    """A ``transcript.final`` in stream time (the engine's times are relative to the segment)."""
-    words: tuple[Word, ...] | None = None
-    if with_words and result.words is not None:
-        words = tuple(
-            Word(w.word, round(seg.start + w.start, 3), round(seg.start + w.end, 3), round(w.probability, 3))
-            for w in result.words
-        )
-    return FinalTranscript(
-        segment_id=seg.segment_id,
-        text=result.text,
-        start=seg.start,
-        end=seg.end,
-        provider=provider,
-        language=result.language or language,
-        words=words,
-        language_probability=result.language_probability,
-    )
 
 
 def _consume(task: asyncio.Task[Served]) -> None:

@@ -13,7 +13,8 @@ whole process, not once per session::
   costs one timeout per window for the whole hub.
 * **open** (``failures_to_open`` failed calls in a row): skipped at once (the utterance fails
   over, or fails with ``provider_failed`` saying so); a background task probes the provider every
-  ``window_s`` (``provider.probe()`` when it has one, else a short silent ``transcribe``) and
+  ``window_s`` (``provider.probe()`` when it is :class:`~asrhub.plugin.Probed`, else a short
+  silent ``transcribe``) and
   closes the circuit on the first success. A real call that succeeds closes it too.
 
 Everything runs on the event loop; the probe task is cancelled by :meth:`Breakers.close`.
@@ -23,19 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING, Literal
+from collections.abc import Sequence
 
 import numpy as np
 
 from asrhub.logging import get_logger
-from asrhub.plugin import Priority
-
-if TYPE_CHECKING:
-    from asrhub.plugin import Provider
+from asrhub.plugin import BreakerState, Priority, Probed, Provider
 
 log = get_logger("asrhub.breaker")
-
-State = Literal["closed", "degraded", "open"]
 
 PROBE_SAMPLES = np.zeros(8_000, np.float32)
 """Half a second of silence: what the background probe transcribes when a provider has no
@@ -55,7 +51,7 @@ class Breaker:
         self._closed.set()
 
     @property
-    def state(self) -> State:
+    def state(self) -> BreakerState:
         if self.failures >= self.owner.failures_to_open:
             return "open"
         if self.failures and asyncio.get_running_loop().time() - self._failed_at < self.owner.window_s:
@@ -108,9 +104,8 @@ class Breaker:
             return
 
     async def _probe_once(self) -> None:
-        probe = getattr(self.provider, "probe", None)
-        if callable(probe):
-            await probe()
+        if isinstance(self.provider, Probed):
+            await self.provider.probe()
         else:
             await self.provider.transcribe(PROBE_SAMPLES, priority=Priority.UPLOAD)  # after live finals
 
@@ -139,7 +134,7 @@ class Breakers:
             breaker = self._by_name[provider.name] = Breaker(provider, self)
         return breaker
 
-    def order(self, providers: tuple[Provider, ...] | list[Provider]) -> list[Provider]:
+    def order(self, providers: Sequence[Provider]) -> list[Provider]:
         """The failover order: closed providers first, then degraded ones, then open ones
         (which :func:`asrhub.engine.failover.failover` skips), each group in the list's order."""
         rank = {"closed": 0, "degraded": 1, "open": 2}

@@ -13,7 +13,7 @@ Rules: *any* exception from an engine (``ProviderError``, a timeout, a ``KeyErro
 client library choking on a reply, a ``RuntimeError``) is one failure of that provider, never an
 escape; a reply that is not a well-formed :class:`Transcription` is a failure too (see
 :func:`checked`); a call longer than ``timeout_s`` is a failure. Cancellation (a closed session)
-is not a failure: it propagates. A full engine queue (:class:`~asrhub.engine.inference.PoolFull`) is
+is not a failure: it propagates. A full engine queue (:class:`~asrhub.plugin.PoolFull`) is
 backpressure, not a failure: the call is retried (50 ms, doubling to 1 s) within its timeout,
 while the session's ``pending`` stays held so its ``feed`` waits and the client's TCP stream
 backs up; only a queue still full at the timeout fails the call (not counted in the breaker).
@@ -27,10 +27,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asrhub.engine.breaker import Breakers
-from asrhub.engine.inference import PoolFull
 from asrhub.frames import Samples, Word
-from asrhub.plugin import Provider, ProviderError, Transcription
+from asrhub.plugin import CircuitBreakers, PoolFull, Provider, ProviderError, Transcription
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +61,7 @@ async def failover(
     providers: Sequence[Provider],
     samples: Samples,
     *,
-    breakers: Breakers,
+    breakers: CircuitBreakers,
     timeout_s: float,
     log: Any = None,
     segment_id: int | None = None,

@@ -37,13 +37,18 @@ from typing import Any, Protocol
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.engine.failover import describe
 from asrhub.frames import ErrorEvent, Event, Frame, Segment
+from asrhub.plugin import Operator, SessionContext
 
 
 class Run(Protocol):
     """One session's engine state: frames in, jobs and frames out through its :class:`Ordered`."""
+
+    @property
+    def segment_id(self) -> int | None:
+        """The utterance a failure of :meth:`on_next` on a frame that is not a ``Segment``
+        belongs to (the one being streamed); None: no utterance (a session-level error)."""
 
     def on_next(self, frame: Frame) -> None: ...
 
@@ -146,7 +151,7 @@ def engine_stage(ctx: SessionContext, name: str, make_run: Callable[[Ordered], R
                     run.on_next(frame)
                 except Exception as exc:  # never let an exception escape on_next
                     if not isinstance(frame, Segment):
-                        out.fail(getattr(run, "segment_id", None), exc)
+                        out.fail(run.segment_id, exc)
                     elif frame.final:
                         out.fail(frame.segment_id, exc)
                     else:  # a partial is best effort: its final still comes

@@ -6,10 +6,15 @@ chunks are forwarded to the engine as they arrive, and ``vad.speech_ended`` ends
 Without VAD, utterances are windows of ``limits.fixed_window_s``; with it, an utterance longer
 than ``limits.max_utterance_s`` is split. The engine is one coroutine per utterance::
 
-    recognize(audio: AsyncIterator[samples], on_partial: (text) -> None) -> Transcription
+    recognize(audio: AsyncIterator[samples], on_partial: (text) -> None | None,
+              config: SessionConfig) -> Transcription
 
-with times relative to the utterance's first sample. Marble (``a`` = audio, ``S``/``E`` = VAD
-start/end, ``p`` = partial, ``F`` = final; VAD events pass through at once)::
+with times relative to the utterance's first sample; ``on_partial`` is None when the session
+wants no partials. ``config`` is the session's config as it stood in the stream when the
+utterance began: a ``session.updated`` frame passing the stage holds from the next utterance on
+(its final, language, key terms and word times included), never for audio that came before it.
+Marble (``a`` = audio, ``S``/``E`` = VAD start/end, ``p`` = partial, ``F`` = final; VAD events
+pass through at once)::
 
     upstream: -S-a-a-a-a-E-------S-a-a-E----|
     output:   -S---p---p-E--F----S---p-E--F-|
@@ -29,12 +34,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from asrhub.engine.context import Operator, SessionContext
+from asrhub.config import SessionConfig
 from asrhub.engine.failover import AllFailed, call_timeout, checked, describe, failover
+from asrhub.engine.finals import final_event
 from asrhub.engine.ordered import Ordered, engine_stage
 from asrhub.frames import (
     AudioChunk,
@@ -44,12 +50,15 @@ from asrhub.frames import (
     Frame,
     PartialTranscript,
     Samples,
+    SessionUpdated,
     SpeechEnded,
     SpeechStarted,
 )
-from asrhub.plugin import Provider, ProviderError, Transcription
+from asrhub.plugin import Operator, Provider, ProviderError, SessionContext, Transcription
 
-Recognize = Callable[[AsyncIterator[Samples], Callable[[str], None]], Awaitable[Transcription]]
+Recognize = Callable[
+    [AsyncIterator[Samples], Callable[[str], None] | None, SessionConfig], Awaitable[Transcription]
+]
 
 
 @dataclass(eq=False)
@@ -58,6 +67,8 @@ class _Utterance:
     start: float
     end: float
     keep_audio: bool
+    config: SessionConfig
+    """The session's config when the utterance began: it serves the whole utterance."""
     queue: asyncio.Queue[Samples | None] = field(default_factory=asyncio.Queue)
     chunks: list[Samples] = field(default_factory=list)
     audio_done: asyncio.Event = field(default_factory=asyncio.Event)
@@ -114,6 +125,7 @@ class _Streams:
             out,
         )
         self.final_timeout_s = final_timeout_s
+        self.config = ctx.config
         vad = ctx.config.vad.enabled
         self.max_len = ctx.limits.max_utterance_s if vad else ctx.limits.fixed_window_s
         self.speech = not vad
@@ -133,8 +145,10 @@ class _Streams:
         if isinstance(frame, SpeechStarted):
             self.speech = True
         elif isinstance(frame, SpeechEnded):
-            self.speech = not self.ctx.config.vad.enabled
+            self.speech = not self.config.vad.enabled
             self.end_utterance()
+        elif isinstance(frame, SessionUpdated) and frame.settings is not None:
+            self.config = frame.settings  # from the next utterance on
         self.out.emit(frame)
 
     def on_completed(self) -> None:
@@ -148,7 +162,9 @@ class _Streams:
 
     def open(self, chunk: AudioChunk) -> _Utterance:
         self.segment_id += 1
-        utterance = _Utterance(self.segment_id, chunk.start, chunk.start, keep_audio=bool(self.fallbacks))
+        utterance = _Utterance(
+            self.segment_id, chunk.start, chunk.start, keep_audio=bool(self.fallbacks), config=self.config
+        )
         self.live.append(utterance)
         self.current = utterance
         self.out.add(utterance.segment_id, self.run(utterance))
@@ -161,7 +177,7 @@ class _Streams:
 
     def on_partial(self, utterance: _Utterance, text: str) -> None:
         text = text.strip()
-        if not self.ctx.config.partials or not text or text == utterance.last_partial:
+        if not text or text == utterance.last_partial:
             return
         if self.out.oldest() == utterance.segment_id:
             utterance.last_partial = text
@@ -199,9 +215,9 @@ class _Streams:
         return self.final(utterance, result, self.primary.name)
 
     async def stream(self, utterance: _Utterance) -> Transcription:
-        job = asyncio.ensure_future(
-            self.recognize(utterance.audio(), lambda t: self.on_partial(utterance, t))
-        )
+        config = utterance.config
+        on_partial = (lambda t: self.on_partial(utterance, t)) if config.partials else None
+        job = asyncio.ensure_future(self.recognize(utterance.audio(), on_partial, config))
         try:
             ended = asyncio.ensure_future(utterance.audio_done.wait())
             await asyncio.wait({job, ended}, return_when=asyncio.FIRST_COMPLETED)
@@ -219,7 +235,7 @@ class _Streams:
     async def failover(
         self, utterance: _Utterance, providers: tuple[Provider, ...], failures: list[str]
     ) -> FinalTranscript | ErrorEvent:
-        config, limits = self.ctx.config, self.ctx.limits
+        config, limits = utterance.config, self.ctx.limits
         try:
             served = await failover(
                 providers,
@@ -236,19 +252,14 @@ class _Streams:
         return self.final(utterance, served.result, served.provider)
 
     def final(self, utterance: _Utterance, result: Transcription, provider: str) -> FinalTranscript:
-        config = self.ctx.config
-        words = None
-        if config.word_timestamps and result.words:
-            words = tuple(
-                replace(w, start=round(utterance.start + w.start, 3), end=round(utterance.start + w.end, 3))
-                for w in result.words
-            )
-        return FinalTranscript(
-            segment_id=utterance.segment_id,
-            text=result.text.strip(),
+        config = utterance.config
+        return final_event(
+            utterance.segment_id,
+            result,
+            provider=provider,
             start=utterance.start,
             end=utterance.end,
-            provider=provider,
-            language=result.language or config.fixed_language,
-            words=words,
+            offset=utterance.start,
+            words=config.word_timestamps,
+            language=config.fixed_language,
         )

@@ -18,35 +18,19 @@ job's offset (a job without timed pieces becomes one piece).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from itertools import pairwise
 
-import numpy as np
-
 from asrhub.frames import TARGET_RATE, Samples, Word
+from asrhub.pcm import quietest_cut
 from asrhub.plugin import TimedText, Transcription
 
 JOB_S = 30.0
 """Longest audio of one batch job (Whisper's own window)."""
 SEARCH_S = 3.0
 """A job is cut at the quietest 20 ms within this many seconds before its bound."""
-QUIET_FRAME_S = 0.02
 
 Progress = Callable[[float, float], None]
 """``progress(done_s, total_s)``: audio seconds transcribed so far, of the total."""
-
-
-def quietest_cut(samples: Samples, rate: int, search_s: float) -> int:
-    """Index of the middle of the quietest 20 ms frame in the last ``search_s`` seconds (at
-    most half the audio); the latest of equally quiet frames, so the first piece stays long."""
-    hop = max(1, round(QUIET_FRAME_S * rate))
-    frames = min(round(search_s * rate), len(samples) // 2) // hop
-    if frames < 1:
-        return len(samples)
-    first = len(samples) - frames * hop
-    energy = np.square(samples[first:], dtype=np.float64).reshape(frames, hop).mean(axis=1)
-    latest_min = frames - 1 - int(np.argmin(energy[::-1]))
-    return first + latest_min * hop + hop // 2
 
 
 def jobs(samples: Samples, job_s: float = JOB_S, search_s: float = SEARCH_S) -> list[tuple[int, int]]:
@@ -61,14 +45,6 @@ def jobs(samples: Samples, job_s: float = JOB_S, search_s: float = SEARCH_S) -> 
     return list(pairwise(cuts))
 
 
-def words_in(words: tuple[Word, ...] | None, start: float, end: float) -> tuple[Word, ...] | None:
-    """The words whose middle falls in [start, end] (10 ms of slack): one rule for every caller
-    that hands words out to timed pieces."""
-    if words is None:
-        return None
-    return tuple(w for w in words if start - 0.01 <= (w.start + w.end) / 2 <= end + 0.01)
-
-
 def merge(parts: list[tuple[float, Transcription]], duration: float) -> Transcription:
     """Job results (offset in seconds, result) → one transcription in file time."""
     words: list[Word] = []
@@ -77,15 +53,9 @@ def merge(parts: list[tuple[float, Transcription]], duration: float) -> Transcri
     for offset, result in parts:
         if result.words is not None:
             has_words = True
-            words += [
-                Word(w.word, round(w.start + offset, 3), round(w.end + offset, 3), w.probability)
-                for w in result.words
-            ]
+            words += [w.shifted(offset) for w in result.words]
         if result.segments:
-            pieces += [
-                replace(p, start=round(p.start + offset, 3), end=round(p.end + offset, 3))
-                for p in result.segments
-            ]
+            pieces += [p.shifted(offset) for p in result.segments]
         elif result.text.strip():
             end = result.duration or (result.words[-1].end if result.words else 0.0)
             pieces.append(TimedText(result.text.strip(), round(offset, 3), round(offset + end, 3)))

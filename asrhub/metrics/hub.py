@@ -1,6 +1,6 @@
 """Prometheus metrics of one hub, kept cheap enough for the per-chunk hot path.
 
-Each :class:`~asrhub.hub.Hub` owns a :class:`HubMetrics` (made by the hub, or passed in): its
+Each hub owns a :class:`HubMetrics` (made by the hub, or passed in): its
 counters, histograms, stage-timing sample and its own ``CollectorRegistry``. Nothing is kept
 in module globals, so two hubs in one process (an application embedding the hub, a test) never
 mix: one hub's ``/metrics`` shows its own sessions only, and a hub that closes takes nothing of
@@ -23,19 +23,24 @@ Hooks (methods of :class:`HubMetrics`; each a dict or attribute increment)::
     error(code)                              an error not emitted by a session (a refused open…)
     drop(reason)                             data dropped on purpose: partial_dropped,
                                              slow_consumer, too_large
-    attach(hub) / track_pool(pool)           gauges read at scrape time (weak references)
+    read_from(reading) / track_pool(pool)    gauges read at scrape time: the hub hands its
+                                             callback (held weakly); a pool no provider exposes
     instrument(stages) / provider_latency(op)   compose / wrap pipeline stages (composition root)
+
+The metrics never import the hub: the hub hands :meth:`HubMetrics.read_from` a callback that
+returns a :class:`HubReading` (its sessions by transport, subscribers, resumable sessions, the
+pools of its providers) when a scrape asks.
 
 What is not the hub's own:
 
-* **Inference pools** (:class:`~asrhub.engine.inference.InferencePool`, ``EngineSubject``) belong to
-  their provider, and a provider object may serve several hubs. A pool counts into its own
-  :class:`PoolStats` (worker time, abandoned calls, shed partials, refusals when full); a hub
-  reports every pool its providers expose (``provider.pools()``, else ``provider.pool``) plus
-  any passed to :meth:`HubMetrics.track_pool`. A pool shared by two hubs is thus reported by
-  both, whole (its queue and its engine time are one engine's, whoever asked). A hub keeps the
-  ``PoolStats`` of a pool it has seen after the pool is gone (a provider restarted), so its
-  counters never go back.
+* **Inference pools** (:class:`~asrhub.engine.inference_pool.InferencePool`,
+  :class:`~asrhub.engine.engine_subject.EngineSubject`) belong to their provider, and a provider
+  object may serve several hubs. A pool counts into its own :class:`PoolStats` (worker time,
+  abandoned calls, shed partials, refusals when full); a hub reports every pool its providers
+  expose (a provider that is :class:`Pooled`) plus any passed to :meth:`HubMetrics.track_pool`.
+  A pool shared by two hubs is thus reported by both, whole (its queue and its engine time are
+  one engine's, whoever asked). A hub keeps the ``PoolStats`` of a pool it has seen after the
+  pool is gone (a provider restarted), so its counters never go back.
 * **Process collectors**: every hub's registry has a ``ProcessCollector`` (CPU, memory, file
   descriptors of the process: one process, whichever hub reports it), and
   ``asrhub_event_loop_tasks`` counts the tasks of the loop the scrape runs on.
@@ -49,8 +54,9 @@ import asyncio
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from time import perf_counter
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import reactivex
 from prometheus_client import CollectorRegistry
@@ -67,13 +73,10 @@ from reactivex import Observable
 from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 
 from asrhub.frames import ErrorEvent, Event, FinalTranscript, Frame, Segment, SpeechEnded
+from asrhub.plugin import Operator
 from asrhub.settings.schema import MetricsSettings
 
 Scheduler = SchedulerBase | None
-
-if TYPE_CHECKING:
-    from asrhub.engine.context import Operator
-    from asrhub.hub import Hub
 
 OPERATOR_BUCKETS = (1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1)
 """Seconds of event-loop time one stage spends on one frame (its own share, not downstream's)."""
@@ -146,12 +149,31 @@ class Pool(Protocol):
     def queued(self) -> int: ...
 
 
-def pools_of(provider: object) -> list[Pool]:
-    """The inference pools a provider uses right now: ``provider.pools()`` when it has that
-    method, else its ``pool`` attribute (None until it started)."""
-    listed = getattr(provider, "pools", None)
-    found = list(listed()) if callable(listed) else [getattr(provider, "pool", None)]
-    return [p for p in found if p is not None and isinstance(getattr(p, "stats", None), PoolStats)]
+@runtime_checkable
+class Pooled(Protocol):
+    """A provider whose engine runs in pools of this process (the hub's metrics report them)."""
+
+    def pools(self) -> Sequence[Pool]:
+        """The pools it uses right now (none before it started)."""
+
+
+@dataclass(slots=True)
+class HubReading:
+    """What a scrape reads of one hub at that moment (the hub's callback builds it)."""
+
+    sessions: dict[str, int] = field(default_factory=dict)
+    """Open sessions by transport."""
+    subscriptions: int = 0
+    """Subscribers attached to those sessions' events."""
+    resumable: int = 0
+    """Sessions holding a resume token, attached or not."""
+    detached: int = 0
+    """Of those, the ones waiting for their client to resume them."""
+    pools: list[Pool] = field(default_factory=list)
+    """The pools its providers use right now."""
+
+
+Reading = Callable[[], HubReading]
 
 
 def _histogram(table: dict[str, FastHistogram], name: str, bounds: Sequence[float]) -> FastHistogram:
@@ -279,10 +301,6 @@ GAUGE_MODES = {
 worker's value disappears with it)."""
 
 
-_export_taken = False
-"""prometheus-client's multiprocess files are one set per process: one hub per worker exports."""
-
-
 class HubMetrics:
     """The metrics of one hub (see the module docstring): counters, histograms, the stage
     timing sample and a private ``CollectorRegistry`` (the global ``prometheus_client.REGISTRY``
@@ -301,7 +319,7 @@ class HubMetrics:
         self.operators: dict[str, FastHistogram] = {}
         self.providers: dict[str, FastHistogram] = {}
         self.pipelines = 0
-        self._hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+        self._readings: list[Callable[[], Reading | None]] = []
         self._tracked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._pools: dict[int, tuple[str, PoolStats]] = {}
         self._registry: CollectorRegistry | None = None
@@ -339,22 +357,33 @@ class HubMetrics:
         key = (transport, reason or "closed")
         self.closed[key] = self.closed.get(key, 0) + 1
 
-    def attach(self, hub: Hub) -> None:
-        """Read ``hub``'s gauges (sessions, subscriptions, resumable sessions, its providers'
-        pools) at scrape time; held weakly. The hub calls this when it is built."""
-        self._hubs.add(hub)
+    def read_from(self, reading: Reading) -> None:
+        """Call ``reading`` at scrape time for a hub's gauges (its sessions, subscribers,
+        resumable sessions, its providers' pools). The hub hands its own bound method when it
+        is built; it is held weakly, so the metrics never keep a hub alive."""
+        ref = weakref.WeakMethod(reading) if hasattr(reading, "__self__") else (lambda: reading)
+        self._readings.append(ref)
+
+    def _read(self) -> list[HubReading]:
+        found: list[HubReading] = []
+        for ref in list(self._readings):
+            reading = ref()
+            if reading is None:
+                self._readings.remove(ref)
+            else:
+                found.append(reading())
+        return found
 
     def track_pool(self, pool: Pool) -> None:
         """Report ``pool`` although no provider of the hub exposes it (held weakly)."""
         self._tracked.add(pool)
 
-    def _live_pools(self) -> list[Pool]:
+    def _live_pools(self, readings: list[HubReading]) -> list[Pool]:
         """Every pool this hub reports now; remembers each one's stats for good."""
         live: dict[int, Pool] = {id(p): p for p in list(self._tracked)}
-        for hub in list(self._hubs):
-            for provider in list(hub.providers.values()):
-                for pool in pools_of(provider):
-                    live[id(pool)] = pool
+        for reading in readings:
+            for pool in reading.pools:
+                live[id(pool)] = pool
         for pool in live.values():
             if id(pool.stats) not in self._pools:
                 self._pools[id(pool.stats)] = (pool.name, pool.stats)
@@ -460,14 +489,11 @@ class HubMetrics:
 
     def enable_multiprocess(self) -> MultiprocessExport:
         """Make this hub's process one worker of a machine whose ``/metrics`` shows all of them
-        (``PROMETHEUS_MULTIPROC_DIR`` must name the directory the supervisor made). Once per
-        process (one hub per worker), before serving; then run :meth:`sync_forever` on its
-        loop."""
-        global _export_taken
+        (``PROMETHEUS_MULTIPROC_DIR`` must name the directory the supervisor made); then run
+        :meth:`sync_forever` on its loop. prometheus-client's files are one set per process:
+        the worker's server (:func:`asrhub.commands.server.serve` with ``multiprocess``), which
+        runs the process's one hub, is the one caller."""
         if self._export is None:
-            if _export_taken:
-                raise RuntimeError("another hub of this process already exports multiprocess metrics")
-            _export_taken = True
             self._export = MultiprocessExport(self.registry)
         return self._export
 
@@ -503,14 +529,13 @@ class HubCollector(Collector):
         s = self._metrics()
         if s is None:
             return
-        hubs = list(s._hubs)
+        readings = s._read()
         active: dict[str, int] = {}
         subscriptions = 0
-        for hub in hubs:
-            for session in list(hub.sessions.values()):
-                transport = session.ctx.transport
-                active[transport] = active.get(transport, 0) + 1
-                subscriptions += session.subscribers
+        for reading in readings:
+            for transport, count in reading.sessions.items():
+                active[transport] = active.get(transport, 0) + count
+            subscriptions += reading.subscriptions
         gauge = GaugeMetricFamily("asrhub_sessions_active", "Open sessions", labels=["transport"])
         for transport in sorted({*active, *s.opened}):
             gauge.add_metric([transport], active.get(transport, 0))
@@ -534,7 +559,7 @@ class HubCollector(Collector):
         )
         yield _counter("asrhub_events_out", "Events emitted by sessions", "type", s.events)
         yield _counter("asrhub_errors", "Error events and refused requests", "code", s.errors)
-        live = s._live_pools()
+        live = s._live_pools(readings)
         timing: dict[str, FastHistogram] = {}
         abandoned: dict[str, int] = {}
         drops = dict(s.drops)
@@ -575,9 +600,8 @@ class HubCollector(Collector):
         resumable = GaugeMetricFamily(
             "asrhub_resumable_sessions", "Sessions holding a resume token", labels=["state"]
         )
-        held = [getattr(hub, "resumes", None) for hub in hubs]
-        detached = sum(r.detached for r in held if r is not None)
-        resumable.add_metric(["attached"], sum(len(r) for r in held if r is not None) - detached)
+        detached = sum(r.detached for r in readings)
+        resumable.add_metric(["attached"], sum(r.resumable for r in readings) - detached)
         resumable.add_metric(["detached"], detached)
         yield resumable
         try:

@@ -1,1 +1,2 @@
-"""The session tier: one session's stream, its delivery to subscribers, and resume."""
+"""The session tier: one session's stream and its concrete context, its delivery to
+subscribers, and resume."""

@@ -14,17 +14,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING
 
+from reactivex import Observable
 from reactivex.disposable import Disposable
 
 from asrhub.frames import ErrorEvent, Event, PartialTranscript
-
-if TYPE_CHECKING:
-    from reactivex import Observable
-
-    from asrhub.metrics.hub import HubMetrics
-    from asrhub.session.session import Session
+from asrhub.metrics.hub import HubMetrics
 
 SLOW_CONSUMER = ErrorEvent(
     code="slow_consumer", message="the client does not read its results fast enough", fatal=True
@@ -32,21 +27,18 @@ SLOW_CONSUMER = ErrorEvent(
 
 
 class EventQueue:
-    def __init__(
-        self, source: Session | Observable[Event], maxsize: int, *, metrics: HubMetrics | None = None
-    ) -> None:
-        """``metrics``: where drops are counted; by default the session's hub's (none for a
-        bare Observable)."""
+    def __init__(self, source: Observable[Event], maxsize: int, *, metrics: HubMetrics | None = None) -> None:
+        """``source``: a session's events (``session.events``; :meth:`Session.queue
+        <asrhub.session.session.Session.queue>` builds the queue of a session); ``metrics``:
+        where drops are counted (None: nowhere)."""
         self.maxsize = maxsize
-        ctx = getattr(source, "ctx", None)
-        self._metrics = metrics if metrics is not None or ctx is None else ctx.metrics
+        self._metrics = metrics
         self.dropped_partials = 0
         self.overflowed = False
         self._items: deque[Event] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._finished = False
-        events = source.events if hasattr(source, "events") else source
-        self._subscription = events.subscribe(
+        self._subscription = source.subscribe(
             on_next=self._put, on_error=self._on_error, on_completed=self._on_completed
         )
 

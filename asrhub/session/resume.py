@@ -40,12 +40,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from asrhub.frames import ErrorEvent, Event, FinalTranscript, SessionClosed, SessionUpdated
+from asrhub.frames import ErrorEvent, Event, SessionClosed, SessionUpdated, segment_of
+from asrhub.session.session import Session
 
 if TYPE_CHECKING:
     from reactivex.abc import DisposableBase
-
-    from asrhub.session.session import Session
 
 LOG_SIZE = 32
 """Utterance events (finals, per-utterance errors) a resumable session keeps for its client. A
@@ -86,7 +85,7 @@ class ResumeLog:
 
     def record(self, event: Event) -> bool:
         """Keep ``event`` if a client must not miss it (returns whether it was kept)."""
-        if _segment_of(event) is not None:
+        if segment_of(event) is not None:
             if len(self._items) >= self.maxlen:
                 self._evict()
             self._items.append(event)
@@ -98,7 +97,7 @@ class ResumeLog:
 
     def _evict(self) -> None:
         for i, old in enumerate(self._items):
-            seg = _segment_of(old)
+            seg = segment_of(old)
             if seg is not None:
                 del self._items[i]
                 self.evicted_max = seg if self.evicted_max is None else max(self.evicted_max, seg)
@@ -107,7 +106,7 @@ class ResumeLog:
     def since(self, last_segment_id: int | None) -> tuple[list[Event], bool]:
         """The events a client that has every utterance up to ``last_segment_id`` (None: none)
         still needs, and whether the log still holds all of them."""
-        missed = [e for e in self._items if _after(e, last_segment_id)]
+        missed = [e for e in self._items if after_segment(e, last_segment_id)]
         evicted = self.evicted_max
         complete = evicted is None or (last_segment_id is not None and last_segment_id >= evicted)
         return missed, complete
@@ -118,22 +117,12 @@ class ResumeLog:
     def ack(self, last_segment_id: int | None) -> None:
         """The client has every utterance up to ``last_segment_id``: forget those."""
         if last_segment_id is not None:
-            self._items = deque(e for e in self._items if _after(e, last_segment_id))
-
-
-def _segment_of(event: Event) -> int | None:
-    if isinstance(event, FinalTranscript | ErrorEvent):
-        return event.segment_id
-    return None
+            self._items = deque(e for e in self._items if after_segment(e, last_segment_id))
 
 
 def after_segment(event: Event, last_segment_id: int | None) -> bool:
     """Whether a client that has every utterance up to ``last_segment_id`` still needs ``event``."""
-    return _after(event, last_segment_id)
-
-
-def _after(event: Event, last_segment_id: int | None) -> bool:
-    seg = _segment_of(event)
+    seg = segment_of(event)
     return seg is None or last_segment_id is None or seg > last_segment_id
 
 

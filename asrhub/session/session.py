@@ -25,10 +25,12 @@ from reactivex.abc import DisposableBase, ObserverBase, SchedulerBase
 from reactivex.subject import Subject
 
 from asrhub.config import SessionConfig
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.errors import HubError
 from asrhub.flow import Inlet
 from asrhub.frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed, SessionUpdated
+from asrhub.plugin import Operator
+from asrhub.session.context import Context
+from asrhub.session.delivery import EventQueue
 
 EARLY_EVENTS = 32
 """Bound on the events kept for a first subscriber that attaches after they were emitted."""
@@ -43,7 +45,7 @@ class State(Enum):
 class Session:
     def __init__(
         self,
-        ctx: SessionContext,
+        ctx: Context,
         pipeline: Operator,
         *,
         on_closed: Callable[[Session], None] = lambda _s: None,
@@ -51,6 +53,7 @@ class Session:
         self.ctx = ctx
         self.id = ctx.session_id
         self.config = ctx.config
+        """The effective config: the one it started with, then each ``session.update``'s."""
         self.state = State.OPEN
         self.close_reason: str | None = None
         self._loop = asyncio.get_running_loop()
@@ -126,10 +129,11 @@ class Session:
         """Live reconfiguration (``session.update``), with a config the hub validated: a
         ``session.updated`` frame enters the stream behind the audio fed so far, so each stage
         takes the new settings in order, from the next utterance on, and the client gets the
-        frame as the confirmation. See :meth:`asrhub.hub.Hub.update`."""
+        frame as the confirmation. Nothing shared is changed: audio fed before the update is
+        transcribed with the settings it was fed under. See :meth:`asrhub.hub.Hub.update`."""
         if self.state is not State.OPEN:
             raise HubError("bad_message", "session.update after the session ended")
-        self.config = self.ctx.config = config
+        self.config = config
         frame = SessionUpdated(config=config.to_dict(), settings=config)
         self._input.on_next(frame)
         return frame
@@ -150,11 +154,15 @@ class Session:
     async def wait_closed(self) -> str:
         return await asyncio.shield(self._done)
 
-    async def iter_events(self, maxsize: int | None = None) -> AsyncIterator[Event]:
-        """``async for`` over the events through a bounded queue (see :mod:`asrhub.session.delivery`)."""
-        from asrhub.session.delivery import EventQueue
+    def queue(self, maxsize: int | None = None) -> EventQueue:
+        """A bounded queue of this session's events for one subscriber (a transport's
+        connection; see :mod:`asrhub.session.delivery`), its drops counted in the hub's
+        metrics. ``maxsize``: ``limits.subscriber_queue`` by default."""
+        return EventQueue(self.events, maxsize or self.ctx.limits.subscriber_queue, metrics=self.ctx.metrics)
 
-        queue = EventQueue(self, maxsize or self.ctx.limits.subscriber_queue)
+    async def iter_events(self, maxsize: int | None = None) -> AsyncIterator[Event]:
+        """``async for`` over the events through a bounded queue (see :meth:`queue`)."""
+        queue = self.queue(maxsize)
         try:
             async for event in queue:
                 yield event

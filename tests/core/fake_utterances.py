@@ -10,8 +10,8 @@ from typing import Any
 import reactivex
 from reactivex import Observable
 
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.frames import Frame, RawAudio
+from asrhub.plugin import Operator, SessionContext
 
 
 def utterance_stage(

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from asrhub.config import Limits
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.errors import HubError
 from asrhub.hub import Hub
+from asrhub.plugin import Operator, SessionContext
 from asrhub.protocol import http_status
 
 

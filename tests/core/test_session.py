@@ -11,7 +11,6 @@ from reactivex import Observable
 from reactivex import operators as ops
 
 from asrhub.config import Limits
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.errors import HubError
 from asrhub.frames import (
     ErrorEvent,
@@ -23,6 +22,7 @@ from asrhub.frames import (
     SpeechEnded,
 )
 from asrhub.hub import Hub
+from asrhub.plugin import Operator, SessionContext
 from asrhub.session.session import Session, State
 
 from .fake_utterances import utterance_stage

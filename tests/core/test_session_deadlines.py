@@ -11,9 +11,9 @@ import asyncio
 from typing import Any
 
 from asrhub.config import Limits
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.frames import ErrorEvent, Event, FinalTranscript, Frame, RawAudio
 from asrhub.hub import Hub
+from asrhub.plugin import Operator, SessionContext
 from asrhub.session.session import State
 
 from .fake_utterances import utterance_stage

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import reactivex
 
-from asrhub.engine.context import Operator
 from asrhub.frames import AudioChunk, Frame, Segment
+from asrhub.plugin import Operator
 
 
 def summary(frame: Frame) -> Any:

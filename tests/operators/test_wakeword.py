@@ -23,13 +23,17 @@ from asrhub.errors import HubError
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, SpeechStarted, WakeWordDetected
 from asrhub.operators import wakeword_models
 from asrhub.operators.wakeword import Detector, wakeword
-from asrhub.operators.wakeword_models import feature_models, model_dir, wake_models
+from asrhub.operators.wakeword_models import WakewordModels, model_dir
 from tests.audio_utils import add_noise, load_wav
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 RATE = 16_000
 WAKE_SPAN = (1.3, 2.3)
 """Where 'hey jarvis' ends in hey_jarvis_weather.wav (speech 1.0–3.15 s): the detection's t."""
+
+
+MODELS = WakewordModels()
+"""The models every test of this module shares, as a hub's sessions do."""
 
 
 def clip_of(name: str, snr_db: float | None = None, color: str = "pink") -> np.ndarray:
@@ -50,7 +54,7 @@ def chunks(samples: np.ndarray, sizes: list[int] | int, start: float = 0.0) -> l
 def run(frames: list[Frame], **kwargs: Any) -> list[Frame]:
     out: list[Frame] = []
     source: Observable[Frame] = reactivex.from_iterable(frames)
-    source.pipe(wakeword(**{"names": ["hey_jarvis"], **kwargs})).subscribe(out.append)
+    source.pipe(wakeword(**{"names": ["hey_jarvis"], "models": MODELS, **kwargs})).subscribe(out.append)
     return out
 
 
@@ -92,7 +96,7 @@ def test_each_utterance_of_the_wake_word_fires_once() -> None:
 
 
 def test_a_dip_below_threshold_within_the_refractory_period_does_not_fire_again() -> None:
-    detector = Detector(feature_models(), wake_models(["hey_jarvis"]), 0.5, refractory_s=1.0)
+    detector = Detector(MODELS.features(), MODELS.wake(["hey_jarvis"]), 0.5, refractory_s=1.0)
     scores = [0.1, 0.9, 0.95, 0.2, 0.8, 0.9, 0.1] + [0.0] * 12 + [0.7, 0.9]
     fired = [step for step, s in enumerate(scores, 10) if detector._check(step, "hey_jarvis", s)]
     assert fired == [11, 29]  # 12.5 steps = 1 s; the re-crossing at step 14 is the same utterance
@@ -126,7 +130,7 @@ def test_scores_match_the_openwakeword_reference_implementation() -> None:
     expected = [
         reference.predict(pcm[i : i + 1280])["hey_jarvis_v0.1"] for i in range(0, len(pcm) - 1279, 1280)
     ]
-    detector = Detector(feature_models(), wake_models(["hey_jarvis"]), 0.5, 1.5)
+    detector = Detector(MODELS.features(), MODELS.wake(["hey_jarvis"]), 0.5, 1.5)
     got = [s for c in chunks(samples, 1280) for _step, _name, s in detector.scores(c)]
     # the first 16 steps differ only by the (random) feature history both start from
     np.testing.assert_allclose(got[16 : len(expected)], expected[16:], atol=1e-4)
@@ -144,7 +148,9 @@ def test_audio_passes_untouched_and_each_detection_follows_its_audio() -> None:
         *[ReactiveTest.on_next(10 * (i + 1), f) for i, f in enumerate([*frames[:10], marker, *frames[10:]])],
         ReactiveTest.on_completed(10 * (len(frames) + 2)),
     )
-    results = scheduler.start(lambda: source.pipe(wakeword(names=["hey_jarvis"])), disposed=100_000)
+    results = scheduler.start(
+        lambda: source.pipe(wakeword(names=["hey_jarvis"], models=MODELS)), disposed=100_000
+    )
     values = [r.value.value for r in results.messages if r.value.kind == "N"]
     assert results.messages[-1].value.kind == "C"
     passed = [v for v in values if not isinstance(v, WakeWordDetected)]
@@ -162,14 +168,16 @@ def test_errors_and_completion_pass_through() -> None:
     with marbles_testing(timespan=1) as (start, cold, _hot, exp):
         error = ErrorEvent(code="bad_audio", message="odd bytes")
         source: Observable[Frame] = cold("-e-#", {"e": error}, ValueError("boom"))
-        results = start(source.pipe(wakeword(names=["hey_jarvis"])))
+        results = start(source.pipe(wakeword(names=["hey_jarvis"], models=MODELS)))
         assert results == exp("-e-#", {"e": error}, ValueError("boom"))
 
 
 def test_audio_at_another_rate_is_a_fatal_error() -> None:
     errors: list[Exception] = []
     frame = AudioChunk(np.zeros(800, np.float32), 8000, 0.0, 0)
-    reactivex.just(frame).pipe(wakeword(names=["hey_jarvis"])).subscribe(on_error=errors.append)
+    reactivex.just(frame).pipe(wakeword(names=["hey_jarvis"], models=MODELS)).subscribe(
+        on_error=errors.append
+    )
     assert isinstance(errors[0], HubError) and errors[0].code == "bad_audio"
 
 
@@ -182,11 +190,17 @@ class FakeBrokenModel:
         raise RuntimeError("onnxruntime exploded")
 
 
-def test_an_engine_fault_ends_the_session_with_provider_failed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("asrhub.operators.wakeword.wake_models", lambda names: [FakeBrokenModel()])
+class FakeBrokenModels(WakewordModels):
+    """The real feature models with the broken classifier."""
+
+    def wake(self, names: tuple[str, ...] | list[str]) -> list[Any]:
+        return [FakeBrokenModel()]
+
+
+def test_an_engine_fault_ends_the_session_with_provider_failed() -> None:
     errors: list[Exception] = []
     source: Observable[Frame] = reactivex.from_iterable(chunks(clip_of("quick_fox"), 1280))
-    source.pipe(wakeword(names=["hey_jarvis"])).subscribe(on_error=errors.append)
+    source.pipe(wakeword(names=["hey_jarvis"], models=FakeBrokenModels())).subscribe(on_error=errors.append)
     assert isinstance(errors[0], HubError) and errors[0].code == "provider_failed"
     assert "exploded" in errors[0].message
 
@@ -195,10 +209,10 @@ def test_an_engine_fault_ends_the_session_with_provider_failed(monkeypatch: pyte
 
 
 def test_models_are_loaded_once_and_shared_but_state_is_per_session() -> None:
-    assert wake_models(["hey_jarvis"])[0] is wake_models(["hey_jarvis", "alexa"])[0]
-    assert feature_models() is feature_models()
+    assert MODELS.wake(["hey_jarvis"])[0] is MODELS.wake(["hey_jarvis", "alexa"])[0]
+    assert MODELS.features() is MODELS.features()
     one, two = (chunks(clip_of(n), 640) for n in ("hey_jarvis_weather", "no_wake_weather"))
-    op = wakeword(names=["hey_jarvis"])
+    op = wakeword(names=["hey_jarvis"], models=MODELS)
     inputs: tuple[Subject[Frame], Subject[Frame]] = (Subject(), Subject())
     outs: tuple[list[Frame], list[Frame]] = ([], [])
     for subject, out in zip(inputs, outs, strict=True):
@@ -213,7 +227,7 @@ def test_models_are_loaded_once_and_shared_but_state_is_per_session() -> None:
 
 def test_an_unknown_name_is_refused_with_the_available_names() -> None:
     with pytest.raises(HubError) as info:
-        wakeword(names=["hey_siri"], threshold=0.5)
+        wakeword(names=["hey_siri"], threshold=0.5, models=MODELS)
     assert info.value.code == "bad_message" and info.value.fatal
     assert "'hey_siri'" in info.value.message and "hey_jarvis" in info.value.message
     assert "alexa" in info.value.message
@@ -221,13 +235,11 @@ def test_an_unknown_name_is_refused_with_the_available_names() -> None:
 
 def test_missing_models_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("ASRHUB_MODEL_DIR", str(tmp_path))
-    monkeypatch.setattr(wakeword_models, "_wake", {})  # a fresh process: nothing loaded yet
     with pytest.raises(HubError) as info:
-        wakeword(names=["hey_jarvis"])
+        wakeword(names=["hey_jarvis"])  # models of its own: nothing loaded yet
     assert "scripts/setup.sh" in info.value.message and str(tmp_path) in info.value.message
-    monkeypatch.setattr(wakeword_models, "_features", None)
     with pytest.raises(HubError) as info:
-        feature_models()
+        WakewordModels().features()
     assert "melspectrogram.onnx" in info.value.message and "scripts/setup.sh" in info.value.message
 
 
@@ -240,4 +252,4 @@ def test_model_names_come_from_the_files() -> None:
 
 def test_a_bad_threshold_is_refused() -> None:
     with pytest.raises(HubError):
-        wakeword(names=["hey_jarvis"], threshold=1.5)
+        wakeword(names=["hey_jarvis"], threshold=1.5, models=MODELS)

@@ -8,6 +8,7 @@ whisper provider (faster-whisper tiny.en), fed the piper fixtures as a client wo
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from asrhub.engine.registry import ProviderRegistry
 from asrhub.frames import Event, FinalTranscript, SpeechEnded, SpeechStarted, WakeWordDetected
 from asrhub.hub import Hub
+from asrhub.operators.wakeword_models import WakewordModels
 from asrhub.wiring import build_pipeline
 from tests.audio_utils import add_noise, load_wav, normalize_text, pcm16_bytes, room_noise
 
@@ -37,7 +39,8 @@ def clip(name: str, noise: tuple[str, float] | None = None) -> np.ndarray:
 @pytest.fixture
 async def hub() -> AsyncIterator[Hub]:
     provider = ProviderRegistry.from_entry_points().create("whisper", {})
-    hub = Hub(providers={"whisper": provider}, pipeline_factory=build_pipeline, default_provider="whisper")
+    chain = partial(build_pipeline, wakewords=WakewordModels())  # the hub's shared models, as build_hub does
+    hub = Hub(providers={"whisper": provider}, pipeline_factory=chain, default_provider="whisper")
     await hub.start()
     yield hub
     await hub.shutdown(grace_s=5.0)

@@ -13,13 +13,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from reactivex import operators as ops
 from reactivex.testing import ReactiveTest, TestScheduler
 
-from asrhub.engine.inference import InferencePool
+from asrhub.engine.engine_subject import EngineSubject
+from asrhub.engine.inference_pool import InferencePool
 from asrhub.errors import HubError
 from asrhub.frames import AudioChunk, RawAudio, SpeechEnded, SpeechStarted
 from asrhub.hub import Hub
 from asrhub.metrics import hub as metrics
 from asrhub.metrics.hub import HubMetrics
-from asrhub.session.delivery import EventQueue
 from tests.ops.conftest import pcm_chunks
 
 NAMES = [
@@ -131,7 +131,7 @@ async def test_metrics_move_under_a_real_stream(vad_hub: Hub, monkeypatch: pytes
 async def test_slow_reader_drops_are_counted(vad_hub: Hub) -> None:
     session = vad_hub.open({"provider": "none"}, transport="test-slow")
     before = scrape(vad_hub)
-    queue = EventQueue(session, maxsize=4)  # never read: VAD events pile up past the bound
+    queue = session.queue(4)  # never read: VAD events pile up past the bound
     for chunk in pcm_chunks("silences.wav"):
         await session.feed(chunk)
     session.close()
@@ -152,8 +152,17 @@ async def test_slow_reader_drops_are_counted(vad_hub: Hub) -> None:
 
 async def test_inference_pool_gauges_and_shedding() -> None:
     pool = InferencePool("test-pool", workers=1)
+    engine_started, engine_done = asyncio.Event(), asyncio.Event()
+
+    async def engine(payloads: list[int], partial: bool) -> list[int]:
+        engine_started.set()
+        await engine_done.wait()  # a final holds the engine until the test lets it go
+        return payloads
+
+    subject: EngineSubject[int, int] = EngineSubject("test-subject", engine)
     hub_metrics = HubMetrics()
-    hub_metrics.track_pool(pool)  # no provider exposes it: tracked by hand
+    hub_metrics.track_pool(pool)  # no provider exposes them: tracked by hand
+    hub_metrics.track_pool(subject)
     try:
 
         def blocking() -> int:
@@ -168,7 +177,11 @@ async def test_inference_pool_gauges_and_shedding() -> None:
         assert sample(busy, "asrhub_inference_busy", pool="test-pool") == 1
         assert sample(busy, "asrhub_inference_queue_depth", pool="test-pool") == 1
         shed_before = sample(busy, "asrhub_drops_total", reason="partial_shed")
-        assert pool.try_run(blocking) is None  # a partial while busy is shed
+        final = asyncio.ensure_future(subject.submit(1))
+        await engine_started.wait()
+        assert subject.try_submit(2) is None  # a partial while a final runs is shed
+        engine_done.set()
+        assert await final == 1
         assert await first == 1 and await queued == 1
         done = scrape(hub_metrics)
         assert sample(done, "asrhub_drops_total", reason="partial_shed") == shed_before + 1
@@ -180,6 +193,7 @@ async def test_inference_pool_gauges_and_shedding() -> None:
         assert sample(scrape(hub_metrics), "asrhub_inference_abandoned_total", pool="test-pool") == 1
     finally:
         pool.shutdown()
+        subject.shutdown()
 
 
 def test_instrumented_chain_passes_frames_through_in_order(monkeypatch: pytest.MonkeyPatch) -> None:

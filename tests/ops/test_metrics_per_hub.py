@@ -7,7 +7,7 @@ from __future__ import annotations
 import aiohttp
 
 from asrhub.client import stream
-from asrhub.engine.inference import InferencePool
+from asrhub.engine.engine_subject import EngineSubject
 from asrhub.frames import SessionClosed, SpeechStarted
 from asrhub.settings.schema import Settings
 from asrhub.wiring import build_hub
@@ -71,12 +71,16 @@ async def test_a_pool_is_reported_by_the_hubs_whose_providers_use_it() -> None:
     tracked by hand), never another hub's."""
     settings = Settings(default_provider="none")
     hub_a, hub_b = build_hub(settings), build_hub(settings)
-    pool = InferencePool("only-on-a", workers=1)
+
+    async def engine(payloads: list[int], partial: bool) -> list[int]:
+        return payloads
+
+    pool: EngineSubject[int, int] = EngineSubject("only-on-a", engine)
     try:
         hub_a.metrics.track_pool(pool)
-        running = pool.try_run(lambda: 1)  # started: the worker was idle
+        running = pool.try_submit(1)  # started: the engine was idle
         assert running is not None
-        assert pool.try_run(lambda: 2) is None  # shed: the only worker is busy
+        assert pool.try_submit(2) is None  # shed: its one partial lane is busy
         body_a, _ = hub_a.metrics.render()
         body_b, _ = hub_b.metrics.render()
         assert b'asrhub_inference_busy{pool="only-on-a"} 1.0' in body_a.splitlines()

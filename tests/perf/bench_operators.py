@@ -23,12 +23,12 @@ from reactivex.subject import Subject
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from asrhub.config import AudioFormat
-from asrhub.engine.context import Operator
 from asrhub.frames import AudioChunk, Frame, RawAudio
 from asrhub.operators.decode import decode
 from asrhub.operators.resample import resample
 from asrhub.operators.segment import segment
 from asrhub.operators.vad_gate import vad_gate
+from asrhub.plugin import Operator
 from tests.audio_utils import encode, fixture, load_wav, pcm16_bytes
 from tests.audio_utils import resample as resample_signal
 

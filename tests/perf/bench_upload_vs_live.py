@@ -85,7 +85,8 @@ async def live_session(
         sent_at[k] = time.monotonic()
     await session.end()
     if counts is not None:
-        counts.update(session.ctx.extras.get("early_finals", {}))
+        early = session.ctx.early_finals
+        counts.update(started=early.started, used=early.used, dropped=early.dropped)
     out = []
     for end in ends:
         frame = int(end / FRAME_S)

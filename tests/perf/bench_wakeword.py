@@ -29,7 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from asrhub.frames import AudioChunk  # noqa: E402
 from asrhub.operators.wakeword import Detector  # noqa: E402
-from asrhub.operators.wakeword_models import FRAME, feature_models, model_dir, wake_models  # noqa: E402
+from asrhub.operators.wakeword_models import FRAME, WakewordModels, model_dir  # noqa: E402
+
+MODELS = WakewordModels()
 from tests.audio_utils import load_wav  # noqa: E402
 
 RATE = 16_000
@@ -45,7 +47,7 @@ def per_step_ms(names: list[str], samples: np.ndarray, chunk: int) -> tuple[floa
 
     CPU time is this thread's (onnxruntime runs single-threaded on the caller's thread), so it
     stays meaningful on a loaded machine where wall time does not."""
-    detector = Detector(feature_models(), wake_models(names), 0.5, 1.5)
+    detector = Detector(MODELS.features(), MODELS.wake(names), 0.5, 1.5)
     costs: list[float] = []
     total = 0.0
     cpu0 = time.thread_time()
@@ -64,7 +66,7 @@ def per_step_ms(names: list[str], samples: np.ndarray, chunk: int) -> tuple[floa
 
 
 def memory(sessions: int, names: list[str], samples: np.ndarray) -> None:
-    front, models = feature_models(), wake_models(names)
+    front, models = MODELS.features(), MODELS.wake(names)
     warm = samples[: 2 * RATE]
     gc.collect()
     tracemalloc.start()
@@ -122,8 +124,8 @@ def main() -> None:
     print(f"onnxruntime {onnxruntime.__version__}, {psutil.cpu_count()} CPUs (load {load})")
     print(f"models in {model_dir()}")
     t0 = time.perf_counter()
-    feature_models()
-    wake_models(["hey_jarvis", "alexa", "hey_mycroft"])
+    MODELS.features()
+    MODELS.wake(["hey_jarvis", "alexa", "hey_mycroft"])
     print(
         f"load (feature models + 3 wake words, once per process): {(time.perf_counter() - t0) * 1e3:.0f} ms"
     )

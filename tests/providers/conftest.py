@@ -17,10 +17,9 @@ import pytest
 
 from asrhub.config import Limits
 from asrhub.engine.batch_stage import batch_stage
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.frames import Event, FinalTranscript, Samples
 from asrhub.hub import Hub
-from asrhub.plugin import Priority, Provider, ProviderError, Transcription
+from asrhub.plugin import Operator, Priority, Provider, ProviderError, SessionContext, Transcription
 from asrhub.providers.vosk import VoskProvider
 from asrhub.providers.whisper import WhisperProvider
 from asrhub.wiring import build_pipeline

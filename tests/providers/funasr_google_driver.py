@@ -10,7 +10,6 @@ from typing import Any
 from reactivex.subject import Subject
 
 from asrhub.config import Limits, SessionConfig
-from asrhub.engine.context import SessionContext
 from asrhub.flow import Pending
 from asrhub.frames import (
     AudioChunk,
@@ -24,6 +23,7 @@ from asrhub.frames import (
 )
 from asrhub.hub import Hub
 from asrhub.plugin import Provider
+from asrhub.session.context import Context
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes
 
 RATE = 16_000
@@ -47,7 +47,7 @@ async def drive_stage(
     Returns every frame the stage emitted, in order."""
     samples, _ = load_wav(fixture(name))
     config = config or SessionConfig()
-    ctx = SessionContext("test", config, limits or Limits(), (provider, *fallbacks), Pending(3))
+    ctx = Context("test", config, limits or Limits(), (provider, *fallbacks), Pending(3))
     source: Subject[Frame] = Subject()
     out: list[Frame] = []
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -15,7 +15,6 @@ from reactivex.subject import Subject
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from asrhub.config import Limits, SessionConfig
-from asrhub.engine.context import SessionContext
 from asrhub.flow import Pending
 from asrhub.frames import (
     ErrorEvent,
@@ -29,6 +28,7 @@ from asrhub.frames import (
 )
 from asrhub.plugin import Provider
 from asrhub.providers.whisper import WhisperProvider
+from asrhub.session.context import Context
 from tests.audio_utils import fixture, fixture_entry, load_wav, room_noise, wer
 
 from .conftest import FakeFailingProvider
@@ -38,7 +38,7 @@ on_next, on_completed = ReactiveTest.on_next, ReactiveTest.on_completed
 
 class Harness:
     def __init__(self, primary: Provider, fallbacks: tuple[Provider, ...] = (), **limits: Any) -> None:
-        self.ctx = SessionContext("t", SessionConfig(), Limits(**limits), (primary, *fallbacks), Pending(3))
+        self.ctx = Context("t", SessionConfig(), Limits(**limits), (primary, *fallbacks), Pending(3))
         self.input: Subject[Frame] = Subject()
         self.out: list[Frame] = []
         self.done, self.arrived = asyncio.Event(), asyncio.Event()
@@ -120,14 +120,14 @@ async def test_partial_then_final_and_stale_partial_dropped(whisper: WhisperProv
 
 async def test_partials_are_shed_while_a_final_runs(whisper: WhisperProvider) -> None:
     a, b = Harness(whisper), Harness(whisper)
-    pool = whisper.pool
+    pool = whisper.engine().pool
     assert pool is not None
-    shed = pool.shed
+    shed = pool.stats.shed
     a.input.on_next(a.seg(1, "address_time.wav", 0.0))
     a.input.on_next(a.seg(2, "reminder.wav", 6.0, final=False, cut=2.0))  # behind its own final
     await asyncio.sleep(0.05)  # the final holds the only worker now
     b.input.on_next(b.seg(1, "reminder.wav", 0.0, final=False, cut=2.0))  # another session's
-    assert pool.shed == shed + 1
+    assert pool.stats.shed == shed + 1
     await a.finish()
     await b.finish()
     assert a.of(PartialTranscript) == b.of(PartialTranscript) == []
@@ -198,6 +198,6 @@ async def test_marbles_every_other_frame_passes_through_in_order(whisper: Whispe
     source = scheduler.create_hot_observable(
         on_next(210, s), on_next(220, w), on_next(230, e), on_completed(240)
     )
-    ctx = SessionContext("m", SessionConfig(), Limits(), (whisper,), Pending(3))
+    ctx = Context("m", SessionConfig(), Limits(), (whisper,), Pending(3))
     results = scheduler.start(lambda: source.pipe(whisper.stage(ctx)))
     assert results.messages == [on_next(210, s), on_next(220, w), on_next(230, e), on_completed(240)]

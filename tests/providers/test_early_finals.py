@@ -4,8 +4,6 @@ real fixture speech; nothing is faked."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from asrhub.frames import ErrorEvent, Event, FinalTranscript
@@ -34,8 +32,8 @@ async def session_of(hub: Hub, audio: np.ndarray) -> tuple[list[Event], dict[str
     for i in range(0, len(data), 3200):
         await session.feed(data[i : i + 3200])
     await session.end()
-    counts: dict[str, Any] = session.ctx.extras["early_finals"]
-    return events, dict(counts)
+    counts = session.ctx.early_finals
+    return events, {"started": counts.started, "used": counts.used, "dropped": counts.dropped}
 
 
 async def test_a_pause_shorter_than_the_hangover_never_splits_or_finalizes_early(

@@ -21,11 +21,10 @@ import pytest
 
 from asrhub.engine.batch_stage import batch_stage
 from asrhub.engine.breaker import Breakers
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.engine.stream_stage import stream_stage
 from asrhub.errors import HubError
 from asrhub.frames import ErrorEvent, Samples
-from asrhub.plugin import Capabilities, Provider, ProviderError, Transcription
+from asrhub.plugin import Capabilities, Operator, Provider, ProviderError, SessionContext, Transcription
 from asrhub.providers.whisper import WhisperProvider
 from tests.audio_utils import fixture, fixture_entry, load_wav
 

@@ -22,7 +22,8 @@ from asrhub.errors import HubError
 from asrhub.frames import FinalTranscript, SessionUpdated, SpeechEnded, SpeechStarted
 from asrhub.hub import Hub
 from asrhub.providers.vosk import VoskProvider
-from asrhub.providers.whisper import WhisperProvider, base_model_dir
+from asrhub.providers.whisper import WhisperProvider
+from asrhub.providers.whisper_model import base_model_dir
 from tests.audio_utils import fixture, fixture_entry, load_wav, normalize_text, resample, wer
 
 from .conftest import finals, make_hub, run_session, text_of

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from asrhub.providers.openai import OpenAIProvider
-from asrhub.providers.whisper import default_model_dir
+from asrhub.providers.whisper_model import default_model_dir
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
 
 from .conftest import finals, make_hub, run_session

@@ -14,7 +14,8 @@ import pytest
 from asrhub.errors import HubError
 from asrhub.frames import PartialTranscript
 from asrhub.plugin import ProviderError, ProviderUnavailable
-from asrhub.providers.whisper import WhisperProvider, WhisperSettings, check, load_model
+from asrhub.providers.whisper import WhisperProvider
+from asrhub.providers.whisper_model import WhisperSettings, check, load_model
 from tests.audio_utils import fixture, load_wav, manifest, normalize_text, room_noise, tones, wer
 
 from .conftest import finals, make_hub, run_session, text_of

@@ -1,7 +1,7 @@
 """The provider subject of the in-process whisper engine: cross-session batching, priorities,
 lanes, and one failing clip — on the real tiny.en model.
 
-Waiting is on events: the engine's final lane is held by a blocking call (``pool.run``) until the
+Waiting is on events: the engine's final lane is held by a blocking call (``run_on_lane``) until the
 clips under test have queued, so what ends up in one batch does not depend on timing.
 """
 
@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from asrhub.engine.inference import EngineSubject
+from asrhub.engine.engine_subject import EngineSubject
 from asrhub.plugin import Priority, ProviderError, Transcription
-from asrhub.providers.whisper import Clip, WhisperProvider, decode_clips
+from asrhub.providers.whisper import WhisperProvider
+from asrhub.providers.whisper_model import Clip, decode_clips
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
+from tests.engine_calls import run_on_lane
 
 from .conftest import finals, make_hub, run_session
 
@@ -48,7 +50,7 @@ async def hold_final_lane(pool: EngineSubject[Any, Any]) -> tuple[asyncio.Future
         started.set()
         assert release.wait(120), "the test never released the engine"
 
-    blocker = asyncio.ensure_future(pool.run(block))
+    blocker = asyncio.ensure_future(run_on_lane(pool, block))
     assert await asyncio.to_thread(started.wait, 60)
     return blocker, release
 
@@ -64,7 +66,7 @@ async def until(condition: Any, what: str) -> None:
 async def test_sessions_ending_together_share_engine_calls_and_get_their_own_text(
     batched: WhisperProvider,
 ) -> None:
-    pool = batched.pool
+    pool = batched.engine().pool
     assert pool is not None
     hub = make_hub({"whisper": batched})
     k = 4
@@ -99,10 +101,10 @@ async def test_batched_decode_equals_one_by_one(batched: WhisperProvider) -> Non
     """The same clips give the same text alone and in one batch, and word times within 0.25 s
     (faster-whisper's word alignment carries the previous clip's last word into the next one's
     first-word heuristics)."""
-    assert batched.decoder is not None
+    assert batched.engine().decoder is not None
     clips = [Clip(speech(name), "en", None) for name in FILES[:3]]
-    together = decode_clips(batched.decoder, clips, True)
-    alone = [decode_clips(batched.decoder, [c], True)[0] for c in clips]
+    together = decode_clips(batched.engine().decoder, clips, True)
+    alone = [decode_clips(batched.engine().decoder, [c], True)[0] for c in clips]
     for a, b in zip(together, alone, strict=True):
         assert a.text == b.text
         assert a.words is not None and b.words is not None and len(a.words) == len(b.words)
@@ -113,7 +115,7 @@ async def test_batched_decode_equals_one_by_one(batched: WhisperProvider) -> Non
 
 
 async def test_finals_go_before_uploads_and_batch_by_priority(batched: WhisperProvider) -> None:
-    pool = batched.pool
+    pool = batched.engine().pool
     assert pool is not None
     order: list[tuple[str, ...]] = []
     real = pool.run_batch
@@ -141,7 +143,7 @@ async def test_finals_go_before_uploads_and_batch_by_priority(batched: WhisperPr
 
 async def test_a_final_never_waits_behind_a_partial(batched: WhisperProvider) -> None:
     """The partial lane is held until the final has come back: only separate lanes get there."""
-    pool = batched.pool
+    pool = batched.engine().pool
     assert pool is not None
     real = pool.run_batch
     partial_started, final_done = threading.Event(), threading.Event()
@@ -170,8 +172,8 @@ class FakeFaultyEngine:
     as CTranslate2 would on a broken input, failing the whole engine call."""
 
     def __init__(self, provider: WhisperProvider) -> None:
-        assert provider.pool is not None
-        self.real = provider.pool.run_batch
+        assert provider.engine().pool is not None
+        self.real = provider.engine().pool.run_batch
         self.calls: list[int] = []
 
     async def __call__(self, clips: list[Clip], partial: bool) -> Any:
@@ -182,7 +184,7 @@ class FakeFaultyEngine:
 
 
 async def test_one_failing_clip_fails_only_its_own_caller(batched: WhisperProvider) -> None:
-    pool = batched.pool
+    pool = batched.engine().pool
     assert pool is not None
     fake = FakeFaultyEngine(batched)
     pool.run_batch = fake
@@ -207,7 +209,7 @@ async def test_one_failing_clip_fails_only_its_own_caller(batched: WhisperProvid
 
 
 async def test_a_session_that_leaves_frees_its_place_in_the_batch(batched: WhisperProvider) -> None:
-    pool = batched.pool
+    pool = batched.engine().pool
     assert pool is not None
     blocker, release = await hold_final_lane(pool)
     stays = asyncio.create_task(batched.transcribe(speech(FILES[0]), language="en"))

@@ -92,7 +92,7 @@ async def test_real_speech_through_the_hub_gives_correct_finals_from_both_nodes(
     cluster: Any, on_ray: WhisperProvider
 ) -> None:
     _, worker = cluster
-    ray = on_ray.ray
+    ray = on_ray.engine().ray
     nodes = await asyncio.to_thread(ray.nodes)
     assert len(set(nodes)) == 2  # SPREAD: one replica per node
     assert worker.node_id in nodes
@@ -118,8 +118,8 @@ async def test_killing_the_replica_mid_call_loses_no_final(cluster: Any, on_ray:
     import ray as ray_api
 
     _, worker = cluster
-    replicas = on_ray.ray
-    pool = on_ray.pool
+    replicas = on_ray.engine().ray
+    pool = on_ray.engine().pool
     assert pool is not None
     on_worker = [r for r in replicas.replicas if r.up and await r.handle.node.remote() == worker.node_id]
     assert len(on_worker) == 1
@@ -300,7 +300,7 @@ async def test_two_hub_processes_share_named_replicas(cluster: Any) -> None:
         mine = WhisperProvider({"ray_address": c.address, "ray_name": name, "ray_replicas": 1})
         await mine.start()
         try:
-            assert mine.ray.replicas[0].name == f"{name}-0"
+            assert mine.engine().ray.replicas[0].name == f"{name}-0"
             proc.kill()
             proc.wait(30)
             result = await mine.transcribe(speech("weather_question.wav"), language="en")  # still there
@@ -346,7 +346,7 @@ async def test_no_replica_left_is_provider_failed_for_that_utterance(on_ray: Whi
     """Runs last: every replica is killed for good; the utterance gets the usual provider_failed."""
     import ray as ray_api
 
-    replicas = on_ray.ray
+    replicas = on_ray.engine().ray
     for r in replicas.replicas:
         ray_api.kill(r.handle, no_restart=True)
     hub = make_hub({"whisper": on_ray})

@@ -17,14 +17,14 @@ from typing import Any
 import pytest
 
 from asrhub.engine.batch_stage import batch_stage
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.frames import Samples, Word
 from asrhub.hub import Hub
-from asrhub.plugin import Capabilities, Priority, Provider, Transcription
+from asrhub.plugin import Capabilities, Operator, Priority, Provider, SessionContext, Transcription
 from asrhub.providers.whisper import WhisperProvider
 from asrhub.settings.schema import Settings
 from asrhub.wiring import build_pipeline
 from tests.audio_utils import wer
+from tests.engine_calls import run_on_lane
 from tests.transports.conftest import ServerThread
 
 from .conftest import reliability_settings
@@ -71,13 +71,14 @@ class FakeFaultyProvider:
         if mode == "raise":
             raise RuntimeError("FakeFaulty: the engine crashed")
         if mode == "hang":
-            assert self.real.pool is not None
+            pool = self.real.engine().pool
+            assert pool is not None
 
             def hang() -> None:
                 self.hanging.set()
                 self.release.wait(120)
 
-            await self.real.pool.run(hang)
+            await run_on_lane(pool, hang)
         result = await self.real.transcribe(samples, language=language, prompt=prompt, priority=priority)
         if mode == "garbage":
             return {"text": result.text}  # type: ignore[return-value]
@@ -165,8 +166,8 @@ async def test_raise_hang_and_garbage_each_fail_one_utterance_and_nothing_else(
         # not a latency bound; the latencies are figures, see docs/reliability.md).
         hung_meanwhile = fake.hanging.is_set() and not fake.release.is_set()
         events = await faulty
-        pool = server.hub.providers["whisper"].pool  # type: ignore[attr-defined]
-        state = await asyncio.to_thread(server.call, lambda: (pool.busy, pool.queued, pool.abandoned))
+        pool = server.hub.providers["whisper"].engine().pool  # type: ignore[attr-defined]
+        state = await asyncio.to_thread(server.call, lambda: (pool.busy, pool.queued, pool.stats.abandoned))
         assert not fake.release.is_set()  # the hung thread still blocks: the pool gave its slot back
         assert state[0] == 0 and state[1] == 0 and state[2] >= 1, state
         after = await final_latency(server.port)

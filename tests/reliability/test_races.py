@@ -13,7 +13,6 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from asrhub.session.delivery import EventQueue
 from asrhub.transports.common import CONNECTIONS
 from asrhub.transports.sse import SESSIONS
 from tests.transports.conftest import ServerThread
@@ -291,7 +290,7 @@ async def test_two_subscribers_detaching_at_once(server: ServerThread, watch: Wa
 
     def detach_in_the_hub() -> tuple[int, int]:
         session = server.hub.open(NONE, transport="inproc")
-        queues = [EventQueue(session, 8), EventQueue(session, 8)]
+        queues = [session.queue(8), session.queue(8)]
         loop = asyncio.get_running_loop()
         loop.call_soon(queues[0].close)
         loop.call_soon(queues[1].close)

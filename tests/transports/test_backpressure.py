@@ -25,10 +25,9 @@ import psutil
 import pytest
 import socketio
 
-from asrhub.engine.context import Operator, SessionContext
 from asrhub.frames import Samples
 from asrhub.hub import Hub
-from asrhub.plugin import Priority, Provider, Transcription
+from asrhub.plugin import Operator, Priority, Provider, SessionContext, Transcription
 from asrhub.settings.schema import Settings
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes, room_noise, wer
 

