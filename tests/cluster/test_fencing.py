@@ -261,8 +261,13 @@ IDLE_TASKS: dict[str, float] = {}
 """Each node's asyncio tasks when idle (before the first case)."""
 
 
-async def scrape(node: Node) -> dict[str, float]:
-    async with aiohttp.ClientSession() as http, http.get(f"{node.url}/metrics") as resp:
+async def scrape(node: Node, http: aiohttp.ClientSession | None = None) -> dict[str, float]:
+    """``node``'s metrics, over ``http``'s connection when given: one client connection (one
+    request-handler task on the node) whether or not the caller has a session open."""
+    if http is None:
+        async with aiohttp.ClientSession() as own:
+            return await scrape(node, own)
+    async with http.get(f"{node.url}/metrics") as resp:
         return parse_metrics(await resp.text())
 
 
@@ -277,7 +282,7 @@ async def settle(pair: Pair, admin: RedisClient, case: str) -> None:
         async with aiohttp.ClientSession() as http:
             for node in pair.nodes():
                 health = await healthz(http, node.url) or {"sessions": -1, "connections": -1}
-                metrics = await scrape(node)
+                metrics = await scrape(node, http)
                 counts = {
                     "sessions": health["sessions"],
                     "connections": health["connections"],
