@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from asrhub.engine.uploads import JOB_S, SEARCH_S, Progress, jobs, words_in
 from asrhub.frames import TARGET_RATE, FinalTranscript, Samples, Word
@@ -62,18 +61,19 @@ class FileTranscript:
         }
 
 
-def load_audio(source: str | os.PathLike[str] | bytes, *, max_s: float = 3600.0) -> Samples:
-    """Any file PyAV (or the WAV/PCM parser) reads → 16 kHz mono float32. Raises ValueError,
-    also for a file longer than ``max_s`` seconds. Blocking."""
+def load_audio(
+    source: str | os.PathLike[str] | bytes, *, max_s: float = 3600.0, max_rate: int = 48_000
+) -> Samples:
+    """A file in any accepted container (or a PCM WAV) → 16 kHz mono float32. Raises ValueError,
+    and :class:`~asrhub.errors.AudioTooLong` (a ValueError) for a file longer than ``max_s``
+    seconds; a compressed file declaring more than ``max_rate`` Hz is refused. Blocking; memory:
+    the file's bytes plus its 16 kHz samples (see :func:`asrhub.operators.decode.decode_file`)."""
     from asrhub.operators.decode import decode_file
-    from asrhub.operators.resample import Resampler
 
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    samples, rate = decode_file(data, "auto", strict=False, max_s=max_s)
-    if rate != TARGET_RATE:
-        resampler = Resampler(rate, TARGET_RATE)
-        samples = np.concatenate([resampler.process(samples), resampler.flush()])
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    samples: Samples
+    samples, _rate = decode_file(data, "auto", strict=False, max_s=max_s, max_rate=max_rate, rate=TARGET_RATE)
+    return samples
 
 
 def blocks(samples: Samples, block_s: float = BLOCK_S, search_s: float = SEARCH_S) -> list[tuple[int, int]]:

@@ -25,7 +25,7 @@ from asrhub.config import Limits, SessionConfig, parse_session_config, updated_c
 from asrhub.engine.breaker import Breakers
 from asrhub.engine.context import Operator, PipelineFactory, SessionContext
 from asrhub.engine.failover import AllFailed, call_timeout, failover
-from asrhub.engine.uploads import JOB_S, Progress, jobs, merge
+from asrhub.engine.uploads import JOB_S, Progress, UploadGate, jobs, merge
 from asrhub.errors import HubError
 from asrhub.flow import Pending, Slots
 from asrhub.frames import TARGET_RATE, Samples
@@ -88,8 +88,11 @@ class Hub:
             from asrhub.cluster.resume import ClusterResumes
 
             self.cluster_resumes = ClusterResumes(cluster, self.resumes, self.limits.resume_window_s)
-        self.decoder_slots = Slots(self.limits.max_decoder_threads)
-        """Compressed-audio decoder threads running, all sessions together."""
+        threads = self.limits.max_decoder_threads
+        self.decoder_slots = Slots(threads, per_key=max(1, int(self.limits.decoder_key_share * threads)))
+        """Compressed-audio decoder threads running, all sessions together (a share per key)."""
+        self.uploads = UploadGate(self.limits.max_uploads, self.limits.upload_wait_s)
+        """Uploads decoded and transcribed at once (see :class:`asrhub.engine.uploads.UploadGate`)."""
         self.warmups: list[Callable[[], object]] = []
         """Blocking loads ``start`` runs off the loop (the composition root adds them)."""
         self.breakers = Breakers(
@@ -309,6 +312,7 @@ class Hub:
             breakers=self.breakers,
             decoder_slots=self.decoder_slots,
             metrics=self.metrics,
+            key=key,
         )
         try:
             pipeline = self.pipeline_factory(ctx)

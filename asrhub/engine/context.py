@@ -43,6 +43,9 @@ class SessionContext:
     :mod:`asrhub.engine.breaker`); a context built outside a hub gets its own."""
     metrics: HubMetrics = field(default_factory=HubMetrics)
     """The hub's metrics (see :mod:`asrhub.metrics.hub`); a context built outside a hub gets its own."""
+    key: str | None = None
+    """The API key identity the session counts against (None: none); shares of hub-wide
+    resources (decoder threads) are per key."""
 
 
 class PipelineFactory(Protocol):
