@@ -44,17 +44,26 @@ Task = Literal["transcribe", "translate"]
 
 MAX_KEYTERMS = 100
 MAX_KEYTERM_CHARS = 100
+MAX_PROMPT_CHARS = 4096
+"""A prompt is a hint of a few sentences (Whisper reads its last 224 tokens, about 900 characters);
+longer is refused, not tokenized on every decode."""
+MAX_PROVIDERS = 8
+"""Providers in one failover list."""
+MAX_NAME_CHARS = 128
+"""A provider or model name."""
 
 Keyterm = Annotated[str, Meta(min_length=1, max_length=MAX_KEYTERM_CHARS)]
 LanguageCode = Annotated[str, Meta(min_length=2, max_length=16)]
+Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_CHARS)]
 
 
 class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The ``config`` object of ``session.start`` (every field optional)."""
 
-    provider: str | tuple[str, ...] | None = None
-    """One provider name, or an ordered failover list. ``None``: the hub's default."""
-    model: str | None = None
+    provider: Name | Annotated[tuple[Name, ...], Meta(min_length=1, max_length=MAX_PROVIDERS)] | None = None
+    """One provider name, or an ordered failover list (at most ``MAX_PROVIDERS``). ``None``: the
+    hub's default."""
+    model: Name | None = None
     """Extension: one of the provider's models (``/v1/models`` lists them); None: its default."""
     language: LanguageCode | Annotated[tuple[LanguageCode, ...], Meta(min_length=1, max_length=32)] | None = (
         None
@@ -69,8 +78,9 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     vad: VadConfig = VadConfig()
     wakeword: WakewordConfig = WakewordConfig()
     partials: bool = True
-    prompt: str | None = None
-    """Extension: initial prompt / vocabulary hint passed to engines that take one."""
+    prompt: Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)] | None = None
+    """Extension: initial prompt / vocabulary hint passed to engines that take one (at most
+    ``MAX_PROMPT_CHARS`` characters)."""
     word_timestamps: bool = True
 
     @property

@@ -182,7 +182,7 @@ class StreamDecoder:
                     code = getattr(item, "code", "bad_audio")
                     if self._errors_left > 0 and item != last_problem:  # a burst of one kind: once
                         self._errors_left -= 1
-                        self._send(ErrorEvent(code=code, message=item))
+                        self._send(ErrorEvent(code=code, message=str(item)))  # a plain str on the wire
                     last_problem = item
                 elif len(item):
                     feed.produced()

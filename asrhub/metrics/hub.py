@@ -580,6 +580,18 @@ class HubCollector(Collector):
         resumable.add_metric(["attached"], sum(len(r) for r in held if r is not None) - detached)
         resumable.add_metric(["detached"], detached)
         yield resumable
+        decoders = GaugeMetricFamily(
+            "asrhub_decoder_threads", "Compressed-audio decoder threads", labels=["state"]
+        )
+        slots = [s for s in (getattr(hub, "decoder_slots", None) for hub in hubs) if s is not None]
+        decoders.add_metric(["running"], sum(s.size - s.free for s in slots))
+        decoders.add_metric(["waiting"], sum(s.waiting for s in slots))
+        yield decoders
+        uploads = GaugeMetricFamily("asrhub_uploads", "Uploads decoding or transcribing", labels=["state"])
+        gates = [g for g in (getattr(hub, "uploads", None) for hub in hubs) if g is not None]
+        uploads.add_metric(["running"], sum(g.busy for g in gates))
+        uploads.add_metric(["waiting"], sum(g.waiting for g in gates))
+        yield uploads
         try:
             tasks = len(asyncio.all_tasks())
         except RuntimeError:  # scraped off the event loop

@@ -180,6 +180,7 @@ async def test_garbage_and_a_cut_header_are_one_bad_audio(fmt: str) -> None:
     for data in (garbage, encoded("mp3" if fmt == "auto" else fmt)[:40]):
         out = await stream(fmt, data)
         assert [type(f) for f in out] == [ErrorEvent] and out[0].code == "bad_audio"  # type: ignore[union-attr]
+        assert type(out[0].message) is str  # type: ignore[union-attr]  # msgspec encodes no str subclass
 
 
 async def test_dispose_stops_the_decoder_thread() -> None:
