@@ -15,7 +15,8 @@ events as they happen), a started hub::
         session = hub.open({"provider": "whisper"})
         async for event in session.iter_events(): …
 
-Audio of any length and any format PyAV reads is decoded to 16 kHz mono and transcribed in
+Audio of any length in any accepted container (WAV, Ogg, WebM, MP3, FLAC, AAC, MP4/M4A) is
+decoded to 16 kHz mono and transcribed in
 jobs of at most 30 s, each cut at its quietest moment before the bound (the one cutting policy
 of every batch caller, :mod:`asrhub.engine.uploads`, applied by ``Hub.transcribe``), so memory per call
 stays bounded, live sessions sharing the hub never wait behind the file, and progress can be
@@ -158,8 +159,12 @@ async def atranscribe_file(
 ) -> FileTranscript:
     """Decode and transcribe one file. Pass a started ``hub`` to reuse its loaded models;
     otherwise one is built from ``settings`` (with ``provider`` enabled) for this call.
-    ``options``: ``model``, ``task``, ``keyterms`` (see :meth:`asrhub.hub.Hub.transcribe`)."""
-    samples = await asyncio.to_thread(load_audio, path)
+    ``options``: ``model``, ``task``, ``keyterms`` (see :meth:`asrhub.hub.Hub.transcribe`).
+    The hub's (or the settings') ``limits.max_upload_s`` and ``limits.max_input_rate`` apply."""
+    limits = hub.limits if hub is not None else (settings or Settings()).limits
+    samples = await asyncio.to_thread(
+        load_audio, path, max_s=limits.max_upload_s, max_rate=limits.max_input_rate
+    )
     if hub is not None:
         return await transcribe_samples(
             hub, samples, provider=provider, language=language, prompt=prompt, progress=progress, **options

@@ -4,7 +4,8 @@ test (PyAV's real encoders and muxers) and sent by a real client.
 
 For every case: a clear error in the protocol's shape, the hub's peak RSS growth under a stated
 bound (printed with the figures), the round trip of a live session's pings under 100 ms while
-the hostile request runs, and afterwards no session, decoder thread or upload left."""
+the hostile request runs, and afterwards no session, decoder thread, upload or asyncio task
+left."""
 
 from __future__ import annotations
 
@@ -51,23 +52,26 @@ async def scrape(proc: ServeProcess) -> dict[str, float]:
         return parse_metrics(await response.text())
 
 
-async def settled(proc: ServeProcess, within: float = 30.0) -> dict[str, float]:
-    """/metrics once no session, decoder thread or upload is left (or the last scrape)."""
+LEFT = ("asrhub_sessions_active", "asrhub_decoder_threads", "asrhub_uploads")
+
+
+async def settled(proc: ServeProcess, tasks: float | None = None, within: float = 30.0) -> dict[str, float]:
+    """/metrics once no session, decoder thread or upload is left and no more asyncio tasks than
+    ``tasks`` run (or the last scrape, after ``within`` seconds: a leak, not a slow machine)."""
     deadline = time.monotonic() + within
     while True:
         metrics = await scrape(proc)
-        busy = sum(
-            metric_sum(metrics, name)
-            for name in ("asrhub_sessions_active", "asrhub_decoder_threads", "asrhub_uploads")
-        )
-        if busy <= 1 or time.monotonic() > deadline:  # 1: the live session of the probe, if open
+        left = sum(metric_sum(metrics, name) for name in LEFT)
+        extra = tasks is not None and metrics["asrhub_event_loop_tasks"] > tasks
+        if (not left and not extra) or time.monotonic() > deadline:
             return metrics
         await asyncio.sleep(0.1)
 
 
-def assert_nothing_left(metrics: dict[str, float]) -> None:
-    for name in ("asrhub_sessions_active", "asrhub_decoder_threads", "asrhub_uploads"):
+def assert_nothing_left(metrics: dict[str, float], tasks: float) -> None:
+    for name in LEFT:
         assert metric_sum(metrics, name) == 0, name
+    assert metrics["asrhub_event_loop_tasks"] <= tasks
 
 
 async def post(base: str, path: str, data: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -93,7 +97,7 @@ async def test_a_decoder_bomb_is_refused_in_bounded_memory(
     declaring no length with 600 s inside (past ``limits.max_upload_s``, counted while decoding):
     refused with a clear error, the hub's memory barely moves, a live session keeps its pace."""
     data = flac_bomb() if name == "flac_96k_3500s" else flac_without_length()
-    await settled(hub)
+    tasks = (await settled(hub))["asrhub_event_loop_tasks"]
     async with live_session(hub.http) as pings:
         with PeakRss(hub.proc.pid) as rss:  # type: ignore[union-attr]
             got, body = await post(hub.http, "/v1/transcribe", data)
@@ -101,7 +105,7 @@ async def test_a_decoder_bomb_is_refused_in_bounded_memory(
     assert got == status and body["code"] == code, body
     assert rss.growth < BOMB_RSS_MB
     assert pings.worst_ms < LAG_BOUND_MS
-    assert_nothing_left(await settled(hub))
+    assert_nothing_left(await settled(hub, tasks), tasks)
 
 
 # ------------------------------------------------------------------ playlists and concat scripts
@@ -143,6 +147,7 @@ async def test_playlists_and_concat_scripts_are_bad_audio_and_fetch_nothing(
     script naming a WAV file relative to the hub's working directory was transcribed."""
     url, hits = lure
     payload = playlists(url)[kind]
+    tasks = (await settled(hub))["asrhub_event_loop_tasks"]
     got, body = await post(hub.http, "/v1/transcribe", payload)
     assert got == 400 and body["code"] == "bad_audio", body  # the old hub transcribed the WAV
     got, body = await post(hub.http, "/v1/listen", payload)  # Deepgram, no encoding: auto
@@ -159,7 +164,7 @@ async def test_playlists_and_concat_scripts_are_bad_audio_and_fetch_nothing(
             events.append(event)
     assert [(e["type"], e["code"]) for e in events] == [("error", "bad_audio")], events
     assert hits == []
-    assert_nothing_left(await settled(hub))
+    assert_nothing_left(await settled(hub, tasks), tasks)
 
 
 # ------------------------------------------------------------------ timestamp-jumping stream
@@ -172,7 +177,7 @@ async def test_a_timestamp_jumping_stream_cannot_flood_the_loop(hub: ServeProces
     at most 1 s of audio per callback. A live session's pings stay fast; the hostile session
     gets ``bad_audio`` errors (at most 5) and nothing is left after it."""
     data = jumping_opus()
-    await settled(hub)
+    tasks = (await settled(hub))["asrhub_event_loop_tasks"]
     errors: list[dict[str, Any]] = []
     async with live_session(hub.http) as pings:
         with PeakRss(hub.proc.pid) as rss:  # type: ignore[union-attr]
@@ -205,7 +210,7 @@ async def test_a_timestamp_jumping_stream_cannot_flood_the_loop(hub: ServeProces
     assert "missing" in errors[0]["message"]
     assert rss.growth < STREAM_RSS_MB
     assert pings.worst_ms < LAG_BOUND_MS
-    assert_nothing_left(await settled(hub))
+    assert_nothing_left(await settled(hub, tasks), tasks)
 
 
 # ------------------------------------------------------------------ bottomless multipart
@@ -226,7 +231,7 @@ async def test_a_chunked_multipart_upload_is_counted_byte_by_byte(hub: ServeProc
     """8,000 form fields of 60 KB, chunked (no Content-Length to check up front): refused with
     ``too_large`` once the fields exceed their bounds, long before 480 MB arrive. Before, every
     field was kept (+493 MB)."""
-    await settled(hub)
+    tasks = (await settled(hub))["asrhub_event_loop_tasks"]
     boundary = "hostileboundary"
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
     async with live_session(hub.http) as pings:
@@ -244,4 +249,4 @@ async def test_a_chunked_multipart_upload_is_counted_byte_by_byte(hub: ServeProc
     assert got == 413 and body["error"]["code"] == "too_large", body
     assert rss.growth < FORM_RSS_MB
     assert pings.worst_ms < LAG_BOUND_MS
-    assert_nothing_left(await settled(hub))
+    assert_nothing_left(await settled(hub, tasks), tasks)
