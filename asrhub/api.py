@@ -15,7 +15,8 @@ events as they happen), a started hub::
         session = hub.open({"provider": "whisper"})
         async for event in session.iter_events(): …
 
-Audio of any length and any format PyAV reads is decoded to 16 kHz mono and transcribed in
+Audio of any length in any accepted container (WAV, Ogg, WebM, MP3, FLAC, AAC, MP4/M4A) is
+decoded to 16 kHz mono and transcribed in
 jobs of at most 30 s, each cut at its quietest moment before the bound (the one cutting policy
 of every batch caller, :mod:`asrhub.engine.uploads`, applied by ``Hub.transcribe``), so memory per call
 stays bounded, live sessions sharing the hub never wait behind the file, and progress can be
@@ -33,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from asrhub.engine.finals import file_finals
 from asrhub.engine.uploads import JOB_S, SEARCH_S, Progress, jobs
@@ -63,18 +63,19 @@ class FileTranscript:
         }
 
 
-def load_audio(source: str | os.PathLike[str] | bytes, *, max_s: float = 3600.0) -> Samples:
-    """Any file PyAV (or the WAV/PCM parser) reads → 16 kHz mono float32. Raises ValueError,
-    also for a file longer than ``max_s`` seconds. Blocking."""
+def load_audio(
+    source: str | os.PathLike[str] | bytes, *, max_s: float = 3600.0, max_rate: int = 48_000
+) -> Samples:
+    """A file in any accepted container (or a PCM WAV) → 16 kHz mono float32. Raises ValueError,
+    and :class:`~asrhub.errors.AudioTooLong` (a ValueError) for a file longer than ``max_s``
+    seconds; a compressed file declaring more than ``max_rate`` Hz is refused. Blocking; memory:
+    the file's bytes plus its 16 kHz samples (see :func:`asrhub.operators.decode.decode_file`)."""
     from asrhub.operators.decode import decode_file
-    from asrhub.operators.resample import Resampler
 
     data = source if isinstance(source, bytes) else Path(source).read_bytes()
-    samples, rate = decode_file(data, "auto", strict=False, max_s=max_s)
-    if rate != TARGET_RATE:
-        resampler = Resampler(rate, TARGET_RATE)
-        samples = np.concatenate([resampler.process(samples), resampler.flush()])
-    return np.ascontiguousarray(samples, dtype=np.float32)
+    samples: Samples
+    samples, _rate = decode_file(data, "auto", strict=False, max_s=max_s, max_rate=max_rate, rate=TARGET_RATE)
+    return samples
 
 
 def blocks(samples: Samples, block_s: float = BLOCK_S, search_s: float = SEARCH_S) -> list[tuple[int, int]]:
@@ -148,8 +149,12 @@ async def atranscribe_file(
 ) -> FileTranscript:
     """Decode and transcribe one file. Pass a started ``hub`` to reuse its loaded models;
     otherwise one is built from ``settings`` (with ``provider`` enabled) for this call.
-    ``options``: ``model``, ``task``, ``keyterms`` (see :meth:`asrhub.hub.Hub.transcribe`)."""
-    samples = await asyncio.to_thread(load_audio, path)
+    ``options``: ``model``, ``task``, ``keyterms`` (see :meth:`asrhub.hub.Hub.transcribe`).
+    The hub's (or the settings') ``limits.max_upload_s`` and ``limits.max_input_rate`` apply."""
+    limits = hub.limits if hub is not None else (settings or Settings()).limits
+    samples = await asyncio.to_thread(
+        load_audio, path, max_s=limits.max_upload_s, max_rate=limits.max_input_rate
+    )
     if hub is not None:
         return await transcribe_samples(
             hub, samples, provider=provider, language=language, prompt=prompt, progress=progress, **options

@@ -44,9 +44,17 @@ Task = Literal["transcribe", "translate"]
 
 MAX_KEYTERMS = 100
 MAX_KEYTERM_CHARS = 100
+MAX_PROMPT_CHARS = 4096
+"""A prompt is a hint of a few sentences (Whisper reads its last 224 tokens, about 900 characters);
+longer is refused, not tokenized on every decode."""
+MAX_PROVIDERS = 8
+"""Providers in one failover list."""
+MAX_NAME_CHARS = 128
+"""A provider or model name."""
 
 Keyterm = Annotated[str, Meta(min_length=1, max_length=MAX_KEYTERM_CHARS)]
 LanguageCode = Annotated[str, Meta(min_length=2, max_length=16)]
+Name = Annotated[str, Meta(min_length=1, max_length=MAX_NAME_CHARS)]
 
 
 def base_language(code: str) -> str:
@@ -58,9 +66,10 @@ def base_language(code: str) -> str:
 class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The ``config`` object of ``session.start`` (every field optional)."""
 
-    provider: str | tuple[str, ...] | None = None
-    """One provider name, or an ordered failover list. ``None``: the hub's default."""
-    model: str | None = None
+    provider: Name | Annotated[tuple[Name, ...], Meta(min_length=1, max_length=MAX_PROVIDERS)] | None = None
+    """One provider name, or an ordered failover list (at most ``MAX_PROVIDERS``). ``None``: the
+    hub's default."""
+    model: Name | None = None
     """Extension: one of the provider's models (``/v1/models`` lists them); None: its default."""
     language: LanguageCode | Annotated[tuple[LanguageCode, ...], Meta(min_length=1, max_length=32)] | None = (
         None
@@ -75,8 +84,9 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     vad: VadConfig = VadConfig()
     wakeword: WakewordConfig = WakewordConfig()
     partials: bool = True
-    prompt: str | None = None
-    """Extension: initial prompt / vocabulary hint passed to engines that take one."""
+    prompt: Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)] | None = None
+    """Extension: initial prompt / vocabulary hint passed to engines that take one (at most
+    ``MAX_PROMPT_CHARS`` characters)."""
     word_timestamps: bool = True
 
     @property
@@ -150,6 +160,32 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max_decoder_threads: Annotated[int, Meta(ge=1)] = 64
     """Compressed-audio sessions (opus, webm, mp3, …) decoding at once, one thread each; one more
     waits for a free decoder with its ``feed`` held (its client's TCP stream backs up)."""
+    decoder_wait_s: Annotated[float, Meta(gt=0.0)] = 10.0
+    """How long a compressed-audio session waits for a decoder thread; then it is closed with a
+    fatal ``capacity`` error (a session closed while it waits leaves the line at once)."""
+    decoder_key_share: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.5
+    """The share of ``max_decoder_threads`` one API key may hold: at most
+    max(1, floor(share × max_decoder_threads)) threads (32 of 64 by default); its next session
+    waits even when threads are free, while other keys' sessions get them. Sessions without a
+    key (a hub without API keys) have no share of their own."""
+    decoder_stall_s: Annotated[float, Meta(gt=0.0)] = 60.0
+    """A decoder thread that produces no audio for this long — bytes trickling in that never make
+    a packet, or none at all — is stopped and its session closed with a fatal ``timeout``, so
+    its thread goes to another session (like ``idle_timeout_s``, measured on decoded audio)."""
+    max_input_rate: Annotated[int, Meta(ge=8000, le=768_000)] = 48_000
+    """Highest sample rate a compressed stream or file may declare (decoding cost grows with
+    it; no speech model needs more); higher is ``bad_audio``. PCM (raw or WAV) is not limited:
+    it costs what its bytes cost."""
+    max_upload_s: Annotated[float, Meta(gt=0.0)] = 3600.0
+    """Longest uploaded file (batch endpoints), ``too_large`` past it: checked against the
+    duration the container declares before decoding, and on the decoded 16 kHz samples as they
+    are produced. Memory per upload: its bytes plus 64 KB per second of audio (230 MB for 1 h)."""
+    max_uploads: Annotated[int, Meta(ge=1)] = 4
+    """Uploads (``/v1/transcribe``, OpenAI transcriptions/translations, Deepgram pre-recorded,
+    gRPC LongRunningRecognize) decoded and transcribed at once; more wait in line."""
+    upload_wait_s: Annotated[float, Meta(ge=0.0)] = 30.0
+    """How long an upload waits for its turn; then it is refused with ``capacity`` (HTTP 503, or
+    the protocol's own shape)."""
     early_final_ms: Annotated[int, Meta(ge=0, le=10_000)] = 0
     """Early finals (batch engines, VAD on): after this much silence inside an utterance the
     final decode starts speculatively on the audio so far; if speech resumes before the VAD's

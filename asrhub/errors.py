@@ -16,3 +16,7 @@ class HubError(Exception):
 
     def to_event(self) -> ErrorEvent:
         return ErrorEvent(code=self.code, message=self.message, fatal=self.fatal)
+
+
+class AudioTooLong(ValueError):
+    """Decoded audio past a bound on its length (``too_large`` where it reaches a client)."""

@@ -81,31 +81,96 @@ class Pending:
                 fut.set_result(None)
 
 
+class Claim:
+    """One session's claim on a :class:`Slots` slot: waiting in line, then holding, then done."""
+
+    __slots__ = ("held", "key", "start")
+
+    def __init__(self, start: Callable[[], None], key: str | None) -> None:
+        self.start: Callable[[], None] | None = start
+        self.key = key
+        self.held = False
+
+
 class Slots:
-    """A bound on a resource shared by the sessions of a hub (compressed-audio decoder threads).
+    """A bound on a resource shared by the sessions of a hub (compressed-audio decoder threads),
+    with a share per API key.
 
-    ``take(start)`` returns True when a slot is free (taken); otherwise ``start`` is queued and
-    called, on the loop, when a slot is handed over by ``give``. Everything runs on the event
-    loop thread (a worker thread gives a slot back with ``loop.call_soon_threadsafe``)."""
+    ``take(start, key)`` returns a :class:`Claim`: held at once when a slot is free and the key
+    is under its share; otherwise it waits in line and ``start`` is called, on the loop, when a
+    slot is handed to it. ``leave(claim)`` ends a claim either way (idempotent): a waiting one
+    leaves the line (its session was disposed), a held one gives its slot back, which goes to
+    the first waiter in line whose key is under its share — handed over in a loop, never by
+    recursion. A key holds at most ``per_key`` slots (None, a session without a key: no share
+    of its own). Everything runs on the event loop thread (a worker thread gives a slot back
+    with ``loop.call_soon_threadsafe``)."""
 
-    __slots__ = ("_waiters", "free")
+    __slots__ = ("_handing", "_held", "_waiters", "free", "per_key", "size")
 
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self._waiters: deque[Callable[[], None]] = deque()
+    def __init__(self, size: int, per_key: int | None = None) -> None:
+        self.size = self.free = size
+        self.per_key = min(size, per_key) if per_key is not None else size
+        self._held: dict[str, int] = {}
+        self._waiters: dict[Claim, None] = {}  # in arrival order; O(1) removal
+        self._handing = False
 
-    def take(self, start: Callable[[], None]) -> bool:
-        if self.free > 0:
-            self.free -= 1
-            return True
-        self._waiters.append(start)
-        return False
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
 
-    def give(self) -> None:
-        if self._waiters:
-            self._waiters.popleft()()  # the slot passes straight to the next waiter
+    def held_by(self, key: str | None) -> int:
+        return self._held.get(key, 0) if key is not None else 0
+
+    def take(self, start: Callable[[], None], key: str | None = None) -> Claim:
+        claim = Claim(start, key)
+        if self.free > 0 and self._fits(key):
+            self._hold(claim)
         else:
+            self._waiters[claim] = None
+        return claim
+
+    def leave(self, claim: Claim) -> None:
+        claim.start = None
+        if claim.held:
+            claim.held = False
             self.free += 1
+            if claim.key is not None:
+                left = self._held[claim.key] - 1
+                if left:
+                    self._held[claim.key] = left
+                else:
+                    del self._held[claim.key]
+            self._hand_over()
+        else:
+            self._waiters.pop(claim, None)
+
+    def _fits(self, key: str | None) -> bool:
+        return key is None or self._held.get(key, 0) < self.per_key
+
+    def _hold(self, claim: Claim) -> None:
+        self.free -= 1
+        claim.held = True
+        if claim.key is not None:
+            self._held[claim.key] = self._held.get(claim.key, 0) + 1
+
+    def _hand_over(self) -> None:
+        """Free slots to the first waiters whose key fits, one by one. A ``start`` that gives
+        its slot back at once only adds to ``free``: this loop hands it on."""
+        if self._handing:
+            return
+        self._handing = True
+        try:
+            while self.free > 0 and self._waiters:
+                claim = next((c for c in self._waiters if self._fits(c.key)), None)
+                if claim is None:
+                    return  # every waiter's key is at its share
+                del self._waiters[claim]
+                self._hold(claim)
+                start, claim.start = claim.start, None
+                if start is not None:
+                    start()
+        finally:
+            self._handing = False
 
 
 # --------------------------------------------------------------------------- light links

@@ -24,7 +24,7 @@ import msgspec
 from asrhub.config import Limits, SessionConfig, base_language, parse_session_config, updated_config
 from asrhub.engine.breaker import Breakers
 from asrhub.engine.failover import AllFailed, call_timeout, failover
-from asrhub.engine.uploads import JOB_S, Progress, jobs, merge
+from asrhub.engine.uploads import JOB_S, Progress, UploadGate, jobs, merge
 from asrhub.errors import HubError
 from asrhub.flow import Pending, Slots
 from asrhub.frames import TARGET_RATE, Samples
@@ -88,8 +88,11 @@ class Hub:
             from asrhub.cluster.resume import ClusterResumes
 
             self.cluster_resumes = ClusterResumes(cluster, self.resumes, self.limits.resume_window_s)
-        self.decoder_slots = Slots(self.limits.max_decoder_threads)
-        """Compressed-audio decoder threads running, all sessions together."""
+        threads = self.limits.max_decoder_threads
+        self.decoder_slots = Slots(threads, per_key=max(1, int(self.limits.decoder_key_share * threads)))
+        """Compressed-audio decoder threads running, all sessions together (a share per key)."""
+        self.uploads = UploadGate(self.limits.max_uploads, self.limits.upload_wait_s)
+        """Uploads decoded and transcribed at once (see :class:`asrhub.engine.uploads.UploadGate`)."""
         self.warmups: list[Callable[[], object]] = []
         """Blocking loads ``start`` runs off the loop (the composition root adds them)."""
         self.breakers = Breakers(
@@ -104,7 +107,15 @@ class Hub:
 
     def reading(self) -> HubReading:
         """What a scrape of this hub's metrics reads now (handed to them as a callback)."""
-        reading = HubReading(resumable=len(self.resumes), detached=self.resumes.detached)
+        slots, uploads = self.decoder_slots, self.uploads
+        reading = HubReading(
+            resumable=len(self.resumes),
+            detached=self.resumes.detached,
+            decoders_running=slots.size - slots.free,
+            decoders_waiting=slots.waiting,
+            uploads_running=uploads.busy,
+            uploads_waiting=uploads.waiting,
+        )
         for session in list(self.sessions.values()):
             transport = session.ctx.transport
             reading.sessions[transport] = reading.sessions.get(transport, 0) + 1
@@ -321,6 +332,7 @@ class Hub:
             breakers=self.breakers,
             decoder_slots=self.decoder_slots,
             metrics=self.metrics,
+            key=key,
         )
         try:
             pipeline = self.pipeline_factory(ctx)

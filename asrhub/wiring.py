@@ -39,7 +39,19 @@ def build_pipeline(ctx: Context, *, wakewords: WakewordModels | None = None) -> 
     passes them; None: a wake-word session loads a set of its own)."""
     config, limits = ctx.config, ctx.limits
     stages: list[tuple[str, Operator]] = [
-        ("decode", decode(config.audio, pending=ctx.pending, slots=ctx.decoder_slots)),
+        (
+            "decode",
+            decode(
+                config.audio,
+                pending=ctx.pending,
+                slots=ctx.decoder_slots,
+                key=ctx.key,
+                slot_wait_s=limits.decoder_wait_s,
+                stall_s=limits.decoder_stall_s,
+                rate=TARGET_RATE,
+                max_rate=limits.max_input_rate,
+            ),
+        ),
         ("resample", resample(TARGET_RATE)),
     ]
     if config.wakeword.enabled:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -15,12 +16,24 @@ class ByteFeed:
 
     Besides bytes it carries *markers* (frames that passed through): ``read`` hands a marker to
     ``on_marker`` once the decoder has consumed every byte put before it.
+
+    With ``stall_s``, ``read`` ends the stream (returns ``b""`` and sets :attr:`stalled`) once
+    the decoder has produced no output (:meth:`produced`) for that long, whether bytes trickle
+    in or none come: a decoder thread is a shared resource, not a place to park.
     """
 
     def __init__(
-        self, limit: int, on_marker: Callable[[Any], None], on_room: Callable[[], None] | None = None
+        self,
+        limit: int,
+        on_marker: Callable[[Any], None],
+        on_room: Callable[[], None] | None = None,
+        *,
+        stall_s: float | None = None,
     ) -> None:
         self._on_room = on_room
+        self._stall_s = stall_s
+        self._output_at = time.monotonic()
+        self.stalled = False
         self._over = False  # a forced put went past the bound: on_room once it has drained
         self._cond = threading.Condition()
         self._items: deque[Any] = deque()
@@ -81,13 +94,26 @@ class ByteFeed:
             self._items.clear()
             return left
 
+    def produced(self) -> None:
+        """The decoder made output: the stall clock starts again."""
+        self._output_at = time.monotonic()
+
+    def _stalled(self) -> bool:
+        """(With the lock held.) True, once, when the stall clock has run out."""
+        if self._stall_s is not None and time.monotonic() - self._output_at > self._stall_s:
+            self.stalled = self.aborted = True
+        return self.stalled
+
     def read(self, n: int = -1) -> bytes:
         while True:
             markers: list[Any] = []
             with self._cond:
-                while not self._items and not self._eof and not self.aborted:
-                    self._cond.wait()
-                if self.aborted:
+                while not self._items and not self._eof and not self.aborted and not self._stalled():
+                    if self._stall_s is None:
+                        self._cond.wait()
+                    else:
+                        self._cond.wait(max(0.0, self._stall_s - (time.monotonic() - self._output_at)) + 0.01)
+                if self.aborted or self._stalled():
                     return b""
                 while self._items and isinstance(self._items[0], _Marker):
                     markers.append(self._items.popleft().item)

@@ -1,4 +1,4 @@
-"""``decode``: client bytes (RawAudio) → mono float32 AudioChunks at the source rate.
+"""``decode``: client bytes (RawAudio) → mono float32 AudioChunks (PCM at its own rate, compressed at 16 kHz).
 
 ::
 
@@ -17,17 +17,21 @@
   arrives is accepted (decoded as far as it goes); bytes after a known data size are ignored.
   A header that is not a supported WAV → one ``bad_audio`` error, the rest of the stream ignored.
 * compressed (opus/ogg/webm/mp3/flac) and ``auto``: streamed through PyAV on a per-session thread
-  (see ``_avstream``), decoded audio delivered on the loop thread. Frames that pass through keep
-  their place behind the audio decoded before them; completion waits until the decoder has
-  drained. Decoded samples are made finite and clipped to [-1, 1] (corrupt data can decode to
-  ±20). Undecodable, corrupt or truncated data → ``bad_audio`` (at most 5 per stream). A frame
-  that would overflow ``max_buffer_bytes`` of undecoded input is taken anyway and holds the
-  session's ``pending`` (``Session.feed`` waits, which pushes back on the client's socket) until
-  the decoder has drained to half the bound — so undecoded input stays under
-  ``max_buffer_bytes`` + one frame. Without a ``pending`` (decoding outside a session) such a
-  frame is dropped with ``too_large``. With ``slots`` (the hub's bound on decoder threads) the
-  thread starts only when a slot is free; until then ``pending`` is held, and the slot goes
-  back when the thread ends.
+  (see ``_avstream``, ``_avdecode``), which also resamples to ``rate`` (16 kHz), makes samples
+  finite and clipped to [-1, 1] and joins them into blocks of up to 1 s, so the loop only hands
+  chunks on (at most 1 s of audio per callback). Frames that pass through keep their place
+  behind the audio decoded before them; completion waits until the decoder has drained.
+  Undecodable, corrupt or truncated data, a container outside the accepted ones, a sample rate
+  over ``max_rate`` → ``bad_audio`` (at most 5 per stream). A frame that would overflow
+  ``max_buffer_bytes`` of undecoded input is taken anyway and holds the session's ``pending``
+  (``Session.feed`` waits, which pushes back on the client's socket) until the decoder has
+  drained to half the bound — so undecoded input stays under ``max_buffer_bytes`` + one frame.
+  Without a ``pending`` (decoding outside a session) such a frame is dropped with ``too_large``.
+* decoder threads (``slots``, the hub's :class:`~asrhub.flow.Slots`): the thread starts only
+  when the session's ``key`` gets a slot; until then ``pending`` is held. A session that waits
+  longer than ``slot_wait_s`` gets a fatal ``capacity`` error; one that is disposed while it
+  waits leaves the line. A thread that produces no audio for ``stall_s`` (bytes trickling in,
+  or none) is stopped with a fatal ``timeout``; its slot goes back when it ends.
 """
 
 from __future__ import annotations
@@ -39,14 +43,14 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from asrhub.config import AudioFormat
-from asrhub.flow import Pending, Slots, Stage
-from asrhub.frames import AudioChunk, ErrorEvent, Frame, RawAudio, Samples
+from asrhub.flow import Claim, Pending, Slots, Stage
+from asrhub.frames import TARGET_RATE, AudioChunk, ErrorEvent, Frame, RawAudio, Samples
 from asrhub.plugin import Operator
 
-from ._avdecode import concat
-from ._avstream import DONE, StreamDecoder
+from ._avdecode import MAX_RATE
+from ._avstream import DONE, Block, StreamDecoder
 from ._decode_file import RAW_PCM as _RAW
-from ._decode_file import bounded, decode_file
+from ._decode_file import decode_file
 from ._pcm import Pcm16Chunk, PcmDecoder, PcmFormat, parse_wav_header
 
 __all__ = ["decode", "decode_file"]
@@ -60,18 +64,27 @@ def decode(
     max_backlog_s: float = 30.0,
     pending: Pending | None = None,
     slots: Slots | None = None,
+    key: str | None = None,
+    slot_wait_s: float | None = None,
+    stall_s: float | None = None,
+    rate: int = TARGET_RATE,
+    max_rate: int = MAX_RATE,
 ) -> Operator:
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
             state = _Decoding(fmt, observer, max_buffer_bytes, max_header_bytes, max_backlog_s)
-            state.pending, state.slots = pending, slots
+            state.pending, state.slots, state.key = pending, slots, key
+            state.slot_wait_s, state.stall_s, state.out_rate, state.max_rate = (
+                slot_wait_s,
+                stall_s,
+                rate,
+                max_rate,
+            )
             sub = source.subscribe(state.on_next, observer.on_error, state.on_completed, scheduler=scheduler)
 
             def dispose() -> None:
                 sub.dispose()
-                state.disposed = True
-                if state.av is not None:
-                    state.av.close()
+                state.dispose()
 
             return Disposable(dispose)
 
@@ -93,6 +106,12 @@ class _Decoding:
         self.av: StreamDecoder | None = None
         self.pending: Pending | None = None
         self.slots: Slots | None = None
+        self.key: str | None = None
+        self.claim: Claim | None = None
+        self.slot_wait_s: float | None = None
+        self.slot_deadline: asyncio.TimerHandle | None = None
+        self.stall_s: float | None = None
+        self.out_rate, self.max_rate = TARGET_RATE, MAX_RATE
         self.disposed = False
         try:
             self.loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
@@ -181,22 +200,8 @@ class _Decoding:
                 self.emit(x, self.pcm.fmt.rate)
         elif not self.av_done:
             if self.av is None:
-                backlog = int(self.max_backlog_s * 48_000)
-                slots, loop = self.slots, self.loop
-                self.av = StreamDecoder(
-                    self.encoding,
-                    self.deliver,
-                    max_buffer_bytes=self.max_buffer_bytes,
-                    max_backlog=backlog,
-                    on_room=self.room,
-                    on_exit=self.slot_back if slots is not None and loop is not None else None,
-                    start=slots is None or loop is None,
-                )
-                if slots is not None and loop is not None and not slots.take(self.slot_ready):
-                    if self.pending is not None:  # no decoder free: hold the client back
-                        self.pending.hold("decoder")
-                elif slots is not None and loop is not None:
-                    self.av.start()
+                self.start_decoder()
+            assert self.av is not None
             if self.av.feed.put(data):
                 pass
             elif self.pending is not None:  # take it, and hold the client back until drained
@@ -210,24 +215,83 @@ class _Decoding:
                 self.av.drain()
         return None
 
+    def start_decoder(self) -> None:
+        slots, loop = self.slots, self.loop
+        bounded = slots is not None and loop is not None
+        self.av = StreamDecoder(
+            self.encoding,
+            self.deliver,
+            max_buffer_bytes=self.max_buffer_bytes,
+            max_backlog=int(self.max_backlog_s * self.out_rate),
+            rate=self.out_rate,
+            max_rate=self.max_rate,
+            stall_s=self.stall_s,
+            on_room=self.room,
+            on_exit=self.slot_back if bounded else None,
+            start=not bounded,
+        )
+        if slots is None or loop is None:
+            return
+        self.claim = slots.take(self.slot_ready, self.key)
+        if self.claim.held:
+            self.av.start()
+            return
+        if self.pending is not None:  # no decoder free: hold the client back
+            self.pending.hold("decoder")
+        if self.slot_wait_s is not None:
+            self.slot_deadline = loop.call_later(self.slot_wait_s, self.slot_expired)
+
     def slot_ready(self) -> None:
         """On the loop: a decoder thread is free for this session now."""
-        if self.disposed or self.av is None:
-            if self.slots is not None:
-                self.slots.give()  # closed while waiting: pass the slot on
-            return
+        if self.slot_deadline is not None:
+            self.slot_deadline.cancel()
+            self.slot_deadline = None
         if self.pending is not None:
             self.pending.unhold("decoder")
-        self.av.start()
+        if self.av is not None:
+            self.av.start()
+
+    def slot_expired(self) -> None:
+        """On the loop: no decoder came within ``slot_wait_s``; the session cannot go on."""
+        self.slot_deadline = None
+        claim = self.claim
+        if self.disposed or claim is None or claim.held or self.slots is None:
+            return
+        self.slots.leave(claim)
+        self.av_done = self.failed = True
+        if self.av is not None:
+            self.av.close()
+        if self.pending is not None:
+            self.pending.unhold("decoder")
+        message = (
+            f"no audio decoder free within {self.slot_wait_s:g} s "
+            f"({self.slots.size} decode at once, at most {self.slots.per_key} per API key); retry later"
+        )
+        self.observer.on_next(ErrorEvent(code="capacity", message=message, fatal=True))
+        if self.upstream_done:
+            self.observer.on_completed()
 
     def slot_back(self) -> None:
         """From the decoder thread, as it ends: its slot goes back (on the loop)."""
-        slots, loop = self.slots, self.loop
-        if slots is not None and loop is not None:
+        slots, loop, claim = self.slots, self.loop, self.claim
+        if slots is not None and loop is not None and claim is not None:
             try:
-                loop.call_soon_threadsafe(slots.give)
+                loop.call_soon_threadsafe(slots.leave, claim)
             except RuntimeError:  # the loop is closed: the hub is gone
                 pass
+
+    def dispose(self) -> None:
+        self.disposed = True
+        if self.slot_deadline is not None:
+            self.slot_deadline.cancel()
+            self.slot_deadline = None
+        claim = self.claim
+        if claim is not None and not claim.held and self.slots is not None:
+            self.slots.leave(
+                claim
+            )  # closed while waiting: out of the line (a held slot comes back as its thread ends)
+        if self.av is not None:
+            self.av.close()
 
     def room(self) -> None:
         """From the decoder thread: the byte feed drained after an overflow; let feed go on."""
@@ -239,24 +303,17 @@ class _Decoding:
                 pass
 
     def deliver(self, items: list[Any]) -> None:
-        """Decoder outbox → observer, on the loop thread; consecutive audio becomes one chunk."""
-        parts: list[Samples] = []
-        rate = 0
-        for item in (*items, None):
-            if isinstance(item, tuple) and (not parts or item[1] == rate):
-                parts.append(item[0])
-                rate = item[1]
-                continue
-            if parts:
-                self.emit(bounded(concat(parts)), rate)
-                parts = []
-            if isinstance(item, tuple):
-                parts, rate = [item[0]], item[1]
+        """Decoder outbox → observer, on the loop thread: each block of audio is one chunk."""
+        rate = self.out_rate
+        for item in items:
+            if type(item) is Block:
+                if item.n:
+                    self.emit(item.samples, rate)
             elif item is DONE:
                 self.av_done = True
                 if self.upstream_done:
                     self.observer.on_completed()
-            elif item is not None:
+            else:
                 self.observer.on_next(item)
 
     def on_completed(self) -> None:

@@ -1,15 +1,17 @@
 """``POST /v1/transcribe``: one whole file in, its transcript out.
 
 The file comes as the multipart field ``file`` (optional fields ``provider``, ``language``,
-``prompt``) or as the raw request body (the same options as query parameters). Any encoding
-PyAV reads is accepted. The answer::
+``prompt``) or as the raw request body (the same options as query parameters). Accepted: the
+audio containers docs/protocol.md lists (WAV, Ogg, WebM/Matroska, MP3, FLAC, AAC, MP4/M4A).
+The answer::
 
     {"text": "…", "segments": [transcript.final, …], "provider": "whisper",
      "language": "en", "duration": 3.24}
 
 Shared with the OpenAI-compatible endpoint: :func:`read_upload` (size-capped, 413
-``too_large`` past ``server.max_upload_bytes``) and :func:`transcribe_upload` (decode off the
-event loop, then ``Hub.transcribe``; a full inference queue is 503 ``capacity``).
+``too_large`` past ``server.max_upload_bytes``, every byte counted, fields capped) and
+:func:`transcribe_upload` (in the hub's upload line, decode off the event loop, then
+``Hub.transcribe``; a full line or inference queue is 503 ``capacity``).
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import wave
 from dataclasses import dataclass, field
 from typing import Any
 
-import av
 from aiohttp import BodyPartReader, web
 
 from asrhub.api import load_audio
+from asrhub.config import Limits
 from asrhub.engine.finals import file_finals
-from asrhub.errors import HubError
+from asrhub.errors import AudioTooLong, HubError
 from asrhub.frames import TARGET_RATE, Samples
 from asrhub.hub import Hub
 from asrhub.plugin import PoolFull, Transcription
@@ -34,10 +36,13 @@ from asrhub.protocol import encode_json
 from .common import HUB, SETTINGS, read_limited
 
 MAX_FIELD_BYTES = 64 * 1024
-MAX_AUDIO_S = 3600.0
-"""Longest file accepted (413 ``too_large``): checked against the duration the container
-declares before decoding, and while decoding for files that declare none — the decoded
-samples are bounded, not only the upload's bytes."""
+"""One form field (``prompt``, ``language``, …) other than the file."""
+MAX_FIELDS = 128
+"""Form fields (parts) of one upload, the file included: room for 100 ``keyterms``."""
+MAX_FORM_BYTES = 256 * 1024
+"""Every field but the file together. A whole body may be ``server.max_upload_bytes`` + twice
+this (room for part headers and boundaries), counted as it is read (chunked bodies too, which
+carry no Content-Length)."""
 
 
 @dataclass
@@ -54,49 +59,65 @@ class Upload:
         return self.fields.get(name, [])
 
 
-async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
+class _Budget:
+    """Every byte of a request body counted as it is read (the stream's own count: headers,
+    boundaries and skipped parts included), against ``limit``."""
+
+    def __init__(self, request: web.Request, limit: int) -> None:
+        self.content, self.limit = request.content, limit
+
+    def check(self) -> None:
+        if self.content.total_bytes > self.limit:
+            raise HubError("too_large", f"the upload exceeds the limit of {self.limit} bytes")
+
+
+async def _read_part(part: BodyPartReader, limit: int, what: str, budget: _Budget) -> bytes:
     chunks: list[bytes] = []
     size = 0
-    while chunk := await part.read_chunk(256 * 1024):
+    while chunk := await part.read_chunk(64 * 1024):
         size += len(chunk)
         if size > limit:
             raise HubError("too_large", f"{what} exceeds the limit of {limit} bytes")
+        budget.check()
         chunks.append(chunk)
     return b"".join(chunks)
 
 
 async def read_upload(request: web.Request) -> Upload:
-    """The uploaded file and form fields; query parameters count as fields too."""
+    """The uploaded file and form fields; query parameters count as fields too. Bounds: the file
+    ``server.max_upload_bytes``, each other field :data:`MAX_FIELD_BYTES`, :data:`MAX_FIELDS`
+    parts, all of them but the file :data:`MAX_FORM_BYTES`, the whole body ``max_upload_bytes`` +
+    2 × :data:`MAX_FORM_BYTES` — ``too_large`` past any."""
     limit = request.app[SETTINGS].server.max_upload_bytes
     length = request.content_length
-    if length is not None and length > limit + MAX_FIELD_BYTES:
+    if length is not None and length > limit + 2 * MAX_FORM_BYTES:
         raise HubError("too_large", f"upload of {length} bytes exceeds the limit of {limit}")
     upload = Upload(fields={k: request.query.getall(k) for k in request.query})
     if request.content_type.startswith("multipart/"):
+        budget = _Budget(request, limit + 2 * MAX_FORM_BYTES)
         reader = await request.multipart()
+        parts = form = 0
         while (part := await reader.next()) is not None:
+            budget.check()
+            parts += 1
+            if parts > MAX_FIELDS:
+                raise HubError("too_large", f"more than {MAX_FIELDS} form fields")
             if not isinstance(part, BodyPartReader):
                 raise HubError("bad_message", "nested multipart bodies are not supported")
             if part.name == "file":
-                upload.data = await _read_part(part, limit, "the file")
+                upload.data = await _read_part(part, limit, "the file", budget)
                 upload.filename = part.filename
             elif part.name:
-                value = await _read_part(part, MAX_FIELD_BYTES, f"field {part.name!r}")
+                value = await _read_part(part, MAX_FIELD_BYTES, f"field {part.name!r}", budget)
+                form += len(value)
+                if form > MAX_FORM_BYTES:
+                    raise HubError("too_large", f"the form fields exceed {MAX_FORM_BYTES} bytes together")
                 upload.fields.setdefault(part.name, []).append(value.decode("utf-8", "replace"))
     else:
         upload.data = await read_limited(request, limit, "the file") or None
     if not upload.data:
         raise HubError("bad_message", "no audio: send the file as multipart field 'file' or as the body")
     return upload
-
-
-def _probe_duration(data: bytes) -> float | None:
-    """The duration the container declares (cheap: no decoding), if any."""
-    try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            return container.duration / av.time_base if container.duration else None
-    except (av.FFmpegError, ValueError):
-        return None  # the decoder reports what is wrong
 
 
 def pcm16_wav(pcm: bytes, rate: int, channels: int) -> bytes:
@@ -112,32 +133,42 @@ def pcm16_wav(pcm: bytes, rate: int, channels: int) -> bytes:
     return buf.getvalue()
 
 
-def decode_upload(data: bytes) -> Samples:
-    """Any container/codec PyAV reads → 16 kHz mono float32 (blocking: run it off the loop)."""
-    declared = _probe_duration(data)
-    if declared is not None and declared > MAX_AUDIO_S:
-        raise HubError("too_large", f"the file lasts {declared:.0f} s; the limit is {MAX_AUDIO_S:.0f} s")
+def decode_upload(data: bytes, limits: Limits) -> Samples:
+    """An accepted container or a PCM WAV → 16 kHz mono float32 (blocking: run it off the loop).
+    ``too_large`` past ``limits.max_upload_s`` (declared, or counted while decoding),
+    ``bad_audio`` for anything that does not decode."""
     try:
-        return load_audio(data, max_s=MAX_AUDIO_S)
+        return load_audio(data, max_s=limits.max_upload_s, max_rate=limits.max_input_rate)
+    except AudioTooLong as exc:
+        raise HubError("too_large", f"cannot decode the file: {exc}") from None
     except ValueError as exc:
-        code = "too_large" if "longer than" in str(exc) else "bad_audio"
-        raise HubError(code, f"cannot decode the file: {exc}") from None
+        raise HubError("bad_audio", f"cannot decode the file: {exc}") from None
 
 
 async def transcribe_upload(
     hub: Hub, data: bytes, *, provider: str | None, language: str | None, prompt: str | None, **options: Any
 ) -> tuple[str, Transcription, float]:
-    """Decode and transcribe; returns (provider name, transcription, duration in seconds).
-    ``options``: ``model``, ``task``, ``keyterms`` (see :meth:`asrhub.hub.Hub.transcribe`)."""
-    if options.get("model") is not None or options.get("task") not in (None, "transcribe"):
-        hub.resolve_config({"provider": provider, **options})  # a bad model/task fails before decoding
-    samples = await asyncio.to_thread(decode_upload, data)
-    try:
-        name, result = await hub.transcribe(
-            samples, provider=provider, language=language, prompt=prompt, **options
-        )
-    except PoolFull as exc:
-        raise HubError("capacity", f"the engine is at capacity ({exc}); retry later") from None
+    """Decode and transcribe, in the hub's upload line (``limits.max_uploads`` at once; after
+    ``limits.upload_wait_s`` in line: ``capacity``); returns (provider name, transcription,
+    duration in seconds). ``options``: ``model``, ``task``, ``keyterms`` (see
+    :meth:`asrhub.hub.Hub.transcribe`)."""
+    config = {
+        "provider": provider,
+        "language": language,
+        "prompt": prompt,
+        "model": options.get("model"),
+        "task": options.get("task") or "transcribe",
+        "keyterms": list(options.get("keyterms") or ()),
+    }
+    hub.resolve_config({k: v for k, v in config.items() if v is not None})  # refused before any wait
+    async with hub.uploads.turn():
+        samples = await asyncio.to_thread(decode_upload, data, hub.limits)
+        try:
+            name, result = await hub.transcribe(
+                samples, provider=provider, language=language, prompt=prompt, **options
+            )
+        except PoolFull as exc:
+            raise HubError("capacity", f"the engine is at capacity ({exc}); retry later") from None
     return name, result, len(samples) / TARGET_RATE
 
 

@@ -22,7 +22,7 @@ Live, ``GET /v1/listen`` (WebSocket), query parameters as in
 * auth: ``Authorization: Token KEY`` or ``Bearer KEY``, or the browser form
   ``Sec-WebSocket-Protocol: token, KEY`` (the ``token`` subprotocol is selected).
 
-Pre-recorded, ``POST /v1/listen``: the raw body (any container PyAV reads; raw PCM with
+Pre-recorded, ``POST /v1/listen``: the raw body (an accepted audio container; raw PCM with
 ``encoding``/``sample_rate``) → Deepgram's response (``metadata``, ``results.channels[0]
 .alternatives[0]`` with ``transcript``, ``confidence``, ``words``; ``results.utterances`` with
 ``utterances=true``). A JSON body ``{"url": …}`` is fetched only with ``server.fetch_urls``

@@ -56,8 +56,27 @@ async def stream_transcription(
     model: str | None = None,
     task: str = "transcribe",
 ) -> web.StreamResponse:
+    """The whole stream holds one turn of the hub's upload line (its decoded samples live as
+    long as it does); a full line is a 503 ``capacity`` before any event."""
     hub = request.app[HUB]
-    samples: Samples = await asyncio.to_thread(decode_upload, data)
+    async with hub.uploads.turn():
+        return await _stream(
+            request, data, provider=provider, language=language, prompt=prompt, model=model, task=task
+        )
+
+
+async def _stream(
+    request: web.Request,
+    data: bytes,
+    *,
+    provider: str | None,
+    language: str | None,
+    prompt: str | None,
+    model: str | None,
+    task: str,
+) -> web.StreamResponse:
+    hub = request.app[HUB]
+    samples: Samples = await asyncio.to_thread(decode_upload, data, hub.limits)
     config: dict[str, Any] = {
         "audio": {"encoding": "pcm_f32le", "sample_rate": TARGET_RATE, "channels": 1},
         "partials": False,

@@ -3,7 +3,8 @@
     asrhub transcribe FILE… [--provider NAME[,FALLBACK…]] [--language L] [--prompt TEXT]
                      [--format text|json|srt|vtt] [--output-dir DIR] [--config FILE] [--set K=V]
 
-Any format PyAV reads (wav, flac, mp3, ogg/opus, webm, m4a, …), any length. Only the transcript
+Any accepted audio container (wav, flac, mp3, ogg/opus, webm, aac, m4a/mp4), up to
+``limits.max_upload_s`` (one hour by default). Only the transcript
 goes to stdout — progress, logs and errors go to stderr — so ``asrhub transcribe a.wav > a.txt``
 gives exactly the text. With several files: ``text`` prints one line per file, ``json`` one
 JSON object per line (with ``file``), in argument order; ``srt``/``vtt`` need ``--output-dir``,

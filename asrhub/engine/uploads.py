@@ -17,9 +17,13 @@ job's offset (a job without timed pieces becomes one piece).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from itertools import pairwise
 
+from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE, Samples, Word
 from asrhub.pcm import quietest_cut
 from asrhub.plugin import TimedText, Transcription
@@ -68,3 +72,58 @@ def merge(parts: list[tuple[float, Transcription]], duration: float) -> Transcri
         segments=tuple(pieces),
         duration=duration,
     )
+
+
+class UploadGate:
+    """At most ``size`` uploads decode and transcribe at once; the others wait in line (first
+    come, first served) for at most ``wait_s``, then get ``capacity``. Each one holds its bytes
+    and up to ``limits.max_upload_s`` of 16 kHz samples, so this bounds the memory of batch work.
+
+    ``async with gate.turn(): …`` — the turn goes back when the block ends, however it ends; a
+    caller that stops waiting (cancelled, timed out) leaves the line."""
+
+    def __init__(self, size: int, wait_s: float) -> None:
+        self.size, self.wait_s = size, wait_s
+        self.busy = 0
+        self._line: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._line)
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        await self._enter()
+        try:
+            yield
+        finally:
+            self._leave()
+
+    async def _enter(self) -> None:
+        if self.busy < self.size and not self._line:
+            self.busy += 1
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._line.append(turn)
+        try:
+            async with asyncio.timeout(self.wait_s):
+                await turn
+        except BaseException as exc:
+            if turn.done() and not turn.cancelled():
+                self._leave()  # handed the turn just as it gave up: pass it on
+            else:
+                turn.cancel()
+                self._line.remove(turn)
+            if isinstance(exc, TimeoutError):
+                raise HubError(
+                    "capacity",
+                    f"{self.size} uploads are being transcribed and none finished within "
+                    f"{self.wait_s:g} s; retry later",
+                ) from None
+            raise
+
+    def _leave(self) -> None:
+        if self._line:
+            self._line.popleft().set_result(None)  # the turn passes straight to the next in line
+        else:
+            self.busy -= 1

@@ -171,6 +171,14 @@ class HubReading:
     """Of those, the ones waiting for their client to resume them."""
     pools: list[Pool] = field(default_factory=list)
     """The pools its providers use right now."""
+    decoders_running: int = 0
+    """Compressed-audio decoder threads at work."""
+    decoders_waiting: int = 0
+    """Sessions waiting for a decoder thread."""
+    uploads_running: int = 0
+    """Uploads being decoded or transcribed."""
+    uploads_waiting: int = 0
+    """Uploads waiting for their turn."""
 
 
 Reading = Callable[[], HubReading]
@@ -604,6 +612,16 @@ class HubCollector(Collector):
         resumable.add_metric(["attached"], sum(r.resumable for r in readings) - detached)
         resumable.add_metric(["detached"], detached)
         yield resumable
+        decoders = GaugeMetricFamily(
+            "asrhub_decoder_threads", "Compressed-audio decoder threads", labels=["state"]
+        )
+        decoders.add_metric(["running"], sum(r.decoders_running for r in readings))
+        decoders.add_metric(["waiting"], sum(r.decoders_waiting for r in readings))
+        yield decoders
+        uploads = GaugeMetricFamily("asrhub_uploads", "Uploads decoding or transcribing", labels=["state"])
+        uploads.add_metric(["running"], sum(r.uploads_running for r in readings))
+        uploads.add_metric(["waiting"], sum(r.uploads_waiting for r in readings))
+        yield uploads
         try:
             tasks = len(asyncio.all_tasks())
         except RuntimeError:  # scraped off the event loop

@@ -43,6 +43,9 @@ class Context:
     """The hub's metrics (see :mod:`asrhub.metrics.hub`); a context built outside a hub gets its own."""
     early_finals: EarlyFinals = field(default_factory=EarlyFinals)
     """The session's early-final decodes (counted by the batch stage)."""
+    key: str | None = None
+    """The API key identity the session counts against (None: none); shares of hub-wide
+    resources (decoder threads) are per key."""
 
 
 class PipelineFactory(Protocol):

@@ -7,7 +7,9 @@ Lifecycle::
        \\______________ close() / fatal error / idle timeout ____/
 
 The idle timer (``limits.idle_timeout_s``) measures time without input, not counting time a
-client spends parked in ``feed`` while the engine is busy (that is backpressure, not silence).
+client spends parked in ``feed`` while the engine is busy (that is backpressure, not silence) —
+up to ``limits.end_timeout_s``: a ``feed`` parked longer than that (every wait of the chain has
+its own deadline, so this is the bound of last resort) closes the session with ``timeout``.
 
 Every method runs on the event loop thread. ``close`` is idempotent and has no ``await`` inside,
 so two callers racing to close (a transport's ``finally`` and the idle timer, say) cannot
@@ -66,6 +68,7 @@ class Session:
         self._idle = self._loop.call_later(ctx.limits.idle_timeout_s, self._check_idle)
         self._ending: asyncio.TimerHandle | None = None
         self._parked = 0  # feed calls waiting for the engine (backpressure)
+        self._parked_since = 0.0  # when the oldest of them began waiting
         self.bytes_in = 0
         self._metrics = ctx.metrics
         self._counters = ctx.metrics.stream(ctx.transport)
@@ -118,6 +121,8 @@ class Session:
         self._input.on_next(RawAudio(data))
         pending = self.ctx.pending
         if not pending.ready:
+            if not self._parked:
+                self._parked_since = self._loop.time()
             self._parked += 1
             try:
                 await pending.wait_ready()
@@ -207,8 +212,15 @@ class Session:
             return
         idle_for = self._loop.time() - self._last_input
         limit = self.ctx.limits.idle_timeout_s
-        if self._parked:  # the client is waiting for us, not silent
-            self._idle = self._loop.call_later(limit, self._check_idle)
+        parked_for = self._loop.time() - self._parked_since if self._parked else 0.0
+        most = self.ctx.limits.end_timeout_s
+        if self._parked and parked_for >= most:  # a wait that never ends is not backpressure
+            message = f"the session took no audio for {parked_for:.0f} s (limit {most:g} s)"
+            self._emit(ErrorEvent(code="timeout", message=message, fatal=True))
+            self.ctx.log.warning("feed parked too long", parked_s=round(parked_for, 1))
+            self._finish("timeout")
+        elif self._parked:  # the client is waiting for us, not silent
+            self._idle = self._loop.call_later(min(limit, most - parked_for), self._check_idle)
         elif idle_for >= limit:
             self._emit(ErrorEvent(code="timeout", message=f"no audio for {limit:g} s", fatal=True))
             self._finish("timeout")

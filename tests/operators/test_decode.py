@@ -270,11 +270,13 @@ def test_other_frames_pass_untouched() -> None:
 
 
 def test_decode_file_raw_and_wav() -> None:
-    x, rate = decode_file(s16(16384, -16384), "pcm_s16le", sample_rate=8000)
+    x, rate = decode_file(s16(16384, -16384), "pcm_s16le", sample_rate=8000, rate=8000)
     assert rate == 8000
     np.testing.assert_allclose(x, [0.5, -0.5])
-    x, rate = decode_file(wav_bytes(s16(1, 2), rate=44100), "wav")
+    x, rate = decode_file(wav_bytes(s16(1, 2), rate=44100), "wav", rate=44100)
     assert rate == 44100 and len(x) == 2
+    x, rate = decode_file(wav_bytes(s16(*[100] * 4410), rate=44100), "wav")  # resampled to 16 kHz
+    assert rate == 16000 and len(x) == 1600
     for data, encoding in [(b"", "auto"), (s16(1) + b"\x00", "pcm_s16le"), (b"RIFF", "wav"), (b"xx", "aiff")]:
         with pytest.raises(ValueError):
             decode_file(data, encoding)

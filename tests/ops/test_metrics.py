@@ -39,6 +39,8 @@ NAMES = [
     "asrhub_inference_busy",
     "asrhub_subscriptions",
     "asrhub_event_loop_tasks",
+    "asrhub_decoder_threads",
+    "asrhub_uploads",
 ]
 
 
