@@ -210,8 +210,8 @@ async def test_a_hung_replica_is_left_out_until_it_answers_and_finals_keep_comin
     per-call limit and goes to the other replica; it is suspect and gets no new call; its
     hung calls still count as in flight; every final arrives within the bound. Once the
     process runs again (SIGCONT) its calls end, a probe answers and it takes calls again."""
-    replicas = on_ray.ray
-    pool = on_ray.pool
+    replicas = on_ray.engine().ray
+    pool = on_ray.engine().pool
     assert pool is not None
 
     # an earlier case killed one: Ray restarted it and the probe took it back
