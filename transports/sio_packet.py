@@ -1,8 +1,10 @@
 """Socket.IO packets that survive a hostile client.
 
-python-socketio raises from deep inside its packet parser on malformed input (invalid or
-1000-deep JSON, an event that is not ``[name, …]``, a binary placeholder that points past the
-attachments, an unknown packet type) and engine.io logs each one as an error with a traceback.
+python-socketio raises from deep inside its packet parser on malformed input (invalid JSON;
+deep JSON is refused here before it parses, by
+:func:`~asrhub.transports.json_input.check_depth`; an event that is not ``[name, …]``, a binary
+placeholder that points past the attachments, an unknown packet type) and engine.io logs each
+one as an error with a traceback.
 :class:`SafePacket` (passed as the server's ``serializer``) turns such a packet into one event,
 :data:`MALFORMED`, whose payload says what was wrong; the Socket.io transport answers it with a
 ``bad_message`` error, in band, like any other bad message.
@@ -20,6 +22,10 @@ from typing import Any
 
 from socketio import packet
 
+from asrhub.errors import HubError
+
+from .json_input import check_depth
+
 MALFORMED = "asrhub:malformed"
 
 CLIENT_PACKETS = (
@@ -35,7 +41,11 @@ CLIENT_PACKETS = (
 class SafePacket(packet.Packet):  # type: ignore[misc]
     def decode(self, encoded_packet: Any) -> int:
         try:
+            if isinstance(encoded_packet, str | bytes):
+                check_depth(encoded_packet)  # before the JSON parser recurses into it
             count: int = super().decode(encoded_packet)
+        except HubError as exc:
+            return self._malformed(exc.message)
         except (ValueError, RecursionError) as exc:
             return self._malformed(f"undecodable packet ({type(exc).__name__}: {str(exc)[:80]})")
         if self.packet_type not in CLIENT_PACKETS:

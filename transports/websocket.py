@@ -6,10 +6,14 @@ before reading the next (so ``session.feed``'s backpressure reaches the client's
 and releases the session in ``finally`` on any disconnect. aiohttp's heartbeat pings the client
 every ``server.heartbeat_s``.
 
+A connection must open its session (``session.start`` or ``session.resume``) within
+``limits.start_timeout_s`` of its upgrade — pings do not count — or it gets a fatal ``timeout``
+error and close 4408.
+
 Close codes: 1000 after ``session.closed``; 1001 hub shutdown; 1008 policy (``slow_consumer``,
 fatal ``bad_message``); 1009 frame over twice the frame limit; 1011 engine failure; 1013
-``capacity``; 4401 ``unauthorized``; 4408 idle ``timeout``; 4409 the session was resumed on
-another connection (extension).
+``capacity``; 4401 ``unauthorized``; 4408 idle or start ``timeout``; 4409 the session was
+resumed on another connection (extension).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import socket
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.helpers import calculate_timeout_when
 
+from asrhub.errors import HubError
 from asrhub.frames import Event
 from asrhub.protocol import encode_event
 
@@ -35,6 +40,7 @@ from .common import (
     discard_on_close,
     reset,
 )
+from .door import DOOR
 from .streaming import SEND_TIMEOUT_ON_CLOSE, StreamConnection
 
 PATH = "/v1/stream"
@@ -159,9 +165,20 @@ async def handle(request: web.Request) -> web.StreamResponse:
     connections = request.app[CONNECTIONS]
     connections.add(conn)
     dropped = True  # until the client says goodbye with a close frame
+    start_s = request.app[DOOR].start_timeout_s
+    start_by: float | None = asyncio.get_running_loop().time() + start_s  # None once a session opened
     try:
         while True:
-            msg = await ws.receive()
+            if start_by is not None and conn.session is not None:
+                start_by = None
+            try:
+                msg = await ws.receive(timeout=_left(start_by))
+            except TimeoutError:
+                dropped = False
+                await conn.send_error(
+                    HubError("timeout", f"no session.start within {start_s:g} s", fatal=True)
+                )
+                break
             if msg.type is WSMsgType.BINARY:
                 await conn.handle_audio(msg.data)
             elif msg.type is WSMsgType.TEXT:
@@ -175,6 +192,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
         conn.release(dropped=dropped)  # a dropped resumable session waits for session.resume
         connections.discard(conn)
     return ws
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (loop time), at least a millisecond; None: no deadline."""
+    if deadline is None:
+        return None
+    return max(deadline - asyncio.get_running_loop().time(), 0.001)
 
 
 def _bound_socket_buffers(request: web.Request) -> None:
