@@ -78,6 +78,7 @@ from .door import DOOR, register_refusal, status_of
 from .g711 import to_pcm16
 from .json_input import load, load_object
 from .relay import Relay
+from .stream_socket import StreamSocket
 
 PATH = "/v1/listen"
 TRANSPORT = "deepgram"
@@ -304,7 +305,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     except HubError as exc:
         return error_response(exc, request_id)
     limit = hub.limits.max_frame_bytes
-    ws = web.WebSocketResponse(
+    ws = StreamSocket(  # a client that answers no ping is cut with a reset
         protocols=("token", "bearer"),
         heartbeat=settings.server.heartbeat_s,
         max_msg_size=2 * limit,
@@ -345,12 +346,12 @@ async def live(request: web.Request) -> web.StreamResponse:
     connections = request.app[CONNECTIONS]
     connections.add(relay)
     door = request.app[DOOR]
-    loop = asyncio.get_running_loop()
     try:
         while True:
             until = relay.waiting_until(door.start_timeout_s, door.idle_timeout_s)
             try:
-                msg = await ws.receive(timeout=None if until is None else max(until - loop.time(), 0.001))
+                async with asyncio.timeout_at(until):  # not receive(timeout): pongs would restart it
+                    msg = await ws.receive()
             except TimeoutError:  # no session open, and nothing from the client in time
                 await stream.deliver(
                     ErrorEvent(code="timeout", message="no audio or KeepAlive in time", fatal=True), 0.0

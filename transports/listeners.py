@@ -68,7 +68,11 @@ def setup(
             host = server.wyoming_host
             _check_wyoming_address(app)
             wyoming_server = WyomingServer(
-                app[HUB], app[DOOR], wake_words=wake_words, max_sessions=server.wyoming_max_sessions
+                app[HUB],
+                app[DOOR],
+                wake_words=wake_words,
+                max_sessions=server.wyoming_max_sessions,
+                write_timeout_s=server.heartbeat_s,  # the time a WebSocket client gets for a pong
             )
             port = await wyoming_server.start(host, server.wyoming_port, reuse_port=reuse_port)
             app[LISTENING].append(f"tcp://{host}:{port}")

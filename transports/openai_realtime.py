@@ -73,6 +73,7 @@ from .door import DOOR
 from .g711 import to_pcm16
 from .json_input import load
 from .relay import Relay
+from .stream_socket import StreamSocket
 
 PATH = "/v1/realtime"
 TRANSPORT = "openai_realtime"
@@ -385,7 +386,7 @@ class RealtimeStream:
 async def handle(request: web.Request) -> web.StreamResponse:
     hub, settings = request.app[HUB], request.app[SETTINGS]
     limit = hub.limits.max_frame_bytes
-    ws = web.WebSocketResponse(
+    ws = StreamSocket(  # a client that answers no ping is cut with a reset
         protocols=("realtime",),
         heartbeat=settings.server.heartbeat_s,
         max_msg_size=3 * limit,  # base64 of up to 2x the frame limit, plus the JSON around it
@@ -430,13 +431,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
     connections = request.app[CONNECTIONS]
     connections.add(stream.relay)
     door = request.app[DOOR]
-    loop = asyncio.get_running_loop()
     try:
         await stream.send({"type": "session.created", "session": stream.session_body()})
         while not stream.closed:
             until = stream.relay.waiting_until(door.start_timeout_s, door.idle_timeout_s)
             try:
-                msg = await ws.receive(timeout=None if until is None else max(until - loop.time(), 0.001))
+                async with asyncio.timeout_at(until):  # not receive(timeout): pongs would restart it
+                    msg = await ws.receive()
             except TimeoutError:  # no hub session open, and no audio in time
                 await stream.error("timeout", "No audio was appended in time.", kind="server_error")
                 await stream.close("timeout")

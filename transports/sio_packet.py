@@ -10,9 +10,10 @@ one as an error with a traceback.
 ``bad_message`` error, in band, like any other bad message.
 
 One level down, engine.io drops a client that sends an invalid engine.io frame (an unknown
-packet type, an empty frame) and logs ``Unknown receive error`` with a traceback;
-:func:`quiet_client_protocol_errors` makes that one line at warning level: a client's fault,
-handled, not the hub's.
+packet type, an empty frame) and logs ``Unknown receive error`` with a traceback, and logs a
+request for an unknown or closed session (an Engine.IO client the door timed out, say) at error
+level; :func:`quiet_client_protocol_errors` makes each one line at warning level: a client's
+fault, handled, not the hub's.
 """
 
 from __future__ import annotations
@@ -74,8 +75,17 @@ EMPTY_FRAME = "Invalid empty packet received"
 """engine.io raises this out of its WebSocket handler, so aiohttp logs it as a request error."""
 
 
+CLIENT_FAULT = "(further occurrences of this error will be logged with level INFO)"
+"""engine.io's ``_log_error_once`` marks what it logs about one client's request (an unknown or
+disconnected session, a bad transport, version or origin) with this: a client's fault, logged
+at error level the first time."""
+
+
 class _ClientProtocolError(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "engineio.server" and isinstance(record.msg, str) and CLIENT_FAULT in record.msg:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return True
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None:
             return True

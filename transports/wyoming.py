@@ -43,7 +43,8 @@ Problems are Wyoming ``error`` events with the hub's error code (``unknown_provi
   ``bad_message``) and the connection is closed before the rest is read
   (:mod:`~asrhub.transports.wyoming_wire`); a well-framed event with wrong fields gets a
   ``bad_message`` error and the connection goes on;
-* a client that does not read what the hub writes for ``write_timeout_s`` is dropped (reset).
+* a client that does not take what the hub writes within ``write_timeout_s`` (as started by
+  ``asrhub serve``: ``server.heartbeat_s``) is dropped with a reset.
 
 A client that disconnects mid-audio closes its session at once.
 """
