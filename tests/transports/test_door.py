@@ -477,6 +477,11 @@ async def test_no_key_or_a_wrong_key_is_refused_in_each_protocols_shape(
             await client.connect(door.http, auth={"token": key} if key else None, transports=["websocket"])
         await client.disconnect()
         assert refused[0]["data"]["code"] == "unauthorized"
+        if key is not None:  # a key on the Engine.IO handshake itself is checked there
+            async with aiohttp.ClientSession() as http:
+                url = f"{door.http}/socket.io/?EIO=4&transport=polling&token={key}"
+                async with http.get(url) as r:
+                    assert r.status == 401 and (await r.json())["data"]["code"] == "unauthorized"
 
     async def http_refusal(method: str, path: str, data: Any, headers: dict[str, str]) -> dict[str, Any]:
         async with aiohttp.ClientSession() as http:
