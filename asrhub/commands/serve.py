@@ -20,15 +20,12 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from asrhub.logging import get_logger
 from asrhub.settings.schema import Settings
-
-if TYPE_CHECKING:
-    from asrhub.transports.worker_routes import Peers
 
 log = get_logger("asrhub.server")
 
@@ -77,7 +74,7 @@ async def serve(
     announce: bool = True,
     on_ready: Callable[[], None] | None = None,
     multiprocess: bool = False,
-    peers: Peers | None = None,
+    worker: tuple[int, tuple[int, ...]] | None = None,
     private: socket.socket | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully. ``gc_tuning``: :func:`tune_gc` once
@@ -85,8 +82,9 @@ async def serve(
     ``reuse_port``, ``announce`` and ``on_ready`` serve the workers of ``--workers N``
     (:mod:`asrhub.commands.workers`): they share the port, and their supervisor announces it;
     ``multiprocess``: the hub's metrics go to the machine-wide export (one hub per worker);
-    ``peers`` and ``private``: this worker's siblings and its private loopback socket, where
-    they forward the requests for its sessions (:mod:`asrhub.transports.worker_routes`)."""
+    ``worker`` and ``private``: this worker's index and every worker's private loopback port,
+    and its own private socket, where its siblings forward the requests for its sessions
+    (:mod:`asrhub.transports.worker_routes`)."""
     from asrhub.door import Gate, is_loopback
     from asrhub.operators import wakeword_models
     from asrhub.transports.app import create_app
@@ -94,11 +92,13 @@ async def serve(
     from asrhub.transports.door import DOOR
     from asrhub.transports.listeners import LISTENING
     from asrhub.transports.tcp_gate import GatedSite
+    from asrhub.transports.worker_routes import Peers
     from asrhub.wiring import build_hub
 
     hub = build_hub(settings)
     if multiprocess:
         hub.metrics.enable_multiprocess()
+    peers = Peers(*worker) if worker is not None else None
     app = create_app(
         hub, settings, wake_words=lambda: wakeword_models.available(), reuse_port=reuse_port, peers=peers
     )

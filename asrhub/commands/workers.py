@@ -66,7 +66,6 @@ def _worker_main(
     from asrhub.commands.serve import serve
     from asrhub.logging import configure
     from asrhub.plugin import ProviderUnavailable
-    from asrhub.transports.worker_routes import Peers
 
     configure(settings.log)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us with SIGTERM
@@ -80,7 +79,7 @@ def _worker_main(
                 announce=False,
                 on_ready=lambda: ready.put(index),
                 multiprocess=True,
-                peers=Peers(index, ports),
+                worker=(index, ports),
                 private=private,
             )
         )
