@@ -4,6 +4,7 @@ SIGTERM drains both. Real server subprocess, real aiohttp clients, VAD-only sess
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from typing import Any
 
@@ -218,6 +219,8 @@ async def test_http_sessions_reach_their_worker_on_any_connection() -> None:
                 for kind in ("session.started", "vad.speech_started", "session.closed", "error"):
                     client.on(kind, lambda data, kind=kind, got=got: got.put_nowait((kind, data)))
                 await client.connect(node.url, transports=transports)
+                if "websocket" in transports:  # the upgrade (on a new connection) got through
+                    await until(functools.partial(_is_websocket, client), 30, "the upgrade", every=0.05)
                 await client.emit("session.start", {"config": {"provider": "none"}})
                 assert (await asyncio.wait_for(got.get(), 30))[0] == "session.started"
                 for i in range(0, len(audio), 16000):
@@ -230,3 +233,7 @@ async def test_http_sessions_reach_their_worker_on_any_connection() -> None:
                 await client.disconnect()
     finally:
         node.close()
+
+
+async def _is_websocket(client: Any) -> bool:
+    return bool(client.transport() == "websocket")
