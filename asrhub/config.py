@@ -148,6 +148,12 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     idle_timeout_s: Annotated[float, Meta(gt=0.0)] = 60.0
     """A session that receives nothing for this long is closed with ``timeout``. Time a client
     spends waiting in ``feed`` (backpressure from a busy engine) does not count."""
+    start_timeout_s: Annotated[float, Meta(gt=0.0)] = 10.0
+    """From connecting to the message that opens a session (``session.start``, the first
+    Realtime append, gRPC's first request, Wyoming's first event, an HTTP request's head, a
+    Socket.io connect and start): a connection that says nothing useful for this long is
+    closed with ``timeout``. While a connection has no session open (between Realtime or
+    Deepgram sessions, Wyoming requests), ``idle_timeout_s`` bounds its silence the same way."""
     end_timeout_s: Annotated[float, Meta(gt=0.0)] = 300.0
     """After ``session.end``, how long the outstanding finals may take; then the session is
     closed with a fatal ``timeout`` error, so a stuck engine cannot hold a session slot forever."""

@@ -78,6 +78,7 @@ class Hub:
         self._per_key: Counter[str] = Counter()
         self._key_of: dict[str, str] = {}
         self.accepting = True
+        self._stopping: asyncio.Future[None] | None = None
         self.opened_total = 0
         self.resumes = Resumes(self.limits.resume_window_s)
         """Sessions a dropped client may resume (see :mod:`asrhub.session.resume`)."""
@@ -138,7 +139,14 @@ class Hub:
             await self.cluster.start()
 
     async def shutdown(self, grace_s: float = 30.0) -> None:
-        """Stop accepting, flush every open session to its final transcripts, release engines."""
+        """Stop accepting, flush every open session to its final transcripts, release engines.
+
+        Idempotent: a later call waits for the first one (whose ``grace_s`` holds)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._shutdown(grace_s))
+        await asyncio.shield(self._stopping)
+
+    async def _shutdown(self, grace_s: float) -> None:
         self.accepting = False
         sessions = list(self.sessions.values())
         if sessions:

@@ -18,9 +18,8 @@ unknown types, non-objects, invalid JSON, JSON nested too deeply and fields of t
 raise :class:`~asrhub.errors.HubError` ``bad_message`` (not fatal: the session lives) — never
 another exception. The ``config`` object itself is validated by :meth:`asrhub.hub.Hub.open`.
 
-HTTP endpoints answer errors with the contract's ``error`` event as the body and the status
-from :data:`HTTP_STATUS`; the OpenAI-compatible endpoints use OpenAI's error shape
-(:func:`openai_error_body`).
+Over HTTP, a refusal's status and body come from the door (``transports/door.py``: one status
+table, each protocol's own error shape registered by its transport).
 """
 
 from __future__ import annotations
@@ -183,41 +182,3 @@ def event_payload(event: Event) -> dict[str, Any]:
 def sse_frame(event: Event) -> bytes:
     """One Server-Sent Events frame: ``event: <type>`` / ``data: <json>``."""
     return b"event: " + event.type.encode() + b"\ndata: " + _encoder.encode(event.to_dict()) + b"\n\n"
-
-
-# --------------------------------------------------------------------------- HTTP errors
-
-HTTP_STATUS: dict[str, int] = {
-    "bad_message": 400,
-    "bad_audio": 400,
-    "unknown_provider": 400,
-    "unauthorized": 401,
-    "too_large": 413,
-    "timeout": 408,
-    "provider_failed": 502,
-    "capacity": 503,
-    "slow_consumer": 503,
-    "internal_error": 500,
-}
-"""Default HTTP status of each error code on the HTTP endpoints (unlisted codes: 500). A few
-answers use another status with a contract code: an unknown session is 404 ``bad_message``, a
-second event-stream subscriber 409 ``bad_message``, a refused browser origin 403 ``unauthorized``."""
-
-
-def http_status(code: str) -> int:
-    return HTTP_STATUS.get(code, 500)
-
-
-def error_body(error: HubError) -> dict[str, Any]:
-    """The hub's HTTP error body: the contract's ``error`` event."""
-    return error.to_event().to_dict()
-
-
-_OPENAI_TYPES = {401: "invalid_request_error", 403: "invalid_request_error", 503: "server_error"}
-
-
-def openai_error_body(error: HubError, status: int | None = None) -> dict[str, Any]:
-    """OpenAI's error shape; ``code`` is the hub's contract code."""
-    status = status or http_status(error.code)
-    kind = _OPENAI_TYPES.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return {"error": {"message": error.message, "type": kind, "param": None, "code": error.code}}

@@ -1,54 +1,79 @@
-"""The one aiohttp application of a hub process: every transport on one port.
+"""The one aiohttp application of a hub process: every transport on one port, and the gRPC and
+Wyoming listeners on their own.
 
 ``create_app(hub, settings)`` wires the transports to a hub built elsewhere (the composition
-root: ``asrhub serve``, or a test). Lifecycle:
+root: ``asrhub serve``, or a test). Every request passes the door's middleware
+(:mod:`~asrhub.transports.door`); ``serve`` listens through :class:`~asrhub.transports.tcp_gate
+.GatedSite`, so every connection passes its gate first. Lifecycle, in aiohttp's own order:
 
-* start-up (``cleanup_ctx``): ``hub.start()`` loads every provider's model before the port opens
-  (aiohttp runs start-up before any site listens);
-* shutdown (SIGTERM/SIGINT, or ``runner.cleanup()``): aiohttp first stops listening (no new
-  connections), then ``on_shutdown`` runs :func:`graceful_shutdown`: ``hub.shutdown(grace)``
-  refuses new sessions and flushes every open session (each utterance gets its final), the
-  connections deliver those finals and ``session.closed`` to their clients and close, then the
-  transports release what they hold; only then are in-flight handlers cancelled.
+* start-up (``cleanup_ctx``, in order): ``hub.start()`` loads every provider's model, then
+  Socket.io, then the gRPC and Wyoming listeners start (:mod:`~asrhub.transports.listeners`),
+  all before the HTTP port opens (aiohttp runs start-up before any site listens);
+* shutdown (SIGTERM/SIGINT, or ``runner.cleanup()``): aiohttp stops listening on the HTTP port,
+  then ``on_shutdown`` runs :func:`graceful_shutdown`: ``hub.shutdown(grace)`` refuses new
+  sessions on every protocol and flushes every open session (each utterance gets its final),
+  the connections deliver those finals and ``session.closed`` and close; those that do not are
+  closed all at once within one bound (:meth:`~asrhub.transports.common.Connections.drain`).
+  aiohttp then cancels the handlers still running, and the ``cleanup_ctx`` generators end in
+  reverse: the listeners close (their calls delivered), Socket.io, the hub releases its engines.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 
 from aiohttp import web
 
+from asrhub.door import Door
 from asrhub.hub import Hub
 from asrhub.logging import get_logger
 from asrhub.settings.schema import Settings
 
-from . import batch, deepgram, health, openai_api, openai_realtime, socketio, sse, static, websocket
-from .auth import Auth, add_cors_headers, middleware
-from .common import AUTH, CONNECTIONS, HUB, SETTINGS, SHUTDOWN_HOOKS, Connections
+from . import (
+    batch,
+    deepgram,
+    health,
+    listeners,
+    openai_api,
+    openai_realtime,
+    socketio,
+    sse,
+    static,
+    websocket,
+    worker_routes,
+)
+from .common import CONNECTIONS, DELIVERY_GRACE_S, HUB, SETTINGS, Connections
+from .door import DOOR, add_cors_headers, middleware
 
 log = get_logger("asrhub.server")
 
-DELIVERY_GRACE_S = 5.0
-"""After the flush, how long connections get to hand their last events to their clients."""
 
-STOPPED = web.AppKey("stopped", list)
-
-
-def create_app(hub: Hub, settings: Settings, *, web_dir: Path | None = None) -> web.Application:
+def create_app(
+    hub: Hub,
+    settings: Settings,
+    *,
+    web_dir: Path | None = None,
+    wake_words: Callable[[], Iterable[str]] = tuple,
+    reuse_port: bool = False,
+    peers: worker_routes.Peers | None = None,
+) -> web.Application:
+    """The application; ``wake_words`` (the installed wake-word names, for Wyoming) and
+    ``reuse_port`` (the workers of ``--workers N`` share every port) serve the listeners;
+    ``peers``: this worker's siblings under ``--workers N`` (:mod:`~asrhub.transports.worker_routes`)."""
+    routing = [worker_routes.middleware] if peers is not None else []
     app = web.Application(
-        middlewares=[middleware],
+        middlewares=[middleware, *routing],
         client_max_size=settings.server.max_upload_bytes + (1 << 20),
     )
     app[HUB] = hub
     app[SETTINGS] = settings
-    app[AUTH] = Auth.from_settings(settings.server)
+    app[DOOR] = Door.from_settings(settings)
     app[CONNECTIONS] = Connections()
-    app[SHUTDOWN_HOOKS] = []
-    app[STOPPED] = []
     app.cleanup_ctx.append(_hub_lifecycle)
     app.on_shutdown.append(graceful_shutdown)
     app.on_response_prepare.append(add_cors_headers)
+    worker_routes.setup(app, peers)
     health.setup(app)
     websocket.setup(app)
     sse.setup(app)
@@ -57,6 +82,7 @@ def create_app(hub: Hub, settings: Settings, *, web_dir: Path | None = None) -> 
     deepgram.setup(app)
     openai_realtime.setup(app)
     socketio.setup(app)
+    listeners.setup(app, wake_words=wake_words, reuse_port=reuse_port)
     static.setup(app, web_dir)  # last: its catch-all route takes what no other transport did
     return app
 
@@ -67,20 +93,13 @@ async def _hub_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await hub.start()
     log.info("hub ready", default_provider=hub.default_provider)
     yield
-    if not app[STOPPED]:  # shutdown did not run (start-up of another part failed)
-        app[STOPPED].append(True)
-        await hub.shutdown(0.0)
+    await hub.shutdown(0.0)  # at once after graceful_shutdown; else (a failed start-up) now
 
 
 async def graceful_shutdown(app: web.Application) -> None:
-    if app[STOPPED]:
-        return
-    app[STOPPED].append(True)
     hub, settings = app[HUB], app[SETTINGS]
     grace = settings.server.shutdown_grace_s
     log.info("shutting down: flushing sessions", sessions=len(hub.sessions), grace_s=grace)
     await hub.shutdown(grace)
     await app[CONNECTIONS].drain(DELIVERY_GRACE_S)
-    for hook in app[SHUTDOWN_HOOKS]:
-        await hook()
     log.info("shutdown complete")

@@ -2,9 +2,8 @@
 
 App state lives under typed :class:`aiohttp.web.AppKey` s. Handlers raise
 :class:`~asrhub.errors.HubError` (or :class:`HTTPHubError` for a status other than the code's
-default); the error middleware in :mod:`asrhub.transports.auth` turns it into the JSON error body
-of the endpoint's family (the contract's ``error`` event, or OpenAI's shape under ``/v1/audio/``
-and ``/v1/models``).
+default); the door's middleware (:mod:`asrhub.transports.door`) turns it into the error response
+of the endpoint's protocol.
 """
 
 from __future__ import annotations
@@ -14,7 +13,7 @@ import contextlib
 import socket
 import struct
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from aiohttp import web
 
@@ -22,15 +21,9 @@ from asrhub.errors import HubError
 from asrhub.hub import Hub
 from asrhub.settings.schema import Settings
 
-if TYPE_CHECKING:
-    from .auth import Auth
-
 HUB = web.AppKey("hub", Hub)
 SETTINGS = web.AppKey("settings", Settings)
-AUTH: web.AppKey[Auth] = web.AppKey("auth")
 CONNECTIONS: web.AppKey[Connections] = web.AppKey("connections")
-SHUTDOWN_HOOKS: web.AppKey[list[Callable[[], Awaitable[None]]]] = web.AppKey("shutdown_hooks")
-"""Run after every session was flushed (a transport closing what it still holds)."""
 KEY_ID: web.RequestKey[str | None] = web.RequestKey("key_id")
 """``request[KEY_ID]``: the identity of the API key that authenticated the request (or None)."""
 UNAUTHORIZED = web.RequestKey("unauthorized", HubError)
@@ -61,8 +54,12 @@ def is_websocket_handshake(request: web.Request) -> bool:
     return web.WebSocketResponse().can_prepare(request).ok
 
 
-OPENAI_PREFIXES = ("/v1/audio/", "/v1/models", "/v1/realtime")
-DEEPGRAM_PREFIX = "/v1/listen"
+DELIVERY_GRACE_S = 5.0
+"""After the shutdown's flush, how long connections get to hand their last events to their
+clients."""
+CLOSE_BOUND_S = 3.0
+"""Then, how long closing every connection still open may take, all of them together (each
+polite close has its own 2 s; whatever is still open after this is cut)."""
 
 
 _LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -126,6 +123,11 @@ def reset(transport: asyncio.Transport | None) -> None:
         transport.abort()
 
 
+class ListenError(RuntimeError):
+    """A listener cannot start (its port is in use, or the door forbids its address);
+    ``asrhub serve`` prints it and exits 1."""
+
+
 class HTTPHubError(HubError):
     """A :class:`HubError` answered with an explicit HTTP status."""
 
@@ -158,14 +160,24 @@ class Connections:
     def discard(self, conn: Connection) -> None:
         self._live.discard(conn)
 
-    async def drain(self, grace_s: float) -> None:
+    async def drain(self, grace_s: float, close_s: float = CLOSE_BOUND_S) -> None:
         """Wait (at most ``grace_s``) for connections to deliver their last events, then close
-        whatever is still open."""
+        whatever is still open, all at once, within ``close_s`` together."""
         live = list(self._live)
         if live:
-            await asyncio.wait([asyncio.ensure_future(c.wait_finished()) for c in live], timeout=grace_s)
-        for conn in list(self._live):
-            await conn.shutdown()
+            waiting = [asyncio.ensure_future(c.wait_finished()) for c in live]
+            await asyncio.wait(waiting, timeout=grace_s)
+            for waiter in waiting:
+                waiter.cancel()
+        leftovers = list(self._live)
+        if not leftovers:
+            return
+        closing = [asyncio.ensure_future(c.shutdown()) for c in leftovers]
+        _done, late = await asyncio.wait(closing, timeout=close_s)
+        for task in late:  # their sockets are cut by the closes' own deadlines
+            task.cancel()
+        if late:
+            await asyncio.wait(late)
 
 
 async def read_limited(request: web.Request, limit: int, what: str = "request body") -> bytes:

@@ -20,7 +20,13 @@ Live, ``GET /v1/listen`` (WebSocket), query parameters as in
   ``description``); a fatal one then closes the socket: 1008 bad data / policy, 1011 engine
   failure or idle timeout, 1001 hub shutdown;
 * auth: ``Authorization: Token KEY`` or ``Bearer KEY``, or the browser form
-  ``Sec-WebSocket-Protocol: token, KEY`` (the ``token`` subprotocol is selected).
+  ``Sec-WebSocket-Protocol: token, KEY`` (the ``token`` subprotocol is selected);
+* a hub session is open from the handshake (its idle clock: ``limits.idle_timeout_s``, which
+  ``KeepAlive`` restarts); after a ``Finalize`` the next audio opens the next one, and until it
+  comes the stream must send audio or ``KeepAlive`` within ``limits.idle_timeout_s`` — else an
+  ``Error`` (``timeout``), ``Metadata`` and close 1011 (``NET-0001``), Deepgram's own answer
+  to a silent stream; a text message that is not JSON, or JSON nested too deep, gets an
+  ``Error`` and the stream goes on.
 
 Pre-recorded, ``POST /v1/listen``: the raw body (an accepted audio container; raw PCM with
 ``encoding``/``sample_rate``) → Deepgram's response (``metadata``, ``results.channels[0]
@@ -34,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -55,7 +60,7 @@ from asrhub.frames import (
     Word,
 )
 from asrhub.plugin import Transcription
-from asrhub.protocol import encode_json, http_status
+from asrhub.protocol import encode_json
 
 from . import deepgram_options as dg
 from .batch import pcm16_wav, transcribe_upload
@@ -70,8 +75,11 @@ from .common import (
     read_limited,
     reset,
 )
+from .door import DOOR, register_refusal, status_of
 from .g711 import to_pcm16
+from .json_input import load, load_object
 from .relay import Relay
+from .stream_socket import StreamSocket
 
 PATH = "/v1/listen"
 TRANSPORT = "deepgram"
@@ -87,13 +95,18 @@ CLOSE_CODES = {
 HTTP_STATUS = {"capacity": 429}
 
 
-def error_response(error: HubError, request_id: str) -> web.Response:
+def error_response(error: HubError, request_id: str, status: int | None = None) -> web.Response:
     """A Deepgram-shaped HTTP error (handshake and pre-recorded)."""
-    status = HTTP_STATUS.get(error.code) or getattr(error, "status", None) or http_status(error.code)
+    status = HTTP_STATUS.get(error.code) or status or status_of(error)
     headers = {"dg-request-id": request_id, "dg-error": error.message[:200]}
     if status == 401:
         headers["WWW-Authenticate"] = "Token"
     return web.json_response(dg.error_body(error, request_id), status=status, headers=headers)
+
+
+def refusal(_request: web.Request, error: HubError, status: int) -> web.StreamResponse:
+    """The door's refusals under ``/v1/listen`` (no key, a refused origin or host, …)."""
+    return error_response(error, str(uuid.uuid4()), status)
 
 
 def _query_terms(request: web.Request) -> list[str]:
@@ -218,10 +231,10 @@ class LiveStream:
     async def handle_text(self, raw: str) -> bool:
         """One control message; returns False when the stream is over."""
         try:
-            message = json.loads(raw) if len(raw) <= MAX_TEXT_BYTES else None
-            kind = message.get("type") if isinstance(message, dict) else None
-        except ValueError:
-            kind = None
+            message = load(raw, max_bytes=MAX_TEXT_BYTES)
+        except HubError:
+            message = None
+        kind = message.get("type") if isinstance(message, dict) else None
         if kind == "KeepAlive":
             self.relay.touch()
         elif kind == "Finalize":
@@ -293,7 +306,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     except HubError as exc:
         return error_response(exc, request_id)
     limit = hub.limits.max_frame_bytes
-    ws = web.WebSocketResponse(
+    ws = StreamSocket(  # a client that answers no ping is cut with a reset
         protocols=("token", "bearer"),
         heartbeat=settings.server.heartbeat_s,
         max_msg_size=2 * limit,
@@ -333,9 +346,18 @@ async def live(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     connections = request.app[CONNECTIONS]
     connections.add(relay)
+    door = request.app[DOOR]
     try:
         while True:
-            msg = await ws.receive()
+            until = relay.waiting_until(door.start_timeout_s, door.idle_timeout_s)
+            try:
+                async with asyncio.timeout_at(until):  # not receive(timeout): pongs would restart it
+                    msg = await ws.receive()
+            except TimeoutError:  # no session open, and nothing from the client in time
+                await stream.deliver(
+                    ErrorEvent(code="timeout", message="no audio or KeepAlive in time", fatal=True), 0.0
+                )
+                break
             if msg.type is WSMsgType.BINARY:
                 going = await stream.handle_audio(msg.data)
             elif msg.type is WSMsgType.TEXT:
@@ -419,11 +441,8 @@ async def fetch_url(request: web.Request, limit: int) -> bytes:
             "bad_message",
             "this hub does not fetch audio by URL (server.fetch_urls is off): send the audio as the body",
         )
-    try:
-        body = json.loads(await read_limited(request, 64 * 1024, "the JSON body"))
-    except ValueError:
-        raise HubError("bad_message", "the JSON body is not valid JSON") from None
-    url = body.get("url") if isinstance(body, dict) else None
+    body = load_object(await read_limited(request, 64 * 1024, "the JSON body"), what="the JSON body")
+    url = body.get("url")
     if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
         raise HubError("bad_message", 'expected {"url": "http(s)://…"}')
     timeout = aiohttp.ClientTimeout(total=60)
@@ -476,3 +495,4 @@ def _utterances(
 def setup(app: web.Application) -> None:
     add_websocket_route(app, PATH, live)
     app.router.add_post(PATH, prerecorded)
+    register_refusal(app, PATH, refusal)

@@ -14,10 +14,17 @@ operations, health and reflection, on grpcio's asyncio server in the hub's proce
   itself is not in it, so :func:`_register_service_descriptor` adds a descriptor of the three
   served methods to the default pool, built from those message descriptors.
 
-Bounds: a request message may be up to ``server.max_upload_bytes`` (a ``Recognize`` carries a
-whole file); HTTP/2's receive window stays at its 64 KiB default per stream (BDP probing off), so
-a stream whose session is busy holds at most that much of its client's audio here. Health and
-reflection need no key, like ``/healthz``.
+Admission (:mod:`~asrhub.transports.grpc_door`): a :class:`~asrhub.transports.grpc_door
+.DoorInterceptor` checks every Speech and Operations call's key and the gate's connection caps
+before its request is read. Bounds: a request message may be up to ``server.max_upload_bytes``
+(a ``Recognize`` carries a whole file), a ``StreamingRecognize`` frame up to twice
+``limits.max_frame_bytes`` (as a WebSocket frame); ``grpc.max_concurrent_streams`` per
+connection and ``maximum_concurrent_rpcs`` in total follow ``server.max_connections_per_address``
+and ``server.max_connections``; an HTTP/2 handshake must complete within
+``limits.start_timeout_s`` and a connection with no call is closed after
+``limits.idle_timeout_s``. HTTP/2's receive window stays at its 64 KiB default per stream (BDP
+probing off), so a stream whose session is busy holds at most that much of its client's audio
+here. Health and reflection need no key, like ``/healthz``.
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from asrhub.door import Door
 from asrhub.hub import Hub
 from asrhub.logging import get_logger
-from asrhub.settings.schema import ServerSettings
+from asrhub.settings.schema import Settings
 
-from .auth import Auth
+from .common import ListenError
+from .grpc_door import DoorInterceptor
 from .grpc_operations import MAX_RUNNING
 from .grpc_operations import SERVICE as OPERATIONS
 from .grpc_speech import SERVICE, SpeechService
@@ -81,16 +90,21 @@ def _register_service_descriptor() -> None:
     pool.Add(proto)
 
 
-class ListenError(RuntimeError):
-    """A listener could not bind its port (``asrhub serve`` prints it and exits 1)."""
+DEFAULT_STREAMS = 1000
+"""``grpc.max_concurrent_streams`` when the per-address cap is off (grpcio's own is unbounded)."""
+MESSAGE_OVERHEAD = 1 << 20
+"""Room for a request's other fields (its config) next to a file's audio."""
+FRAME_OVERHEAD = 4096
+"""Room for a streaming request's framing next to its audio."""
+STREAMING = f"/{SERVICE}/StreamingRecognize"
 
 
 class GrpcServer:
     def __init__(
         self,
         hub: Hub,
-        auth: Auth,
-        server: ServerSettings,
+        door: Door,
+        settings: Settings,
         *,
         reuse_port: bool = False,
         max_operations: int = MAX_RUNNING,
@@ -100,16 +114,29 @@ class GrpcServer:
         self.live_calls = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self.speech = SpeechService(hub, auth, on_call=self._count, max_operations=max_operations)
+        server, limits = settings.server, settings.limits
+        self.speech = SpeechService(
+            hub, start_timeout_s=door.start_timeout_s, on_call=self._count, max_operations=max_operations
+        )
         self.health = health.aio.HealthServicer()
+        door_keeper = DoorInterceptor(
+            door,
+            protected=(SERVICE, OPERATIONS),
+            frame_limits={STREAMING: 2 * limits.max_frame_bytes + FRAME_OVERHEAD},
+        )
         self._server = grpc.aio.server(
+            interceptors=[door_keeper],
             options=[
-                ("grpc.max_receive_message_length", server.max_upload_bytes + (1 << 20)),
+                ("grpc.max_receive_message_length", server.max_upload_bytes + MESSAGE_OVERHEAD),
                 ("grpc.max_send_message_length", 64 << 20),
                 ("grpc.http2.bdp_probe", 0),
+                ("grpc.max_concurrent_streams", server.max_connections_per_address or DEFAULT_STREAMS),
+                ("grpc.server_handshake_timeout_ms", int(limits.start_timeout_s * 1000)),
+                ("grpc.max_connection_idle_ms", int(limits.idle_timeout_s * 1000)),
                 # a port in use is an error, not a silent share — unless --workers share it
                 ("grpc.so_reuseport", 1 if reuse_port else 0),
-            ]
+            ],
+            maximum_concurrent_rpcs=server.max_connections or None,
         )
         handlers = {
             "Recognize": grpc.unary_unary_rpc_method_handler(

@@ -22,7 +22,10 @@ StreamingRecognize::
 * errors: see :data:`STATUS`. An error that ends the session, and ``bad_audio``, end the call
   with that status; an utterance that failed alone (the engine) is reported in-stream in the
   response's ``error`` field and the stream goes on;
-* a client that goes away (cancel, reset) cancels the handler: the session is closed at once.
+* a client that goes away (cancel, reset) cancels the handler: the session is closed at once;
+* the first request must come within ``limits.start_timeout_s`` (else ``OUT_OF_RANGE``, the
+  ``timeout`` status); the key and connection caps were checked before it was read
+  (:mod:`~asrhub.transports.grpc_door`).
 
 Recognize runs the same session over the whole ``audio.content`` (``uri`` is refused) and
 answers every final as one result.
@@ -52,7 +55,6 @@ from asrhub.hub import Hub
 from asrhub.logging import get_logger
 from asrhub.session.session import Session, State
 
-from .auth import Auth
 from .google_speech_config import SpeechOptions, speech_options
 from .google_speech_results import (
     Stability,
@@ -61,6 +63,7 @@ from .google_speech_results import (
     streaming_final,
     streaming_partial,
 )
+from .grpc_door import CALLER, STATUS
 from .grpc_long_running import file_fields, file_job
 from .grpc_operations import MAX_RUNNING, OperationFailed, Operations
 
@@ -71,19 +74,6 @@ SERVICE = "google.cloud.speech.v1.Speech"
 TRANSPORT = "grpc"
 Events = speech_v1.StreamingRecognizeResponse.SpeechEventType
 
-STATUS: dict[str, grpc.StatusCode] = {
-    "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
-    "capacity": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "slow_consumer": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "too_large": grpc.StatusCode.INVALID_ARGUMENT,
-    "bad_message": grpc.StatusCode.INVALID_ARGUMENT,
-    "bad_audio": grpc.StatusCode.INVALID_ARGUMENT,
-    "unknown_provider": grpc.StatusCode.INVALID_ARGUMENT,
-    "timeout": grpc.StatusCode.OUT_OF_RANGE,  # Google's "audio timeout": no audio for too long
-    "provider_failed": grpc.StatusCode.INTERNAL,
-    "shutdown": grpc.StatusCode.UNAVAILABLE,
-}
-"""Hub error code → gRPC status (anything else: ``INTERNAL``)."""
 ENDS_THE_CALL = frozenset({"bad_audio"})
 """Non-fatal hub errors that still end a gRPC call: Google answers bad audio with an error status."""
 
@@ -94,16 +84,6 @@ def status_of(code: str, hub: Hub) -> grpc.StatusCode:
     return STATUS.get(code, grpc.StatusCode.INTERNAL)
 
 
-def presented_key(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-    """The API key of a call: ``authorization: Bearer KEY`` or ``x-goog-api-key: KEY``."""
-    metadata = {m.key.lower(): m.value for m in context.invocation_metadata() or ()}
-    scheme, _, value = str(metadata.get("authorization", "")).partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    key = metadata.get("x-goog-api-key")
-    return str(key).strip() or None if key else None
-
-
 class SpeechService:
     """The three RPCs; one instance per server, state per call only (the operations of
     ``LongRunningRecognize`` live in :attr:`operations`)."""
@@ -111,26 +91,22 @@ class SpeechService:
     def __init__(
         self,
         hub: Hub,
-        auth: Auth,
         *,
+        start_timeout_s: float = 10.0,
         on_call: Callable[[int], None] = lambda _d: None,
         max_operations: int = MAX_RUNNING,
     ) -> None:
         self.hub = hub
-        self.auth = auth
+        self.start_timeout_s = start_timeout_s
         self._on_call = on_call  # +1 / -1: the server counts live calls for the drain
         self.operations = Operations(self.identify, max_running=max_operations)
 
     async def _fail(self, context: grpc.aio.ServicerContext[Any, Any], error: HubError) -> None:
         await context.abort(status_of(error.code, self.hub), error.message)
 
-    async def identify(self, context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
-        """The caller's key identity; a missing or wrong key ends the call (UNAUTHENTICATED)."""
-        try:
-            return self.auth.identify(presented_key(context))
-        except HubError as exc:
-            await self._fail(context, exc)
-            raise  # not reached: abort raises
+    async def identify(self, _context: grpc.aio.ServicerContext[Any, Any]) -> str | None:
+        """The caller's key identity (the door admitted the call: :data:`CALLER`)."""
+        return CALLER.get()
 
     async def _open(
         self,
@@ -176,8 +152,18 @@ class SpeechService:
         requests: AsyncIterator[speech_v1.StreamingRecognizeRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[speech_v1.StreamingRecognizeResponse]:
-        await self.identify(context)  # before reading anything the caller sends
-        first = await anext(aiter(requests), None)
+        try:
+            async with asyncio.timeout(self.start_timeout_s):
+                first = await anext(aiter(requests), None)
+        except TimeoutError:
+            limit = self.start_timeout_s
+            await self._fail(
+                context, HubError("timeout", f"no request within {limit:g} s of the call's start")
+            )
+            return
+        except HubError as exc:  # the first message was refused unread (too large, malformed)
+            await self._fail(context, exc)
+            return
         if first is None or "streaming_config" not in first:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "the first request must carry streaming_config (then audio)"

@@ -1,62 +1,107 @@
-"""The hub's listeners besides its HTTP port: gRPC (``server.grpc_port``) and Wyoming
-(``server.wyoming_port``, optionally advertised over mDNS), in the same process and event loop
-as the aiohttp application, on its hub.
+"""The hub's listeners besides its HTTP port: gRPC (``server.grpc_port`` on ``server.host``) and
+Wyoming (``server.wyoming_port`` on ``server.wyoming_host``, optionally advertised over mDNS), in
+the same process and event loop as the aiohttp application, on its hub, behind its door.
 
-:func:`start_listeners` runs after the application's start-up (models loaded) and registers
-their stop in the application's shutdown hooks, which run after the graceful shutdown's flush:
-SIGTERM → the hub refuses new sessions (gRPC: ``UNAVAILABLE``; Wyoming: an ``error``) and
-flushes every open session, each stream delivers its last finals and ends, then the listeners
-close.
+:func:`setup` adds one ``cleanup_ctx`` generator per listener after the hub's, so aiohttp starts
+them once the models are loaded (before the HTTP port opens) and stops them, in reverse order,
+after the graceful shutdown's flush: SIGTERM → the hub refuses new sessions (gRPC:
+``UNAVAILABLE``; Wyoming: an ``error``) and flushes every open session, each stream delivers its
+last finals and ends, then the listeners close. Their URLs are in ``app[LISTENING]``.
+
+Wyoming has no authentication. It listens on its own address (``server.wyoming_host``, loopback
+by default), so exposing the HTTP port with API keys does not expose it; starting it on another
+address while keys are set needs ``server.wyoming_unauthenticated = true`` (logged). mDNS
+advertises it only where it can be reached: not on loopback, not under ``--workers``.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 from aiohttp import web
 
+from asrhub.door import is_loopback
 from asrhub.logging import get_logger
 
-from .app import DELIVERY_GRACE_S
-from .auth import Auth
-from .common import AUTH, HUB, SETTINGS, SHUTDOWN_HOOKS
+from .common import DELIVERY_GRACE_S, HUB, SETTINGS, ListenError
+from .door import DOOR
 
 log = get_logger("asrhub.server")
 
 ZEROCONF_HINT = "server.wyoming_zeroconf needs the zeroconf package: pip install 'asrhub[zeroconf]'"
+LISTENING: web.AppKey[list[str]] = web.AppKey("listening")
+"""The listeners' URLs (``grpc://…``, ``tcp://…``), once started."""
 
 
-async def start_listeners(
+def setup(
     app: web.Application, *, wake_words: Callable[[], Iterable[str]] = tuple, reuse_port: bool = False
-) -> list[str]:
-    """Start the listeners the settings ask for; returns their URLs (``grpc://…``, ``tcp://…``).
+) -> None:
+    """Start (and stop) the listeners the settings ask for with the application.
     ``reuse_port``: the workers of ``--workers N`` share each port (SO_REUSEPORT)."""
-    settings, hub = app[SETTINGS], app[HUB]
-    server = settings.server
-    urls: list[str] = []
+    app[LISTENING] = []
+    server = app[SETTINGS].server
     if server.grpc_port:
-        from .grpc_server import GrpcServer
 
-        auth: Auth = app[AUTH]
-        grpc_server = GrpcServer(hub, auth, server, reuse_port=reuse_port)
-        port = await grpc_server.start(server.host, server.grpc_port)
-        app[SHUTDOWN_HOOKS].append(lambda: grpc_server.stop(DELIVERY_GRACE_S))
-        urls.append(f"grpc://{server.host}:{port}")
+        async def grpc(app: web.Application) -> AsyncIterator[None]:
+            from .grpc_server import GrpcServer
+
+            grpc_server = GrpcServer(app[HUB], app[DOOR], app[SETTINGS], reuse_port=reuse_port)
+            port = await grpc_server.start(server.host, server.grpc_port)
+            app[LISTENING].append(f"grpc://{server.host}:{port}")
+            yield
+            await grpc_server.stop(DELIVERY_GRACE_S)
+
+        app.cleanup_ctx.append(grpc)
     if server.wyoming_port:
-        from .wyoming import WyomingServer
-
-        wyoming_server = WyomingServer(hub, wake_words=wake_words)
-        port = await wyoming_server.start(server.host, server.wyoming_port, reuse_port=reuse_port)
-        app[SHUTDOWN_HOOKS].append(lambda: wyoming_server.stop(DELIVERY_GRACE_S))
-        urls.append(f"tcp://{server.host}:{port}")
-        if app[AUTH].required:
-            log.warning("wyoming has no authentication: the API keys do not protect its port", port=port)
-        if server.wyoming_zeroconf and reuse_port:
+        advertise = server.wyoming_zeroconf
+        if advertise and reuse_port:
             log.warning("wyoming_zeroconf is not supported with --workers: not advertised")
-        elif server.wyoming_zeroconf:
-            await _advertise(app, server.host, port)
-    return urls
+            advertise = False
+        elif advertise and is_loopback(server.wyoming_host):
+            log.warning("wyoming listens on loopback only (server.wyoming_host): not advertised over mDNS")
+            advertise = False
+
+        async def wyoming(app: web.Application) -> AsyncIterator[None]:
+            from .wyoming import WyomingServer
+
+            host = server.wyoming_host
+            _check_wyoming_address(app)
+            wyoming_server = WyomingServer(
+                app[HUB],
+                app[DOOR],
+                wake_words=wake_words,
+                max_sessions=server.wyoming_max_sessions,
+                write_timeout_s=server.heartbeat_s,  # the time a WebSocket client gets for a pong
+            )
+            port = await wyoming_server.start(host, server.wyoming_port, reuse_port=reuse_port)
+            app[LISTENING].append(f"tcp://{host}:{port}")
+            withdraw = await _advertise(host, port) if advertise else None
+            yield
+            if withdraw is not None:
+                await withdraw()
+            await wyoming_server.stop(DELIVERY_GRACE_S)
+
+        app.cleanup_ctx.append(wyoming)
+
+
+def _check_wyoming_address(app: web.Application) -> None:
+    server = app[SETTINGS].server
+    host = server.wyoming_host
+    if is_loopback(host) or not app[DOOR].keys.required:
+        return
+    if not server.wyoming_unauthenticated:
+        raise ListenError(
+            f"server.wyoming_host {host!r} is not a loopback address while API keys are set, and "
+            "Wyoming has no authentication: every client that reaches it would be served without "
+            "a key. Set server.wyoming_unauthenticated = true to allow that, or keep Wyoming on "
+            "127.0.0.1 (docs/security.md)"
+        )
+    log.warning(
+        "wyoming serves WITHOUT authentication on a non-loopback address (server.wyoming_unauthenticated)",
+        host=host,
+        port=server.wyoming_port,
+    )
 
 
 def _local_address(host: str) -> str:
@@ -69,13 +114,14 @@ def _local_address(host: str) -> str:
         return str(probe.getsockname()[0])
 
 
-async def _advertise(app: web.Application, host: str, port: int) -> None:
-    """Announce ``_wyoming._tcp`` (what Home Assistant's discovery browses for)."""
+async def _advertise(host: str, port: int) -> Callable[[], Awaitable[None]]:
+    """Announce ``_wyoming._tcp`` (what Home Assistant's discovery browses for); returns the
+    coroutine function that withdraws it."""
     try:
         from zeroconf import IPVersion
         from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
     except ImportError as exc:
-        raise RuntimeError(ZEROCONF_HINT) from exc
+        raise ListenError(ZEROCONF_HINT) from exc
     address = _local_address(host)
     name = f"asrhub-{socket.gethostname().split('.')[0]}-{port}"
     info = AsyncServiceInfo(
@@ -93,4 +139,4 @@ async def _advertise(app: web.Application, host: str, port: int) -> None:
         await zeroconf.async_unregister_service(info)
         await zeroconf.async_close()
 
-    app[SHUTDOWN_HOOKS].insert(0, withdraw)
+    return withdraw

@@ -33,6 +33,7 @@ from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.plugin import Transcription
 from asrhub.protocol import encode_json
 
+from . import openai_errors
 from .batch import read_upload, transcribe_upload
 from .common import HUB
 from .openai_stream import stream_transcription
@@ -205,6 +206,7 @@ async def models(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application) -> None:
+    openai_errors.setup(app)
     app.router.add_post("/v1/audio/transcriptions", transcriptions)
     app.router.add_post("/v1/audio/translations", translations)
     app.router.add_get("/v1/models", models)

@@ -25,7 +25,13 @@ The official ``openai`` SDK's ``client.realtime.connect(extra_query={"intent":
   the last one into one item (less than 100 ms: ``input_audio_buffer_commit_empty``);
   ``clear`` drops it (``input_audio_buffer.cleared``);
 * errors are ``{"type": "error", "error": {"type", "code", "message", "param", "event_id"}}``;
-  a fatal one (idle timeout, engine failure, no key) then closes the socket (1008 / 1011).
+  a fatal one (idle timeout, engine failure, no key) then closes the socket (1008 / 1011);
+  a message that is not JSON (or JSON nested too deep) is ``invalid_json`` and the stream goes
+  on;
+* deadlines: the first append (which opens the hub session) must come within
+  ``limits.start_timeout_s`` of connecting; between hub sessions (after a commit, a flush) the
+  next within ``limits.idle_timeout_s``; an open session has its own idle clock. Else an error
+  ``timeout`` and close 1011.
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import secrets
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,8 +69,11 @@ from .common import (
     discard_on_close,
     reset,
 )
+from .door import DOOR
 from .g711 import to_pcm16
+from .json_input import load
 from .relay import Relay
+from .stream_socket import StreamSocket
 
 PATH = "/v1/realtime"
 TRANSPORT = "openai_realtime"
@@ -152,9 +160,9 @@ class RealtimeStream:
 
     async def handle_text(self, raw: str) -> None:
         try:
-            message = json.loads(raw)
-        except ValueError:
-            await self.error("invalid_json", "The message is not valid JSON.")
+            message = load(raw, max_bytes=len(raw))  # its size is the WebSocket's to bound
+        except HubError as exc:
+            await self.error("invalid_json", f"The message is not valid JSON: {exc.message}")
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             await self.error(
@@ -378,7 +386,7 @@ class RealtimeStream:
 async def handle(request: web.Request) -> web.StreamResponse:
     hub, settings = request.app[HUB], request.app[SETTINGS]
     limit = hub.limits.max_frame_bytes
-    ws = web.WebSocketResponse(
+    ws = StreamSocket(  # a client that answers no ping is cut with a reset
         protocols=("realtime",),
         heartbeat=settings.server.heartbeat_s,
         max_msg_size=3 * limit,  # base64 of up to 2x the frame limit, plus the JSON around it
@@ -422,10 +430,18 @@ async def handle(request: web.Request) -> web.StreamResponse:
     )
     connections = request.app[CONNECTIONS]
     connections.add(stream.relay)
+    door = request.app[DOOR]
     try:
         await stream.send({"type": "session.created", "session": stream.session_body()})
         while not stream.closed:
-            msg = await ws.receive()
+            until = stream.relay.waiting_until(door.start_timeout_s, door.idle_timeout_s)
+            try:
+                async with asyncio.timeout_at(until):  # not receive(timeout): pongs would restart it
+                    msg = await ws.receive()
+            except TimeoutError:  # no hub session open, and no audio in time
+                await stream.error("timeout", "No audio was appended in time.", kind="server_error")
+                await stream.close("timeout")
+                break
             if msg.type is WSMsgType.TEXT:
                 await stream.handle_text(msg.data)
             elif msg.type is WSMsgType.BINARY:

@@ -28,10 +28,11 @@ from aiohttp import web
 
 from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE, ErrorEvent, FinalTranscript, Samples, SessionClosed
-from asrhub.protocol import encode_json, openai_error_body
+from asrhub.protocol import encode_json
 
 from .batch import decode_upload
 from .common import HUB, KEY_ID
+from .openai_errors import openai_error
 
 TRANSPORT = "openai_stream"
 CHUNK_SAMPLES = TARGET_RATE // 2
@@ -43,7 +44,7 @@ def _frame(body: dict[str, Any]) -> bytes:
 
 
 def _error(error: HubError) -> bytes:
-    return _frame({"type": "error", **openai_error_body(error)})
+    return _frame({"type": "error", **openai_error(error)})
 
 
 async def stream_transcription(

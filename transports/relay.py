@@ -79,7 +79,10 @@ class Relay:
         self._watch: DisposableBase | None = None
         self._forwarder: asyncio.Task[None] | None = None
         self._bytes = 0
-        self._finished = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._finished = loop.create_future()
+        self._made_at = self._waiting_since = self._closed_at = loop.time()
+        self._opened = False
 
     # ------------------------------------------------------------------ sessions
 
@@ -87,7 +90,7 @@ class Relay:
         """Open the next session (raises :class:`HubError`: ``capacity``, ``unknown_provider``…),
         after taking a cluster-wide slot when the hub is part of a cluster."""
         session = await self.hub.open_async(self.config, key=self.key, transport=self.transport)
-        self.session, self._bytes = session, 0
+        self.session, self._bytes, self._opened = session, 0, True
         self._queue = session.queue(self.hub.limits.subscriber_queue)
         self._watch = session.events.subscribe(on_next=self._after_event)
         self._forwarder = asyncio.create_task(self._forward(self._queue, self.offset))
@@ -138,12 +141,27 @@ class Relay:
             self._bytes += len(piece)
 
     def touch(self) -> None:
-        """The client is alive without audio (a keep-alive): restart the session's idle clock."""
+        """The client is alive without audio (a keep-alive): restart the open session's idle
+        clock, or (between sessions) :meth:`waiting_until`'s. Costs no task, whatever the
+        session is doing (a keep-alive while ``feed`` is held back by a busy engine used to
+        start one that waited with it)."""
         session = self.session
         if session is not None and not session.closed:
-            # an empty frame stamps the session's last input and carries no audio
-            task = asyncio.ensure_future(session.feed(b""))
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            session.touch()
+        else:
+            self._waiting_since = asyncio.get_running_loop().time()
+
+    def waiting_until(self, start_s: float, idle_s: float) -> float | None:
+        """When (loop time) a connection without an open session must have said something
+        useful: ``start_s`` after the relay was made if no session was ever open, else
+        ``idle_s`` after the last one ended (or the last :meth:`touch`); None while a session is
+        open (its own idle clock rules)."""
+        session = self.session
+        if session is not None and not session.closed:
+            return None
+        if not self._opened:
+            return self._made_at + start_s
+        return max(self._waiting_since, self._closed_at) + idle_s
 
     async def flush(self) -> str | None:
         """End the current session and deliver all its events; the stream goes on after it.
@@ -177,6 +195,7 @@ class Relay:
         else:
             self.sealed = True
         self.session = None
+        self._closed_at = asyncio.get_running_loop().time()
         return reason
 
     async def finish(self) -> str | None:

@@ -1,16 +1,19 @@
 """Socket.IO packets that survive a hostile client.
 
-python-socketio raises from deep inside its packet parser on malformed input (invalid or
-1000-deep JSON, an event that is not ``[name, …]``, a binary placeholder that points past the
-attachments, an unknown packet type) and engine.io logs each one as an error with a traceback.
+python-socketio raises from deep inside its packet parser on malformed input (invalid JSON;
+deep JSON is refused here before it parses, by
+:func:`~asrhub.transports.json_input.check_depth`; an event that is not ``[name, …]``, a binary
+placeholder that points past the attachments, an unknown packet type) and engine.io logs each
+one as an error with a traceback.
 :class:`SafePacket` (passed as the server's ``serializer``) turns such a packet into one event,
 :data:`MALFORMED`, whose payload says what was wrong; the Socket.io transport answers it with a
 ``bad_message`` error, in band, like any other bad message.
 
 One level down, engine.io drops a client that sends an invalid engine.io frame (an unknown
-packet type, an empty frame) and logs ``Unknown receive error`` with a traceback;
-:func:`quiet_client_protocol_errors` makes that one line at warning level: a client's fault,
-handled, not the hub's.
+packet type, an empty frame) and logs ``Unknown receive error`` with a traceback, and logs a
+request for an unknown or closed session (an Engine.IO client the door timed out, say) at error
+level; :func:`quiet_client_protocol_errors` makes each one line at warning level: a client's
+fault, handled, not the hub's.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ import logging
 from typing import Any
 
 from socketio import packet
+
+from asrhub.errors import HubError
+
+from .json_input import check_depth
 
 MALFORMED = "asrhub:malformed"
 
@@ -35,7 +42,11 @@ CLIENT_PACKETS = (
 class SafePacket(packet.Packet):  # type: ignore[misc]
     def decode(self, encoded_packet: Any) -> int:
         try:
+            if isinstance(encoded_packet, str | bytes):
+                check_depth(encoded_packet)  # before the JSON parser recurses into it
             count: int = super().decode(encoded_packet)
+        except HubError as exc:
+            return self._malformed(exc.message)
         except (ValueError, RecursionError) as exc:
             return self._malformed(f"undecodable packet ({type(exc).__name__}: {str(exc)[:80]})")
         if self.packet_type not in CLIENT_PACKETS:
@@ -64,8 +75,17 @@ EMPTY_FRAME = "Invalid empty packet received"
 """engine.io raises this out of its WebSocket handler, so aiohttp logs it as a request error."""
 
 
+CLIENT_FAULT = "(further occurrences of this error will be logged with level INFO)"
+"""engine.io's ``_log_error_once`` marks what it logs about one client's request (an unknown or
+disconnected session, a bad transport, version or origin) with this: a client's fault, logged
+at error level the first time."""
+
+
 class _ClientProtocolError(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "engineio.server" and isinstance(record.msg, str) and CLIENT_FAULT in record.msg:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            return True
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None:
             return True

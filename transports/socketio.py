@@ -8,7 +8,15 @@ connection is closed after ``session.closed``.
 
 * Keys come from the connect ``auth`` (``{"token": KEY}``), the ``token`` query parameter or an
   ``Authorization: Bearer`` header; a refused connect reaches the client as ``connect_error``
-  whose ``data`` is the contract's ``unauthorized`` error.
+  whose ``data`` is the contract's ``unauthorized`` error. A key on the Engine.IO handshake
+  itself (parameter or header) is checked there too: a wrong one is a 401 before any socket
+  exists.
+* Admission (docs/security.md): an Engine.IO long-polling client counts as a connection of its
+  address in the door's gate from its handshake to its end (a WebSocket client is its TCP
+  connection already); at a cap the handshake gets a 503. Every client must connect with a
+  valid key *and* open its session (``session.start`` / ``session.resume``) within
+  ``limits.start_timeout_s`` of its handshake: else a fatal ``timeout`` error (once connected)
+  and a disconnect.
 * ``async_handlers=False``: each client's packets are handled in order, and the engine.io read
   loop awaits the handler, so ``session.feed``'s backpressure reaches the client's socket.
 * Outbound, each emit waits until engine.io's writer has taken the packet (its per-socket queue
@@ -20,20 +28,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import socketio
 from aiohttp import web
 
+from asrhub.door import Deadline, Ticket
 from asrhub.errors import HubError
 from asrhub.frames import Event
 from asrhub.protocol import CLIENT_TYPES, event_payload
 from asrhub.settings.schema import Settings
 
-from .auth import bearer_or_token
-from .common import AUTH, CONNECTIONS, HUB, SETTINGS, SHUTDOWN_HOOKS, reset
+from .common import CONNECTIONS, HUB, SETTINGS, reset
+from .door import DOOR, bearer_or_token, register_refusal
 from .sio_packet import MALFORMED, SafePacket, quiet_client_protocol_errors
 from .streaming import SEND_TIMEOUT_ON_CLOSE, StreamConnection
+from .tcp_gate import peer_address
+from .worker_routes import PEERS
 
 PATH = "socket.io"
 CLOSE_TIMEOUT = 2.0
@@ -45,6 +58,31 @@ DROPPED = (
     socketio.AsyncServer.reason.PING_TIMEOUT,
 )
 """Disconnect reasons of a client that vanished (no DISCONNECT packet): resumable."""
+POLLING_TICKET: web.RequestKey[Ticket] = web.RequestKey("socketio_polling_ticket")
+"""The gate's ticket a long-polling handshake took (handed to its Engine.IO socket)."""
+CLAIMED = web.RequestKey("socketio_ticket_claimed", bool)
+
+
+@dataclass(eq=False)
+class Admission:
+    """One Engine.IO client at the door: its gate ticket (long-polling) and its start deadline."""
+
+    ticket: Ticket | None
+    deadline: Deadline
+
+    def started(self) -> None:
+        self.deadline.disarm()
+
+    def release(self) -> None:
+        self.deadline.disarm()
+        if self.ticket is not None:
+            self.ticket.leave()
+
+
+def refusal(_request: web.Request, error: HubError, status: int) -> web.StreamResponse:
+    """An HTTP refusal of an Engine.IO request, in Engine.IO's error shape (``message``), with
+    the contract's error as ``data`` (what a refused connect carries)."""
+    return web.json_response({"message": error.message, "data": error.to_event().to_dict()}, status=status)
 
 
 def _environ_query(environ: dict[str, Any]) -> dict[str, str]:
@@ -68,13 +106,13 @@ def _cluster_manager(settings: Settings) -> socketio.AsyncManager | None:
 
 
 def setup(app: web.Application) -> socketio.AsyncServer:
-    hub, settings, auth = app[HUB], app[SETTINGS], app[AUTH]
+    hub, settings, door = app[HUB], app[SETTINGS], app[DOOR]
     manager = _cluster_manager(settings)
     sio = socketio.AsyncServer(
         client_manager=manager,
         async_mode="aiohttp",
         async_handlers=False,
-        cors_allowed_origins=auth.socketio_origins(),
+        cors_allowed_origins=door.hosts.socketio_origins(),
         ping_interval=settings.server.heartbeat_s,
         max_http_buffer_size=2 * hub.limits.max_frame_bytes + 4096,
         logger=False,
@@ -82,9 +120,82 @@ def setup(app: web.Application) -> socketio.AsyncServer:
         serializer=SafePacket,  # a malformed packet is answered with bad_message, not a traceback
     )
     quiet_client_protocol_errors()
-    sio.attach(app, socketio_path=PATH)
+    peers = app.get(PEERS)
+    if peers is not None:  # --workers: a long-polling client's sid names its worker
+        generate_id = sio.eio.generate_id
+        sio.eio.generate_id = lambda: peers.tagged(generate_id())  # type: ignore[method-assign]
     app[SIO] = sio
     conns: dict[str, StreamConnection] = {}
+    admissions: dict[str, Admission] = {}  # by Engine.IO sid
+    expiring: set[asyncio.Task[None]] = set()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        """Engine.IO's endpoint, behind the door: a long-polling handshake takes a gate ticket
+        (the door's middleware checked host, origin and any key it carries)."""
+        handshake = request.method == "GET" and "sid" not in request.query
+        polling = request.query.get("transport", "polling") == "polling"
+        ticket = None
+        if handshake and polling:
+            ticket = door.gate.enter(peer_address(request.transport), "socketio")  # HubError: 503
+            request[POLLING_TICKET] = ticket
+        try:
+            response: web.StreamResponse = await sio.handle_request(request)
+            return response
+        finally:
+            if ticket is not None and not request.get(CLAIMED, False):
+                ticket.leave()  # the handshake failed: no socket holds it
+
+    for method in ("GET", "POST", "OPTIONS"):
+        app.router.add_route(method, f"/{PATH}/", handle)
+    register_refusal(app, f"/{PATH}/", refusal)
+
+    inner_eio_connect = sio.eio.handlers["connect"]
+    inner_eio_disconnect = sio.eio.handlers["disconnect"]
+
+    async def eio_connect(eio_sid: str, environ: dict[str, Any]) -> Any:
+        request = environ.get("aiohttp.request")
+        ticket = request.get(POLLING_TICKET) if request is not None else None
+        if request is not None and ticket is not None:
+            request[CLAIMED] = True
+        deadline = Deadline()
+        deadline.arm(door.start_timeout_s, lambda: _spawn(expire(eio_sid)))
+        admissions[eio_sid] = Admission(ticket, deadline)
+        return await inner_eio_connect(eio_sid, environ)
+
+    async def eio_disconnect(eio_sid: str, *args: Any) -> Any:
+        admission = admissions.pop(eio_sid, None)
+        if admission is not None:
+            admission.release()
+        return await inner_eio_disconnect(eio_sid, *args)
+
+    sio.eio.on("connect", eio_connect)
+    sio.eio.on("disconnect", eio_disconnect)
+
+    def _spawn(coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        expiring.add(task)
+        task.add_done_callback(expiring.discard)
+
+    async def expire(eio_sid: str) -> None:
+        """No connect with a valid key and no session within the start deadline."""
+        limit = door.start_timeout_s
+        sid = sio.manager.sid_from_eio_sid(eio_sid, "/")
+        conn = conns.get(sid) if sid is not None else None
+        if conn is not None:
+            await conn.send_error(HubError("timeout", f"no session.start within {limit:g} s", fatal=True))
+        elif eio_sid in sio.eio.sockets:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await sio.eio.disconnect(eio_sid)
+
+    def started(sid: str, conn: StreamConnection) -> None:
+        """A session opened on ``sid``: its start deadline is met."""
+        if conn.session is None:
+            return
+        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+        admission = admissions.get(eio_sid) if eio_sid is not None else None
+        if admission is not None:
+            admission.started()
 
     async def drained(sid: str) -> None:
         """Wait until engine.io's writer took every queued packet of this client."""
@@ -98,7 +209,7 @@ def setup(app: web.Application) -> socketio.AsyncServer:
         token = auth_data.get("token") if isinstance(auth_data, dict) else None
         headers = {"Authorization": environ.get("HTTP_AUTHORIZATION", "")}
         try:
-            key = auth.identify(token or bearer_or_token(headers, _environ_query(environ)))
+            key = door.identify(token or bearer_or_token(headers, _environ_query(environ)))
         except HubError as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_event().to_dict()) from None
 
@@ -145,6 +256,7 @@ def setup(app: web.Application) -> socketio.AsyncServer:
             conn = conns.get(sid)
             if conn is not None:
                 await conn.handle_text(data, event=event)
+                started(sid, conn)
 
         return handler
 
@@ -178,16 +290,22 @@ def setup(app: web.Application) -> socketio.AsyncServer:
 
     sio.on(MALFORMED, malformed)
 
-    async def shutdown() -> None:
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        yield
         if sio.eio.sockets:  # connections that never started a session
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await sio.eio.disconnect()
         await sio.shutdown()
+        for task in list(expiring):
+            task.cancel()
+        for admission in admissions.values():
+            admission.release()
+        admissions.clear()
         listener = getattr(manager, "thread", None)
         if isinstance(listener, asyncio.Task):
             listener.cancel()
             await asyncio.gather(listener, return_exceptions=True)
 
-    app[SHUTDOWN_HOOKS].append(shutdown)
+    app.cleanup_ctx.append(lifecycle)
     return sio

@@ -37,6 +37,8 @@ from asrhub.protocol import StartMessage, UpdateMessage, parse_message, sse_fram
 from asrhub.session.delivery import EventQueue
 
 from .common import HUB, KEY_ID, SETTINGS, HTTPHubError, read_limited, reset
+from .json_input import MAX_BYTES, check_depth
+from .worker_routes import PEERS
 
 MIN_LINGER_S = 5.0
 
@@ -110,10 +112,15 @@ SESSIONS = web.AppKey("http_sessions", HttpSessions)
 
 async def create(request: web.Request) -> web.Response:
     hub = request.app[HUB]
-    body = await read_limited(request, 64 * 1024, "session request")
+    body = await read_limited(request, MAX_BYTES, "session request")
+    check_depth(body)
     message = parse_message(body or b"{}", event=StartMessage.type)
     assert isinstance(message, StartMessage)
-    session = await hub.open_async(message.config, key=request[KEY_ID], transport="sse")
+    peers = request.app.get(PEERS)  # --workers: the id names this worker (its requests come here)
+    session_id = peers.new_id() if peers is not None else None
+    session = await hub.open_async(
+        message.config, key=request[KEY_ID], transport="sse", session_id=session_id
+    )
     sessions = request.app[SESSIONS]
     started = SessionStarted(session_id=session.id, config=session.config.to_dict())
     rec = HttpSession(
@@ -165,7 +172,8 @@ async def update(request: web.Request) -> web.Response:
     """``session.update`` over HTTP: the body is ``{"config": {…}}`` (``"type"`` optional)."""
     hub = request.app[HUB]
     rec = request.app[SESSIONS].find(request.match_info["session_id"], request[KEY_ID])
-    body = await read_limited(request, 64 * 1024, "update request")
+    body = await read_limited(request, MAX_BYTES, "update request")
+    check_depth(body)
     message = parse_message(body or b"{}", event=UpdateMessage.type)
     assert isinstance(message, UpdateMessage)
     session = hub.get(rec.session_id)

@@ -45,6 +45,8 @@ from asrhub.session.resume import Held
 from asrhub.session.resume import after_segment as _after
 from asrhub.session.session import Session, State
 
+from .json_input import MAX_BYTES, check_depth
+
 log = get_logger("asrhub.transports")
 
 Send = Callable[[Event], Awaitable[None]]
@@ -99,6 +101,8 @@ class StreamConnection:
     ) -> None:
         """One control message (JSON text, or a decoded Socket.io payload under ``event``)."""
         try:
+            if isinstance(raw, str | bytes) and len(raw) <= MAX_BYTES:
+                check_depth(raw)  # before any parser recurses into it (larger: too_large below)
             message = parse_message(raw, event=event)
         except HubError as exc:
             await self.send_error(exc)

@@ -6,22 +6,25 @@ before reading the next (so ``session.feed``'s backpressure reaches the client's
 and releases the session in ``finally`` on any disconnect. aiohttp's heartbeat pings the client
 every ``server.heartbeat_s``.
 
+A connection must open its session (``session.start`` or ``session.resume``) within
+``limits.start_timeout_s`` of its upgrade — pings do not count — or it gets a fatal ``timeout``
+error and close 4408.
+
 Close codes: 1000 after ``session.closed``; 1001 hub shutdown; 1008 policy (``slow_consumer``,
 fatal ``bad_message``); 1009 frame over twice the frame limit; 1011 engine failure; 1013
-``capacity``; 4401 ``unauthorized``; 4408 idle ``timeout``; 4409 the session was resumed on
-another connection (extension).
+``capacity``; 4401 ``unauthorized``; 4408 idle or start ``timeout``; 4409 the session was
+resumed on another connection (extension).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import socket
 
 from aiohttp import WSCloseCode, WSMsgType, web
-from aiohttp.helpers import calculate_timeout_when
 
+from asrhub.errors import HubError
 from asrhub.frames import Event
 from asrhub.protocol import encode_event
 
@@ -35,6 +38,8 @@ from .common import (
     discard_on_close,
     reset,
 )
+from .door import DOOR
+from .stream_socket import StreamSocket
 from .streaming import SEND_TIMEOUT_ON_CLOSE, StreamConnection
 
 PATH = "/v1/stream"
@@ -57,61 +62,6 @@ SEND_BUFFER = 64 * 1024
 """Kernel send buffer of a streaming socket: hub → client traffic is small JSON events."""
 OUTBOUND_BUFFER = 16 * 1024
 """Unsent bytes a socket may hold before a send waits for it to drain (a few hundred events)."""
-
-
-class StreamSocket(web.WebSocketResponse):
-    """aiohttp's WebSocket whose heartbeat failure cuts the connection with a reset, and whose
-    heartbeat costs nothing per received chunk.
-
-    A client that answers no ping is gone or deaf. aiohttp closes its socket politely, and the
-    kernel then keeps trying to deliver what is still queued for it — for minutes if the client
-    stopped reading — while a client that is still sending gets no error. A reset ends both at
-    once.
-
-    Heartbeat: any bytes from the client count as a sign of life (aiohttp's rule): the ping goes
-    out one heartbeat after the client's latest bytes, and bytes after a ping stand for its pong.
-    aiohttp applies the rule by scheduling a callback on every received chunk (a ``call_soon``
-    and a timer reset: per audio frame, at 10 frames a second per session). Here a chunk only
-    notes the loop time; the heartbeat's own timers read it when they fire and move the next
-    ping to the same place aiohttp would have (one heartbeat after the latest bytes)."""
-
-    _data_at = -math.inf  # loop time of the client's latest bytes
-    _seen_at = -math.inf  # the latest bytes the heartbeat has accounted for
-
-    def _handle_ping_pong_exception(self, exc: BaseException) -> None:
-        if self._req is not None:
-            discard_on_close(self._req.transport)
-        super()._handle_ping_pong_exception(exc)
-
-    def _on_data_received(self) -> None:
-        loop = self._loop
-        if loop is not None:
-            self._data_at = loop.time()
-
-    def _send_heartbeat(self) -> None:
-        if self._data_at > self._seen_at:  # bytes came: no ping yet, one heartbeat after them
-            self._rearm()
-        else:
-            super()._send_heartbeat()
-
-    def _pong_not_received(self) -> None:
-        if self._data_at > self._seen_at:  # bytes came after the ping: as good as its pong
-            self._rearm()
-        else:
-            super()._pong_not_received()
-
-    def _rearm(self) -> None:
-        """Where aiohttp's per-chunk reset would have left the heartbeat after the latest bytes:
-        no pong awaited, the next ping one heartbeat after them."""
-        loop, heartbeat = self._loop, self._heartbeat
-        if loop is None or heartbeat is None:
-            return
-        self._seen_at = self._data_at
-        self._cancel_pong_response_cb()
-        protocol = self._req.protocol if self._req is not None else None
-        ceil_threshold = getattr(protocol, "_timeout_ceil_threshold", 5)
-        self._heartbeat_when = calculate_timeout_when(self._data_at, heartbeat, ceil_threshold)
-        self._heartbeat_cb = loop.call_at(self._heartbeat_when, self._send_heartbeat)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -159,9 +109,21 @@ async def handle(request: web.Request) -> web.StreamResponse:
     connections = request.app[CONNECTIONS]
     connections.add(conn)
     dropped = True  # until the client says goodbye with a close frame
+    start_s = request.app[DOOR].start_timeout_s
+    start_by: float | None = asyncio.get_running_loop().time() + start_s  # None once a session opened
     try:
         while True:
-            msg = await ws.receive()
+            if start_by is not None and conn.session is not None:
+                start_by = None
+            try:
+                async with asyncio.timeout_at(start_by):  # not receive(timeout): pongs would restart it
+                    msg = await ws.receive()
+            except TimeoutError:
+                dropped = False
+                await conn.send_error(
+                    HubError("timeout", f"no session.start within {start_s:g} s", fatal=True)
+                )
+                break
             if msg.type is WSMsgType.BINARY:
                 await conn.handle_audio(msg.data)
             elif msg.type is WSMsgType.TEXT:

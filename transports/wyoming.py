@@ -28,23 +28,39 @@ Wake word::
 
 ``describe`` → ``info`` (:func:`~asrhub.transports.wyoming_info.describe`); ``ping`` → ``pong``.
 Problems are Wyoming ``error`` events with the hub's error code (``unknown_provider``,
-``bad_audio``, ``capacity``, …). An event may carry at most ``limits.max_frame_bytes`` of
-payload and 64 KiB of data: a larger one gets ``too_large`` and the connection is closed, before
-it is read. Wyoming has no authentication: the API keys do not apply here (listen on a trusted
-interface). A client that disconnects mid-audio closes its session at once.
+``bad_audio``, ``capacity``, …). Admission, and what a hostile client meets (docs/security.md):
+
+* Wyoming has no authentication: it listens on ``server.wyoming_host`` (loopback by default);
+  each connection passes the door's gate (connection caps, by peer address) and the server
+  runs at most ``server.wyoming_max_sessions`` sessions at once (one more: ``capacity``), so
+  keyless Wyoming clients cannot take the hub's sessions from keyed ones;
+* the first event must come within ``limits.start_timeout_s``, and while no session is open
+  each next one within ``limits.idle_timeout_s`` (an open session has its own idle clock):
+  else an ``error`` (``timeout``) and the connection is closed;
+* an event's header line and JSON data may be at most 64 KiB each, its payload at most
+  ``limits.max_frame_bytes``; a larger one, a header that is not a JSON object, a length that
+  is not a non-negative integer or JSON nested too deep gets an ``error`` (``too_large`` /
+  ``bad_message``) and the connection is closed before the rest is read
+  (:mod:`~asrhub.transports.wyoming_wire`); a well-framed event with wrong fields gets a
+  ``bad_message`` error and the connection goes on;
+* a client that does not take what the hub writes within ``write_timeout_s`` (as started by
+  ``asrhub serve``: ``server.heartbeat_s``) is dropped with a reset.
+
+A client that disconnects mid-audio closes its session at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from wyoming.asr import Transcribe, Transcript, TranscriptChunk, TranscriptStart, TranscriptStop
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.error import Error
-from wyoming.event import Event, async_read_event
+from wyoming.event import Event, async_write_event
 from wyoming.info import Describe
 from wyoming.ping import Ping, Pong
 from wyoming.server import AsyncEventHandler
@@ -52,15 +68,18 @@ from wyoming.wake import Detect, Detection, NotDetected
 
 from asrhub import frames
 from asrhub.config import MAX_KEYTERM_CHARS, MAX_KEYTERMS
+from asrhub.door import Door, Ticket
 from asrhub.errors import HubError
 from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.logging import get_logger
-from asrhub.protocol import MAX_MESSAGE_BYTES
 from asrhub.session.delivery import EventQueue
 from asrhub.session.session import Session, State
 
+from .common import CLOSE_BOUND_S, discard_on_close, reset
 from .model_choice import model_for_language
+from .tcp_gate import peer_address
 from .wyoming_info import AgreedText, describe
+from .wyoming_wire import READ_LIMIT, read_event
 
 log = get_logger("asrhub.transports")
 
@@ -68,23 +87,12 @@ TRANSPORT = "wyoming"
 WAKE_THRESHOLD = 0.5
 
 
-class _BoundedReader:
-    """The connection's reader as :func:`wyoming.event.async_read_event` sees it, refusing a
-    data or payload length over its bound before reading it (the library would buffer any)."""
-
-    def __init__(self, reader: asyncio.StreamReader, max_payload: int) -> None:
-        self._reader = reader
-        self.max_payload = max_payload
-        self.refused: int | None = None
-
-    async def readline(self) -> bytes:
-        return await self._reader.readline()
-
-    async def readexactly(self, n: int) -> bytes:
-        if n > self.max_payload:
-            self.refused = n
-            raise ValueError(f"event of {n} bytes")  # async_read_event: None, the end
-        return await self._reader.readexactly(n)
+WRITE_TIMEOUT_S = 10.0
+"""How long one write to a client may wait for it to read; then it is dropped."""
+SEND_BUFFER = 64 * 1024
+"""Kernel send buffer of a Wyoming socket (events are small; audio only comes in)."""
+OUTBOUND_BUFFER = 16 * 1024
+"""Unsent bytes a connection may hold before a write waits for the client to read."""
 
 
 class WyomingHandler(AsyncEventHandler):
@@ -94,31 +102,52 @@ class WyomingHandler(AsyncEventHandler):
         writer: asyncio.StreamWriter,
         *,
         hub: Hub,
+        door: Door,
+        server: WyomingServer,
         wake_words: Callable[[], Iterable[str]],
     ) -> None:
         super().__init__(reader, writer)
         self.hub = hub
+        self.door = door
+        self.server = server
         self.wake_words = wake_words
-        self._bounded = _BoundedReader(reader, max(hub.limits.max_frame_bytes, MAX_MESSAGE_BYTES))
         self._transcribe: Transcribe | None = None
         self._detect: Detect | None = None
         self.session: Session | None = None
         self.forwarder: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
+        self._heard = False
 
     # ------------------------------------------------------------------ connection
 
+    def _read_timeout(self) -> float | None:
+        """The start deadline before the first event; the idle one while no session is open
+        (an open session's silence is its own idle clock's)."""
+        if not self._heard:
+            return self.door.start_timeout_s
+        session = self.session
+        if session is not None and not session.closed:
+            return None
+        return self.door.idle_timeout_s
+
     async def run(self) -> None:
-        """The library's loop, reading through the bounded reader."""
+        """Read events until the client leaves, errs or says nothing in time."""
         try:
             while True:
-                event = await async_read_event(self._bounded)  # type: ignore[arg-type]
-                if event is None:
-                    if self._bounded.refused is not None:
-                        limit = self._bounded.max_payload
-                        message = f"event of {self._bounded.refused} bytes exceeds the limit of {limit}"
-                        await self._error(HubError("too_large", message))
+                timeout = self._read_timeout()
+                try:
+                    async with asyncio.timeout(timeout):
+                        event = await read_event(self.reader, max_payload=self.hub.limits.max_frame_bytes)
+                except TimeoutError:
+                    what = "event" if not self._heard else "event while no session is open"
+                    await self._error(HubError("timeout", f"no {what} within {timeout:g} s", fatal=True))
                     break
+                except HubError as exc:  # unreadable framing: say why, then close
+                    await self._error(exc)
+                    break
+                if event is None:
+                    break
+                self._heard = True
                 if not await self.handle_event(event):
                     break
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -134,8 +163,16 @@ class WyomingHandler(AsyncEventHandler):
             self.session.close("disconnected")
 
     async def write_event(self, event: Event) -> None:
+        """One event to the client; a client that does not take it within
+        :attr:`WyomingServer.write_timeout_s` is cut (ConnectionError)."""
         async with self._write_lock:
-            await super().write_event(event)
+            try:
+                async with asyncio.timeout(self.server.write_timeout_s):
+                    await super().write_event(event)
+            except TimeoutError:
+                log.info("wyoming client reads nothing: dropped", peer=peer_address(self.writer.transport))
+                reset(self.writer.transport)  # type: ignore[arg-type]
+                raise ConnectionResetError("the client does not read") from None
 
     async def _error(self, error: HubError) -> None:
         with contextlib.suppress(ConnectionError):
@@ -144,6 +181,14 @@ class WyomingHandler(AsyncEventHandler):
     # ------------------------------------------------------------------ client → hub
 
     async def handle_event(self, event: Event) -> bool:
+        try:
+            return await self._handle(event)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # well framed, wrong fields
+            why = f"{type(exc).__name__}: {exc}"[:200]
+            await self._error(HubError("bad_message", f"event {event.type!r} is malformed ({why})"))
+            return True
+
+    async def _handle(self, event: Event) -> bool:
         if AudioChunk.is_type(event.type):
             return await self._audio(AudioChunk.from_event(event).audio)
         if Transcribe.is_type(event.type):
@@ -180,6 +225,10 @@ class WyomingHandler(AsyncEventHandler):
             )
             return
         audio = {"encoding": "pcm_s16le", "sample_rate": start.rate, "channels": start.channels}
+        if self.server.sessions_open() >= self.server.max_sessions:
+            limit = self.server.max_sessions
+            await self._error(HubError("capacity", f"wyoming is at its limit of {limit} sessions"))
+            return
         try:
             config, wake = self._config(audio)
             session = await self.hub.open_async(config, transport=TRANSPORT)  # cluster-wide limits too
@@ -283,11 +332,22 @@ class WyomingHandler(AsyncEventHandler):
 
 
 class WyomingServer:
-    """A TCP listener running one :class:`WyomingHandler` per connection."""
+    """A TCP listener running one :class:`WyomingHandler` per admitted connection."""
 
-    def __init__(self, hub: Hub, *, wake_words: Callable[[], Iterable[str]] = tuple) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        door: Door,
+        *,
+        wake_words: Callable[[], Iterable[str]] = tuple,
+        max_sessions: int = 16,
+        write_timeout_s: float = WRITE_TIMEOUT_S,
+    ) -> None:
         self.hub = hub
+        self.door = door
         self.wake_words = wake_words
+        self.max_sessions = max_sessions
+        self.write_timeout_s = write_timeout_s
         self.port = 0
         self._server: asyncio.Server | None = None
         self._handlers: dict[asyncio.Task[None], WyomingHandler] = {}
@@ -296,8 +356,20 @@ class WyomingServer:
     def connections(self) -> int:
         return len(self._handlers)
 
+    def sessions_open(self) -> int:
+        return sum(1 for h in self._handlers.values() if h.session is not None and not h.session.closed)
+
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        handler = WyomingHandler(reader, writer, hub=self.hub, wake_words=self.wake_words)
+        transport = writer.transport
+        try:
+            ticket: Ticket = self.door.gate.enter(peer_address(transport), "wyoming")
+        except HubError as exc:
+            await self._refuse(writer, exc)
+            return
+        _bound_buffers(writer)
+        handler = WyomingHandler(
+            reader, writer, hub=self.hub, door=self.door, server=self, wake_words=self.wake_words
+        )
         task = asyncio.current_task()
         assert task is not None
         self._handlers[task] = handler
@@ -305,6 +377,17 @@ class WyomingServer:
             await handler.run()
         finally:
             self._handlers.pop(task, None)
+            ticket.leave()
+
+    async def _refuse(self, writer: asyncio.StreamWriter, error: HubError) -> None:
+        """At a connection cap: one ``error`` event (if the client takes it at once), then close."""
+        discard_on_close(writer.transport)
+        try:
+            async with asyncio.timeout(1.0):
+                await async_write_event(Error(text=error.message, code=error.code).event(), writer)
+        except (TimeoutError, ConnectionError):
+            pass
+        writer.transport.abort()
 
     async def wait_idle(self) -> None:
         """Returns once no connection is open."""
@@ -314,7 +397,7 @@ class WyomingServer:
     async def start(self, host: str, port: int, *, reuse_port: bool = False) -> int:
         try:
             self._server = await asyncio.start_server(
-                self._connected, host, port, reuse_port=reuse_port or None
+                self._connected, host, port, reuse_port=reuse_port or None, limit=READ_LIMIT
             )
         except OSError as exc:
             raise RuntimeError(f"cannot listen for Wyoming on {host}:{port}: {exc.strerror or exc}") from None
@@ -324,7 +407,7 @@ class WyomingServer:
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """After the hub's flush: give connections ``grace_s`` to send their last transcripts,
-        then close them."""
+        then close them all at once; what is not closed within :data:`CLOSE_BOUND_S` is cut."""
         if self._server is not None:
             self._server.close()
         sending = [
@@ -332,7 +415,26 @@ class WyomingServer:
         ]
         if sending:
             await asyncio.wait(sending, timeout=grace_s)
-        for handler in list(self._handlers.values()):
-            await handler.stop()
+        handlers = dict(self._handlers)
+        for handler in handlers.values():
+            await handler.stop()  # closes the writer and ends the read loop; does not wait
+        if handlers:
+            _done, late = await asyncio.wait(list(handlers), timeout=CLOSE_BOUND_S)
+            for task in late:
+                reset(handlers[task].writer.transport)  # type: ignore[arg-type]
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
         if self._server is not None:
             await self._server.wait_closed()
+
+
+def _bound_buffers(writer: asyncio.StreamWriter) -> None:
+    """Small outbound buffers: a client that stops reading blocks a write within a few KB,
+    so :attr:`WyomingServer.write_timeout_s` finds it."""
+    transport = writer.transport
+    transport.set_write_buffer_limits(high=OUTBOUND_BUFFER)  # type: ignore[attr-defined]
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)

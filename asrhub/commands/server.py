@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import socket
 from collections.abc import Callable
 
 from aiohttp import web
@@ -46,48 +47,64 @@ async def serve(
     announce: bool = True,
     on_ready: Callable[[], None] | None = None,
     multiprocess: bool = False,
+    worker: tuple[int, tuple[int, ...]] | None = None,
+    private: socket.socket | None = None,
 ) -> None:
     """Run until SIGTERM/SIGINT, then shut down gracefully. ``gc_tuning``: :func:`tune_gc` once
     the models are loaded (the CLI's process; not for a hub embedded in someone else's).
     ``reuse_port``, ``announce`` and ``on_ready`` serve the workers of ``--workers N``
     (:mod:`asrhub.commands.workers`): they share the port, and their supervisor announces it;
-    ``multiprocess``: the hub's metrics go to the machine-wide export (one hub per worker)."""
+    ``multiprocess``: the hub's metrics go to the machine-wide export (one hub per worker);
+    ``worker`` and ``private``: this worker's index and every worker's private loopback port,
+    and its own private socket, where its siblings forward the requests for its sessions
+    (:mod:`asrhub.transports.worker_routes`)."""
+    from asrhub.door import Gate, is_loopback
+    from asrhub.operators import wakeword_models
     from asrhub.transports.app import create_app
     from asrhub.transports.common import listening_sockets
+    from asrhub.transports.door import DOOR
+    from asrhub.transports.listeners import LISTENING
+    from asrhub.transports.tcp_gate import GatedSite
+    from asrhub.transports.worker_routes import Peers
     from asrhub.wiring import build_hub
 
     hub = build_hub(settings)
     if multiprocess:
         hub.metrics.enable_multiprocess()
-    app = create_app(hub, settings)
+    peers = Peers(*worker) if worker is not None else None
+    app = create_app(
+        hub, settings, wake_words=lambda: wakeword_models.available(), reuse_port=reuse_port, peers=peers
+    )
     grace = settings.server.shutdown_grace_s
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace + 10.0, access_log=None)
-    await runner.setup()  # start-up: models load here, before any port opens
-    if gc_tuning:
-        tune_gc()
-    syncing = (
-        asyncio.create_task(hub.metrics.sync_forever(settings.metrics.worker_sync_s))
-        if hub.metrics.multiprocess
-        else None
-    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    syncing: asyncio.Task[None] | None = None
+    server = settings.server
+    listening = listening_sockets(  # bound now (a port in use fails before the models load)
+        server.host, server.port, receive_buffer=server.receive_buffer_bytes, reuse_port=reuse_port
+    )
     try:
-        server = settings.server
-        listening = listening_sockets(
-            server.host, server.port, receive_buffer=server.receive_buffer_bytes, reuse_port=reuse_port
-        )
-        # gRPC, Wyoming (when their ports are set): up before the HTTP port says "ready"
-        others = await _start_listeners(app, reuse_port=reuse_port)
+        # start-up: models load, then gRPC and Wyoming listen (when their ports are set), all
+        # before the HTTP port says "ready"
+        await runner.setup()
+        if gc_tuning:
+            tune_gc()
+        if hub.metrics.multiprocess:
+            syncing = asyncio.create_task(hub.metrics.sync_forever(settings.metrics.worker_sync_s))
+        if not app[DOOR].keys.required and not is_loopback(server.host):
+            log.warning("no API keys: every client that reaches this address is served", host=server.host)
+        if private is not None:  # siblings forward here what they admitted already
+            await GatedSite(runner, private, app[DOOR], gate=Gate()).start()
         for sock in listening:
-            await web.SockSite(runner, sock).start()
+            await GatedSite(runner, sock, app[DOOR]).start()
         if announce:
             for address in runner.addresses:
                 host, port = address[0], address[1]
                 print(f"asrhub: listening on http://{host}:{port}", flush=True)
-            for url in others:
+            for url in app[LISTENING]:
                 print(f"asrhub: listening on {url}", flush=True)
         if ready is not None:
             ready.set()
@@ -103,16 +120,8 @@ async def serve(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         await runner.cleanup()
+        for sock in listening:
+            sock.close()  # those no site took (a failed start-up); a no-op for the others
         if syncing is not None:
             syncing.cancel()
         log.info("server stopped")
-
-
-async def _start_listeners(app: web.Application, *, reuse_port: bool) -> list[str]:
-    from asrhub.operators import wakeword_models
-    from asrhub.transports.listeners import start_listeners
-
-    urls: list[str] = await start_listeners(
-        app, wake_words=lambda: wakeword_models.available(), reuse_port=reuse_port
-    )
-    return urls

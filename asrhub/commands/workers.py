@@ -10,7 +10,9 @@
     a worker dies  ─▶ mark_process_dead(pid) (its gauges leave /metrics) ─▶ a new one starts
 
 The supervisor loads nothing and serves nothing: it picks the port (a free one for port 0,
-held with SO_REUSEPORT until the workers listen), makes ``PROMETHEUS_MULTIPROC_DIR`` (a fresh
+held with SO_REUSEPORT until the workers listen), binds one private loopback port per worker
+(kept across restarts) where its siblings forward the requests that name its HTTP sessions or
+Socket.io clients (:mod:`asrhub.transports.worker_routes`), makes ``PROMETHEUS_MULTIPROC_DIR`` (a fresh
 temporary directory unless the environment names one, whose ``*.db`` files are then wiped), starts
 the workers with the ``spawn`` method (no state shared by ``fork``), prints
 ``asrhub: listening on http://HOST:PORT`` once every worker listens, and exits 0 after a
@@ -55,7 +57,9 @@ class _Worker:
     process: BaseProcess
 
 
-def _worker_main(settings: Settings, index: int, ready: Any) -> None:
+def _worker_main(
+    settings: Settings, index: int, ready: Any, ports: tuple[int, ...], private: socket.socket
+) -> None:
     """A worker process: the single-process server, announcing readiness to the supervisor."""
     import asyncio
 
@@ -75,6 +79,8 @@ def _worker_main(settings: Settings, index: int, ready: Any) -> None:
                 announce=False,
                 on_ready=lambda: ready.put(index),
                 multiprocess=True,
+                worker=(index, ports),
+                private=private,
             )
         )
     except ProviderUnavailable as exc:
@@ -82,6 +88,9 @@ def _worker_main(settings: Settings, index: int, ready: Any) -> None:
         raise SystemExit(1) from None
     except OSError as exc:
         print(f"asrhub: worker {index}: cannot listen: {exc}", flush=True)
+        raise SystemExit(1) from None
+    except RuntimeError as exc:  # a gRPC/Wyoming listener that cannot (or may not) start
+        print(f"asrhub: worker {index}: {exc}", flush=True)
         raise SystemExit(1) from None
 
 
@@ -96,6 +105,19 @@ def _reserve_port(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _private_socket() -> socket.socket:
+    """A bound loopback socket on a free port (a worker listens on it; the supervisor keeps it,
+    so a restarted worker gets the same port)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
     except OSError:
         sock.close()
         raise
@@ -141,6 +163,8 @@ def run_workers(settings: Settings) -> int:
         )
     placeholders = [_reserve_port(server.host, server.port)]
     port = placeholders[0].getsockname()[1]
+    private = [_private_socket() for _ in range(count)]
+    ports = tuple(sock.getsockname()[1] for sock in private)
     settings = msgspec.structs.replace(settings, server=msgspec.structs.replace(server, port=port, workers=1))
     metrics_dir, own_dir = _metrics_dir()
     ctx = multiprocessing.get_context("spawn")
@@ -154,7 +178,9 @@ def run_workers(settings: Settings) -> int:
 
     def start(index: int) -> _Worker:
         process = ctx.Process(
-            target=_worker_main, args=(settings, index, ready), name=f"asrhub-worker-{index}"
+            target=_worker_main,
+            args=(settings, index, ready, ports, private[index]),
+            name=f"asrhub-worker-{index}",
         )
         process.start()
         return _Worker(index, process)
@@ -188,7 +214,7 @@ def run_workers(settings: Settings) -> int:
         _stop_all(workers, grace_s=server.drain_notice_s + server.shutdown_grace_s + KILL_AFTER_S)
         return 0
     finally:
-        for sock in placeholders:
+        for sock in [*placeholders, *private]:
             sock.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

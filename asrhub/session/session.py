@@ -130,6 +130,10 @@ class Session:
                 self._parked -= 1
                 self._last_input = self._loop.time()
 
+    def touch(self) -> None:
+        """The client is alive without audio (a keep-alive message): restart the idle clock."""
+        self._last_input = self._loop.time()
+
     def reconfigure(self, config: SessionConfig) -> SessionUpdated:
         """Live reconfiguration (``session.update``), with a config the hub validated: a
         ``session.updated`` frame enters the stream behind the audio fed so far, so each stage

@@ -26,6 +26,18 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     allowed_origins: tuple[str, ...] = ()
     """Browser origins allowed to connect (CORS / WebSocket Origin). Empty: same origin and
     non-browser clients only; ``*`` allows any."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Names a request's ``Host`` may carry (any port; ``.example.com`` or ``*.example.com``
+    for every subdomain; ``*`` any). Empty: the loopback names (``localhost``, ``127.0.0.1``,
+    ``[::1]``) when ``host`` is a loopback address, else any. Another ``Host`` is refused with
+    403 on every HTTP route (DNS rebinding; docs/security.md)."""
+    max_connections: Annotated[int, Meta(ge=0)] = 8192
+    """Connections at once, every protocol together (HTTP port, Engine.IO long-polling
+    clients, gRPC calls, Wyoming); one more is refused. 0: no limit."""
+    max_connections_per_address: Annotated[int, Meta(ge=0)] = 256
+    """Connections at once from one client address (as :attr:`max_connections` counts them);
+    one more is refused. 0: no limit — behind a proxy every client has the proxy's address, so
+    set 0 there and bound clients at the proxy (deploy/haproxy.cfg does)."""
     shutdown_grace_s: Annotated[float, Meta(ge=0.0)] = 30.0
     """On SIGTERM/SIGINT: how long open sessions get to flush their finals."""
     drain_notice_s: Annotated[float, Meta(ge=0.0, le=300.0)] = 0.0
@@ -49,7 +61,17 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     grpc_port: Annotated[int, Meta(ge=0, le=65535)] = 0
     """Port of the gRPC server (Google Cloud Speech v1, health, reflection) on ``host``; 0: off."""
     wyoming_port: Annotated[int, Meta(ge=0, le=65535)] = 0
-    """Port of the Wyoming server (Home Assistant speech-to-text and wake word) on ``host``; 0: off."""
+    """Port of the Wyoming server (Home Assistant speech-to-text and wake word) on
+    ``wyoming_host``; 0: off."""
+    wyoming_host: str = "127.0.0.1"
+    """Address of the Wyoming server, apart from ``host``: Wyoming has no authentication, so
+    exposing the HTTP port with API keys does not expose it."""
+    wyoming_unauthenticated: bool = False
+    """Required (and logged) to start Wyoming on a non-loopback ``wyoming_host`` while
+    ``api_keys`` are set: every client that reaches the port is then served without a key."""
+    wyoming_max_sessions: Annotated[int, Meta(ge=1)] = 16
+    """Wyoming sessions at once (one more gets a ``capacity`` error event), so keyless Wyoming
+    clients cannot take the sessions of ``limits.max_sessions`` from keyed ones."""
     wyoming_zeroconf: bool = False
     """Advertise the Wyoming server on the local network (mDNS ``_wyoming._tcp``) so Home
     Assistant discovers it; needs the ``zeroconf`` extra (``pip install asrhub[zeroconf]``)."""

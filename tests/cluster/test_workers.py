@@ -4,7 +4,9 @@ SIGTERM drains both. Real server subprocess, real aiohttp clients, VAD-only sess
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -166,3 +168,72 @@ async def test_workers_with_redis_share_limits_and_resume(redis_server: Redis) -
             await again.close()
     finally:
         node.close()
+
+
+async def test_http_sessions_reach_their_worker_on_any_connection() -> None:
+    """``--workers 2`` without Redis: an SSE session's follow-up requests and a Socket.io
+    long-polling client's requests, each on a new TCP connection (so the kernel picks a worker
+    for each), all reach the worker that holds the session — forwarded over its private port.
+    Before, a request that landed on the other worker got 404 (about half of them)."""
+    import socketio
+
+    from tests.reliability.harness import pcm_of
+
+    node = Node(
+        "workers-routes", {}, ("--workers", "2", "--default-provider", "none", "--log-level", "warning")
+    )
+    node.start()
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, node.wait_ready)
+        audio = pcm_of("quick_fox.wav")
+        connector = aiohttp.TCPConnector(force_close=True)  # a new connection (and worker) per request
+        async with aiohttp.ClientSession(connector=connector) as http:
+            async with http.post(f"{node.url}/v1/sessions", json={"config": {"provider": "none"}}) as r:
+                assert r.status == 201
+                sid = (await r.json())["session_id"]
+            assert sid.rsplit(".w", 1)[1] in ("0", "1")  # named after its worker
+            statuses = []
+            for i in range(0, len(audio), 3200):
+                async with http.post(f"{node.url}/v1/sessions/{sid}/audio", data=audio[i : i + 3200]) as r:
+                    statuses.append(r.status)
+            async with http.post(
+                f"{node.url}/v1/sessions/{sid}/update", json={"config": {"language": "en"}}
+            ) as r:
+                statuses.append(r.status)
+            assert statuses == [204] * (len(statuses) - 1) + [200], statuses
+            async with http.get(f"{node.url}/v1/sessions/{sid}/events") as events:
+                assert events.status == 200
+                async with http.post(f"{node.url}/v1/sessions/{sid}/end") as r:
+                    assert r.status == 200 and (await r.json())["reason"] == "end"
+                kinds = [
+                    line.decode().split(": ", 1)[1].strip()
+                    async for line in events.content
+                    if line.startswith(b"event: ")
+                ]
+            assert kinds[0] == "session.started" and "vad.speech_started" in kinds
+            assert kinds[-1] == "session.closed", kinds
+
+            for transports in (["polling"], ["polling", "websocket"]):  # long-polling, then its upgrade
+                client = socketio.AsyncClient(reconnection=False, http_session=http)
+                got: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+                for kind in ("session.started", "vad.speech_started", "session.closed", "error"):
+                    client.on(kind, lambda data, kind=kind, got=got: got.put_nowait((kind, data)))
+                await client.connect(node.url, transports=transports)
+                if "websocket" in transports:  # the upgrade (on a new connection) got through
+                    await until(functools.partial(_is_websocket, client), 30, "the upgrade", every=0.05)
+                await client.emit("session.start", {"config": {"provider": "none"}})
+                assert (await asyncio.wait_for(got.get(), 30))[0] == "session.started"
+                for i in range(0, len(audio), 16000):
+                    await client.emit("audio", audio[i : i + 16000])
+                await client.emit("session.end", {})
+                seen = []
+                while not seen or seen[-1] != "session.closed":
+                    seen.append((await asyncio.wait_for(got.get(), 30))[0])
+                assert "vad.speech_started" in seen and "error" not in seen, seen
+                await client.disconnect()
+    finally:
+        node.close()
+
+
+async def _is_websocket(client: Any) -> bool:
+    return bool(client.transport() == "websocket")

@@ -144,6 +144,9 @@ def hub_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         {
             "ASRHUB_LIMITS__MAX_SESSIONS": "20000",
             "ASRHUB_LIMITS__MAX_SESSIONS_PER_KEY": "20000",
+            # the load generator is one client address opening thousands of connections
+            "ASRHUB_SERVER__MAX_CONNECTIONS": "0",
+            "ASRHUB_SERVER__MAX_CONNECTIONS_PER_ADDRESS": "0",
             "ASRHUB_LOG_LEVEL": "warning",
             "ASRHUB_LOG_FORMAT": "json",
             "PYTHONUNBUFFERED": "1",

@@ -94,8 +94,13 @@ class RawWS:
         headers: dict[str, str] | None = None,
         rcvbuf: int | None = None,
         within: float = 10.0,
+        source: str | None = None,
     ) -> RawWS:
+        """``source``: the local address to connect from (another loopback address, 127.0.0.2,
+        is another client address as far as the hub can tell)."""
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if source is not None:
+            sock.bind((source, 0))
         if rcvbuf is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         sock.setblocking(False)

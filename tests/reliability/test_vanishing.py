@@ -299,7 +299,8 @@ async def sse_events_reset(
     http: aiohttp.ClientSession, base: str, port: int, rng: random.Random, config: dict[str, Any] = NONE
 ) -> None:
     sid = await sse_session(http, base, config)
-    reader, writer = await raw_request(port, f"GET /v1/sessions/{sid}/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = f"GET /v1/sessions/{sid}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    reader, writer = await raw_request(port, head)
     await asyncio.wait_for(reader.readuntil(b"\n\n"), 10)  # headers, then session.started
     await post_audio(http, base, sid, speech_part(rng))
     reset(writer)
@@ -318,7 +319,7 @@ async def sse_events_reset_whisper(
 async def sse_audio_mid_body(http: aiohttp.ClientSession, base: str, port: int, rng: random.Random) -> None:
     sid = await sse_session(http, base, NONE)
     part = speech_part(rng)
-    head = f"POST /v1/sessions/{sid}/audio HTTP/1.1\r\nHost: x\r\nContent-Length: {len(part)}\r\n\r\n"
+    head = f"POST /v1/sessions/{sid}/audio HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(part)}\r\n\r\n"
     _reader, writer = await raw_request(port, head, part[: rng.randrange(1, len(part))])
     reset(writer)
 
@@ -332,10 +333,11 @@ async def sse_delete(http: aiohttp.ClientSession, base: str, port: int, rng: ran
 
 async def sse_mid_final(http: aiohttp.ClientSession, base: str, port: int, rng: random.Random) -> None:
     sid = await sse_session(http, base, WHISPER)
-    _reader, events = await raw_request(port, f"GET /v1/sessions/{sid}/events HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = f"GET /v1/sessions/{sid}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    _reader, events = await raw_request(port, head)
     for chunk in chunks(UTTERANCE, 500):
         await post_audio(http, base, sid, chunk)
-    head = f"POST /v1/sessions/{sid}/end HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+    head = f"POST /v1/sessions/{sid}/end HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n"
     _r, end = await raw_request(port, head)
     await asyncio.sleep(rng.uniform(0.0, 0.5))
     reset(end)

@@ -33,6 +33,8 @@ from asrhub.hub import Hub
 from asrhub.settings.schema import ServerSettings, Settings
 from asrhub.transports.app import create_app
 from asrhub.transports.common import listening_sockets
+from asrhub.transports.door import DOOR
+from asrhub.transports.tcp_gate import GatedSite
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes
 
 if TYPE_CHECKING:
@@ -83,7 +85,7 @@ class ServerThread:
         await self._runner.setup()
         receive_buffer = self.settings.server.receive_buffer_bytes
         (sock,) = listening_sockets("127.0.0.1", 0, receive_buffer=receive_buffer)
-        await web.SockSite(self._runner, sock).start()
+        await GatedSite(self._runner, sock, self.app[DOOR]).start()
         self.port = self._runner.addresses[0][1]
 
     def __exit__(self, *_exc: object) -> None:

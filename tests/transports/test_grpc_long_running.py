@@ -19,7 +19,7 @@ from google.api_core.future import polling
 from google.cloud import speech_v1
 from google.longrunning import operations_pb2, operations_pb2_grpc
 
-from asrhub.transports.auth import Auth
+from asrhub.door import Door
 from asrhub.transports.grpc_server import GrpcServer
 from tests.audio_utils import encode, fixture, fixture_entry, load_wav, wer
 from tests.transports.conftest import KEY, OTHER_KEY, ServerThread, make_settings, speech
@@ -34,7 +34,8 @@ OTHER = [("x-goog-api-key", OTHER_KEY)]
 def start_grpc(thread: ServerThread, **kw: Any) -> Hub:
     async def start() -> GrpcServer:
         server = msgspec.structs.replace(thread.settings.server, api_keys=(KEY, OTHER_KEY))
-        grpc_server = GrpcServer(thread.hub, Auth.from_settings(server), thread.settings.server, **kw)
+        settings = msgspec.structs.replace(thread.settings, server=server)
+        grpc_server = GrpcServer(thread.hub, Door.from_settings(settings), settings, **kw)
         await grpc_server.start("127.0.0.1", 0)
         return grpc_server
 

@@ -19,7 +19,8 @@ from google.cloud.speech_v1.services.speech.transports import SpeechGrpcAsyncIOT
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from asrhub.transports.auth import Auth
+from asrhub.door import Door
+from asrhub.transports.door import DOOR
 from asrhub.transports.grpc_server import GrpcServer
 from tests.audio_utils import encode, fixture, fixture_entry, load_wav, pcm16_bytes, wer
 from tests.transports.conftest import KEY, ServerThread, frames, make_settings, speech
@@ -67,11 +68,7 @@ class Hub:
 @pytest.fixture(scope="module")
 def hub(whisper_server: ServerThread) -> Iterator[Hub]:
     async def start() -> GrpcServer:
-        server = GrpcServer(
-            whisper_server.hub,
-            Auth.from_settings(whisper_server.settings.server),
-            whisper_server.settings.server,
-        )
+        server = GrpcServer(whisper_server.hub, whisper_server.app[DOOR], whisper_server.settings)
         await server.start("127.0.0.1", 0)
         return server
 
@@ -374,7 +371,7 @@ async def _wyoming_refused(thread: ServerThread) -> str | None:
     from asrhub.transports.wyoming import WyomingServer
 
     async def start() -> WyomingServer:
-        server = WyomingServer(thread.hub)
+        server = WyomingServer(thread.hub, thread.app[DOOR])
         await server.start("127.0.0.1", 0)
         return server
 
@@ -392,7 +389,7 @@ async def _wyoming_refused(thread: ServerThread) -> str | None:
 
 
 async def _grpc_on(thread: ServerThread) -> GrpcServer:
-    server = GrpcServer(thread.hub, Auth.from_settings(thread.settings.server), thread.settings.server)
+    server = GrpcServer(thread.hub, thread.app[DOOR], thread.settings)
     await server.start("127.0.0.1", 0)
     return server
 
@@ -425,14 +422,14 @@ def test_a_port_in_use_is_an_error_not_a_shared_port(hub: Hub) -> None:
     thread = hub.thread
 
     async def second_grpc() -> None:
-        server = GrpcServer(thread.hub, Auth(), thread.settings.server)
+        server = GrpcServer(thread.hub, Door.from_settings(thread.settings), thread.settings)
         await server.start("127.0.0.1", hub.grpc.port)
 
     with pytest.raises(ListenError, match="cannot listen for gRPC"):
         asyncio.run_coroutine_threadsafe(second_grpc(), thread.loop).result(timeout=30)
 
     async def second_wyoming() -> None:
-        await WyomingServer(thread.hub).start("127.0.0.1", hub.grpc.port)
+        await WyomingServer(thread.hub, thread.app[DOOR]).start("127.0.0.1", hub.grpc.port)
 
     with pytest.raises(RuntimeError, match="cannot listen for Wyoming"):
         asyncio.run_coroutine_threadsafe(second_wyoming(), thread.loop).result(timeout=30)

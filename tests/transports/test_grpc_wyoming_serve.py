@@ -91,3 +91,54 @@ async def test_sigterm_drains_grpc_and_wyoming_streams() -> None:
         said = normalize_text(fox_text).split()[: len(heard) - 1]
         assert len(heard) >= 2 and wer(" ".join(said), " ".join(heard[:-1])) < 0.3, final
         assert await asyncio.to_thread(proc.wait, 60) == 0
+
+
+def test_an_unauthenticated_upload_is_refused_before_it_is_read() -> None:
+    """Three 150 MB ``Recognize`` calls without a key get ``UNAUTHENTICATED`` while their bytes
+    are still in HTTP/2's window: the hub's RSS does not grow with them (it grew by 1.3 GB
+    before the door checked the key ahead of the read). A keyed call is served after them."""
+    import psutil
+
+    grpc_port = free_port()
+    args = ("--api-key", KEY, "--grpc-port", str(grpc_port), "--default-provider", "none")
+    with serve_process(*args) as (proc, _port):
+        hub = psutil.Process(proc.pid)
+        content = bytes(150 << 20)
+        request = speech_v1.RecognizeRequest(
+            config=speech_v1.RecognitionConfig(
+                encoding=speech_v1.RecognitionConfig.AudioEncoding.LINEAR16, sample_rate_hertz=16_000
+            ),
+            audio=speech_v1.RecognitionAudio(content=content),
+        )
+        options = [("grpc.max_send_message_length", -1)]
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}", options=options) as channel:
+            recognize = channel.unary_unary(
+                "/google.cloud.speech.v1.Speech/Recognize",
+                request_serializer=speech_v1.RecognizeRequest.serialize,
+                response_deserializer=speech_v1.RecognizeResponse.deserialize,
+            )
+            before = hub.memory_info().rss
+            peak = before
+            for _ in range(3):
+                try:
+                    recognize(request, metadata=[("x-goog-api-key", "wrong")], timeout=60)
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNAUTHENTICATED, exc
+                else:
+                    raise AssertionError("an unauthenticated Recognize was served")
+                peak = max(peak, hub.memory_info().rss)
+            after = hub.memory_info().rss
+            served = recognize(
+                speech_v1.RecognizeRequest(
+                    config=request.config, audio=speech_v1.RecognitionAudio(content=bytes(32_000))
+                ),
+                metadata=[("x-goog-api-key", KEY)],
+                timeout=60,
+            )
+        mib = 1 << 20
+        print(
+            f"hub RSS around 3 unauthenticated 150 MB Recognize calls: before {before / mib:.1f} MiB, "
+            f"peak {peak / mib:.1f} MiB, after {after / mib:.1f} MiB (+{(peak - before) / mib:.1f} MiB)"
+        )
+        assert peak - before < 20 * mib
+        assert isinstance(served, speech_v1.RecognizeResponse)

@@ -19,11 +19,11 @@ from asrhub.protocol import (
     StartMessage,
     encode_event,
     event_payload,
-    http_status,
-    openai_error_body,
     parse_message,
     sse_frame,
 )
+from asrhub.transports.door import status_of
+from asrhub.transports.openai_errors import openai_error
 
 
 def code_of(raw: Any, **kw: Any) -> str:
@@ -180,13 +180,15 @@ def test_events_round_trip_through_every_encoding() -> None:
 
 
 def test_http_statuses_and_openai_error_shape() -> None:
-    assert [http_status(c) for c in ("bad_message", "unauthorized", "too_large", "capacity")] == [
+    assert [
+        status_of(HubError(c, "x")) for c in ("bad_message", "unauthorized", "too_large", "capacity")
+    ] == [
         400,
         401,
         413,
         503,
     ]
-    body = openai_error_body(HubError("too_large", "the file is too big"))
+    body = openai_error(HubError("too_large", "the file is too big"))
     assert body == {
         "error": {
             "message": "the file is too big",
@@ -195,4 +197,4 @@ def test_http_statuses_and_openai_error_shape() -> None:
             "code": "too_large",
         }
     }
-    assert openai_error_body(HubError("capacity", "busy"))["error"]["type"] == "server_error"
+    assert openai_error(HubError("capacity", "busy"))["error"]["type"] == "server_error"

@@ -174,3 +174,39 @@ async def test_sigterm_mid_stream_flushes_every_final_to_every_client() -> None:
         errors = [e for e in events if e["type"] == "error"]
         assert all(not e["fatal"] and "shutting down" in e["message"] for e in errors), errors
     assert results["ws"][-1] == {"type": "(closed)", "code": 1000}
+
+
+CLOSE_TIMEOUT_S = 2.0
+"""How long one polite WebSocket close waits for a client's reply (transports/websocket.py)."""
+
+
+@pytest.mark.timeout(180)
+async def test_connections_that_ignore_the_close_are_closed_all_at_once() -> None:
+    """Eight WebSocket clients that stopped reading (their hub → client buffers full of pongs,
+    so not even a close frame goes out) are still connected at SIGTERM: they are closed
+    together, within one bound, not one after another (2 s each: 16 s more before the process
+    could exit; the old code took 21.1 s here)."""
+    from tests.reliability.harness import RawWS
+
+    clients = 8
+    with serve_process(
+        "--default-provider", "none", "--set", "limits.start_timeout_s=120", env={"ASRHUB_API_KEYS": KEY}
+    ) as (proc, port):
+        deaf = []
+        for _ in range(clients):
+            ws = await RawWS.connect(port, headers={"Authorization": f"Bearer {KEY}"}, rcvbuf=4096)
+            ws.writer.transport.pause_reading()
+            for _ in range(12_000):  # ~300 KB of pongs: more than the socket buffers hold (~150 KB)
+                ws.writer.write(ws.frame(ws.TEXT, b'{"type": "ping", "id": 1}'))
+            await ws.writer.drain()
+            deaf.append(ws)
+        await asyncio.sleep(2.0)  # the hub answers until its writes block
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 120) == 0
+        took = time.monotonic() - started
+        for ws in deaf:
+            ws.writer.close()
+    print(f"SIGTERM with {clients} deaf WebSocket clients: exited after {took:.1f} s")
+    # the delivery grace (5 s) for every connection, then one close bound for all of them
+    assert took < 5.0 + CLOSE_TIMEOUT_S * clients / 2, took

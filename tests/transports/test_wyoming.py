@@ -19,6 +19,7 @@ from wyoming.ping import Ping, Pong
 from wyoming.wake import Detect, Detection, NotDetected
 
 from asrhub.operators import wakeword_models
+from asrhub.transports.door import DOOR
 from asrhub.transports.wyoming import WyomingServer
 from asrhub.transports.wyoming_info import AgreedText
 from tests.audio_utils import wer
@@ -52,7 +53,9 @@ class Service:
 @pytest.fixture(scope="module")
 def service(whisper_server: ServerThread) -> Iterator[Service]:
     async def start() -> WyomingServer:
-        server = WyomingServer(whisper_server.hub, wake_words=lambda: wakeword_models.available())
+        server = WyomingServer(
+            whisper_server.hub, whisper_server.app[DOOR], wake_words=lambda: wakeword_models.available()
+        )
         await server.start("127.0.0.1", 0)
         return server
 
@@ -253,11 +256,9 @@ async def test_zeroconf_without_its_extra_is_a_clear_error() -> None:
     network by the tests): without it, start-up stops with the install hint."""
     from importlib.util import find_spec
 
-    from aiohttp import web
-
     from asrhub.transports.listeners import _advertise
 
     if find_spec("zeroconf") is not None:
         pytest.skip("the zeroconf extra is installed here: advertising would leave loopback")
     with pytest.raises(RuntimeError, match=r"asrhub\[zeroconf\]"):
-        await _advertise(web.Application(), "127.0.0.1", 10300)
+        await _advertise("127.0.0.1", 10300)
