@@ -156,7 +156,9 @@ def _enc_hook(obj: Any) -> Any:
         return obj.item()
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
+    # TypeError, as msgspec's own encoders say it (NotImplementedError is a RuntimeError, which
+    # the transports read as "the socket went away" and would swallow)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
 
 
 _encoder = msgspec.json.Encoder(enc_hook=_enc_hook)

@@ -216,6 +216,10 @@ class Relay:
         try:
             async for event in queue:
                 await self._deliver(event, offset)
+        except TypeError:  # an event that cannot be encoded: a bug, not a closed socket
+            log.exception("an event could not be encoded", transport=self.transport)
+            if self.session is not None:
+                self.session.close("internal_error")
         except (ConnectionError, RuntimeError) as exc:  # the socket went away under us
             log.debug("forwarding stopped", transport=self.transport, error=repr(exc))
 

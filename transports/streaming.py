@@ -342,6 +342,10 @@ class StreamConnection:
         try:
             async for event in queue:
                 await self.emit(event)
+        except TypeError:  # an event that cannot be encoded: a bug, not a closed socket
+            self.log.exception("an event could not be encoded: closing")
+            await self._close_once("internal_error")
+            return
         except (ConnectionError, RuntimeError) as exc:  # the socket went away under us
             self.log.debug("forwarding stopped", error=repr(exc))
             return

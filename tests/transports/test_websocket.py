@@ -166,3 +166,25 @@ async def test_stream_command_prints_finals(whisper_server: ServerThread) -> Non
     assert "transcript.partial" in kinds and "transcript.final" in kinds
     code, out, err = await run("--api-key", "wrong")
     assert code == 2 and "unauthorized" in err and not out
+
+
+class FakeUnencodable(str):
+    """Fault injection: a message text msgspec cannot encode (a ``str`` subclass)."""
+
+
+async def test_an_event_that_cannot_be_encoded_closes_with_an_internal_error(
+    whisper_server: ServerThread,
+) -> None:
+    """An encoding failure is a bug, not a closed socket: the connection is closed with 1011
+    and the session with it, instead of delivery stopping in silence (msgspec's error used to
+    be a RuntimeError, which the forwarder read as 'the socket went away')."""
+    from asrhub.frames import ErrorEvent
+
+    async with aiohttp.ClientSession() as http, http.ws_connect(whisper_server.ws, headers=AUTH) as ws:
+        await ws.send_str(json.dumps({"type": "session.start", "config": {"provider": "none"}}))
+        started = await ws.receive_json()
+        session = whisper_server.call(lambda: whisper_server.hub.sessions[started["session_id"]])
+        whisper_server.call(lambda: session._emit(ErrorEvent(code="x", message=FakeUnencodable("m"))))
+        msg = await asyncio.wait_for(ws.receive(), 10)
+        assert msg.type is aiohttp.WSMsgType.CLOSE and msg.data == aiohttp.WSCloseCode.INTERNAL_ERROR, msg
+    assert await whisper_server.no_sessions()
