@@ -190,7 +190,10 @@ async def test_a_client_that_stops_reading_is_bounded_and_isolated() -> None:
         f"final latency {baseline:.2f} s alone, {loaded:.2f} s next to the stalled client"
     )
     assert result["cut"], "the hub cut the stalled client off (it was not left to send for 60 s)"
-    assert beside.peak - alone.peak < 16 * 2**20, "the server's memory stayed bounded"
+    # What an unbounded hub would keep: the ~1,900 s of audio the stalled client sends is ~60 MB
+    # of PCM16. The engine's own working memory moves by up to ~16 MB between decodes (16.1 MB
+    # once in a full-suite run, ~0 in quiet runs), so the bound sits between the two.
+    assert beside.peak - alone.peak < 32 * 2**20, "the server's memory stayed bounded"
     assert wer(fixture_entry("quick_fox.wav")["text"], text) <= 0.1
     # Isolation as an event, not a latency bound (the latencies above are figures; on a loaded
     # 2-core machine a fixed margin fails for the wrong reason).
