@@ -19,8 +19,10 @@ Before a handler runs (and so before any body is read):
 Refusals and handler errors (:class:`~asrhub.errors.HubError`, ``web.HTTPException`` ≥ 400)
 become each protocol's own error response from the :class:`Refusals` table: a transport
 registers how its routes say no (OpenAI's ``{"error": …}``, Deepgram's ``err_code``…);
-everything else gets the native body, the contract's ``error`` event. This module imports no
-transport: the table is filled by each one's ``setup``.
+everything else gets the native body, the contract's ``error`` event. Any other exception is a
+bug: logged with its traceback and answered ``internal_error`` (500) the same way, unless the
+response had already begun. This module imports no transport: the table is filled by each
+one's ``setup``.
 """
 
 from __future__ import annotations
@@ -31,15 +33,20 @@ from aiohttp import hdrs, web
 
 from asrhub.door import Door
 from asrhub.errors import HubError
+from asrhub.logging import get_logger
 
 from .common import KEY_ID, UNAUTHORIZED, HTTPHubError, is_websocket_handshake
 from .tcp_gate import connection_of
+
+log = get_logger("asrhub.transports")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Render = Callable[[web.Request, HubError, int], web.StreamResponse]
 """How one protocol answers a refused request: (request, error, HTTP status) → response."""
 
 DOOR = web.AppKey("door", Door)
+PREPARED = web.RequestKey("prepared", bool)
+"""Set on a request whose response headers were sent (no error response can follow)."""
 
 HTTP_STATUS: dict[str, int] = {
     "bad_message": 400,
@@ -187,6 +194,12 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             raise
         code = CODE_OF_STATUS.get(exc.status, "bad_message" if exc.status < 500 else "provider_failed")
         return refuse(request, HubError(code, exc.reason or exc.text or str(exc)), exc.status)
+    except Exception as exc:  # a bug: logged with its traceback, answered in the protocol's shape
+        if request.get(PREPARED):
+            raise  # a streamed answer already began: aiohttp ends the connection
+        log.error("request failed", method=request.method, path=path, error=type(exc).__name__, exc_info=True)
+        message = f"the hub failed on this request ({type(exc).__name__}); the hub's log has the details"
+        return refuse(request, HubError("internal_error", message))
 
 
 def _admit(request: web.Request, door: Door) -> None:
@@ -206,7 +219,9 @@ def _admit(request: web.Request, door: Door) -> None:
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: CORS headers for an allowed cross-origin browser request."""
+    """``on_response_prepare``: CORS headers for an allowed cross-origin browser request (and
+    the request marked :data:`PREPARED`)."""
+    request[PREPARED] = True
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is None or not is_protected(request.path):
         return

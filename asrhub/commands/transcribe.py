@@ -81,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, settings: Any) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from asrhub.api import _settings_for, atranscribe_file, open_hub
@@ -130,8 +131,12 @@ async def _run(args: argparse.Namespace, settings: Any) -> int:
                     )
                 except (OSError, ValueError, HubError) as exc:
                     failures += 1
+                    # one line per failure when stderr is a file or a pipe (rich would wrap it
+                    # at 80 columns, splitting the path); the path is text, not markup
                     console.print(
-                        f"[red]{path}[/red]: {getattr(exc, 'message', None) or exc}", highlight=False
+                        f"[red]{escape(path)}[/red]: {escape(str(getattr(exc, 'message', None) or exc))}",
+                        highlight=False,
+                        soft_wrap=not console.is_terminal,
                     )
                     continue
                 finally:

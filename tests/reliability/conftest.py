@@ -19,7 +19,8 @@ from tests.transports.conftest import ServerThread, make_settings
 
 from .harness import Watch
 
-FIGURES: list[tuple[str, str]] = []
+FIGURE = "reliability figure"
+"""The ``user_properties`` name of a figure: reports carry them from pytest-xdist's workers."""
 
 
 def is_long(config: pytest.Config) -> bool:
@@ -31,18 +32,26 @@ def long_run(request: pytest.FixtureRequest) -> bool:
     return is_long(request.config)
 
 
-@pytest.fixture(scope="session")
-def figures() -> Any:
+@pytest.fixture
+def figures(request: pytest.FixtureRequest) -> Any:
     def record(name: str, value: Any) -> None:
-        FIGURES.append((name, str(value)))
+        request.node.user_properties.append((FIGURE, (name, str(value))))
 
     return record
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if FIGURES:
+    lines = [
+        value
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if getattr(report, "when", None) == "teardown"  # it carries all the test recorded
+        for key, value in getattr(report, "user_properties", ())
+        if key == FIGURE
+    ]
+    if lines:
         terminalreporter.section("reliability figures")
-        for name, value in FIGURES:
+        for name, value in lines:
             terminalreporter.write_line(f"{name}: {value}")
 
 

@@ -153,3 +153,39 @@ def test_wyoming_off_loopback_with_keys_needs_the_explicit_flag() -> None:
     with pytest.raises(ListenError, match="wyoming_unauthenticated"):
         _check_wyoming_address(app(wyoming_host="0.0.0.0", api_keys=("k",)))
     _check_wyoming_address(app(wyoming_host="0.0.0.0", api_keys=("k",), wyoming_unauthenticated=True))
+
+
+async def test_a_handler_bug_is_logged_and_answered_in_the_protocols_shape(caplog: Any) -> None:
+    """A handler that raises something unexpected (a fake: routes that raise KeyError) gets the
+    contract's ``internal_error`` — 500, in the OpenAI error shape under ``/v1/audio/`` and as
+    the hub's ``error`` event elsewhere — and its traceback in the log, not aiohttp's bare text."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from asrhub.door import Door
+    from asrhub.transports.door import DOOR, add_cors_headers, middleware, register_refusal
+    from asrhub.transports.openai_errors import refusal
+
+    async def broken(_request: web.Request) -> web.Response:
+        raise KeyError("a bug")
+
+    settings = Settings(server=ServerSettings(api_keys=("k",)))
+    app = web.Application(middlewares=[middleware])
+    app[DOOR] = Door.from_settings(settings)
+    app.on_response_prepare.append(add_cors_headers)
+    register_refusal(app, "/v1/audio/", refusal)
+    app.router.add_post("/v1/audio/transcriptions", broken)
+    app.router.add_post("/v1/transcribe", broken)
+    async with TestClient(TestServer(app)) as client:
+        headers = {"Authorization": "Bearer k"}
+        resp = await client.post("/v1/audio/transcriptions", data=b"x", headers=headers)
+        body = await resp.json()
+        assert resp.status == 500 and body["error"]["type"] == "server_error"
+        assert "KeyError" in body["error"]["message"] and "a bug" not in body["error"]["message"]
+        resp = await client.post("/v1/transcribe", data=b"x", headers=headers)
+        body = await resp.json()
+        assert resp.status == 500 and body["type"] == "error" and body["code"] == "internal_error"
+        resp = await client.post("/v1/transcribe", data=b"x")  # the door still comes first
+        assert resp.status == 401
+    failures = [r for r in caplog.records if "request failed" in r.getMessage()]
+    assert len(failures) == 2 and all(r.exc_info and r.exc_info[0] is KeyError for r in failures)
