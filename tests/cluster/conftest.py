@@ -153,7 +153,7 @@ class Node:
 
 class HAProxy:
     """``haproxy -f deploy/haproxy.cfg`` with the addresses in the environment variables the file
-    reads (``ASRHUB_LB_BIND``, ``ASRHUB_NODE1..3``, ``ASRHUB_LB_STATS``)."""
+    reads (``ASRHUB_LB_BIND``, ``ASRHUB_NODE1..N`` for its N nodes, ``ASRHUB_LB_STATS``)."""
 
     def __init__(self, nodes: list[Node]) -> None:
         self.port = free_port()

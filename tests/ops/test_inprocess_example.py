@@ -1,20 +1,16 @@
-"""examples/inprocess.py runs as documented, with VAD only and with a real engine."""
+"""examples/inprocess.py runs as documented, with VAD only and with a real engine. (The code blocks
+of docs/inprocess.md run as written in tests/docs/test_snippets.py.)"""
 
 from __future__ import annotations
 
-import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes, wer
+from tests.audio_utils import fixture, fixture_entry, wer
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "inprocess.py"
-DOC = (ROOT / "docs" / "inprocess.md").read_text(encoding="utf-8")
 
 
 def run_example(*args: str) -> list[str]:
@@ -40,16 +36,3 @@ def test_whisper_transcript_through_the_async_iterator() -> None:
     assert len(finals) == 1
     assert wer(fixture_entry("quick_fox.wav")["text"], finals[0]) < 0.2
     assert any(line.startswith("[observable] speech started") for line in out)
-
-
-async def test_the_documented_snippet_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    """docs/inprocess.md's step-by-step code block, executed as written."""
-    blocks = re.findall(r"```python\n(.*?)```", DOC, flags=re.S)
-    snippet = next(b for b in blocks if "async def main(pcm: bytes)" in b)
-    namespace: dict[str, Any] = {}
-    exec(compile(snippet, "docs/inprocess.md", "exec"), namespace)
-    samples, _rate = load_wav(fixture("quick_fox.wav"))
-    await namespace["main"](pcm16_bytes(samples))
-    out = capsys.readouterr().out
-    assert "vad.speech_started" in out and "vad.speech_ended" in out
-    assert "The quick brown fox" in out
