@@ -12,6 +12,8 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = ("serve", "transcribe", "stream", "providers", "config", "bench")
+ONE_SHOT = ("transcribe", "stream", "providers")
+"""Commands that log at ``warning`` unless ``log.level`` is set (``serve`` logs ``info``)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,11 +34,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in ONE_SHOT:
+        _quiet_logs(args)
     try:
         result: int = args.func(args)
     except KeyboardInterrupt:
         return 130
     return result
+
+
+def _quiet_logs(args: argparse.Namespace) -> None:
+    """Logging for a one-shot command before it runs (it may configure again with what it
+    loads); settings it cannot load leave the defaults, and the command reports them."""
+    from asrhub.logging import configure_command
+    from asrhub.settings.loader import SettingsError, load_from_args
+
+    try:
+        loaded = load_from_args(args)
+    except SettingsError:
+        loaded = None
+    configure_command(loaded, stream=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,6 +14,7 @@ sessions counted cluster-wide (their leases are added unchecked).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -96,6 +97,11 @@ class Hub:
         """Uploads decoded and transcribed at once (see :class:`asrhub.engine.uploads.UploadGate`)."""
         self.warmups: list[Callable[[], object]] = []
         """Blocking loads ``start`` runs off the loop (the composition root adds them)."""
+        self.preparations: list[Callable[[SessionConfig], Callable[[], object] | None]] = []
+        """What a session's config needs loaded before its chain is built, and only then (the
+        composition root adds them: the wake-word models it names, the resampler's filter
+        library). Each returns the blocking load still to do (None: nothing); ``open_async``
+        runs it off the loop. ``open`` builds the chain at once (its stages load inline)."""
         self.breakers = Breakers(
             failures_to_open=self.limits.breaker_failures,
             window_s=self.limits.breaker_window_s,
@@ -268,6 +274,7 @@ class Hub:
         """:meth:`open`, after taking a cluster-wide slot when there is a cluster. ``resumed``:
         the session already held one (on a node that died): it is not refused for capacity.
         Redis unreachable: this node's own limits decide (docs/cluster.md)."""
+        await self.prepare(config)
         cluster = self.cluster
         if cluster is None:
             return self.open(config, **options)
@@ -301,6 +308,22 @@ class Hub:
         if session.closed:
             cluster.release(session_id)
         return session
+
+    async def prepare(self, config: SessionConfig | Mapping[str, Any] | None) -> None:
+        """Run off the loop the loads a session of ``config`` needs (:attr:`preparations`). A
+        config the hub refuses, or a load that fails for the session's reason (an unknown wake
+        word), is left to :meth:`open`, which says why."""
+        if not self.preparations:
+            return
+        try:
+            resolved = self.resolve_config(config)
+        except HubError:
+            return
+        for preparation in self.preparations:
+            load = preparation(resolved)
+            if load is not None:
+                with contextlib.suppress(HubError):
+                    await asyncio.to_thread(load)
 
     def _open(
         self,

@@ -7,6 +7,9 @@
   shape and honours ``log.level``;
 * lines about a session carry ``session_id``, ``provider`` and ``transport``: the hub binds them
   into ``SessionContext.log``, which is what operators, providers and transports log through;
+* one-shot commands (``transcribe``, ``stream``, ``providers``) log at ``warning`` unless
+  ``log.level`` is set (:func:`configure_command`): their output is their result, and a hub's
+  ``info`` lines (models loaded, hub ready) are for the operator of a server;
 * nothing is logged per audio frame. aiohttp's access log (one line per HTTP request, and the
   HTTP streaming transport makes one request per audio frame) is kept at ``warning`` unless the
   level is ``debug``.
@@ -18,9 +21,11 @@ import logging
 import sys
 from typing import Any, TextIO
 
+import msgspec
 import structlog
 from structlog.typing import Processor
 
+from asrhub.settings.loader import Loaded
 from asrhub.settings.schema import LogSettings
 
 HANDLER_NAME = "asrhub"
@@ -86,6 +91,20 @@ def configure(settings: LogSettings | None = None, *, stream: TextIO | None = No
     for name in QUIET_UNLESS_DEBUG:
         logging.getLogger(name).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)
     return fmt
+
+
+ONE_SHOT_LEVEL = "warning"
+"""The level of a one-shot command whose ``log.level`` is not set (``serve`` keeps ``info``)."""
+
+
+def configure_command(loaded: Loaded | None, *, stream: TextIO | None = None) -> str:
+    """:func:`configure` for a one-shot command: ``log`` as ``loaded`` says (None: the
+    defaults), at :data:`ONE_SHOT_LEVEL` unless ``log.level`` was set in a file, the
+    environment or a flag."""
+    settings = loaded.settings.log if loaded is not None else LogSettings()
+    if loaded is None or ("log", "level") not in loaded.origins:
+        settings = msgspec.structs.replace(settings, level=ONE_SHOT_LEVEL)
+    return configure(settings, stream=stream)
 
 
 def reset() -> None:

@@ -12,16 +12,17 @@ Every session's chain is, in order::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from asrhub.config import SessionConfig
 from asrhub.engine.registry import ProviderRegistry
-from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE
 from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.metrics.hub import HubMetrics
 from asrhub.operators.decode import decode
-from asrhub.operators.resample import resample
+from asrhub.operators.resample import filters_loaded, load_filters, resample
 from asrhub.operators.segment import segment
 from asrhub.operators.vad_gate import vad_gate
 from asrhub.operators.wakeword_models import WakewordModels
@@ -143,15 +144,24 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
         cluster=cluster,
         metrics=HubMetrics.from_settings(settings.metrics),
     )
-    hub.warmups.append(partial(_preload_wakewords, wakewords))
+    hub.preparations += [partial(_wakeword_load, wakewords), _resampler_load]
     return hub
 
 
-def _preload_wakewords(wakewords: WakewordModels) -> None:
-    """The hub's wake-word models at start-up, not in the first wake-word session's
-    ``hub.open``; a machine without them still serves everything else (sessions asking get the
-    usual error)."""
-    try:
-        wakewords.preload()
-    except HubError:
-        pass
+def _wakeword_load(wakewords: WakewordModels, config: SessionConfig) -> Callable[[], object] | None:
+    """A wake-word session's models, loaded when the first session naming them opens (not at
+    start-up: a hub whose sessions never ask holds none of them)."""
+    names = config.wakeword.names
+    if not config.wakeword.enabled or wakewords.ready(names):
+        return None
+    return partial(wakewords.load, names)
+
+
+def _resampler_load(config: SessionConfig) -> Callable[[], object] | None:
+    """The resampler's filter library, when a session's PCM may arrive at another rate than
+    16 kHz (compressed audio is resampled by its decoder)."""
+    audio = config.audio
+    pcm = audio.encoding in ("pcm_s16le", "pcm_f32le")
+    if filters_loaded() or not (audio.encoding == "wav" or (pcm and audio.sample_rate != TARGET_RATE)):
+        return None
+    return lambda: load_filters()

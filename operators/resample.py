@@ -19,17 +19,22 @@ Odd rates: the filter has ``20 * max(up, down)`` taps, so a rate like 383999 Hz 
 Past ``MAX_FACTOR`` the ratio is replaced by the nearest one with both terms within it: every
 common rate pair stays exact; an odd rate (44101 Hz, 7919 Hz) gets a rate error of at most
 1.1e-4 (0.4 s per hour of stream time), and its filter costs at most 82k taps (13 ms, 330 KB).
+
+``scipy.signal`` is imported when the first stream or file that needs resampling comes (a hub
+prepares it off the event loop for a session whose PCM is not at 16 kHz: :func:`load_filters`),
+not with this module: it holds ~65 MB that a hub whose audio all arrives at 16 kHz never uses
+(docs/benchmarks.md, "Memory against the nearest peer").
 """
 
 from __future__ import annotations
 
+import sys
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
 
 import numpy as np
 from reactivex import Observable, abc
-from scipy.signal import firwin, upfirdn
 
 from asrhub.flow import Stage
 from asrhub.frames import AudioChunk, Frame, Samples
@@ -49,6 +54,18 @@ def ratio(rate_in: int, rate_out: int) -> Fraction:
     return 1 / (1 / exact).limit_denominator(MAX_FACTOR)
 
 
+def filters_loaded() -> bool:
+    """Whether the filter library (``scipy.signal``) is imported."""
+    return "scipy.signal" in sys.modules
+
+
+def load_filters() -> Any:
+    """``scipy.signal`` (blocking: imported on first use, ~0.5 s)."""
+    import scipy.signal
+
+    return scipy.signal
+
+
 @lru_cache(maxsize=64)
 def _design(up: int, down: int) -> tuple[Samples, int]:
     """The filter ``resample_poly`` uses for up/down, shared by every session."""
@@ -57,7 +74,7 @@ def _design(up: int, down: int) -> tuple[Samples, int]:
         identity.flags.writeable = False
         return identity, 0
     half_len = 10 * max(up, down)
-    h = firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
+    h = load_filters().firwin(2 * half_len + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
     h = h.astype(np.float32)
     h.flags.writeable = False
     return h, half_len
@@ -66,12 +83,13 @@ def _design(up: int, down: int) -> tuple[Samples, int]:
 class Resampler:
     """Streaming ``resample_poly``: ``process`` per chunk, ``flush`` at the end of the stream."""
 
-    __slots__ = ("_buf", "_down", "_h", "_half", "_inv", "_m", "_n", "_s", "_up")
+    __slots__ = ("_buf", "_down", "_h", "_half", "_inv", "_m", "_n", "_s", "_up", "_upfirdn")
 
     def __init__(self, rate_in: int, rate_out: int) -> None:
         r = ratio(rate_in, rate_out)
         self._up, self._down = r.numerator, r.denominator
         self._h, self._half = _design(self._up, self._down)
+        self._upfirdn = load_filters().upfirdn
         self._inv = pow(self._up, -1, self._down) if self._down > 1 else 0
         self._n = 0  # input samples received
         self._m = 0  # output samples produced
@@ -96,7 +114,7 @@ class Resampler:
         up, down, m0 = self._up, self._down, self._m
         if m_end <= m0:
             return np.zeros(0, np.float32)
-        w = upfirdn(self._h, self._buf, up, down)
+        w = self._upfirdn(self._h, self._buf, up, down)
         i0 = m0 + (self._half - self._s * up) // down
         out = np.asarray(w[i0 : i0 + (m_end - m0)], dtype=np.float32)
         self._m = m_end

@@ -9,8 +9,12 @@ its version: ``hey_jarvis_v0.1.onnx`` → ``hey_jarvis``. Dropping a custom open
 the directory makes it available under its file name.
 
 The ONNX Runtime sessions are immutable after load and ``run`` is thread-safe, so one set serves
-every session of its owner (the composition root gives each hub one :class:`WakewordModels`,
-loaded at start-up); per-session streaming state lives in the ``wakeword`` operator.
+every session of its owner (the composition root gives each hub one :class:`WakewordModels`);
+per-session streaming state lives in the ``wakeword`` operator. A hub loads the feature models
+and a wake word's classifier when the first session that names it opens (off the event loop,
+before its chain is built: :meth:`WakewordModels.load`), not at start-up: the nine ONNX Runtime
+sessions of every installed model hold ~50 MB that a hub without wake-word sessions never uses
+(docs/benchmarks.md, "Memory against the nearest peer").
 """
 
 from __future__ import annotations
@@ -121,6 +125,16 @@ class WakewordModels:
     @property
     def directory(self) -> Path:
         return self._directory or model_dir()
+
+    def ready(self, names: tuple[str, ...] | list[str]) -> bool:
+        """Whether the feature models and the classifiers of ``names`` are loaded."""
+        return self._features is not None and all(name in self._wake for name in names)
+
+    def load(self, names: tuple[str, ...] | list[str]) -> None:
+        """Load what a session naming ``names`` needs (blocking: the hub runs it off the loop).
+        Raises :class:`HubError` as :meth:`wake` does."""
+        self.wake(names)
+        self.features()
 
     def preload(self) -> None:
         """Load the feature models and every installed wake model (blocking: the hub runs it at

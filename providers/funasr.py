@@ -412,9 +412,25 @@ def _factory(options: dict[str, Any]) -> Provider:
     return FunasrProvider(parse_settings(options))
 
 
+async def reach(options: dict[str, Any], timeout_s: float) -> str | None:
+    """Whether the server answers now: the provider's own WebSocket connection, opened and
+    closed, within ``timeout_s`` (``asrhub providers``)."""
+    settings = msgspec.structs.replace(parse_settings(options), connect_timeout=timeout_s)
+    provider = FunasrProvider(settings)
+    try:
+        ws = await provider._connect()
+        await ws.close()
+    except ProviderError as exc:
+        return str(exc).removeprefix("funasr: ")
+    finally:
+        await provider.close()
+    return None
+
+
 spec = ProviderSpec(
     name="funasr",
     description="FunASR runtime server over WebSocket (offline, online, 2pass)",
     factory=_factory,
     check=check_from(parse_settings),
+    reach=reach,
 )

@@ -17,6 +17,7 @@ instead of retrying behind a session's back.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -366,10 +367,36 @@ def _factory(options: dict[str, Any]) -> Provider:
     return GoogleProvider(parse_settings(options))
 
 
+DEFAULT_ENDPOINT = "speech.googleapis.com:443"
+
+
+async def reach(options: dict[str, Any], timeout_s: float) -> str | None:
+    """Whether the API answers now (``asrhub providers``): a gRPC channel to the endpoint (TLS
+    unless ``insecure``) ready within ``timeout_s``. The credentials are ``check``'s."""
+    import grpc
+
+    settings = parse_settings(options)
+    target = settings.endpoint or DEFAULT_ENDPOINT
+    if ":" not in target:
+        target += ":443"
+    if settings.insecure:
+        channel = grpc.aio.insecure_channel(target)
+    else:
+        channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials())
+    try:
+        await asyncio.wait_for(channel.channel_ready(), timeout_s)
+    except TimeoutError:
+        return f"no connection to {target} within {timeout_s:g} s"
+    finally:
+        await channel.close()
+    return None
+
+
 spec = ProviderSpec(
     name="google",
     description="Google Cloud Speech-to-Text v1 (streaming_recognize / recognize)",
     factory=_factory,
     check=check_from(_probe),
     extra="google",
+    reach=reach,
 )

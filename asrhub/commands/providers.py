@@ -1,21 +1,41 @@
-"""``asrhub providers``: every registered engine, whether it can run here, and what it offers.
+"""``asrhub providers``: every registered engine, whether it can run here now, and what it offers.
 
-    asrhub providers [--json] [--config FILE] [--set providers.NAME.KEY=VALUE]
+    asrhub providers [--json] [--no-probe] [--probe-timeout S] [--config FILE]
+                     [--set providers.NAME.KEY=VALUE]
 
 Providers come from the ``asrhub.providers`` entry-point group (built-in and third-party). For
-each: availability with these settings (and, when unavailable, why and how to fix it),
-capabilities and model, then ``none`` (no engine: VAD and wake-word events only, always
-available). Nothing is loaded. A table on a terminal, plain aligned text otherwise,
-one JSON object per line with ``--json``. Exit status 0.
+each: its status with these settings, capabilities and model, then ``none`` (no engine: VAD and
+wake-word events only, always available). Status:
+
+* ``available`` — an engine of this process whose package and model are here, or a remote
+  engine (FunASR, an OpenAI-compatible server, Google) that answered just now: the remote ones
+  are probed at once, each within ``--probe-timeout`` seconds (default 2);
+* ``unreachable`` — a remote engine, configured, that did not answer (why: the address and what
+  happened);
+* ``configured, not checked`` — a remote engine with ``--no-probe``;
+* ``unavailable`` — it cannot run with these settings (why, and how to fix it).
+
+No model is loaded. A table on a terminal, plain aligned text otherwise, one JSON object per
+line with ``--json`` (``status``, and ``available``: true, false, or null when not checked).
+Exit status 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import sys
 from typing import Any
+
+PROBE_TIMEOUT_S = 2.0
+AVAILABLE, UNAVAILABLE, UNREACHABLE, NOT_CHECKED = (
+    "available",
+    "unavailable",
+    "unreachable",
+    "configured, not checked",
+)
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,22 +48,45 @@ def add_parser(subparsers: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per provider and line")
+    parser.add_argument(
+        "--no-probe", action="store_true", help="do not contact remote engines (configured, not checked)"
+    )
+    parser.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=PROBE_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds each remote engine has to answer (default {PROBE_TIMEOUT_S:g})",
+    )
     add_settings_arguments(parser, server_flags=False)
     parser.set_defaults(func=run)
 
 
-def rows(settings: Any) -> list[dict[str, Any]]:
+def rows(settings: Any, *, probe: bool = True, timeout_s: float = PROBE_TIMEOUT_S) -> list[dict[str, Any]]:
+    """One row per provider (and ``none``); remote engines probed at once unless ``probe`` is
+    False."""
     from asrhub.engine.registry import ProviderRegistry
 
     registry = ProviderRegistry.from_entry_points()
+    names = registry.names()
+    problems = {name: registry.availability(name, settings.providers.get(name, {})) for name in names}
+    remote = [n for n in names if problems[n] is None and registry.remote(n)]
+    unreached: dict[str, str | None] = {}
+    if probe and remote:
+        unreached = asyncio.run(_reach(registry, settings, remote, timeout_s))
     out = []
-    for name in registry.names():
+    for name in names:
         spec = registry.spec(name)
         options = settings.providers.get(name, {})
-        problem = registry.availability(name, options)
+        problem = problems[name]
+        status = UNAVAILABLE if problem is not None else AVAILABLE
+        if name in remote:
+            problem = unreached.get(name)
+            status = NOT_CHECKED if not probe else UNREACHABLE if problem is not None else AVAILABLE
         row: dict[str, Any] = {
             "name": name,
-            "available": problem is None,
+            "status": status,
+            "available": None if status == NOT_CHECKED else status == AVAILABLE,
             "problem": problem,
             "default": name == settings.default_provider,
             "description": spec.description,
@@ -55,7 +98,7 @@ def rows(settings: Any) -> list[dict[str, Any]]:
             described = provider.describe()
         except Exception as exc:  # listing must never fail because one engine is broken
             row["problem"] = row["problem"] or f"{type(exc).__name__}: {exc}"
-            row["available"] = False
+            row["available"], row["status"] = False, UNAVAILABLE
         else:
             caps = described.get("capabilities") or getattr(provider, "capabilities", None)
             if dataclasses.is_dataclass(caps) and not isinstance(caps, type):
@@ -68,6 +111,7 @@ def rows(settings: Any) -> list[dict[str, Any]]:
     out.append(
         {
             "name": NO_PROVIDER,
+            "status": AVAILABLE,
             "available": True,
             "problem": None,
             "default": settings.default_provider in ("", NO_PROVIDER),
@@ -77,6 +121,14 @@ def rows(settings: Any) -> list[dict[str, Any]]:
         }
     )
     return out
+
+
+async def _reach(registry: Any, settings: Any, names: list[str], timeout_s: float) -> dict[str, str | None]:
+    """Every remote engine probed at once: the listing takes one timeout, not one per engine."""
+    found = await asyncio.gather(
+        *(registry.reachability(n, settings.providers.get(n, {}), timeout_s) for n in names)
+    )
+    return dict(zip(names, found, strict=True))
 
 
 def _caps(caps: dict[str, Any] | None) -> str:
@@ -97,27 +149,31 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"asrhub providers: {exc}", file=sys.stderr)
         return 2
-    table = rows(settings)
+    table = rows(settings, probe=not args.no_probe, timeout_s=args.probe_timeout)
     if args.json:
         for row in table:
             print(json.dumps(row, ensure_ascii=False))
         return 0
     if sys.stdout.isatty():
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
-        t = Table("provider", "available", "capabilities", "model")
+        t = Table("provider", "status", "capabilities", "model")
         for r in table:
-            status = "[green]yes[/green]" if r["available"] else f"[red]no[/red]: {r['problem']}"
+            color = {AVAILABLE: "green", NOT_CHECKED: "yellow"}.get(r["status"], "red")
+            why = f": {escape(r['problem'])}" if r["problem"] else ""
+            status = f"[{color}]{r['status']}[/{color}]{why}"
             name = r["name"] + (" (default)" if r["default"] else "")
             t.add_row(name, status, _caps(r["capabilities"]), str(r["model"] or "-"))
         Console().print(t)
         return 0
     width = max(len(r["name"]) + (10 if r["default"] else 0) for r in table) if table else 0
+    column = max(len(r["status"]) for r in table)
     for r in table:
         name = r["name"] + (" (default)" if r["default"] else "")
-        status = "available" if r["available"] else "unavailable"
-        print(f"{name:<{width}}  {status:<11}  {_caps(r['capabilities'])}  model: {r['model'] or '-'}")
+        status = r["status"]
+        print(f"{name:<{width}}  {status:<{column}}  {_caps(r['capabilities'])}  model: {r['model'] or '-'}")
         if r["problem"]:
             print(f"{'':<{width}}  why: {r['problem']}")
     return 0

@@ -61,15 +61,16 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asrhub.logging import configure
+    from asrhub.logging import configure_command
     from asrhub.settings.loader import SettingsError, load_from_args
 
     try:
-        settings = load_from_args(args).settings
+        loaded = load_from_args(args)
     except SettingsError as exc:
         print(f"asrhub transcribe: {exc}", file=sys.stderr)
         return 2
-    configure(settings.log, stream=sys.stderr)
+    settings = loaded.settings
+    configure_command(loaded, stream=sys.stderr)
     if args.format in ("srt", "vtt") and len(args.files) > 1 and args.output_dir is None:
         print(
             f"asrhub transcribe: --format {args.format} with several files needs --output-dir",

@@ -24,6 +24,7 @@ from reactivex import operators as ops
 from reactivex.scheduler.eventloop import AsyncIOScheduler
 from reactivex.subject import Subject
 
+from asrhub.engine.heap import TRIM_IDLE_S, IdleTrim
 from asrhub.metrics.hub import PoolStats
 from asrhub.plugin import PoolFull, Priority, ProviderError
 
@@ -83,6 +84,8 @@ class EngineSubject(Generic[P, R]):
       poison the lanes). One clip failing fails only that clip: when the whole call raises, each
       clip of the batch is retried alone.
     * ``max_queue`` bounds the clips waiting; beyond it ``submit`` raises :class:`PoolFull`.
+    * Once the engine has been idle for ``trim_idle_s``, the memory its calls freed goes back to
+      the system (:class:`~asrhub.engine.heap.IdleTrim`; None: never).
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class EngineSubject(Generic[P, R]):
         partial_slots: int = 1,
         max_queue: int = 1024,
         threads: int = 4,
+        trim_idle_s: float | None = TRIM_IDLE_S,
     ) -> None:
         self.name = name
         self.run_batch = run
@@ -117,6 +121,7 @@ class EngineSubject(Generic[P, R]):
         """Engine calls made (a batch of N clips is one call)."""
         self.clips = 0
         self.stats = PoolStats()
+        self.trim = IdleTrim(trim_idle_s) if trim_idle_s is not None else None
 
     # ------------------------------------------------------------------ gauges
     @property
@@ -257,6 +262,8 @@ class EngineSubject(Generic[P, R]):
     def _start(self, batch: list[Request[P, R]], *, partial: bool) -> None:
         lane = _Lane(batch, partial)
         self._running.add(lane)
+        if self.trim is not None:
+            self.trim.busy()
         for r in batch:
             self._pending.discard(r)
         assert self._loop is not None
@@ -281,6 +288,8 @@ class EngineSubject(Generic[P, R]):
             self._running.discard(lane)
             if self._loop is not None and not self._loop.is_closed():
                 self._pump()
+                if self.trim is not None and self.idle:
+                    self.trim.idle(self._loop, self.executor)
 
     async def _call(self, requests: list[Request[Any, Any]], partial: bool) -> Sequence[Any] | None:
         loop = asyncio.get_running_loop()
@@ -316,6 +325,8 @@ class EngineSubject(Generic[P, R]):
             return [(await self._call([r], partial) or [exc])[0] for r in requests]
 
     def shutdown(self) -> None:
+        if self.trim is not None:
+            self.trim.cancel()
         if self._subject is not None:
             self._subject.on_completed()
             self._subject = None

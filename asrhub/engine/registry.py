@@ -7,7 +7,8 @@ never imports a concrete engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -27,6 +28,10 @@ class ProviderSpec:
     """Return None when usable with these settings, else why not (with the fix to apply)."""
     extra: str | None = None
     """The ``pip install asrhub[EXTRA]`` that brings its engine, if it is optional."""
+    reach: Callable[[dict[str, Any], float], Awaitable[str | None]] | None = None
+    """For an engine behind the network (a server, a cloud API): try to reach it within the
+    given seconds, with these settings; None when it answered, else what happened (the
+    address). None here: the engine runs in this process, and ``check`` says all."""
 
 
 class UnknownProvider(KeyError):
@@ -69,6 +74,24 @@ class ProviderRegistry:
             return spec.check(options)
         except Exception as exc:  # a check must never take the CLI down
             return f"check failed: {exc}"
+
+    def remote(self, name: str) -> bool:
+        """Whether the engine is reached over the network (its spec has a ``reach``)."""
+        return self.spec(name).reach is not None
+
+    async def reachability(self, name: str, options: dict[str, Any], timeout_s: float) -> str | None:
+        """None when a remote engine answers now (within ``timeout_s``), else why not; None
+        for an engine of this process. Bounded even for a probe that ignores its bound."""
+        reach = self.spec(name).reach
+        if reach is None:
+            return None
+        try:
+            async with asyncio.timeout(timeout_s + 1.0):
+                return await reach(options, timeout_s)
+        except TimeoutError:
+            return f"no answer within {timeout_s:g} s"
+        except Exception as exc:  # a probe must never take the CLI down
+            return f"probe failed: {type(exc).__name__}: {exc}"
 
     def create(self, name: str, options: dict[str, Any]) -> Provider:
         spec = self.spec(name)

@@ -51,7 +51,7 @@ ENV_ALIASES: dict[str, str] = {
 
 PROCESS_ENV: dict[str, str] = {
     CONFIG_ENV: "path of the TOML configuration file (``--config`` wins)",
-    "ASRHUB_MODEL_DIR": "where scripts/setup.sh stores downloaded wake-word models",
+    "ASRHUB_MODEL_DIR": "where scripts/setup.sh puts (and the hub finds) wake-word models and whisper base",
     "ASRHUB_SETUP_FORCE": "``1`` makes scripts/setup.sh redo every step",
     "ASRHUB_WEB_DIR": "serve the browser UI from this directory instead of the bundled web/",
     "ASRHUB_API_KEY": "the key clients (``asrhub stream``) send; the hub's own keys are ``ASRHUB_API_KEYS``",

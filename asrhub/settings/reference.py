@@ -147,7 +147,7 @@ def render() -> str:
         "",
         "**Environment variables.** `ASRHUB_` + the key's path in upper case with `__` between "
         "levels: `ASRHUB_SERVER__PORT=9000`, `ASRHUB_LIMITS__MAX_SESSIONS=200`, "
-        "`ASRHUB_PROVIDERS__WHISPER__MODEL=small`; top-level keys have no `__` "
+        "`ASRHUB_PROVIDERS__WHISPER__MODEL=base`; top-level keys have no `__` "
         "(`ASRHUB_DEFAULT_PROVIDER=vosk`). Lists are comma-separated "
         "(`ASRHUB_API_KEYS=key1,key2`). Provider options are read as TOML values when they parse "
         'as one (`4`, `true`, `"text"`), otherwise as text. Short aliases:',
@@ -183,6 +183,13 @@ def render() -> str:
         "(`asrhub providers` lists the installed ones). A table also enables its provider unless "
         "`enabled_providers` is set. Environment form: `ASRHUB_PROVIDERS__NAME__OPTION`; option "
         "names containing `key`, `secret`, `token` or `password` are masked by `asrhub config show`.",
+        "",
+        "A provider's `model` option chooses the model its sessions get, by the name sessions and "
+        'the APIs use for it: `[providers.whisper] model = "base"` (or '
+        "`ASRHUB_PROVIDERS__WHISPER__MODEL=base asrhub serve`) makes the installed multilingual "
+        "base the model of sessions that name none (otherwise: the bundled `tiny.en`). A model that is not "
+        "installed stops `asrhub serve` with a message listing the installed ones and how to add "
+        "one. `asrhub providers` shows each provider's models; docs/providers.md every option.",
         "",
         "## The complete default file",
         "",

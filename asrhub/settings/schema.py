@@ -85,7 +85,9 @@ class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """Structured logs on stderr (structlog); nothing is logged per audio frame."""
 
     level: Literal["debug", "info", "warning", "error"] = "info"
-    """Lowest level written, for the hub's own lines and for aiohttp / Socket.io alike."""
+    """Lowest level written, for the hub's own lines and for aiohttp / Socket.io alike. The
+    one-shot commands (``asrhub transcribe``, ``stream``, ``providers``) write ``warning`` and up
+    unless it is set (file, environment or flag): their output is their result."""
     format: Literal["auto", "json", "console"] = "auto"
     """``auto``: pretty on a terminal, JSON lines otherwise."""
 

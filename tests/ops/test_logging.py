@@ -140,3 +140,23 @@ def test_in_process_use_without_logging_set_up_prints_warnings_only() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert "something to see" in done.stderr and "session opened" not in done.stderr
+
+
+def test_one_shot_commands_log_warnings_unless_a_level_is_set() -> None:
+    """``transcribe``, ``stream`` and ``providers`` print their result; a hub's info lines are
+    for a server's operator (issue 29 item 6). ``log.level`` set anywhere still wins."""
+    from asrhub.settings.loader import Override, load
+
+    stream = io.StringIO()
+    try:
+        hub_logging.configure_command(load(None, env={}), stream=stream)
+        assert logging.getLogger().level == logging.WARNING
+        hub_logging.configure_command(load(None, env={"ASRHUB_LOG_LEVEL": "info"}), stream=stream)
+        assert logging.getLogger().level == logging.INFO
+        flag = Override("log.level", "debug", "--log-level")
+        hub_logging.configure_command(load(None, env={}, overrides=[flag]), stream=stream)
+        assert logging.getLogger().level == logging.DEBUG
+        hub_logging.configure_command(None, stream=stream)
+        assert logging.getLogger().level == logging.WARNING
+    finally:
+        hub_logging.reset()

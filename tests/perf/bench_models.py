@@ -42,7 +42,7 @@ def measure(model: str) -> dict[str, Any]:
 
     proc = psutil.Process()
     rss0 = proc.memory_info().rss
-    provider = WhisperProvider({"default_model": model})
+    provider = WhisperProvider({"model": model})
     kinds = {"utterance", "long"} if model.endswith(".en") else {"utterance", "long", "multilingual"}
     audio: list[tuple[str, Any, str | None]] = []
     for entry in manifest()["files"]:

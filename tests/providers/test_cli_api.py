@@ -76,6 +76,16 @@ def test_transcribe_errors_go_to_stderr(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--output-dir" in done.stderr
 
 
+def test_transcribe_loads_and_logs_only_what_it_uses() -> None:
+    """A batch job uses no wake word: none is loaded (seven "wake-word model loaded" lines used to
+    go to stderr), and a one-shot command logs at warning unless asked (issue 29 item 6)."""
+    done = asrhub("transcribe", str(fixture("quick_fox.wav")))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    done = asrhub("transcribe", str(fixture("quick_fox.wav")), "--log-level", "info")
+    assert done.returncode == 0 and "wake-word" not in done.stderr, done.stderr
+    assert wer(fixture_entry("quick_fox.wav")["text"], done.stdout) <= 0.1
+
+
 def test_providers_lists_availability_and_capabilities() -> None:
     done = asrhub("providers", "--set", 'providers.vosk.model="/nonexistent/vosk-model"')
     assert done.returncode == 0, done.stderr

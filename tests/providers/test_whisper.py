@@ -6,6 +6,8 @@ engine is the bundled tiny.en.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +106,28 @@ async def test_language_of_an_english_only_model(whisper: WhisperProvider) -> No
     assert (await whisper.transcribe(samples, language="en-US")).language == "en"
     with pytest.raises(ProviderError, match="only transcribes en, not 'ko'"):
         await whisper.transcribe(samples, language="ko")
+
+
+def rss_mib() -> float:
+    with open(f"/proc/{os.getpid()}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
+
+
+async def test_an_idle_engine_gives_back_the_memory_its_calls_freed(whisper: WhisperProvider) -> None:
+    """The decodes' freed working buffers stay in glibc's arenas (~60-100 MB) until the engine
+    idles; then they go back to the system (docs/benchmarks.md, memory against the peer)."""
+    clips = [load_wav(fixture(name))[0] for name in ("quick_fox.wav", "science.wav", "reminder.wav")]
+    for clip in clips:
+        await whisper.transcribe(clip, language="en")
+        task = whisper.try_partial(clip[: len(clip) // 2], language="en")
+        if task is not None:
+            await task
+    pool = whisper.engine().pool
+    assert pool is not None and pool.trim is not None and pool.idle
+    held = rss_mib()
+    await asyncio.wait_for(pool.trim.done.wait(), 60)
+    assert pool.trim.trims >= 1
+    assert rss_mib() < held - 8, (held, rss_mib())
 
 
 def test_check_explains_a_missing_model(tmp_path: Path) -> None:
