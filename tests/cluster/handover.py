@@ -76,6 +76,7 @@ class SocketIoResumer:
         self.closed = asyncio.Event()
         self.lock = asyncio.Lock()
         self.sio: socketio.AsyncClient | None = None
+        self.clients: list[socketio.AsyncClient] = []
         self.source_done = False
         self.on_resumed: Callable[[], None] = lambda: None
         self.notes: list[str] = []
@@ -83,6 +84,7 @@ class SocketIoResumer:
 
     async def _connect(self, opening: dict[str, Any]) -> dict[str, Any]:
         sio = socketio.AsyncClient(reconnection=False, http_session=self.http)
+        self.clients.append(sio)
         answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
         @sio.on("*")
@@ -180,8 +182,13 @@ class SocketIoResumer:
         finally:
             pump.cancel()
             await asyncio.gather(pump, return_exceptions=True)
-            if self.sio is not None:
-                await self.sio.disconnect()
+            for sio in self.clients:
+                await sio.disconnect()
+                # A close from the server that came before its DISCONNECT packet ends the
+                # client's read loop without closing its WebSocket: close it here.
+                ws = getattr(sio.eio, "ws", None)
+                if ws is not None and not ws.closed:
+                    await ws.close()
         return self.got
 
 
@@ -308,6 +315,11 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node]) -> Han
         if cli.returncode is None:
             cli.kill()
             await cli.wait()
+    sid = next((m.get("session_id") for m in sio_got if m.get("type") == "session.started"), None)
+    for each in nodes:
+        lines = (await asyncio.to_thread(Path(each.logs.name).read_text, errors="replace")).splitlines()
+        mine = [line[:400] for line in lines if (sid and sid in line) or '"level": "error"' in line]
+        notes.append(f"{each.name}: " + "\n".join(mine[-25:]))
     for at, event in cli_events:
         if event["type"] == "session.resumed" and at > term_at[0]:
             resumed_after.setdefault("cli", at - term_at[0])

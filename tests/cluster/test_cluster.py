@@ -510,16 +510,15 @@ def word_errors(expected: str, text: str) -> tuple[int, int]:
     return out.deletions, out.insertions
 
 
-def handed_over_then_resumed(kinds: list[str]) -> bool:
-    """One ``session.handover``, then one ``session.resumed`` (on the node that took over)."""
-    if kinds.count("session.handover") != 1 or kinds.count("session.resumed") != 1:
-        return False
-    return kinds.index("session.handover") < kinds.index("session.resumed")
-
-
-def chronicle(kinds: list[str]) -> list[str]:
-    """The events that tell a session's story (no VAD events, no partials)."""
-    return [k for k in kinds if not k.startswith(("vad.", "transcript.partial"))]
+def assert_handed_over_then_resumed(kinds: list[str], notes: list[str], who: str) -> None:
+    """One ``session.handover``, then ``session.resumed`` on the node that took over (once, or
+    again if the new connection dropped too: a Socket.io client whose hub reads nothing for
+    its ping timeout, say, on a machine loaded past its cores)."""
+    told, resumed = kinds.count("session.handover"), kinds.count("session.resumed")
+    if told == 1 and resumed >= 1 and kinds.index("session.handover") < kinds.index("session.resumed"):
+        return
+    story = [k for k in kinds if not k.startswith(("vad.", "transcript.partial"))]
+    pytest.fail(f"{who}: {story}\n" + "\n".join(notes))  # whole: an assert's message is cut
 
 
 def assert_every_utterance_once(ids: list[int], texts: list[str], who: str) -> None:
@@ -538,8 +537,7 @@ def test_sigterm_hands_10_live_sessions_over_and_no_word_is_lost_or_repeated(han
     assert handover.exit_code == 0
     assert handover.exit_after_s < 20, "the node waited for its grace period instead of the claims"
     for i, events in enumerate(handover.clients):
-        kinds = [e.type for e in events]
-        assert handed_over_then_resumed(kinds), (i, chronicle(kinds), handover.notes)
+        assert_handed_over_then_resumed([e.type for e in events], handover.notes, f"ws{i}")
         got = finals(events)
         assert_every_utterance_once([f.segment_id for f in got], [f.text for f in got], f"ws{i}")
         assert [f.start for f in got] == sorted(f.start for f in got)
@@ -549,8 +547,7 @@ def test_sigterm_hands_10_live_sessions_over_and_no_word_is_lost_or_repeated(han
 
 def test_a_socketio_client_follows_the_handover(handover: Handover) -> None:
     got = handover.socketio
-    kinds = [m.get("type", "") for m in got]
-    assert handed_over_then_resumed(kinds), (chronicle(kinds), handover.notes)
+    assert_handed_over_then_resumed([m.get("type", "") for m in got], handover.notes, "socketio")
     assert next(m for m in got if m.get("type") == "session.handover")["resume_token"]
     fin = [m for m in got if m.get("type") == "transcript.final"]
     assert_every_utterance_once([m["segment_id"] for m in fin], [m["text"] for m in fin], "socketio")
@@ -561,8 +558,7 @@ def test_asrhub_stream_resumes_through_the_handover_and_exits_0(handover: Handov
     code, events, err = handover.cli
     assert code == 0, err
     assert err == ""
-    kinds = [e["type"] for e in events]
-    assert handed_over_then_resumed(kinds), (chronicle(kinds), handover.notes)
+    assert_handed_over_then_resumed([e["type"] for e in events], handover.notes, "cli")
     fin = [e for e in events if e["type"] == "transcript.final"]
     assert_every_utterance_once([e["segment_id"] for e in fin], [e["text"] for e in fin], "cli")
 
