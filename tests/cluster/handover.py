@@ -1,6 +1,7 @@
 """A rolling restart under load, for ``test_cluster.py``: SIGTERM of the node that runs live
 resumable sessions over every client the hub has — ``asrhub.client`` (WebSocket), a
-python-socketio client, the ``asrhub stream`` command — all through HAProxy.
+python-socketio client, the ``asrhub stream`` command and the browser UI (headless Chromium
+with a fixture as its microphone, tests/e2e's harness) — all through HAProxy.
 
 The CLI cannot choose its node (no cookie), so it starts first and the node the balancer gave
 it is the one the others are pinned to (HAProxy's ``ASRHUB_NODE`` cookie) and the one that gets
@@ -31,6 +32,10 @@ from tests.audio_utils import fixture
 from .conftest import Node, eventually, healthz, until
 
 FILE = "silences.wav"
+"""What the clients stream (4 utterances between long silences, 23.7 s)."""
+CLI_FILE = "long_40s.wav"
+"""What ``asrhub stream --realtime`` streams (10 utterances, 40.6 s): it starts first, and is
+still mid-file when the others have opened and the SIGTERM comes."""
 SESSIONS = 10
 PACE = 2.0
 """The clients' audio goes at twice real time; the CLI's at real time (``--realtime``)."""
@@ -56,6 +61,8 @@ class Handover:
     exit_code: int | None = None
     notes: list[str] = field(default_factory=list)
     """The Socket.io client's connection history, and the drained node's last log lines."""
+    browser: dict[str, Any] = field(default_factory=dict)
+    """The page's session across the hand-over (see :class:`Browser`)."""
 
 
 class SocketIoResumer:
@@ -192,10 +199,83 @@ class SocketIoResumer:
         return self.got
 
 
-async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node]) -> Handover:
+class Browser:
+    """The browser UI (web/) in headless Chromium, its microphone a fixture sentence looped
+    (tests/e2e's harness), on the node to drain: HAProxy's cookie, set in the browser, pins
+    its WebSocket there. Selenium is synchronous: every call runs on a thread."""
+
+    def __init__(self, lb_url: str, node: str, workdir: Path) -> None:
+        self.lb_url, self.node, self.workdir = lb_url, node, workdir
+        self.driver: Any = None
+        self.text = ""
+
+    def open(self) -> None:
+        from tests.e2e.test_browser import (
+            _pad_wav,
+            _pick_fixture,
+            by_testid,
+            launch_chromium,
+            open_page,
+            state_of,
+            wait_for,
+        )
+
+        picked = _pick_fixture()
+        assert picked is not None
+        src, self.text = picked
+        mic = self.workdir / "speech.wav"
+        _pad_wav(src, mic, lead_s=0.5, tail_s=3.0)
+        self.driver = launch_chromium(mic, self.workdir / "profile")
+        self.driver.get(self.lb_url + "/healthz")  # the cookie's domain, before the page
+        self.driver.add_cookie({"name": "ASRHUB_NODE", "value": self.node, "path": "/"})
+        open_page(self.driver, self.lb_url, "websocket")
+        by_testid(self.driver, "start").click()
+        wait_for(self.driver, lambda d: state_of(d, "connection-state") == "live", 60, "session.started")
+
+    def value(self, script: str) -> Any:
+        return self.driver.execute_script("return " + script)
+
+    def follow(self, since: float, resumed: Callable[[float], None]) -> dict[str, Any]:
+        """After the SIGTERM: the page resumes the same session on another node at once and
+        transcribes on. Returns what the test checks (a wait that timed out: ``failed``, for
+        that test alone)."""
+        try:
+            return self._follow(since, resumed)
+        except BaseException as exc:  # pytest.fail's Failed is a BaseException
+            return {"failed": str(exc)}
+
+    def _follow(self, since: float, resumed: Callable[[float], None]) -> dict[str, Any]:
+        from tests.e2e.test_browser import by_testid, error_text, finals, state_of, wait_for
+
+        first = self.value("window.asrhub.ui.sessionId")
+        before = len(finals(self.driver))
+
+        def back(d: Any) -> bool:
+            ui = d.execute_script("return [window.asrhub.ui.handovers, window.asrhub.ui.resumes]")
+            return ui[0] >= 1 and ui[1] >= 1 and state_of(d, "connection-state") == "live"
+
+        wait_for(self.driver, back, 60, "the page to resume after the hand-over")
+        resumed(time.monotonic() - since)
+        wait_for(self.driver, lambda d: len(finals(d)) >= before + 2, 60, "two finals after the resume")
+        out = {
+            "same_session": self.value("window.asrhub.ui.sessionId") == first,
+            "handovers": self.value("window.asrhub.ui.handovers"),
+            "error": error_text(self.driver),
+            "finals_after": finals(self.driver)[before:],
+            "expected": self.text,
+        }
+        by_testid(self.driver, "stop").click()
+        wait_for(self.driver, lambda d: state_of(d, "connection-state") == "idle", 30, "the session to close")
+        return out
+
+    def close(self) -> None:
+        if self.driver is not None:
+            self.driver.quit()
+
+
+async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdir: Path) -> Handover:
     """Run the rolling-restart scenario once (see the module docstring)."""
-    path: Path = fixture(FILE)
-    pcm, audio = read_audio_file(path)
+    pcm, audio = read_audio_file(fixture(FILE))
     config = {"language": "en", "audio": audio}
     rate = audio["sample_rate"] * 2
     loop = asyncio.get_running_loop()
@@ -214,7 +294,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node]) -> Han
         "-m",
         "asrhub",
         "stream",
-        str(path),
+        str(fixture(CLI_FILE)),
         "--url",
         ws_url,
         "--realtime",
@@ -245,6 +325,15 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node]) -> Han
             return None
 
         node = await until(node_of_cli, 30, "the CLI's session on a node")
+    browser = Browser(lb_url, node.name, workdir)
+    try:
+        await asyncio.wait_for(loop.run_in_executor(None, browser.open), 90)
+    except BaseException:
+        await loop.run_in_executor(None, browser.close)
+        cli_run.cancel()
+        cli.kill()
+        await asyncio.gather(cli_run, cli.wait(), return_exceptions=True)
+        raise
 
     starts = [0] * SESSIONS
     first_final = [False] * SESSIONS
@@ -291,7 +380,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node]) -> Han
         async with aiohttp.ClientSession() as http:
 
             async def all_on_node() -> bool:
-                return ((await healthz(http, node.url)) or {}).get("sessions") == SESSIONS + 2
+                return ((await healthz(http, node.url)) or {}).get("sessions") == SESSIONS + 3
 
             await until(all_on_node, 30, "every session on the node to drain")
         in_second = lambda: all(first_final) and all(n >= 2 for n in starts)  # noqa: E731
@@ -302,13 +391,18 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node]) -> Han
         notes.append(f"{term_at[0]:.2f} SIGTERM")
         node.proc.send_signal(signal.SIGTERM)
         term.set()
+        in_browser = loop.run_in_executor(
+            None, browser.follow, term_at[0], lambda s: resumed_after.setdefault("browser", s)
+        )
         exit_code = await loop.run_in_executor(None, node.proc.wait, 60)
         exit_after = time.monotonic() - term_at[0]
         notes.append(f"drained node's log: {node.log_tail()[-1500:]}")
         results = await asyncio.wait_for(asyncio.gather(*clients), 120)
         sio_got = await asyncio.wait_for(sio_run, 60)
         cli_result = await asyncio.wait_for(cli_run, 60)
+        page = await asyncio.wait_for(in_browser, 120)
     finally:
+        await loop.run_in_executor(None, browser.close)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -334,6 +428,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node]) -> Han
         exit_after_s=exit_after,
         exit_code=exit_code,
         notes=notes,
+        browser=page,
     )
 
 
