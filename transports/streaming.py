@@ -67,6 +67,9 @@ Abandon = Callable[[], None]
 
 SEND_TIMEOUT_ON_CLOSE = 1.0
 """How long a last message (``slow_consumer``) may take before the connection is cut anyway."""
+HANDOVER_DELIVERY_S = 5.0
+"""How long a connection handing its session over may take to deliver what was queued and the
+``session.handover`` notice; then it is cut (its client resumes as after a drop)."""
 UNKNOWN_TOKEN = "unknown or expired resume token; send session.start to begin a new session"
 """The ``resume_failed`` message for a token neither this node nor the cluster holds."""
 
@@ -340,7 +343,23 @@ class StreamConnection:
             self._watch.dispose()
             self._watch = None
         self.queue.seal()  # the forwarder delivers what is queued, then the notice
+        self._spawn(self._cut_after(HANDOVER_DELIVERY_S))
         return True
+
+    async def _cut_after(self, seconds: float) -> None:
+        """A hand-over's delivery is bounded: a forwarder still stuck on its client (or on a
+        socket whose writer stalled) then is stopped and the connection closed without the
+        notice — its client resumes as after a drop. (Cancelled by :meth:`release`.)"""
+        await asyncio.sleep(seconds)
+        forwarder = self._forwarder
+        if forwarder is not None and forwarder.done():
+            return  # delivered and closed
+        if forwarder is not None:
+            forwarder.cancel()
+        self.log.warning("hand-over notice not delivered in time: closing")
+        if self._abandon is not None:
+            self._abandon()
+        await self._close("handover")
 
     async def _update(self, message: UpdateMessage) -> None:
         """``session.update``: the ``session.updated`` confirmation travels the session's own

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -394,7 +395,12 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
         in_browser = loop.run_in_executor(
             None, browser.follow, term_at[0], lambda s: resumed_after.setdefault("browser", s)
         )
-        exit_code = await loop.run_in_executor(None, node.proc.wait, 60)
+        try:
+            exit_code = await loop.run_in_executor(None, node.proc.wait, 60)
+        except subprocess.TimeoutExpired:
+            tail = await asyncio.to_thread(node.log_tail)
+            node.kill()
+            raise AssertionError(f"the drained node did not exit within 60 s; its log:\n{tail}") from None
         exit_after = time.monotonic() - term_at[0]
         notes.append(f"drained node's log: {node.log_tail()[-1500:]}")
         results = await asyncio.wait_for(asyncio.gather(*clients), 120)
