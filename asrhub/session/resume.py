@@ -27,6 +27,10 @@ for an evicted one gets ``"complete": false`` in ``session.resumed`` (the finals
 replayed). A resume also acknowledges: what the client says it has (``<= last_segment_id``) is
 dropped from the log.
 
+A draining hub with a cluster hands its sessions over (:meth:`Resumes.hand_over`): each
+connection delivers what it had queued, then ``session.handover``, and closes; the session stays
+open here — its utterance in flight not finalized — until another node claims it.
+
 Everything here runs on the event loop thread; no method awaits, so two connections racing to
 resume the same token cannot both win: the second one takes the session over from the first.
 """
