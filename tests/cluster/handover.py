@@ -33,10 +33,7 @@ from tests.audio_utils import fixture
 from .conftest import Node, eventually, healthz, until
 
 FILE = "silences.wav"
-"""What the clients stream (4 utterances between long silences, 23.7 s)."""
-CLI_FILE = "long_40s.wav"
-"""What ``asrhub stream --realtime`` streams (10 utterances, 40.6 s): it starts first, and is
-still mid-file when the others have opened and the SIGTERM comes."""
+"""What every client streams (4 utterances between long silences, 23.7 s)."""
 SESSIONS = 10
 PACE = 2.0
 """The clients' audio goes at twice real time; the CLI's at real time (``--realtime``)."""
@@ -64,6 +61,8 @@ class Handover:
     """The Socket.io client's connection history, and the drained node's last log lines."""
     browser: dict[str, Any] = field(default_factory=dict)
     """The page's session across the hand-over (see :class:`Browser`)."""
+    cli_at_sigterm_s: float = 0.0
+    """How far into its file (of 23.7 s) the CLI was when the SIGTERM came."""
 
 
 class SocketIoResumer:
@@ -205,21 +204,14 @@ class Browser:
     (tests/e2e's harness), on the node to drain: HAProxy's cookie, set in the browser, pins
     its WebSocket there. Selenium is synchronous: every call runs on a thread."""
 
-    def __init__(self, lb_url: str, node: str, workdir: Path) -> None:
-        self.lb_url, self.node, self.workdir = lb_url, node, workdir
+    def __init__(self, lb_url: str, workdir: Path) -> None:
+        self.lb_url, self.workdir = lb_url, workdir
         self.driver: Any = None
         self.text = ""
 
-    def open(self) -> None:
-        from tests.e2e.test_browser import (
-            _pad_wav,
-            _pick_fixture,
-            by_testid,
-            launch_chromium,
-            open_page,
-            state_of,
-            wait_for,
-        )
+    def launch(self) -> None:
+        """Chromium with the page loaded (the slow part: it overlaps the CLI's start)."""
+        from tests.e2e.test_browser import _pad_wav, _pick_fixture, launch_chromium, open_page
 
         picked = _pick_fixture()
         assert picked is not None
@@ -227,9 +219,13 @@ class Browser:
         mic = self.workdir / "speech.wav"
         _pad_wav(src, mic, lead_s=0.5, tail_s=3.0)
         self.driver = launch_chromium(mic, self.workdir / "profile")
-        self.driver.get(self.lb_url + "/healthz")  # the cookie's domain, before the page
-        self.driver.add_cookie({"name": "ASRHUB_NODE", "value": self.node, "path": "/"})
         open_page(self.driver, self.lb_url, "websocket")
+
+    def start(self, node: str) -> None:
+        """A live session on ``node`` (the cookie decides where the page's WebSocket goes)."""
+        from tests.e2e.test_browser import by_testid, state_of, wait_for
+
+        self.driver.add_cookie({"name": "ASRHUB_NODE", "value": node, "path": "/"})
         by_testid(self.driver, "start").click()
         wait_for(self.driver, lambda d: state_of(d, "connection-state") == "live", 60, "session.started")
 
@@ -295,7 +291,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
         "-m",
         "asrhub",
         "stream",
-        str(fixture(CLI_FILE)),
+        str(fixture(FILE)),  # at real time: still mid-file when the others have opened
         "--url",
         ws_url,
         "--realtime",
@@ -316,20 +312,24 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
         return code, [e for _t, e in cli_events], (await errors).decode()
 
     cli_run = asyncio.create_task(read_cli())
+    cli_started = time.monotonic()
+    browser = Browser(lb_url, workdir)
+    launching = loop.run_in_executor(None, browser.launch)
 
-    async with aiohttp.ClientSession() as http:
-
-        async def node_of_cli() -> Node | None:
-            for node in nodes:
-                if ((await healthz(http, node.url)) or {}).get("sessions") == 1:
-                    return node
-            return None
-
-        node = await until(node_of_cli, 30, "the CLI's session on a node")
-    browser = Browser(lb_url, node.name, workdir)
     try:
-        await asyncio.wait_for(loop.run_in_executor(None, browser.open), 90)
+        async with aiohttp.ClientSession() as http:
+
+            async def node_of_cli() -> Node | None:
+                for node in nodes:
+                    if ((await healthz(http, node.url)) or {}).get("sessions") == 1:
+                        return node
+                return None
+
+            node = await until(node_of_cli, 30, "the CLI's session on a node")
+        await asyncio.wait_for(launching, 90)
+        await asyncio.wait_for(loop.run_in_executor(None, browser.start, node.name), 90)
     except BaseException:
+        await asyncio.gather(launching, return_exceptions=True)
         await loop.run_in_executor(None, browser.close)
         cli_run.cancel()
         cli.kill()
@@ -389,7 +389,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
         mid_utterance = sum(1 for done in second_final if not done)
         assert node.proc is not None
         term_at[0] = time.monotonic()
-        notes.append(f"{term_at[0]:.2f} SIGTERM")
+        notes.append(f"{term_at[0]:.2f} SIGTERM, {term_at[0] - cli_started:.1f} s into the CLI's file")
         node.proc.send_signal(signal.SIGTERM)
         term.set()
         in_browser = loop.run_in_executor(
@@ -435,6 +435,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
         exit_code=exit_code,
         notes=notes,
         browser=page,
+        cli_at_sigterm_s=term_at[0] - cli_started,
     )
 
 
