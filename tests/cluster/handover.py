@@ -63,6 +63,8 @@ class Handover:
     """The page's session across the hand-over (see :class:`Browser`)."""
     cli_at_sigterm_s: float = 0.0
     """How far into its file (of 23.7 s) the CLI was when the SIGTERM came."""
+    phases: dict[str, float] = field(default_factory=dict)
+    """Seconds from the start of the scenario to each of its steps."""
 
 
 class SocketIoResumer:
@@ -276,6 +278,11 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
     config = {"language": "en", "audio": audio}
     rate = audio["sample_rate"] * 2
     loop = asyncio.get_running_loop()
+    began = time.monotonic()
+    phases: dict[str, float] = {}
+
+    def phase(name: str) -> None:
+        phases[name] = round(time.monotonic() - began, 1)
 
     async with aiohttp.ClientSession() as http:
 
@@ -284,6 +291,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
             return all(count == 0 for count in counts)
 
         await until(idle, 30, "no sessions open")
+    phase("idle")
 
     # asrhub stream, through the balancer: whichever node it lands on is the one to drain.
     cli = await asyncio.create_subprocess_exec(
@@ -327,7 +335,9 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
 
             node = await until(node_of_cli, 30, "the CLI's session on a node")
         await asyncio.wait_for(launching, 90)
+        phase("cli_on_a_node")
         await asyncio.wait_for(loop.run_in_executor(None, browser.start, node.name), 90)
+        phase("browser_live")
     except BaseException:
         await asyncio.gather(launching, return_exceptions=True)
         await loop.run_in_executor(None, browser.close)
@@ -388,6 +398,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
         await eventually(in_second, 60, "every client in its second utterance")
         mid_utterance = sum(1 for done in second_final if not done)
         assert node.proc is not None
+        phase("sigterm")
         term_at[0] = time.monotonic()
         notes.append(f"{term_at[0]:.2f} SIGTERM, {term_at[0] - cli_started:.1f} s into the CLI's file")
         node.proc.send_signal(signal.SIGTERM)
@@ -407,6 +418,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
         sio_got = await asyncio.wait_for(sio_run, 60)
         cli_result = await asyncio.wait_for(cli_run, 60)
         page = await asyncio.wait_for(in_browser, 120)
+        phase("all_done")
     finally:
         await loop.run_in_executor(None, browser.close)
         for task in tasks:
@@ -436,6 +448,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
         notes=notes,
         browser=page,
         cli_at_sigterm_s=term_at[0] - cli_started,
+        phases=phases,
     )
 
 

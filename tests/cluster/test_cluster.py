@@ -471,7 +471,9 @@ def handover(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Hand
     again afterwards (not waited for: the tests after these wait through ``lb_ready``)."""
 
     async def scenario() -> Handover:
+        began = time.monotonic()
         await lb_ready(cluster)
+        FIGURES["handover_lb_ready_s"] = round(time.monotonic() - began, 1)
         workdir = tmp_path_factory.mktemp("browser")
         return await sigterm_under_load(cluster.lb.url, cluster.ws, cluster.nodes, workdir)
 
@@ -497,6 +499,7 @@ def handover(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Hand
         "words_repeated": repeated,
         "reference_words": len(expected.split()) * len(texts),
         "cli_at_sigterm_s": round(result.cli_at_sigterm_s, 1),
+        "phases_s": result.phases,
     }
     return result
 
