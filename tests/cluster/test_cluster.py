@@ -559,6 +559,7 @@ def test_a_socketio_client_follows_the_handover(handover: Handover) -> None:
     assert got[-1] == {**got[-1], "type": "session.closed", "reason": "end"}
 
 
+@pytest.mark.browser
 def test_the_browser_ui_follows_the_handover(handover: Handover) -> None:
     """The page resumes the same session on another node at once (no back-off, no error on
     screen) and its next finals are whole sentences."""
