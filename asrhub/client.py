@@ -43,6 +43,7 @@ from asrhub.frames import (
     Event,
     FinalTranscript,
     SessionClosed,
+    SessionHandover,
     SessionResumed,
     SessionStarted,
     event_from_dict,
@@ -125,7 +126,11 @@ class HubStream:
         ``resumed.resume_from_bytes`` (see :class:`AudioLedger`)."""
         token = self.started.resume_token if self.started is not None else None
         if token is None:
-            raise HubError("resume_failed", "the session was not started with resume=True")
+            raise HubError(
+                "resume_failed",
+                "the session has no resume token (it was not started with resume=True, or the "
+                "hub offers no resume)",
+            )
         with contextlib.suppress(Exception):
             await self._ws.close()
         self._ws = await _open_ws(self._http, url, api_key, heartbeat)
@@ -332,11 +337,14 @@ async def stream(
     16 kHz mono ``pcm_s16le``), or an async iterator of such bytes (a live source sets its own
     pace). ``session.end`` is sent when the source is exhausted.
 
-    ``resume``: a resumable session. When the connection drops (no ``session.closed``), the
-    client reconnects to ``url`` (retrying for ``resume_for_s``), resumes, yields
-    ``session.resumed`` and the finals it missed, re-sends its audio from
+    ``resume``: a resumable session. When the connection drops (no ``session.closed``), or the
+    hub hands the session over because it drains (``session.handover``, then close 1012: a
+    rolling restart), the client reconnects to ``url`` (retrying for ``resume_for_s``),
+    resumes, yields ``session.resumed`` and the finals it missed, re-sends its audio from
     ``resume_from_bytes`` (an :class:`AudioLedger` keeps what no final confirmed yet) and goes
-    on; behind a load balancer the session may continue on another node.
+    on; behind a load balancer the session may continue on another node. A resume that fails
+    raises (:class:`~asrhub.errors.HubError` ``resume_failed``, or the last connection error
+    once ``resume_for_s`` has passed).
     """
     if resume:
         async for event in _resumable(url, source, config, api_key, realtime, chunk_ms, http, resume_for_s):
@@ -449,6 +457,8 @@ async def _resumable(
                 ledger.confirm_until(event.end)
             elif isinstance(event, ErrorEvent) and event.segment_id is not None:
                 last_segment = max(event.segment_id, last_segment or 0)
+            elif isinstance(event, SessionHandover):
+                connected.clear()  # the hub reads no more here: the ledger keeps the audio
             yield event
             if isinstance(event, SessionClosed):
                 return

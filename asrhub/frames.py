@@ -174,6 +174,24 @@ class SessionResumed(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionHandover(Event):
+    """Extension: the hub is draining (SIGTERM: a rolling restart) and hands this resumable
+    session over. Sent by the connection, never through the session's stream (so it is not in
+    the resume log): what was queued before it has been delivered, the connection closes next
+    (WebSocket 1012), and the session — its utterance in flight not finalized — waits for a
+    ``session.resume`` with ``resume_token`` on any other node. ``last_segment_id`` is the last
+    utterance the hub logged (None: none yet); ``resume_from_bytes`` the offset in the client's
+    audio byte stream just after that utterance's final: the audio from there on is to be sent
+    again (the new node's ``session.resumed`` has the final word)."""
+
+    type: ClassVar[str] = "session.handover"
+    session_id: str
+    resume_token: str
+    last_segment_id: int | None
+    resume_from_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
 class SessionUpdated(Event):
     """Extension: answers ``session.update`` with the effective config.
 
@@ -262,6 +280,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         SessionStarted,
         SessionResumed,
+        SessionHandover,
         SessionUpdated,
         SpeechStarted,
         SpeechEnded,

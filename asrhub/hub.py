@@ -145,20 +145,50 @@ class Hub:
             await self.cluster.start()
 
     async def shutdown(self, grace_s: float = 30.0) -> None:
-        """Stop accepting, flush every open session to its final transcripts, release engines.
+        """Stop accepting; hand every resumable session another node can continue over to it
+        (with a cluster, see :meth:`hand_over`); flush every other open session to its final
+        transcripts; release engines. Returns once the flushes are done and every session
+        handed over was claimed elsewhere, or after ``grace_s``.
 
         Idempotent: a later call waits for the first one (whose ``grace_s`` holds)."""
         if self._stopping is None:
             self._stopping = asyncio.ensure_future(self._shutdown(grace_s))
         await asyncio.shield(self._stopping)
 
+    @property
+    def can_hand_over(self) -> bool:
+        """Whether a draining hub hands its resumable sessions over: a cluster that Redis
+        answers for (their records there let any node continue them)."""
+        return self.cluster_resumes is not None and self.cluster is not None and self.cluster.available
+
+    def hand_over(self) -> list[Session]:
+        """A rolling restart loses nothing: each resumable session with a cluster record is
+        kept open here, its utterance in flight not finalized, and its client told to resume
+        on another node (:meth:`asrhub.session.resume.Resumes.hand_over`); this node lets it go
+        the moment another one claims it. Returns those sessions (none without a cluster)."""
+        if not self.can_hand_over:
+            return []
+        moved = [held.session for held in self.resumes.hand_over()]
+        if moved:
+            log.info("draining: sessions handed over to the cluster", sessions=len(moved))
+        return moved
+
     async def _shutdown(self, grace_s: float) -> None:
         self.accepting = False
         sessions = list(self.sessions.values())
-        if sessions:
-            _done, _ = await asyncio.wait([asyncio.ensure_future(s.end()) for s in sessions], timeout=grace_s)
-            for session in sessions:
-                session.close("shutdown")
+        moved = self.hand_over()
+        waits: list[asyncio.Future[object]] = [
+            asyncio.ensure_future(s.end()) for s in sessions if s not in moved
+        ]
+        if moved:
+            waits.append(asyncio.ensure_future(self.resumes.wait_moved()))
+        if waits:
+            _done, late = await asyncio.wait(waits, timeout=grace_s)
+            for waiter in late:
+                waiter.cancel()
+        self.resumes.let_go()
+        for session in sessions:
+            session.close("shutdown")
         self.resumes.clear()
         if self.cluster is not None:
             await self.cluster.stop()

@@ -11,9 +11,12 @@ root: ``asrhub serve``, or a test). Every request passes the door's middleware
   all before the HTTP port opens (aiohttp runs start-up before any site listens);
 * shutdown (SIGTERM/SIGINT, or ``runner.cleanup()``): aiohttp stops listening on the HTTP port,
   then ``on_shutdown`` runs :func:`graceful_shutdown`: ``hub.shutdown(grace)`` refuses new
-  sessions on every protocol and flushes every open session (each utterance gets its final),
-  the connections deliver those finals and ``session.closed`` and close; those that do not are
-  closed all at once within one bound (:meth:`~asrhub.transports.common.Connections.drain`).
+  sessions on every protocol, hands each resumable session over to another node when there is
+  a cluster (its connection delivers what was queued, then ``session.handover``, and closes;
+  the hub waits until each is claimed elsewhere — :meth:`~asrhub.hub.Hub.hand_over`) and
+  flushes every other open session (each utterance gets its final), the connections deliver
+  those finals and ``session.closed`` and close; those that do not are closed all at once
+  within one bound (:meth:`~asrhub.transports.common.Connections.drain`).
   aiohttp then cancels the handlers still running, and the ``cleanup_ctx`` generators end in
   reverse: the listeners close (their calls delivered), Socket.io, the hub releases its engines.
 """
@@ -99,7 +102,7 @@ async def _hub_lifecycle(app: web.Application) -> AsyncIterator[None]:
 async def graceful_shutdown(app: web.Application) -> None:
     hub, settings = app[HUB], app[SETTINGS]
     grace = settings.server.shutdown_grace_s
-    log.info("shutting down: flushing sessions", sessions=len(hub.sessions), grace_s=grace)
+    log.info("shutting down: handing over or flushing sessions", sessions=len(hub.sessions), grace_s=grace)
     await hub.shutdown(grace)
     await app[CONNECTIONS].drain(DELIVERY_GRACE_S)
     log.info("shutdown complete")

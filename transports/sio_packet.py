@@ -13,7 +13,9 @@ One level down, engine.io drops a client that sends an invalid engine.io frame (
 packet type, an empty frame) and logs ``Unknown receive error`` with a traceback, and logs a
 request for an unknown or closed session (an Engine.IO client the door timed out, say) at error
 level; :func:`quiet_client_protocol_errors` makes each one line at warning level: a client's
-fault, handled, not the hub's.
+fault, handled, not the hub's. A binary event that arrives after the hub closed the client's
+namespace (audio still in flight when a session ended or was handed over) makes python-socketio
+raise, and engine.io log a traceback; it becomes one line at info level: nobody's fault.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class SafePacket(packet.Packet):  # type: ignore[misc]
         return 0
 
 
+LATE_BINARY = "Unexpected binary packet"
+"""python-socketio raises this for a binary event whose namespace is not connected (any more)."""
+
 EMPTY_FRAME = "Invalid empty packet received"
 """engine.io raises this out of its WebSocket handler, so aiohttp logs it as a request error."""
 
@@ -88,6 +93,12 @@ class _ClientProtocolError(logging.Filter):
             return True
         exc = record.exc_info[1] if record.exc_info else None
         if exc is None:
+            return True
+        if record.name == "engineio.server" and isinstance(exc, ValueError) and str(exc) == LATE_BINARY:
+            record.msg = "socket.io: audio after its namespace was closed (ignored)"
+            record.args = ()
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info, record.exc_text = None, None
             return True
         ours = record.msg == "Unknown receive error" and record.name == "engineio.server"
         empty = isinstance(exc, ValueError) and str(exc) == EMPTY_FRAME

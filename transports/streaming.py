@@ -3,7 +3,8 @@
 A transport hands every client message to one :class:`StreamConnection` and gives it two
 callbacks: ``send(event)`` delivers one hub → client message (awaiting the socket, so a slow
 reader slows the sender) and ``close(code)`` ends the connection (``code`` is None after a
-normal ``session.closed``, else the error code that ended it, or ``"shutdown"``). An optional
+normal ``session.closed``, else the error code that ended it, ``"shutdown"``, or ``"handover"``
+after a :class:`~asrhub.frames.SessionHandover`). An optional
 third, ``abandon()``, runs synchronously the moment the client is found not reading: the
 transport makes sure its socket is cut (with a reset) within a deadline, whatever happens to
 the tasks that try to close it politely.
@@ -24,7 +25,10 @@ the tasks that try to close it politely.
 * :meth:`release` (the transport's ``finally``) closes the session on any disconnect — except
   a *dropped* connection of a resumable session (``session.start`` with ``"resume": true``),
   which is detached for ``limits.resume_window_s`` so that a ``session.resume`` on a new
-  connection can continue it (see :mod:`asrhub.session.resume`).
+  connection can continue it (see :mod:`asrhub.session.resume`);
+* a draining hub (SIGTERM, with a cluster) hands a resumable session over (:meth:`hand_off`):
+  the queued events, then ``session.handover`` (token, offset), then ``close("handover")``
+  (WebSocket 1012; Socket.io a disconnect); the session stays open for a resume elsewhere.
 """
 
 from __future__ import annotations
@@ -36,7 +40,15 @@ from typing import Any
 from reactivex.abc import DisposableBase
 
 from asrhub.errors import HubError
-from asrhub.frames import ErrorEvent, Event, Pong, SessionClosed, SessionResumed, SessionStarted
+from asrhub.frames import (
+    ErrorEvent,
+    Event,
+    Pong,
+    SessionClosed,
+    SessionHandover,
+    SessionResumed,
+    SessionStarted,
+)
 from asrhub.hub import Hub
 from asrhub.logging import get_logger
 from asrhub.protocol import EndMessage, PingMessage, ResumeMessage, StartMessage, UpdateMessage, parse_message
@@ -55,6 +67,9 @@ Abandon = Callable[[], None]
 
 SEND_TIMEOUT_ON_CLOSE = 1.0
 """How long a last message (``slow_consumer``) may take before the connection is cut anyway."""
+HANDOVER_DELIVERY_S = 5.0
+"""How long a connection handing its session over may take to deliver what was queued and the
+``session.handover`` notice; then it is cut (its client resumes as after a drop)."""
 UNKNOWN_TOKEN = "unknown or expired resume token; send session.start to begin a new session"
 """The ``resume_failed`` message for a token neither this node nor the cluster holds."""
 
@@ -92,6 +107,7 @@ class StreamConnection:
         self._ending = False  # session.end received: its task may not have run yet
         self._fatal_code: str | None = None
         self._sent_slow_consumer = False
+        self._handover: SessionHandover | None = None  # set once the session was handed over
         self.log = log.bind(transport=transport)
 
     # ------------------------------------------------------------------ client → hub
@@ -100,6 +116,8 @@ class StreamConnection:
         self, raw: str | bytes | Mapping[str, Any] | None, *, event: str | None = None
     ) -> None:
         """One control message (JSON text, or a decoded Socket.io payload under ``event``)."""
+        if self._handover is not None:  # what the client sends before it sees the close
+            return
         try:
             if isinstance(raw, str | bytes) and len(raw) <= MAX_BYTES:
                 check_depth(raw)  # before any parser recurses into it (larger: too_large below)
@@ -120,6 +138,8 @@ class StreamConnection:
 
     async def handle_audio(self, data: bytes) -> None:
         """One binary audio frame; returns once the session can take more."""
+        if self._handover is not None:  # the client re-sends it on the node that resumes
+            return
         session = self.session
         if session is None:
             if not self._told_no_session:  # answered once: audio keeps coming until the client notices
@@ -182,6 +202,11 @@ class StreamConnection:
         """Continue a dropped session: ``session.resumed``, the finals it missed, then live."""
         if self.session is not None:
             await self.send_error(HubError("bad_message", "a session is already open on this connection"))
+            return
+        if not self.hub.accepting and self.hub.can_hand_over:  # draining: another node resumes it
+            await self.send_error(
+                HubError("capacity", "the hub is shutting down: resume on another node", fatal=True)
+            )
             return
         cluster = self.hub.cluster_resumes
         local = self.hub.resumes.get(message.token)
@@ -303,6 +328,39 @@ class StreamConnection:
             self._closing = True
             self._spawn(self._close("resumed"))
 
+    def hand_off(self, notice: SessionHandover) -> bool:
+        """The hub drains and hands the session over (:meth:`asrhub.hub.Hub.hand_over`): the
+        events already queued are delivered, then ``notice``, then the connection closes
+        (``"handover"``), leaving the session open for a resume on another node. Audio and
+        messages that still arrive are ignored (the client re-sends the audio there). False
+        when the session is ending anyway (``session.end`` came, or the connection closes)."""
+        if self._closing or self._ending or self.queue is None:
+            return False
+        self._closing = True  # nothing else closes this connection now
+        self._handover = notice
+        self.held, self.session = None, None  # release() leaves the session alone
+        if self._watch is not None:
+            self._watch.dispose()
+            self._watch = None
+        self.queue.seal()  # the forwarder delivers what is queued, then the notice
+        self._spawn(self._cut_after(HANDOVER_DELIVERY_S))
+        return True
+
+    async def _cut_after(self, seconds: float) -> None:
+        """A hand-over's delivery is bounded: a forwarder still stuck on its client (or on a
+        socket whose writer stalled) then is stopped and the connection closed without the
+        notice — its client resumes as after a drop. (Cancelled by :meth:`release`.)"""
+        await asyncio.sleep(seconds)
+        forwarder = self._forwarder
+        if forwarder is not None and forwarder.done():
+            return  # delivered and closed
+        if forwarder is not None:
+            forwarder.cancel()
+        self.log.warning("hand-over notice not delivered in time: closing")
+        if self._abandon is not None:
+            self._abandon()
+        await self._close("handover")
+
     async def _update(self, message: UpdateMessage) -> None:
         """``session.update``: the ``session.updated`` confirmation travels the session's own
         stream (in order with its transcripts), so the forwarder delivers it."""
@@ -349,8 +407,20 @@ class StreamConnection:
         except (ConnectionError, RuntimeError) as exc:  # the socket went away under us
             self.log.debug("forwarding stopped", error=repr(exc))
             return
-        if not queue.overflowed:  # on overflow, _slow_consumer closes
+        if self._handover is not None:
+            await self._say_handover(self._handover)
+        elif not queue.overflowed:  # on overflow, _slow_consumer closes
             await self._close_once(self._fatal_code)
+
+    async def _say_handover(self, notice: SessionHandover) -> None:
+        """After the queued events: tell the client where to resume, then close."""
+        try:
+            await asyncio.wait_for(self.emit(notice), SEND_TIMEOUT_ON_CLOSE)
+        except (TimeoutError, ConnectionError, RuntimeError) as exc:
+            self.log.debug("hand-over notice not delivered", error=repr(exc))
+        else:
+            self.log.info("session handed over", resume_from_bytes=notice.resume_from_bytes)
+        await self._close("handover")
 
     async def _slow_consumer(self) -> None:
         self.log.warning("slow consumer: closing", queued=len(self.queue or ()))

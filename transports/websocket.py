@@ -13,7 +13,8 @@ error and close 4408.
 Close codes: 1000 after ``session.closed``; 1001 hub shutdown; 1008 policy (``slow_consumer``,
 fatal ``bad_message``); 1009 frame over twice the frame limit; 1011 engine failure; 1013
 ``capacity``; 4401 ``unauthorized``; 4408 idle or start ``timeout``; 4409 the session was
-resumed on another connection (extension).
+resumed on another connection (extension); 1012 the hub drains and handed the session over
+(after ``session.handover``: resume it on another node; extension).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ CLOSE_CODES: dict[str | None, int] = {
     "internal_error": WSCloseCode.INTERNAL_ERROR,
     "capacity": WSCloseCode.TRY_AGAIN_LATER,
     "resumed": 4409,
+    "handover": WSCloseCode.SERVICE_RESTART,
     "unauthorized": 4401,
     "timeout": 4408,
 }

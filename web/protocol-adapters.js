@@ -18,6 +18,7 @@
 export const HUB_EVENT_TYPES = [
   "session.started",
   "session.resumed",
+  "session.handover",
   "vad.speech_started",
   "vad.speech_ended",
   "wakeword.detected",
@@ -67,12 +68,13 @@ export const CLOSE_CODES = {
   4401: "unauthorized",
   4408: "timeout",
   4409: "resumed",
+  1012: "handover",
 };
 
 /** The error a WebSocket close stands for, or undefined for a normal close or a drop. */
 export function closeCode(code, reason) {
   const named = (reason || "").trim();
-  if (ERROR_CODES.has(named) || named === "shutdown" || named === "resumed") return named;
+  if (ERROR_CODES.has(named) || ["shutdown", "resumed", "handover"].includes(named)) return named;
   return CLOSE_CODES[code];
 }
 

@@ -18,6 +18,7 @@ const SENTENCES = {
   slow_consumer: "The connection could not keep up with the results, so the hub closed it; reconnecting.",
   policy: "The hub closed the connection (policy violation).",
   shutdown: "The hub is restarting; reconnecting.",
+  handover: "The hub is restarting; the session continues on another node.",
   resumed: "This session was taken over by another connection (another tab or window?).",
   server_disconnect: "The hub ended the connection.",
   too_large: "The audio is larger than the hub accepts.",
@@ -102,6 +103,7 @@ const STATE_TEXT = {
   open: "Connected, starting session…",
   live: "Live",
   reconnecting: "Connection lost, reconnecting…",
+  handover: "The hub is restarting; continuing the session on another node…",
   finishing: "Finishing: waiting for the last results…",
   failed: "Stopped after an error",
 };
@@ -280,6 +282,8 @@ export class RealtimeUiManager {
     this.lastError = null;
     this.resume = null; // {token, lastSegmentId}
     this.resumes = 0;
+    this.handingOver = false; // session.handover seen: the next close resumes at once
+    this.handovers = 0;
     this.audio.onFrame((buf) => this.handleFrame(buf));
   }
 
@@ -293,6 +297,7 @@ export class RealtimeUiManager {
     this.lastError = null;
     this.clearErrorOnFinal = false;
     this.resume = null;
+    this.handingOver = false;
     this.stream.reset();
     this.paused = false;
     this.pausedBytes = 0;
@@ -434,6 +439,18 @@ export class RealtimeUiManager {
         if (this.settings.transport !== "sse" || !this.live) this.goLive(resumed, msg.resume_from_bytes);
         break;
       }
+      case "session.handover":
+        // The hub drains (a rolling restart): everything it had for us came before this; the
+        // connection closes next and the session continues on another node, resumed at once.
+        // Nothing more is sent here: what no final confirmed is re-sent after the resume.
+        this.live = false;
+        this.handingOver = true;
+        this.handovers += 1;
+        if (msg.resume_token && (!this.resume || this.resume.token !== msg.resume_token)) {
+          this.resume = { token: msg.resume_token, lastSegmentId: this.resume ? this.resume.lastSegmentId : null };
+        }
+        if (!this.stopping) this.connection.set("reconnecting", STATE_TEXT.handover);
+        break;
       case "transcript.partial":
         this.transcript.partial(this.sessionEpoch, msg);
         break;
@@ -490,6 +507,13 @@ export class RealtimeUiManager {
     this.live = false;
     if (this.endResolve) this.endResolve();
     if (!this.running || this.stopping) return;
+    if (this.handingOver || info.code === "handover") {
+      // Not a failure: the hub asked us to continue elsewhere. The balancer in front of the
+      // hub URL sends the new connection to a live node; no back-off, no error shown.
+      this.handingOver = false;
+      this.scheduleReconnect(true);
+      return;
+    }
     // The connection ended while the user still wants a session. The hub's own error event
     // (if one came) names the reason; else the close code / reason does.
     const fatal = this.lastError && this.lastError.fatal !== false ? this.lastError.code : undefined;
@@ -505,22 +529,26 @@ export class RealtimeUiManager {
     this.scheduleReconnect();
   }
 
-  scheduleReconnect() {
+  /** Reconnect after a back-off; `now`: at once, not counted as a failed attempt (a hand-over). */
+  scheduleReconnect(now = false) {
     if (this.retryTimer) return;
-    this.attempts += 1;
+    if (!now) this.attempts += 1;
     if (this.attempts > MAX_ATTEMPTS) {
       this.fail("gave_up", `gave up after ${MAX_ATTEMPTS} attempts`);
       return;
     }
-    const delay = Math.min(8000, 500 * 2 ** (this.attempts - 1)) + Math.random() * 250;
-    this.connection.set(
-      "reconnecting",
-      `Connection lost; reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${this.attempts} of ${MAX_ATTEMPTS})…`,
-    );
+    const delay = now ? 0 : Math.min(8000, 500 * 2 ** (this.attempts - 1)) + Math.random() * 250;
+    if (!now) {
+      this.connection.set(
+        "reconnecting",
+        `Connection lost; reconnecting in ${(delay / 1000).toFixed(1)} s (attempt ${this.attempts} of ${MAX_ATTEMPTS})…`,
+      );
+    }
     this.retryTimer = setTimeout(async () => {
       this.retryTimer = null;
       if (!this.running || this.stopping) return;
-      this.connection.set("connecting", `Reconnecting (attempt ${this.attempts} of ${MAX_ATTEMPTS})…`);
+      const which = this.attempts ? ` (attempt ${this.attempts} of ${MAX_ATTEMPTS})` : "";
+      this.connection.set("connecting", `Reconnecting${which}…`);
       this.lastError = null;
       try {
         await this.connectOnce();

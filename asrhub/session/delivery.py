@@ -124,6 +124,13 @@ class EventQueue:
             raise StopAsyncIteration
         return event
 
+    def seal(self) -> None:
+        """Take no more events; those queued are still delivered, then the iteration ends
+        (a connection that hands its session over delivers what it has, then says so)."""
+        self._subscription.dispose()
+        self._subscription = Disposable()
+        self._stop()
+
     def close(self) -> None:
         """Detach from the session (idempotent); queued events are discarded."""
         self._finished = True

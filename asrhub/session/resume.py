@@ -27,6 +27,10 @@ for an evicted one gets ``"complete": false`` in ``session.resumed`` (the finals
 replayed). A resume also acknowledges: what the client says it has (``<= last_segment_id``) is
 dropped from the log.
 
+A draining hub with a cluster hands its sessions over (:meth:`Resumes.hand_over`): each
+connection delivers what it had queued, then ``session.handover``, and closes; the session stays
+open here — its utterance in flight not finalized — until another node claims it.
+
 Everything here runs on the event loop thread; no method awaits, so two connections racing to
 resume the same token cannot both win: the second one takes the session over from the first.
 """
@@ -40,8 +44,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from asrhub.frames import ErrorEvent, Event, SessionClosed, SessionUpdated, segment_of
-from asrhub.session.session import Session
+from asrhub.frames import ErrorEvent, Event, SessionClosed, SessionHandover, SessionUpdated, segment_of
+from asrhub.session.session import Session, State
 
 if TYPE_CHECKING:
     from reactivex.abc import DisposableBase
@@ -67,6 +71,11 @@ class Owner(Protocol):
 
     def handed_over(self) -> None:
         """Another connection resumed the session: stop delivering it and close, leaving it open."""
+
+    def hand_off(self, notice: SessionHandover) -> bool:
+        """The hub drains: deliver what is queued, then ``notice``, then close, leaving the
+        session open for a resume on another node. False: the connection is ending the session
+        anyway (``session.end`` came, or it is closing): the hub flushes it instead."""
 
 
 class ResumeLog:
@@ -160,6 +169,9 @@ class Resumes:
         self.log_size = log_size
         self._held: dict[str, Held] = {}
         self.hooks: Hooks | None = None
+        self._moving: set[str] = set()
+        """Tokens of the sessions handed over (:meth:`hand_over`) and still here."""
+        self._moved: asyncio.Event | None = None
 
     @property
     def enabled(self) -> bool:
@@ -251,6 +263,59 @@ class Resumes:
         if held.owner is owner:
             self._drop(held)
 
+    def hand_over(self) -> list[Held]:
+        """A graceful shutdown, when another node can continue the sessions (the cluster keeps
+        their records): every open session with a cluster record is handed over — its
+        connection, if any, delivers what is queued, tells its client to resume elsewhere
+        (:class:`~asrhub.frames.SessionHandover`) and closes; the session stays here, open, its
+        utterance in flight not finalized, its idle timeout stopped. Each goes the moment
+        another node claims it (:meth:`surrender`), when its resume window ends (as for a
+        dropped connection), or when the hub lets go (:meth:`let_go`). Returns them; the
+        others (no record: compressed audio, no cluster; or ending) are left to the flush."""
+        moved = []
+        for held in list(self._held.values()):
+            session, position = held.session, held.position
+            if position is None or session.state is not State.OPEN:
+                continue
+            seg = int(position.seg)
+            notice = SessionHandover(
+                session_id=session.id,
+                resume_token=held.token,
+                last_segment_id=seg or None,
+                resume_from_bytes=int(position.pos),
+            )
+            owner = held.owner
+            if owner is not None:
+                if not owner.hand_off(notice):
+                    continue
+                self.detach(held, owner)
+            session.suspend_idle()
+            self._moving.add(held.token)
+            moved.append(held)
+        return moved
+
+    async def wait_moved(self) -> None:
+        """Returns once every session handed over has gone from here (claimed elsewhere,
+        expired, or let go)."""
+        if not self._moving:
+            return
+        if self._moved is None:
+            self._moved = asyncio.Event()
+        await self._moved.wait()
+
+    def let_go(self) -> None:
+        """The hub stops with sessions handed over and not yet claimed: close them here without
+        ending them in the cluster — their records stay resumable on any node until they
+        expire (``resume_window_s`` + ``lease_s`` after the last renewal)."""
+        for token in list(self._moving):
+            held = self._held.get(token)
+            if held is None:
+                self._moving.discard(token)
+                continue
+            held.position = None  # no tombstone: the record is for the node that resumes it
+            self._drop(held)
+            held.session.close("handover")
+
     def _expire(self, held: Held) -> None:
         held.timer = None
         if held.owner is None:
@@ -268,6 +333,10 @@ class Resumes:
         if held.subscription is not None:
             held.subscription.dispose()
             held.subscription = None
+        if held.token in self._moving:
+            self._moving.discard(held.token)
+            if not self._moving and self._moved is not None:
+                self._moved.set()
 
     def clear(self) -> None:
         """Hub shutdown: close the detached sessions, forget every token."""

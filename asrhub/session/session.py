@@ -134,6 +134,12 @@ class Session:
         """The client is alive without audio (a keep-alive message): restart the idle clock."""
         self._last_input = self._loop.time()
 
+    def suspend_idle(self) -> None:
+        """No client feeds this session here any more, on purpose: it was handed over (a
+        draining hub) and waits, open, until another node resumes it. The idle timeout stops;
+        whoever keeps the session bounds the wait (:meth:`asrhub.session.resume.Resumes.hand_over`)."""
+        self._idle.cancel()
+
     def reconfigure(self, config: SessionConfig) -> SessionUpdated:
         """Live reconfiguration (``session.update``), with a config the hub validated: a
         ``session.updated`` frame enters the stream behind the audio fed so far, so each stage

@@ -9,7 +9,12 @@ nodes (faster-whisper tiny.en) and ``haproxy -f deploy/haproxy.cfg`` in front.
   every node; a killed node's capacity comes back within the lease time;
 * SIGKILL of the node that owns 10 live resumable sessions mid-utterance: every client
   resumes through the balancer on another node, re-sends from ``resume_from_bytes``, and gets
-  each utterance's final exactly once, in order, with all the words.
+  each utterance's final exactly once, in order, with all the words;
+* SIGTERM of the node that runs 10 ``asrhub.client`` sessions, a Socket.io session, an
+  ``asrhub stream`` and the browser UI, all resumable and mid-utterance (a rolling restart):
+  the node hands each over (``session.handover``), every client resumes on another node, every
+  word arrives once, in order; ``asrhub stream`` exits 0 — and 1, with one line, when its hub
+  is SIGKILLed with nowhere to resume.
 
 One cluster serves the module (started in parallel; ~10 s). Waits poll against deadlines.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -33,8 +39,9 @@ from asrhub.frames import Event, FinalTranscript, SessionClosed, SessionResumed,
 from tests.audio_utils import fixture, fixture_entry, wer
 
 from .conftest import HAProxy, Node, Redis, eventually, healthz, start_nodes, until
+from .handover import FILE, Handover, run_in_thread, sigterm_under_load
 
-MAX_SESSIONS = 12
+MAX_SESSIONS = 14
 LEASE_S = 3.0
 FIGURES: dict[str, Any] = {}
 
@@ -451,3 +458,177 @@ async def test_resume_on_another_node_while_the_owner_lives_fences_the_old_copy(
             return ((await healthz(http, hub2.url)) or {}).get("sessions") == 0
 
     await until(hub2_let_go, 30, "hub2 to close its copy of the session")
+
+
+# ---------------------------------------------------------------------------------- SIGTERM
+
+
+@pytest.fixture(scope="module")
+def handover(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Handover:
+    """One rolling restart under load, shared by the tests below (tests/cluster/handover.py):
+    SIGTERM of the node that runs 10 ``asrhub.client`` sessions, a Socket.io session, an
+    ``asrhub stream`` and the browser UI, all resumable and mid-utterance. The node is started
+    again afterwards (not waited for: the tests after these wait through ``lb_ready``)."""
+
+    async def scenario() -> Handover:
+        began = time.monotonic()
+        await lb_ready(cluster)
+        FIGURES["handover_lb_ready_s"] = round(time.monotonic() - began, 1)
+        workdir = tmp_path_factory.mktemp("browser")
+        return await sigterm_under_load(cluster.lb.url, cluster.ws, cluster.nodes, workdir)
+
+    result = run_in_thread(scenario)
+    cluster.restart(result.node)
+    expected = " ".join(reference(FILE))
+    lost = repeated = 0
+    texts = [" ".join(f.text for f in finals(events)) for events in result.clients]
+    texts.append(" ".join(m["text"] for m in result.socketio if m.get("type") == "transcript.final"))
+    texts.append(" ".join(e["text"] for e in result.cli[1] if e["type"] == "transcript.final"))
+    for text in texts:
+        missing, extra = word_errors(expected, text)
+        lost, repeated = lost + missing, repeated + extra
+    delays = sorted(result.resumed_after_s.values())
+    FIGURES["sigterm_handover"] = {
+        "sessions": len(texts),
+        "mid_utterance": result.mid_utterance,
+        "resumed": len(delays),
+        "sigterm_to_all_resumed_s": round(delays[-1], 2) if delays else None,
+        "sigterm_to_resumed_median_s": round(delays[len(delays) // 2], 2) if delays else None,
+        "node_exit_after_s": round(result.exit_after_s, 2),
+        "words_lost": lost,
+        "words_repeated": repeated,
+        "reference_words": len(expected.split()) * len(texts),
+        "cli_at_sigterm_s": round(result.cli_at_sigterm_s, 1),
+        "phases_s": result.phases,
+    }
+    return result
+
+
+def word_errors(expected: str, text: str) -> tuple[int, int]:
+    """(reference words missing, words added) in ``text``: deletions and insertions of the
+    alignment (a misheard word is a substitution, neither lost nor repeated)."""
+    import jiwer
+
+    from tests.audio_utils import normalize_text
+
+    out = jiwer.process_words(normalize_text(expected), normalize_text(text) or "-")
+    return out.deletions, out.insertions
+
+
+def assert_handed_over_then_resumed(kinds: list[str], notes: list[str], who: str) -> None:
+    """One ``session.handover``, then ``session.resumed`` on the node that took over (once, or
+    again if the new connection dropped too: a Socket.io client whose hub reads nothing for
+    its ping timeout, say, on a machine loaded past its cores)."""
+    told, resumed = kinds.count("session.handover"), kinds.count("session.resumed")
+    if told == 1 and resumed >= 1 and kinds.index("session.handover") < kinds.index("session.resumed"):
+        return
+    story = [k for k in kinds if not k.startswith(("vad.", "transcript.partial"))]
+    pytest.fail(f"{who}: {story}\n" + "\n".join(notes))  # whole: an assert's message is cut
+
+
+def assert_every_utterance_once(ids: list[int], texts: list[str], who: str) -> None:
+    expected = reference(FILE)
+    assert ids == list(range(1, len(expected) + 1)), (who, ids, texts)  # once each, in order
+    for want, text in zip(expected, texts, strict=True):
+        assert wer(want, text) <= 0.25, (who, want, text)  # the cut utterance is whole
+
+
+def test_sigterm_hands_10_live_sessions_over_and_no_word_is_lost_or_repeated(handover: Handover) -> None:
+    """The drained node keeps each session's utterance in flight unfinalized, tells each client
+    to resume elsewhere (``session.handover`` + close 1012), and exits as soon as every
+    session was claimed by another node; every client resumes there through the balancer,
+    re-sends from its offset, and gets every utterance's final once, in order, whole."""
+    assert handover.mid_utterance >= SESSIONS // 2, "the SIGTERM did not land mid-utterance"
+    assert handover.exit_code == 0
+    assert handover.exit_after_s < 20, "the node waited for its grace period instead of the claims"
+    for i, events in enumerate(handover.clients):
+        assert_handed_over_then_resumed([e.type for e in events], handover.notes, f"ws{i}")
+        got = finals(events)
+        assert_every_utterance_once([f.segment_id for f in got], [f.text for f in got], f"ws{i}")
+        assert [f.start for f in got] == sorted(f.start for f in got)
+        assert isinstance(events[-1], SessionClosed) and events[-1].reason == "end"
+    assert len(handover.resumed_after_s) == SESSIONS + 3, handover.resumed_after_s
+
+
+def test_a_socketio_client_follows_the_handover(handover: Handover) -> None:
+    got = handover.socketio
+    assert_handed_over_then_resumed([m.get("type", "") for m in got], handover.notes, "socketio")
+    assert next(m for m in got if m.get("type") == "session.handover")["resume_token"]
+    fin = [m for m in got if m.get("type") == "transcript.final"]
+    assert_every_utterance_once([m["segment_id"] for m in fin], [m["text"] for m in fin], "socketio")
+    assert got[-1] == {**got[-1], "type": "session.closed", "reason": "end"}
+
+
+@pytest.mark.browser
+def test_the_browser_ui_follows_the_handover(handover: Handover) -> None:
+    """The page resumes the same session on another node at once (no back-off, no error on
+    screen) and its next finals are whole sentences."""
+    from tests.e2e.test_browser import MAX_WER, best_wer
+
+    page = handover.browser
+    assert "failed" not in page, page.get("failed")
+    assert page["same_session"] and page["handovers"] == 1, page
+    assert page["error"] == "", page
+    for text in page["finals_after"]:
+        assert best_wer(page["expected"], text) <= MAX_WER, page
+
+
+def test_asrhub_stream_resumes_through_the_handover_and_exits_0(handover: Handover) -> None:
+    code, events, err = handover.cli
+    assert code == 0, err
+    assert err == ""
+    assert_handed_over_then_resumed([e["type"] for e in events], handover.notes, "cli")
+    fin = [e for e in events if e["type"] == "transcript.final"]
+    assert_every_utterance_once([e["segment_id"] for e in fin], [e["text"] for e in fin], "cli")
+
+
+async def test_asrhub_stream_exits_1_with_one_line_when_its_hub_is_killed(cluster: Cluster) -> None:
+    """``asrhub stream`` straight to one node (no balancer), SIGKILLed after the first final:
+    nothing can resume the session there, so after ``--resume-timeout`` the command says so on
+    one line and exits 1 — not 0 with half a transcript."""
+    async with aiohttp.ClientSession() as http:
+
+        async def serving() -> Node | None:
+            for node in reversed(cluster.nodes):
+                if node.proc is not None and ((await healthz(http, node.url)) or {}).get("status") == "ok":
+                    return node
+            return None
+
+        node = await until(serving, 120, "a node that serves")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "asrhub",
+        "stream",
+        str(fixture(FILE)),
+        "--url",
+        f"ws://127.0.0.1:{node.port}/v1/stream",
+        "--realtime",
+        "--json",
+        "--language",
+        "en",
+        "--resume-timeout",
+        "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        seen: list[dict[str, Any]] = []
+        while not any(e["type"] == "transcript.final" for e in seen):
+            line = await asyncio.wait_for(proc.stdout.readline(), 60)
+            assert line, "asrhub stream ended before its first final"
+            seen.append(json.loads(line))
+        killed_at = time.monotonic()
+        node.kill()
+        _out, err = await asyncio.wait_for(proc.communicate(), 60)
+        FIGURES["cli_exit_after_kill_s"] = round(time.monotonic() - killed_at, 2)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        cluster.restart(node)
+    lines = err.decode().splitlines()
+    assert proc.returncode == 1, (proc.returncode, lines)
+    assert len(lines) == 1 and lines[0].startswith("asrhub: transcript incomplete:"), lines
+    assert "1 final(s) received" in lines[0], lines

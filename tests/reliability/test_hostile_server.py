@@ -280,6 +280,22 @@ async def sio_cases(port: int) -> dict[str, str | None]:
             out[name] = repr(exc)
         finally:
             raw.reset()
+    # Audio still in flight when the hub closed the namespace (a session that ended or was
+    # handed over): python-socketio refuses it, and the hub logs one line, not a traceback.
+    raw = await RawSocketIO.connect(port)
+    try:
+        await raw.emit("session.start", {"config": {"provider": "none"}})
+        assert (await raw.recv_event(10))[0] == "session.started"
+        await raw.ws.send_text("41")
+        await raw.ws.send_text('451-["audio",{"_placeholder":true,"num":0}]')
+        await raw.ws.send_bytes(b"\0" * 320)
+        await raw.ws.send_text("40")  # connect again: answered once every frame before it was read
+        answer = await raw.recv_packet(10)
+        out["sio raw: audio after the namespace closed"] = None if answer.startswith("40") else answer
+    except (WSClosed, TimeoutError) as exc:
+        out["sio raw: audio after the namespace closed"] = repr(exc)
+    finally:
+        raw.reset()
     for name, item in (("eio raw: unknown packet type", "9hello"), ("eio raw: empty packet", "")):
         raw = await RawSocketIO.connect(port)
         try:  # below Socket.IO: engine.io ignores it or drops the client, and logs no error
