@@ -28,6 +28,7 @@ import msgspec
 import pytest
 from aiohttp import web
 
+from asrhub.commands.event_loop import new_loop
 from asrhub.config import Limits
 from asrhub.hub import Hub
 from asrhub.settings.schema import ServerSettings, Settings
@@ -56,12 +57,13 @@ def make_settings(*, provider: str = "whisper", keys: tuple[str, ...] = (KEY,), 
 
 
 class ServerThread:
-    """A hub application served from a background thread (its own loop)."""
+    """A hub application served from a background thread, on its own loop of the kind
+    ``settings.server.loop`` names (as ``asrhub serve`` runs)."""
 
     def __init__(self, settings: Settings, hub_factory: Callable[[Settings], Hub] | None = None) -> None:
         self.settings = settings
         self._hub_factory = hub_factory
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop(settings.server.loop)
         self._thread = threading.Thread(target=self.loop.run_forever, name="hub-server", daemon=True)
         self.port = 0
         self.hub: Hub
