@@ -1,14 +1,14 @@
-"""The event loop the server runs on: ``server.loop`` = ``auto`` | ``uvloop`` | ``asyncio``.
+"""The event loop the server runs on: ``server.loop`` = ``asyncio`` | ``uvloop`` | ``auto``.
 
-``uvloop`` (libuv) is the loop aiohttp recommends for servers; ``asyncio`` is the standard
-library's. ``auto`` takes uvloop where it imports (it is a dependency on CPython outside
-Windows) and the standard loop elsewhere; ``uvloop`` insists on it and fails with a hint where
-it cannot import. ``asrhub serve``, each worker of ``--workers N`` and an embedding that builds
-its own loop (:func:`new_loop`) follow the same setting. Everything the hub does on its loop —
-aiohttp, python-socketio, gRPC (``grpc.aio`` binds to whichever loop it is started on), the
-Wyoming server, Ray's awaitable calls, the SIGTERM/SIGINT handlers, worker threads handing
-results back with ``call_soon_threadsafe`` — runs on either (docs/benchmarks.md has the
-side-by-side numbers that chose the default).
+``asyncio`` (the default) is the standard library's loop; ``uvloop`` (libuv, the ``uvloop``
+extra) is the loop aiohttp suggests for servers, and fails with a hint where it cannot import;
+``auto`` takes uvloop where it imports and the standard loop elsewhere. ``asrhub serve``, each
+worker of ``--workers N`` and an embedding that builds its own loop (:func:`new_loop`) follow
+the same setting. Everything the hub does on its loop — aiohttp, python-socketio, gRPC
+(``grpc.aio`` binds to whichever loop it starts on), the Wyoming server, Ray's awaitable calls,
+the SIGTERM/SIGINT handlers, worker threads handing results back with ``call_soon_threadsafe``
+— runs on either (tests/transports/test_event_loop.py). Why the standard loop is the default:
+docs/benchmarks.md, "The event loop".
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from asrhub.settings.schema import EventLoop
 
 T = TypeVar("T")
 
-UVLOOP_HINT = "server.loop = 'uvloop' needs the uvloop package (pip install uvloop; not on Windows)"
+UVLOOP_HINT = "server.loop = 'uvloop' needs the uvloop package: pip install 'asrhub[uvloop]' (not on Windows)"
 
 
 def loop_factory(choice: EventLoop) -> Callable[[], asyncio.AbstractEventLoop]:

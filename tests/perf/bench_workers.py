@@ -13,7 +13,9 @@ real-time pace in 100 ms frames, a ping each second. Reported: ping round trip p
 steady window (every session streaming), server CPU (the whole process tree: supervisor and
 workers; % of one core, 2 cores = 200), the load generator's CPU, the whole machine's busy CPU
 and load average (other people's work on a shared machine shows there), KB/session = (peak tree
-RSS − idle tree RSS) / N.
+RSS − idle tree RSS) / N. CPU µs/frame: the server tree's CPU time from the load generator's
+start to its end (every session's open and close, every frame, however late) over the frames
+sent — the cost of the work, which foreign load delays far more than it changes.
 
 ``--loops uvloop asyncio`` runs the hub on each event loop (``server.loop``) in turn: at each N,
 ``--repeat`` rounds of every kind on A then B (A, B, A, B), so both loops see the same foreign
@@ -84,6 +86,18 @@ def loadgen(url: str, n: int, duration: float, stagger: float) -> subprocess.Pop
     return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def tree_cpu_s(root: psutil.Process) -> float:
+    """CPU seconds (user + system) of a process and its children so far."""
+    total = 0.0
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
 def one_run(kind: str, n: int, duration: float, loop: str | None = None) -> dict[str, Any]:
     started_at, load_before = time.strftime("%H:%M:%S"), os.getloadavg()
     proc, url = start_server(kind, loop)
@@ -96,9 +110,11 @@ def one_run(kind: str, n: int, duration: float, loop: str | None = None) -> dict
             time.sleep(0.6)
             idle_rss = sampler.samples[-1][2]
             stagger = max(2.0, n / 400)
+            cpu_before = tree_cpu_s(root)
             gen = loadgen(url, n, duration, stagger)
             gen_ps = psutil.Process(gen.pid)
             out, err = gen.communicate(timeout=duration + stagger + 120)
+            cpu_spent = tree_cpu_s(root) - cpu_before  # every frame and session, however late
             if gen.returncode != 0:
                 raise RuntimeError(err.decode()[-1500:])
             result = json.loads(out.decode().strip().splitlines()[-1])
@@ -124,6 +140,7 @@ def one_run(kind: str, n: int, duration: float, loop: str | None = None) -> dict
             "speech_events": result["speech_events"],
             "frames": result["frames"],
             "server_cpu": cpu,
+            "us_per_frame": 1e6 * cpu_spent / max(result["frames"], 1),
             "loadgen_cpu": 100.0 * result["cpu_s"] / max(wall, 1e-9),
             "machine_busy": busy,
             "kb_per_session": (peak_rss - idle_rss) / 1024 / n,
@@ -148,7 +165,7 @@ def main() -> None:
     ap.add_argument(
         "--loops",
         nargs="+",
-        choices=("auto", "uvloop", "asyncio"),
+        choices=("asyncio", "uvloop", "auto"),
         help="the hub's server.loop, each in turn (default: the hub's default only)",
     )
     ap.add_argument("--repeat", type=int, default=1, help="rounds at each size (A, B, A, B, …)")
@@ -171,9 +188,10 @@ def main() -> None:
                         }
                     runs.append(r)
                     print(json.dumps(r), file=sys.stderr, flush=True)
-    columns = ["time", "server", "loop", "N", "ping p50 ms", "ping p99 ms", "server CPU %", "loadgen CPU %"]
+    columns = ["time", "server", "loop", "N", "ping p50 ms", "ping p99 ms", "server CPU %", "CPU µs/frame"]
+    columns += ["loadgen CPU %"]
     columns += ["machine busy %", "load before (1/5/15 min)", "load after", "KB/session", "late frames"]
-    columns += ["errors"]
+    columns += ["failed sessions"]
     rows: list[list[Any]] = []
     for r in runs:
         if "failed" in r:
@@ -188,6 +206,7 @@ def main() -> None:
                 f"{r['p50']:.1f}",
                 f"{r['p99']:.1f}",
                 f"{r['server_cpu']:.0f}",
+                f"{r['us_per_frame']:.0f}",
                 f"{r['loadgen_cpu']:.0f}",
                 f"{r['machine_busy']:.0f}",
                 " / ".join(f"{x:.1f}" for x in r["load_before"]),
@@ -207,6 +226,8 @@ def side_by_side(runs: list[dict[str, Any]], loops: list[str]) -> None:
     """Each (N, server) on one row: every round's p99 and server CPU per loop, in run order."""
     columns = ["N", "server"]
     columns += [f"p99 ms {loop}" for loop in loops] + [f"CPU % {loop}" for loop in loops]
+    columns += [f"CPU µs/frame {loop}" for loop in loops]
+    columns += [f"failed sessions {loop}" for loop in loops]
     rows: list[list[Any]] = []
     for n in dict.fromkeys(r["n"] for r in runs):
         for kind in dict.fromkeys(r["kind"] for r in runs if r["kind"] != "bare"):
@@ -218,7 +239,16 @@ def side_by_side(runs: list[dict[str, Any]], loops: list[str]) -> None:
                     for loop in loops
                 ]
 
-            rows.append([n, kind, *cells("p99", ".1f"), *cells("server_cpu", ".0f")])
+            rows.append(
+                [
+                    n,
+                    kind,
+                    *cells("p99", ".1f"),
+                    *cells("server_cpu", ".0f"),
+                    *cells("us_per_frame", ".0f"),
+                    *cells("errors", "d"),
+                ]
+            )
     report(columns, rows, None)
 
 

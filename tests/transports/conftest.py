@@ -53,7 +53,7 @@ def make_settings(*, provider: str = "whisper", keys: tuple[str, ...] = (KEY,), 
     """Settings for a test server: free port, ``keys``, and ``server``/``limits`` overrides.
     ``ASRHUB_SERVER__LOOP`` in the environment picks the event loop, as it does for
     ``asrhub serve`` (``ASRHUB_SERVER__LOOP=asyncio pytest tests/transports``)."""
-    loop = msgspec.convert(os.environ.get("ASRHUB_SERVER__LOOP", "auto"), EventLoop)
+    loop = msgspec.convert(os.environ.get("ASRHUB_SERVER__LOOP", ServerSettings().loop), EventLoop)
     server = ServerSettings(port=0, api_keys=keys, loop=loop)
     server = msgspec.structs.replace(server, **sections.pop("server", {}))
     limits = msgspec.structs.replace(Limits(), **sections.pop("limits", {}))
