@@ -111,7 +111,7 @@ def discard_on_close(transport: asyncio.BaseTransport | None) -> None:
     socket is closed."""
     sock = transport.get_extra_info("socket") if transport is not None else None
     if sock is not None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # closed: uvloop's pseudo-socket says ValueError
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_ZERO)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
@@ -75,7 +75,9 @@ class GatedProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # a stream transport; not an isinstance check: uvloop's implement asyncio.Transport's
+        # methods without subclassing it
+        transport = cast(asyncio.Transport, transport)
         self._transport = transport
         try:
             self._ticket = self._gate.enter(peer_address(transport), "http")

@@ -156,7 +156,7 @@ def _bound_socket_buffers(request: web.Request) -> None:
     transport.set_write_buffer_limits(high=OUTBOUND_BUFFER)
     sock = transport.get_extra_info("socket")
     if sock is not None:
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError, ValueError):  # closed: uvloop's pseudo-socket says ValueError
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
 
 

@@ -14,7 +14,6 @@ stops accepting, flushes every open session's finals to its client, then exits (
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from typing import Any
 
@@ -42,7 +41,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asrhub.commands import workers
+    from asrhub.commands import event_loop, workers
     from asrhub.commands.server import serve
     from asrhub.logging import configure
     from asrhub.plugin import ProviderUnavailable
@@ -51,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args)
     except SettingsError as exc:
+        print(f"asrhub: configuration error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        event_loop.loop_factory(settings.server.loop)  # before any worker starts
+    except RuntimeError as exc:
         print(f"asrhub: configuration error: {exc}", file=sys.stderr)
         return 2
     if workers.worker_count(settings.server.workers) > 1:
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
             return 1
     configure(settings.log)
     try:
-        asyncio.run(serve(settings, gc_tuning=True))
+        event_loop.run(serve(settings, gc_tuning=True), settings.server.loop)
     except ProviderUnavailable as exc:
         print(f"asrhub: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from asrhub.commands.event_loop import loop_name
 from asrhub.logging import get_logger
 from asrhub.settings.schema import Settings
 
@@ -79,6 +80,7 @@ async def serve(
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=grace + 10.0, access_log=None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    log.info("event loop", loop=loop_name(loop), setting=settings.server.loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     syncing: asyncio.Task[None] | None = None

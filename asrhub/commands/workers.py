@@ -61,8 +61,7 @@ def _worker_main(
     settings: Settings, index: int, ready: Any, ports: tuple[int, ...], private: socket.socket
 ) -> None:
     """A worker process: the single-process server, announcing readiness to the supervisor."""
-    import asyncio
-
+    from asrhub.commands import event_loop
     from asrhub.commands.server import serve
     from asrhub.logging import configure
     from asrhub.plugin import ProviderUnavailable
@@ -71,7 +70,7 @@ def _worker_main(
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor stops us with SIGTERM
     _exit_with_parent()
     try:
-        asyncio.run(
+        event_loop.run(
             serve(
                 settings,
                 gc_tuning=True,
@@ -81,7 +80,8 @@ def _worker_main(
                 multiprocess=True,
                 worker=(index, ports),
                 private=private,
-            )
+            ),
+            settings.server.loop,
         )
     except ProviderUnavailable as exc:
         print(f"asrhub: worker {index}: {exc}", flush=True)

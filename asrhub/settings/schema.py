@@ -13,6 +13,9 @@ from msgspec import Meta
 
 from asrhub.config import Limits
 
+EventLoop = Literal["asyncio", "uvloop", "auto"]
+"""The event loops a server can run on (``server.loop``)."""
+
 
 class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The HTTP server: address, API keys, browser origins, shutdown."""
@@ -53,6 +56,12 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     and sessions; the kernel spreads new connections over them (SO_REUSEPORT). 0: one per CPU
     core. With more than one, limits and resume span the workers only with
     ``cluster.redis_url`` set (see docs/cluster.md)."""
+    loop: EventLoop = "asyncio"
+    """The event loop of the server process (and of each worker): ``asyncio`` (the standard
+    library's) or ``uvloop`` (libuv; the ``uvloop`` extra: ``pip install 'asrhub[uvloop]'``),
+    which fails at start-up where it cannot import; ``auto``: uvloop where it imports, else the
+    standard loop. Side by side under the scale load uvloop used no less CPU and, overloaded,
+    left connections unaccepted (docs/benchmarks.md, "The event loop"), so it is not the default."""
     receive_buffer_bytes: Annotated[int, Meta(ge=0)] = 128 << 10
     """Kernel receive buffer of every connection (set on the listening socket, so the TCP
     window is sized from the first packet). Bounds what a client can push past a busy session:

@@ -28,9 +28,10 @@ import msgspec
 import pytest
 from aiohttp import web
 
+from asrhub.commands.event_loop import new_loop
 from asrhub.config import Limits
 from asrhub.hub import Hub
-from asrhub.settings.schema import ServerSettings, Settings
+from asrhub.settings.schema import EventLoop, ServerSettings, Settings
 from asrhub.transports.app import create_app
 from asrhub.transports.common import listening_sockets
 from asrhub.transports.door import DOOR
@@ -49,19 +50,24 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_settings(*, provider: str = "whisper", keys: tuple[str, ...] = (KEY,), **sections: Any) -> Settings:
-    """Settings for a test server: free port, ``keys``, and ``server``/``limits`` overrides."""
-    server = msgspec.structs.replace(ServerSettings(port=0, api_keys=keys), **sections.pop("server", {}))
+    """Settings for a test server: free port, ``keys``, and ``server``/``limits`` overrides.
+    ``ASRHUB_SERVER__LOOP`` in the environment picks the event loop, as it does for
+    ``asrhub serve`` (``ASRHUB_SERVER__LOOP=asyncio pytest tests/transports``)."""
+    loop = msgspec.convert(os.environ.get("ASRHUB_SERVER__LOOP", ServerSettings().loop), EventLoop)
+    server = ServerSettings(port=0, api_keys=keys, loop=loop)
+    server = msgspec.structs.replace(server, **sections.pop("server", {}))
     limits = msgspec.structs.replace(Limits(), **sections.pop("limits", {}))
     return Settings(default_provider=provider, server=server, limits=limits, **sections)
 
 
 class ServerThread:
-    """A hub application served from a background thread (its own loop)."""
+    """A hub application served from a background thread, on its own loop of the kind
+    ``settings.server.loop`` names (as ``asrhub serve`` runs)."""
 
     def __init__(self, settings: Settings, hub_factory: Callable[[Settings], Hub] | None = None) -> None:
         self.settings = settings
         self._hub_factory = hub_factory
-        self.loop = asyncio.new_event_loop()
+        self.loop = new_loop(settings.server.loop)
         self._thread = threading.Thread(target=self.loop.run_forever, name="hub-server", daemon=True)
         self.port = 0
         self.hub: Hub
