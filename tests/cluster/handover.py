@@ -149,9 +149,15 @@ class SocketIoResumer:
                     await self._send(frame)
         self.source_done = True
         async with self.lock:
-            if self.live.is_set() and self.sio is not None:
-                await self.sio.emit("session.end", {"type": "session.end"})
-                self.sent_end = True
+            if self.live.is_set():
+                await self._end()
+
+    async def _end(self) -> None:
+        """session.end on the current connection (remembered: a later refused resume means
+        the session ended)."""
+        if self.sio is not None:
+            await self.sio.emit("session.end", {"type": "session.end"})
+            self.sent_end = True
 
     async def _resume(self, within_s: float) -> None:
         deadline = time.monotonic() + within_s
@@ -169,9 +175,8 @@ class SocketIoResumer:
                     rest = self.ledger.since(resumed["resume_from_bytes"])
                     for offset in range(0, len(rest), 6400):
                         await self._send(rest[offset : offset + 6400])
-                    if self.source_done and self.sio is not None:
-                        await self.sio.emit("session.end", {"type": "session.end"})
-                        self.sent_end = True
+                    if self.source_done:
+                        await self._end()
                     self.live.set()
                     return
             except (ConnectionError, TimeoutError, socketio.exceptions.SocketIOError) as exc:
