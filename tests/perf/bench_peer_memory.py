@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -42,10 +43,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import psutil
 from common import (
     ROOT,
     SPEECH_FIXTURES,
+    ListeningProcess,
     Sampler,
     Server,
     Table,
@@ -93,43 +94,24 @@ def install_peer() -> str | None:
     return None if PEER_BIN.exists() else f"{PEER_SPEC} installed no {PEER_BIN.name} script"
 
 
-class Peer:
+class Peer(ListeningProcess):
     """wyoming-faster-whisper on 127.0.0.1, the bundled tiny.en, settings as the hub's."""
+
+    stop_signal = signal.SIGTERM
 
     def __init__(self, model_dir: str) -> None:
         self.port = free_port()
         self.data = tempfile.mkdtemp(prefix="asrhub-peer-")
         self.log_path = Path(self.data) / "peer.log"
-        self._log = self.log_path.open("wb")
         cmd = [
             str(PEER_BIN),
             *("--uri", f"tcp://127.0.0.1:{self.port}", "--model", model_dir, "--data-dir", self.data),
             *("--local-files-only", "--beam-size", "5", "--compute-type", "int8", "--language", "en"),
         ]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        self.ps = psutil.Process(self.proc.pid)
-
-    def __enter__(self) -> Peer:
-        try:
-            wait_port(self.port, self.proc, timeout=180.0)  # it listens once the model is loaded
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+        self._start(cmd, {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"})
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._log.close()
+        super().stop()
         shutil.rmtree(self.data, ignore_errors=True)
 
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import psutil
@@ -156,34 +156,21 @@ def hub_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-class Server:
-    """A server subprocess (the hub or the bare baseline) listening on 127.0.0.1:port."""
+class ListeningProcess:
+    """A server subprocess listening on 127.0.0.1:``port``: ``with`` it waits until the port
+    answers (up to 180 s, a model loads first) and stops it on leaving (``stop_signal``, then a
+    kill after 15 s); its output goes to ``log_path``."""
 
-    def __init__(self, kind: str, *, provider: str = "none", env: dict[str, str] | None = None) -> None:
-        self.kind = kind
-        self.port = free_port()
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"asrhub-bench-{kind}-{self.port}.log"
-        if kind == "hub":
-            cmd = [sys.executable, "-m", "asrhub", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
-            environ = hub_env({"ASRHUB_DEFAULT_PROVIDER": provider, **(env or {})})
-        elif kind == "bare":
-            cmd = [sys.executable, str(PERF / "bare_vad_server.py"), "--port", str(self.port)]
-            environ = hub_env(env)
-        else:
-            raise ValueError(kind)
+    stop_signal = signal.SIGINT
+    port: int
+    log_path: Path
+
+    def _start(self, cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> None:
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=environ, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT)
         self.ps = psutil.Process(self.proc.pid)
 
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/stream"
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Server:
+    def __enter__(self) -> Self:
         try:
             wait_port(self.port, self.proc, timeout=180.0)
         except BaseException:
@@ -203,7 +190,7 @@ class Server:
 
     def stop(self) -> None:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(self.stop_signal)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -216,6 +203,32 @@ class Server:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
         except OSError:
             return ""
+
+
+class Server(ListeningProcess):
+    """A server subprocess (the hub or the bare baseline) listening on 127.0.0.1:port."""
+
+    def __init__(self, kind: str, *, provider: str = "none", env: dict[str, str] | None = None) -> None:
+        self.kind = kind
+        self.port = free_port()
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"asrhub-bench-{kind}-{self.port}.log"
+        if kind == "hub":
+            cmd = [sys.executable, "-m", "asrhub", "serve", "--host", "127.0.0.1", "--port", str(self.port)]
+            environ = hub_env({"ASRHUB_DEFAULT_PROVIDER": provider, **(env or {})})
+        elif kind == "bare":
+            cmd = [sys.executable, str(PERF / "bare_vad_server.py"), "--port", str(self.port)]
+            environ = hub_env(env)
+        else:
+            raise ValueError(kind)
+        self._start(cmd, environ, cwd=ROOT)
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/stream"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
 
 class Sampler:
