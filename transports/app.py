@@ -47,7 +47,7 @@ from . import (
     worker_routes,
 )
 from .common import CONNECTIONS, DELIVERY_GRACE_S, HUB, SETTINGS, Connections
-from .door import DOOR, add_cors_headers, middleware
+from .door import DOOR, add_cors_headers, mark_prepared, middleware
 
 log = get_logger("asrhub.server")
 
@@ -75,6 +75,7 @@ def create_app(
     app[CONNECTIONS] = Connections()
     app.cleanup_ctx.append(_hub_lifecycle)
     app.on_shutdown.append(graceful_shutdown)
+    app.on_response_prepare.append(mark_prepared)
     app.on_response_prepare.append(add_cors_headers)
     worker_routes.setup(app, peers)
     health.setup(app)

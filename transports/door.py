@@ -218,10 +218,13 @@ def _admit(request: web.Request, door: Door) -> None:
         request[UNAUTHORIZED] = refused
 
 
-async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """``on_response_prepare``: CORS headers for an allowed cross-origin browser request (and
-    the request marked :data:`PREPARED`)."""
+async def mark_prepared(request: web.Request, _response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the request's answer has begun (:data:`PREPARED`)."""
     request[PREPARED] = True
+
+
+async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: CORS headers for an allowed cross-origin browser request."""
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is None or not is_protected(request.path):
         return

@@ -163,7 +163,7 @@ async def test_a_handler_bug_is_logged_and_answered_in_the_protocols_shape(caplo
     from aiohttp.test_utils import TestClient, TestServer
 
     from asrhub.door import Door
-    from asrhub.transports.door import DOOR, add_cors_headers, middleware, register_refusal
+    from asrhub.transports.door import DOOR, mark_prepared, middleware, register_refusal
     from asrhub.transports.openai_errors import refusal
 
     async def broken(_request: web.Request) -> web.Response:
@@ -172,7 +172,7 @@ async def test_a_handler_bug_is_logged_and_answered_in_the_protocols_shape(caplo
     settings = Settings(server=ServerSettings(api_keys=("k",)))
     app = web.Application(middlewares=[middleware])
     app[DOOR] = Door.from_settings(settings)
-    app.on_response_prepare.append(add_cors_headers)
+    app.on_response_prepare.append(mark_prepared)
     register_refusal(app, "/v1/audio/", refusal)
     app.router.add_post("/v1/audio/transcriptions", broken)
     app.router.add_post("/v1/transcribe", broken)
