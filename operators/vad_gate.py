@@ -44,6 +44,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable
 
 from asrhub.flow import Stage
 from asrhub.frames import (
@@ -99,6 +101,18 @@ def classifier(
     return WebrtcClassifier(aggressiveness)
 
 
+def _pcm(c: AudioChunk) -> bytes:
+    """A chunk's samples as PCM16: the client's own bytes when it has them."""
+    return c.pcm if type(c) is Pcm16Chunk else float_to_pcm16(c.samples)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def _params(judge: Classifier, start_ms: int, silence_ms: int) -> tuple[int, int, int]:
     """(k voiced frames to start, the window they must fall in, unvoiced frames to end)."""
     k = max(1, math.ceil(start_ms / FRAME_MS)) + judge.hangover_frames
@@ -132,7 +146,9 @@ def vad_gate(
             gate.pause_frames = pause_frames
             gate.audio = audio
 
-            def on_next(frame: Frame) -> None:
+            queue: deque[Frame | None] = deque()  # waiting for a Silero batch (None: completion)
+
+            def handle(frame: Frame) -> None:
                 if not isinstance(frame, AudioChunk):
                     if isinstance(frame, SessionUpdated) and frame.settings is not None:
                         try:
@@ -147,12 +163,46 @@ def vad_gate(
                 except Exception as exc:
                     observer.on_error(exc)
 
+            def on_next(frame: Frame) -> None:
+                judge = gate.classifier
+                if isinstance(frame, AudioChunk) and isinstance(judge, SileroClassifier):
+                    loop = _running_loop()
+                    if loop is not None:  # batched with the other sessions of this loop tick
+                        try:
+                            judge.add(_pcm(frame), round(frame.start * frame.sample_rate), frame.sample_rate)
+                        except Exception as exc:
+                            observer.on_error(exc)
+                            return
+                        if not queue:
+                            silero.batcher().submit(judge, drain, loop)
+                        queue.append(frame)
+                        return
+                if queue:
+                    queue.append(frame)
+                else:
+                    handle(frame)
+
+            def drain() -> None:
+                while queue:
+                    frame = queue.popleft()
+                    if frame is None:
+                        complete()
+                    else:
+                        handle(frame)
+
             def on_completed() -> None:
+                if queue:
+                    queue.append(None)
+                else:
+                    complete()
+
+            def complete() -> None:
                 if gate.speaking:
                     observer.on_next(SpeechEnded(t=gate.last_voiced_end / gate.rate))
                 observer.on_completed()
 
-            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+            subscription = source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+            return CompositeDisposable(subscription, Disposable(queue.clear))
 
         return Stage(subscribe)
 
