@@ -445,7 +445,10 @@ class Hub:
         for preparation in self.preparations:  # a model the new settings need (Silero VAD)
             load = preparation(config)
             if load is not None:
-                load()  # blocking, once per hub (~50 ms); a missing model refuses the update
+                try:
+                    load()  # blocking, once per hub (~50 ms); a missing model refuses the update
+                except HubError as exc:  # the session goes on with its settings
+                    raise HubError(exc.code, exc.message) from None
         session.reconfigure(config)
         return config
 

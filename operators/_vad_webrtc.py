@@ -27,7 +27,11 @@ class WebrtcClassifier:
     def __init__(self, aggressiveness: int) -> None:
         self.handle = webrtcvad.Vad(aggressiveness)._vad  # _webrtcvad.process without the wrapper
         self.hangover_frames = HANGOVER_FRAMES[aggressiveness]
+        self.rate = 0
+        self._judge: Callable[[memoryview, int], int] = partial(process, self.handle, 0)
 
     def judge(self, pcm: bytes, pos: int, first: int, rate: int) -> Callable[[memoryview, int], int]:
         """The per-frame call for one chunk: (20 ms of PCM16, samples) → voiced (a C call)."""
-        return partial(process, self.handle, rate)
+        if rate != self.rate:
+            self.rate, self._judge = rate, partial(process, self.handle, rate)
+        return self._judge

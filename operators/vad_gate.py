@@ -164,20 +164,23 @@ def vad_gate(
                     observer.on_error(exc)
 
             def on_next(frame: Frame) -> None:
-                judge = gate.classifier
-                if isinstance(frame, AudioChunk) and isinstance(judge, SileroClassifier):
-                    loop = _running_loop()
-                    if loop is not None:  # batched with the other sessions of this loop tick
-                        try:
-                            judge.add(_pcm(frame), round(frame.start * frame.sample_rate), frame.sample_rate)
-                        except Exception as exc:
-                            observer.on_error(exc)
-                            return
-                        if not queue:
-                            silero.batcher().submit(judge, drain, loop)
-                        queue.append(frame)
+                if gate.batching or queue:
+                    later(frame)
+                else:
+                    handle(frame)
+
+            def later(frame: Frame) -> None:
+                judge, loop = gate.classifier, _running_loop()
+                if isinstance(frame, AudioChunk) and isinstance(judge, SileroClassifier) and loop is not None:
+                    try:  # scored with the other sessions of this loop tick
+                        judge.add(_pcm(frame), round(frame.start * frame.sample_rate), frame.sample_rate)
+                    except Exception as exc:
+                        observer.on_error(exc)
                         return
-                if queue:
+                    if not queue:
+                        silero.batcher().submit(judge, drain, loop)
+                    queue.append(frame)
+                elif queue:
                     queue.append(frame)
                 else:
                     handle(frame)
@@ -222,6 +225,7 @@ class _Gate:
         preroll_ms: int,
     ):
         self.observer, self.classifier = observer, judge
+        self.batching = isinstance(judge, SileroClassifier)  # its chunks may wait for a batch
         self.silero: SileroVad | None = None
         self.k, self.mask, self.end_frames, self.preroll_ms = k, (1 << window) - 1, end, preroll_ms
         self.window = window
@@ -249,6 +253,7 @@ class _Gate:
         if vad is None:
             return
         self.classifier = classifier(vad.engine or "webrtc", vad.aggressiveness, vad.threshold, self.silero)
+        self.batching = isinstance(self.classifier, SileroClassifier)
         self.k, window, self.end_frames = _params(self.classifier, vad.start_ms, vad.silence_ms)
         self.window, self.mask, self.preroll_ms = window, (1 << window) - 1, vad.preroll_ms
         self.hist &= self.mask
