@@ -87,6 +87,7 @@ def build_pipeline(
                     # nothing reads the gate's audio without an engine or a wake word: events only
                     audio=bool(ctx.providers) or config.wakeword.enabled,
                     silero=silero,
+                    pending=ctx.pending,
                 ),
             )
         )

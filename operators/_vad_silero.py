@@ -139,15 +139,17 @@ class SileroClassifier:
         self.marks: deque[tuple[int, bool]] = deque()  # (end position, speech) of windows not yet read
         self.frame_end = 0
         self.voiced = False  # what the frames read now
+        self.scored = -1  # stream position up to which a flight scored the windows
 
     def judge(self, pcm: bytes, pos: int, first: int, rate: int) -> Callable[[memoryview, int], int]:
         """Score the windows the chunk's PCM16 ``pcm`` (at stream position ``pos``) completes,
         unless a batch did; returns the per-frame call for its frames (the first starts at
         ``first``)."""
-        if rate != self.rate or pos + len(pcm) // 2 > self.expected:
+        end = pos + len(pcm) // 2
+        if rate != self.rate or end > self.expected:
             self.add(pcm, pos, rate)
-        if self.todo:
-            self.score()
+        if self.todo and self.todo[0][1] <= end:
+            self.score(sum(1 for _, e in self.todo if e <= end))
         self.frame_end = first
         return self._frame
 
@@ -176,21 +178,22 @@ class SileroClassifier:
             self.context = new[-ctx:]
         self.pending = samples[count * span :].copy()
 
-    def score(self) -> None:
-        """Score the windows left to do, one model call each (no batch)."""
-        for x, _ in self.todo[len(self.probabilities) :]:
+    def score(self, count: int) -> None:
+        """Score the first ``count`` windows left to do, one model call each (no batch)."""
+        for x, _ in self.todo[len(self.probabilities) : count]:
             probability, self.state = self.model.run(x[None, :], self.state, self.model_rate)
             self.probabilities.append(float(probability[0]))
-        self.finish()
+        self.finish(count)
 
-    def finish(self) -> None:
-        """Turn the scored windows into speech decisions (hysteresis) at their end positions."""
+    def finish(self, count: int) -> None:
+        """Turn the first ``count`` scored windows into speech decisions (hysteresis) at their
+        end positions."""
         speech, marks = self.speech, self.marks
-        for (_, end), probability in zip(self.todo, self.probabilities, strict=True):
+        for (_, end), probability in zip(self.todo[:count], self.probabilities[:count], strict=True):
             speech = probability >= (self.negative if speech else self.threshold)
             marks.append((end, speech))
         self.speech = speech
-        self.todo, self.probabilities = [], []
+        del self.todo[:count], self.probabilities[:count]
 
     def _frame(self, frame: memoryview, n: int) -> int:
         self.frame_end += n
@@ -200,42 +203,72 @@ class SileroClassifier:
         return self.voiced
 
 
+Drain = Callable[[BaseException | None], None]
+
+
 class SileroBatcher:
-    """Scores, in shared model calls, the windows of every session that got audio in the same
-    event-loop tick: a session's chunks wait (with every frame behind them) until the tick's
-    callbacks have run, then one flush scores all their windows — round r stacks the r-th
-    window of each session into one call of at most :data:`MAX_BATCH` rows (its RNN state is
-    per window, so a session's own windows stay in order) — and each session's frames go on.
-    Cost per window: 153 µs alone, 58 µs in a batch of 32 (docs/benchmarks.md, "VAD engines").
-    On the event loop; a flush holds references to the sessions it serves until it ran."""
+    """Scores the windows of many sessions in shared model calls, off the event loop.
+
+    A session's Silero chunk is cut into windows on the loop (:meth:`SileroClassifier.add`) and
+    waits, with every frame behind it, for a *flight*: one job in the loop's default executor
+    that scores every window waiting when it took off — round r stacks the r-th window of each
+    session into one call of at most :data:`MAX_BATCH` rows (a session's own windows stay in
+    order: its RNN state goes from one to the next). When it lands (on the loop), each
+    session's frames whose windows are scored go on; what arrived meanwhile takes off next.
+    One flight at a time per batcher, so it holds one executor thread; ONNX Runtime releases
+    the GIL, so the model runs beside the loop. Cost per window: 125 µs alone, 60 µs in a
+    batch of 32 (docs/benchmarks.md, "VAD engines"). A flight holds references to the sessions
+    it serves until it lands."""
 
     def __init__(self, model: SileroModel) -> None:
         self.model = model
-        self.waiting: list[tuple[SileroClassifier, Callable[[], None]]] = []
+        self.waiting: dict[SileroClassifier, Drain] = {}
+        self.flying = False
         self.loop: Any = None
         self.batches = self.windows = 0  # model calls and windows scored (for the benchmark)
 
-    def submit(self, classifier: SileroClassifier, then: Callable[[], None], loop: Any) -> None:
-        """Score ``classifier``'s windows in this tick's flush, then call ``then``."""
-        if loop is not self.loop or not self.waiting:
-            if loop is not self.loop:  # another loop (a test's, after the last one closed)
-                self.waiting = []
-            self.loop = loop
-            loop.call_soon(self.flush)
-        self.waiting.append((classifier, then))
+    @property
+    def idle(self) -> bool:
+        return not self.flying and not self.waiting
 
-    def flush(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        self.run([c for c, _ in waiting])
-        for _, then in waiting:
-            then()
+    def submit(self, classifier: SileroClassifier, drain: Drain, loop: Any) -> None:
+        """Score ``classifier``'s windows in the next flight, then call ``drain``."""
+        if loop is not self.loop:  # another loop (a test's, after the last one closed)
+            self.loop, self.waiting, self.flying = loop, {}, False
+        if self.idle:
+            loop.call_soon(self._take_off)
+        self.waiting[classifier] = drain
 
-    def run(self, classifiers: list[SileroClassifier]) -> None:
-        """Score every window of ``classifiers`` in batched rounds."""
-        rows = [c for c in dict.fromkeys(classifiers) if len(c.todo) > len(c.probabilities)]
+    def _take_off(self) -> None:
+        if self.flying or not self.waiting:
+            return
+        flight, self.waiting = self.waiting, {}
+        plan = [(c, len(c.todo), c.expected) for c in flight]
+        self.flying = True
+        loop = self.loop
+        future = loop.run_in_executor(None, self.run, plan)
+        future.add_done_callback(lambda done: self._land(loop, flight, plan, done))
+
+    def _land(self, loop: Any, flight: dict[SileroClassifier, Drain], plan: list[Any], done: Any) -> None:
+        if loop is not self.loop:
+            return
+        self.flying = False
+        error = done.exception() if not done.cancelled() else RuntimeError("Silero VAD flight cancelled")
+        for c, count, upto in plan:
+            if error is None:
+                c.finish(count)
+                c.scored = upto
+        for drain in flight.values():
+            drain(error)
+        if self.waiting:
+            self._take_off()
+
+    def run(self, plan: list[tuple[SileroClassifier, int, int]]) -> None:
+        """Score the windows of ``plan`` (classifier, windows to score) in batched rounds."""
+        rows = [(c, count) for c, count, _ in plan if count > len(c.probabilities)]
         while rows:
-            for rate in {c.model_rate for c in rows}:
-                group = [c for c in rows if c.model_rate == rate]
+            for rate in {c.model_rate for c, _ in rows}:
+                group = [c for c, _ in rows if c.model_rate == rate]
                 for i in range(0, len(group), MAX_BATCH):
                     part = group[i : i + MAX_BATCH]
                     x = np.stack([c.todo[len(c.probabilities)][0] for c in part])
@@ -246,7 +279,4 @@ class SileroBatcher:
                     for j, c in enumerate(part):
                         c.state = state[:, j : j + 1].copy()
                         c.probabilities.append(float(probabilities[j]))
-            rows = [c for c in rows if len(c.todo) > len(c.probabilities)]
-        for c in dict.fromkeys(classifiers):
-            if c.todo:
-                c.finish()
+            rows = [(c, count) for c, count in rows if count > len(c.probabilities)]

@@ -10,7 +10,10 @@
 * Classifier (``engine``): ``webrtc`` judges each frame (``_vad_webrtc``); ``silero`` scores
   32 ms windows with a shared ONNX model and a frame reads the last window that ended by its end
   (``_vad_silero``, ``threshold`` with hysteresis). Either gives voiced/unvoiced per frame; the
-  rest of the gate is the same for both.
+  rest of the gate is the same for both. On a running event loop a Silero session's chunks wait
+  (with every frame behind them, in order) for the model to score their windows off the loop,
+  batched with other sessions' (``SileroBatcher``); while more than ``MAX_WAITING_S`` of audio
+  waits, the session's ``pending`` is held. Without a loop (a marble test) it scores inline.
 * Start: k voiced frames within a sliding window of ``max(k + 2, 1.5 k)`` frames, where
   k = ⌈start_ms / 20⌉ + the classifier's own hangover (webrtcvad: 4–5 frames, after any voiced
   frame it reports 80–100 ms more; Silero: none), so ``start_ms`` is voiced audio beyond that
@@ -54,7 +57,7 @@ import numpy as np
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
-from asrhub.flow import Stage
+from asrhub.flow import Pending, Stage
 from asrhub.frames import (
     AudioChunk,
     Frame,
@@ -74,6 +77,8 @@ from ._vad_webrtc import WebrtcClassifier
 __all__ = ["SileroVad", "vad_gate"]
 
 FRAME_MS = 20
+MAX_WAITING_S = 1.0
+"""Audio of one session waiting for the Silero model off the loop; past it ``feed`` waits."""
 
 
 class Classifier(Protocol):
@@ -106,6 +111,11 @@ def _pcm(c: AudioChunk) -> bytes:
     return c.pcm if type(c) is Pcm16Chunk else float_to_pcm16(c.samples)
 
 
+def _waiting_s(queue: deque[tuple[Frame | None, SileroClassifier | None, int]]) -> float:
+    """Seconds of audio waiting for a Silero flight."""
+    return sum(f.duration for f, _, _ in queue if isinstance(f, AudioChunk))
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -130,8 +140,11 @@ def vad_gate(
     pause_ms: int = 0,
     audio: bool = True,
     silero: SileroVad | None = None,
+    pending: Pending | None = None,
 ) -> Operator:
-    """``silero``: the owner's shared Silero model (None: a Silero gate loads one of its own)."""
+    """``silero``: the owner's shared Silero model (None: a Silero gate loads one of its own).
+    ``pending``: the session's, held while more than ``MAX_WAITING_S`` of its audio waits for
+    the Silero model (``feed`` waits)."""
     silero = silero or SileroVad()
     if engine == "silero":
         silero.model()  # a missing model refuses the session here, before any audio flows
@@ -146,7 +159,9 @@ def vad_gate(
             gate.pause_frames = pause_frames
             gate.audio = audio
 
-            queue: deque[Frame | None] = deque()  # waiting for a Silero batch (None: completion)
+            # Frames behind a chunk that waits for a Silero flight: (frame or None for the
+            # completion, the classifier scoring it or None, its end position).
+            queue: deque[tuple[Frame | None, SileroClassifier | None, int]] = deque()
 
             def handle(frame: Frame) -> None:
                 if not isinstance(frame, AudioChunk):
@@ -172,30 +187,41 @@ def vad_gate(
             def later(frame: Frame) -> None:
                 judge, loop = gate.classifier, _running_loop()
                 if isinstance(frame, AudioChunk) and isinstance(judge, SileroClassifier) and loop is not None:
-                    try:  # scored with the other sessions of this loop tick
-                        judge.add(_pcm(frame), round(frame.start * frame.sample_rate), frame.sample_rate)
+                    rate, pcm = frame.sample_rate, _pcm(frame)
+                    pos = round(frame.start * rate)
+                    try:  # scored off the loop, with the other sessions' windows
+                        judge.add(pcm, pos, rate)
                     except Exception as exc:
                         observer.on_error(exc)
                         return
-                    if not queue:
-                        silero.batcher().submit(judge, drain, loop)
-                    queue.append(frame)
+                    queue.append((frame, judge, pos + len(pcm) // 2))
+                    silero.batcher().submit(judge, drain, loop)
+                    if pending is not None and _waiting_s(queue) >= MAX_WAITING_S:
+                        pending.hold("vad_gate")
                 elif queue:
-                    queue.append(frame)
+                    queue.append((frame, None, 0))
                 else:
                     handle(frame)
 
-            def drain() -> None:
+            def drain(error: BaseException | None) -> None:
+                if error is not None:
+                    queue.clear()
+                    observer.on_error(error if isinstance(error, Exception) else RuntimeError(error))
                 while queue:
-                    frame = queue.popleft()
+                    frame, owner, end = queue[0]
+                    if owner is not None and end > owner.scored:
+                        break  # its flight has not landed
+                    queue.popleft()
                     if frame is None:
                         complete()
                     else:
                         handle(frame)
+                if pending is not None and _waiting_s(queue) < MAX_WAITING_S:
+                    pending.unhold("vad_gate")
 
             def on_completed() -> None:
                 if queue:
-                    queue.append(None)
+                    queue.append((None, None, 0))
                 else:
                     complete()
 
@@ -204,8 +230,13 @@ def vad_gate(
                     observer.on_next(SpeechEnded(t=gate.last_voiced_end / gate.rate))
                 observer.on_completed()
 
+            def dispose() -> None:
+                queue.clear()
+                if pending is not None:
+                    pending.unhold("vad_gate")
+
             subscription = source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
-            return CompositeDisposable(subscription, Disposable(queue.clear))
+            return CompositeDisposable(subscription, Disposable(dispose))
 
         return Stage(subscribe)
 

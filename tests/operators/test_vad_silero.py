@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from reactivex.subject import Subject
 
 from asrhub.config import SessionConfig, VadConfig
 from asrhub.errors import HubError
+from asrhub.flow import Pending
 from asrhub.frames import AudioChunk, Frame, SessionUpdated, SpeechEnded, SpeechStarted
 from asrhub.operators._vad_silero import SETUP_HINT, SileroClassifier, SileroVad
 from asrhub.operators.vad_gate import vad_gate
@@ -103,27 +105,39 @@ def test_silero_at_8_and_48_khz(silero: SileroVad) -> None:
         assert abs(start - s) <= 0.1 and abs(end - e) <= 0.1, spans
 
 
-def test_batched_in_one_tick_equals_one_call_per_window(silero: SileroVad) -> None:
-    """Eight sessions fed in the same loop ticks (their windows scored in shared calls) give the
-    events and audio each gets alone, with every frame in order."""
+async def until(condition: Callable[[], bool], within_s: float = 60.0) -> None:
+    """Wait (polling the loop) until ``condition`` holds; fail after ``within_s``."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.005)
+
+
+def test_batched_off_the_loop_equals_one_call_per_window(silero: SileroVad) -> None:
+    """Eight sessions fed on a running loop (their windows scored in shared calls off the
+    loop, flights overlapping the feeding) give the events and audio each gets alone, with
+    every frame in order and the completion last."""
     x, rate = load_wav(fixture("silences.wav"))
     streams = [chunks_of(np.roll(x, 7919 * i), rate, 800 + 160 * i) for i in range(8)]
     alone = [run(vad_gate(engine="silero", silero=silero), s)[0] for s in streams]
 
     async def together() -> list[list[Frame]]:
         outs: list[list[Frame]] = [[] for _ in streams]
+        done: list[bool] = []
         subjects: list[Subject[Frame]] = [Subject() for _ in streams]
         for subject, out in zip(subjects, outs, strict=True):
-            subject.pipe(vad_gate(engine="silero", silero=silero)).subscribe(out.append)
+            subject.pipe(vad_gate(engine="silero", silero=silero)).subscribe(
+                out.append, on_completed=lambda: done.append(True)
+            )
         for r in range(max(len(s) for s in streams)):
             for subject, stream in zip(subjects, streams, strict=True):
                 if r < len(stream):
                     subject.on_next(stream[r])
             if r % 3 == 0:
-                await asyncio.sleep(0)  # some ticks carry one chunk per session, some three
+                await asyncio.sleep(0)  # some flights carry one chunk per session, some more
         for subject in subjects:
             subject.on_completed()
-        await asyncio.sleep(0)
+        await until(lambda: len(done) == len(streams))
         return outs
 
     batcher = silero.batcher()
@@ -134,6 +148,28 @@ def test_batched_in_one_tick_equals_one_call_per_window(silero: SileroVad) -> No
         assert edges(a) == edges(b) and len(edges(a)) >= 8
         audio = [(f.start, len(f.samples)) for f in a if isinstance(f, AudioChunk)]
         assert audio == [(f.start, len(f.samples)) for f in b if isinstance(f, AudioChunk)]
+
+
+def test_a_session_waiting_for_the_model_holds_its_feed(silero: SileroVad) -> None:
+    """More than MAX_WAITING_S of one session's audio behind a flight: ``pending`` is held
+    (``feed`` waits), and released once the flight landed."""
+    x, rate = load_wav(fixture("weather_question.wav"))
+    chunks = chunks_of(x, rate, rate // 10)
+    pending = Pending(3)
+    held: list[bool] = []
+
+    async def feed() -> None:
+        out: list[Frame] = []
+        subject: Subject[Frame] = Subject()
+        subject.pipe(vad_gate(engine="silero", silero=silero, pending=pending)).subscribe(out.append)
+        for chunk in chunks[:15]:  # 1.5 s in one tick
+            subject.on_next(chunk)
+        held.append(pending.held)
+        await until(lambda: silero.batcher().idle and not pending.held)
+        assert any(isinstance(f, SpeechStarted) for f in out)
+
+    asyncio.run(feed())
+    assert held == [True] and not pending.held
 
 
 def updated(vad: VadConfig) -> SessionUpdated:
@@ -196,8 +232,7 @@ def test_closed_sessions_leave_nothing_behind(silero: SileroVad) -> None:
             subject.on_next(chunks[12])  # waiting for the next tick's batch
         for _, sub in subs:
             sub.dispose()
-        await asyncio.sleep(0)
-        assert silero.batcher().waiting == []
+        await until(lambda: silero.batcher().idle)
 
     before = live()
     asyncio.run(sessions())
