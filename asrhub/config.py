@@ -28,8 +28,8 @@ class VadConfig(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool = True
     engine: VadEngine | None = None
     """How a frame is judged speech: ``webrtc`` (webrtcvad, cheap) or ``silero`` (Silero VAD v5,
-    a neural model: fewer false starts on noise, ~25× the CPU); None: the hub's default
-    (``vad.engine`` in the settings)."""
+    a neural model that stays shut on noise webrtcvad takes for speech, at ~10× the CPU, most of
+    it off the event loop); None: the hub's default (``vad.engine`` in the settings)."""
     aggressiveness: Annotated[int, Meta(ge=0, le=3)] = 2
     """webrtc: 0 (keeps the most speech) … 3 (drops the most noise)."""
     threshold: Annotated[float, Meta(ge=0.05, le=0.95)] = 0.5
