@@ -45,6 +45,9 @@ CONTEXT = {16_000: 64, 8_000: 32}
 STATE_SHAPE = (2, 1, 128)
 NEG_OFFSET = 0.15
 """Hysteresis: speech goes on while the probability stays above threshold − this."""
+GATHER_S = 0.01
+"""A flight waits this long after the first chunk for other sessions' chunks (at real-time pace
+sessions' chunks arrive spread out; a flight that takes off at once carries one or two)."""
 MAX_BATCH = 128
 """Rows of one batched model call (~7 ms): bounds how long one call holds the event loop."""
 END_FRAMES = 4
@@ -210,8 +213,9 @@ class SileroBatcher:
     """Scores the windows of many sessions in shared model calls, off the event loop.
 
     A session's Silero chunk is cut into windows on the loop (:meth:`SileroClassifier.add`) and
-    waits, with every frame behind it, for a *flight*: one job in the loop's default executor
-    that scores every window waiting when it took off — round r stacks the r-th window of each
+    waits, with every frame behind it, for a *flight*: one job in the loop's default executor,
+    taking off :data:`GATHER_S` after the first chunk waits, that scores every window waiting
+    when it took off — round r stacks the r-th window of each
     session into one call of at most :data:`MAX_BATCH` rows (a session's own windows stay in
     order: its RNN state goes from one to the next). When it lands (on the loop), each
     session's frames whose windows are scored go on; what arrived meanwhile takes off next.
@@ -236,7 +240,7 @@ class SileroBatcher:
         if loop is not self.loop:  # another loop (a test's, after the last one closed)
             self.loop, self.waiting, self.flying = loop, {}, False
         if self.idle:
-            loop.call_soon(self._take_off)
+            loop.call_later(GATHER_S, self._take_off)
         self.waiting[classifier] = drain
 
     def _take_off(self) -> None:
