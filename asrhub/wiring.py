@@ -18,6 +18,7 @@ from typing import Any
 
 from asrhub.config import SessionConfig
 from asrhub.engine.registry import ProviderRegistry
+from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE
 from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.metrics.hub import HubMetrics
@@ -26,7 +27,7 @@ from asrhub.operators.resample import filters_loaded, load_filters, resample
 from asrhub.operators.segment import segment
 from asrhub.operators.vad_gate import SileroVad, vad_gate
 from asrhub.operators.wakeword_models import WakewordModels
-from asrhub.plugin import Operator, Provider
+from asrhub.plugin import Operator, Provider, ProviderUnavailable
 from asrhub.session.context import Context
 from asrhub.settings.schema import Settings
 
@@ -154,8 +155,17 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
     )
     hub.preparations += [partial(_wakeword_load, wakewords), _resampler_load, partial(_silero_load, silero)]
     if settings.vad.engine == "silero":
-        hub.warmups.append(silero.load)  # every session may use it: at start-up (missing: start fails)
+        hub.warmups.append(partial(_silero_warmup, silero))  # every session may use it
     return hub
+
+
+def _silero_warmup(silero: SileroVad) -> None:
+    """The Silero VAD model at start-up, when it is the server's default engine; a missing model
+    stops the start (``asrhub serve`` prints the message with the set-up step and exits 1)."""
+    try:
+        silero.load()
+    except HubError as exc:
+        raise ProviderUnavailable(f"vad.engine = silero: {exc.message}") from None
 
 
 def _wakeword_load(wakewords: WakewordModels, config: SessionConfig) -> Callable[[], object] | None:
