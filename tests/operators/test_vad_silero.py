@@ -18,7 +18,7 @@ from asrhub.config import SessionConfig, VadConfig
 from asrhub.errors import HubError
 from asrhub.flow import Pending
 from asrhub.frames import AudioChunk, Frame, SessionUpdated, SpeechEnded, SpeechStarted
-from asrhub.operators._vad_silero import SETUP_HINT, SileroClassifier, SileroVad
+from asrhub.operators._vad_silero import SETUP_HINT, SileroClassifier, SileroModel, SileroVad
 from asrhub.operators.vad_gate import vad_gate
 from tests.audio_utils import fixture, fixture_entry, load_wav, resample, room_noise, tones
 
@@ -237,3 +237,34 @@ def test_closed_sessions_leave_nothing_behind(silero: SileroVad) -> None:
     before = live()
     asyncio.run(sessions())
     assert live() == before
+
+
+class FakeFailingModel(SileroModel):
+    """The real model, except that a batched call (a flight) fails: injects an engine fault."""
+
+    def run(self, x: np.ndarray, state: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        if len(x) > 1:
+            raise RuntimeError("onnxruntime failed")
+        return super().run(x, state, rate)
+
+
+def test_a_failed_flight_ends_its_sessions_with_the_error(silero: SileroVad) -> None:
+    """The model failing off the loop reaches every session of that flight as ``on_error`` (no
+    hang, nothing waiting), and the batcher serves the next flight."""
+    failing = SileroVad()
+    failing._model = FakeFailingModel(silero.model().session)
+    x, rate = load_wav(fixture("weather_question.wav"))
+    chunks = chunks_of(x, rate, rate // 10)
+
+    async def sessions() -> list[BaseException]:
+        errors: list[BaseException] = []
+        subjects: list[Subject[Frame]] = [Subject() for _ in range(3)]
+        for subject in subjects:
+            subject.pipe(vad_gate(engine="silero", silero=failing)).subscribe(lambda _f: None, errors.append)
+        for subject in subjects:
+            subject.on_next(chunks[0])
+        await until(lambda: len(errors) == 3 and failing.batcher().idle)
+        return errors
+
+    errors = asyncio.run(sessions())
+    assert all("onnxruntime failed" in str(e) for e in errors)
