@@ -172,13 +172,18 @@ class SileroClassifier:
         if len(self.pending):
             samples = np.concatenate((self.pending, samples))
         step = self.rate // self.model_rate
-        span, ctx = WINDOW[self.model_rate] * step, CONTEXT[self.model_rate]
+        window, ctx = WINDOW[self.model_rate], CONTEXT[self.model_rate]
+        span = window * step
         count = len(samples) // span
-        start = self.expected - len(samples)
-        for i in range(count):
-            new = samples[i * span : (i + 1) * span : step]
-            self.todo.append((np.concatenate((self.context, new)), start + (i + 1) * span))
-            self.context = new[-ctx:]
+        if count:  # all of the chunk's windows in one array: each row is context + window
+            new = samples[: count * span : step].reshape(count, window)
+            rows = np.empty((count, ctx + window), np.float32)
+            rows[:, ctx:] = new
+            rows[0, :ctx] = self.context
+            rows[1:, :ctx] = new[:-1, -ctx:]
+            self.context = new[-1, -ctx:].copy()
+            start = self.expected - len(samples)
+            self.todo.extend((rows[i], start + (i + 1) * span) for i in range(count))
         self.pending = samples[count * span :].copy()
 
     def score(self, count: int) -> None:
@@ -280,7 +285,7 @@ class SileroBatcher:
                     probabilities, state = self.model.run(x, state, rate)
                     self.batches += 1
                     self.windows += len(part)
-                    for j, c in enumerate(part):
-                        c.state = state[:, j : j + 1].copy()
-                        c.probabilities.append(float(probabilities[j]))
+                    for j, (c, p) in enumerate(zip(part, probabilities.tolist(), strict=True)):
+                        c.state = state[:, j : j + 1]
+                        c.probabilities.append(p)
             rows = [(c, count) for c, count in rows if count > len(c.probabilities)]
