@@ -47,7 +47,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections import deque
 from collections.abc import Callable
@@ -72,13 +71,12 @@ from asrhub.plugin import Operator
 
 from ._pcm import Pcm16Chunk
 from ._vad_silero import SileroClassifier, SileroVad
+from ._vad_waiting import MAX_WAITING_S, Waiting
 from ._vad_webrtc import WebrtcClassifier
 
-__all__ = ["SileroVad", "vad_gate"]
+__all__ = ["MAX_WAITING_S", "SileroVad", "vad_gate"]
 
 FRAME_MS = 20
-MAX_WAITING_S = 1.0
-"""Audio of one session waiting for the Silero model off the loop; past it ``feed`` waits."""
 
 
 class Classifier(Protocol):
@@ -104,23 +102,6 @@ def classifier(
     if engine == "silero":
         return SileroClassifier((silero or SileroVad()).model(), threshold)
     return WebrtcClassifier(aggressiveness)
-
-
-def _pcm(c: AudioChunk) -> bytes:
-    """A chunk's samples as PCM16: the client's own bytes when it has them."""
-    return c.pcm if type(c) is Pcm16Chunk else float_to_pcm16(c.samples)
-
-
-def _waiting_s(queue: deque[tuple[Frame | None, SileroClassifier | None, int]]) -> float:
-    """Seconds of audio waiting for a Silero flight."""
-    return sum(f.duration for f, _, _ in queue if isinstance(f, AudioChunk))
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _params(judge: Classifier, start_ms: int, silence_ms: int) -> tuple[int, int, int]:
@@ -159,10 +140,6 @@ def vad_gate(
             gate.pause_frames = pause_frames
             gate.audio = audio
 
-            # Frames behind a chunk that waits for a Silero flight: (frame or None for the
-            # completion, the classifier scoring it or None, its end position).
-            queue: deque[tuple[Frame | None, SileroClassifier | None, int]] = deque()
-
             def handle(frame: Frame) -> None:
                 if not isinstance(frame, AudioChunk):
                     if isinstance(frame, SessionUpdated) and frame.settings is not None:
@@ -178,65 +155,23 @@ def vad_gate(
                 except Exception as exc:
                     observer.on_error(exc)
 
-            def on_next(frame: Frame) -> None:
-                if gate.batching or queue:
-                    later(frame)
-                else:
-                    handle(frame)
-
-            def later(frame: Frame) -> None:
-                judge, loop = gate.classifier, _running_loop()
-                if isinstance(frame, AudioChunk) and isinstance(judge, SileroClassifier) and loop is not None:
-                    rate, pcm = frame.sample_rate, _pcm(frame)
-                    pos = round(frame.start * rate)
-                    try:  # scored off the loop, with the other sessions' windows
-                        judge.add(pcm, pos, rate)
-                    except Exception as exc:
-                        observer.on_error(exc)
-                        return
-                    queue.append((frame, judge, pos + len(pcm) // 2))
-                    silero.batcher().submit(judge, drain, loop)
-                    if pending is not None and _waiting_s(queue) >= MAX_WAITING_S:
-                        pending.hold("vad_gate")
-                elif queue:
-                    queue.append((frame, None, 0))
-                else:
-                    handle(frame)
-
-            def drain(error: BaseException | None) -> None:
-                if error is not None:
-                    queue.clear()
-                    observer.on_error(error if isinstance(error, Exception) else RuntimeError(error))
-                while queue:
-                    frame, owner, end = queue[0]
-                    if owner is not None and end > owner.scored:
-                        break  # its flight has not landed
-                    queue.popleft()
-                    if frame is None:
-                        complete()
-                    else:
-                        handle(frame)
-                if pending is not None and _waiting_s(queue) < MAX_WAITING_S:
-                    pending.unhold("vad_gate")
-
-            def on_completed() -> None:
-                if queue:
-                    queue.append((None, None, 0))
-                else:
-                    complete()
-
             def complete() -> None:
                 if gate.speaking:
                     observer.on_next(SpeechEnded(t=gate.last_voiced_end / gate.rate))
                 observer.on_completed()
 
-            def dispose() -> None:
-                queue.clear()
-                if pending is not None:
-                    pending.unhold("vad_gate")
+            waiting = Waiting(silero, handle, complete, observer.on_error, pending)  # for Silero
 
-            subscription = source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
-            return CompositeDisposable(subscription, Disposable(dispose))
+            def on_next(frame: Frame) -> None:
+                if gate.batching or waiting.queue:
+                    waiting.put(frame, gate.classifier)
+                else:
+                    handle(frame)
+
+            subscription = source.subscribe(
+                on_next, observer.on_error, waiting.completed, scheduler=scheduler
+            )
+            return CompositeDisposable(subscription, Disposable(waiting.dispose))
 
         return Stage(subscribe)
 
