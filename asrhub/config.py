@@ -21,9 +21,19 @@ class AudioFormat(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     channels: Annotated[int, Meta(ge=1, le=32)] = 1
 
 
+VadEngine = Literal["webrtc", "silero"]
+
+
 class VadConfig(msgspec.Struct, frozen=True, kw_only=True):
     enabled: bool = True
+    engine: VadEngine | None = None
+    """How a frame is judged speech: ``webrtc`` (webrtcvad, cheap) or ``silero`` (Silero VAD v5,
+    a neural model that stays shut on noise webrtcvad takes for speech, at ~10× the CPU, most of
+    it off the event loop); None: the hub's default (``vad.engine`` in the settings)."""
     aggressiveness: Annotated[int, Meta(ge=0, le=3)] = 2
+    """webrtc: 0 (keeps the most speech) … 3 (drops the most noise)."""
+    threshold: Annotated[float, Meta(ge=0.05, le=0.95)] = 0.5
+    """silero: the speech probability that opens speech (it goes on down to threshold − 0.15)."""
     silence_ms: Annotated[int, Meta(ge=50, le=10_000)] = 500
     """Hangover: how long speech must be absent before ``vad.speech_ended``."""
     start_ms: Annotated[int, Meta(ge=10, le=2_000)] = 90

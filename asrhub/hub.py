@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
 import msgspec
 
-from asrhub.config import Limits, SessionConfig, base_language, parse_session_config, updated_config
+from asrhub.config import (
+    Limits,
+    SessionConfig,
+    VadEngine,
+    base_language,
+    parse_session_config,
+    updated_config,
+)
 from asrhub.engine.breaker import Breakers
 from asrhub.engine.failover import AllFailed, call_timeout, failover
 from asrhub.engine.uploads import JOB_S, Progress, UploadGate, jobs, merge
@@ -70,9 +77,12 @@ class Hub:
         limits: Limits | None = None,
         cluster: Cluster | None = None,
         metrics: HubMetrics | None = None,
+        vad_engine: VadEngine = "webrtc",
     ) -> None:
         self.providers = dict(providers)
         self.default_provider = default_provider
+        self.vad_engine: VadEngine = vad_engine
+        """The VAD engine of sessions whose config names none."""
         self.limits = limits or Limits()
         self.pipeline_factory = pipeline_factory
         self.sessions: dict[str, Session] = {}
@@ -207,6 +217,10 @@ class Hub:
                 raise HubError("bad_message", f"invalid session config: {exc}") from None
         if config.provider is None:
             config = msgspec.structs.replace(config, provider=self.default_provider)
+        if config.vad.engine is None:
+            config = msgspec.structs.replace(
+                config, vad=msgspec.structs.replace(config.vad, engine=self.vad_engine)
+            )
         for name in config.providers:
             if name != NO_PROVIDER and name not in self.providers:
                 known = ", ".join(sorted([*self.providers, NO_PROVIDER]))
@@ -428,6 +442,13 @@ class Hub:
         except msgspec.ValidationError as exc:
             raise HubError("bad_message", f"invalid session config: {exc}") from None
         config = self.resolve_config(config)
+        for preparation in self.preparations:  # a model the new settings need (Silero VAD)
+            load = preparation(config)
+            if load is not None:
+                try:
+                    load()  # blocking, once per hub (~50 ms); a missing model refuses the update
+                except HubError as exc:  # the session goes on with its settings
+                    raise HubError(exc.code, exc.message) from None
         session.reconfigure(config)
         return config
 

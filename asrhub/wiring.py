@@ -18,15 +18,16 @@ from typing import Any
 
 from asrhub.config import SessionConfig
 from asrhub.engine.registry import ProviderRegistry
+from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE
 from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.metrics.hub import HubMetrics
 from asrhub.operators.decode import decode
 from asrhub.operators.resample import filters_loaded, load_filters, resample
 from asrhub.operators.segment import segment
-from asrhub.operators.vad_gate import vad_gate
+from asrhub.operators.vad_gate import SileroVad, vad_gate
 from asrhub.operators.wakeword_models import WakewordModels
-from asrhub.plugin import Operator, Provider
+from asrhub.plugin import Operator, Provider, ProviderUnavailable
 from asrhub.session.context import Context
 from asrhub.settings.schema import Settings
 
@@ -35,9 +36,11 @@ SPLIT_SEARCH_S = 3.0
 the last this many seconds (a pause between words), not through a word."""
 
 
-def build_pipeline(ctx: Context, *, wakewords: WakewordModels | None = None) -> Operator:
-    """One session's chain. ``wakewords``: the hub's shared wake-word models (:func:`build_hub`
-    passes them; None: a wake-word session loads a set of its own)."""
+def build_pipeline(
+    ctx: Context, *, wakewords: WakewordModels | None = None, silero: SileroVad | None = None
+) -> Operator:
+    """One session's chain. ``wakewords``, ``silero``: the hub's shared wake-word and Silero VAD
+    models (:func:`build_hub` passes them; None: a session that needs one loads its own)."""
     config, limits = ctx.config, ctx.limits
     stages: list[tuple[str, Operator]] = [
         (
@@ -75,13 +78,17 @@ def build_pipeline(ctx: Context, *, wakewords: WakewordModels | None = None) -> 
             (
                 "vad_gate",
                 vad_gate(
+                    engine=config.vad.engine or "webrtc",
                     aggressiveness=config.vad.aggressiveness,
+                    threshold=config.vad.threshold,
                     start_ms=config.vad.start_ms,
                     silence_ms=config.vad.silence_ms,
                     preroll_ms=config.vad.preroll_ms,
                     pause_ms=early_final_ms(ctx),
                     # nothing reads the gate's audio without an engine or a wake word: events only
                     audio=bool(ctx.providers) or config.wakeword.enabled,
+                    silero=silero,
+                    pending=ctx.pending,
                 ),
             )
         )
@@ -136,16 +143,29 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
 
         cluster = Cluster(settings.cluster, settings.limits)
     wakewords = WakewordModels()
+    silero = SileroVad()
     hub = Hub(
         providers=create_providers(settings, registry),
-        pipeline_factory=partial(build_pipeline, wakewords=wakewords),
+        pipeline_factory=partial(build_pipeline, wakewords=wakewords, silero=silero),
         default_provider=default if default else NO_PROVIDER,
         limits=settings.limits,
         cluster=cluster,
         metrics=HubMetrics.from_settings(settings.metrics),
+        vad_engine=settings.vad.engine,
     )
-    hub.preparations += [partial(_wakeword_load, wakewords), _resampler_load]
+    hub.preparations += [partial(_wakeword_load, wakewords), _resampler_load, partial(_silero_load, silero)]
+    if settings.vad.engine == "silero":
+        hub.warmups.append(partial(_silero_warmup, silero))  # every session may use it
     return hub
+
+
+def _silero_warmup(silero: SileroVad) -> None:
+    """The Silero VAD model at start-up, when it is the server's default engine; a missing model
+    stops the start (``asrhub serve`` prints the message with the set-up step and exits 1)."""
+    try:
+        silero.load()
+    except HubError as exc:
+        raise ProviderUnavailable(f"vad.engine = silero: {exc.message}") from None
 
 
 def _wakeword_load(wakewords: WakewordModels, config: SessionConfig) -> Callable[[], object] | None:
@@ -155,6 +175,14 @@ def _wakeword_load(wakewords: WakewordModels, config: SessionConfig) -> Callable
     if not config.wakeword.enabled or wakewords.ready(names):
         return None
     return partial(wakewords.load, names)
+
+
+def _silero_load(silero: SileroVad, config: SessionConfig) -> Callable[[], object] | None:
+    """The Silero VAD model, when a session asks for it and the hub has not loaded it (a hub
+    whose default engine is webrtc holds none until then)."""
+    if not config.vad.enabled or config.vad.engine != "silero" or silero.loaded:
+        return None
+    return partial(silero.load)
 
 
 def _resampler_load(config: SessionConfig) -> Callable[[], object] | None:

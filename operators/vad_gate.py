@@ -1,4 +1,4 @@
-"""``vad_gate``: pass speech, drop silence, mark the edges — webrtcvad on 20 ms frames.
+"""``vad_gate``: pass speech, drop silence, mark the edges — webrtcvad or Silero, on 20 ms frames.
 
 ::
 
@@ -7,14 +7,23 @@
                                                   E = SpeechEnded(t), after ``silence_ms`` unvoiced
 
 * Frames: chunks of any size are cut into 20 ms frames (a partial frame waits in a carry).
+* Classifier (``engine``): ``webrtc`` judges each frame (``_vad_webrtc``); ``silero`` scores
+  32 ms windows with a shared ONNX model and a frame reads the last window that ended by its end
+  (``_vad_silero``, ``threshold`` with hysteresis). Either gives voiced/unvoiced per frame; the
+  rest of the gate is the same for both. On a running event loop a Silero session's chunks wait
+  (with every frame behind them, in order) for the model to score their windows off the loop,
+  batched with other sessions' (``SileroBatcher``); while more than ``MAX_WAITING_S`` of audio
+  waits, the session's ``pending`` is held. Without a loop (a marble test) it scores inline.
 * Start: k voiced frames within a sliding window of ``max(k + 2, 1.5 k)`` frames, where
-  k = ⌈start_ms / 20⌉ + webrtcvad's own hangover (4–5 frames: after any voiced frame webrtcvad
-  reports 80–100 ms more), so ``start_ms`` is voiced audio beyond that hangover: one noisy frame
-  never opens the gate, and one unvoiced frame does not delay it. ``SpeechStarted.t`` is the
-  start of the first voiced frame in that window; it is followed by the audio from up to
-  ``preroll_ms`` before it up to the deciding frame (from a bounded ring), then the speech audio.
+  k = ⌈start_ms / 20⌉ + the classifier's own hangover (webrtcvad: 4–5 frames, after any voiced
+  frame it reports 80–100 ms more; Silero: none), so ``start_ms`` is voiced audio beyond that
+  hangover: one noisy frame never opens the gate, and one unvoiced frame does not delay it.
+  ``SpeechStarted.t`` is the start of the first voiced frame in that window; it is followed by
+  the audio from up to ``preroll_ms`` before it up to the deciding frame (from a bounded ring),
+  then the speech audio.
 * End: ``silence_ms`` of consecutive unvoiced frames (as webrtcvad reports them, so its own
-  hangover of 80–160 ms comes on top). ``SpeechEnded.t`` is the end of the last voiced frame; the
+  hangover of 80–160 ms comes on top; Silero counts 80 ms more instead, so ``silence_ms`` means
+  the same wall-clock silence with either engine). ``SpeechEnded.t`` is the end of the last voiced frame; the
   hangover audio up to the deciding frame is passed (not trimmed) and goes before the event.
   On completion inside speech: ``SpeechEnded`` then completion.
 * Early-final hint (``pause_ms`` > 0, shorter than the hangover): inside speech, after
@@ -28,10 +37,10 @@
   and the pre-roll. Bound: the pre-roll keeps references to the last pre-roll + window + one
   frame of audio, plus at most one input chunk.
 * Live reconfiguration: a ``session.updated`` frame carries new ``vad`` settings
-  (aggressiveness, start_ms, silence_ms, preroll_ms); they hold from the next utterance on (at
-  once between utterances, else when the current one ends). The frame passes on in order.
-* webrtcvad reads int16: ``clip(x · 32768)``, which for audio decoded from PCM16 is the client's
-  own samples. A chunk that carries them (``Pcm16Chunk`` from ``decode``) is read as is, with no
+  (engine, aggressiveness, threshold, start_ms, silence_ms, preroll_ms); they hold from the next
+  utterance on (at once between utterances, else when the current one ends). The frame passes on in order.
+* The classifiers read int16: ``clip(x · 32768)``, which for audio decoded from PCM16 is the
+  client's own samples. A chunk that carries them (``Pcm16Chunk`` from ``decode``) is read as is, with no
   float → int16 conversion, and the pre-roll keeps its bytes (half the memory of float32, read
   back bit-exact); float-only chunks are kept as float32 views.
 """
@@ -40,14 +49,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
-import webrtcvad
-from _webrtcvad import process
 from reactivex import Observable, abc
+from reactivex.disposable import CompositeDisposable, Disposable
 
-from asrhub.flow import Stage
+from asrhub.flow import Pending, Stage
 from asrhub.frames import (
     AudioChunk,
     Frame,
@@ -61,41 +70,84 @@ from asrhub.pcm import float_to_pcm16, pcm16_to_float
 from asrhub.plugin import Operator
 
 from ._pcm import Pcm16Chunk
+from ._vad_silero import SileroClassifier, SileroVad
+from ._vad_waiting import MAX_WAITING_S, Waiting
+from ._vad_webrtc import WebrtcClassifier
+
+__all__ = ["MAX_WAITING_S", "SileroVad", "vad_gate"]
 
 FRAME_MS = 20
-# webrtcvad keeps calling frames voiced for a while after any voiced frame (its own hangover):
-# 20 ms frames after one voiced frame, per aggressiveness.
-WEBRTC_HANGOVER_FRAMES = (5, 5, 4, 4)
 
 
-def _params(aggressiveness: int, start_ms: int, silence_ms: int) -> tuple[int, int, int]:
+class Classifier(Protocol):
+    """How a 20 ms frame is judged voiced (one per session)."""
+
+    hangover_frames: int
+    """Frames the engine keeps calling voiced after speech (counted into the start condition)."""
+    end_frames: int
+    """Unvoiced frames added to ``silence_ms`` (an engine without a hangover of its own)."""
+
+    def judge(self, pcm: bytes, pos: int, first: int, rate: int) -> Callable[[memoryview, int], int]:
+        """Called once per chunk with its PCM16 (at stream position ``pos``; the chunk's first
+        frame starts at ``first``); returns the call that judges each of its frames in order:
+        (the frame's PCM16, its samples) → voiced."""
+        ...
+
+
+def classifier(
+    engine: str, aggressiveness: int, threshold: float, silero: SileroVad | None
+) -> WebrtcClassifier | SileroClassifier:
+    """A session's classifier. Silero loads its model here if its owner has not (raises
+    :class:`~asrhub.errors.HubError` when the model is missing)."""
+    if engine == "silero":
+        return SileroClassifier((silero or SileroVad()).model(), threshold)
+    return WebrtcClassifier(aggressiveness)
+
+
+def _params(judge: Classifier, start_ms: int, silence_ms: int) -> tuple[int, int, int]:
     """(k voiced frames to start, the window they must fall in, unvoiced frames to end)."""
-    k = max(1, math.ceil(start_ms / FRAME_MS)) + WEBRTC_HANGOVER_FRAMES[aggressiveness]
-    return k, max(k + 2, math.ceil(1.5 * k)), max(1, math.ceil(silence_ms / FRAME_MS))
+    k = max(1, math.ceil(start_ms / FRAME_MS)) + judge.hangover_frames
+    return k, max(k + 2, math.ceil(1.5 * k)), max(1, math.ceil(silence_ms / FRAME_MS)) + judge.end_frames
 
 
 def vad_gate(
     *,
+    engine: str = "webrtc",
     aggressiveness: int = 2,
+    threshold: float = 0.5,
     start_ms: int = 90,
     silence_ms: int = 500,
     preroll_ms: int = 300,
     pause_ms: int = 0,
     audio: bool = True,
+    silero: SileroVad | None = None,
+    pending: Pending | None = None,
 ) -> Operator:
-    k, window, end_frames = _params(aggressiveness, start_ms, silence_ms)
+    """``silero``: the owner's shared Silero model (None: a Silero gate loads one of its own).
+    ``pending``: the session's, held while more than ``MAX_WAITING_S`` of its audio waits for
+    the Silero model (``feed`` waits)."""
+    silero = silero or SileroVad()
+    if engine == "silero":
+        silero.model()  # a missing model refuses the session here, before any audio flows
     pause_frames = math.ceil(pause_ms / FRAME_MS) if pause_ms > 0 else 0
 
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
-            gate = _Gate(observer, webrtcvad.Vad(aggressiveness), k, window, end_frames, preroll_ms)
+            judge = classifier(engine, aggressiveness, threshold, silero)
+            k, window, end_frames = _params(judge, start_ms, silence_ms)
+            gate = _Gate(observer, judge, k, window, end_frames, preroll_ms)
+            gate.silero = silero
             gate.pause_frames = pause_frames
             gate.audio = audio
 
-            def on_next(frame: Frame) -> None:
+            def handle(frame: Frame) -> None:
                 if not isinstance(frame, AudioChunk):
                     if isinstance(frame, SessionUpdated) and frame.settings is not None:
-                        gate.reconfigure(frame.settings.vad)
+                        try:
+                            gate.reconfigure(frame.settings.vad)
+                        except Exception as exc:
+                            observer.on_error(exc)
+                            return
                     observer.on_next(frame)
                     return
                 try:
@@ -103,12 +155,23 @@ def vad_gate(
                 except Exception as exc:
                     observer.on_error(exc)
 
-            def on_completed() -> None:
+            def complete() -> None:
                 if gate.speaking:
                     observer.on_next(SpeechEnded(t=gate.last_voiced_end / gate.rate))
                 observer.on_completed()
 
-            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+            waiting = Waiting(silero, handle, complete, observer.on_error, pending)  # for Silero
+
+            def on_next(frame: Frame) -> None:
+                if gate.batching or waiting.queue:
+                    waiting.put(frame, gate.classifier)
+                else:
+                    handle(frame)
+
+            subscription = source.subscribe(
+                on_next, observer.on_error, waiting.completed, scheduler=scheduler
+            )
+            return CompositeDisposable(subscription, Disposable(waiting.dispose))
 
         return Stage(subscribe)
 
@@ -119,9 +182,17 @@ class _Gate:
     """One subscription's state. Positions are absolute sample indices in stream time."""
 
     def __init__(
-        self, observer: abc.ObserverBase[Frame], vad: Any, k: int, window: int, end: int, preroll_ms: int
+        self,
+        observer: abc.ObserverBase[Frame],
+        judge: Classifier,
+        k: int,
+        window: int,
+        end: int,
+        preroll_ms: int,
     ):
-        self.observer, self.handle = observer, vad._vad  # _webrtcvad.process without the wrapper
+        self.observer, self.classifier = observer, judge
+        self.batching = isinstance(judge, SileroClassifier)  # its chunks may wait for a batch
+        self.silero: SileroVad | None = None
         self.k, self.mask, self.end_frames, self.preroll_ms = k, (1 << window) - 1, end, preroll_ms
         self.window = window
         self.rate = self.flen = self.size = 0
@@ -147,9 +218,10 @@ class _Gate:
         vad, self.pending = self.pending, None
         if vad is None:
             return
-        self.k, window, self.end_frames = _params(vad.aggressiveness, vad.start_ms, vad.silence_ms)
+        self.classifier = classifier(vad.engine or "webrtc", vad.aggressiveness, vad.threshold, self.silero)
+        self.batching = isinstance(self.classifier, SileroClassifier)
+        self.k, window, self.end_frames = _params(self.classifier, vad.start_ms, vad.silence_ms)
         self.window, self.mask, self.preroll_ms = window, (1 << window) - 1, vad.preroll_ms
-        self.handle = webrtcvad.Vad(vad.aggressiveness)._vad
         self.hist &= self.mask
         if self.rate:
             self._setup(self.rate)  # pre-roll and ring sizes follow
@@ -178,8 +250,9 @@ class _Gate:
             self.hist = 0 if not self.speaking else self.hist
         self.expected = pos0 + n
         data = self.carry + pcm if self.carry else pcm
-        mv, fbytes, handle = memoryview(data), 2 * flen, self.handle
+        mv, fbytes = memoryview(data), 2 * flen
         fend = pos0 - len(self.carry) // 2
+        judge = self.classifier.judge(pcm, pos0, fend, rate)
         cursor = pos0
         # The state machine runs on locals (written back before any call that reads them, and
         # read again after _end, whose pending settings may change k, mask and end_frames).
@@ -187,7 +260,7 @@ class _Gate:
         unvoiced, last_voiced_end, end_frames = self.unvoiced, self.last_voiced_end, self.end_frames
         for off in range(0, len(data) - fbytes + 1, fbytes):
             fend += flen
-            voiced = process(handle, rate, mv[off : off + fbytes], flen)
+            voiced = judge(mv[off : off + fbytes], flen)
             if not speaking:
                 hist = ((hist << 1) | voiced) & mask
                 if hist.bit_count() >= k:

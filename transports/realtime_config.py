@@ -87,6 +87,7 @@ class RealtimeConfig:
                 vad["preroll_ms"] = min(max(int(td["prefix_padding_ms"]), 0), 2_000)
             if td.get("threshold") is not None:
                 vad["aggressiveness"] = min(3, max(0, int(float(td["threshold"]) * 4)))
+                vad["threshold"] = min(0.95, max(0.05, float(td["threshold"])))  # the Silero engine's
         config: dict[str, Any] = {
             "audio": {"encoding": "pcm_s16le", "sample_rate": G711_RATE if self.g711 else self.rate},
             "language": self.language,

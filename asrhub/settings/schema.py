@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from asrhub.config import Limits
+from asrhub.config import Limits, VadEngine
 
 EventLoop = Literal["asyncio", "uvloop", "auto"]
 """The event loops a server can run on (``server.loop``)."""
@@ -90,6 +90,15 @@ class ServerSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     clients may make the hub reach any address it can (the hub fetches what they name)."""
 
 
+class VadSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    engine: VadEngine = "webrtc"
+    """The VAD engine of sessions whose config names none (``vad.engine``): ``webrtc`` (webrtcvad)
+    or ``silero`` (Silero VAD v5; its model is then loaded at start-up, and a missing model stops
+    the start with the set-up hint). With ``webrtc`` a session may still ask for ``silero``: the
+    model loads when the first such session opens. Measured side by side in docs/benchmarks.md
+    ("VAD engines")."""
+
+
 class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Structured logs on stderr (structlog); nothing is logged per audio frame."""
 
@@ -141,6 +150,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ``[providers.NAME]`` table."""
     server: ServerSettings = ServerSettings()
     limits: Limits = Limits()
+    vad: VadSettings = VadSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     cluster: ClusterSettings = ClusterSettings()

@@ -2,6 +2,7 @@
 """Scale: N concurrent WebSocket sessions, VAD only, against the hub and the bare baseline.
 
     python tests/perf/bench_scale.py [--sizes 100 250 500 1000 2000] [--quick] [--profile 1000]
+                                     [--vad-engine silero]
 
 For each server (``hub``: ``asrhub serve`` with provider ``none``; ``bare``:
 tests/perf/bare_vad_server.py) and each N, a fresh server process is started, warmed up with a
@@ -258,7 +259,10 @@ def main() -> None:
         "--profile", type=int, metavar="N", help="py-spy record the hub during the run with N sessions"
     )
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--vad-engine", choices=("webrtc", "silero"), help="the sessions' vad.engine")
     args = ap.parse_args()
+    if args.vad_engine:
+        CONFIG["vad"]["engine"] = args.vad_engine  # type: ignore[index]
     sizes = tuple(args.sizes or (QUICK_SIZES if args.quick else SIZES))
     kinds = (args.only,) if args.only else ("bare", "hub")
     tables, runs = run(sizes, kinds, profile=args.profile)
