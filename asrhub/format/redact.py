@@ -2,8 +2,9 @@
 replaced (their times, their lowest probability) and keeps the punctuation around them.
 
 Numbers are found in runs: consecutive words that are digits — as the engine wrote them
-(``4111``, ``4111-1111``, ``(555)``) or as spoken and read by text2num (``four one one``) —
-with no punctuation between them. Over each run, in this order:
+(``4111``, ``4111-1111``, ``(555)``, ``-4567``) or as spoken and read by text2num (``four one
+one``) — with nothing but a comma or a dash between them (``4242, 4242, …``: how Whisper
+writes a card number said in groups). Over each run, in this order:
 
 =========  ====================  =============================================================
 class      marker                what
@@ -41,7 +42,10 @@ MARKERS = {
     "numbers": "[NUMBER]",
     "email": "[EMAIL_ADDRESS]",
 }
-_NUMERIC = re.compile(r"^\+?\(?\d[\d().\-/]*$")
+_NUMERIC = re.compile(r"^[+\-(]*\d[\d().,\-/]*$")
+_JOINS = ("", ",", "-")
+"""What may stand between two digit groups of one run (``4242, 4242``: engines write card
+and phone numbers so); a full stop, a question mark… ends the run."""
 _EMAIL = re.compile(r"^[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+$")
 _DOMAIN = re.compile(r"^[\w\-]+(?:\.[\w\-]+)*\.(?:com|org|net|edu|gov|io|co|uk|de|fr|es|it|nl|us|info|biz)$")
 TLDS = frozenset({"com", "org", "net", "edu", "gov", "io", "co", "uk", "de", "fr", "es", "it", "nl", "us"})
@@ -61,7 +65,7 @@ def _runs(pieces: Sequence[Piece]) -> list[tuple[int, int]]:
             i += 1
             continue
         j = i + 1
-        while j < len(pieces) and not pieces[j - 1].trail and _digits(pieces[j]) is not None:
+        while j < len(pieces) and pieces[j - 1].trail in _JOINS and _digits(pieces[j]) is not None:
             j += 1
         runs.append((i, j))
         i = j
