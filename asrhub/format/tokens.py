@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from asrhub.frames import Word
 
 _LEAD = re.compile(r"^[\"'“‘«¿¡(\[{]+")
-_TRAIL = re.compile(r"[.,!?;:…\"'”’»)\]}]+$")
+_TRAIL = re.compile(r"[.,!?;:…\"'”’»)\]}—–]+$")
 
 
 @dataclass(frozen=True, slots=True)
