@@ -9,9 +9,9 @@ writes a card number said in groups). Over each run, in this order:
 =========  ====================  =============================================================
 class      marker                what
 =========  ====================  =============================================================
-``pci``    ``[CREDIT_CARD]``     13–19 digits that pass the Luhn check (python-stdnum); the
-                                 longest such stretch of the run, so a card number said next
-                                 to other digits is still found
+``pci``    ``[CREDIT_CARD]``     a run holding 13–19 digits in a row that pass the Luhn check
+                                 (python-stdnum): the whole run, so the expiry date or CVV
+                                 said with it (and a group the engine repeated) go too
 ``ssn``    ``[SSN]``             9 digits that are a valid US SSN (python-stdnum: no area 000,
                                  666 or 9xx, no group 00, no serial 0000)
 ``phone``  ``[PHONE_NUMBER]``    7 or 10 digits, 11 starting with 1, or ``+`` and 8–15 digits
@@ -72,22 +72,17 @@ def _runs(pieces: Sequence[Piece]) -> list[tuple[int, int]]:
     return runs
 
 
-def _card(pieces: Sequence[Piece], i: int, j: int) -> tuple[int, int] | None:
-    """The longest stretch of pieces[i:j] whose digits are a Luhn-valid card number."""
-    best: tuple[int, int] | None = None
+def _has_card(pieces: Sequence[Piece], i: int, j: int) -> bool:
+    """Whether some stretch of pieces[i:j] has the digits of a Luhn-valid card number."""
     for a in range(i, j):
         digits = ""
         for b in range(a, j):
             digits += _digits(pieces[b]) or ""
             if len(digits) > 19:
                 break
-            if (
-                len(digits) >= 13
-                and luhn.is_valid(digits)
-                and (best is None or b + 1 - a > best[1] - best[0])
-            ):
-                best = (a, b + 1)
-    return best
+            if len(digits) >= 13 and luhn.is_valid(digits):
+                return True
+    return False
 
 
 def _number_class(pieces: Sequence[Piece], i: int, j: int, classes: Collection[str]) -> str | None:
@@ -145,12 +140,8 @@ def spans(pieces: Sequence[Piece], classes: Collection[str]) -> list[tuple[int, 
     """(start, end, class) of everything to redact in ``pieces``, in order, not overlapping."""
     found: list[tuple[int, int, str]] = []
     for i, j in _runs(pieces):
-        card = _card(pieces, i, j) if "pci" in classes else None
-        if card is not None:
-            for a, b in ((i, card[0]), (card[1], j)):
-                if a < b and (kind := _number_class(pieces, a, b, classes)):
-                    found.append((a, b, kind))
-            found.append((card[0], card[1], "pci"))
+        if "pci" in classes and _has_card(pieces, i, j):
+            found.append((i, j, "pci"))
         elif kind := _number_class(pieces, i, j, classes):
             found.append((i, j, kind))
     if "email" in classes:
