@@ -10,6 +10,10 @@ mid-stream, from the next transcript)::
     in:   ─p─F─U─p─F─|      p/F = transcript.partial/final, U = session.updated
     out:  ─p'F'U─p"F"|      ' = the start config, " = the updated one
 
+When partials carry a ``stable`` prefix, :func:`asrhub.format.format_with_stable` formats the
+text and that prefix as one (a token spanning the boundary waits until all its words are
+stable), so the stable part is never rewritten.
+
 Formatting is pure and cheap (docs/benchmarks.md, "Formatting"); a failure in it replaces the
 transcript by an ``error`` for that utterance (``provider_failed``, the session goes on) —
 never the unformatted text, which might hold what ``redact`` was asked to hide.

@@ -7,6 +7,20 @@ spans the words it replaced. :mod:`asrhub.format.formatter` runs them in order.
 
 from __future__ import annotations
 
-from .formatter import format_final, format_partial, format_text, format_transcription, format_words
+from .formatter import (
+    format_final,
+    format_partial,
+    format_text,
+    format_transcription,
+    format_with_stable,
+    format_words,
+)
 
-__all__ = ["format_final", "format_partial", "format_text", "format_transcription", "format_words"]
+__all__ = [
+    "format_final",
+    "format_partial",
+    "format_text",
+    "format_transcription",
+    "format_with_stable",
+    "format_words",
+]

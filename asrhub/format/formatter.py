@@ -15,19 +15,14 @@ from .numerals import numerals
 from .profanity import masked
 from .punctuation import unpunctuated
 from .redact import redacted
-from .tokens import pieces_of
+from .tokens import Piece, pieces_of
 
 DEFAULT_LANGUAGE = "en"
 """Numbers are read in this language when neither the engine nor the request names one."""
 
 
-def format_words(
-    words: Sequence[Word], config: FormatConfig, language: str | None = None
-) -> tuple[Word, ...]:
-    """``words`` formatted: each output word spans (start of the first, end of the last) the
-    input words it replaced, with their lowest probability."""
-    if not config.active or not words:
-        return tuple(words)
+def formatted_pieces(words: Sequence[Word], config: FormatConfig, language: str | None = None) -> list[Piece]:
+    """``words`` formatted, each output word with the span of input words it replaced."""
     lang = base_language(language or DEFAULT_LANGUAGE)
     pieces = pieces_of(words)
     if not config.punctuate:
@@ -38,7 +33,37 @@ def format_words(
         pieces = redacted(pieces, config.redact, lang)
     if config.profanity_filter:
         pieces = masked(pieces)
-    return tuple(p.word for p in pieces)
+    return pieces
+
+
+def format_words(
+    words: Sequence[Word], config: FormatConfig, language: str | None = None
+) -> tuple[Word, ...]:
+    """``words`` formatted: each output word spans (start of the first, end of the last) the
+    input words it replaced, with their lowest probability."""
+    if not config.active or not words:
+        return tuple(words)
+    return tuple(p.word for p in formatted_pieces(words, config, language))
+
+
+def format_with_stable(
+    text: str, stable: int, config: FormatConfig, language: str | None = None
+) -> tuple[str, str]:
+    """A partial's ``text`` whose first ``stable`` words will not change, formatted as one:
+    (the formatted text, its stable prefix). The prefix holds the formatted tokens that
+    replaced stable words only; a token that also spans words not yet stable (a number still
+    being said) joins it once all its words are — so the stable part is formatted exactly as
+    the text is, and never rewritten."""
+    if not config.active or not text.strip():
+        return text, " ".join(text.split()[:stable])
+    words = [Word(token, 0.0, 0.0, 1.0) for token in text.split()]
+    pieces = formatted_pieces(words, config, language)
+    prefix: list[str] = []
+    for piece in pieces:
+        if piece.hi > stable:
+            break
+        prefix.append(piece.word.word)
+    return " ".join(p.word.word for p in pieces), " ".join(prefix)
 
 
 def format_text(text: str, config: FormatConfig, language: str | None = None) -> str:

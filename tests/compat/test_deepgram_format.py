@@ -129,3 +129,36 @@ async def test_live_redact_profanity_and_smart_format(
     (card,) = [w for w in words if w.word in ("[CREDIT_CARD]", "[NUMBER]")]
     assert card.end - card.start > 2.0  # the marker spans the groups it replaced
     assert whisper_server.open_sessions() == 0
+
+
+def test_redact_values_map_to_the_hubs_classes() -> None:
+    from asrhub.errors import HubError
+    from asrhub.transports.deepgram_options import redact_classes
+
+    assert redact_classes(["pci", "ssn"]) == ("pci", "ssn")
+    assert redact_classes(["credit_card,email_address", "phone_number", "true", "pci"]) == (
+        "pci",
+        "email",
+        "phone",
+        "numbers",
+    )
+    assert redact_classes(["false"]) == ()
+    with pytest.raises(HubError, match="'phi'"):
+        redact_classes(["pci", "phi"])
+
+
+def test_paragraphs_split_at_sentences_and_pauses() -> None:
+    from asrhub.frames import Word
+    from asrhub.transports.deepgram_paragraphs import paragraphs
+
+    said = [("Hello", 0.0), ("there.", 0.4), ("How", 0.8), ("are", 1.0), ("you?", 1.2), ("Fine.", 3.0)]
+    words = [Word(w, t, t + 0.3, 0.9) for w, t in said]
+    body = paragraphs(words, "Hello there. How are you? Fine.", 4.0)
+    assert body["transcript"] == "\nHello there. How are you?\n\nFine."
+    first, second = body["paragraphs"]
+    assert [s["text"] for s in first["sentences"]] == ["Hello there.", "How are you?"]
+    assert (first["start"], first["end"], first["num_words"]) == (0.0, 1.5, 5)
+    assert second["sentences"] == [{"text": "Fine.", "start": 3.0, "end": 3.3}]
+    untimed = paragraphs(None, "One. Two.", 2.0)
+    assert untimed["transcript"] == "\nOne. Two." and len(untimed["paragraphs"]) == 1
+    assert paragraphs(None, "", 1.0) == {"transcript": "", "paragraphs": []}

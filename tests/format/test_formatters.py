@@ -8,7 +8,14 @@ from __future__ import annotations
 import pytest
 
 from asrhub.config import FormatConfig, parse_session_config
-from asrhub.format import format_final, format_partial, format_text, format_transcription, format_words
+from asrhub.format import (
+    format_final,
+    format_partial,
+    format_text,
+    format_transcription,
+    format_with_stable,
+    format_words,
+)
 from asrhub.frames import FinalTranscript, PartialTranscript, Word
 from asrhub.plugin import TimedText, Transcription
 
@@ -167,6 +174,19 @@ def test_a_final_whose_text_is_not_its_words_is_formatted_on_its_own() -> None:
 def test_partials_are_formatted_too() -> None:
     partial = PartialTranscript(3, "my card is 4242 4242 4242 4242", 0.0, 3.0)
     assert format_partial(partial, FormatConfig(redact=("pci",))).text == "my card is [CREDIT_CARD]"
+
+
+def test_a_stable_prefix_is_formatted_with_its_text() -> None:
+    """For ``transcript.partial.stable``: the stable words formatted as part of the whole text;
+    a token spanning the boundary waits until all its words are stable."""
+    money = FormatConfig(numerals=True)
+    assert format_with_stable("it costs twenty five dollars", 3, money) == ("it costs $25", "it costs")
+    assert format_with_stable("it costs twenty five dollars", 5, money) == ("it costs $25", "it costs $25")
+    card = FormatConfig(redact=("pci",))
+    text = "card 4242 4242 4242 4242 please"
+    assert format_with_stable(text, 6, card) == ("card [CREDIT_CARD] please", "card [CREDIT_CARD] please")
+    assert format_with_stable(text, 3, card) == ("card [CREDIT_CARD] please", "card")
+    assert format_with_stable("so far so good", 2, FormatConfig()) == ("so far so good", "so far")
 
 
 def test_a_file_transcription() -> None:
