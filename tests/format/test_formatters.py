@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from asrhub.config import FormatConfig, parse_session_config
+from asrhub.config import FormatConfig, SessionConfig, parse_session_config, updated_config
 from asrhub.format import (
     format_final,
     format_partial,
@@ -209,3 +209,9 @@ def test_the_session_config_validates_format() -> None:
     assert list(config.to_dict()["format"]["redact"]) == ["pci", "ssn"]
     with pytest.raises(Exception, match="redact"):
         parse_session_config({"format": {"redact": ["names"]}})
+
+
+def test_session_update_may_change_format() -> None:
+    current = SessionConfig(format=FormatConfig(numerals=True))
+    changed = updated_config(current, {"format": {"redact": ["pci"]}})
+    assert changed.format == FormatConfig(numerals=True, redact=("pci",))  # merged field by field
