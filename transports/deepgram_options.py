@@ -277,12 +277,9 @@ _MARKER = re.compile(r"^\[[A-Z_]+\]")
 
 
 def _plain(word: str) -> str:
-    """Deepgram's ``word``: lower case, no punctuation — but a redaction marker as it is, and
-    a formatted number (``$25.50``, ``3:30``) only without the punctuation around it."""
+    """Deepgram's ``word``: lower case, no punctuation — a redaction marker as it is."""
     if marker := _MARKER.match(word):
         return marker.group(0)
-    if any(c.isdigit() for c in word):
-        return word.strip(".,!?;:\"'“”‘’()").lower()
     plain = re.sub(r"[^\w'’-]+", "", word).lower()
     return plain or word.lower()
 
