@@ -1,7 +1,8 @@
 """Real speech for the formatting tests, made at set-up with piper (the bundled ``joe`` voice,
 as tests/fixtures/make_fixtures.py makes the committed fixtures): a card number, a social
 security number, money and a percentage, a profanity — each its own sentence, with pauses
-between them that make paragraphs and utterances."""
+between them that make paragraphs and utterances. Piper's noise is off, so every run gets the
+same audio (with it, each run's speech — and so tiny.en's transcript — would differ)."""
 
 from __future__ import annotations
 
