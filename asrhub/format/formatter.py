@@ -74,21 +74,20 @@ def format_text(text: str, config: FormatConfig, language: str | None = None) ->
     return " ".join(w.word for w in format_words(words, config, language))
 
 
-def _spoken(text: str, words: Sequence[Word]) -> bool:
-    """Whether ``text`` is ``words`` joined by spaces (then the formatted words give the text;
-    else — a language written without spaces, an engine whose text differs — it is formatted
-    on its own)."""
-    return text.split() == [w.word for w in words]
-
-
 def _text_and_words(
     text: str, words: tuple[Word, ...] | None, config: FormatConfig, language: str | None
 ) -> tuple[str, tuple[Word, ...] | None]:
+    """The formatted text and words. With words, the text is the formatted words — joined by
+    spaces where the text has spaces, without where it has none and is exactly its words (a
+    language written without spaces) — so text and words never disagree on what was redacted;
+    a text without spaces that is not its words is formatted on its own."""
     if not words:
         return format_text(text, config, language), words
     shown = format_words(words, config, language)
-    if _spoken(text, words):
+    if any(c.isspace() for c in text.strip()):
         return " ".join(w.word for w in shown), shown
+    if text.strip() == "".join(w.word for w in words):
+        return "".join(w.word for w in shown), shown
     return format_text(text, config, language), shown
 
 

@@ -164,6 +164,15 @@ def test_a_final_keeps_its_fields_and_its_text_follows_its_words() -> None:
     assert format_final(final, FormatConfig()) is final
 
 
+def test_text_and_words_agree_when_the_engine_wrote_them_apart() -> None:
+    """Whisper's text and its word list may differ in a comma or a space; formatted, the text is
+    the formatted words, so both say [NUMBER] or both [CREDIT_CARD] — never one of each."""
+    words = tuple(timed("My card is 4242, 4242, 4242, 4242."))
+    final = FinalTranscript(1, "My card is 4242 4242,4242 4242.", 0.0, 4.0, "whisper", "en", words)
+    out = format_final(final, FormatConfig(redact=("pci", "numbers")))
+    assert out.text == "My card is [CREDIT_CARD]." == said(out.words or ())
+
+
 def test_a_final_whose_text_is_not_its_words_is_formatted_on_its_own() -> None:
     """Chinese: words are characters, the text has no spaces — the text is not rebuilt from them."""
     words = (Word("他", 0.0, 0.2, 1.0), Word("说", 0.2, 0.4, 1.0))
