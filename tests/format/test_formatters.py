@@ -168,7 +168,7 @@ def test_text_and_words_agree_when_the_engine_wrote_them_apart() -> None:
     """Whisper's text and its word list may differ in a comma or a space; formatted, the text is
     the formatted words, so both say [NUMBER] or both [CREDIT_CARD] — never one of each."""
     words = tuple(timed("My card is 4242, 4242, 4242, 4242."))
-    final = FinalTranscript(1, "My card is 4242 4242,4242 4242.", 0.0, 4.0, "whisper", "en", words)
+    final = FinalTranscript(1, "My card is 4242 4242. 4242 4242.", 0.0, 4.0, "whisper", "en", words)
     out = format_final(final, FormatConfig(redact=("pci", "numbers")))
     assert out.text == "My card is [CREDIT_CARD]." == said(out.words or ())
 
