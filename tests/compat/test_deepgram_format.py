@@ -14,6 +14,8 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from stdnum import luhn
+from stdnum.us import ssn
 
 from tests.compat.test_deepgram import WAIT, Messages, client_for, stream
 from tests.format.recordings import CARD, MONEY, PROFANITY, SSN, recording
@@ -26,6 +28,28 @@ pytestmark = [
 ]
 
 MASKED = re.compile(r"\b[a-zA-Z]\*{3,}")
+
+
+def _digit_runs(text: str) -> list[list[str]]:
+    """Each run of digit groups in ``text`` (``4539 1488, 0343`` → ``["4539", "1488", "0343"]``)."""
+    return [re.findall(r"\d+", m) for m in re.findall(r"\d[\d ,\-]*\d|\d", text)]
+
+
+def valid_cards(text: str) -> list[str]:
+    """Luhn-valid card numbers in ``text`` made of whole groups (as the hub looks for them)."""
+    found = []
+    for groups in _digit_runs(text):
+        for a in range(len(groups)):
+            for b in range(a + 1, len(groups) + 1):
+                digits = "".join(groups[a:b])
+                if 13 <= len(digits) <= 19 and luhn.is_valid(digits):
+                    found.append(digits)
+    return found
+
+
+def valid_ssns(text: str) -> list[str]:
+    runs = ["".join(groups) for groups in _digit_runs(text)]
+    return [d for d in runs if len(d) == 9 and ssn.is_valid(d)]
 
 
 @pytest.fixture(scope="module")
@@ -50,31 +74,35 @@ async def test_prerecorded_smart_format_redact_profanity_paragraphs_utterances(
         )
     alt = result.results.channels[0].alternatives[0]
     text = alt.transcript or ""
-    assert "[CREDIT_CARD]" in text and "[SSN]" in text, text
-    assert "4242" not in text, text
-    assert not re.search(r"7351|53622|536", text), text
+    # tiny.en now and then drops or doubles a digit; then what it wrote is no valid card (or
+    # SSN) and rightly stays. What must hold: no valid card or SSN is left in clear.
+    assert not valid_cards(text) and not valid_ssns(text), text
+    assert "[CREDIT_CARD]" in text or "[SSN]" in text, text  # at least one heard right
     assert "$25" in text and "12%" in text, text
     assert MASKED.search(text) and "bullshit" not in text.lower(), text
-    # the marker spans the words it replaced, inside the card sentence
-    cards = [w for w in alt.words or () if w.punctuated_word and "[CREDIT_CARD]" in w.punctuated_word]
-    assert cards and all(c.word == "[CREDIT_CARD]" for c in cards)
-    for card in cards:  # before the SSN sentence
-        assert spans[0][0] - 0.5 <= card.start < card.end <= spans[1][0] + 0.5
-    assert max(c.end - c.start for c in cards) > 1.0  # groups of digits, not one word's length
+    # a marker spans the words it replaced, inside its sentence
+    for marker, (start, end) in (
+        ("[CREDIT_CARD]", (spans[0][0], spans[1][0])),
+        ("[SSN]", (spans[1][0], spans[2][0])),
+    ):
+        found = [w for w in alt.words or () if w.word == marker]
+        assert len(found) == text.count(marker)
+        for w in found:
+            assert start - 0.5 <= w.start < w.end <= end + 0.5, w
+            assert (w.punctuated_word or "").startswith(marker)
     # paragraphs, in Deepgram's shape: split where the words pause (tiny.en's word times swallow
     # some of the 1.6 s pauses between the sentences: at least one is seen)
     paragraphs = alt.paragraphs
     assert paragraphs is not None and paragraphs.paragraphs and len(paragraphs.paragraphs) >= 2
     assert paragraphs.transcript and paragraphs.transcript.startswith("\n")
-    assert "[CREDIT_CARD]" in paragraphs.transcript and MASKED.search(paragraphs.transcript)
+    assert " ".join(paragraphs.transcript.split()) == text  # the same words, formatted alike
     for p in paragraphs.paragraphs:
         assert p.sentences and p.num_words and p.start is not None and p.end is not None
         assert all(p.start <= (s.start or 0) <= (s.end or 0) <= p.end for s in p.sentences)
     # utterances: split at the pauses, formatted too
     utterances = result.results.utterances or []
     assert len(utterances) >= 2
-    joined = " ".join(u.transcript or "" for u in utterances)
-    assert "[CREDIT_CARD]" in joined and "[SSN]" in joined
+    assert " ".join(u.transcript or "" for u in utterances) == text
 
 
 async def test_prerecorded_without_options_is_unformatted(
@@ -86,7 +114,7 @@ async def test_prerecorded_without_options_is_unformatted(
             request=pcm, model="nova-3", encoding="linear16"
         )
     text = result.results.channels[0].alternatives[0].transcript or ""
-    assert "[" not in text and "4242" in text and not MASKED.search(text), text
+    assert "[" not in text and "6467" in text and not MASKED.search(text), text
     assert result.results.channels[0].alternatives[0].paragraphs is None
 
 
@@ -101,10 +129,8 @@ async def test_an_unsupported_redact_class_is_refused(whisper_server: ServerThre
     assert resp.status == 400 and "pii" in body["err_msg"] and "pci" in body["err_msg"]
 
 
-async def test_live_redact_profanity_and_smart_format(
-    whisper_server: ServerThread, speech: tuple[bytes, list[tuple[float, float]]]
-) -> None:
-    pcm, _ = recording(CARD, MONEY, PROFANITY)
+async def test_live_redact_profanity_and_smart_format(whisper_server: ServerThread) -> None:
+    pcm, spans = recording(CARD, MONEY, PROFANITY)
     async with client_for(whisper_server).listen.v1.connect(
         model="nova-3",
         encoding="linear16",
@@ -120,15 +146,17 @@ async def test_live_redact_profanity_and_smart_format(
         await asyncio.wait_for(reader, WAIT)
     finals = [r for r in got.of("Results") if r.is_final]
     text = " ".join(r.channel.alternatives[0].transcript for r in finals)
-    # streamed, tiny.en may hear the card's digits a little wrong ("4240"): then it is no valid
-    # card, and "numbers" takes the run; either way no group of its digits is left
+    # should tiny.en hear a digit wrong, the run is no valid card and "numbers" takes it;
+    # either way no group of its digits is left
     assert ("[CREDIT_CARD]" in text or "[NUMBER]" in text) and not re.search(
         r"\d{3}", text.split("$25")[0]
     ), text
     assert "$25" in text and "12%" in text and MASKED.search(text), text
     words = [w for r in finals for w in r.channel.alternatives[0].words]
-    cards = [w for w in words if w.word in ("[CREDIT_CARD]", "[NUMBER]")]
-    assert cards and max(c.end - c.start for c in cards) > 1.0  # a marker spans the groups it replaced
+    markers = [w for w in words if w.word in ("[CREDIT_CARD]", "[NUMBER]")]
+    assert markers  # one, or one a group when tiny.en ends each group with a full stop
+    for marker in markers:  # the markers keep the times of the card's words
+        assert spans[0][0] - 0.5 <= marker.start < marker.end <= spans[1][0] + 0.5, marker
     assert whisper_server.open_sessions() == 0
 
 

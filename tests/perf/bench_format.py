@@ -30,7 +30,7 @@ from asrhub.frames import FinalTranscript, Word
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARD = [  # what tiny.en wrote for tests/format/recordings.py's sentences
-    "My card number is 4242, 4242, 4242, 4242, 4242.",
+    "My card number is 4539 1488 0343 6467.",
     "My social security number is 53622, 7351.",
     "It costs $25 and the rate is 12%.",
     "This is bullshit. What the fuck? Oh shit.",
