@@ -114,7 +114,7 @@ async def test_prerecorded_without_options_is_unformatted(
             request=pcm, model="nova-3", encoding="linear16"
         )
     text = result.results.channels[0].alternatives[0].transcript or ""
-    assert "[" not in text and "6467" in text and not MASKED.search(text), text
+    assert "[" not in text and valid_cards(text) and not MASKED.search(text), text
     assert result.results.channels[0].alternatives[0].paragraphs is None
 
 
