@@ -31,7 +31,7 @@ from asrhub.api import load_audio
 from asrhub.config import FormatConfig, Limits
 from asrhub.engine.finals import file_finals
 from asrhub.errors import AudioTooLong, HubError
-from asrhub.format import format_transcription
+from asrhub.format import format_file
 from asrhub.frames import TARGET_RATE, Samples
 from asrhub.hub import Hub
 from asrhub.plugin import PoolFull, Transcription
@@ -220,7 +220,7 @@ async def transcribe(request: web.Request) -> web.Response:
         task=upload.get("task") or "transcribe",
         keyterms=tuple(upload.get_all("keyterms") + upload.get_all("keyterms[]")),
     )
-    result = format_transcription(result, formatting, language)
+    result = await format_file(result, formatting, language)
     segments = [e.to_dict() for e in file_finals(name, result, duration, language)]
     body = {
         "text": result.text.strip(),

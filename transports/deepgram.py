@@ -51,7 +51,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from asrhub.engine.finals import pieces
 from asrhub.errors import HubError
-from asrhub.format import format_transcription
+from asrhub.format import format_file
 from asrhub.frames import (
     ErrorEvent,
     Event,
@@ -414,7 +414,7 @@ async def prerecorded(request: web.Request) -> web.Response:
         )
     except HubError as exc:
         return error_response(exc, request_id)
-    result = format_transcription(result, options.format, options.language)
+    result = await format_file(result, options.format, options.language)
     uid = dg.model_uuid(name)
     alternative: dict[str, Any] = {
         "transcript": result.text.strip(),

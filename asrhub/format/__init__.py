@@ -8,6 +8,7 @@ spans the words it replaced. :mod:`asrhub.format.formatter` runs them in order.
 from __future__ import annotations
 
 from .formatter import (
+    format_file,
     format_final,
     format_partial,
     format_text,
@@ -17,6 +18,7 @@ from .formatter import (
 )
 
 __all__ = [
+    "format_file",
     "format_final",
     "format_partial",
     "format_text",

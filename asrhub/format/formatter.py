@@ -4,6 +4,7 @@ in words is found either way), and the profanity filter never sees a marker."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 
@@ -123,3 +124,13 @@ def format_transcription(
         for piece in result.segments
     )
     return dataclasses.replace(result, text=text, words=words, segments=segments)
+
+
+async def format_file(
+    result: Transcription, config: FormatConfig, language: str | None = None
+) -> Transcription:
+    """:func:`format_transcription` off the event loop: a file's thousands of words take
+    milliseconds to hundreds of them (docs/benchmarks.md), which no loop may block on."""
+    if not config.active:
+        return result
+    return await asyncio.to_thread(format_transcription, result, config, language)
