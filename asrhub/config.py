@@ -50,6 +50,31 @@ class WakewordConfig(msgspec.Struct, frozen=True, kw_only=True):
     """After a detection, how long the gate stays open waiting for the utterance to end."""
 
 
+RedactClass = Literal["pci", "ssn", "numbers", "email", "phone"]
+"""What ``format.redact`` can hide: card numbers (Luhn-checked), US social security numbers,
+any run of three or more digits, e-mail addresses, phone numbers (docs/protocol.md)."""
+
+
+class FormatConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Extension ``format``: how finals (and partials) are rewritten before a client sees them
+    (:mod:`asrhub.format`). Word times are kept: a rewritten token spans the words it replaced."""
+
+    numerals: bool = False
+    """Spoken numbers, times, money and percentages as digits (languages text2num covers)."""
+    profanity_filter: bool = False
+    """Profane words masked: the first letter kept, the rest asterisks (``f***``)."""
+    redact: Annotated[tuple[RedactClass, ...], Meta(max_length=5)] = ()
+    """Classes replaced by a marker (``[CREDIT_CARD]``, ``[SSN]``, ``[NUMBER]``,
+    ``[EMAIL_ADDRESS]``, ``[PHONE_NUMBER]``)."""
+    punctuate: bool = True
+    """False: punctuation removed from the engine's text (Google's default without
+    ``enableAutomaticPunctuation``); True: the engine's punctuation as it is."""
+
+    @property
+    def active(self) -> bool:
+        return self.numerals or self.profanity_filter or bool(self.redact) or not self.punctuate
+
+
 Task = Literal["transcribe", "translate"]
 
 MAX_KEYTERMS = 100
@@ -98,6 +123,8 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Extension: initial prompt / vocabulary hint passed to engines that take one (at most
     ``MAX_PROMPT_CHARS`` characters)."""
     word_timestamps: bool = True
+    format: FormatConfig = FormatConfig()
+    """Extension: numerals, profanity filter, redaction (:class:`FormatConfig`)."""
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -219,7 +246,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
 
 
 UPDATABLE = frozenset(
-    {"model", "language", "task", "keyterms", "prompt", "partials", "word_timestamps", "vad"}
+    {"model", "language", "task", "keyterms", "prompt", "partials", "word_timestamps", "vad", "format"}
 )
 """Top-level fields ``session.update`` may change (``vad``: all but ``vad.enabled``)."""
 

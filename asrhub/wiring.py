@@ -8,6 +8,7 @@ Every session's chain is, in order::
         ─wake_gate─▶ only the utterance after a detection   only with wakeword.enabled
         ─segment─▶ Segment (in-progress snapshots + the whole utterance)   batch engines only
         ─provider stage─▶ transcript.partial / transcript.final / error
+        ─format_transcripts─▶ numerals, redaction, profanity filter (config ``format``)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from asrhub.frames import TARGET_RATE
 from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.metrics.hub import HubMetrics
 from asrhub.operators.decode import decode
+from asrhub.operators.format_transcripts import format_transcripts
 from asrhub.operators.resample import filters_loaded, load_filters, resample
 from asrhub.operators.segment import segment
 from asrhub.operators.vad_gate import SileroVad, vad_gate
@@ -115,6 +117,7 @@ def build_pipeline(
             )
         stage = primary.stage(ctx, tuple(fallbacks))
         stages.append((f"provider:{primary.name}", ctx.metrics.provider_latency(stage)))
+        stages.append(("format", format_transcripts(config=config.format, language=config.fixed_language)))
     return ctx.metrics.instrument(stages)  # reactivex.compose, plus per-stage timing for /metrics
 
 

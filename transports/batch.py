@@ -1,7 +1,9 @@
 """``POST /v1/transcribe``: one whole file in, its transcript out.
 
 The file comes as the multipart field ``file`` (optional fields ``provider``, ``language``,
-``prompt``) or as the raw request body (the same options as query parameters). Accepted: the
+``prompt``, and the formatting of the session config's ``format``: ``numerals``,
+``profanity_filter`` — ``true``/``false`` —, ``redact`` — repeated or comma-separated classes
+—, ``punctuate``) or as the raw request body (the same options as query parameters). Accepted: the
 audio containers docs/protocol.md lists (WAV, Ogg, WebM/Matroska, MP3, FLAC, AAC, MP4/M4A).
 The answer::
 
@@ -22,12 +24,14 @@ import wave
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from aiohttp import BodyPartReader, web
 
 from asrhub.api import load_audio
-from asrhub.config import Limits
+from asrhub.config import FormatConfig, Limits
 from asrhub.engine.finals import file_finals
 from asrhub.errors import AudioTooLong, HubError
+from asrhub.format import format_file
 from asrhub.frames import TARGET_RATE, Samples
 from asrhub.hub import Hub
 from asrhub.plugin import PoolFull, Transcription
@@ -172,10 +176,36 @@ async def transcribe_upload(
     return name, result, len(samples) / TARGET_RATE
 
 
+def _flag(upload: Upload, name: str, default: bool) -> bool:
+    value = (upload.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value not in ("true", "false", "1", "0"):
+        raise HubError("bad_message", f"{name}={value!r}: expected true or false")
+    return value in ("true", "1")
+
+
+def format_of(upload: Upload) -> FormatConfig:
+    """The request's formatting (fields ``numerals``, ``profanity_filter``, ``redact``,
+    ``punctuate``), validated as the session config's ``format`` is."""
+    redact = [c.strip() for raw in upload.get_all("redact") for c in raw.split(",") if c.strip()]
+    fields = {
+        "numerals": _flag(upload, "numerals", False),
+        "profanity_filter": _flag(upload, "profanity_filter", False),
+        "redact": list(dict.fromkeys(redact)),
+        "punctuate": _flag(upload, "punctuate", True),
+    }
+    try:
+        return msgspec.convert(fields, FormatConfig)
+    except msgspec.ValidationError as exc:
+        raise HubError("bad_message", f"format: {exc}") from None
+
+
 async def transcribe(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     upload = await read_upload(request)
     assert upload.data is not None
+    formatting = format_of(upload)
     provider, model = upload.get("provider") or None, upload.get("model") or None
     if model is not None and provider is None:  # "base", "whisper:base": the mapping rule
         provider, model = hub.resolve_model(model)
@@ -190,6 +220,7 @@ async def transcribe(request: web.Request) -> web.Response:
         task=upload.get("task") or "transcribe",
         keyterms=tuple(upload.get_all("keyterms") + upload.get_all("keyterms[]")),
     )
+    result = await format_file(result, formatting, language)
     segments = [e.to_dict() for e in file_finals(name, result, duration, language)]
     body = {
         "text": result.text.strip(),

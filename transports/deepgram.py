@@ -30,9 +30,11 @@ Live, ``GET /v1/listen`` (WebSocket), query parameters as in
 
 Pre-recorded, ``POST /v1/listen``: the raw body (an accepted audio container; raw PCM with
 ``encoding``/``sample_rate``) → Deepgram's response (``metadata``, ``results.channels[0]
-.alternatives[0]`` with ``transcript``, ``confidence``, ``words``; ``results.utterances`` with
-``utterances=true``). A JSON body ``{"url": …}`` is fetched only with ``server.fetch_urls``
-on (else 400).
+.alternatives[0]`` with ``transcript``, ``confidence``, ``words``, ``paragraphs`` with
+``paragraphs=true``; ``results.utterances`` with ``utterances=true``), formatted as
+``smart_format`` / ``numerals``, ``profanity_filter`` and ``redact`` ask (live: the session's
+``format`` does it, on interim and final results). A JSON body ``{"url": …}`` is fetched only
+with ``server.fetch_urls`` on (else 400).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from asrhub.engine.finals import pieces
 from asrhub.errors import HubError
+from asrhub.format import format_file
 from asrhub.frames import (
     ErrorEvent,
     Event,
@@ -75,6 +78,7 @@ from .common import (
     read_limited,
     reset,
 )
+from .deepgram_paragraphs import paragraphs
 from .door import DOOR, register_refusal, status_of
 from .g711 import to_pcm16
 from .json_input import load, load_object
@@ -111,6 +115,11 @@ def refusal(_request: web.Request, error: HubError, status: int) -> web.StreamRe
 
 def _query_terms(request: web.Request) -> list[str]:
     return [*request.query.getall("keyterm", []), *request.query.getall("keywords", [])]
+
+
+def _parse(request: web.Request) -> dg.ListenOptions:
+    query = request.query
+    return dg.parse(request.app[HUB], query, _query_terms(request), query.getall("redact", []))
 
 
 class LiveStream:
@@ -302,7 +311,7 @@ async def live(request: web.Request) -> web.StreamResponse:
     if refused is not None:
         return error_response(refused, request_id)
     try:
-        options = dg.parse(hub, request.query, _query_terms(request))
+        options = _parse(request)
     except HubError as exc:
         return error_response(exc, request_id)
     limit = hub.limits.max_frame_bytes
@@ -381,7 +390,7 @@ async def prerecorded(request: web.Request) -> web.Response:
     hub, settings = request.app[HUB], request.app[SETTINGS]
     request_id = str(uuid.uuid4())
     try:
-        options = dg.parse(hub, request.query, _query_terms(request))
+        options = _parse(request)
         limit = settings.server.max_upload_bytes
         if request.content_type == "application/json":
             data = await fetch_url(request, limit)
@@ -405,12 +414,15 @@ async def prerecorded(request: web.Request) -> web.Response:
         )
     except HubError as exc:
         return error_response(exc, request_id)
+    result = await format_file(result, options.format, options.language)
     uid = dg.model_uuid(name)
-    alternative = {
+    alternative: dict[str, Any] = {
         "transcript": result.text.strip(),
         "confidence": dg.confidence(result.words),
         "words": dg.words(result.words),
     }
+    if options.paragraphs:
+        alternative["paragraphs"] = paragraphs(result.words, result.text, duration)
     results: dict[str, Any] = {"channels": [{"alternatives": [alternative]}]}
     if result.language and not options.language:
         results["channels"][0]["detected_language"] = result.language

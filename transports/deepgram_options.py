@@ -22,21 +22,35 @@ Deepgram parameter     hub
 ``keywords``           ``Configure`` ``keyterms`` replace them mid-stream
 ``utterances``,        pre-recorded: ``results.utterances``, the words split at pauses of
 ``utt_split``          ``utt_split`` seconds (default 0.8)
-``punctuate``,         accepted (the engines punctuate on their own)
-``smart_format``
+``punctuate``          accepted (the engines punctuate on their own)
+``smart_format``,      ``format.numerals``: spoken numbers, money, percentages, times as
+``numerals``           digits (:mod:`asrhub.format.numerals`, languages stated there)
+``profanity_filter``   ``format.profanity_filter``: ``f***``
+``redact``             ``format.redact`` (repeated or comma-separated): ``pci`` /
+                       ``credit_card``, ``ssn``, ``numbers`` / ``true`` /
+                       ``aggressive_numbers``, ``email`` / ``email_address``, ``phone`` /
+                       ``phone_number``; markers ``[CREDIT_CARD]``, ``[SSN]``, ``[NUMBER]``,
+                       ``[EMAIL_ADDRESS]``, ``[PHONE_NUMBER]``; other classes (``pii``,
+                       ``phi``, names…) → HTTP 400 (the hub cannot find them: it says so
+                       rather than leave them in clear)
+``paragraphs``         pre-recorded: ``alternatives[0].paragraphs`` (sentences, paragraphs
+                       at pauses; :mod:`asrhub.transports.deepgram_paragraphs`)
 =====================  ==================================================================
 
-Other Deepgram parameters (``diarize``, ``redact``, ``tag``, …) are accepted and ignored.
+Other Deepgram parameters (``diarize``, ``tag``, …) are accepted and ignored.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
+from asrhub.config import FormatConfig, RedactClass
 from asrhub.errors import HubError
 from asrhub.frames import Word
 from asrhub.hub import Hub
@@ -45,6 +59,20 @@ DEEPGRAM_MODELS = ("nova", "enhanced", "base", "whisper-", "general", "phonecall
 RAW = {"linear16": None, "mulaw": "mulaw", "alaw": "alaw"}
 CONTAINERS = {"flac": "flac", "opus": "opus", "ogg-opus": "opus", "mp3": "mp3", "webm": "webm"}
 ARCH = "asrhub"
+REDACT: dict[str, RedactClass | None] = {
+    "pci": "pci",
+    "credit_card": "pci",
+    "ssn": "ssn",
+    "numbers": "numbers",
+    "true": "numbers",
+    "aggressive_numbers": "numbers",
+    "email": "email",
+    "email_address": "email",
+    "phone": "phone",
+    "phone_number": "phone",
+    "false": None,
+}
+"""Deepgram's ``redact`` values → the hub's classes (None: none)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +97,9 @@ class ListenOptions:
     utt_split: float = 0.8
     """Pre-recorded: seconds of pause between words that start a new utterance."""
     keyterms: tuple[str, ...] = ()
+    format: FormatConfig = field(default_factory=FormatConfig)
+    """``smart_format`` / ``numerals``, ``profanity_filter``, ``redact``."""
+    paragraphs: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -94,6 +125,8 @@ class ListenOptions:
             config["provider"] = self.provider
         if self.model is not None:
             config["model"] = self.model
+        if self.format.active:
+            config["format"] = msgspec.to_builtins(self.format)
         return config
 
 
@@ -151,8 +184,23 @@ def resolve_model(hub: Hub, model: str | None) -> tuple[str | None, str | None]:
         ) from None
 
 
-def parse(hub: Hub, query: Mapping[str, str], terms: list[str]) -> ListenOptions:
-    """Deepgram query parameters → options; raises ``HubError`` (answered with HTTP 400)."""
+def redact_classes(values: Sequence[str]) -> tuple[RedactClass, ...]:
+    """``redact`` values (repeated, or comma-separated) → the hub's classes; one the hub
+    cannot find raises ``HubError``."""
+    classes: list[RedactClass] = []
+    for value in (v.strip().lower() for raw in values for v in raw.split(",") if v.strip()):
+        if value not in REDACT:
+            supported = ", ".join(k for k in REDACT if k not in ("true", "false"))
+            raise HubError("bad_message", f"redact={value!r} is not supported by this hub; use {supported}")
+        kind = REDACT[value]
+        if kind is not None and kind not in classes:
+            classes.append(kind)
+    return tuple(classes)
+
+
+def parse(hub: Hub, query: Mapping[str, str], terms: list[str], redact: Sequence[str] = ()) -> ListenOptions:
+    """Deepgram query parameters → options; ``redact``: every ``redact`` value; raises
+    ``HubError`` (answered with HTTP 400)."""
     model = query.get("model") or "nova-3"
     provider, hub_model = resolve_model(hub, model)
     encoding_name = (query.get("encoding") or "").lower() or None
@@ -187,7 +235,11 @@ def parse(hub: Hub, query: Mapping[str, str], terms: list[str]) -> ListenOptions
     cleaned = [t.split(":")[0].strip() if re.search(r":-?\d+(\.\d+)?$", t) else t.strip() for t in terms]
     keyterms = tuple(dict.fromkeys(t for t in cleaned if t))
     _bool(query, "punctuate")
-    _bool(query, "smart_format")
+    formatting = FormatConfig(
+        numerals=_bool(query, "smart_format") or _bool(query, "numerals"),
+        profanity_filter=_bool(query, "profanity_filter"),
+        redact=redact_classes(redact),
+    )
     return ListenOptions(
         provider=provider,
         model=hub_model,
@@ -205,6 +257,8 @@ def parse(hub: Hub, query: Mapping[str, str], terms: list[str]) -> ListenOptions
         utterances=_bool(query, "utterances"),
         utt_split=_float(query, "utt_split", 0.0, 60.0) or 0.8,
         keyterms=keyterms,
+        format=formatting,
+        paragraphs=_bool(query, "paragraphs"),
     )
 
 
@@ -219,7 +273,13 @@ def model_info(name: str) -> dict[str, str]:
     return {"name": name, "version": ARCH, "arch": ARCH}
 
 
+_MARKER = re.compile(r"^\[[A-Z_]+\]")
+
+
 def _plain(word: str) -> str:
+    """Deepgram's ``word``: lower case, no punctuation — a redaction marker as it is."""
+    if marker := _MARKER.match(word):
+        return marker.group(0)
     plain = re.sub(r"[^\w'’-]+", "", word).lower()
     return plain or word.lower()
 

@@ -21,6 +21,9 @@ Google                    hub
 ``audio_channel_count``   ``audio.channels`` (mixed down to mono)
 ``enable_word_time_offsets``  ``word_timestamps`` (words are sent only when asked for)
 ``speech_contexts``       their phrases become the session's ``keyterms`` (bias toward them)
+``profanity_filter``      ``format.profanity_filter``: ``f***``, as Google masks
+``enable_automatic_punctuation``  ``format.punctuate``: without it (Google's default) the
+                          answer has no punctuation, as Google's has not
 ========================  =====================================================================
 
 ``interim_results`` turns partials on (they are off otherwise); other fields are accepted and
@@ -29,12 +32,13 @@ ignored (one alternative, no diarization).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from google.cloud import speech_v1
 
-from asrhub.config import MAX_KEYTERM_CHARS, MAX_KEYTERMS
+from asrhub.config import MAX_KEYTERM_CHARS, MAX_KEYTERMS, FormatConfig
 from asrhub.errors import HubError
 from asrhub.hub import Hub
 
@@ -63,6 +67,8 @@ class SpeechOptions:
     session: dict[str, Any]
     language_code: str
     word_offsets: bool
+    formatting: FormatConfig = field(default_factory=FormatConfig)
+    """The session's ``format`` (file jobs apply it themselves)."""
 
 
 def _provider_model(hub: Hub, model: str) -> tuple[str | None, str | None]:
@@ -120,8 +126,15 @@ def speech_options(hub: Hub, config: speech_v1.RecognitionConfig, *, interim: bo
     keyterms = _keyterms(config)
     if keyterms:
         session["keyterms"] = keyterms
+    formatting = FormatConfig(
+        profanity_filter=bool(config.profanity_filter),
+        punctuate=bool(config.enable_automatic_punctuation),
+    )
+    if formatting.active:
+        session["format"] = msgspec.to_builtins(formatting)
     return SpeechOptions(
         session=session,
         language_code=config.language_code or (language or ""),
         word_offsets=bool(config.enable_word_time_offsets),
+        formatting=formatting,
     )

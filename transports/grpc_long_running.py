@@ -25,6 +25,7 @@ from google.protobuf.message import Message
 
 from asrhub.engine.finals import file_finals
 from asrhub.errors import HubError
+from asrhub.format import format_file
 from asrhub.frames import FinalTranscript, Word
 from asrhub.hub import Hub
 
@@ -93,6 +94,7 @@ def file_job(hub: Hub, content: bytes, options: SpeechOptions, status_of: Any) -
             if not hub.accepting:  # the engines went away under it: retry elsewhere
                 raise OperationFailed(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN) from None
             raise OperationFailed(status_of(exc.code, hub), exc.message) from None
+        result = await format_file(result, options.formatting, fields.get("language"))
         pause_s = hub.resolve_config(fields).vad.silence_ms / 1000
         results = [
             recognize_result(final, word_offsets=options.word_offsets, language_code=options.language_code)

@@ -4,7 +4,9 @@ works unchanged.
 ``POST /v1/audio/transcriptions`` (multipart): ``file``, ``model``, ``language``, ``prompt``,
 ``response_format`` (``json`` · ``text`` · ``srt`` · ``vtt`` · ``verbose_json``),
 ``temperature`` (accepted, echoed in verbose segments), ``timestamp_granularities[]``
-(``segment`` and/or ``word``, verbose_json only), ``stream`` (``true``: Server-Sent Events, see
+(``segment`` and/or ``word``, verbose_json only), ``include[]`` (``logprobs``: with ``json``,
+``logprobs`` has one ``{token, logprob, bytes}`` per word — the word's probability as a natural
+log; other values → 400), ``stream`` (``true``: Server-Sent Events, see
 :mod:`asrhub.transports.openai_stream`). ``model`` names a hub provider; ``whisper-1``
 (and any model the hub does not know of the ``gpt-4o…-transcribe`` family) means the hub's
 default provider; other names follow :meth:`asrhub.hub.Hub.resolve_model` (``whisper``,
@@ -120,6 +122,21 @@ def to_verbose(
     return body
 
 
+INCLUDES = ("logprobs",)
+
+
+def logprobs(result: Transcription) -> list[dict[str, Any]]:
+    """OpenAI's ``logprobs``: a token per word (the engine's words are the hub's tokens)."""
+    return [
+        {
+            "token": w.word,
+            "logprob": round(math.log(max(w.probability, 1e-12)), 6),
+            "bytes": list(w.word.encode()),
+        }
+        for w in result.words or ()
+    ]
+
+
 def _usage(duration: float) -> dict[str, Any]:
     """OpenAI bills audio by the started second."""
     return {"type": "duration", "seconds": math.ceil(duration)}
@@ -146,6 +163,11 @@ async def _speech_to_text(request: web.Request, task: str) -> web.StreamResponse
     except ValueError:
         raise HubError("bad_message", "temperature must be a number") from None
     granularities = upload.get_all("timestamp_granularities[]") + upload.get_all("timestamp_granularities")
+    include = upload.get_all("include[]") + upload.get_all("include")
+    unknown = [i for i in include if i not in INCLUDES]
+    if unknown:
+        supported = ", ".join(INCLUDES)
+        raise HubError("bad_message", f"include {unknown[0]!r} is not supported; use one of {supported}")
     provider, model = resolve_provider_model(hub, upload.get("model"))
     job: dict[str, Any] = {
         "provider": provider,
@@ -167,6 +189,8 @@ async def _speech_to_text(request: web.Request, task: str) -> web.StreamResponse
         body = to_verbose(result, duration, temperature=temperature, granularities=granularities, task=task)
     else:
         body = {"text": result.text.strip(), "usage": _usage(duration)}
+        if "logprobs" in include:
+            body["logprobs"] = logprobs(result)
     return web.Response(
         body=encode_json(body), content_type="application/json", headers={"X-Asrhub-Provider": name}
     )

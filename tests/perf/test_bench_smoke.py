@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_compat
+import bench_format
 import bench_grpc_wyoming
 import bench_latency
 import bench_memory
@@ -96,3 +97,9 @@ def test_compat_latency_runs_on_all_three_apis() -> None:
         assert math.isfinite(r["latency_ms"]) and r["latency_ms"] > 0, r
         assert r["wer"] < 0.3, r
     assert len(tables[0].rows) == 3
+
+
+def test_format_cost_formats_every_final() -> None:
+    rows = bench_format.run(30)
+    assert [r[0] for r in rows] == list(bench_format.CONFIGS)
+    assert all(r[1] > 0 and r[2] <= r[3] and r[5] > 5 for r in rows)
