@@ -228,6 +228,19 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     long (so a dead endpoint costs one timeout per window, not one per session); an open circuit
     is probed once per window."""
 
+    def __post_init__(self) -> None:
+        for name in self.per_key:
+            if not is_fingerprint(name):  # never echo it: it may be a key written by mistake
+                raise ValueError(
+                    "limits.per_key: an entry is not a key fingerprint (key- and 12 hex digits); "
+                    "name a key by its fingerprint (GET /v1/usage shows it), never by the key"
+                )
+
+
+def is_fingerprint(name: str) -> bool:
+    """``key-`` and 12 lower-case hex digits: the form of :func:`asrhub.door.keys.fingerprint`."""
+    return len(name) == 16 and name.startswith("key-") and all(c in "0123456789abcdef" for c in name[4:])
+
 
 UPDATABLE = frozenset(
     {"model", "language", "task", "keyterms", "prompt", "partials", "word_timestamps", "vad"}

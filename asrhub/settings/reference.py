@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from asrhub.config import KeyLimits, Limits
 from asrhub.settings.loader import (
     CLI_FLAGS,
     CONFIG_ENV,
@@ -176,7 +177,18 @@ def render() -> str:
     for f in msgspec.structs.fields(Settings):
         if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
             lines += _section(f"[{f.name}]", f.type, (f.name,))
+    per_key = _rows(KeyLimits, ("limits", "per_key", "KEY-ID"))
     lines += [
+        '## [limits.per_key."KEY-ID"]',
+        "",
+        _rst_to_md(" ".join(field_docs(Limits)["per_key"].split())) + " A key's fingerprint is "
+        '`"key-"` and the first 12 hex digits of the SHA-256 of the key '
+        "(`python -c \"from asrhub.door.keys import fingerprint; print(fingerprint('KEY'))\"`, or "
+        "`GET /v1/usage` with that key). An entry that is not a fingerprint stops the hub (without "
+        "echoing it: it may be a key written there by mistake).",
+        "",
+        *per_key,
+        "",
         "## [providers.NAME]",
         "",
         _rst_to_md(field_docs(Settings)["providers"]) + " Each provider documents its own options "

@@ -30,7 +30,6 @@ from .session_meter import SessionMeter
 QUOTA_EXCEEDED = "quota_exceeded"
 FLUSH_S = 1.0
 """Seconds between two additions of a node's counts to the cluster's shared count."""
-FINGERPRINT_LENGTH = len("key-") + 12
 
 log = get_logger("asrhub.usage")
 
@@ -66,12 +65,6 @@ class UsageMeter:
         self._task: asyncio.Task[None] | None = None
         self.flushes = 0
         """Additions sent to the store (a benchmark reads it)."""
-        for name in limits.per_key:
-            if not _is_fingerprint(name):  # never echo it: it may be a key written by mistake
-                raise ValueError(
-                    "limits.per_key: an entry is not a key fingerprint (key- and 12 hex digits); "
-                    "name keys by their fingerprint (GET /v1/usage shows it), never by the key"
-                )
 
     # ------------------------------------------------------------------ limits
 
@@ -297,12 +290,3 @@ def _counts(table: dict[K, Counts], key: K) -> Counts:
     if found is None:
         found = table[key] = Counts()
     return found
-
-
-def _is_fingerprint(name: str) -> bool:
-    tail = name[4:]
-    return (
-        name.startswith("key-")
-        and len(name) == FINGERPRINT_LENGTH
-        and all(c in "0123456789abcdef" for c in tail)
-    )

@@ -322,6 +322,6 @@ async def test_a_keys_own_session_cap_replaces_the_default(hub: Hub) -> None:
         async with http.ws_connect(hub.thread.ws, headers=auth(UPLOAD_KEY)) as first:
             await first.send_str(json.dumps({"type": "session.start", "config": {"provider": "none"}}))
             assert (await first.receive_json())["type"] == "session.started"
-            events, code = await stream_session(hub, UPLOAD_KEY, bytes(3200), {"provider": "none"})
+            events, _code = await stream_session(hub, UPLOAD_KEY, bytes(3200), {"provider": "none"})
             assert events[0]["code"] == "capacity" and "limit of 1 sessions" in events[0]["message"]
     assert await hub.thread.no_sessions()
