@@ -105,11 +105,13 @@ def _rows(cls: type, prefix: Key) -> list[str]:
         key = (*prefix, f.name)
         if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
             continue
-        if typing.get_origin(f.type) is dict:
-            continue
+        if typing.get_origin(f.type) is dict and not prefix:
+            continue  # [providers.NAME]: a section of its own
         default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
         shown = "unset" if default is None else f"`{toml_value(default)}`"
         env = f"`{env_name(key)}`" + (f"<br>`{aliases[key]}`" if key in aliases else "")
+        if typing.get_origin(f.type) is dict:  # a table of tables: its own section below
+            shown, env = "empty", f"`{env_name((*key, 'NAME'))}__…`"
         doc = _rst_to_md(docs.get(f.name, ""))
         if key in flags:
             doc += f" CLI: `{flags[key]}`."
