@@ -12,8 +12,10 @@ chunk that crosses the key's daily quota is cut at the sample where the quota en
 audio passes after it: the meter tells the session, which completes its input, so the
 utterance in flight is finalized from the audio that passed and the session ends with
 ``quota_exceeded`` (:class:`~asrhub.session.session.Session`). Other frames pass untouched.
-Placed right after decoding and resampling: what is counted is decoded stream time. State:
-none of its own (the meter is the session's).
+Placed right after decoding and resampling: what is counted is decoded stream time. It reads
+a chunk's ``duration``, never its ``samples``: a PCM chunk's float32 copy is made only when a
+stage reads it (a VAD-only session never does), and counting must not make it. State: none of
+its own (the meter is the session's).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def meter_audio(meter: SessionMeter) -> Operator:
                 if not isinstance(frame, AudioChunk):
                     forward(frame)
                     return
-                seconds = len(frame.samples) / frame.sample_rate
+                seconds = frame.duration  # never frame.samples: a PCM chunk's float copy is lazy
                 allowed = take(seconds)
                 if allowed >= seconds:
                     forward(frame)

@@ -4,6 +4,7 @@ cut at the sample where the key's quota ends, and nothing passes after it; event
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from asrhub.config import KeyLimits, Limits
 from asrhub.frames import AudioChunk, SpeechStarted
@@ -69,3 +70,16 @@ def test_a_key_already_at_its_quota_passes_nothing_and_anonymous_has_none() -> N
     anonymous = usage.session(None)
     out, _ = run(meter_audio(anonymous), chunks(20))
     assert len(out) == 20 and usage.remaining(None) is None
+
+
+def test_counting_a_pcm_chunk_does_not_make_its_float_copy() -> None:
+    """A VAD-only session never needs float samples; metering must not make them (it did:
+    ``len(frame.samples)`` cost 5 µs of a 17 µs frame, docs/benchmarks.md)."""
+    from asrhub.operators._pcm import _SAMPLES, Pcm16Chunk
+
+    usage = meter()
+    chunk = Pcm16Chunk(None, RATE, 0.0, 0, pcm=bytes(3200))  # type: ignore[arg-type]
+    out, _ = run(meter_audio(usage.session(KEY)), [chunk])
+    assert out == [chunk]
+    with pytest.raises(AttributeError):
+        _SAMPLES.__get__(chunk, Pcm16Chunk)  # still not made
