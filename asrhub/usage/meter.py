@@ -60,6 +60,8 @@ class UsageMeter:
         """(day, identity) → counted here, not yet in the store."""
         self._shared: dict[str, float] = {}
         """identity → the day's audio seconds of every node, as the store last answered."""
+        self._sending: dict[str, float] = {}
+        """identity → today's audio seconds on their way to the store (a flush in flight)."""
         self._live: Counter[str] = Counter()
         """identity → this node's open sessions that meter audio against a quota."""
         self._task: asyncio.Task[None] | None = None
@@ -98,7 +100,7 @@ class UsageMeter:
         if self.store is None:
             return mine.audio_seconds if mine is not None else 0.0
         pending = self._pending.get((self.period.day, identity))
-        unsent = pending.audio_seconds if pending is not None else 0.0
+        unsent = (pending.audio_seconds if pending is not None else 0.0) + self._sending.get(identity, 0.0)
         shared = self._shared.get(identity)
         if shared is None:  # the store never answered for it: this node's own count
             return mine.audio_seconds if mine is not None else 0.0
@@ -269,6 +271,7 @@ class UsageMeter:
             days.setdefault(day, {})[identity] = counts
         today = self.period.day
         days.setdefault(today, {})
+        self._sending = {identity: counts.audio_seconds for identity, counts in days[today].items()}
         try:
             for day, deltas in days.items():
                 read = tuple(self._live) if day == today else ()
@@ -281,6 +284,7 @@ class UsageMeter:
                 if day == self.period.day:
                     self._shared.update(found)
         finally:
+            self._sending = {}
             for place, counts in pending.items():  # not sent: back in line, before newer counts
                 _counts(self._pending, place).add(counts)
 
