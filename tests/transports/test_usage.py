@@ -254,6 +254,28 @@ async def test_a_key_past_its_quota_is_refused_on_the_websocket(hub: Hub, spent:
     assert code == 1000 and events[0]["type"] == "session.started"  # another key is not affected
 
 
+async def test_a_key_past_its_quota_is_refused_on_socketio_and_deepgram_live(hub: Hub, spent: str) -> None:
+    import socketio
+    from deepgram.core.api_error import ApiError
+
+    client = socketio.AsyncClient(reconnection=False)
+    error: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+    gone = asyncio.Event()
+    client.on("error", lambda data: error.done() or error.set_result(data))
+    client.on("disconnect", lambda *_: gone.set())
+    await client.connect(hub.thread.http, auth={"token": spent}, transports=["websocket"])
+    await client.emit("session.start", {"type": "session.start", "config": {"provider": "none"}})
+    refused = await asyncio.wait_for(error, WAIT)
+    assert refused["code"] == "quota_exceeded" and refused["fatal"] is True
+    await asyncio.wait_for(gone.wait(), WAIT)  # the error first, then the disconnect
+    await client.disconnect()
+
+    with pytest.raises(ApiError) as info:  # Deepgram live: its session opens at the handshake
+        async with client_for(hub.thread, key=spent).listen.v1.connect(model="nova-3"):
+            pass
+    assert info.value.status_code == 429
+
+
 async def test_a_key_past_its_quota_is_refused_over_http_in_each_shape(hub: Hub, spent: str) -> None:
     status, body = await transcribe_http(hub, spent, "quick_fox.wav")
     assert status == 429 and body["type"] == "error" and body["code"] == "quota_exceeded"
