@@ -499,6 +499,7 @@ class Hub:
             raise HubError("unknown_provider", "provider 'none' does not transcribe")
         total = len(samples) / TARGET_RATE
         key = CALLER.get()  # the request's caller (its door set it)
+        await self.usage.refresh(key)
         self.usage.check(key, total)
         parts: list[tuple[float, Transcription]] = []
         used = ""
