@@ -111,6 +111,8 @@ async def redis_pass(port: int, n: int, keys: int, seconds: int, fr: list[bytes]
                 await s.feed(f)
         fed += n
         await asyncio.sleep(max(0.0, start + second + 1 - time.monotonic()))
+    await hub.usage.stop()  # its last flush carries the last second's counts
+    wall = time.monotonic() - start
     stats1 = await probe.info("commandstats")
     flushes = hub.usage.flushes - flushes0
     for s in sessions:
@@ -122,7 +124,7 @@ async def redis_pass(port: int, n: int, keys: int, seconds: int, fr: list[bytes]
         return int(stats.get(f"cmdstat_{name}", {}).get("calls", 0))
 
     commands = sum(calls(stats1, c) - calls(stats0, c) for c in METER_COMMANDS)
-    return {"commands": commands, "pipelines": flushes, "session_seconds": fed, "wall": seconds}
+    return {"commands": commands, "pipelines": flushes, "session_seconds": fed, "wall": wall}
 
 
 def run(sessions: int, repeat: int, redis_sessions: int, seconds: int) -> list[Table]:

@@ -18,6 +18,7 @@ import bench_compat
 import bench_grpc_wyoming
 import bench_latency
 import bench_memory
+import bench_metering
 import bench_pipeline_cost
 import bench_scale
 import bench_talkers
@@ -96,3 +97,11 @@ def test_compat_latency_runs_on_all_three_apis() -> None:
         assert math.isfinite(r["latency_ms"]) and r["latency_ms"] > 0, r
         assert r["wer"] < 0.3, r
     assert len(tables[0].rows) == 3
+
+
+def test_bench_metering_smoke() -> None:
+    """The metering benchmark runs end to end (a redis-server of its own) and counts writes."""
+    cpu, redis = bench_metering.run(sessions=10, repeat=1, redis_sessions=5, seconds=1)
+    assert len(cpu.rows) == 2 and cpu.rows[1][1] > 0
+    assert [row[0] for row in redis.rows] == [1, 10, 100]
+    assert all(row[2] > 0 and row[3] >= 1 for row in redis.rows)  # commands and pipelines seen
