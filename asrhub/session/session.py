@@ -205,6 +205,12 @@ class Session:
         return len(self._output.observers)
 
     @property
+    def quota_reached(self) -> bool:
+        """The key's audio quota ended this session: audio fed now is dropped on purpose (the
+        session ends by itself with ``quota_exceeded``; a transport need not say more)."""
+        return self._quota_cut
+
+    @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
 

@@ -212,7 +212,8 @@ async def test_a_session_that_reaches_its_quota_delivers_its_last_final_then_end
     segments = fixture_entry("silences.wav")["segments"]
     events, code = await stream_session(hub, QUOTA_KEY, pcm)
     kinds = [e["type"] for e in events]
-    assert kinds[-2:] == ["error", "session.closed"], kinds
+    assert kinds[-2:] == ["error", "session.closed"], events
+    assert [e for e in events if e["type"] == "error"] == [events[-2]], events
     error, closed = events[-2:]
     assert error["code"] == "quota_exceeded" and error["fatal"] is True and "quota" in error["message"]
     assert closed["reason"] == "quota_exceeded" and code == 4429
