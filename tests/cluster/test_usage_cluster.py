@@ -71,13 +71,17 @@ async def session(node: Node, audio: bytes) -> list[dict[str, Any]]:
                 if msg.type is aiohttp.WSMsgType.TEXT:
                     events.append(json.loads(msg.data))
 
+        def over() -> bool:  # stop sending once the session closed (see tests/transports/test_usage.py)
+            return ws.closed or any(e["type"] == "session.closed" or e.get("fatal") for e in events)
+
         reader = asyncio.create_task(read())
         try:
             for i in range(0, len(audio), 3200):
-                if ws.closed:
+                await asyncio.sleep(0)  # the reader's turn
+                if over():
                     break
                 await ws.send_bytes(audio[i : i + 3200])
-            if not ws.closed:
+            if not over():
                 await ws.send_str(json.dumps({"type": "session.end"}))
         except ConnectionResetError:
             pass

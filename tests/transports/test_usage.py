@@ -106,7 +106,10 @@ async def stream_session(
 ) -> tuple[list[dict[str, Any]], int | None]:
     """One WebSocket session: ``pcm`` in 100 ms frames (each awaited: the hub's backpressure),
     then ``session.end``; returns every event up to the close and the close code. A session that
-    ends on its own (its quota) closes while frames are still being sent: that is fine."""
+    ends on its own (its quota) closes while frames are still being sent: the client reads as it
+    sends (a frame never goes out before the reader had its turn) and stops sending once the
+    session closed, as a real client does — else the hub's close of a socket holding unread
+    frames is a TCP reset, which discards what the client had not read yet."""
     events: list[dict[str, Any]] = []
     async with aiohttp.ClientSession() as http, http.ws_connect(hub.thread.ws, headers=auth(key)) as ws:
         await ws.send_str(json.dumps({"type": "session.start", "config": config or {}}))
@@ -117,13 +120,17 @@ async def stream_session(
                     events.append(json.loads(msg.data))
             return ws.close_code
 
+        def over() -> bool:
+            return ws.closed or any(e["type"] == "session.closed" or e.get("fatal") for e in events)
+
         reader = asyncio.create_task(read())
         try:
             for frame in frames(pcm):
-                if ws.closed:
+                await asyncio.sleep(0)  # the reader's turn
+                if over():
                     break
                 await ws.send_bytes(frame)
-            if not ws.closed:
+            if not over():
                 await ws.send_str(json.dumps({"type": "session.end"}))
         except ConnectionResetError:
             pass  # closed by the hub mid-send
