@@ -162,6 +162,16 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
         return result
 
 
+class KeyLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One API key's own limits (``[limits.per_key."key-0123456789ab"]``), in place of the
+    hub-wide defaults; a field left out keeps the default."""
+
+    audio_seconds_per_day: Annotated[float, Meta(ge=0.0)] | None = None
+    """This key's ``key_audio_seconds_per_day`` (0: unlimited)."""
+    max_sessions: Annotated[int, Meta(ge=1)] | None = None
+    """This key's ``max_sessions_per_key``."""
+
+
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """Every bound the hub enforces, with its default. Each has a documented consequence."""
 
@@ -169,6 +179,17 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """Open sessions at once; one more is refused with ``capacity``."""
     max_sessions_per_key: Annotated[int, Meta(ge=1)] = 1000
     """Open sessions per API key; one more is refused with ``capacity``."""
+    key_audio_seconds_per_day: Annotated[float, Meta(ge=0.0)] = 0.0
+    """Seconds of audio one API key may have transcribed per UTC day, every protocol and every
+    node of a cluster together (decoded stream time; docs/security.md, "Usage and quotas"). At
+    the quota a new session or upload is refused with ``quota_exceeded`` (HTTP 429, gRPC
+    ``RESOURCE_EXHAUSTED``); a running session that reaches it decodes no more audio, delivers
+    the final of its utterance in flight, then ends with ``quota_exceeded``. 0: unlimited. A
+    hub without API keys counts its usage (as ``anonymous``) but caps nothing."""
+    per_key: dict[str, KeyLimits] = {}
+    """Limits of single keys, by the key's fingerprint (``key-`` and 12 hex digits, as
+    ``GET /v1/usage``, the logs and the metrics name it; never the key itself):
+    ``[limits.per_key."key-0123456789ab"] audio_seconds_per_day = 3600``, ``max_sessions = 10``."""
     max_frame_bytes: Annotated[int, Meta(ge=1024)] = 1 << 20
     """One audio frame; larger is refused with ``too_large`` (the session survives)."""
     max_pending_segments: Annotated[int, Meta(ge=1)] = 3
@@ -243,6 +264,19 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """After a failure, a provider is tried after the healthy ones of a failover list for this
     long (so a dead endpoint costs one timeout per window, not one per session); an open circuit
     is probed once per window."""
+
+    def __post_init__(self) -> None:
+        for name in self.per_key:
+            if not is_fingerprint(name):  # never echo it: it may be a key written by mistake
+                raise ValueError(
+                    "limits.per_key: an entry is not a key fingerprint (key- and 12 hex digits); "
+                    "name a key by its fingerprint (GET /v1/usage shows it), never by the key"
+                )
+
+
+def is_fingerprint(name: str) -> bool:
+    """``key-`` and 12 lower-case hex digits: the form of :func:`asrhub.door.keys.fingerprint`."""
+    return len(name) == 16 and name.startswith("key-") and all(c in "0123456789abcdef" for c in name[4:])
 
 
 UPDATABLE = frozenset(

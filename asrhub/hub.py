@@ -42,6 +42,7 @@ from asrhub.plugin import Operator, Priority, Provider, Transcription
 from asrhub.session.context import Context, PipelineFactory
 from asrhub.session.resume import Resumes
 from asrhub.session.session import Session
+from asrhub.usage import CALLER, UsageMeter
 
 if TYPE_CHECKING:
     from asrhub.cluster.leases import Cluster
@@ -121,6 +122,13 @@ class Hub:
         self.metrics = metrics if metrics is not None else HubMetrics()
         """This hub's metrics and their registry (``/metrics``); see :mod:`asrhub.metrics.hub`."""
         self.metrics.read_from(self.reading)
+        store = None
+        if cluster is not None:
+            from asrhub.cluster.usage import RedisUsage
+
+            store = RedisUsage(cluster)
+        self.usage = UsageMeter(self.limits, self.metrics, store=store)
+        """Usage per API key and its quotas (see :mod:`asrhub.usage`; ``GET /v1/usage``)."""
 
     def reading(self) -> HubReading:
         """What a scrape of this hub's metrics reads now (handed to them as a callback)."""
@@ -153,6 +161,7 @@ class Hub:
             await asyncio.to_thread(warmup)
         if self.cluster is not None:
             await self.cluster.start()
+        self.usage.start()
 
     async def shutdown(self, grace_s: float = 30.0) -> None:
         """Stop accepting; hand every resumable session another node can continue over to it
@@ -200,6 +209,7 @@ class Hub:
         for session in sessions:
             session.close("shutdown")
         self.resumes.clear()
+        await self.usage.stop()
         if self.cluster is not None:
             await self.cluster.stop()
         await self.breakers.close()
@@ -330,7 +340,11 @@ class Hub:
         if session_id is None:
             session_id = options["session_id"] = secrets.token_urlsafe(12)
         key = options.get("key")
-        verdict = await cluster.admit(session_id, key, force=resumed)
+        await self.usage.refresh(key)
+        if not resumed:
+            self.usage.check(key)  # before a lease is taken
+        most = self.usage.max_sessions(key)
+        verdict = await cluster.admit(session_id, key, force=resumed, max_per_key=most)
         if verdict:
             self.metrics.error("capacity")
             if verdict == 1:
@@ -339,11 +353,7 @@ class Hub:
                     f"the cluster is at its limit of {self.limits.max_sessions} sessions",
                     fatal=True,
                 )
-            raise HubError(
-                "capacity",
-                f"this API key is at its limit of {self.limits.max_sessions_per_key} sessions",
-                fatal=True,
-            )
+            raise HubError("capacity", f"this API key is at its limit of {most} sessions", fatal=True)
         try:
             session = self.open(resolved, _admitted=True, **options)
         except BaseException:
@@ -385,12 +395,9 @@ class Hub:
             raise HubError(
                 "capacity", f"the hub is at its limit of {self.limits.max_sessions} sessions", fatal=True
             )
-        if key is not None and self._per_key[key] >= self.limits.max_sessions_per_key:
-            raise HubError(
-                "capacity",
-                f"this API key is at its limit of {self.limits.max_sessions_per_key} sessions",
-                fatal=True,
-            )
+        if key is not None and self._per_key[key] >= (most := self.usage.max_sessions(key)):
+            raise HubError("capacity", f"this API key is at its limit of {most} sessions", fatal=True)
+        self.usage.check(key)
         if session_id is None:
             session_id = secrets.token_urlsafe(12)
         elif session_id in self.sessions:
@@ -408,6 +415,7 @@ class Hub:
             decoder_slots=self.decoder_slots,
             metrics=self.metrics,
             key=key,
+            usage=self.usage.session(key),
         )
         try:
             pipeline = self.pipeline_factory(ctx)
@@ -416,10 +424,13 @@ class Hub:
                 pipeline = lambda source: outer(inner(source))  # noqa: E731
             session = Session(ctx, pipeline, on_closed=self._forget)
         except HubError:
+            self.usage.release(ctx.usage)
             raise
         except Exception as exc:
+            self.usage.release(ctx.usage)
             ctx.log.exception("session could not start")  # the client's config was valid: our bug
             raise HubError("internal_error", f"session could not start: {exc}", fatal=True) from exc
+        self.usage.session_opened(key)
         if session.closed:  # failed while it was being built: its events tell the client why
             return session
         self.sessions[session_id] = session
@@ -456,6 +467,7 @@ class Hub:
         return self.sessions.get(session_id)
 
     def _forget(self, session: Session) -> None:
+        self.usage.release(session.ctx.usage)
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
         key = self._key_of.pop(session.id, None)
@@ -507,6 +519,9 @@ class Hub:
         if not names:
             raise HubError("unknown_provider", "provider 'none' does not transcribe")
         total = len(samples) / TARGET_RATE
+        key = CALLER.get()  # the request's caller (its door set it)
+        await self.usage.refresh(key)
+        self.usage.check(key, total)
         parts: list[tuple[float, Transcription]] = []
         used = ""
         for a, b in jobs(samples, job_s):
@@ -522,6 +537,7 @@ class Hub:
                 )
             except AllFailed as exc:
                 raise HubError("provider_failed", str(exc)) from None
+            self.usage.audio(key, (b - a) / TARGET_RATE)
             used = used or served.provider
             parts.append((a / TARGET_RATE, served.result))
             if progress is not None:

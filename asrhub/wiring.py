@@ -3,6 +3,7 @@
 Every session's chain is, in order::
 
     RawAudio ─decode─▶ AudioChunk(any rate) ─resample─▶ AudioChunk(16 kHz)
+        ─meter_audio─▶ counted against the key's usage, cut at its daily quota   in a hub
         ─wakeword─▶ (+ wakeword.detected)            only with wakeword.enabled
         ─vad_gate─▶ vad.speech_started · speech audio · vad.speech_ended
         ─wake_gate─▶ only the utterance after a detection   only with wakeword.enabled
@@ -25,6 +26,7 @@ from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.metrics.hub import HubMetrics
 from asrhub.operators.decode import decode
 from asrhub.operators.format_transcripts import format_transcripts
+from asrhub.operators.meter_audio import meter_audio
 from asrhub.operators.resample import filters_loaded, load_filters, resample
 from asrhub.operators.segment import segment
 from asrhub.operators.vad_gate import SileroVad, vad_gate
@@ -60,6 +62,8 @@ def build_pipeline(
         ),
         ("resample", resample(TARGET_RATE)),
     ]
+    if ctx.usage is not None:
+        stages.append(("meter_audio", meter_audio(ctx.usage)))
     if config.wakeword.enabled:
         from asrhub.operators.wakeword import wakeword
 

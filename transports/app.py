@@ -43,6 +43,7 @@ from . import (
     socketio,
     sse,
     static,
+    usage,
     websocket,
     worker_routes,
 )
@@ -79,6 +80,7 @@ def create_app(
     app.on_response_prepare.append(add_cors_headers)
     worker_routes.setup(app, peers)
     health.setup(app)
+    usage.setup(app)
     websocket.setup(app)
     sse.setup(app)
     batch.setup(app)

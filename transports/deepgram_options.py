@@ -314,6 +314,7 @@ def error_body(error: HubError, request_id: str) -> dict[str, Any]:
         "unauthorized": "INVALID_AUTH",
         "too_large": "PAYLOAD_TOO_LARGE",
         "capacity": "TOO_MANY_REQUESTS",
+        "quota_exceeded": "TOO_MANY_REQUESTS",
         "provider_failed": "INTERNAL_SERVER_ERROR",
     }.get(error.code, "Bad Request")
     return {"err_code": kind, "err_msg": error.message, "request_id": request_id, "asrhub_code": error.code}

@@ -14,7 +14,13 @@ Before a handler runs (and so before any body is read):
    ``Authorization``) must be valid (401); Socket.io's own carrier, the connect packet's
    ``auth``, is checked on connect (:mod:`~asrhub.transports.socketio`);
 5. a request body must keep arriving: ``limits.idle_timeout_s`` without a byte (while the hub
-   is reading) and the connection is cut.
+   is reading) and the connection is cut;
+6. usage (:mod:`asrhub.usage`): the request counts against its key (``GET /v1/usage`` and
+   ``/metrics`` excepted), the key's identity is the request's :data:`~asrhub.usage.CALLER`
+   (an upload's engine calls count their audio against it), and a key that has used its daily
+   audio quota is refused ``quota_exceeded`` (429) on every ``POST`` but a session's ``/end``
+   — before the body is read. Its WebSocket handshakes are left to their handlers, whose
+   session open refuses in their own protocol.
 
 Refusals and handler errors (:class:`~asrhub.errors.HubError`, ``web.HTTPException`` ≥ 400)
 become each protocol's own error response from the :class:`Refusals` table: a transport
@@ -34,8 +40,9 @@ from aiohttp import hdrs, web
 from asrhub.door import Door
 from asrhub.errors import HubError
 from asrhub.logging import get_logger
+from asrhub.usage import CALLER
 
-from .common import KEY_ID, UNAUTHORIZED, HTTPHubError, is_websocket_handshake
+from .common import HUB, KEY_ID, UNAUTHORIZED, HTTPHubError, is_websocket_handshake
 from .tcp_gate import connection_of
 
 log = get_logger("asrhub.transports")
@@ -55,6 +62,7 @@ HTTP_STATUS: dict[str, int] = {
     "unauthorized": 401,
     "timeout": 408,
     "too_large": 413,
+    "quota_exceeded": 429,
     "internal_error": 500,
     "provider_failed": 502,
     "capacity": 503,
@@ -66,6 +74,8 @@ unknown session 404 ``bad_message``, a second event-stream subscriber 409, a ref
 origin or ``Host`` 403 ``unauthorized``; a protocol's refusal may map a code to its own status
 (Deepgram: ``capacity`` is 429)."""
 CODE_OF_STATUS = {401: "unauthorized", 403: "unauthorized", 408: "timeout", 413: "too_large", 503: "capacity"}
+UNMETERED = frozenset({"/v1/usage", "/metrics"})
+"""Protected paths whose requests are not counted as a key's usage (reading it)."""
 """aiohttp's own HTTP errors (a body over ``client_max_size``: 413) as contract codes."""
 SOCKETIO_PREFIX = "/socket.io/"
 
@@ -168,6 +178,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         if is_protected(path):
             _admit(request, door)
+            _meter(request)
         else:  # Engine.IO handshake: a key it carries must be valid; else the connect's auth
             presented = bearer_or_token(request.headers, request.query)
             if presented is not None:
@@ -216,6 +227,23 @@ def _admit(request: web.Request, door: Door) -> None:
             raise
         request[KEY_ID] = None  # the WebSocket handler answers in-band, in its protocol
         request[UNAUTHORIZED] = refused
+
+
+def _meter(request: web.Request) -> None:
+    """Count an admitted request against its key; refuse an upload or a new HTTP session of a
+    key past its daily audio quota (raises the refusal)."""
+    if UNAUTHORIZED in request or request.method == hdrs.METH_OPTIONS:
+        return
+    hub = request.app.get(HUB)
+    if hub is None:
+        return
+    key = request.get(KEY_ID)
+    CALLER.set(key)
+    if request.path in UNMETERED:
+        return
+    hub.usage.request(key)
+    if request.method == hdrs.METH_POST and not request.path.endswith("/end"):
+        hub.usage.check(key)
 
 
 async def mark_prepared(request: web.Request, _response: web.StreamResponse) -> None:

@@ -24,12 +24,14 @@ callers that passed the door, and ``grpc.max_concurrent_streams`` / ``maximum_co
 bound how many such reads run at once.
 
 The caller's identity reaches the handler in :data:`CALLER` (a context variable of the call's
-task). Health and reflection need no key, like ``/healthz``.
+task; the same one every door sets, :data:`asrhub.usage.CALLER`). Each admitted call counts as
+one request of its key (:mod:`asrhub.usage`); a call to a ``metered`` service (Speech) by a key
+that has used its daily audio quota is refused ``RESOURCE_EXHAUSTED`` before its request is
+read. Health and reflection need no key, like ``/healthz``.
 """
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, TypeAlias
 
@@ -37,13 +39,14 @@ import grpc
 
 from asrhub.door import Door, Ticket
 from asrhub.errors import HubError
+from asrhub.usage import CALLER, UsageMeter
 
-CALLER: contextvars.ContextVar[str | None] = contextvars.ContextVar("asrhub_grpc_caller", default=None)
-"""The identity of the key that opened the current call (None: the hub has no keys)."""
+__all__ = ["CALLER", "STATUS", "DoorInterceptor"]
 
 STATUS: dict[str, grpc.StatusCode] = {
     "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
     "capacity": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "quota_exceeded": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "slow_consumer": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "too_large": grpc.StatusCode.INVALID_ARGUMENT,
     "bad_message": grpc.StatusCode.INVALID_ARGUMENT,
@@ -115,9 +118,19 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 class DoorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(
-        self, door: Door, *, protected: Collection[str], frame_limits: Mapping[str, int] | None = None
+        self,
+        door: Door,
+        *,
+        protected: Collection[str],
+        frame_limits: Mapping[str, int] | None = None,
+        usage: UsageMeter | None = None,
+        metered: Collection[str] = (),
     ) -> None:
         self.door = door
+        self.usage = usage
+        """Counts each admitted call against its key (None: not counted)."""
+        self.metered = frozenset(metered)
+        """Services refused to a key past its daily audio quota (full names)."""
         self.protected = frozenset(protected)
         """Services whose calls pass the door (full names); others (health, reflection) are open."""
         self.frame_limits = dict(frame_limits or {})
@@ -136,6 +149,13 @@ class DoorInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             key = self.door.identify(presented_key(details.invocation_metadata))
         except HubError as exc:
             return _refusing(handler, STATUS[exc.code], exc.message)
+        if self.usage is not None:
+            self.usage.request(key)
+            if method.split("/")[1] in self.metered:
+                try:
+                    self.usage.check(key)
+                except HubError as exc:
+                    return _refusing(handler, STATUS[exc.code], exc.message)
         return self._admitting(handler, key, self.frame_limits.get(method))
 
     def _enter(self, context: Context) -> Ticket:

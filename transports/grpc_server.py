@@ -123,6 +123,8 @@ class GrpcServer:
             door,
             protected=(SERVICE, OPERATIONS),
             frame_limits={STREAMING: 2 * limits.max_frame_bytes + FRAME_OVERHEAD},
+            usage=hub.usage,
+            metered=(SERVICE,),
         )
         self._server = grpc.aio.server(
             interceptors=[door_keeper],

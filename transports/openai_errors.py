@@ -14,7 +14,12 @@ from asrhub.errors import HubError
 from .door import register_refusal, status_of
 
 PREFIXES = ("/v1/audio/", "/v1/models", "/v1/realtime")
-_TYPES = {401: "invalid_request_error", 403: "invalid_request_error", 503: "server_error"}
+_TYPES = {
+    401: "invalid_request_error",
+    403: "invalid_request_error",
+    429: "insufficient_quota",
+    503: "server_error",
+}
 
 
 def openai_error(error: HubError, status: int | None = None) -> dict[str, Any]:

@@ -146,6 +146,8 @@ class StreamConnection:
                 self._told_no_session = True
                 await self.send_error(HubError("bad_message", "send session.start before any audio"))
             return
+        if session.quota_reached:
+            return  # dropped, not decoded: quota_exceeded and session.closed are on their way
         if session.state is not State.OPEN or self._ending:
             if not self._told_ended:
                 self._told_ended = True

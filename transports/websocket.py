@@ -54,6 +54,7 @@ CLOSE_CODES: dict[str | None, int] = {
     "provider_failed": WSCloseCode.INTERNAL_ERROR,
     "internal_error": WSCloseCode.INTERNAL_ERROR,
     "capacity": WSCloseCode.TRY_AGAIN_LATER,
+    "quota_exceeded": 4429,
     "resumed": 4409,
     "handover": WSCloseCode.SERVICE_RESTART,
     "unauthorized": 4401,

@@ -229,6 +229,7 @@ class WyomingHandler(AsyncEventHandler):
             limit = self.server.max_sessions
             await self._error(HubError("capacity", f"wyoming is at its limit of {limit} sessions"))
             return
+        self.hub.usage.request(None)  # a Wyoming session is a request (no key: anonymous)
         try:
             config, wake = self._config(audio)
             session = await self.hub.open_async(config, transport=TRANSPORT)  # cluster-wide limits too

@@ -282,7 +282,9 @@ class Cluster:
     def member(self, session_id: str) -> str:
         return f"{session_id}@{self.node}"
 
-    async def admit(self, session_id: str, key: str | None, *, force: bool = False) -> int | None:
+    async def admit(
+        self, session_id: str, key: str | None, *, force: bool = False, max_per_key: int | None = None
+    ) -> int | None:
         """Take a cluster-wide slot for a session about to open: 0 admitted, 1 at
         ``max_sessions``, 2 at the key's limit; None: Redis did not answer (the caller falls
         back to this node's own limits; the lease is added when Redis is back)."""
@@ -293,7 +295,7 @@ class Cluster:
             member,
             self.lease_ms,
             limits.max_sessions,
-            limits.max_sessions_per_key,
+            limits.max_sessions_per_key if max_per_key is None else max_per_key,
             int(force),
         ]
         try:

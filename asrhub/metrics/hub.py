@@ -20,6 +20,8 @@ Hooks (methods of :class:`HubMetrics`; each a dict or attribute increment)::
     stream(transport) -> StreamCounters      Session: .frames_in / .bytes_in per feed
     event_out(event)                         Session: every event it emits (errors by code too)
     session_opened(transport) / session_closed(transport, reason)      Hub
+    key_used(key_id, audio_s, sessions, requests)   the usage meter (asrhub.usage): per key id,
+                                             at most once a second per session, never per chunk
     error(code)                              an error not emitted by a session (a refused open…)
     drop(reason)                             data dropped on purpose: partial_dropped,
                                              slow_consumer, too_large
@@ -53,7 +55,7 @@ from __future__ import annotations
 import asyncio
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any, Protocol, runtime_checkable
@@ -279,7 +281,7 @@ class _Timing:
 # ---------------------------------------------------------------------------------- export
 
 
-def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> CounterMetricFamily:
+def _counter(name: str, doc: str, label: str, values: Mapping[str, float]) -> CounterMetricFamily:
     family = CounterMetricFamily(name, doc, labels=[label])
     for key, value in sorted(values.items()):
         family.add_metric([key], value)
@@ -327,6 +329,9 @@ class HubMetrics:
         self.operators: dict[str, FastHistogram] = {}
         self.providers: dict[str, FastHistogram] = {}
         self.pipelines = 0
+        self.key_audio: dict[str, float] = {}
+        self.key_sessions: dict[str, int] = {}
+        self.key_requests: dict[str, int] = {}
         self._readings: list[Callable[[], Reading | None]] = []
         self._tracked: weakref.WeakSet[Any] = weakref.WeakSet()
         self._pools: dict[int, tuple[str, PoolStats]] = {}
@@ -364,6 +369,16 @@ class HubMetrics:
     def session_closed(self, transport: str, reason: str | None) -> None:
         key = (transport, reason or "closed")
         self.closed[key] = self.closed.get(key, 0) + 1
+
+    def key_used(self, key_id: str, audio_s: float = 0.0, sessions: int = 0, requests: int = 0) -> None:
+        """Usage of one API key identity (its fingerprint or ``anonymous``: the configured keys
+        bound the label's values)."""
+        if audio_s:
+            self.key_audio[key_id] = self.key_audio.get(key_id, 0.0) + audio_s
+        if sessions:
+            self.key_sessions[key_id] = self.key_sessions.get(key_id, 0) + sessions
+        if requests:
+            self.key_requests[key_id] = self.key_requests.get(key_id, 0) + requests
 
     def read_from(self, reading: Reading) -> None:
         """Call ``reading`` at scrape time for a hub's gauges (its sessions, subscribers,
@@ -567,6 +582,16 @@ class HubCollector(Collector):
         )
         yield _counter("asrhub_events_out", "Events emitted by sessions", "type", s.events)
         yield _counter("asrhub_errors", "Error events and refused requests", "code", s.errors)
+        yield _counter(
+            "asrhub_key_audio_seconds", "Audio seconds transcribed, per API key id", "key", s.key_audio
+        )
+        yield _counter("asrhub_key_sessions", "Sessions opened, per API key id", "key", s.key_sessions)
+        yield _counter(
+            "asrhub_key_requests",
+            "HTTP requests, gRPC calls and Wyoming sessions, per API key id",
+            "key",
+            s.key_requests,
+        )
         live = s._live_pools(readings)
         timing: dict[str, FastHistogram] = {}
         abandoned: dict[str, int] = {}

@@ -17,6 +17,7 @@ from asrhub.flow import Pending, Slots
 from asrhub.logging import get_logger
 from asrhub.metrics.hub import HubMetrics
 from asrhub.plugin import EarlyFinals, Operator, Provider
+from asrhub.usage import SessionMeter
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,9 @@ class Context:
     key: str | None = None
     """The API key identity the session counts against (None: none); shares of hub-wide
     resources (decoder threads) are per key."""
+    usage: SessionMeter | None = None
+    """The session's audio meter (its key's usage and quota; :mod:`asrhub.usage`): the chain's
+    ``meter_audio`` stage counts decoded audio into it. None outside a hub."""
 
 
 class PipelineFactory(Protocol):

@@ -6,6 +6,12 @@ Lifecycle::
       \\              \\___ limits.end_timeout_s ____________/
        \\______________ close() / fatal error / idle timeout ____/
 
+The key's daily audio quota (:mod:`asrhub.usage`) ends a session the way ``end()`` does, by
+itself: the chain's ``meter_audio`` stage cuts the audio where the quota ends and reports it;
+from then on ``feed`` drops what comes (it is never decoded), the input completes, the
+utterance in flight gets its final, and the last events are an ``error`` ``quota_exceeded``
+(fatal) and ``session.closed`` with that reason.
+
 The idle timer (``limits.idle_timeout_s``) measures time without input, not counting time a
 client spends parked in ``feed`` while the engine is busy (that is backpressure, not silence) —
 up to ``limits.end_timeout_s``: a ``feed`` parked longer than that (every wait of the chain has
@@ -33,6 +39,7 @@ from asrhub.frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed, Ses
 from asrhub.plugin import Operator
 from asrhub.session.context import Context
 from asrhub.session.delivery import EventQueue
+from asrhub.usage import QUOTA_EXCEEDED
 
 EARLY_EVENTS = 32
 """Bound on the events kept for a first subscriber that attaches after they were emitted."""
@@ -70,6 +77,9 @@ class Session:
         self._parked = 0  # feed calls waiting for the engine (backpressure)
         self._parked_since = 0.0  # when the oldest of them began waiting
         self.bytes_in = 0
+        self._quota_cut = False  # the key's quota was reached: audio is dropped, the session ends
+        if ctx.usage is not None:
+            ctx.usage.on_exhausted = self._quota_reached
         self._metrics = ctx.metrics
         self._counters = ctx.metrics.stream(ctx.transport)
         self._subscription: DisposableBase | None = None
@@ -100,6 +110,8 @@ class Session:
 
     async def feed(self, data: bytes) -> None:
         """Append audio. Returns once the session can take more (backpressure)."""
+        if self._quota_cut:
+            return  # past the key's quota: not decoded; the session is ending (see the module)
         if self.state is not State.OPEN:
             self._metrics.error("bad_message")
             raise HubError(
@@ -155,12 +167,15 @@ class Session:
 
     async def end(self) -> str:
         """Flush: every buffered utterance gets its final, then ``session.closed``."""
+        self._begin_end()
+        return await asyncio.shield(self._done)
+
+    def _begin_end(self) -> None:
         if self.state is State.OPEN:
             self.state = State.ENDING
             self._idle.cancel()
             self._ending = self._loop.call_later(self.ctx.limits.end_timeout_s, self._end_expired)
             self._input.on_completed()
-        return await asyncio.shield(self._done)
 
     def close(self, reason: str = "closed") -> None:
         """Stop now, dropping whatever is buffered. Idempotent."""
@@ -190,6 +205,12 @@ class Session:
         return len(self._output.observers)
 
     @property
+    def quota_reached(self) -> bool:
+        """The key's audio quota ended this session: audio fed now is dropped on purpose (the
+        session ends by itself with ``quota_exceeded``; a transport need not say more)."""
+        return self._quota_cut
+
+    @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
@@ -215,7 +236,22 @@ class Session:
         self._finish("error")
 
     def _on_completed(self) -> None:
-        self._finish("end")
+        if self._quota_cut:
+            self._emit(ErrorEvent(code=QUOTA_EXCEEDED, message=self._quota_message(), fatal=True))
+            self._finish(QUOTA_EXCEEDED)
+        else:
+            self._finish("end")
+
+    def _quota_reached(self) -> None:
+        """The ``meter_audio`` stage cut the audio at the key's quota (called from inside the
+        chain, so the end begins on the next turn of the loop, outside it)."""
+        self._quota_cut = True
+        self._loop.call_soon(self._begin_end)
+        self.ctx.log.info("session reached its key's audio quota")
+
+    def _quota_message(self) -> str:
+        usage = self.ctx.usage
+        return usage.message() if usage is not None else "the API key's daily audio quota is used up"
 
     def _check_idle(self) -> None:
         if self.state is not State.OPEN:
@@ -253,6 +289,8 @@ class Session:
         self._idle.cancel()
         if self._ending is not None:
             self._ending.cancel()
+        if self.ctx.usage is not None:
+            self.ctx.usage.close()  # credit the audio counted since its last batch
         self.ctx.pending.open_all()
         subscription, self._subscription = self._subscription, None
         if subscription is not None:

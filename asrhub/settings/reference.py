@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from asrhub.config import KeyLimits, Limits
 from asrhub.settings.loader import (
     CLI_FLAGS,
     CONFIG_ENV,
@@ -104,11 +105,13 @@ def _rows(cls: type, prefix: Key) -> list[str]:
         key = (*prefix, f.name)
         if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
             continue
-        if typing.get_origin(f.type) is dict:
-            continue
+        if typing.get_origin(f.type) is dict and not prefix:
+            continue  # [providers.NAME]: a section of its own
         default = f.default if f.default is not msgspec.NODEFAULT else f.default_factory()
         shown = "unset" if default is None else f"`{toml_value(default)}`"
         env = f"`{env_name(key)}`" + (f"<br>`{aliases[key]}`" if key in aliases else "")
+        if typing.get_origin(f.type) is dict:  # a table of tables: its own section below
+            shown, env = "empty", f"`{env_name((*key, 'NAME'))}__…`"
         doc = _rst_to_md(docs.get(f.name, ""))
         if key in flags:
             doc += f" CLI: `{flags[key]}`."
@@ -176,7 +179,18 @@ def render() -> str:
     for f in msgspec.structs.fields(Settings):
         if isinstance(f.type, type) and issubclass(f.type, msgspec.Struct):
             lines += _section(f"[{f.name}]", f.type, (f.name,))
+    per_key = _rows(KeyLimits, ("limits", "per_key", "KEY-ID"))
     lines += [
+        '## [limits.per_key."KEY-ID"]',
+        "",
+        _rst_to_md(" ".join(field_docs(Limits)["per_key"].split())) + " A key's fingerprint is "
+        '`"key-"` and the first 12 hex digits of the SHA-256 of the key '
+        "(`python -c \"from asrhub.door.keys import fingerprint; print(fingerprint('KEY'))\"`, or "
+        "`GET /v1/usage` with that key). An entry that is not a fingerprint stops the hub (without "
+        "echoing it: it may be a key written there by mistake).",
+        "",
+        *per_key,
+        "",
         "## [providers.NAME]",
         "",
         _rst_to_md(field_docs(Settings)["providers"]) + " Each provider documents its own options "

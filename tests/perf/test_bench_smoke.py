@@ -19,6 +19,7 @@ import bench_format
 import bench_grpc_wyoming
 import bench_latency
 import bench_memory
+import bench_metering
 import bench_pipeline_cost
 import bench_scale
 import bench_talkers
@@ -103,3 +104,9 @@ def test_format_cost_formats_every_final() -> None:
     rows = bench_format.run(30)
     assert [r[0] for r in rows] == list(bench_format.CONFIGS)
     assert all(r[1] > 0 and r[2] <= r[3] and r[5] > 5 for r in rows)
+def test_bench_metering_smoke() -> None:
+    """The metering benchmark runs end to end (a redis-server of its own) and counts writes."""
+    cpu, redis = bench_metering.run(sessions=10, repeat=1, redis_sessions=5, seconds=1)
+    assert len(cpu.rows) == 2 and cpu.rows[1][1] > 0
+    assert [row[0] for row in redis.rows] == [1, 10, 100]
+    assert all(row[2] > 0 and row[3] >= 1 for row in redis.rows)  # commands and pipelines seen
