@@ -104,6 +104,8 @@ def test_format_cost_formats_every_final() -> None:
     rows = bench_format.run(30)
     assert [r[0] for r in rows] == list(bench_format.CONFIGS)
     assert all(r[1] > 0 and r[2] <= r[3] and r[5] > 5 for r in rows)
+
+
 def test_bench_metering_smoke() -> None:
     """The metering benchmark runs end to end (a redis-server of its own) and counts writes."""
     cpu, redis = bench_metering.run(sessions=10, repeat=1, redis_sessions=5, seconds=1)
