@@ -17,6 +17,7 @@ from functools import partial
 from typing import Any
 
 from asrhub.config import SessionConfig
+from asrhub.diarize.models import SpeakerModels
 from asrhub.engine.registry import ProviderRegistry
 from asrhub.frames import TARGET_RATE
 from asrhub.hub import NO_PROVIDER, Hub
@@ -143,7 +144,14 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
         limits=settings.limits,
         cluster=cluster,
         metrics=HubMetrics.from_settings(settings.metrics),
+        speakers=SpeakerModels(
+            settings.diarization.model_dir,
+            threshold=settings.diarization.file_threshold,
+            live_threshold=settings.diarization.live_threshold,
+        ),
     )
+    if settings.diarization.preload:
+        hub.warmups.append(hub.speakers.get)
     hub.preparations += [partial(_wakeword_load, wakewords), _resampler_load]
     return hub
 
