@@ -36,9 +36,12 @@ SPLIT_SEARCH_S = 3.0
 the last this many seconds (a pause between words), not through a word."""
 
 
-def build_pipeline(ctx: Context, *, wakewords: WakewordModels | None = None) -> Operator:
+def build_pipeline(
+    ctx: Context, *, wakewords: WakewordModels | None = None, speakers: SpeakerModels | None = None
+) -> Operator:
     """One session's chain. ``wakewords``: the hub's shared wake-word models (:func:`build_hub`
-    passes them; None: a wake-word session loads a set of its own)."""
+    passes them; None: a wake-word session loads a set of its own); ``speakers``: the hub's
+    speaker model (a ``diarize`` session wraps its engine stage in ``speaker_labels``)."""
     config, limits = ctx.config, ctx.limits
     stages: list[tuple[str, Operator]] = [
         (
@@ -109,7 +112,29 @@ def build_pipeline(ctx: Context, *, wakewords: WakewordModels | None = None) -> 
             )
         stage = primary.stage(ctx, tuple(fallbacks))
         stages.append((f"provider:{primary.name}", ctx.metrics.provider_latency(stage)))
+        if config.diarize:
+            stages = _diarized(ctx, stages, speakers or SpeakerModels())
     return ctx.metrics.instrument(stages)  # reactivex.compose, plus per-stage timing for /metrics
+
+
+def _diarized(
+    ctx: Context, stages: list[tuple[str, Operator]], speakers: SpeakerModels
+) -> list[tuple[str, Operator]]:
+    """The engine stage (with ``segment`` before it) wrapped in ``speaker_labels``, which sees the
+    speech audio and VAD events going in and labels the finals coming out."""
+    from asrhub.operators.speaker_labels import speaker_labels
+
+    tail = 2 if stages[-2][0] == "segment" else 1
+    diarizer = speakers.get()  # loaded by the hub's preparation for open_async
+    inner = ctx.metrics.instrument(stages[-tail:])
+    labels = speaker_labels(
+        inner,
+        embed=diarizer.embed,
+        threshold=speakers.live_threshold,
+        max_speakers=ctx.config.max_speakers,
+        keep_s=2 * ctx.limits.max_utterance_s + 5.0,
+    )
+    return [*stages[:-tail], ("speaker_labels", labels)]
 
 
 def early_final_ms(ctx: Context) -> int:
@@ -137,22 +162,27 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
 
         cluster = Cluster(settings.cluster, settings.limits)
     wakewords = WakewordModels()
+    speakers = SpeakerModels(
+        settings.diarization.model_dir,
+        threshold=settings.diarization.file_threshold,
+        live_threshold=settings.diarization.live_threshold,
+    )
     hub = Hub(
         providers=create_providers(settings, registry),
-        pipeline_factory=partial(build_pipeline, wakewords=wakewords),
+        pipeline_factory=partial(build_pipeline, wakewords=wakewords, speakers=speakers),
         default_provider=default if default else NO_PROVIDER,
         limits=settings.limits,
         cluster=cluster,
         metrics=HubMetrics.from_settings(settings.metrics),
-        speakers=SpeakerModels(
-            settings.diarization.model_dir,
-            threshold=settings.diarization.file_threshold,
-            live_threshold=settings.diarization.live_threshold,
-        ),
+        speakers=speakers,
     )
     if settings.diarization.preload:
         hub.warmups.append(hub.speakers.get)
-    hub.preparations += [partial(_wakeword_load, wakewords), _resampler_load]
+    hub.preparations += [
+        partial(_wakeword_load, wakewords),
+        _resampler_load,
+        partial(_speakers_load, speakers),
+    ]
     return hub
 
 
@@ -163,6 +193,13 @@ def _wakeword_load(wakewords: WakewordModels, config: SessionConfig) -> Callable
     if not config.wakeword.enabled or wakewords.ready(names):
         return None
     return partial(wakewords.load, names)
+
+
+def _speakers_load(speakers: SpeakerModels, config: SessionConfig) -> Callable[[], object] | None:
+    """The speaker model, for the first session that asks for ``diarize``."""
+    if not config.diarize or speakers.loaded is not None:
+        return None
+    return speakers.get
 
 
 def _resampler_load(config: SessionConfig) -> Callable[[], object] | None:

@@ -26,7 +26,8 @@ Deepgram parameter     hub
 ``smart_format``
 =====================  ==================================================================
 
-Other Deepgram parameters (``diarize``, ``redact``, ``tag``, …) are accepted and ignored.
+``diarize=true`` puts a ``speaker`` (0, 1, …) on every word and utterance (docs/diarization.md).
+Other Deepgram parameters (``redact``, ``tag``, …) are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ class ListenOptions:
     utt_split: float = 0.8
     """Pre-recorded: seconds of pause between words that start a new utterance."""
     keyterms: tuple[str, ...] = ()
+    diarize: bool = False
+    """``diarize=true``: a ``speaker`` on every word (and utterance)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -94,6 +97,8 @@ class ListenOptions:
             config["provider"] = self.provider
         if self.model is not None:
             config["model"] = self.model
+        if self.diarize:
+            config["diarize"] = True
         return config
 
 
@@ -205,6 +210,7 @@ def parse(hub: Hub, query: Mapping[str, str], terms: list[str]) -> ListenOptions
         utterances=_bool(query, "utterances"),
         utt_split=_float(query, "utt_split", 0.0, 60.0) or 0.8,
         keyterms=keyterms,
+        diarize=_bool(query, "diarize"),
     )
 
 
@@ -237,6 +243,8 @@ def words(
         }
         if punctuated:
             item["punctuated_word"] = w.word
+        if w.speaker is not None:
+            item["speaker"] = w.speaker
         out.append(item)
     return out
 

@@ -40,8 +40,8 @@ TARGET_RMS = 10 ** (-30 / 20)
 FILE_THRESHOLD = 0.26
 """Cosine distance at which clusters stop merging (average linkage), tuned on the development
 conversations of ``tests/perf/bench_diarization.py``."""
-LIVE_THRESHOLD = 0.3
-"""Live: an utterance farther than this from every known speaker's centroid is a new speaker."""
+LIVE_THRESHOLD = 0.26
+"""Live: the clustering threshold on a session's utterance embeddings (:mod:`.tracker`)."""
 BATCH = 64
 CHUNK_FRAMES = 240
 """Speech is clustered in chunks of about 2.4 s (the mean of their windows): steadier than single

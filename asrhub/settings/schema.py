@@ -142,8 +142,9 @@ class DiarizationSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     session that asks for diarization."""
     file_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.26
     """Files: cosine distance at which speaker clusters stop merging (lower: more speakers)."""
-    live_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.3
-    """Sessions: an utterance farther than this from every known speaker starts a new one."""
+    live_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.26
+    """Sessions: the clustering threshold for a session's utterances (each new one joins the
+    label of its cluster, or starts a new speaker)."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
