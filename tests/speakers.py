@@ -34,6 +34,9 @@ VOICES = {
 }
 """name → (Debian package, folder under /usr/share/asterisk/sounds). ``irina`` is our name for
 the unnamed Russian voice."""
+ALSA = Path("/usr/share/sounds/alsa")
+"""A sixth person, in English: the channel names ``speaker-test`` plays (alsa-utils, GPL-2),
+clips of about a second (``alsa``; not among the voices :func:`conversation` draws from)."""
 
 F32 = npt.NDArray[np.float32]
 BRIDGE_S = 0.25
@@ -42,7 +45,7 @@ human annotator marks turns)."""
 
 
 def available() -> bool:
-    return all((SOUNDS / folder).is_dir() for _, folder in VOICES.values())
+    return all((SOUNDS / folder).is_dir() for _, folder in VOICES.values()) and ALSA.is_dir()
 
 
 def _read(path: Path) -> F32:
@@ -71,9 +74,11 @@ def _trimmed(x: F32) -> F32:
 @cache
 def prompts(name: str) -> tuple[F32, ...]:
     """Every prompt of one voice, trimmed, 16 kHz, in file-name order (0.4–6 s ones only)."""
-    folder = SOUNDS / VOICES[name][1]
+    folder = ALSA if name == "alsa" else SOUNDS / VOICES[name][1]
     out = []
     for path in sorted(folder.glob("*.wav")):
+        if path.name == "Noise.wav":
+            continue
         x = _trimmed(_read(path))
         if 0.4 * RATE <= len(x) <= 6 * RATE:
             out.append(x)
