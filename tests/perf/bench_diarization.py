@@ -98,7 +98,12 @@ def file_scores(diarizer: Diarizer, convs: list[Conversation]) -> dict[str, floa
         der0(ref, hyp, uem=uem)
         der25(ref, hyp, uem=uem)
         right += len({x.speaker for x in turns}) == len(c.speakers)
-    return {"der": abs(der0), "der_collar": abs(der25), "count": right / len(convs), "cpu_per_min": cpu / audio * 60}
+    return {
+        "der": abs(der0),
+        "der_collar": abs(der25),
+        "count": right / len(convs),
+        "cpu_per_min": cpu / audio * 60,
+    }
 
 
 async def word_scores(convs: list[Conversation]) -> dict[str, float]:
