@@ -106,11 +106,17 @@ def file_scores(diarizer: Diarizer, convs: list[Conversation]) -> dict[str, floa
     }
 
 
-async def word_scores(convs: list[Conversation]) -> dict[str, float]:
+async def word_scores(convs: list[Conversation], live_threshold: float | None = None) -> dict[str, float]:
+    import msgspec
+
     from asrhub.api import open_hub, transcribe_samples
 
+    settings = Settings()
+    if live_threshold is not None:
+        diarization = msgspec.structs.replace(settings.diarization, live_threshold=live_threshold)
+        settings = msgspec.structs.replace(settings, diarization=diarization)
     file_acc, live_acc, agree, embeds = [], [], [], []
-    async with open_hub(Settings()) as hub:
+    async with open_hub(settings) as hub:
         diarizer = hub.speakers.get()
         original = diarizer.embed
 
@@ -161,12 +167,14 @@ def main() -> None:
     parser.add_argument("--per-set", type=int, default=10)
     parser.add_argument("--words", type=int, default=6)
     parser.add_argument("--seed", type=int, default=200)
+    parser.add_argument("--live-threshold", type=float, default=None, help="[diarization] live_threshold")
+    parser.add_argument("--words-only", action="store_true", help="skip the file-only table")
     args = parser.parse_args()
     print("uptime:", os.popen("uptime").read().strip())
     diarizer = Diarizer.load()
     data = sets(args.per_set, args.seed)
     print(f"{'set':<8} {'n':>3} {'DER':>6} {'DER±.25':>8} {'count ok':>9} {'CPU s/audio min':>16}")
-    for name, convs in data.items():
+    for name, convs in ({} if args.words_only else data).items():
         r = file_scores(diarizer, convs)
         print(
             f"{name:<8} {len(convs):>3} {r['der']:>6.1%} {r['der_collar']:>8.1%} {r['count']:>9.0%}"
@@ -175,7 +183,7 @@ def main() -> None:
     print("uptime:", os.popen("uptime").read().strip())
     if args.words:
         convs = data["2spk"][: args.words // 2] + data["3spk"][: args.words - args.words // 2]
-        r = asyncio.run(word_scores(convs))
+        r = asyncio.run(word_scores(convs, args.live_threshold))
         print(
             f"words ({len(convs)} conversations, whisper tiny.en): file {r['file_words']:.1%}, "
             f"live {r['live_words']:.1%}, live agrees with file {r['live_vs_file']:.1%}"
