@@ -98,6 +98,11 @@ def base_language(code: str) -> str:
     return code.split("-")[0].split("_")[0].lower()
 
 
+MAX_SPEAKERS = 8
+"""Speakers a diarized file or session is split into at most (unless the request asks for
+fewer or more, up to 32)."""
+
+
 class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The ``config`` object of ``session.start`` (every field optional)."""
 
@@ -125,6 +130,11 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     word_timestamps: bool = True
     format: FormatConfig = FormatConfig()
     """Extension: numerals, profanity filter, redaction (:class:`FormatConfig`)."""
+    diarize: bool = False
+    """Extension (issue 26): a ``speaker`` on every final and word, labels stable for the
+    session (and across a resume)."""
+    max_speakers: Annotated[int, Meta(ge=1, le=32)] = MAX_SPEAKERS
+    """With ``diarize``: at most this many speakers (past it an utterance joins the nearest)."""
 
     @property
     def providers(self) -> tuple[str, ...]:

@@ -130,19 +130,37 @@ class Word:
     start: float
     end: float
     probability: float
+    speaker: int | None = None
+    """Extension (diarization, issue 26): who said it, 0, 1, … stable for the file or session."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"word": self.word, "start": self.start, "end": self.end, "probability": self.probability}
+        out: dict[str, Any] = {
+            "word": self.word,
+            "start": self.start,
+            "end": self.end,
+            "probability": self.probability,
+        }
+        if self.speaker is not None:
+            out["speaker"] = self.speaker
+        return out
 
     def shifted(self, offset: float) -> Word:
         """This word ``offset`` seconds later (an engine's times, relative to the audio it was
         given, → stream or file time), times rounded to the millisecond."""
-        return Word(self.word, round(self.start + offset, 3), round(self.end + offset, 3), self.probability)
+        return Word(
+            self.word,
+            round(self.start + offset, 3),
+            round(self.end + offset, 3),
+            self.probability,
+            self.speaker,
+        )
 
     def mapped(self, clock: Callable[[float], float]) -> Word:
         """This word with its times mapped through ``clock`` (a recognizer's clock → stream time
         where audio was skipped), rounded to the millisecond."""
-        return Word(self.word, round(clock(self.start), 3), round(clock(self.end), 3), self.probability)
+        return Word(
+            self.word, round(clock(self.start), 3), round(clock(self.end), 3), self.probability, self.speaker
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +264,8 @@ class FinalTranscript(Event):
     words: tuple[Word, ...] | None = field(default=None, metadata={"omit_none": True})
     language_probability: float | None = field(default=None, metadata={"omit_none": True})
     """Extension: present when the engine identified ``language`` (how sure it is, 0–1)."""
+    speaker: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension (config ``diarize``): who spoke this final (most of its words)."""
 
 
 @dataclass(frozen=True, slots=True)

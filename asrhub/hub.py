@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 import msgspec
 
 from asrhub.config import (
+    MAX_SPEAKERS,
     Limits,
     SessionConfig,
     VadEngine,
@@ -30,6 +31,9 @@ from asrhub.config import (
     parse_session_config,
     updated_config,
 )
+from asrhub.diarize.assign import attribute
+from asrhub.diarize.diarizer import Turn
+from asrhub.diarize.models import SpeakerModels
 from asrhub.engine.breaker import Breakers
 from asrhub.engine.failover import AllFailed, call_timeout, failover
 from asrhub.engine.uploads import JOB_S, Progress, UploadGate, jobs, merge
@@ -79,8 +83,11 @@ class Hub:
         cluster: Cluster | None = None,
         metrics: HubMetrics | None = None,
         vad_engine: VadEngine = "webrtc",
+        speakers: SpeakerModels | None = None,
     ) -> None:
         self.providers = dict(providers)
+        self.speakers = speakers or SpeakerModels()
+        """The speaker model (diarization), loaded on first use (see :mod:`asrhub.diarize`)."""
         self.default_provider = default_provider
         self.vad_engine: VadEngine = vad_engine
         """The VAD engine of sessions whose config names none."""
@@ -494,6 +501,9 @@ class Hub:
         keyterms: tuple[str, ...] = (),
         progress: Progress | None = None,
         job_s: float = JOB_S,
+        diarize: bool = False,
+        min_speakers: int = 1,
+        max_speakers: int = MAX_SPEAKERS,
     ) -> tuple[str, Transcription]:
         """Transcribe 16 kHz mono audio of any length with the named provider (or failover list).
 
@@ -502,7 +512,9 @@ class Hub:
         seconds (:mod:`asrhub.engine.uploads`), one engine call each at upload priority, one at a time,
         so live sessions' finals never wait behind a whole file; each job fails over on its own.
         Returns the name of the provider that served the first job and the merged transcription
-        (times from the start of ``samples``).
+        (times from the start of ``samples``). ``diarize``: every word and piece also gets its
+        speaker (:mod:`asrhub.diarize`, ``min_speakers``–``max_speakers`` people), computed in a
+        worker thread after the transcription.
         """
         fields: dict[str, Any] = {"task": task, "keyterms": list(keyterms)}
         if provider is not None:
@@ -542,4 +554,15 @@ class Hub:
             parts.append((a / TARGET_RATE, served.result))
             if progress is not None:
                 progress(b / TARGET_RATE, total)
-        return used, merge(parts, total)
+        merged = merge(parts, total)
+        if not diarize:
+            return used, merged
+        turns = await asyncio.to_thread(self._turns, samples, min_speakers, max_speakers)
+        return used, attribute(merged, turns)
+
+    def _turns(self, samples: Samples, min_speakers: int, max_speakers: int) -> list[Turn]:
+        try:
+            diarizer = self.speakers.get()
+        except FileNotFoundError as exc:
+            raise HubError("bad_message", f"diarization is not available here: {exc}") from None
+        return diarizer.diarize(samples, min_speakers=min_speakers, max_speakers=max_speakers)

@@ -115,6 +115,8 @@ class TimedText:
     """The engine's probability that this piece is not speech (None: not known)."""
     compression_ratio: float | None = None
     """gzip compression ratio of the text (a repetition-loop signal; None: not known)."""
+    speaker: int | None = None
+    """Who spoke this piece (diarization; None: not asked for)."""
 
     def shifted(self, offset: float) -> TimedText:
         """This piece ``offset`` seconds later, times rounded to the millisecond (as

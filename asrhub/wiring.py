@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any
 
 from asrhub.config import SessionConfig
+from asrhub.diarize.models import SpeakerModels
 from asrhub.engine.registry import ProviderRegistry
 from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE
@@ -41,10 +42,16 @@ the last this many seconds (a pause between words), not through a word."""
 
 
 def build_pipeline(
-    ctx: Context, *, wakewords: WakewordModels | None = None, silero: SileroVad | None = None
+    ctx: Context,
+    *,
+    wakewords: WakewordModels | None = None,
+    silero: SileroVad | None = None,
+    speakers: SpeakerModels | None = None,
 ) -> Operator:
     """One session's chain. ``wakewords``, ``silero``: the hub's shared wake-word and Silero VAD
-    models (:func:`build_hub` passes them; None: a session that needs one loads its own)."""
+    models (:func:`build_hub` passes them; None: a session that needs one loads its own);
+    ``speakers``: the hub's speaker model (a ``diarize`` session wraps its engine stage in
+    ``speaker_labels``)."""
     config, limits = ctx.config, ctx.limits
     stages: list[tuple[str, Operator]] = [
         (
@@ -121,8 +128,30 @@ def build_pipeline(
             )
         stage = primary.stage(ctx, tuple(fallbacks))
         stages.append((f"provider:{primary.name}", ctx.metrics.provider_latency(stage)))
+        if config.diarize:
+            stages = _diarized(ctx, stages, speakers or SpeakerModels())
         stages.append(("format", format_transcripts(config=config.format, language=config.fixed_language)))
     return ctx.metrics.instrument(stages)  # reactivex.compose, plus per-stage timing for /metrics
+
+
+def _diarized(
+    ctx: Context, stages: list[tuple[str, Operator]], speakers: SpeakerModels
+) -> list[tuple[str, Operator]]:
+    """The engine stage (with ``segment`` before it) wrapped in ``speaker_labels``, which sees the
+    speech audio and VAD events going in and labels the finals coming out."""
+    from asrhub.operators.speaker_labels import speaker_labels
+
+    tail = 2 if stages[-2][0] == "segment" else 1
+    diarizer = speakers.get()  # loaded by the hub's preparation for open_async
+    inner = ctx.metrics.instrument(stages[-tail:])
+    labels = speaker_labels(
+        inner,
+        embed=diarizer.embed,
+        threshold=speakers.live_threshold,
+        max_speakers=ctx.config.max_speakers,
+        keep_s=2 * ctx.limits.max_utterance_s + 5.0,
+    )
+    return [*stages[:-tail], ("speaker_labels", labels)]
 
 
 def early_final_ms(ctx: Context) -> int:
@@ -151,16 +180,29 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
         cluster = Cluster(settings.cluster, settings.limits)
     wakewords = WakewordModels()
     silero = SileroVad()
+    speakers = SpeakerModels(
+        settings.diarization.model_dir,
+        threshold=settings.diarization.file_threshold,
+        live_threshold=settings.diarization.live_threshold,
+    )
     hub = Hub(
         providers=create_providers(settings, registry),
-        pipeline_factory=partial(build_pipeline, wakewords=wakewords, silero=silero),
+        pipeline_factory=partial(build_pipeline, wakewords=wakewords, silero=silero, speakers=speakers),
         default_provider=default if default else NO_PROVIDER,
         limits=settings.limits,
         cluster=cluster,
         metrics=HubMetrics.from_settings(settings.metrics),
         vad_engine=settings.vad.engine,
+        speakers=speakers,
     )
-    hub.preparations += [partial(_wakeword_load, wakewords), _resampler_load, partial(_silero_load, silero)]
+    if settings.diarization.preload:
+        hub.warmups.append(hub.speakers.get)
+    hub.preparations += [
+        partial(_wakeword_load, wakewords),
+        _resampler_load,
+        partial(_silero_load, silero),
+        partial(_speakers_load, speakers),
+    ]
     if settings.vad.engine == "silero":
         hub.warmups.append(partial(_silero_warmup, silero))  # every session may use it
     return hub
@@ -190,6 +232,13 @@ def _silero_load(silero: SileroVad, config: SessionConfig) -> Callable[[], objec
     if not config.vad.enabled or config.vad.engine != "silero" or silero.loaded:
         return None
     return partial(silero.load)
+
+
+def _speakers_load(speakers: SpeakerModels, config: SessionConfig) -> Callable[[], object] | None:
+    """The speaker model, for the first session that asks for ``diarize``."""
+    if not config.diarize or speakers.loaded is not None:
+        return None
+    return speakers.get
 
 
 def _resampler_load(config: SessionConfig) -> Callable[[], object] | None:

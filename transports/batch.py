@@ -1,9 +1,10 @@
 """``POST /v1/transcribe``: one whole file in, its transcript out.
 
 The file comes as the multipart field ``file`` (optional fields ``provider``, ``language``,
-``prompt``, and the formatting of the session config's ``format``: ``numerals``,
+``prompt``; the formatting of the session config's ``format``: ``numerals``,
 ``profanity_filter`` — ``true``/``false`` —, ``redact`` — repeated or comma-separated classes
-—, ``punctuate``) or as the raw request body (the same options as query parameters). Accepted: the
+—, ``punctuate``; ``diarize=true`` with ``min_speakers`` / ``max_speakers`` adds a ``speaker`` to
+every segment and word) or as the raw request body (the same options as query parameters). Accepted: the
 audio containers docs/protocol.md lists (WAV, Ogg, WebM/Matroska, MP3, FLAC, AAC, MP4/M4A).
 The answer::
 
@@ -28,7 +29,7 @@ import msgspec
 from aiohttp import BodyPartReader, web
 
 from asrhub.api import load_audio
-from asrhub.config import FormatConfig, Limits
+from asrhub.config import MAX_SPEAKERS, FormatConfig, Limits
 from asrhub.engine.finals import file_finals
 from asrhub.errors import AudioTooLong, HubError
 from asrhub.format import format_file
@@ -39,6 +40,8 @@ from asrhub.protocol import encode_json
 
 from .common import HUB, SETTINGS, read_limited
 
+MAX_SPEAKER_BOUND = 32
+"""The largest ``min_speakers`` / ``max_speakers`` a request may name."""
 MAX_FIELD_BYTES = 64 * 1024
 """One form field (``prompt``, ``language``, …) other than the file."""
 MAX_FIELDS = 128
@@ -176,29 +179,57 @@ async def transcribe_upload(
     return name, result, len(samples) / TARGET_RATE
 
 
-def _flag(upload: Upload, name: str, default: bool) -> bool:
-    value = (upload.get(name) or "").strip().lower()
-    if not value:
-        return default
-    if value not in ("true", "false", "1", "0"):
-        raise HubError("bad_message", f"{name}={value!r}: expected true or false")
-    return value in ("true", "1")
-
-
 def format_of(upload: Upload) -> FormatConfig:
     """The request's formatting (fields ``numerals``, ``profanity_filter``, ``redact``,
     ``punctuate``), validated as the session config's ``format`` is."""
     redact = [c.strip() for raw in upload.get_all("redact") for c in raw.split(",") if c.strip()]
     fields = {
-        "numerals": _flag(upload, "numerals", False),
-        "profanity_filter": _flag(upload, "profanity_filter", False),
+        "numerals": flag(upload.get("numerals"), "numerals"),
+        "profanity_filter": flag(upload.get("profanity_filter"), "profanity_filter"),
         "redact": list(dict.fromkeys(redact)),
-        "punctuate": _flag(upload, "punctuate", True),
+        "punctuate": flag(upload.get("punctuate"), "punctuate", default=True),
     }
     try:
         return msgspec.convert(fields, FormatConfig)
     except msgspec.ValidationError as exc:
         raise HubError("bad_message", f"format: {exc}") from None
+
+
+def flag(value: str | None, name: str, *, default: bool = False) -> bool:
+    """A form or query boolean (``true``/``false``, ``1``/``0``; absent: ``default``)."""
+    if value is None or not value.strip():
+        return default
+    lowered = value.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise HubError("bad_message", f"{name} must be true or false, not {value!r}")
+
+
+def count(value: str | None, name: str, default: int) -> int:
+    """A speaker count field (1–32)."""
+    if value is None or value == "":
+        return default
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= MAX_SPEAKER_BOUND:
+        raise HubError(
+            "bad_message", f"{name} must be a whole number from 1 to {MAX_SPEAKER_BOUND}, not {value!r}"
+        )
+    return n
+
+
+def diarize_options(diarize: bool, min_value: str | None, max_value: str | None) -> dict[str, Any]:
+    """``diarize`` with its speaker bounds as :meth:`asrhub.hub.Hub.transcribe` takes them."""
+    if not diarize:
+        return {}
+    low, high = count(min_value, "min_speakers", 1), count(max_value, "max_speakers", MAX_SPEAKERS)
+    if low > high:
+        raise HubError("bad_message", f"min_speakers ({low}) is more than max_speakers ({high})")
+    return {"diarize": True, "min_speakers": low, "max_speakers": high}
 
 
 async def transcribe(request: web.Request) -> web.Response:
@@ -219,6 +250,9 @@ async def transcribe(request: web.Request) -> web.Response:
         model=model,
         task=upload.get("task") or "transcribe",
         keyterms=tuple(upload.get_all("keyterms") + upload.get_all("keyterms[]")),
+        **diarize_options(
+            flag(upload.get("diarize"), "diarize"), upload.get("min_speakers"), upload.get("max_speakers")
+        ),
     )
     result = await format_file(result, formatting, language)
     segments = [e.to_dict() for e in file_finals(name, result, duration, language)]

@@ -411,6 +411,7 @@ async def prerecorded(request: web.Request) -> web.Response:
             prompt=None,
             **({"model": options.model} if options.model else {}),
             **({"keyterms": options.keyterms} if options.keyterms else {}),
+            **({"diarize": True} if options.diarize else {}),
         )
     except HubError as exc:
         return error_response(exc, request_id)
@@ -478,17 +479,18 @@ async def fetch_url(request: web.Request, limit: int) -> bytes:
 def _utterances(
     result: Transcription, duration: float, split_s: float, request_id: str
 ) -> list[dict[str, Any]]:
-    """Deepgram's utterances: the words split where they pause ``utt_split`` seconds or more
-    (the engine's own pieces when it gives no words)."""
+    """Deepgram's utterances: the words split where they pause ``utt_split`` seconds or more, or
+    where the speaker changes (the engine's own pieces when it gives no words)."""
     groups: list[list[Word]] = []
     for word in result.words or ():
-        if not groups or word.start - groups[-1][-1].end >= split_s:
+        if not groups or word.start - groups[-1][-1].end >= split_s or word.speaker != groups[-1][-1].speaker:
             groups.append([])
         groups[-1].append(word)
+    spans: list[tuple[float, float, str, tuple[Word, ...], int | None]]
     if groups:
-        spans = [(g[0].start, g[-1].end, " ".join(w.word for w in g), tuple(g)) for g in groups]
+        spans = [(g[0].start, g[-1].end, " ".join(w.word for w in g), tuple(g), g[0].speaker) for g in groups]
     else:
-        spans = [(p.start, p.end, p.text.strip(), ()) for p in pieces(result, duration)]
+        spans = [(p.start, p.end, p.text.strip(), (), p.speaker) for p in pieces(result, duration)]
     return [
         {
             "start": round(start, 3),
@@ -497,10 +499,10 @@ def _utterances(
             "channel": 0,
             "transcript": text,
             "words": dg.words(words),
-            "speaker": 0,
+            "speaker": speaker or 0,
             "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{request_id}:{i}")),
         }
-        for i, (start, end, text, words) in enumerate(spans)
+        for i, (start, end, text, words, speaker) in enumerate(spans)
     ]
 
 

@@ -37,7 +37,8 @@ Deepgram parameter     hub
                        at pauses; :mod:`asrhub.transports.deepgram_paragraphs`)
 =====================  ==================================================================
 
-Other Deepgram parameters (``diarize``, ``tag``, …) are accepted and ignored.
+``diarize=true`` puts a ``speaker`` (0, 1, …) on every word and utterance (docs/diarization.md).
+Other Deepgram parameters (``tag``, …) are accepted and ignored.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class ListenOptions:
     format: FormatConfig = field(default_factory=FormatConfig)
     """``smart_format`` / ``numerals``, ``profanity_filter``, ``redact``."""
     paragraphs: bool = False
+    diarize: bool = False
+    """``diarize=true``: a ``speaker`` on every word (and utterance)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -127,6 +130,8 @@ class ListenOptions:
             config["model"] = self.model
         if self.format.active:
             config["format"] = msgspec.to_builtins(self.format)
+        if self.diarize:
+            config["diarize"] = True
         return config
 
 
@@ -259,6 +264,7 @@ def parse(hub: Hub, query: Mapping[str, str], terms: list[str], redact: Sequence
         keyterms=keyterms,
         format=formatting,
         paragraphs=_bool(query, "paragraphs"),
+        diarize=_bool(query, "diarize"),
     )
 
 
@@ -297,6 +303,8 @@ def words(
         }
         if punctuated:
             item["punctuated_word"] = w.word
+        if w.speaker is not None:
+            item["speaker"] = w.speaker
         out.append(item)
     return out
 

@@ -26,8 +26,11 @@ Google                    hub
                           answer has no punctuation, as Google's has not
 ========================  =====================================================================
 
+``diarization_config``      ``enable_speaker_diarization`` → ``diarize`` (``min_speaker_count`` /
+                          ``max_speaker_count`` bound the count): words carry ``speaker_tag``
+
 ``interim_results`` turns partials on (they are off otherwise); other fields are accepted and
-ignored (one alternative, no diarization).
+ignored (one alternative).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from typing import Any
 import msgspec
 from google.cloud import speech_v1
 
-from asrhub.config import MAX_KEYTERM_CHARS, MAX_KEYTERMS, FormatConfig
+from asrhub.config import MAX_KEYTERM_CHARS, MAX_KEYTERMS, MAX_SPEAKERS, FormatConfig
 from asrhub.errors import HubError
 from asrhub.hub import Hub
 
@@ -69,6 +72,11 @@ class SpeechOptions:
     word_offsets: bool
     formatting: FormatConfig = field(default_factory=FormatConfig)
     """The session's ``format`` (file jobs apply it themselves)."""
+    diarize: bool = False
+    """``diarization_config.enable_speaker_diarization``: words carry ``speaker_tag`` (1, 2, …)
+    and the answer ends with a result holding every word (Google's v1 shape)."""
+    min_speakers: int = 1
+    max_speakers: int = MAX_SPEAKERS
 
 
 def _provider_model(hub: Hub, model: str) -> tuple[str | None, str | None]:
@@ -132,9 +140,25 @@ def speech_options(hub: Hub, config: speech_v1.RecognitionConfig, *, interim: bo
     )
     if formatting.active:
         session["format"] = msgspec.to_builtins(formatting)
+    diarization = config.diarization_config
+    low, high = 1, MAX_SPEAKERS
+    if diarization.enable_speaker_diarization:
+        low = diarization.min_speaker_count or 1
+        high = diarization.max_speaker_count or max(low, MAX_SPEAKERS)
+        if not 1 <= low <= high <= 32:
+            raise HubError(
+                "bad_message",
+                f"diarization_config: min_speaker_count {low} and max_speaker_count {high}"
+                " must be 1 ≤ min ≤ max ≤ 32",
+            )
+        session["diarize"] = True
+        session["max_speakers"] = high
     return SpeechOptions(
         session=session,
         language_code=config.language_code or (language or ""),
         word_offsets=bool(config.enable_word_time_offsets),
         formatting=formatting,
+        diarize=bool(diarization.enable_speaker_diarization),
+        min_speakers=low,
+        max_speakers=high,
     )

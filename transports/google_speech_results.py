@@ -63,10 +63,25 @@ def _words(words: tuple[Word, ...] | None) -> list[speech_v1.WordInfo]:
             start_time=_duration(w.start),
             end_time=_duration(w.end),
             confidence=w.probability,
+            speaker_tag=0 if w.speaker is None else w.speaker + 1,
         )
         for w in words or ()
         if w.word.strip()
     ]
+
+
+def all_words_result(
+    finals: list[FinalTranscript], *, language_code: str
+) -> speech_v1.SpeechRecognitionResult:
+    """With diarization, Google's v1 answer ends with one more result whose alternative holds
+    every word so far with its ``speaker_tag`` (1, 2, …)."""
+    words = tuple(w for f in finals for w in f.words or ())
+    end = finals[-1].end if finals else 0.0
+    return speech_v1.SpeechRecognitionResult(
+        alternatives=[speech_v1.SpeechRecognitionAlternative(transcript="", words=_words(words))],
+        result_end_time=_duration(end),
+        language_code=language_code,
+    )
 
 
 def final_alternative(

@@ -31,7 +31,7 @@ from asrhub.hub import Hub
 
 from .batch import pcm16_wav, transcribe_upload
 from .google_speech_config import SpeechOptions
-from .google_speech_results import recognize_result
+from .google_speech_results import all_words_result, recognize_result
 from .grpc_operations import SHUTTING_DOWN, Job, OperationFailed, Progress
 
 HUB_FIELDS = ("provider", "model", "language", "keyterms")
@@ -66,6 +66,13 @@ def utterances(finals: list[FinalTranscript], pause_s: float) -> list[FinalTrans
     return cut
 
 
+def diarize_fields(options: SpeechOptions) -> dict[str, Any]:
+    """``diarizationConfig`` as :meth:`asrhub.hub.Hub.transcribe` takes it."""
+    if not options.diarize:
+        return {}
+    return {"diarize": True, "min_speakers": options.min_speakers, "max_speakers": options.max_speakers}
+
+
 def file_fields(options: SpeechOptions) -> dict[str, Any]:
     return {k: options.session[k] for k in HUB_FIELDS if k in options.session}
 
@@ -89,6 +96,7 @@ def file_job(hub: Hub, content: bytes, options: SpeechOptions, status_of: Any) -
                 model=fields.get("model"),
                 keyterms=tuple(fields.get("keyterms", ())),
                 progress=lambda done, total: progress(done / total if total else 1.0),
+                **diarize_fields(options),
             )
         except HubError as exc:
             if not hub.accepting:  # the engines went away under it: retry elsewhere
@@ -96,11 +104,13 @@ def file_job(hub: Hub, content: bytes, options: SpeechOptions, status_of: Any) -
             raise OperationFailed(status_of(exc.code, hub), exc.message) from None
         result = await format_file(result, options.formatting, fields.get("language"))
         pause_s = hub.resolve_config(fields).vad.silence_ms / 1000
+        finals = [f for f in utterances(file_finals(name, result, duration), pause_s) if f.text]
         results = [
             recognize_result(final, word_offsets=options.word_offsets, language_code=options.language_code)
-            for final in utterances(file_finals(name, result, duration), pause_s)
-            if final.text
+            for final in finals
         ]
+        if options.diarize:
+            results.append(all_words_result(finals, language_code=options.language_code))
         response = speech_v1.LongRunningRecognizeResponse(
             results=results, total_billed_time=timedelta(seconds=math.ceil(duration))
         )

@@ -58,6 +58,7 @@ from asrhub.session.session import Session, State
 from .google_speech_config import SpeechOptions, speech_options
 from .google_speech_results import (
     Stability,
+    all_words_result,
     recognize_result,
     speech_event,
     streaming_final,
@@ -236,10 +237,12 @@ class SpeechService:
         await _check_audio(request.audio, context)
         session, options = await self._open(context, request.config, interim=False)
         results: list[speech_v1.SpeechRecognitionResult] = []
+        finals: list[FinalTranscript] = []
         failure: list[HubError] = []
 
         def take(event: Any) -> None:
             if isinstance(event, FinalTranscript):
+                finals.append(event)
                 results.append(
                     recognize_result(
                         event, word_offsets=options.word_offsets, language_code=options.language_code
@@ -262,6 +265,8 @@ class SpeechService:
             session.close("disconnected")
         if failure:
             await self._fail(context, failure[0])
+        if options.diarize:
+            results.append(all_words_result(finals, language_code=options.language_code))
         return speech_v1.RecognizeResponse(results=results)
 
     # ------------------------------------------------------------------ LongRunningRecognize

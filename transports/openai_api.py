@@ -2,7 +2,9 @@
 works unchanged.
 
 ``POST /v1/audio/transcriptions`` (multipart): ``file``, ``model``, ``language``, ``prompt``,
-``response_format`` (``json`` · ``text`` · ``srt`` · ``vtt`` · ``verbose_json``),
+``response_format`` (``json`` · ``text`` · ``srt`` · ``vtt`` · ``verbose_json`` ·
+``diarized_json``: segments per speaker turn, speakers ``A``, ``B``, …), ``chunking_strategy``
+(``auto`` or ``server_vad``: accepted),
 ``temperature`` (accepted, echoed in verbose segments), ``timestamp_granularities[]``
 (``segment`` and/or ``word``, verbose_json only), ``include[]`` (``logprobs``: with ``json``,
 ``logprobs`` has one ``{token, logprob, bytes}`` per word — the word's probability as a natural
@@ -23,6 +25,7 @@ contract code in ``code``: 400 bad input, 401 no/wrong key, 413 too large, 503 c
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from typing import Any
@@ -42,7 +45,10 @@ from .openai_stream import stream_transcription
 
 ALIASES = ("whisper-1",)
 """OpenAI model names that mean "the hub's default provider"."""
-FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
+CHUNKING = ("auto", "server_vad")
+"""``chunking_strategy`` values (``"auto"``, or an object of ``type`` ``server_vad``): accepted;
+the hub always cuts a file at its pauses (:mod:`asrhub.engine.uploads`)."""
 CREATED = int(time.time())
 
 
@@ -137,6 +143,57 @@ def logprobs(result: Transcription) -> list[dict[str, Any]]:
     ]
 
 
+def speaker_label(index: int | None) -> str:
+    """OpenAI's speaker labels: ``A``, ``B``, … ``Z``, then ``AA``, ``AB``, …"""
+    n = index or 0
+    return ("" if n < 26 else chr(65 + n // 26 - 1)) + chr(65 + n % 26)
+
+
+def to_diarized(result: Transcription, duration: float) -> dict[str, Any]:
+    """``diarized_json`` (the SDK's ``TranscriptionDiarized``): one segment per speaker turn."""
+    segments = [
+        {
+            "type": "transcript.text.segment",
+            "id": f"seg_{i}",
+            "start": round(p.start, 3),
+            "end": round(p.end, 3),
+            "text": p.text.strip(),
+            "speaker": speaker_label(p.speaker),
+        }
+        for i, p in enumerate(pieces(result, duration))
+        if p.text.strip()
+    ]
+    return {
+        "task": "transcribe",
+        "duration": round(duration, 3),
+        "text": result.text.strip(),
+        "segments": segments,
+        "usage": _usage(duration),
+    }
+
+
+def _check_chunking(value: str | None, kind: str | None) -> None:
+    """``chunking_strategy``: ``"auto"``, a JSON object, or the SDK's form fields
+    (``chunking_strategy[type]=server_vad``)."""
+    if value is None and kind is None:
+        return
+    if kind is None and value is not None:
+        text = value.strip()
+        if text.startswith("{"):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                parsed = None
+            kind = parsed.get("type") if isinstance(parsed, dict) else None
+        else:
+            kind = text
+    if kind not in CHUNKING:
+        raise HubError(
+            "bad_message",
+            f'chunking_strategy must be "auto" or {{"type": "server_vad", …}}, not {value or kind!r}',
+        )
+
+
 def _usage(duration: float) -> dict[str, Any]:
     """OpenAI bills audio by the started second."""
     return {"type": "duration", "seconds": math.ceil(duration)}
@@ -176,7 +233,18 @@ async def _speech_to_text(request: web.Request, task: str) -> web.StreamResponse
         "model": model,
         "task": task,
     }
+    _check_chunking(upload.get("chunking_strategy"), upload.get("chunking_strategy[type]"))
+    if upload.get_all("known_speaker_names[]") or upload.get_all("known_speaker_names"):
+        raise HubError("bad_message", "known_speaker_names is not supported: speakers are labelled A, B, …")
+    if fmt == "diarized_json":
+        if task != "transcribe":
+            raise HubError("bad_message", "response_format diarized_json is for transcriptions only")
+        job["diarize"] = True
     if (upload.get("stream") or "false").lower() == "true":
+        if fmt == "diarized_json":
+            raise HubError(
+                "bad_message", "response_format diarized_json cannot be streamed here; send stream=false"
+            )
         return await stream_transcription(request, upload.data, **job)
     name, result, duration = await transcribe_upload(hub, upload.data, **job)
     if fmt == "text":
@@ -185,7 +253,9 @@ async def _speech_to_text(request: web.Request, task: str) -> web.StreamResponse
         return web.Response(text=to_srt(result, duration), content_type="text/plain")
     if fmt == "vtt":
         return web.Response(text=to_vtt(result, duration), content_type="text/vtt")
-    if fmt == "verbose_json":
+    if fmt == "diarized_json":
+        body = to_diarized(result, duration)
+    elif fmt == "verbose_json":
         body = to_verbose(result, duration, temperature=temperature, granularities=granularities, task=task)
     else:
         body = {"text": result.text.strip(), "usage": _usage(duration)}

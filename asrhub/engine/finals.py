@@ -29,6 +29,7 @@ def final_event(
     offset: float = 0.0,
     words: bool = True,
     language: str | None = None,
+    speaker: int | None = None,
 ) -> FinalTranscript:
     """The final of utterance ``segment_id`` (stream time ``start``–``end``) from the engine's
     ``result``, whose word times are ``offset`` seconds before stream time; ``words``: the
@@ -45,11 +46,12 @@ def final_event(
         language=result.language or language,
         words=shown,
         language_probability=result.language_probability,
+        speaker=speaker,
     )
 
 
 def _final_word(word: Word) -> Word:
-    return Word(word.word, word.start, word.end, round(word.probability, 3))
+    return Word(word.word, word.start, word.end, round(word.probability, 3), word.speaker)
 
 
 def words_in(words: tuple[Word, ...] | None, start: float, end: float) -> tuple[Word, ...] | None:
@@ -87,6 +89,7 @@ def file_finals(
             start=round(piece.start, 3),
             end=round(piece.end, 3),
             language=language,
+            speaker=piece.speaker,
         )
         for i, piece in enumerate(pieces(result, duration), start=1)
     ]

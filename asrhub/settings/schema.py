@@ -140,6 +140,22 @@ class ClusterSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """Every Redis call gives up after this; the hub then acts as documented for an outage."""
 
 
+class DiarizationSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Who spoke (issue 26): files and sessions that ask for ``diarize`` (docs/diarization.md)."""
+
+    model_dir: str | None = None
+    """Folder of the speaker encoder's ``pretrained.pt``; unset: ``$ASRHUB_MODEL_DIR/resemblyzer``
+    (where ``scripts/setup.sh`` puts it)."""
+    preload: bool = False
+    """Load the speaker model at start-up (~0.3 s, 17 MB) instead of for the first request or
+    session that asks for diarization."""
+    file_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.26
+    """Files: cosine distance at which speaker clusters stop merging (lower: more speakers)."""
+    live_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.26
+    """Sessions: the clustering threshold for a session's utterances (each new one joins the
+    label of its cluster, or starts a new speaker)."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a hub process is started with."""
 
@@ -154,6 +170,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
     cluster: ClusterSettings = ClusterSettings()
+    diarization: DiarizationSettings = DiarizationSettings()
     providers: dict[str, dict[str, Any]] = {}
     """Per-provider settings tables, e.g. ``[providers.whisper] model = "…"``."""
 

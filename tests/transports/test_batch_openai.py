@@ -164,4 +164,7 @@ def test_openai_sdk_models_and_errors(sdk: openai.OpenAI) -> None:
         sdk.audio.transcriptions.create(model="whisper-1", file=("x.mp3", b"garbage" * 50))
     assert isinstance(info.value.body, dict) and info.value.body["code"] == "bad_audio"
     with open(fixture("quick_fox.wav"), "rb") as fh, pytest.raises(openai.BadRequestError):
-        sdk.audio.transcriptions.create(model="whisper-1", file=fh, response_format="diarized_json")  # type: ignore[call-overload]
+        # diarized_json is served (tests/transports/test_diarization.py); named speakers are not
+        sdk.audio.transcriptions.create(
+            model="whisper-1", file=fh, response_format="diarized_json", known_speaker_names=["Ann"]
+        )

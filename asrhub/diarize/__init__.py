@@ -1,0 +1,11 @@
+"""Who spoke: speaker diarization on the CPU (issue 26).
+
+* :mod:`.ge2e` — the GE2E speaker encoder (Resemblyzer's weights) in numpy;
+* :mod:`.speech` — where the speech is (webrtcvad, smoothed);
+* :mod:`.cluster` — agglomerative clustering on cosine distance with an automatic count;
+* :mod:`.diarizer` — a file's speaker turns, and one utterance's embedding;
+* :mod:`.tracker` — live labels: each final joins the nearest known speaker or starts a new one;
+* :mod:`.assign` — speakers onto a transcription's words and pieces (by time overlap).
+
+A room of the core below the hub: it imports only numpy, scipy, webrtcvad and the frames.
+"""

@@ -1,0 +1,216 @@
+"""A recording's speaker turns, and one utterance's speaker embedding.
+
+File diarization, in four steps, all on the calling (worker) thread:
+
+1. speech regions (:func:`~.speech.speech_regions`);
+2. each region's audio brought to -30 dBFS (as the encoder was trained), its mel frames cut into
+   1.6 s windows every :data:`HOP_FRAMES` (a region shorter than a window is repeated to fill
+   one), one GE2E embedding per window (:class:`~.ge2e.Ge2eEncoder`, batched);
+3. the windows clustered (:func:`~.cluster.cluster`): the speaker count is found, within the
+   caller's bounds;
+4. each 10 ms frame of a region takes the label of the window centred nearest to it; runs of
+   one label are the turns.
+
+A window never spans two regions, so a turn change at a pause of ≥ 0.3 s is exact to the VAD's
+30 ms; a change without a pause is placed to within about half a hop. Overlapped speech gets one
+speaker (the louder, usually). Cost: one window per 0.4 s of speech (~11 ms of one core each),
+~1.7 s of CPU per minute of speech (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .cluster import MAX_ITEMS, cluster, first_appearance
+from .ge2e import HOP, RATE, WINDOW_FRAMES, Ge2eEncoder, mel_frames
+from .speech import speech_regions
+
+F32 = npt.NDArray[np.float32]
+
+MODEL_FILE = "pretrained.pt"
+HOP_FRAMES = 40
+"""Window hop in 10 ms frames (0.4 s); longer files use a longer hop so at most
+:data:`~.cluster.MAX_ITEMS` windows are clustered."""
+TARGET_RMS = 10 ** (-30 / 20)
+FILE_THRESHOLD = 0.26
+"""Cosine distance at which clusters stop merging (average linkage), tuned on the development
+conversations of ``tests/perf/bench_diarization.py``."""
+LIVE_THRESHOLD = 0.26
+"""Live: the clustering threshold on a session's utterance embeddings (:mod:`.tracker`)."""
+BATCH = 64
+CHUNK_FRAMES = 240
+"""Speech is clustered in chunks of about 2.4 s (the mean of their windows): steadier than single
+windows; each window then joins the nearest cluster centroid, which places changes inside a chunk."""
+MIN_SHARE = 0.1
+MIN_SPEAKER_WINDOWS = 12
+
+
+def model_dir() -> Path:
+    """Where ``scripts/setup.sh`` puts the encoder's weights."""
+    base = os.environ.get("ASRHUB_MODEL_DIR") or str(Path.home() / ".cache" / "asrhub")
+    return Path(base) / "resemblyzer"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    start: float
+    end: float
+    speaker: int
+
+
+def _normalised(x: F32) -> F32:
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+    if rms < 1e-5:
+        return x
+    return (x * (TARGET_RMS / rms)).astype(np.float32)
+
+
+def _filled(x: F32, n: int) -> F32:
+    """``x`` repeated to at least ``n`` samples (a short stretch of speech fills one window)."""
+    if len(x) >= n or len(x) == 0:
+        return x
+    return np.tile(x, int(np.ceil(n / len(x))))
+
+
+class Diarizer:
+    """The loaded encoder and the diarization steps; thread-safe (no state between calls)."""
+
+    def __init__(self, encoder: Ge2eEncoder, *, threshold: float = FILE_THRESHOLD) -> None:
+        self.encoder = encoder
+        self.threshold = threshold
+
+    @classmethod
+    def load(cls, directory: str | Path | None = None, **kwargs: float) -> Diarizer:
+        path = Path(directory or model_dir()) / MODEL_FILE
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: run scripts/setup.sh (it extracts the speaker model)"
+            )
+        return cls(Ge2eEncoder.load(path), **kwargs)
+
+    def _embed(self, mels: list[F32]) -> F32:
+        if not mels:
+            return np.zeros((0, 256), np.float32)
+        return np.concatenate(
+            [self.encoder.embed_windows(np.stack(mels[i : i + BATCH])) for i in range(0, len(mels), BATCH)]
+        )
+
+    def embed(self, samples: F32) -> F32 | None:
+        """One utterance's embedding (the normalised mean of its windows' at a 0.8 s hop), or None
+        when it has no speech."""
+        regions = speech_regions(samples)
+        if not regions:
+            return None
+        speech = np.concatenate([samples[a:b] for a, b in regions])
+        frames = mel_frames(_filled(_normalised(speech), WINDOW_FRAMES * HOP))
+        starts = list(range(0, max(1, len(frames) - WINDOW_FRAMES + 1), 2 * HOP_FRAMES))
+        embeddings = self._embed(
+            [frames[s : s + WINDOW_FRAMES] for s in starts if s + WINDOW_FRAMES <= len(frames)]
+        )
+        if len(embeddings) == 0:
+            return None
+        mean = embeddings.mean(axis=0)
+        out: F32 = (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
+        return out
+
+    def diarize(self, samples: F32, *, min_speakers: int = 1, max_speakers: int = 8) -> list[Turn]:
+        """Speaker turns of 16 kHz audio (times in seconds), labels 0, 1, … by first appearance."""
+        regions = speech_regions(samples)
+        speech_frames = sum(b - a for a, b in regions) // HOP
+        hop = max(HOP_FRAMES, int(np.ceil(speech_frames / MAX_ITEMS)) + 1)
+        mels: list[F32] = []
+        owner: list[int] = []  # region of each window
+        centre: list[float] = []  # centre frame of each window, within its region
+        chunk_of: list[int] = []  # chunk of each window
+        chunks = 0
+        for r, (a, b) in enumerate(regions):
+            frames = mel_frames(_filled(_normalised(samples[a:b]), WINDOW_FRAMES * HOP))
+            length = (b - a) // HOP
+            last = max(0, len(frames) - WINDOW_FRAMES)
+            starts = sorted({*range(0, last + 1, hop), last})
+            per_chunk = max(1, round(len(starts) / max(1, round(length / CHUNK_FRAMES))))
+            for k, s in enumerate(starts):
+                mels.append(frames[s : s + WINDOW_FRAMES])
+                owner.append(r)
+                centre.append(
+                    min(s + WINDOW_FRAMES / 2, length / 2)
+                    if length < WINDOW_FRAMES
+                    else s + WINDOW_FRAMES / 2
+                )
+                chunk_of.append(chunks + k // per_chunk)
+            chunks = chunk_of[-1] + 1 if chunk_of else 0
+        windows = self._embed(mels)
+        if len(windows) == 0:
+            return []
+        index = np.array(chunk_of)
+        weights = np.bincount(index, minlength=chunks).astype(np.float64)
+        sums = np.zeros((chunks, windows.shape[1]), np.float64)
+        np.add.at(sums, index, windows)
+        chunk_emb = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-8)).astype(np.float32)
+        labels = cluster(
+            chunk_emb, threshold=self.threshold, min_speakers=min_speakers, max_speakers=max_speakers
+        )
+        labels = _absorb_small(chunk_emb, labels, weights, min_speakers)
+        centroids = _centroids(chunk_emb, labels, weights)
+        window_labels = np.argmax(windows @ centroids.T, axis=1)
+        return _turns(regions, np.array(owner), np.array(centre), window_labels)
+
+
+def _centroids(emb: F32, labels: npt.NDArray[np.int64], weights: npt.NDArray[np.float64]) -> F32:
+    count = int(labels.max()) + 1
+    sums = np.zeros((count, emb.shape[1]), np.float64)
+    np.add.at(sums, labels, emb * weights[:, None])
+    out: F32 = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-8)).astype(np.float32)
+    return out
+
+
+def _absorb_small(
+    emb: F32, labels: npt.NDArray[np.int64], weights: npt.NDArray[np.float64], min_speakers: int
+) -> npt.NDArray[np.int64]:
+    """Clusters holding less than :data:`MIN_SHARE` of the speech (and under
+    :data:`MIN_SPEAKER_WINDOWS` windows) are outliers of a known voice: each chunk of them joins
+    the nearest larger cluster, while more than ``min_speakers`` remain."""
+    while True:
+        count = int(labels.max()) + 1
+        if count <= max(1, min_speakers):
+            return labels
+        mass = np.bincount(labels, weights=weights, minlength=count)
+        small = int(np.argmin(mass))
+        if mass[small] >= MIN_SHARE * mass.sum() or mass[small] >= MIN_SPEAKER_WINDOWS:
+            return labels
+        centroids = _centroids(emb, labels, weights)
+        moved = labels.copy()
+        for i in np.flatnonzero(labels == small):
+            similarity = centroids @ emb[i]
+            similarity[small] = -np.inf
+            moved[i] = int(np.argmax(similarity))
+        labels = first_appearance(moved)
+
+
+def _turns(
+    regions: list[tuple[int, int]],
+    owner: npt.NDArray[np.int64],
+    centre: npt.NDArray[np.float64],
+    window_labels: npt.NDArray[np.int64],
+) -> list[Turn]:
+    """Each 10 ms frame of a region takes the label of the window centred nearest; runs of one
+    label are turns (relabelled by first appearance)."""
+    turns: list[Turn] = []
+    for r, (a, b) in enumerate(regions):
+        mine = np.flatnonzero(owner == r)
+        length = max(1, (b - a) // HOP)
+        frames = np.arange(length) + 0.5
+        nearest = mine[np.argmin(np.abs(centre[mine][None, :] - frames[:, None]), axis=1)]
+        frame_labels = window_labels[nearest]
+        cuts = [0, *(np.flatnonzero(np.diff(frame_labels)) + 1).tolist(), length]
+        for i in range(len(cuts) - 1):
+            start = a / RATE + cuts[i] * HOP / RATE
+            end = b / RATE if cuts[i + 1] == length else a / RATE + cuts[i + 1] * HOP / RATE
+            turns.append(Turn(round(start, 3), round(end, 3), int(frame_labels[cuts[i]])))
+    order: dict[int, int] = {}
+    return [Turn(t.start, t.end, order.setdefault(t.speaker, len(order))) for t in turns]
