@@ -5,8 +5,7 @@ stays; a token of punctuation only disappears."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-from asrhub.frames import Word
+from dataclasses import replace
 
 from .tokens import Piece, split
 
@@ -17,6 +16,5 @@ def unpunctuated(pieces: Sequence[Piece]) -> list[Piece]:
         core = split(piece.word.word)[1]
         if not core:
             continue
-        w = piece.word
-        out.append(Piece(Word(core, w.start, w.end, w.probability), piece.lo, piece.hi))
+        out.append(Piece(replace(piece.word, word=core), piece.lo, piece.hi))
     return out

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from asrhub.frames import Word
 
@@ -32,13 +32,11 @@ class Piece:
 
     def with_core(self, core: str) -> Piece:
         lead, _, trail = split(self.word.word)
-        w = self.word
-        return Piece(Word(lead + core + trail, w.start, w.end, w.probability), self.lo, self.hi)
+        return Piece(replace(self.word, word=lead + core + trail), self.lo, self.hi)
 
     def with_trail(self, trail: str) -> Piece:
         lead, core, _ = split(self.word.word)
-        w = self.word
-        return Piece(Word(lead + core + trail, w.start, w.end, w.probability), self.lo, self.hi)
+        return Piece(replace(self.word, word=lead + core + trail), self.lo, self.hi)
 
 
 def split(token: str) -> tuple[str, str, str]:
@@ -60,7 +58,7 @@ def merged(run: Sequence[Piece], core: str) -> Piece:
     """One piece for ``run`` (consecutive pieces) whose core is ``core``: the first piece's
     leading and the last one's trailing punctuation kept, from the start of the first word to
     the end of the last, the lowest probability of them (a merged token is as sure as its least
-    sure word)."""
+    sure word), the first word's speaker."""
     first, last = run[0], run[-1]
     lead = split(first.word.word)[0]
     trail = split(last.word.word)[2]
@@ -69,6 +67,7 @@ def merged(run: Sequence[Piece], core: str) -> Piece:
         first.word.start,
         last.word.end,
         min(p.word.probability for p in run),
+        first.word.speaker,
     )
     return Piece(word, first.lo, last.hi)
 

@@ -5,6 +5,8 @@ replaced, end of the last, their lowest probability)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from asrhub.config import FormatConfig, SessionConfig, parse_session_config, updated_config
@@ -153,6 +155,19 @@ def test_punctuation_off() -> None:
     assert (
         format_text('Hello, world. "Don\'t" stop — 3.5 e-mails?', off) == "Hello world Don't stop 3.5 e-mails"
     )
+
+
+def test_speakers_survive_formatting() -> None:
+    """A diarized word keeps its speaker through every formatter; a merged token takes its first
+    word's (the Google long-running answer lost every speaker_tag to formatting once)."""
+    words = [
+        dataclasses.replace(w, speaker=i // 3)
+        for i, w in enumerate(timed("Well, it costs twenty five dollars."))
+    ]
+    config = FormatConfig(numerals=True, profanity_filter=True, redact=ALL, punctuate=False)
+    out = format_words(words, config, "en")
+    assert said(out) == "Well it costs $25"
+    assert [w.speaker for w in out] == [0, 0, 0, 1]
 
 
 def test_a_final_keeps_its_fields_and_its_text_follows_its_words() -> None:
