@@ -5,11 +5,15 @@ of the one before. The words two consecutive decodes agree on — the longest co
 of their unsettled parts, compared without case and punctuation — are *stable*: they are kept
 verbatim in every later partial of the utterance, and only the tail after them may change
 (the LocalAgreement-2 policy of Macháček et al., "Turning Whisper into Real-Time Transcription
-System", 2023)::
+System", 2023) — except that a decode's last word never settles: it may be cut off by the end
+of the audio ("jump" for "jumps") or carry a guessed full stop, so a word settles only once the
+newer decode has heard a word after it::
 
-    decode 1:  "The quick brown"            stable: ""
-    decode 2:  "the quick brown fox jump"   stable: "The quick brown"     (agreed with decode 1)
-    decode 3:  "The quick Brown fox jumps"  stable: "The quick brown fox" (tail "jumps")
+    decode 1:  "The quick brown."                stable: ""
+    decode 2:  "the quick brown fox jump"        stable: "the quick brown"      (agreed with 1)
+    decode 3:  "The quick Brown fox jumps"       stable: "the quick brown fox"  (tail "jumps")
+    decode 4:  "the quick brown fox jumps."      stable: "the quick brown fox"  (its last word)
+    decode 5:  "the quick brown fox jumps over"  stable: "the quick brown fox jumps"
 
 A decode that disagrees with the stable words does not move them: its words are aligned to the
 stable prefix (:func:`difflib.SequenceMatcher`) and only the words after it form the new tail.
@@ -61,8 +65,8 @@ class StablePrefix:
         stable words verbatim, then this decode's words after them)."""
         words = hypothesis.split()
         tail = words[self._after_stable(words) :]
-        if self.previous is not None:
-            agreed = common_prefix(self.previous, tail)
+        if self.previous is not None:  # a decode's last word may be cut off or end in a guessed
+            agreed = min(common_prefix(self.previous, tail), len(tail) - 1)  # "." : not yet
             self.stable += tail[:agreed]
             tail = tail[agreed:]
         self.previous = tail

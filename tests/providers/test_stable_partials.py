@@ -24,9 +24,15 @@ ENGLISH = ("quick_fox.wav", "weather_question.wav", "address_time.wav", "reminde
 
 def test_two_decodes_that_agree_make_their_common_prefix_stable() -> None:
     p = StablePrefix()
-    assert p.update("The quick brown") == ("", "The quick brown")
-    assert p.update("the quick brown, fox jump") == ("the quick brown,", "the quick brown, fox jump")
-    assert p.update("The quick Brown fox jumps") == ("the quick brown, fox", "the quick brown, fox jumps")
+    assert p.update("The quick brown.") == ("", "The quick brown.")
+    assert p.update("the quick brown fox jump") == ("the quick brown", "the quick brown fox jump")
+    assert p.update("The quick Brown fox jumps") == ("the quick brown fox", "the quick brown fox jumps")
+    # a decode's last word does not settle (cut off, or a guessed full stop): "jumps." waits
+    assert p.update("the quick brown fox jumps.") == ("the quick brown fox", "the quick brown fox jumps.")
+    assert p.update("the quick brown fox jumps over") == (
+        "the quick brown fox jumps",
+        "the quick brown fox jumps over",
+    )
 
 
 def test_a_decode_that_rewrites_stable_words_only_changes_the_tail() -> None:
@@ -35,7 +41,7 @@ def test_a_decode_that_rewrites_stable_words_only_changes_the_tail() -> None:
     p.update("remind me to call the")
     assert p.text == "remind me to call"
     # the decoder changed its mind about a stable word: it stays, the words after it follow
-    # (and "the", which this decode repeats after it, becomes stable)
+    # (and "the", which this decode repeats before another word, settles)
     assert p.update("remind me to fall the dentist") == (
         "remind me to call the",
         "remind me to call the dentist",
