@@ -32,6 +32,10 @@ a rotating order each round (the machine is shared):
 ``off``     partials off (``"partials": false`` in the session config), on the ``after`` hub:
             the finals' own latency, for reference.
 
+Then (``--decode-repeat``, 0 to skip) partial decodes in this process, greedy vs beam 5,
+interleaved, on snapshots of the English fixtures cut every second: time per decode, and the
+words of each guess that are not in the final's word prefix.
+
 The 1-minute load average (``os.getloadavg``, what ``uptime`` shows) is printed before each
 run and in each row.
 """
@@ -105,18 +109,19 @@ def speech_span(samples: np.ndarray) -> tuple[float, float]:
     return float(loud[0] * hop / RATE), float((loud[-1] + 1) * hop / RATE)
 
 
-def talk() -> Talk:
+def talk(fixtures: tuple[str, ...] = SPEECH_FIXTURES, real: tuple[str, ...] = tuple(REAL)) -> Talk:
     parts = [au.room_noise(1.0, seed=0, level_db=-70.0)]
     t = 1.0
     utterances: list[tuple[float, float]] = []
     texts: list[str] = []
     clips: list[tuple[np.ndarray, tuple[float, float], str]] = []
-    for name in SPEECH_FIXTURES:
+    for name in fixtures:
         clip, rate = au.load_wav(au.fixture(name))
         entry = au.fixture_entry(name)
         span = (float(entry["segments"][0]["start"]), float(entry["segments"][-1]["end"]))
         clips.append((clip, span, str(entry["text"])))
-    for name, text in REAL.items():
+    for name in real:
+        text = REAL[name]
         raw, rate = au.load_wav(SOUNDS / name)
         clip = resample_poly(raw, RATE, rate).astype(np.float32)
         clips.append((clip, speech_span(clip), text))
@@ -194,6 +199,7 @@ def analyse(run: Run, audio: Talk, frame_ms: int) -> dict[str, Any]:
     first: dict[int, float] = {}
     lags: list[float] = []
     words = rewritten = stable_words = stable_changed = final_disagrees = with_stable = 0
+    stable_shown = stable_rewritten = 0
     for sid, items in partials.items():
         lags += [t - sent(ev["end"] - 1e-3) for t, ev in items]
         u = utterance(items[0][1]["start"], items[0][1]["end"])
@@ -203,6 +209,12 @@ def analyse(run: Run, audio: Talk, frame_ms: int) -> dict[str, Any]:
         for a, b in pairwise(texts):
             words += len(a)
             rewritten += len(a) - common_prefix(a, b)
+        for (_, a), (_, b) in pairwise(items):  # stable words a later partial changed (verbatim)
+            sa, sb = (a.get("stable") or "").split(), (b.get("stable") or "").split()
+            stable_shown += len(sa)
+            stable_rewritten += len(sa) - next(
+                (i for i, (x, y) in enumerate(zip(sa, sb, strict=False)) if x != y), min(len(sa), len(sb))
+            )
         stable = items[-1][1].get("stable")
         if stable:
             with_stable += 1
@@ -225,6 +237,9 @@ def analyse(run: Run, audio: Talk, frame_ms: int) -> dict[str, Any]:
         "with_stable": with_stable,
         "stable_words": stable_words,
         "stable_changed": stable_changed,
+        "stable_shown": stable_shown,
+        "stable_rewritten": stable_rewritten,
+        "final_texts": [ev["text"] for _, ev in sorted(finals.values(), key=lambda f: f[1]["segment_id"])],
         "final_disagrees": final_disagrees,
         "e2e_s": e2e,
         "finals": len(e2e),
@@ -238,6 +253,7 @@ def one(server: Server, setup: str, audio: Talk, frame_ms: int) -> dict[str, Any
     if setup == "off":
         config["partials"] = False
     calls0 = scrape(server, "asrhub_inference_seconds_count")
+    engine0 = scrape(server, "asrhub_inference_seconds_sum")
     load = os.getloadavg()[0]
     with Sampler(server.ps) as sampler:
         t0 = time.monotonic()
@@ -248,6 +264,7 @@ def one(server: Server, setup: str, audio: Talk, frame_ms: int) -> dict[str, Any
         setup=setup,
         load1=load,
         engine_calls=scrape(server, "asrhub_inference_seconds_count") - calls0,
+        engine_s=scrape(server, "asrhub_inference_seconds_sum") - engine0,
         hub_cpu_pct=sampler.window(t0, t1)[0],
         machine_busy_pct=sampler.machine_busy(t0, t1),
     )
@@ -266,12 +283,14 @@ def summarize(rows: list[dict[str, Any]], setups: tuple[str, ...], n_utts: int) 
             "p95 s",
             "partials",
             "words rewritten",
+            "stable words a later partial changed",
             "finals ≠ stable",
             "stable words the final changed",
             "speech end → final p50 s",
             "p95 s",
             "WER",
             "engine calls / run",
+            "engine s / run",
             "hub CPU %",
             "load (1 min)",
         ],
@@ -299,21 +318,69 @@ def summarize(rows: list[dict[str, Any]], setups: tuple[str, ...], n_utts: int) 
                 percentile(cat("lag_s"), 95),
                 tot("partials"),
                 f"{tot('rewritten')}/{words} ({100 * tot('rewritten') / words:.1f} %)" if words else "–",
+                f"{tot('stable_rewritten')}/{tot('stable_shown')}" if setup not in ("before", "off") else "–",
                 f"{tot('final_disagrees')}/{tot('with_stable')}" if setup not in ("before", "off") else "–",
                 f"{tot('stable_changed')}/{stable}" if stable else "–",
                 percentile(cat("e2e_s"), 50),
                 percentile(cat("e2e_s"), 95),
                 f"{sum(r['wer'] for r in mine) / len(mine):.3f}",
                 sum(r["engine_calls"] for r in mine) / len(mine),
+                sum(r["engine_s"] for r in mine) / len(mine),
                 sum(r["hub_cpu_pct"] for r in mine) / len(mine),
                 " ".join(f"{r['load1']:.1f}" for r in mine),
             ]
         )
     table.notes.append(
         "words rewritten: partial words the next partial (or the final) did not keep in its "
-        "common prefix; finals ≠ stable: utterances whose final does not begin with the last "
+        "common prefix (case and punctuation ignored) — with stable prefixes, all of them in the "
+        "unstable tail; stable words a later partial changed: verbatim, summed over consecutive "
+        "partials; finals ≠ stable: utterances whose final does not begin with the last "
         "partial's stable words. Load: 1-minute load average before each run (2 cores)."
     )
+    return table
+
+
+def decode_cost(repeat: int) -> Table:
+    """Partial decodes in process, greedy vs beam 5 (no word times, as partials are decoded),
+    interleaved: snapshots like a talker's partials decode (each English fixture cut every 1 s)."""
+    from asrhub.providers.whisper_decode import WhisperDecoder
+    from asrhub.providers.whisper_model import WhisperSettings, load_model, model_source
+
+    model = load_model(WhisperSettings(), model_source(WhisperSettings()))
+    decoders = {beam: WhisperDecoder(model, WhisperSettings(partial_beam_size=beam)) for beam in (1, 5)}
+    times: dict[int, list[float]] = {1: [], 5: []}
+    rewritten = {1: 0, 5: 0}
+    words = {1: 0, 5: 0}
+    for name in SPEECH_FIXTURES:
+        clip, _ = au.load_wav(au.fixture(name))
+        final = decoders[5].decode(clip, "en", None, final=True).text.split()
+        for end in np.arange(1.0, len(clip) / RATE, 1.0):
+            snap = clip[: int(end * RATE)]
+            for _ in range(repeat):
+                for beam in (1, 5) if len(times[1]) % 2 == 0 else (5, 1):
+                    t = time.perf_counter()
+                    text = decoders[beam].decode(snap, "en", None, final=False).text.split()
+                    times[beam].append(time.perf_counter() - t)
+            for beam in (1, 5):  # how far each guess is from the final (the last decode's words)
+                text = decoders[beam].decode(snap, "en", None, final=False).text.split()
+                words[beam] += len(text)
+                rewritten[beam] += len(text) - common_prefix(text, final)
+    table = Table(
+        "Partial decodes in process, whisper tiny.en int8: greedy vs beam 5 (English fixtures, "
+        "a snapshot every 1 s)",
+        ["partial decode", "decodes", "p50 ms", "p95 ms", "words not in the final's prefix", "load (1 min)"],
+    )
+    for beam in (1, 5):
+        table.rows.append(
+            [
+                "greedy (beam 1, the default)" if beam == 1 else "beam 5 (as finals)",
+                len(times[beam]),
+                1000 * percentile(times[beam], 50),
+                1000 * percentile(times[beam], 95),
+                f"{rewritten[beam]}/{words[beam]}",
+                f"{os.getloadavg()[0]:.1f}",
+            ]
+        )
     return table
 
 
@@ -322,6 +389,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--setups", nargs="+", choices=SETUPS, default=list(SETUPS))
     ap.add_argument("--frame-ms", type=int, default=100)
+    ap.add_argument("--decode-repeat", type=int, default=2, help="greedy vs beam 5 in process (0: skip)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     setups = tuple(args.setups)
@@ -352,7 +420,11 @@ def main() -> None:
         for server in servers.values():
             server.__exit__(None, None, None)
     print(f"uptime: {os.popen('uptime').read().strip()}", file=sys.stderr)
-    print_tables([summarize(rows, setups, len(audio.utterances))])
+    tables = [summarize(rows, setups, len(audio.utterances))]
+    if args.decode_repeat:
+        tables.append(decode_cost(args.decode_repeat))
+    print(f"uptime: {os.popen('uptime').read().strip()}", file=sys.stderr)
+    print_tables(tables)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, default=str))
 

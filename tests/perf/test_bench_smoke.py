@@ -18,6 +18,7 @@ import bench_compat
 import bench_grpc_wyoming
 import bench_latency
 import bench_memory
+import bench_partials
 import bench_pipeline_cost
 import bench_scale
 import bench_talkers
@@ -96,3 +97,13 @@ def test_compat_latency_runs_on_all_three_apis() -> None:
         assert math.isfinite(r["latency_ms"]) and r["latency_ms"] > 0, r
         assert r["wer"] < 0.3, r
     assert len(tables[0].rows) == 3
+
+
+def test_partials_bench_measures_real_partials_and_finals() -> None:
+    audio = bench_partials.talk(("address_time.wav",), ("Front_Left.wav",))
+    with Server("hub", provider="whisper") as server:
+        bench_partials.one(server, "off", bench_partials.talk_warmup(), 100)  # loads the model
+        row = bench_partials.one(server, "after", audio, 100)
+    assert row["finals"] == 2 and "baker" in row["final_texts"][0].lower(), row
+    assert row["partials"] >= 1 and all(math.isfinite(x) and x > 0 for x in row["lag_s"]), row
+    assert row["stable_rewritten"] == 0 and math.isfinite(row["e2e_s"][0])
