@@ -17,8 +17,9 @@ finals beam 5). Per utterance and per message, from the client's clock:
   prefix of the two texts (case and punctuation ignored);
 * **final vs stable** = utterances whose final does not begin with the last partial's ``stable``
   words, and the share of stable words the final changed (the final decode is authoritative);
-* **end of speech → final** = receive(``transcript.final``) − send(frame holding the
-  utterance's true end), the 500 ms hangover included;
+* **end of speech → final** = receive(``transcript.final``) − send(frame holding the true end
+  of the last utterance its audio reaches into: the VAD may join two short recordings into one),
+  the 500 ms hangover included;
 * WER of the finals against the fixtures' texts; engine calls (``/metrics``); hub CPU.
 
 Set-ups, each its own hub subprocess, all running for the whole benchmark and taking turns in
@@ -224,8 +225,9 @@ def analyse(run: Run, audio: Talk, frame_ms: int) -> dict[str, Any]:
             final_disagrees += not agrees(stable, final_text)
     e2e = []
     for t, ev in finals.values():
-        if ev["text"]:
-            e2e.append(t - sent(audio.utterances[utterance(ev["start"], ev["end"])][1]))
+        if ev["text"]:  # the last utterance the final's audio reaches into (the VAD may join two)
+            last = max(i for i, u in enumerate(audio.utterances) if u[0] < ev["end"])
+            e2e.append(t - sent(audio.utterances[last][1]))
     hyp = " ".join(ev["text"] for _, ev in sorted(finals.values(), key=lambda f: f[1]["segment_id"]))
     return {
         "first_partial_s": [first[u] for u in sorted(first)],
