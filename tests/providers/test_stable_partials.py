@@ -20,7 +20,7 @@ from asrhub.hub import Hub
 from asrhub.providers.whisper import WhisperProvider
 from tests.audio_utils import fixture, fixture_entry, load_wav, pcm16_bytes, room_noise
 
-from .conftest import make_hub, run_session
+from .conftest import make_hub
 from .test_real_speech import SPOKEN, at_16k, recording
 
 HOLD_S = 10.0
@@ -155,7 +155,7 @@ async def test_stable_words_never_change_on_real_speech(whisper: WhisperProvider
 async def test_stable_partials_off_gives_the_decodes_own_text(whisper: WhisperProvider) -> None:
     hub = make_hub({"whisper": whisper}, stable_partials=False)
     samples, _ = load_wav(fixture("reminder.wav"))
-    events = await run_session(hub, samples, {"language": "en"}, speed=2.0)
+    events = await stream(hub, [(samples, (1.0, 2.0))])
     partials = [e for e in events if isinstance(e, PartialTranscript)]
     assert partials
     assert all(p.stable is None and "stable" not in p.to_dict() for p in partials)
