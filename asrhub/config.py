@@ -145,7 +145,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     20 ms in the last 3 s."""
     partial_interval_s: Annotated[float, Meta(gt=0.05)] = 0.25
     """The least new audio (stream seconds) between two partial decodes of a growing utterance:
-    a snapshot of the utterance is cut every this many seconds, and the next partial decode
+    a snapshot of the utterance is cut every this many seconds (when sound arrived since the
+    last one: none in a pause or the VAD's hangover), and the next partial decode
     starts as soon as the previous one has ended, on the newest snapshot (the ones in between
     are skipped). Partials are decoded only on the engine's partial lane and never while a
     final waits, so finals keep their latency."""
