@@ -211,8 +211,17 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     fixed_window_s: Annotated[float, Meta(gt=1.0, le=600.0)] = 10.0
     """With VAD off, batch engines get windows of at most this length, each cut at its quietest
     20 ms in the last 3 s."""
-    partial_interval_s: Annotated[float, Meta(gt=0.05)] = 1.0
-    """Stream seconds between two partial decodes of a growing utterance."""
+    partial_interval_s: Annotated[float, Meta(gt=0.05)] = 0.25
+    """The least new audio (stream seconds) between two partial decodes of a growing utterance:
+    a snapshot of the utterance is cut every this many seconds (when sound arrived since the
+    last one: none in a pause or the VAD's hangover), and the next partial decode
+    starts as soon as the previous one has ended, on the newest snapshot (the ones in between
+    are skipped). Partials are decoded only on the engine's partial lane and never while a
+    final waits, so finals keep their latency."""
+    stable_partials: bool = True
+    """Partials of batch engines carry ``stable``: the words two consecutive decodes of the
+    utterance agreed on, kept verbatim in every later partial (LocalAgreement). False: each
+    partial is the decode's own text, free to rewrite any word."""
     idle_timeout_s: Annotated[float, Meta(gt=0.0)] = 60.0
     """A session that receives nothing for this long is closed with ``timeout``. Time a client
     spends waiting in ``feed`` (backpressure from a busy engine) does not count."""

@@ -250,6 +250,11 @@ class PartialTranscript(Event):
     text: str
     start: float
     end: float
+    stable: str | None = field(default=None, metadata={"omit_none": True})
+    """Extension: the first words of ``text`` that will not change in this utterance's later
+    partials (two decodes agreed on them: :mod:`asrhub.engine.local_agreement`); ``text`` is
+    always ``stable`` plus the tail that may still change. Absent where the engine's partials
+    have no stable part (streaming engines, ``limits.stable_partials = false``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,11 @@
   one. Pieces shorter than ``min_s`` are dropped without a Segment (the events still flow).
 * ``partial_interval_s``: every that many seconds of stream time of a growing utterance (once it
   is at least ``min_s`` long, so a snapshot always gets its final), a Segment(final=False) snapshot
-  of the audio so far, with the id its final will carry.
+  of the audio so far, with the id its final will carry — when sound arrived since the previous
+  one: a chunk no more than 20 dB (``QUIET``) below the utterance's loudest chunk so far (RMS).
+  Audio that only adds quiet (a pause, the VAD's hangover before the final) makes no snapshot,
+  so no partial decode competes with the final that follows; the next loud chunk makes one at
+  once.
 * ``partials``: whether snapshots are made at all (``partial_interval_s`` is the interval when
   they are). A ``session.updated`` frame (live reconfiguration) turns them on or off from the
   next snapshot on, by its config's ``partials``.
@@ -58,6 +62,9 @@ from asrhub.pcm import quietest_cut
 from asrhub.plugin import Operator
 
 GAP_S = 0.010
+QUIET = 0.1
+"""A chunk whose RMS is below this share of the utterance's loudest chunk (-20 dB) adds no sound
+worth a new partial."""
 
 
 def segment(
@@ -81,6 +88,8 @@ def segment(
             open_ = window_s is not None  # window mode: always collecting
             last_id = 0
             current_id: int | None = None
+            loudest = 0.0  # RMS of the utterance's loudest chunk (while partials are made)
+            fresh = False  # a chunk near it arrived since the last snapshot
 
             def snapshot() -> Samples:
                 nonlocal parts
@@ -90,7 +99,7 @@ def segment(
 
             def close(voiced_end: float | None = None) -> None:
                 """Emit the collected audio as a final Segment (if long enough), start empty."""
-                nonlocal parts, n, current_id, next_partial, last_id
+                nonlocal parts, n, current_id, next_partial, last_id, loudest
                 if n and n / rate >= min_s:
                     if current_id is None:
                         last_id += 1
@@ -98,7 +107,7 @@ def segment(
                     end_t = start + n / rate
                     seg = Segment(current_id, snapshot(), rate, start, end_t, voiced_end=voiced_end)
                     observer.on_next(seg)
-                parts, n, current_id, next_partial = [], 0, None, interval or 0.0
+                parts, n, current_id, next_partial, loudest = [], 0, None, interval or 0.0, 0.0
 
             def split() -> None:
                 """The utterance reached the cut length: close it, at its quietest recent point
@@ -116,10 +125,14 @@ def segment(
                     parts, n, start = [rest], len(rest), rest_start
 
             def add(chunk: AudioChunk) -> None:
-                nonlocal rate, n, start, end, current_id, next_partial, last_id
+                nonlocal rate, n, start, end, current_id, next_partial, last_id, loudest, fresh
                 if n and (chunk.start > end + GAP_S or chunk.sample_rate != rate):
                     close()
                 x, at = chunk.samples, chunk.start
+                if interval and len(x):
+                    level = float(np.sqrt(np.mean(np.square(x, dtype=np.float32))))
+                    loudest = max(loudest, level)
+                    fresh = fresh or level >= QUIET * loudest
                 while len(x):
                     if not n:
                         rate, start = chunk.sample_rate, at
@@ -129,7 +142,8 @@ def segment(
                     x, at = x[take:], at + take / rate
                     if n >= round(cut_s * rate):
                         split()
-                    elif interval and n / rate >= max(next_partial, min_s):
+                    elif interval and fresh and n / rate >= max(next_partial, min_s):
+                        fresh = False
                         if current_id is None:
                             last_id += 1
                             current_id = last_id

@@ -4,11 +4,12 @@
   word probability as ``confidence`` when the engine gave words; the words with
   ``start_time``/``end_time`` when ``enable_word_time_offsets`` was asked), ``result_end_time``
   = the utterance's end in stream time (from the first audio byte), ``language_code``.
-* ``transcript.partial`` → ``is_final=false`` with a ``stability``: how much of this guess the
-  previous guess of the same utterance already said (the share of its words that repeat the
-  previous partial's first words), between 0.01 and 0.9 — Google's own range. A first guess
-  has 0.01. Re-decoding the growing utterance rarely changes a prefix that two decodes agree on,
-  so the share that agreed is a fair estimate of what will not change.
+* ``transcript.partial`` → ``is_final=false`` with a ``stability``: the share of the guess's
+  words that will not change — its ``stable`` words (two decodes agreed on them, and the hub
+  never rewrites them: :mod:`asrhub.engine.local_agreement`) — between 0.01 and 0.9, Google's
+  own range. For an engine whose partials carry no ``stable`` part (streaming engines), the
+  share of words that repeat the previous partial's first words, the same estimate made here.
+  A first guess has 0.01.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ class Stability:
         self._previous: dict[int, list[str]] = {}
 
     def of(self, partial: PartialTranscript) -> float:
+        if partial.stable is not None:
+            total = len(partial.text.split())
+            share = len(partial.stable.split()) / total if total else 0.0
+            return min(MAX_STABILITY, max(MIN_STABILITY, share))
         words = normalized_words(partial.text)
         previous = self._previous.get(partial.segment_id)
         self._previous = {partial.segment_id: words}  # only the utterance in progress is kept

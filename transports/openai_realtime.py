@@ -18,8 +18,10 @@ The official ``openai`` SDK's ``client.realtime.connect(extra_query={"intent":
   was appended and applies to the next hub session;
 * ``server_vad`` (the default): each VAD utterance is one conversation item —
   ``speech_started`` opens it, ``speech_stopped`` + ``committed`` close it, partials become
-  ``delta`` events (only text that extends what was sent: deltas never take text back) and the
-  final becomes the last delta and ``completed``. An utterance too short to transcribe is
+  ``delta`` events (only text that extends what was sent: deltas never take text back) — of
+  their ``stable`` words only, where the engine's partials have them (batch engines), so a
+  delta is never a guess a later partial rewrites — and the final becomes the last delta and
+  ``completed``. An utterance too short to transcribe is
   completed with an empty transcript;
 * ``turn_detection: null``: the client commits; ``commit`` flushes the audio appended since
   the last one into one item (less than 100 ms: ``input_audio_buffer_commit_empty``);
@@ -290,8 +292,8 @@ class RealtimeStream:
             self.previous_item_id = item.id
         elif isinstance(event, PartialTranscript) and self.vad:
             found = self._item_at((event.start + event.end) / 2 + offset)
-            if found is not None:
-                found.partial = event.text.strip()
+            if found is not None:  # only words that will not change, where the engine says which
+                found.partial = (event.text if event.stable is None else event.stable).strip()
                 await self.deltas(found)
         elif isinstance(event, FinalTranscript):
             text = event.text.strip()

@@ -295,7 +295,7 @@ class WyomingHandler(AsyncEventHandler):
             async for event in queue:
                 chunk: str | None = None
                 if isinstance(event, frames.PartialTranscript):
-                    chunk = chunks.partial(event.segment_id, event.text)
+                    chunk = chunks.partial(event.segment_id, event.text, event.stable)
                 elif isinstance(event, frames.FinalTranscript):
                     chunk = chunks.final(event.segment_id, event.text)
                     if event.text.strip():

@@ -14,9 +14,10 @@
   they are models of one program, not one program each.
 
 Streaming text (``transcript-chunk``) is append-only on the wire, while a batch engine's
-partials are re-decodes that may still change. :class:`AgreedText` sends a word once two
-successive decodes of the utterance agree on it (the "local agreement" rule of streaming
-Whisper), and at the utterance's final the rest of the final. The ``transcript`` event that
+partials are re-decodes that may still change. :class:`AgreedText` sends a partial's
+``stable`` words (the hub's LocalAgreement, docs/protocol.md: never rewritten before the final)
+as they grow — for an engine whose partials carry none, a word once two successive partials
+agree on it, the same rule — and at the utterance's final the rest of the final. The ``transcript`` event that
 follows is the authority; the chunks join into it except where a final overrules words two
 decodes had agreed on.
 """
@@ -120,9 +121,15 @@ class AgreedText:
         self.sent = True
         return text
 
-    def partial(self, segment_id: int, text: str) -> str | None:
-        """The chunk to send for this partial, if two decodes now agree on more words."""
+    def partial(self, segment_id: int, text: str, stable: str | None = None) -> str | None:
+        """The chunk to send for this partial, if two decodes now agree on more words
+        (``stable``: the words the hub says two decodes agreed on)."""
         self._reset(segment_id)
+        if stable is not None:
+            words = stable.split()
+            new = words[self._committed :]
+            self._committed = max(self._committed, len(words))
+            return self._chunk(new)
         words = text.split()
         norm = [_PUNCT.sub("", w).lower() for w in words]  # "Friday." agrees with "friday"
         agreed = 0

@@ -127,6 +127,15 @@ function fmtTime(t) {
   return typeof t === "number" && isFinite(t) ? `${t.toFixed(2)} s` : "?";
 }
 
+/** A `transcript.partial` split into its stable words and the tail that may still change
+ *  (`stable` is the prefix of `text` two decodes agreed on; absent from engines without one). */
+export function partialParts(msg) {
+  const text = (msg.text || "").trim();
+  const stable = typeof msg.stable === "string" ? msg.stable.trim() : "";
+  if (!stable || !text.startsWith(stable)) return { stable: "", tail: text };
+  return { stable, tail: text.slice(stable.length).trim() };
+}
+
 export class TranscriptView {
   constructor(finalEl, partialEl) {
     this.finalEl = finalEl;
@@ -153,11 +162,24 @@ export class TranscriptView {
     return m ? Number(m[1]) : fallback;
   }
 
+  /** The partial in two spans: its stable words (they will not change before the final) in
+   *  the text's own style, the tail that may still change dimmed. */
   partial(epoch, msg) {
     const key = `${epoch}:${msg.segment_id}`;
     if (this.byKey.has(key)) return; // already final
     this.partialKey = key;
-    this.partialEl.textContent = msg.text || "";
+    const { stable, tail } = partialParts(msg);
+    const tailEl = document.createElement("span");
+    tailEl.className = "partial-tail";
+    tailEl.textContent = stable && tail ? ` ${tail}` : tail;
+    if (stable) {
+      const stableEl = document.createElement("span");
+      stableEl.className = "partial-stable";
+      stableEl.textContent = stable;
+      this.partialEl.replaceChildren(stableEl, tailEl);
+    } else {
+      this.partialEl.replaceChildren(tailEl);
+    }
     this.partialEl.title = `Partial, ${fmtTime(msg.start)} to ${fmtTime(msg.end)}`;
   }
 

@@ -17,7 +17,10 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
   one partial decode per session is in flight; while it runs, only the newest snapshot waits.
   A decode starts only when the engine's pool is idle (``partial`` returns None otherwise), this
   session has no final outstanding and the primary's circuit is closed; its result is dropped
-  once that utterance's final segment has arrived (segment ids increase).
+  once that utterance's final segment has arrived (segment ids increase). With
+  ``limits.stable_partials`` each partial carries ``stable``: the words two consecutive decodes
+  of the utterance agreed on (:mod:`asrhub.engine.local_agreement`), kept verbatim from then on;
+  the final is the final decode's own text and words.
 * **Early finals** (``Segment(final=False, speculative=True)``, made at a pause the VAD heard
   before its hangover ends): the final decode starts at once on the audio so far, through the
   same failover. When the utterance's final Segment comes and its speech ended within that audio
@@ -40,6 +43,7 @@ from typing import Any
 from asrhub.config import SessionConfig
 from asrhub.engine.failover import AllFailed, Served, call_timeout, failover
 from asrhub.engine.finals import final_event
+from asrhub.engine.local_agreement import StablePrefix
 from asrhub.engine.ordered import Ordered, engine_stage
 from asrhub.frames import ErrorEvent, Event, Frame, PartialTranscript, Segment, SessionUpdated
 from asrhub.plugin import Operator, Provider, SessionContext, Transcription
@@ -73,6 +77,8 @@ class _Batch:
         self.waiting: Segment | None = None
         self.spec: tuple[Segment, asyncio.Task[Served]] | None = None
         self.counts = ctx.early_finals
+        self.agreement: tuple[int, StablePrefix] | None = None
+        """The utterance whose partials are being decoded, and its stable words."""
 
     segment_id = None
     """A failure on a frame that is not a Segment belongs to no utterance."""
@@ -83,7 +89,7 @@ class _Batch:
                 self.config = frame.settings
             self.out.emit(frame)
         elif frame.final:
-            self.last_final, self.waiting = frame.segment_id, None
+            self.last_final, self.waiting, self.agreement = frame.segment_id, None, None
             early = self.take_speculation(frame)
             self.previous = self.out.add(
                 frame.segment_id, self.serve(frame, self.previous, self.config, early)
@@ -196,10 +202,18 @@ class _Batch:
         if exc is not None:
             self.ctx.log.debug("partial failed", segment_id=seg.segment_id, error=repr(exc))
         elif self.is_current(seg) and text and isinstance(text, str):
-            self.out.emit(PartialTranscript(seg.segment_id, text, seg.start, seg.end))
+            self.out.emit(self.partial_event(seg, text))
         waiting, self.waiting = self.waiting, None
         if waiting is not None and self.is_current(waiting):
             self.start_partial(waiting)
+
+    def partial_event(self, seg: Segment, text: str) -> PartialTranscript:
+        if not self.ctx.limits.stable_partials:
+            return PartialTranscript(seg.segment_id, text, seg.start, seg.end)
+        if self.agreement is None or self.agreement[0] != seg.segment_id:
+            self.agreement = (seg.segment_id, StablePrefix())
+        stable, text = self.agreement[1].update(text)
+        return PartialTranscript(seg.segment_id, text, seg.start, seg.end, stable=stable)
 
 
 def _consume(task: asyncio.Task[Served]) -> None:

@@ -152,3 +152,22 @@ def test_force_split_without_a_pause_still_cuts_within_the_search_window() -> No
     assert all(7.0 <= s.end - s.start <= 10.0 for s in segs[:-1]) and len(segs) == 3
     np.testing.assert_array_equal(np.concatenate([s.samples for s in segs]), x)
     assert all(a.end == b.start for a, b in pairwise(segs))
+
+
+def sound(start: int, n: int, level: float) -> AudioChunk:
+    return AudioChunk(np.full(n, level, dtype=np.float32), RATE, start / RATE, 0)
+
+
+def test_quiet_audio_makes_no_snapshot_until_sound_returns() -> None:
+    """A pause (or the VAD's hangover) adds audio but no sound: no partial decode is asked for
+    until a chunk within 20 dB of the utterance's loudest arrives, and then one at once."""
+    op = segment(max_s=30, min_s=0.2, partial_interval_s=0.2)
+    chunks = [sound(0, 3, 0.5), sound(3, 3, 0.01), sound(6, 3, 0.02), sound(9, 3, 0.2), sound(12, 3, 0.01)]
+    out, _ = run(op, [S, *chunks, E])
+    assert [summary(f) for f in out] == [
+        S,
+        ("seg", 1, 0, 3, False, 3),
+        ("seg", 1, 0, 12, False, 12),  # 0.6 s and 0.9 s were quiet (-34, -28 dB): none
+        ("seg", 1, 0, 15, True, 15),  # the quiet tail: no snapshot before the final
+        E,
+    ]

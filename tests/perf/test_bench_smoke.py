@@ -20,6 +20,7 @@ import bench_grpc_wyoming
 import bench_latency
 import bench_memory
 import bench_metering
+import bench_partials
 import bench_pipeline_cost
 import bench_scale
 import bench_talkers
@@ -112,3 +113,13 @@ def test_bench_metering_smoke() -> None:
     assert len(cpu.rows) == 2 and cpu.rows[1][1] > 0
     assert [row[0] for row in redis.rows] == [1, 10, 100]
     assert all(row[2] > 0 and row[3] >= 1 for row in redis.rows)  # commands and pipelines seen
+
+
+def test_partials_bench_measures_real_partials_and_finals() -> None:
+    audio = bench_partials.talk(("address_time.wav",), ("Front_Left.wav",))
+    with Server("hub", provider="whisper") as server:
+        bench_partials.one(server, "off", bench_partials.talk_warmup(), 100)  # loads the model
+        row = bench_partials.one(server, "after", audio, 100)
+    assert row["finals"] == 2 and "baker" in row["final_texts"][0].lower(), row
+    assert row["partials"] >= 1 and all(math.isfinite(x) and x > 0 for x in row["lag_s"]), row
+    assert row["stable_rewritten"] == 0 and math.isfinite(row["e2e_s"][0])

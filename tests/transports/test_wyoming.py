@@ -226,6 +226,17 @@ def test_agreed_text_appends_only_what_two_decodes_agree_on() -> None:
     assert text.final(2, "") is None
 
 
+def test_agreed_text_sends_the_hubs_stable_words_as_they_grow() -> None:
+    text = AgreedText()
+    assert text.partial(0, "Please deliver.", "") is None
+    assert text.partial(0, "Please deliver the package to 4.", "Please deliver") == "Please deliver"
+    assert text.partial(0, "Please deliver the package", "Please deliver") is None
+    assert text.partial(0, "Please deliver the package to 42", "Please deliver the package to") == (
+        " the package to"
+    )
+    assert text.final(0, "Please deliver the package to 42 Baker Street.") == " 42 Baker Street."
+
+
 def test_a_language_without_a_model_picks_the_model_that_knows_it(service: Service) -> None:
     """Home Assistant (and Google clients) name a language, rarely a model."""
     from asrhub.transports.model_choice import model_for_language
