@@ -105,10 +105,14 @@ def format_final(
 def format_partial(
     event: PartialTranscript, config: FormatConfig, language: str | None = None
 ) -> PartialTranscript:
-    """A ``transcript.partial``'s text formatted (a partial leaks no card number either)."""
+    """A ``transcript.partial``'s text formatted (a partial leaks no card number either), and its
+    ``stable`` prefix with it (:func:`format_with_stable`: formatted exactly as the text is)."""
     if not config.active:
         return event
-    return dataclasses.replace(event, text=format_text(event.text, config, language))
+    if event.stable is None:
+        return dataclasses.replace(event, text=format_text(event.text, config, language))
+    text, stable = format_with_stable(event.text, len(event.stable.split()), config, language)
+    return dataclasses.replace(event, text=text, stable=stable)
 
 
 def format_transcription(

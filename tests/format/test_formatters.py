@@ -170,6 +170,16 @@ def test_speakers_survive_formatting() -> None:
     assert [w.speaker for w in out] == [0, 0, 0, 1]
 
 
+def test_a_partials_stable_part_is_formatted_with_its_text() -> None:
+    """The stable prefix a batch engine's partial carries hides what its text hides."""
+    config = FormatConfig(redact=("pci",), numerals=True)
+    card = "four one one one one one one one one one one one one one one one"
+    partial = PartialTranscript(1, f"my card is {card} thanks", 0.0, 6.0, stable=f"my card is {card}")
+    out = format_partial(partial, config, "en")
+    assert "four" not in out.text and "[CREDIT_CARD]" in out.text
+    assert out.stable is not None and "four" not in out.stable and out.text.startswith(out.stable)
+
+
 def test_a_final_keeps_its_fields_and_its_text_follows_its_words() -> None:
     words = tuple(timed("Pay twenty five dollars now."))
     final = FinalTranscript(1, "Pay twenty five dollars now.", 0.0, 2.4, "whisper", "en", words, 0.9)
