@@ -24,6 +24,7 @@ from asrhub.metrics.hub import HubMetrics
 from asrhub.operators.decode import decode
 from asrhub.operators.resample import filters_loaded, load_filters, resample
 from asrhub.operators.segment import segment
+from asrhub.operators.turn_model import TurnModel
 from asrhub.operators.vad_gate import vad_gate
 from asrhub.operators.wakeword_models import WakewordModels
 from asrhub.plugin import Operator, Provider
@@ -35,10 +36,18 @@ SPLIT_SEARCH_S = 3.0
 the last this many seconds (a pause between words), not through a word."""
 
 
-def build_pipeline(ctx: Context, *, wakewords: WakewordModels | None = None) -> Operator:
+def build_pipeline(
+    ctx: Context, *, wakewords: WakewordModels | None = None, turns: TurnModel | None = None
+) -> Operator:
     """One session's chain. ``wakewords``: the hub's shared wake-word models (:func:`build_hub`
-    passes them; None: a wake-word session loads a set of its own)."""
+    passes them; None: a wake-word session loads a set of its own). ``turns``: the hub's
+    smart-turn model (None: a semantic session loads one of its own, when the hub allows
+    semantic turns)."""
     config, limits = ctx.config, ctx.limits
+    turn = config.turn_detection or limits.turn_detection
+    if limits.semantic_turns and turns is None:
+        turns = TurnModel()
+    turn_model = turns if limits.semantic_turns else None
     stages: list[tuple[str, Operator]] = [
         (
             "decode",
@@ -66,6 +75,7 @@ def build_pipeline(ctx: Context, *, wakewords: WakewordModels | None = None) -> 
                     threshold=config.wakeword.threshold,
                     off_loop=True,
                     pending=ctx.pending,
+                    early=ctx.early_finals,
                     models=wakewords,
                 ),
             )
@@ -80,8 +90,12 @@ def build_pipeline(ctx: Context, *, wakewords: WakewordModels | None = None) -> 
                     silence_ms=config.vad.silence_ms,
                     preroll_ms=config.vad.preroll_ms,
                     pause_ms=early_final_ms(ctx),
-                    # nothing reads the gate's audio without an engine or a wake word: events only
-                    audio=bool(ctx.providers) or config.wakeword.enabled,
+                    # nothing reads the gate's audio without an engine, a wake word or the turn
+                    # model: events only
+                    audio=bool(ctx.providers) or config.wakeword.enabled or turn.semantic,
+                    turn=turn,
+                    turn_model=turn_model,
+                    pending=ctx.pending,
                 ),
             )
         )
@@ -136,16 +150,28 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
 
         cluster = Cluster(settings.cluster, settings.limits)
     wakewords = WakewordModels()
+    turns = TurnModel()
     hub = Hub(
         providers=create_providers(settings, registry),
-        pipeline_factory=partial(build_pipeline, wakewords=wakewords),
+        pipeline_factory=partial(build_pipeline, wakewords=wakewords, turns=turns),
         default_provider=default if default else NO_PROVIDER,
         limits=settings.limits,
         cluster=cluster,
         metrics=HubMetrics.from_settings(settings.metrics),
     )
-    hub.preparations += [partial(_wakeword_load, wakewords), _resampler_load]
+    hub.preparations += [partial(_wakeword_load, wakewords), _resampler_load, partial(_turn_load, turns)]
+    if settings.limits.semantic_turns:  # at start-up: a missing model stops the start, with the hint
+        hub.warmups.append(turns.load)
     return hub
+
+
+def _turn_load(turns: TurnModel, config: SessionConfig) -> Callable[[], object] | None:
+    """The smart-turn model, for a semantic session on a hub that was not started (``start``
+    loads it for a served hub)."""
+    turn = config.turn_detection
+    if turn is None or not turn.semantic or turns.ready:
+        return None
+    return lambda: turns.load()
 
 
 def _wakeword_load(wakewords: WakewordModels, config: SessionConfig) -> Callable[[], object] | None:

@@ -21,6 +21,15 @@
   ``pause_ms`` of consecutive unvoiced frames, an internal ``SpeechPaused(t)`` hint (``t`` = end
   of the last voiced frame) follows the audio up to that frame; ``segment`` makes it a
   speculative Segment. Speech that resumes before ``silence_ms`` keeps the utterance whole.
+* Semantic end of turn (``turn`` of type ``semantic``, with the hub's ``turn_model``): the
+  utterance ends after the short silence of its eagerness if the turn model (reading the
+  utterance's last 8 s) says the turn is finished, else after the long silence
+  (``asrhub.config.TURN_TIMING``; ``silence_ms`` does not apply). Each pause that reaches the
+  short silence is a ``SpeechPaused`` hint (so the final decode starts while the model reads) and
+  a question to the model, asked at the end of that chunk; speech that resumes and pauses again
+  asks again. Off the loop, later frames wait for the verdict in order (``_turn_end``), and the
+  ``SpeechEnded`` of a finished turn comes at the position the question was asked at: the
+  decision does not depend on how fast audio is fed. ``type`` ``silence``: as above.
 * ``audio=False`` (nothing after the gate reads audio: no engine, no wake word): the same events
   at the same times, but no pre-roll is kept and no audio is passed on.
 * Audio outside speech is dropped; other frames pass through in order. Output chunks are views
@@ -28,8 +37,9 @@
   and the pre-roll. Bound: the pre-roll keeps references to the last pre-roll + window + one
   frame of audio, plus at most one input chunk.
 * Live reconfiguration: a ``session.updated`` frame carries new ``vad`` settings
-  (aggressiveness, start_ms, silence_ms, preroll_ms); they hold from the next utterance on (at
-  once between utterances, else when the current one ends). The frame passes on in order.
+  (aggressiveness, start_ms, silence_ms, preroll_ms) and ``turn_detection``; they hold from
+  the next utterance on (at once between utterances, else when the current one ends). The
+  frame passes on in order.
 * webrtcvad reads int16: ``clip(x · 32768)``, which for audio decoded from PCM16 is the client's
   own samples. A chunk that carries them (``Pcm16Chunk`` from ``decode``) is read as is, with no
   float → int16 conversion, and the pre-roll keeps its bytes (half the memory of float32, read
@@ -38,6 +48,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
 from typing import Any
@@ -46,8 +57,10 @@ import numpy as np
 import webrtcvad
 from _webrtcvad import process
 from reactivex import Observable, abc
+from reactivex.disposable import Disposable
 
-from asrhub.flow import Stage
+from asrhub.config import TurnDetection
+from asrhub.flow import Pending, Stage
 from asrhub.frames import (
     AudioChunk,
     Frame,
@@ -58,9 +71,11 @@ from asrhub.frames import (
     SpeechStarted,
 )
 from asrhub.pcm import float_to_pcm16, pcm16_to_float
-from asrhub.plugin import Operator
+from asrhub.plugin import EarlyFinals, Operator
 
 from ._pcm import Pcm16Chunk
+from ._turn_end import TurnEnd
+from .turn_model import TurnModel
 
 FRAME_MS = 20
 # webrtcvad keeps calling frames voiced for a while after any voiced frame (its own hangover):
@@ -82,33 +97,67 @@ def vad_gate(
     preroll_ms: int = 300,
     pause_ms: int = 0,
     audio: bool = True,
+    turn: TurnDetection | None = None,
+    turn_model: TurnModel | None = None,
+    pending: Pending | None = None,
+    early: EarlyFinals | None = None,
 ) -> Operator:
+    """``turn``: how utterances end (semantic needs ``turn_model``, the hub's shared one);
+    ``pending``: the session's, held while the turn model judges a pause off the loop;
+    ``early``: the session's early finals, whose text the end of turn also reads."""
     k, window, end_frames = _params(aggressiveness, start_ms, silence_ms)
     pause_frames = math.ceil(pause_ms / FRAME_MS) if pause_ms > 0 else 0
+    if turn is not None and turn.semantic and turn_model is None:
+        raise ValueError("semantic turn detection needs the turn model")
 
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
             gate = _Gate(observer, webrtcvad.Vad(aggressiveness), k, window, end_frames, preroll_ms)
-            gate.pause_frames = pause_frames
+            gate.pause_frames = gate.early_frames = pause_frames
             gate.audio = audio
+            if turn_model is not None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None
+                gate.turn_end = TurnEnd(turn_model, pending, loop, early)
+            gate.set_turn(turn)
 
             def on_next(frame: Frame) -> None:
+                turn_end = gate.turn_end
+                if turn_end is not None and turn_end.waiting:  # a verdict is due: keep the order
+                    turn_end.hold(frame)
+                    return
                 if not isinstance(frame, AudioChunk):
                     if isinstance(frame, SessionUpdated) and frame.settings is not None:
                         gate.reconfigure(frame.settings.vad)
+                        gate.set_turn(frame.settings.turn_detection)
                     observer.on_next(frame)
                     return
                 try:
                     gate.chunk(frame)
+                    if gate.asking:
+                        gate.ask(on_next, on_completed)
                 except Exception as exc:
                     observer.on_error(exc)
 
             def on_completed() -> None:
+                turn_end = gate.turn_end
+                if turn_end is not None and turn_end.waiting:
+                    turn_end.hold(None)
+                    return
                 if gate.speaking:
                     observer.on_next(SpeechEnded(t=gate.last_voiced_end / gate.rate))
                 observer.on_completed()
 
-            return source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+            sub = source.subscribe(on_next, observer.on_error, on_completed, scheduler=scheduler)
+
+            def dispose() -> None:
+                sub.dispose()
+                if gate.turn_end is not None:
+                    gate.turn_end.dispose()
+
+            return Disposable(dispose)
 
         return Stage(subscribe)
 
@@ -136,6 +185,49 @@ class _Gate:
         self.pending: Any = None  # vad settings of a session.update, waiting for the utterance's end
         self.pause_frames = 0  # unvoiced frames inside speech that make a SpeechPaused hint (0: none)
         self.audio = True  # False: events only (no pre-roll, no speech audio passed on)
+        self.silence_frames, self.early_frames = end, 0  # silence mode: hangover, early-final pause
+        self.turn_end: TurnEnd | None = None  # the turn model's per-session state (None: not wired)
+        self.turn: TurnDetection | None = None
+        self.pending_turn: tuple[TurnDetection | None] | None = None  # from session.update
+        self.asking = False  # a pause reached the short silence in this chunk: ask the turn model
+
+    def set_turn(self, turn: TurnDetection | None) -> None:
+        """How utterances end: now between utterances, else when this one ends."""
+        self.pending_turn = (turn,)
+        if not self.speaking:
+            self._apply_turn()
+
+    def _apply_turn(self) -> None:
+        if self.pending_turn is None:
+            return
+        (turn,), self.pending_turn = self.pending_turn, None
+        semantic = turn is not None and turn.semantic and self.turn_end is not None
+        self.turn = turn if semantic else None
+        self._timing()
+
+    def _timing(self) -> None:
+        """End and pause frames from the VAD's hangover, the early-final pause and the turn mode."""
+        if self.turn is not None:
+            short_ms, max_ms = self.turn.timing_ms
+            self.pause_frames = math.ceil(short_ms / FRAME_MS)
+            self.end_frames = max(self.pause_frames + 1, math.ceil(max_ms / FRAME_MS))
+        else:
+            self.pause_frames, self.end_frames = self.early_frames, self.silence_frames
+
+    def ask(self, on_next: Any, on_completed: Any) -> None:
+        """Ask the turn model about the pause that ends the audio so far; once it answers, the
+        frames held meanwhile go on (through ``on_next`` / ``on_completed``)."""
+        self.asking = False
+        turn_end, position = self.turn_end, self.expected
+        if turn_end is None:
+            return
+
+        def verdict(finished: bool) -> None:
+            if finished and self.speaking and self.unvoiced >= self.pause_frames:
+                self._end(position)
+            turn_end.replay(on_next, on_completed)
+
+        turn_end.ask(verdict, self.last_voiced_end / self.rate)
 
     def reconfigure(self, vad: Any) -> None:
         """New VAD settings (a ``VadConfig``): now between utterances, else at this one's end."""
@@ -147,7 +239,8 @@ class _Gate:
         vad, self.pending = self.pending, None
         if vad is None:
             return
-        self.k, window, self.end_frames = _params(vad.aggressiveness, vad.start_ms, vad.silence_ms)
+        self.k, window, self.silence_frames = _params(vad.aggressiveness, vad.start_ms, vad.silence_ms)
+        self._timing()
         self.window, self.mask, self.preroll_ms = window, (1 << window) - 1, vad.preroll_ms
         self.handle = webrtcvad.Vad(vad.aggressiveness)._vad
         self.hist &= self.mask
@@ -207,11 +300,14 @@ class _Gate:
                     self._end(fend)
                     speaking, hist, k, mask = False, self.hist, self.k, self.mask
                     unvoiced, end_frames = self.unvoiced, self.end_frames
+                    self.asking = False
                 elif unvoiced == self.pause_frames:  # maybe the end: let a final start early
                     self._route(c, cursor - pos0, fend - pos0, cursor)
                     cursor = fend
                     self.observer.on_next(SpeechPaused(t=last_voiced_end / rate))
+                    self.asking = self.turn is not None
         self.hist, self.unvoiced, self.last_voiced_end = hist, unvoiced, last_voiced_end
+        self.asking = self.asking and speaking and unvoiced >= self.pause_frames
         mv.release()
         self.carry = data[len(data) - len(data) % fbytes :]
         self._route(c, cursor - pos0, n, cursor)
@@ -219,6 +315,8 @@ class _Gate:
     def _start(self, fend: int) -> None:
         first = fend - self.hist.bit_length() * self.flen
         self.observer.on_next(SpeechStarted(t=first / self.rate))
+        if self.turn_end is not None:
+            self.turn_end.clear()
         if self.audio:
             begin = max(first - self.preroll, self.kept_end - min(self.kept_len, self.size))
             self._emit(self._kept_tail(fend - begin), begin)
@@ -230,6 +328,10 @@ class _Gate:
         self._forget(fend)
         if self.pending is not None:
             self._apply()
+        if self.pending_turn is not None:
+            self._apply_turn()
+        if self.turn_end is not None:
+            self.turn_end.clear()
 
     def _route(self, c: AudioChunk, a: int, b: int, pos: int) -> None:
         """Samples [a:b) of chunk c (starting at stream position ``pos``): emitted in speech, else
@@ -270,5 +372,7 @@ class _Gate:
 
     def _emit(self, samples: Samples, pos: int) -> None:
         if len(samples):
+            if self.turn is not None and self.turn_end is not None:
+                self.turn_end.add(samples)
             self.observer.on_next(AudioChunk(samples, self.rate, pos / self.rate, self.seq))
             self.seq += 1

@@ -153,6 +153,9 @@ class _Batch:
         task.add_done_callback(_consume)
         self.spec = (seg, task)
         self.counts.started += 1
+        text: asyncio.Future[str | None] = task.get_loop().create_future()
+        task.add_done_callback(lambda t: _publish(t, text))
+        self.counts.latest = (seg.end, text)
 
     def take_speculation(self, final: Segment) -> asyncio.Task[Served] | None:
         """The speculative decode that can serve ``final``, if there is one (else dropped)."""
@@ -200,6 +203,13 @@ class _Batch:
         waiting, self.waiting = self.waiting, None
         if waiting is not None and self.is_current(waiting):
             self.start_partial(waiting)
+
+
+def _publish(task: asyncio.Task[Served], text: asyncio.Future[str | None]) -> None:
+    """A speculative decode's text, for the semantic end of turn (None: it failed or was dropped)."""
+    if not text.done():
+        ok = not task.cancelled() and task.exception() is None
+        text.set_result(task.result().result.text if ok else None)
 
 
 def _consume(task: asyncio.Task[Served]) -> None:
