@@ -75,7 +75,6 @@ def build_pipeline(
                     threshold=config.wakeword.threshold,
                     off_loop=True,
                     pending=ctx.pending,
-                    early=ctx.early_finals,
                     models=wakewords,
                 ),
             )
@@ -96,6 +95,7 @@ def build_pipeline(
                     turn=turn,
                     turn_model=turn_model,
                     pending=ctx.pending,
+                    early=ctx.early_finals,
                 ),
             )
         )

@@ -89,11 +89,20 @@ def stored_sentences() -> list[tuple[str, str, np.ndarray]]:
     return out
 
 
-def _voices() -> tuple[object, object]:
-    from make_fixtures import Piper, espeak
+class _Voices:
+    """piper (loaded on first use) and espeak-ng, by name."""
 
-    piper = Piper()
-    return (lambda text: piper.say(text)), (lambda text: espeak(text, "en-us", speed=150))
+    def __init__(self) -> None:
+        self.piper: object = None
+
+    def __getitem__(self, name: str) -> object:
+        from make_fixtures import Piper, espeak
+
+        if name == "espeak":
+            return lambda text: espeak(text, "en-us", speed=150)
+        if self.piper is None:
+            self.piper = Piper()
+        return self.piper.say  # type: ignore[attr-defined]
 
 
 def _words(model: object, audio: np.ndarray) -> list[str]:
@@ -125,25 +134,30 @@ def _pause_point(model: object, speech: np.ndarray) -> int | None:
     return None
 
 
-def build(lead_s: float = 0.5, tail_s: float = 2.6) -> list[Item]:
-    """The whole set (takes ~30–60 s: synthesis and a few Whisper base passes per sentence)."""
+def build(lead_s: float = 0.5, tail_s: float = 2.6, only: tuple[str, ...] | None = None) -> list[Item]:
+    """The whole set (takes ~30–60 s: synthesis and a few Whisper base passes per sentence);
+    ``only``: just the items of these names (``quick_fox#0``, ``piper:Yes.``, …)."""
     from faster_whisper import WhisperModel
 
     from asrhub.providers.whisper_model import base_model_dir
 
     model = WhisperModel(str(base_model_dir()), device="cpu", compute_type="int8", cpu_threads=1)
-    say_piper, say_espeak = _voices()
-    voices = {"piper": say_piper, "espeak": say_espeak}
-    sentences = stored_sentences()
-    sentences += [(f"{v}#{i}", text, voices[v](text)) for i, (v, text) in enumerate(FRESH)]  # type: ignore[operator]
-    items: list[Item] = []
     seed = 100
-    for n, (name, text, speech) in enumerate(sentences):
+    voices = _Voices()
+    sentences = [s for s in stored_sentences() if only is None or s[0] in only]
+    sentences += [
+        (f"{v}#{i}", text, voices[v](text))  # type: ignore[operator]
+        for i, (v, text) in enumerate(FRESH)
+        if only is None or f"{v}#{i}" in only
+    ]
+    items: list[Item] = []
+    for name, text, speech in sentences:
+        n = sum(map(ord, name))  # the pause length follows the item, whatever else is built
         cut = _pause_point(model, speech)
         if cut is None:
             continue
         pause = PAUSES_S[n % len(PAUSES_S)]
-        seed += 1
+        seed = 100 + n
         audio = np.concatenate(
             [
                 au.room_noise(lead_s, seed=seed),
@@ -155,14 +169,18 @@ def build(lead_s: float = 0.5, tail_s: float = 2.6) -> list[Item]:
         ).astype(np.float32)
         end = lead_s + len(speech) / RATE + pause
         items.append(Item(name, "paused", text, audio, end, lead_s + cut / RATE, pause))
-    shorts = [(f"{v}:{text}", text, voices[v](text)) for v, text in SHORT]  # type: ignore[operator]
+    shorts = [
+        (f"{v}:{text}", text, voices[v](text))  # type: ignore[operator]
+        for v, text in SHORT
+        if only is None or f"{v}:{text}" in only
+    ]
     for name in ALSA:
         path = Path("/usr/share/sounds/alsa") / f"{name}.wav"
-        if path.is_file():
+        if path.is_file() and (only is None or f"alsa:{name}" in only):
             x, rate = au.load_wav(path)
             shorts.append((f"alsa:{name}", name.replace("_", " "), _trim(au.resample(x, rate, RATE))))
     for name, text, speech in shorts:
-        seed += 1
+        seed = 5000 + sum(map(ord, name))
         audio = np.concatenate(
             [au.room_noise(lead_s, seed=seed), speech, au.room_noise(tail_s, seed=seed + 1000)]
         ).astype(np.float32)
