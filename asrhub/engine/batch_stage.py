@@ -24,7 +24,9 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
   (``voiced_end`` ≤ the speculative segment's ``end``), the decode already under way serves as
   its final — so a VAD-endpointed final costs about max(hangover, inference), not their sum.
   When speech resumed (or another pause came), the speculative decode is cancelled and its
-  result dropped. Counts per session in ``ctx.early_finals`` (started, used, dropped).
+  result dropped. Counts per session in ``ctx.early_finals`` (started, used, dropped); its
+  ``latest`` is the newest speculative decode's (end, future of its text), which the semantic
+  end of turn reads (``operators/_turn_end.py``).
 * **Live reconfiguration**: a ``session.updated`` frame passing through replaces the config
   (language, task, key terms, model…) used for the utterances that arrive after it.
 * Other frames pass through at once.

@@ -147,15 +147,18 @@ async def talkers(hub: Hub, items: list[Item], k: int, rounds: int, verbose: boo
 
 
 async def flush_part(hub: Hub, rounds: int) -> None:
-    """session.end → final, against the engine's own time on the same audio."""
+    """session.end → final, against the engine's own time on the same audio; partials on and
+    off, clip by clip (to see what a partial decode still running at the end costs)."""
     import whisper_direct
 
     model = whisper_direct.load_model(cpu_threads=1)
-    print(f"\n## session.end → last final vs the engine's own time (partials on); {uptime()}", flush=True)
-    ratios, hub_ms, engine_ms = [], [], []
+    print(f"\n## session.end → last final vs the engine's own time; {uptime()}", flush=True)
+    ratios: dict[bool, list[float]] = {True: [], False: []}
+    hub_ms: dict[bool, list[float]] = {True: [], False: []}
+    engine_ms: list[float] = []
     sentences = [e for e in au.manifest()["files"] if e["language"] == "en" and e["kind"] == "utterance"]
-    for _ in range(rounds):
-        for entry in sentences:
+    for r in range(rounds):
+        for n, entry in enumerate(sentences):
             x, _ = au.load_wav(au.fixture(entry["file"]))
             seg = entry["segments"][0]
             clip = np.concatenate(
@@ -165,42 +168,55 @@ async def flush_part(hub: Hub, rounds: int) -> None:
                     au.room_noise(0.3, seed=4),
                 ]
             ).astype(np.float32)
-            session = hub.open({"provider": "whisper", "language": "en", "partials": True})
-            finals: list[tuple[float, FinalTranscript]] = []
-            session.events.subscribe(
-                lambda e, finals=finals: (
-                    finals.append((time.monotonic(), e)) if isinstance(e, FinalTranscript) else None
+            order = (True, False) if (n + r) % 2 == 0 else (False, True)
+            for partials in order:
+                got = await _end_to_final(hub, clip, partials)
+                if got is None:
+                    continue
+                took, final = got
+                start, end = int(final.start * RATE), int(final.end * RATE)
+                engine, _text = await asyncio.to_thread(whisper_direct.timed, model, clip[start:end])
+                engine_ms.append(engine * 1000)
+                ratios[partials].append(took / engine)
+                hub_ms[partials].append(took * 1000)
+                line = (
+                    f"end→final {took * 1000:5.0f} ms  engine {engine * 1000:5.0f} ms  {took / engine:.2f}×"
                 )
+                print(f"  {entry['file']:22} partials={'on ' if partials else 'off'} {line}", flush=True)
+    for partials in (True, False):
+        if ratios[partials]:
+            print(
+                f"session.end → final, partials {'on' if partials else 'off'}: median "
+                f"{np.median(hub_ms[partials]):.0f} ms, ratio to the engine's own time median "
+                f"{np.median(ratios[partials]):.2f}× (p90 {np.percentile(ratios[partials], 90):.2f}×)"
             )
-            step = int(FRAME_S * RATE)
-            pcm = au.pcm16_bytes(clip)
-            t0 = time.monotonic()
-            for k, i in enumerate(range(0, len(clip), step)):
-                await asyncio.sleep(max(0.0, t0 + k * FRAME_S - time.monotonic()))
-                await session.feed(pcm[2 * i : 2 * (i + step)])
-            sent = time.monotonic()
-            await session.end()
-            if not finals:
-                continue
-            got, final = finals[-1]
-            start, end = int(final.start * RATE), int(final.end * RATE)
-            engine, _text = await asyncio.to_thread(whisper_direct.timed, model, clip[start:end])
-            took = got - sent
-            ratios.append(took / engine)
-            hub_ms.append(took * 1000)
-            engine_ms.append(engine * 1000)
-            line = f"end→final {took * 1000:5.0f} ms  engine {engine * 1000:5.0f} ms  {took / engine:.2f}×"
-            print(f"  {entry['file']:22} {line}")
-    print(
-        f"session.end → final: median {np.median(hub_ms):.0f} ms, engine {np.median(engine_ms):.0f} ms, "
-        f"ratio median {np.median(ratios):.2f}× (p90 {np.percentile(ratios, 90):.2f}×); {uptime()}",
-        flush=True,
+    print(f"engine's own time median {np.median(engine_ms):.0f} ms; {uptime()}", flush=True)
+
+
+async def _end_to_final(hub: Hub, clip: np.ndarray, partials: bool) -> tuple[float, FinalTranscript] | None:
+    """Stream ``clip`` in real time, then ``session.end``: seconds to its last final."""
+    session = hub.open({"provider": "whisper", "language": "en", "partials": partials})
+    finals: list[tuple[float, FinalTranscript]] = []
+    session.events.subscribe(
+        lambda e: finals.append((time.monotonic(), e)) if isinstance(e, FinalTranscript) else None
     )
+    step = int(FRAME_S * RATE)
+    pcm = au.pcm16_bytes(clip)
+    t0 = time.monotonic()
+    for k, i in enumerate(range(0, len(clip), step)):
+        await asyncio.sleep(max(0.0, t0 + k * FRAME_S - time.monotonic()))
+        await session.feed(pcm[2 * i : 2 * (i + step)])
+    sent = time.monotonic()
+    await session.end()
+    if not finals:
+        return None
+    got, final = finals[-1]
+    return got - sent, final
 
 
 async def main_async(args: argparse.Namespace) -> None:
     print(f"building the test set… {uptime()}", flush=True)
-    items = [i for i in build() if not args.only or args.only in i.name]
+    items = [] if args.only_flush else [i for i in build() if not args.only or args.only in i.name]
     paused = sum(i.kind == "paused" for i in items)
     print(f"{paused} paused sentences, {len(items) - paused} short turns")
     from asrhub.settings.schema import Settings
@@ -210,7 +226,7 @@ async def main_async(args: argparse.Namespace) -> None:
     provider = hub.providers["whisper"]
     assert isinstance(provider, WhisperProvider)
     try:
-        for k in args.k:
+        for k in [] if args.only_flush else args.k:
             await talkers(hub, items, k, args.rounds, args.verbose)
         if not args.skip_flush:
             await flush_part(hub, args.rounds)
@@ -223,6 +239,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--k", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--skip-flush", action="store_true")
+    parser.add_argument("--only-flush", action="store_true")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--speed", type=float, default=1.0, help="stream this many times real time")
     parser.add_argument("--only", help="items whose name contains this")
