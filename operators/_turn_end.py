@@ -5,8 +5,9 @@ The gate asks (:meth:`TurnEnd.ask`) at the end of the chunk in which a pause rea
 silence. Two readers decide: the smart-turn model on the utterance's audio, and — when the
 engine started an early final on this pause (a batch engine) — its transcript: a turn the model
 calls finished is still unfinished when the text trails off (ends in "…", "...", "," or a
-function word such as "the", "to", "and"). The early final is the utterance's final if the turn
-ends, so waiting for its text costs nothing: the final could not come sooner.
+function word such as "the", "to", "and", full stop or not). The early final is the
+utterance's final if the turn ends, so waiting for its text costs nothing: the final could not
+come sooner.
 
 Inline (no running loop: a marble test) the model's verdict comes at once. Off the loop (as the
 hub wires it) the model runs in the loop's default executor; until its verdict, every later
@@ -44,10 +45,13 @@ TEXT_WAIT_S = 30.0
 the final of a finished turn is that decode, so waiting costs the final nothing); then the
 model's verdict stands alone."""
 TRAILING = frozenset(
-    "the a an to of and or but in at for with my your on from before will can is was are that "
-    "about how this our their his her its into by so because if when than as would could should".split()
+    "the a an to of and or but in at for with my your on from before into by so because if than "
+    "as our their his her its this that".split()
 )
-"""English words a finished sentence does not end with."""
+"""English words a statement does not end with, even where the engine put a full stop after
+them (Whisper does, at a pause: "help with.", "leaves at noon from.")."""
+HESITANT = frozenset("will can would could should is was are".split())
+"""Words that end a sentence only with its punctuation ("I will."); without it, unfinished."""
 _END = object()
 
 
@@ -58,9 +62,10 @@ def trails_off(text: str | None) -> bool:
         return False
     if text.endswith(("...", "…", ",", "-", "—", ";", ":")):
         return True
-    if text[-1] in ".?!":
+    if text[-1] in "?!":
         return False
-    return text.split()[-1].strip("\"'").lower() in TRAILING
+    last = text.split()[-1].strip(".\"'").lower()
+    return last in TRAILING or (text[-1] != "." and last in HESITANT)
 
 
 class TurnEnd:

@@ -240,12 +240,16 @@ def main() -> None:
     parser.add_argument("--k", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--skip-flush", action="store_true")
     parser.add_argument("--only-flush", action="store_true")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), help="only these modes")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--speed", type=float, default=1.0, help="stream this many times real time")
     parser.add_argument("--only", help="items whose name contains this")
     args = parser.parse_args()
     global SPEED
     SPEED = args.speed
+    for mode in list(MODES):
+        if args.modes and mode not in args.modes:
+            del MODES[mode]
     asyncio.run(main_async(args))
 
 

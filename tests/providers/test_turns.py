@@ -13,6 +13,7 @@ import reactivex
 from asrhub.config import Limits, TurnDetection
 from asrhub.errors import HubError
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, SpeechEnded, SpeechPaused
+from asrhub.operators._turn_end import trails_off
 from asrhub.operators.turn_model import TurnModel
 from asrhub.operators.vad_gate import vad_gate
 from asrhub.providers.whisper import WhisperProvider
@@ -138,3 +139,21 @@ async def test_a_missing_model_stops_the_start_with_the_set_up_hint(
     quiet = build_hub(Settings(default_provider="none", limits=Limits(semantic_turns=False)))
     await quiet.start()  # a hub that does not allow semantic turns does not need the model
     await quiet.shutdown(1)
+
+
+@pytest.mark.parametrize(
+    ("text", "unfinished"),
+    [
+        ("The quick brown fox jumps over the...", True),
+        ("Volunteers are needed to help with.", True),  # Whisper's full stop at a pause
+        ("We are going to the beach with our", True),
+        ("that will", True),
+        ("Could you please send the report to my-", True),
+        ("Yes.", False),
+        ("Where are you from?", False),
+        ("I will.", False),
+        ("", False),
+    ],
+)
+def test_a_transcript_that_trails_off_is_unfinished(text: str, unfinished: bool) -> None:
+    assert trails_off(text) is unfinished
