@@ -119,7 +119,7 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     wakeword: WakewordConfig = WakewordConfig()
     turn_detection: TurnDetection | None = None
     """How an utterance ends (VAD on): by silence or by the semantic turn model; None: the
-    hub's default (``limits.turn_detection``)."""
+    hub's default (``limits.turn_detection``, ``limits.turn_eagerness``)."""
     partials: bool = True
     prompt: Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)] | None = None
     """Extension: initial prompt / vocabulary hint passed to engines that take one (at most
@@ -236,10 +236,15 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max(hangover, inference) instead of their sum, at the price of decodes wasted on pauses
     (docs/benchmarks.md). 0 (the default): off; 200 is a good value; a value ≥ the hangover has
     no effect."""
-    turn_detection: TurnDetection = TurnDetection()
-    """Sessions whose config names no ``turn_detection`` get this one. ``{type = "semantic",
-    eagerness = "auto"}`` ends an utterance when the smart-turn model says the sentence is done
-    (after 200 ms of silence at ``medium``), and waits up to 2 s through a pause inside one."""
+    turn_detection: Literal["silence", "semantic"] = "silence"
+    """How the utterances of sessions whose config names no ``turn_detection`` end: after
+    ``vad.silence_ms`` of silence, or ``semantic``: when the smart-turn model (with the early
+    final's text) says the sentence is done — after 200 ms of silence at eagerness ``auto`` —,
+    waiting up to 2 s through a pause inside one (needs ``semantic_turns``)."""
+    turn_eagerness: Eagerness = "auto"
+    """The eagerness of that default when it is ``semantic``: ``high`` 100 / 1000 ms, ``medium``
+    and ``auto`` 200 / 2000 ms, ``low`` 400 / 4000 ms (short silence / longest wait)."""
+
     semantic_turns: bool = True
     """Load the smart-turn model (8.7 MB, ONNX) at start-up so sessions may ask for
     ``turn_detection.type = "semantic"``; a missing model file is then a start-up error. False:
@@ -251,6 +256,14 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """After a failure, a provider is tried after the healthy ones of a failover list for this
     long (so a dead endpoint costs one timeout per window, not one per session); an open circuit
     is probed once per window."""
+
+    def __post_init__(self) -> None:
+        if self.turn_detection == "semantic" and not self.semantic_turns:
+            raise ValueError("limits.turn_detection = 'semantic' needs limits.semantic_turns = true")
+
+    @property
+    def default_turn(self) -> TurnDetection:
+        return TurnDetection(type=self.turn_detection, eagerness=self.turn_eagerness)
 
 
 UPDATABLE = frozenset(

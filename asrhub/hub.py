@@ -214,7 +214,7 @@ class Hub:
         if NO_PROVIDER in config.providers and len(config.providers) > 1:
             raise HubError("bad_message", "provider 'none' cannot be part of a failover list")
         if config.turn_detection is None:
-            config = msgspec.structs.replace(config, turn_detection=self.limits.turn_detection)
+            config = msgspec.structs.replace(config, turn_detection=self.limits.default_turn)
         turn = config.turn_detection
         if turn is not None and turn.semantic and not self.limits.semantic_turns:
             raise HubError(

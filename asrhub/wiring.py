@@ -44,7 +44,7 @@ def build_pipeline(
     smart-turn model (None: a semantic session loads one of its own, when the hub allows
     semantic turns)."""
     config, limits = ctx.config, ctx.limits
-    turn = config.turn_detection or limits.turn_detection
+    turn = config.turn_detection or limits.default_turn
     if limits.semantic_turns and turns is None:
         turns = TurnModel()
     turn_model = turns if limits.semantic_turns else None
