@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import reactivex
 
-from asrhub.config import Limits, TurnDetection
+from asrhub.config import Limits, SessionConfig, TurnDetection
 from asrhub.errors import HubError
-from asrhub.frames import AudioChunk, ErrorEvent, Frame, SpeechEnded, SpeechPaused
+from asrhub.frames import AudioChunk, ErrorEvent, Frame, SessionUpdated, SpeechEnded, SpeechPaused
 from asrhub.operators._turn_end import trails_off
 from asrhub.operators.turn_model import TurnModel
 from asrhub.operators.vad_gate import vad_gate
@@ -157,3 +158,29 @@ async def test_a_missing_model_stops_the_start_with_the_set_up_hint(
 )
 def test_a_transcript_that_trails_off_is_unfinished(text: str, unfinished: bool) -> None:
     assert trails_off(text) is unfinished
+
+
+def test_session_update_changes_the_turn_detection_from_the_next_utterance(items: dict[str, Item]) -> None:
+    """A ``session.updated`` to semantic that arrives inside an utterance leaves that one to the
+    500 ms silence; the next one ends after the short silence."""
+    item, model = items[SHORT], TurnModel()
+    one = item.audio
+    audio = np.concatenate([one, one])
+    chunks = [
+        AudioChunk(audio[i : i + 1600], RATE, i / RATE, n) for n, i in enumerate(range(0, len(audio), 1600))
+    ]
+    inside = int(item.speech_end * 10) - 1  # the chunk just before the first "Yes." ends
+    semantic = SessionConfig(turn_detection=TurnDetection(type="semantic"))
+    frames: list[Frame] = [*chunks[:inside], SessionUpdated(config={}, settings=semantic), *chunks[inside:]]
+    out: list[Frame] = []
+    reactivex.from_iterable(frames).pipe(vad_gate(turn=TurnDetection(), turn_model=model)).subscribe(
+        out.append
+    )
+    ends, passed = [], 0.0
+    for frame in out:
+        if isinstance(frame, AudioChunk):
+            passed = frame.end
+        elif isinstance(frame, SpeechEnded):
+            ends.append(passed)
+    first, second = ends[0] - item.speech_end, ends[1] - (len(one) / RATE + item.speech_end)
+    assert first >= 0.5 and second <= 0.2 + 0.16 + 0.1 + 0.02, (first, second)
