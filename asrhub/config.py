@@ -75,6 +75,40 @@ class FormatConfig(msgspec.Struct, frozen=True, kw_only=True):
         return self.numerals or self.profanity_filter or bool(self.redact) or not self.punctuate
 
 
+Eagerness = Literal["low", "medium", "high", "auto"]
+
+TURN_TIMING: dict[str, tuple[int, int]] = {
+    "high": (100, 1000),
+    "medium": (200, 2000),
+    "auto": (200, 2000),
+    "low": (400, 4000),
+}
+"""Semantic turn detection, per eagerness: (the short silence after which the turn model is
+asked, ms; the longest silence an unfinished turn is waited for, ms). Both are counted in
+unvoiced VAD frames, so webrtcvad's own hangover (80–160 ms) comes on top."""
+
+
+class TurnDetection(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How an utterance ends (``turn_detection`` of a session's config).
+
+    ``silence``: after ``vad.silence_ms`` of silence. ``semantic``: at each short silence the
+    smart-turn model reads the last 8 s of the utterance; a complete turn ends there, an
+    unfinished one is waited for up to a longer silence (:data:`TURN_TIMING` by ``eagerness``)."""
+
+    type: Literal["silence", "semantic"] = "silence"
+    eagerness: Eagerness = "auto"
+    """``semantic`` only: ``high`` ends sooner, ``low`` waits longer; ``auto`` is ``medium``."""
+
+    @property
+    def semantic(self) -> bool:
+        return self.type == "semantic"
+
+    @property
+    def timing_ms(self) -> tuple[int, int]:
+        """(short silence, maximum silence) of a semantic turn, in ms."""
+        return TURN_TIMING[self.eagerness]
+
+
 Task = Literal["transcribe", "translate"]
 
 MAX_KEYTERMS = 100
@@ -123,6 +157,9 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     audio: AudioFormat = AudioFormat()
     vad: VadConfig = VadConfig()
     wakeword: WakewordConfig = WakewordConfig()
+    turn_detection: TurnDetection | None = None
+    """How an utterance ends (VAD on): by silence or by the semantic turn model; None: the
+    hub's default (``limits.turn_detection``, ``limits.turn_eagerness``)."""
     partials: bool = True
     prompt: Annotated[str, Meta(max_length=MAX_PROMPT_CHARS)] | None = None
     """Extension: initial prompt / vocabulary hint passed to engines that take one (at most
@@ -276,6 +313,19 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     max(hangover, inference) instead of their sum, at the price of decodes wasted on pauses
     (docs/benchmarks.md). 0 (the default): off; 200 is a good value; a value ≥ the hangover has
     no effect."""
+    turn_detection: Literal["silence", "semantic"] = "silence"
+    """How the utterances of sessions whose config names no ``turn_detection`` end: after
+    ``vad.silence_ms`` of silence, or ``semantic``: when the smart-turn model (with the early
+    final's text) says the sentence is done — after 200 ms of silence at eagerness ``auto`` —,
+    waiting up to 2 s through a pause inside one (needs ``semantic_turns``)."""
+    turn_eagerness: Eagerness = "auto"
+    """The eagerness of that default when it is ``semantic``: ``high`` 100 / 1000 ms, ``medium``
+    and ``auto`` 200 / 2000 ms, ``low`` 400 / 4000 ms (short silence / longest wait)."""
+
+    semantic_turns: bool = True
+    """Load the smart-turn model (8.7 MB, ONNX) at start-up so sessions may ask for
+    ``turn_detection.type = "semantic"``; a missing model file is then a start-up error. False:
+    such a session is refused with ``bad_message``."""
     breaker_failures: Annotated[int, Meta(ge=1)] = 5
     """Failed calls in a row (from any session) that open a provider's circuit: it is skipped
     (failover, or ``provider_failed`` at once) and probed in the background until it answers."""
@@ -285,12 +335,18 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     is probed once per window."""
 
     def __post_init__(self) -> None:
+        if self.turn_detection == "semantic" and not self.semantic_turns:
+            raise ValueError("limits.turn_detection = 'semantic' needs limits.semantic_turns = true")
         for name in self.per_key:
             if not is_fingerprint(name):  # never echo it: it may be a key written by mistake
                 raise ValueError(
                     "limits.per_key: an entry is not a key fingerprint (key- and 12 hex digits); "
                     "name a key by its fingerprint (GET /v1/usage shows it), never by the key"
                 )
+
+    @property
+    def default_turn(self) -> TurnDetection:
+        return TurnDetection(type=self.turn_detection, eagerness=self.turn_eagerness)
 
 
 def is_fingerprint(name: str) -> bool:
@@ -299,9 +355,21 @@ def is_fingerprint(name: str) -> bool:
 
 
 UPDATABLE = frozenset(
-    {"model", "language", "task", "keyterms", "prompt", "partials", "word_timestamps", "vad", "format"}
+    {
+        "model",
+        "language",
+        "task",
+        "keyterms",
+        "prompt",
+        "partials",
+        "word_timestamps",
+        "vad",
+        "format",
+        "turn_detection",
+    }
 )
-"""Top-level fields ``session.update`` may change (``vad``: all but ``vad.enabled``)."""
+"""Top-level fields ``session.update`` may change (``vad``: all but ``vad.enabled``;
+``vad`` and ``turn_detection`` hold from the next utterance)."""
 
 
 def updated_config(current: SessionConfig, patch: Any) -> SessionConfig:

@@ -244,6 +244,15 @@ class Hub:
                 raise HubError("unknown_provider", f"unknown provider {name!r}; this hub has: {known}")
         if NO_PROVIDER in config.providers and len(config.providers) > 1:
             raise HubError("bad_message", "provider 'none' cannot be part of a failover list")
+        if config.turn_detection is None:
+            config = msgspec.structs.replace(config, turn_detection=self.limits.default_turn)
+        turn = config.turn_detection
+        if turn is not None and turn.semantic and not self.limits.semantic_turns:
+            raise HubError(
+                "bad_message",
+                "semantic turn detection is off on this hub (limits.semantic_turns = false); "
+                'use turn_detection {"type": "silence"}',
+            )
         self._check_options(config)
         return config
 

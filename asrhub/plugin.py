@@ -185,6 +185,10 @@ class EarlyFinals:
     started: int = 0
     used: int = 0
     dropped: int = 0
+    latest: Any = None
+    """The latest speculative decode: ``(end of its audio in stream seconds, an asyncio future
+    of its text — None when it failed or was dropped)``; the semantic end of turn reads it
+    (``operators/_turn_end.py``)."""
 
 
 class SessionContext(Protocol):

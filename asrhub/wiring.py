@@ -30,6 +30,7 @@ from asrhub.operators.format_transcripts import format_transcripts
 from asrhub.operators.meter_audio import meter_audio
 from asrhub.operators.resample import filters_loaded, load_filters, resample
 from asrhub.operators.segment import segment
+from asrhub.operators.turn_model import TurnModel
 from asrhub.operators.vad_gate import SileroVad, vad_gate
 from asrhub.operators.wakeword_models import WakewordModels
 from asrhub.plugin import Operator, Provider, ProviderUnavailable
@@ -47,12 +48,18 @@ def build_pipeline(
     wakewords: WakewordModels | None = None,
     silero: SileroVad | None = None,
     speakers: SpeakerModels | None = None,
+    turns: TurnModel | None = None,
 ) -> Operator:
     """One session's chain. ``wakewords``, ``silero``: the hub's shared wake-word and Silero VAD
     models (:func:`build_hub` passes them; None: a session that needs one loads its own);
     ``speakers``: the hub's speaker model (a ``diarize`` session wraps its engine stage in
-    ``speaker_labels``)."""
+    ``speaker_labels``); ``turns``: the hub's smart-turn model (None: a semantic session loads
+    one of its own, when the hub allows semantic turns)."""
     config, limits = ctx.config, ctx.limits
+    turn = config.turn_detection or limits.default_turn
+    if limits.semantic_turns and turns is None:
+        turns = TurnModel()
+    turn_model = turns if limits.semantic_turns else None
     stages: list[tuple[str, Operator]] = [
         (
             "decode",
@@ -98,10 +105,14 @@ def build_pipeline(
                     silence_ms=config.vad.silence_ms,
                     preroll_ms=config.vad.preroll_ms,
                     pause_ms=early_final_ms(ctx),
-                    # nothing reads the gate's audio without an engine or a wake word: events only
-                    audio=bool(ctx.providers) or config.wakeword.enabled,
+                    # nothing reads the gate's audio without an engine, a wake word or the turn
+                    # model: events only
+                    audio=bool(ctx.providers) or config.wakeword.enabled or turn.semantic,
                     silero=silero,
                     pending=ctx.pending,
+                    turn=turn,
+                    turn_model=turn_model,
+                    early=ctx.early_finals,
                 ),
             )
         )
@@ -180,6 +191,7 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
         cluster = Cluster(settings.cluster, settings.limits)
     wakewords = WakewordModels()
     silero = SileroVad()
+    turns = TurnModel()
     speakers = SpeakerModels(
         settings.diarization.model_dir,
         threshold=settings.diarization.file_threshold,
@@ -187,7 +199,9 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
     )
     hub = Hub(
         providers=create_providers(settings, registry),
-        pipeline_factory=partial(build_pipeline, wakewords=wakewords, silero=silero, speakers=speakers),
+        pipeline_factory=partial(
+            build_pipeline, wakewords=wakewords, silero=silero, speakers=speakers, turns=turns
+        ),
         default_provider=default if default else NO_PROVIDER,
         limits=settings.limits,
         cluster=cluster,
@@ -202,9 +216,12 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
         _resampler_load,
         partial(_silero_load, silero),
         partial(_speakers_load, speakers),
+        partial(_turn_load, turns),
     ]
     if settings.vad.engine == "silero":
         hub.warmups.append(partial(_silero_warmup, silero))  # every session may use it
+    if settings.limits.semantic_turns:  # at start-up: a missing model stops the start, with the hint
+        hub.warmups.append(turns.load)
     return hub
 
 
@@ -215,6 +232,15 @@ def _silero_warmup(silero: SileroVad) -> None:
         silero.load()
     except HubError as exc:
         raise ProviderUnavailable(f"vad.engine = silero: {exc.message}") from None
+
+
+def _turn_load(turns: TurnModel, config: SessionConfig) -> Callable[[], object] | None:
+    """The smart-turn model, for a semantic session on a hub that was not started (``start``
+    loads it for a served hub)."""
+    turn = config.turn_detection
+    if turn is None or not turn.semantic or turns.ready:
+        return None
+    return lambda: turns.load()
 
 
 def _wakeword_load(wakewords: WakewordModels, config: SessionConfig) -> Callable[[], object] | None:

@@ -36,9 +36,25 @@
   of the input samples (no copy) with their own ``seq``. A gap in stream time resets the carry
   and the pre-roll. Bound: the pre-roll keeps references to the last pre-roll + window + one
   frame of audio, plus at most one input chunk.
+* Semantic end of turn (``turn`` of type ``semantic``, with the hub's ``turn_model``): the
+  utterance ends after the short silence of its eagerness if the turn model (reading the
+  utterance's last 8 s) says the turn is finished, else after the long silence
+  (``asrhub.config.TURN_TIMING``; ``silence_ms`` does not apply). Each pause that reaches the
+  short silence is a ``SpeechPaused`` hint (so the final decode starts while the model reads) and
+  a question to the model, asked at the end of that chunk; speech that resumes and pauses again
+  asks again. Off the loop, later frames wait for the verdict in order (``_turn_end``), and the
+  ``SpeechEnded`` of a finished turn comes at the position the question was asked at: the
+  decision does not depend on how fast audio is fed. ``type`` ``silence``: as above.
+* ``audio=False`` (nothing after the gate reads audio: no engine, no wake word): the same events
+  at the same times, but no pre-roll is kept and no audio is passed on.
+* Audio outside speech is dropped; other frames pass through in order. Output chunks are views
+  of the input samples (no copy) with their own ``seq``. A gap in stream time resets the carry
+  and the pre-roll. Bound: the pre-roll keeps references to the last pre-roll + window + one
+  frame of audio, plus at most one input chunk.
 * Live reconfiguration: a ``session.updated`` frame carries new ``vad`` settings
-  (engine, aggressiveness, threshold, start_ms, silence_ms, preroll_ms); they hold from the next
-  utterance on (at once between utterances, else when the current one ends). The frame passes on in order.
+  (engine, aggressiveness, threshold, start_ms, silence_ms, preroll_ms) and ``turn_detection``;
+  they hold from the next utterance on (at once between utterances, else when the current one
+  ends). The frame passes on in order.
 * The classifiers read int16: ``clip(x · 32768)``, which for audio decoded from PCM16 is the
   client's own samples. A chunk that carries them (``Pcm16Chunk`` from ``decode``) is read as is, with no
   float → int16 conversion, and the pre-roll keeps its bytes (half the memory of float32, read
@@ -47,6 +63,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import deque
 from collections.abc import Callable
@@ -56,6 +73,7 @@ import numpy as np
 from reactivex import Observable, abc
 from reactivex.disposable import CompositeDisposable, Disposable
 
+from asrhub.config import TurnDetection
 from asrhub.flow import Pending, Stage
 from asrhub.frames import (
     AudioChunk,
@@ -67,12 +85,14 @@ from asrhub.frames import (
     SpeechStarted,
 )
 from asrhub.pcm import float_to_pcm16, pcm16_to_float
-from asrhub.plugin import Operator
+from asrhub.plugin import EarlyFinals, Operator
 
 from ._pcm import Pcm16Chunk
+from ._turn_end import TurnEnd
 from ._vad_silero import SileroClassifier, SileroVad
 from ._vad_waiting import MAX_WAITING_S, Waiting
 from ._vad_webrtc import WebrtcClassifier
+from .turn_model import TurnModel
 
 __all__ = ["MAX_WAITING_S", "SileroVad", "vad_gate"]
 
@@ -122,14 +142,21 @@ def vad_gate(
     audio: bool = True,
     silero: SileroVad | None = None,
     pending: Pending | None = None,
+    turn: TurnDetection | None = None,
+    turn_model: TurnModel | None = None,
+    early: EarlyFinals | None = None,
 ) -> Operator:
     """``silero``: the owner's shared Silero model (None: a Silero gate loads one of its own).
     ``pending``: the session's, held while more than ``MAX_WAITING_S`` of its audio waits for
-    the Silero model (``feed`` waits)."""
+    the Silero model, and while the turn model judges a pause off the loop (``feed`` waits).
+    ``turn``: how utterances end (semantic needs ``turn_model``, the hub's shared one);
+    ``early``: the session's early finals, whose text the end of turn also reads."""
     silero = silero or SileroVad()
     if engine == "silero":
         silero.model()  # a missing model refuses the session here, before any audio flows
     pause_frames = math.ceil(pause_ms / FRAME_MS) if pause_ms > 0 else 0
+    if turn is not None and turn.semantic and turn_model is None:
+        raise ValueError("semantic turn detection needs the turn model")
 
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:
@@ -137,10 +164,21 @@ def vad_gate(
             k, window, end_frames = _params(judge, start_ms, silence_ms)
             gate = _Gate(observer, judge, k, window, end_frames, preroll_ms)
             gate.silero = silero
-            gate.pause_frames = pause_frames
+            gate.pause_frames = gate.early_frames = pause_frames
             gate.audio = audio
+            if turn_model is not None:
+                try:
+                    loop = asyncio.get_running_loop()
+                except RuntimeError:
+                    loop = None
+                gate.turn_end = TurnEnd(turn_model, pending, loop, early)
+            gate.set_turn(turn)
 
             def handle(frame: Frame) -> None:
+                turn_end = gate.turn_end
+                if turn_end is not None and turn_end.waiting:  # a verdict is due: keep the order
+                    turn_end.hold(frame)
+                    return
                 if not isinstance(frame, AudioChunk):
                     if isinstance(frame, SessionUpdated) and frame.settings is not None:
                         try:
@@ -148,14 +186,21 @@ def vad_gate(
                         except Exception as exc:
                             observer.on_error(exc)
                             return
+                        gate.set_turn(frame.settings.turn_detection)
                     observer.on_next(frame)
                     return
                 try:
                     gate.chunk(frame)
+                    if gate.asking:
+                        gate.ask(handle, complete)
                 except Exception as exc:
                     observer.on_error(exc)
 
             def complete() -> None:
+                turn_end = gate.turn_end
+                if turn_end is not None and turn_end.waiting:
+                    turn_end.hold(None)
+                    return
                 if gate.speaking:
                     observer.on_next(SpeechEnded(t=gate.last_voiced_end / gate.rate))
                 observer.on_completed()
@@ -171,7 +216,10 @@ def vad_gate(
             subscription = source.subscribe(
                 on_next, observer.on_error, waiting.completed, scheduler=scheduler
             )
-            return CompositeDisposable(subscription, Disposable(waiting.dispose))
+            disposables = CompositeDisposable(subscription, Disposable(waiting.dispose))
+            if gate.turn_end is not None:
+                disposables.add(Disposable(gate.turn_end.dispose))
+            return disposables
 
         return Stage(subscribe)
 
@@ -207,6 +255,50 @@ class _Gate:
         self.pending: Any = None  # vad settings of a session.update, waiting for the utterance's end
         self.pause_frames = 0  # unvoiced frames inside speech that make a SpeechPaused hint (0: none)
         self.audio = True  # False: events only (no pre-roll, no speech audio passed on)
+        self.silence_frames, self.early_frames = end, 0  # silence mode: hangover, early-final pause
+        self.turn_end: TurnEnd | None = None  # the turn model's per-session state (None: not wired)
+        self.turn: TurnDetection | None = None
+        self.pending_turn: tuple[TurnDetection | None] | None = None  # from session.update
+        self.asking = False  # a pause reached the short silence in this chunk: ask the turn model
+
+    def set_turn(self, turn: TurnDetection | None) -> None:
+        """How utterances end: now between utterances, else when this one ends."""
+        self.pending_turn = (turn,)
+        if not self.speaking:
+            self._apply_turn()
+
+    def _apply_turn(self) -> None:
+        if self.pending_turn is None:
+            return
+        (turn,), self.pending_turn = self.pending_turn, None
+        semantic = turn is not None and turn.semantic and self.turn_end is not None
+        self.turn = turn if semantic else None
+        self._timing()
+
+    def _timing(self) -> None:
+        """End and pause frames from the VAD's hangover, the early-final pause and the turn mode."""
+        if self.turn is not None:
+            short_ms, max_ms = self.turn.timing_ms
+            extra = self.classifier.end_frames  # an engine without a hangover of its own waits more
+            self.pause_frames = math.ceil(short_ms / FRAME_MS) + extra
+            self.end_frames = max(self.pause_frames + 1, math.ceil(max_ms / FRAME_MS) + extra)
+        else:
+            self.pause_frames, self.end_frames = self.early_frames, self.silence_frames
+
+    def ask(self, on_next: Any, on_completed: Any) -> None:
+        """Ask the turn model about the pause that ends the audio so far; once it answers, the
+        frames held meanwhile go on (through ``on_next`` / ``on_completed``)."""
+        self.asking = False
+        turn_end, position = self.turn_end, self.expected
+        if turn_end is None:
+            return
+
+        def verdict(finished: bool) -> None:
+            if finished and self.speaking and self.unvoiced >= self.pause_frames:
+                self._end(position)
+            turn_end.replay(on_next, on_completed)
+
+        turn_end.ask(verdict, self.last_voiced_end / self.rate)
 
     def reconfigure(self, vad: Any) -> None:
         """New VAD settings (a ``VadConfig``): now between utterances, else at this one's end."""
@@ -220,7 +312,8 @@ class _Gate:
             return
         self.classifier = classifier(vad.engine or "webrtc", vad.aggressiveness, vad.threshold, self.silero)
         self.batching = isinstance(self.classifier, SileroClassifier)
-        self.k, window, self.end_frames = _params(self.classifier, vad.start_ms, vad.silence_ms)
+        self.k, window, self.silence_frames = _params(self.classifier, vad.start_ms, vad.silence_ms)
+        self._timing()
         self.window, self.mask, self.preroll_ms = window, (1 << window) - 1, vad.preroll_ms
         self.hist &= self.mask
         if self.rate:
@@ -280,11 +373,14 @@ class _Gate:
                     self._end(fend)
                     speaking, hist, k, mask = False, self.hist, self.k, self.mask
                     unvoiced, end_frames = self.unvoiced, self.end_frames
+                    self.asking = False
                 elif unvoiced == self.pause_frames:  # maybe the end: let a final start early
                     self._route(c, cursor - pos0, fend - pos0, cursor)
                     cursor = fend
                     self.observer.on_next(SpeechPaused(t=last_voiced_end / rate))
+                    self.asking = self.turn is not None
         self.hist, self.unvoiced, self.last_voiced_end = hist, unvoiced, last_voiced_end
+        self.asking = self.asking and speaking and unvoiced >= self.pause_frames
         mv.release()
         self.carry = data[len(data) - len(data) % fbytes :]
         self._route(c, cursor - pos0, n, cursor)
@@ -292,6 +388,8 @@ class _Gate:
     def _start(self, fend: int) -> None:
         first = fend - self.hist.bit_length() * self.flen
         self.observer.on_next(SpeechStarted(t=first / self.rate))
+        if self.turn_end is not None:
+            self.turn_end.clear()
         if self.audio:
             begin = max(first - self.preroll, self.kept_end - min(self.kept_len, self.size))
             self._emit(self._kept_tail(fend - begin), begin)
@@ -303,6 +401,10 @@ class _Gate:
         self._forget(fend)
         if self.pending is not None:
             self._apply()
+        if self.pending_turn is not None:
+            self._apply_turn()
+        if self.turn_end is not None:
+            self.turn_end.clear()
 
     def _route(self, c: AudioChunk, a: int, b: int, pos: int) -> None:
         """Samples [a:b) of chunk c (starting at stream position ``pos``): emitted in speech, else
@@ -343,5 +445,7 @@ class _Gate:
 
     def _emit(self, samples: Samples, pos: int) -> None:
         if len(samples):
+            if self.turn is not None and self.turn_end is not None:
+                self.turn_end.add(samples)
             self.observer.on_next(AudioChunk(samples, self.rate, pos / self.rate, self.seq))
             self.seq += 1

@@ -7,6 +7,12 @@ Live, ``GET /v1/listen`` (WebSocket), query parameters as in
     hub:    SpeechStarted · Results(is_final=false) · Results(is_final=true, speech_final=true)
             · UtteranceEnd · … · Results(from_finalize=true) · Metadata · close 1000
 
+* ``UtteranceEnd`` (with ``utterance_end_ms``) runs on its own timer, as the hosted API's: once
+  the audio received has gone ``utterance_end_ms`` past the end of the last finalized word
+  with no new words (a transcript, interim or final, of later speech resets it), whatever the
+  endpointing; ``last_word_end`` is that word's end. Compressed audio (whose stream time the
+  transport does not know) gets it right after each final;
+
 * one :class:`~asrhub.transports.relay.Relay` per connection: hub sessions with the same
   pipeline, engines, limits and metrics (transport ``deepgram``) as ``/v1/stream``; the socket
   loop awaits each audio frame's ``feed`` (backpressure reaches the client's TCP stream);
@@ -58,7 +64,6 @@ from asrhub.frames import (
     FinalTranscript,
     PartialTranscript,
     SessionClosed,
-    SpeechEnded,
     SpeechStarted,
     Word,
 )
@@ -137,7 +142,8 @@ class LiveStream:
         self.sha256 = hashlib.sha256()
         self.relay: Relay
         self.finalizing = False
-        self.speech_end: float | None = None
+        self.word_end: float | None = None
+        """The end of the last finalized word (stream seconds) while its ``UtteranceEnd`` is due."""
         self.last_t = 0.0
         self.ended = False
         self._lock = asyncio.Lock()
@@ -186,14 +192,12 @@ class LiveStream:
             start, end = event.start + offset, event.end + offset
             self.last_t = max(self.last_t, end)
             await self.send(self.results(event.text.strip(), start, end, event.words, offset, final=True))
-            if self.options.utterance_end_ms is not None and self.speech_end is not None:
-                if end <= self.speech_end + 1.0:
-                    last = event.words[-1].end + offset if event.words else end
-                    self.speech_end = None
-                    await self.send(
-                        {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": round(last, 3)}
-                    )
+            if self.options.utterance_end_ms is not None and event.text.strip():
+                self.word_end = event.words[-1].end + offset if event.words else end
+                await self.utterance_end()
         elif isinstance(event, PartialTranscript):
+            if event.text.strip() and (self.word_end is None or event.end + offset > self.word_end):
+                self.word_end = None  # words go on: no gap yet
             if self.options.interim_results:
                 start, end = event.start + offset, event.end + offset
                 await self.send(self.results(event.text.strip(), start, end, None, offset, final=False))
@@ -202,14 +206,23 @@ class LiveStream:
                 await self.send(
                     {"type": "SpeechStarted", "channel": [0, 1], "timestamp": round(event.t + offset, 3)}
                 )
-        elif isinstance(event, SpeechEnded):
-            self.speech_end = event.t + offset
         elif isinstance(event, ErrorEvent):
             await self.send({"type": "Error", "variant": event.code, "description": event.message})
             if event.fatal:
                 await self.end(event.code)
         elif isinstance(event, SessionClosed) and not self.relay.flushing:
             await self.end(None if event.reason == "end" else event.reason)
+
+    async def utterance_end(self) -> None:
+        """``UtteranceEnd`` once the stream has run ``utterance_end_ms`` past the last finalized
+        word with no word since (the hosted API's own timer, on stream time: checked when a
+        final arrives and after each audio frame)."""
+        ms = self.options.utterance_end_ms
+        if ms is None or self.word_end is None:
+            return
+        if not self.relay.bytes_per_second or self.relay.position >= self.word_end + ms / 1000:
+            last, self.word_end = self.word_end, None
+            await self.send({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": round(last, 3)})
 
     async def end(self, code: str | None) -> None:
         """Metadata, then close (once)."""
@@ -301,6 +314,7 @@ class LiveStream:
             if exc.fatal:
                 await self.end(exc.code)
                 return False
+        await self.utterance_end()
         return True
 
 

@@ -15,8 +15,12 @@ Deepgram parameter     hub
 ``sample_rate``        ``audio.sample_rate`` (raw encodings; default 16000, 8000 for G.711)
 ``channels``           ``audio.channels`` (mixed to mono; ``multichannel=true`` → 400)
 ``interim_results``    partials on, sent as ``Results`` with ``is_final: false``
-``endpointing``        ``false`` → VAD off (fixed windows); N ms → ``vad.silence_ms`` (50…10000)
-``utterance_end_ms``   ``UtteranceEnd`` after each utterance the VAD closed
+``endpointing``        ``false`` → VAD off (fixed windows); N ms → silence endpointing,
+                       ``vad.silence_ms`` (50…10000), ``turn_detection.type = "silence"``;
+                       absent → the hub's default turn detection (semantic where the
+                       operator made it the default)
+``utterance_end_ms``   ``UtteranceEnd`` after a gap that long after the last finalized word
+                       (its own timer on stream time, as the hosted API); 0…60000
 ``vad_events``         ``SpeechStarted`` messages
 ``keyterm``,           the session's ``keyterms`` (a keyword's ``:boost`` is dropped);
 ``keywords``           ``Configure`` ``keyterms`` replace them mid-stream
@@ -124,6 +128,8 @@ class ListenOptions:
             "keyterms": list(self.keyterms),
             "vad": {"enabled": self.vad} | ({"silence_ms": self.endpointing} if self.endpointing else {}),
         }
+        if self.endpointing:
+            config["turn_detection"] = {"type": "silence"}
         if self.provider is not None:
             config["provider"] = self.provider
         if self.model is not None:

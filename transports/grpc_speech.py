@@ -16,8 +16,10 @@ StreamingRecognize::
 * the answers come from the session through a bounded :class:`~asrhub.session.delivery.EventQueue`
   (superseded partials shed first; a client that cannot take its finals gets
   ``RESOURCE_EXHAUSTED``);
-* ``single_utterance``: at the VAD's first end of speech the hub sends
-  ``END_OF_SINGLE_UTTERANCE``, ends the session (audio after it is read and ignored), sends the
+* ``single_utterance``: at the first end of turn the hub sends ``END_OF_SINGLE_UTTERANCE``
+  (semantic end of turn, eagerness ``auto``, where the hub allows it — ``limits.semantic_turns``
+  —, so a pause inside the command does not cut it; else the VAD's first end of speech),
+  ends the session (audio after it is read and ignored), sends the
   final and ends the call; ``enable_voice_activity_events``: ``SPEECH_ACTIVITY_BEGIN``/``END``;
 * errors: see :data:`STATUS`. An error that ends the session, and ``bad_audio``, end the call
   with that status; an utterance that failed alone (the engine) is reported in-stream in the
@@ -115,10 +117,13 @@ class SpeechService:
         config: speech_v1.RecognitionConfig,
         *,
         interim: bool,
+        single: bool = False,
     ) -> tuple[Session, SpeechOptions]:
         key = await self.identify(context)
         try:
             options = speech_options(self.hub, config, interim=interim)
+            if single and self.hub.limits.semantic_turns:  # one command: end it when it is said
+                options.session["turn_detection"] = {"type": "semantic", "eagerness": "auto"}
             session = await self.hub.open_async(options.session, key=key, transport=TRANSPORT)
         except HubError as exc:
             await self._fail(context, exc)
@@ -171,7 +176,9 @@ class SpeechService:
             )
             return
         streaming = first.streaming_config
-        session, options = await self._open(context, streaming.config, interim=streaming.interim_results)
+        session, options = await self._open(
+            context, streaming.config, interim=streaming.interim_results, single=streaming.single_utterance
+        )
         queue = session.queue(self.hub.limits.subscriber_queue)
         reader = _Reader(session, self.hub.limits.max_frame_bytes)
         reading = asyncio.create_task(reader.run(requests), name="grpc-speech-reader")

@@ -18,7 +18,9 @@ names: the default; else the hub's rule, ``whisper``, ``whisper:base``, ``base``
 ``invalid_value``); ``language``, ``prompt`` as they are; ``keywords`` → the session's key
 terms; ``server_vad`` → the hub VAD (``silence_duration_ms`` → ``silence_ms``,
 ``prefix_padding_ms`` → ``preroll_ms``, ``threshold`` 0…1 → aggressiveness 0…3);
-``semantic_vad`` → the hub VAD with its defaults; ``null`` → VAD off, the client commits;
+``semantic_vad`` (``eagerness`` low | medium | high | auto) → the hub VAD with semantic end of
+turn (``turn_detection.type = "semantic"``, same eagerness); ``null`` → VAD off, the client
+commits;
 ``noise_reduction`` and ``include`` are accepted and not applied.
 """
 
@@ -44,6 +46,9 @@ DEFAULT_TURN_DETECTION = {
     "prefix_padding_ms": 300,
     "silence_duration_ms": 500,
 }
+
+
+EAGERNESS = ("low", "medium", "high", "auto")
 
 
 class ConfigError(HubError):
@@ -80,7 +85,10 @@ class RealtimeConfig:
     def session_config(self) -> dict[str, Any]:
         td = self.turn_detection
         vad: dict[str, Any] = {"enabled": td is not None}
-        if td is not None:
+        turn: dict[str, Any] = {"type": "silence"}
+        if td is not None and td.get("type") == "semantic_vad":
+            turn = {"type": "semantic", "eagerness": td.get("eagerness", "auto")}
+        elif td is not None:
             if td.get("silence_duration_ms") is not None:
                 vad["silence_ms"] = min(max(int(td["silence_duration_ms"]), 50), 10_000)
             if td.get("prefix_padding_ms") is not None:
@@ -94,6 +102,7 @@ class RealtimeConfig:
             "prompt": self.prompt,
             "keyterms": list(self.keyterms),
             "vad": vad,
+            "turn_detection": turn,
             "partials": td is not None,
         }
         if self.provider is not None:
@@ -160,6 +169,15 @@ def _turn_detection(value: Any, param: str) -> dict[str, Any] | None:
             f"{param}.type",
             f"Invalid value: '{kind}'. Supported values are: 'server_vad' and 'semantic_vad'.",
         )
+    if kind == "semantic_vad":
+        eagerness = td.get("eagerness") or "auto"
+        if eagerness not in EAGERNESS:
+            supported = ", ".join(f"'{e}'" for e in EAGERNESS)
+            raise ConfigError(
+                f"{param}.eagerness", f"Invalid value: '{eagerness}'. Supported values are: {supported}."
+            )
+        flags: dict[str, Any] = {k: td[k] for k in ("create_response", "interrupt_response") if k in td}
+        return {"type": "semantic_vad", "eagerness": eagerness, **flags}
     merged = {**DEFAULT_TURN_DETECTION, **{k: v for k, v in td.items() if v is not None}}
     checks = (("threshold", 0.0, 1.0), ("prefix_padding_ms", 0, 10_000), ("silence_duration_ms", 0, 10_000))
     for name, lo, hi in checks:

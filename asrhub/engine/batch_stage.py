@@ -27,7 +27,9 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
   (``voiced_end`` ≤ the speculative segment's ``end``), the decode already under way serves as
   its final — so a VAD-endpointed final costs about max(hangover, inference), not their sum.
   When speech resumed (or another pause came), the speculative decode is cancelled and its
-  result dropped. Counts per session in ``ctx.early_finals`` (started, used, dropped).
+  result dropped. Counts per session in ``ctx.early_finals`` (started, used, dropped); its
+  ``latest`` is the newest speculative decode's (end, future of its text), which the semantic
+  end of turn reads (``operators/_turn_end.py``).
 * **Live reconfiguration**: a ``session.updated`` frame passing through replaces the config
   (language, task, key terms, model…) used for the utterances that arrive after it.
 * Other frames pass through at once.
@@ -159,6 +161,9 @@ class _Batch:
         task.add_done_callback(_consume)
         self.spec = (seg, task)
         self.counts.started += 1
+        text: asyncio.Future[str | None] = task.get_loop().create_future()
+        task.add_done_callback(lambda t: _publish(t, text))
+        self.counts.latest = (seg.end, text)
 
     def take_speculation(self, final: Segment) -> asyncio.Task[Served] | None:
         """The speculative decode that can serve ``final``, if there is one (else dropped)."""
@@ -214,6 +219,13 @@ class _Batch:
             self.agreement = (seg.segment_id, StablePrefix())
         stable, text = self.agreement[1].update(text)
         return PartialTranscript(seg.segment_id, text, seg.start, seg.end, stable=stable)
+
+
+def _publish(task: asyncio.Task[Served], text: asyncio.Future[str | None]) -> None:
+    """A speculative decode's text, for the semantic end of turn (None: it failed or was dropped)."""
+    if not text.done():
+        ok = not task.cancelled() and task.exception() is None
+        text.set_result(task.result().result.text if ok else None)
 
 
 def _consume(task: asyncio.Task[Served]) -> None:

@@ -289,3 +289,60 @@ async def test_prerecorded_url_fetched_only_when_allowed() -> None:
     text = result.results.channels[0].alternatives[0].transcript
     assert wer(fixture_entry("quick_fox.wav")["text"], text) <= 0.15, text
     assert info.value.status_code == 400 and "404" in info.value.body["err_msg"]  # type: ignore[index]
+
+
+def speech_then_silence(name: str, silence_s: float) -> tuple[bytes, float]:
+    """The fixture's speech (its quiet tail cut) then room tone; where the speech ends (s)."""
+    from tests.audio_utils import room_noise
+
+    x, _ = load_wav(fixture(name))
+    seg = fixture_entry(name)["segments"][0]
+    speech = x[: int(seg["end"] * 16000)]
+    audio = np.concatenate([speech, room_noise(silence_s, seed=5)])
+    return pcm16_bytes(audio), seg["end"]
+
+
+async def test_live_endpointing_and_utterance_end_on_its_own_timer(whisper_server: ServerThread) -> None:
+    """``endpointing=300`` ends the utterance after 300 ms of silence; ``UtteranceEnd`` comes
+    once the audio has gone ``utterance_end_ms`` past the last word — and not when the stream
+    stops sooner (the hosted API's timer, not the VAD's end)."""
+    entry = fixture_entry("quick_fox.wav")
+    for silence_s, expect_end in ((2.0, True), (0.6, False)):
+        data, speech_end = speech_then_silence("quick_fox.wav", silence_s)
+        async with client_for(whisper_server).listen.v1.connect(
+            model="nova-3",
+            encoding="linear16",
+            sample_rate="16000",
+            interim_results="true",
+            endpointing="300",
+            utterance_end_ms="1000",
+        ) as conn:
+            got = Messages()
+            reader = asyncio.create_task(got.read(conn))
+            await stream(conn, data)
+            if expect_end:
+                await got.wait_for(lambda m: getattr(m, "type", None) == "UtteranceEnd")
+            await conn.send_close_stream()
+            await asyncio.wait_for(reader, WAIT)
+        finals = [r for r in got.of("Results") if r.is_final and r.channel.alternatives[0].transcript]
+        assert len(finals) == 1 and finals[0].speech_final, finals
+        assert wer(entry["text"], finals[0].channel.alternatives[0].transcript) <= 0.15
+        ends = got.of("UtteranceEnd")
+        if not expect_end:
+            assert not ends  # 0.6 s of silence after the last word: no 1000 ms gap yet
+            continue
+        (end,) = ends
+        last_word = finals[0].channel.alternatives[0].words[-1].end
+        assert abs(end.last_word_end - last_word) < 0.01 and last_word <= speech_end + 0.3
+        assert got.items.index(end) > got.items.index(finals[0])
+
+
+async def test_live_bad_endpointing_values_are_400(whisper_server: ServerThread) -> None:
+    url = f"ws://127.0.0.1:{whisper_server.port}/v1/listen"
+    async with aiohttp.ClientSession() as http:
+        for params in ({"endpointing": "soon"}, {"utterance_end_ms": "-5"}, {"utterance_end_ms": "x"}):
+            async with http.get(url, params=params, headers={"Authorization": f"Token {KEY}"}) as resp:
+                assert resp.status == 400, params
+                body = await resp.json()
+                name = next(iter(params))
+                assert body["err_code"] == "Bad Request" and name in body["err_msg"], body

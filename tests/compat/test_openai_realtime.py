@@ -199,3 +199,32 @@ async def test_update_mid_utterance_does_not_cut_it(sdk: openai.AsyncOpenAI) -> 
     assert updated.session.audio.input.transcription.keywords == ["Baker"]  # type: ignore[union-attr]
     (item,) = completed(events)
     assert wer(fixture_entry("address_time.wav")["text"], item.transcript) <= 0.15, item.transcript
+
+
+async def test_semantic_vad_keeps_a_paused_sentence_one_item(sdk: openai.AsyncOpenAI) -> None:
+    """``semantic_vad``: a 0.6 s pause inside the sentence does not end the item (``server_vad``
+    with 200 ms of silence would); the echo keeps OpenAI's names. A bad eagerness is refused in
+    OpenAI's shape, naming the field."""
+    from tests.perf.turn_set import build
+
+    (item,) = build(only=("quick_fox#0",))
+    pcm = pcm16_bytes(resample(item.audio, 16000, 24000))
+    semantic = {"type": "semantic_vad", "eagerness": "auto"}
+    session = {**GA_SESSION, "audio": {"input": {**GA_SESSION["audio"]["input"], "turn_detection": semantic}}}  # type: ignore[index]
+    async with sdk.realtime.connect(extra_query={"intent": "transcription"}) as conn:
+        await conn.recv()
+        await conn.session.update(session=session)  # type: ignore[arg-type]
+        updated = await conn.recv()
+        assert updated.type == "session.updated"
+        td = updated.session.audio.input.turn_detection  # type: ignore[union-attr]
+        assert td.type == "semantic_vad" and td.eagerness == "auto"
+        await append(conn, pcm)
+        events = await read_until(conn, lambda ev: bool(completed(ev)))
+        first = completed(events)[0]
+        assert wer(item.text, first.transcript) <= 0.2, first.transcript  # the whole sentence
+        bad = {"type": "semantic_vad", "eagerness": "fast"}
+        wrong = {"type": "transcription", "audio": {"input": {"turn_detection": bad}}}
+        await conn.session.update(session=wrong, event_id="e2")  # type: ignore[arg-type]
+        error = await read_until(conn, lambda ev: ev[-1].type == "error")
+    assert error[-1].error.param == "session.audio.input.turn_detection.eagerness"
+    assert error[-1].error.type == "invalid_request_error" and error[-1].error.event_id == "e2"

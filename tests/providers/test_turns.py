@@ -1,0 +1,186 @@
+"""Semantic end of turn (issue 25): the smart-turn model and the early final's text decide at a
+short pause whether the turn is over. Real faster-whisper tiny.en, the real smart-turn v3.2
+model, real webrtcvad, speech from the turn test set (tests/perf/turn_set.py); nothing faked."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import reactivex
+
+from asrhub.config import Limits, SessionConfig, TurnDetection
+from asrhub.errors import HubError
+from asrhub.frames import AudioChunk, ErrorEvent, Frame, SessionUpdated, SpeechEnded, SpeechPaused
+from asrhub.operators._turn_end import trails_off
+from asrhub.operators.turn_model import TurnModel
+from asrhub.operators.vad_gate import vad_gate
+from asrhub.providers.whisper import WhisperProvider
+from asrhub.settings.schema import Settings
+from asrhub.wiring import build_hub
+from tests.audio_utils import wer
+from tests.perf.turn_set import RATE, Item, build
+
+from .conftest import make_hub, run_session
+
+PAUSED = ("quick_fox#0", "piper#2")  # pauses of 0.6 and 0.8 s
+SHORT = "piper:Yes."
+SEMANTIC = {"language": "en", "partials": False, "turn_detection": {"type": "semantic"}}
+SHORT_SILENCE = {
+    "language": "en",
+    "partials": False,
+    "turn_detection": {"type": "silence"},
+    "vad": {"silence_ms": 200},
+}
+
+
+@pytest.fixture(scope="module")
+def items() -> Iterator[dict[str, Item]]:
+    yield {i.name: i for i in build(only=(*PAUSED, SHORT))}
+
+
+def finals(events: list[object]) -> list[str]:
+    assert not [e for e in events if isinstance(e, ErrorEvent)], events
+    return [e.text for e in events if type(e).__name__ == "FinalTranscript" and e.text.strip()]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("name", PAUSED)
+async def test_semantic_keeps_a_paused_sentence_whole_where_silence_cuts_it(
+    whisper: WhisperProvider, items: dict[str, Item], name: str
+) -> None:
+    item = items[name]
+    assert 0.4 <= item.pause_s <= 0.8
+    hub = make_hub({"whisper": whisper})
+    cut = finals(await run_session(hub, item.audio, SHORT_SILENCE))
+    assert len(cut) == 2, cut  # the same short hangover without the turn model: two finals
+    whole = finals(await run_session(hub, item.audio, SEMANTIC))
+    assert len(whole) == 1, whole
+    assert wer(item.text, whole[0]) <= 0.2, whole
+
+
+def gate_ends(item: Item, turn: TurnDetection, model: TurnModel | None, silence_ms: int = 500) -> list[float]:
+    """Where ``vad_gate`` decided each end of speech: the stream time of the audio it had passed
+    on when it emitted ``SpeechEnded`` (inline, no loop: the model's verdict alone)."""
+    chunks = [
+        AudioChunk(item.audio[i : i + 1600], RATE, i / RATE, n)
+        for n, i in enumerate(range(0, len(item.audio), 1600))
+    ]
+    out: list[Frame] = []
+    gate = vad_gate(silence_ms=silence_ms, turn=turn, turn_model=model)
+    reactivex.from_iterable(chunks).pipe(gate).subscribe(out.append)
+    ends, passed = [], 0.0
+    for frame in out:
+        if isinstance(frame, AudioChunk):
+            passed = frame.end
+        elif isinstance(frame, SpeechEnded):
+            ends.append(passed)
+    assert any(isinstance(f, SpeechPaused) for f in out) or turn.type == "silence"
+    return ends
+
+
+def test_a_complete_short_turn_ends_after_the_short_silence(items: dict[str, Item]) -> None:
+    item, model = items[SHORT], TurnModel()
+    (semantic,) = gate_ends(item, TurnDetection(type="semantic", eagerness="medium"), model)
+    (silence,) = gate_ends(item, TurnDetection(type="silence"), model)
+    # 200 ms counted + webrtcvad's own hangover (≤ 160 ms) + the 100 ms chunk it fell in
+    assert semantic - item.speech_end <= 0.2 + 0.16 + 0.1 + 0.02, semantic - item.speech_end
+    assert silence - semantic >= 0.2  # 500 ms of silence instead of 200 (100 ms chunks)
+    (high,) = gate_ends(item, TurnDetection(type="semantic", eagerness="high"), model)
+    assert high < semantic
+
+
+class FakeBrokenTurnModel(TurnModel):
+    """A turn model that fails (the fault: a broken model file, an ONNX Runtime error)."""
+
+    def probability(self, samples: object) -> float:
+        raise RuntimeError("onnxruntime: bad model")
+
+
+def test_a_failing_model_counts_as_unfinished_and_the_long_silence_ends_the_turn(
+    items: dict[str, Item],
+) -> None:
+    item = items[SHORT]
+    for eagerness, long_s in (("medium", 2.0), ("high", 1.0)):
+        (end,) = gate_ends(item, TurnDetection(type="semantic", eagerness=eagerness), FakeBrokenTurnModel())
+        assert long_s <= end - item.speech_end <= long_s + 0.16 + 0.1 + 0.02, (eagerness, end)
+
+
+async def test_semantic_turns_off_refuses_a_semantic_session() -> None:
+    hub = build_hub(Settings(default_provider="none", limits=Limits(semantic_turns=False)))
+    with pytest.raises(HubError) as err:
+        hub.open({"turn_detection": {"type": "semantic"}})
+    assert err.value.code == "bad_message" and "semantic_turns" in err.value.message
+    session = hub.open({"turn_detection": {"type": "silence"}})
+    assert session.config.turn_detection == TurnDetection(type="silence")
+    session.close()
+
+
+async def test_bad_turn_detection_is_refused_with_the_path() -> None:
+    hub = build_hub(Settings(default_provider="none", limits=Limits(semantic_turns=False)))
+    for bad, path in (
+        ({"type": "smart"}, "$.turn_detection.type"),
+        ({"type": "semantic", "eagerness": "fast"}, "$.turn_detection.eagerness"),
+        ({"type": "semantic", "patience": 3}, "$.turn_detection"),
+    ):
+        with pytest.raises(HubError) as err:
+            hub.open({"turn_detection": bad})
+        assert err.value.code == "bad_message" and path in err.value.message, err.value.message
+
+
+async def test_a_missing_model_stops_the_start_with_the_set_up_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASRHUB_MODEL_DIR", str(tmp_path))
+    hub = build_hub(Settings(default_provider="none"))
+    with pytest.raises(HubError) as err:
+        await hub.start()
+    assert "scripts/setup.sh" in err.value.message and "smart-turn" in err.value.message
+    quiet = build_hub(Settings(default_provider="none", limits=Limits(semantic_turns=False)))
+    await quiet.start()  # a hub that does not allow semantic turns does not need the model
+    await quiet.shutdown(1)
+
+
+@pytest.mark.parametrize(
+    ("text", "unfinished"),
+    [
+        ("The quick brown fox jumps over the...", True),
+        ("Volunteers are needed to help with.", True),  # Whisper's full stop at a pause
+        ("We are going to the beach with our", True),
+        ("that will", True),
+        ("Could you please send the report to my-", True),
+        ("Yes.", False),
+        ("Where are you from?", False),
+        ("I will.", False),
+        ("", False),
+    ],
+)
+def test_a_transcript_that_trails_off_is_unfinished(text: str, unfinished: bool) -> None:
+    assert trails_off(text) is unfinished
+
+
+def test_session_update_changes_the_turn_detection_from_the_next_utterance(items: dict[str, Item]) -> None:
+    """A ``session.updated`` to semantic that arrives inside an utterance leaves that one to the
+    500 ms silence; the next one ends after the short silence."""
+    item, model = items[SHORT], TurnModel()
+    one = item.audio
+    audio = np.concatenate([one, one])
+    chunks = [
+        AudioChunk(audio[i : i + 1600], RATE, i / RATE, n) for n, i in enumerate(range(0, len(audio), 1600))
+    ]
+    inside = int(item.speech_end * 10) - 1  # the chunk just before the first "Yes." ends
+    semantic = SessionConfig(turn_detection=TurnDetection(type="semantic"))
+    frames: list[Frame] = [*chunks[:inside], SessionUpdated(config={}, settings=semantic), *chunks[inside:]]
+    out: list[Frame] = []
+    reactivex.from_iterable(frames).pipe(vad_gate(turn=TurnDetection(), turn_model=model)).subscribe(
+        out.append
+    )
+    ends, passed = [], 0.0
+    for frame in out:
+        if isinstance(frame, AudioChunk):
+            passed = frame.end
+        elif isinstance(frame, SpeechEnded):
+            ends.append(passed)
+    first, second = ends[0] - item.speech_end, ends[1] - (len(one) / RATE + item.speech_end)
+    assert first >= 0.5 and second <= 0.2 + 0.16 + 0.1 + 0.02, (first, second)
