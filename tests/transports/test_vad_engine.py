@@ -113,11 +113,12 @@ async def test_silero_default_without_the_model_stops_the_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ASRHUB_MODEL_DIR", str(tmp_path))
-    hub = build_hub(make_settings(provider="none", vad=VadSettings(engine="silero")))
+    no_turns = {"semantic_turns": False}  # the empty model dir has no smart-turn model either
+    hub = build_hub(make_settings(provider="none", vad=VadSettings(engine="silero"), limits=no_turns))
     with pytest.raises(ProviderUnavailable) as caught:  # `asrhub serve` prints it and exits 1
         await hub.start()
     assert "silero_vad.onnx" in str(caught.value) and "scripts/setup.sh" in str(caught.value)
-    webrtc = build_hub(make_settings(provider="none"))
+    webrtc = build_hub(make_settings(provider="none", limits=no_turns))
     await webrtc.start()  # a webrtc hub starts; a session asking for Silero is refused
     with pytest.raises(HubError) as refused:
         webrtc.open({"provider": "none", "vad": {"engine": "silero"}})
