@@ -1,0 +1,84 @@
+"""Jobs that call back, over HTTP: accepting a job (Deepgram ``callback``, ``/v1/transcribe``
+``callback_url``), its status (``GET /v1/jobs/ID``, only to the key that created it), and the
+node's :class:`~asrhub.jobs.queue.JobQueue` for the application's lifetime.
+
+Each protocol registers a runner (:func:`register_runner`): it transcribes a job from its saved
+options and upload and returns the body the synchronous request would have answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from asrhub.errors import HubError
+from asrhub.hub import Hub
+from asrhub.jobs.delivery import Callback
+from asrhub.jobs.queue import Job, JobQueue
+from asrhub.jobs.signing import key_secret
+from asrhub.jobs.targets import Allow, check_target
+from asrhub.protocol import encode_json
+
+from .common import HUB, KEY_ID, SETTINGS, HTTPHubError
+
+JobRunner = Callable[[Hub, Job], Awaitable[tuple[bytes, str | None]]]
+RUNNERS = web.AppKey("job_runners", dict[str, JobRunner])
+JOBS = web.AppKey("jobs", JobQueue)
+METHODS = ("POST", "PUT")
+
+
+def register_runner(app: web.Application, kind: str, runner: JobRunner) -> None:
+    app.setdefault(RUNNERS, {})[kind] = runner
+
+
+async def accept(
+    request: web.Request,
+    kind: str,
+    params: dict[str, list[str]],
+    data: bytes,
+    url: str,
+    method: str | None,
+    *,
+    job_id: str | None = None,
+) -> Job:
+    """Check the callback and admit the job (``bad_message``: a refused URL or method, no
+    ``jobs.callback_secret``; ``capacity``: the queue is full)."""
+    settings = request.app[SETTINGS].jobs
+    method = (method or "POST").upper()
+    if method not in METHODS:
+        raise HubError("bad_message", f"callback_method={method!r}: expected POST or PUT")
+    if not settings.callback_secret:
+        raise HubError("bad_message", "this hub does not call back (jobs.callback_secret is not set)")
+    await check_target(url, Allow(settings.callback_allow))
+    key_id = request.get(KEY_ID)
+    callback = Callback(url=url, method=method, secret=key_secret(settings.callback_secret, key_id))
+    job = Job(kind=kind, params=params, data=data, callback=callback, key_id=key_id)
+    if job_id is not None:
+        job.id = job_id
+    return request.app[JOBS].submit(job)
+
+
+async def status(request: web.Request) -> web.Response:
+    job = request.app[JOBS].get(request.match_info["job_id"], request.get(KEY_ID))
+    if job is None:
+        raise HTTPHubError("bad_message", "no such job", status=404)
+    return web.Response(body=encode_json(job.status()), content_type="application/json")
+
+
+async def _lifetime(app: web.Application) -> AsyncIterator[None]:
+    app[JOBS].start()
+    yield
+    await app[JOBS].close()
+
+
+def setup(app: web.Application) -> None:
+    """After the transports that register runners."""
+
+    async def run(job: Job) -> tuple[bytes, str | None]:
+        return await app[RUNNERS][job.kind](app[HUB], job)
+
+    app.setdefault(RUNNERS, {})
+    app[JOBS] = JobQueue(app[SETTINGS].jobs, run)
+    app.cleanup_ctx.append(_lifetime)
+    app.router.add_get("/v1/jobs/{job_id}", status)
