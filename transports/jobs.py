@@ -15,7 +15,8 @@ from aiohttp import web
 from asrhub.errors import HubError
 from asrhub.hub import Hub
 from asrhub.jobs.delivery import Callback
-from asrhub.jobs.queue import Job, JobQueue
+from asrhub.jobs.queue import Job, JobQueue, Jobs
+from asrhub.jobs.redis_jobs import RedisJobs
 from asrhub.jobs.signing import key_secret
 from asrhub.jobs.targets import Allow, check_target
 from asrhub.protocol import encode_json
@@ -24,7 +25,7 @@ from .common import HUB, KEY_ID, SETTINGS, HTTPHubError
 
 JobRunner = Callable[[Hub, Job], Awaitable[tuple[bytes, str | None]]]
 RUNNERS = web.AppKey("job_runners", dict[str, JobRunner])
-JOBS = web.AppKey("jobs", JobQueue)
+JOBS = web.AppKey("jobs", Jobs)
 METHODS = ("POST", "PUT")
 
 
@@ -56,14 +57,14 @@ async def accept(
     job = Job(kind=kind, params=params, data=data, callback=callback, key_id=key_id)
     if job_id is not None:
         job.id = job_id
-    return request.app[JOBS].submit(job)
+    return await request.app[JOBS].submit(job)
 
 
 async def status(request: web.Request) -> web.Response:
-    job = request.app[JOBS].get(request.match_info["job_id"], request.get(KEY_ID))
-    if job is None:
+    found = await request.app[JOBS].status(request.match_info["job_id"], request.get(KEY_ID))
+    if found is None:
         raise HTTPHubError("bad_message", "no such job", status=404)
-    return web.Response(body=encode_json(job.status()), content_type="application/json")
+    return web.Response(body=encode_json(found), content_type="application/json")
 
 
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
@@ -79,6 +80,10 @@ def setup(app: web.Application) -> None:
         return await app[RUNNERS][job.kind](app[HUB], job)
 
     app.setdefault(RUNNERS, {})
-    app[JOBS] = JobQueue(app[SETTINGS].jobs, run)
+    cluster = app[HUB].cluster
+    if cluster is None:
+        app[JOBS] = JobQueue(app[SETTINGS].jobs, run)
+    else:  # jobs live in Redis: any node runs them, a dead node's are run again
+        app[JOBS] = RedisJobs(cluster, app[SETTINGS].jobs, run)
     app.cleanup_ctx.append(_lifetime)
     app.router.add_get("/v1/jobs/{job_id}", status)

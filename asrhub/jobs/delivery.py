@@ -93,32 +93,30 @@ class Deliverer:
             return False, f"{type(exc).__name__}: {exc}"[:300]
 
     async def deliver(
-        self,
-        job_id: str,
-        callback: Callback,
-        body: bytes,
-        *,
-        attempts_done: int = 0,
-        on_attempt: Callable[[int, str], Awaitable[None]] | None = None,
-    ) -> tuple[bool, int, str]:
-        """Attempts until one succeeds or the bounds are reached: (delivered, attempts, last
-        outcome). ``attempts_done``: attempts an earlier node made (a job taken over)."""
+        self, job_id: str, callback: Callback, body: bytes, begin: Callable[[], Awaitable[int | None]]
+    ) -> tuple[bool | None, int, str]:
+        """Attempts until one succeeds or the bounds are reached: (delivered — None when
+        ``begin`` stopped it —, the last attempt's number, its outcome). ``begin()`` before each
+        attempt gives its number (counted where the job lives: a job taken over by another node
+        goes on counting) or None: do not post (the job was delivered, or is no longer ours)."""
         settings = self.settings
         deadline = time.monotonic() + settings.deliver_within_s
-        number, outcome = attempts_done, "not attempted"
-        while number < settings.max_attempts:
-            number += 1
+        number, outcome = 0, "not attempted"
+        while True:
+            began = await begin()
+            if began is None:
+                return None, number, "stopped"
+            number = began
+            if number > settings.max_attempts:
+                return False, number - 1, outcome
             try:
                 ok, outcome = await self.attempt(job_id, callback, body, number)
             except RefusedTarget as exc:
                 return False, number, str(exc)
-            if on_attempt is not None:
-                await on_attempt(number, outcome)
             if ok:
                 return True, number, outcome
             log.info("callback attempt failed", job=job_id, attempt=number, outcome=outcome)
             wait = backoff(number, settings)
             if number >= settings.max_attempts or time.monotonic() + wait > deadline:
-                break
+                return False, number, outcome
             await asyncio.sleep(wait)
-        return False, number, outcome

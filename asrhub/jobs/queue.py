@@ -19,7 +19,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from asrhub.errors import HubError
 from asrhub.logging import get_logger
@@ -66,6 +66,21 @@ Runner = Callable[[Job], Awaitable[tuple[bytes, str | None]]]
 the error message or None)."""
 
 
+class Jobs(Protocol):
+    """A node's job queue: its own (:class:`JobQueue`) or the cluster's
+    (:class:`~asrhub.jobs.redis_jobs.RedisJobs`)."""
+
+    delivered: list[tuple[str, float]]
+
+    def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def submit(self, job: Job) -> Job: ...
+
+    async def status(self, job_id: str, key_id: str | None) -> dict[str, Any] | None: ...
+
+
 class JobQueue:
     def __init__(self, settings: JobsSettings, run: Runner) -> None:
         self.settings = settings
@@ -90,7 +105,7 @@ class JobQueue:
                 await task
         await self.deliverer.close()
 
-    def submit(self, job: Job) -> Job:
+    async def submit(self, job: Job) -> Job:
         size = len(job.data or b"")
         if len(self.jobs) >= self.settings.max_queued:
             raise HubError("capacity", f"{self.settings.max_queued} jobs are waiting or running; retry later")
@@ -101,11 +116,12 @@ class JobQueue:
         self._line.put_nowait(job)
         return job
 
-    def get(self, job_id: str, key_id: str | None) -> Job | None:
-        """A job of the key ``key_id`` (another key's job is as unknown as a missing one)."""
+    async def status(self, job_id: str, key_id: str | None) -> dict[str, Any] | None:
+        """The status of a job of the key ``key_id`` (another key's job is as unknown as a
+        missing one)."""
         self._prune()
         job = self.jobs.get(job_id) or self.finished.get(job_id)
-        return job if job is not None and job.key_id == key_id else None
+        return job.status() if job is not None and job.key_id == key_id else None
 
     def _prune(self) -> None:
         horizon = time.time() - self.settings.keep_s
@@ -145,12 +161,11 @@ class JobQueue:
         ready = time.monotonic()
         job.result_ready = time.time()
 
-        async def counted(number: int, _outcome: str) -> None:
-            job.attempts = number
+        async def begin() -> int:
+            job.attempts += 1
+            return job.attempts
 
-        ok, job.attempts, outcome = await self.deliverer.deliver(
-            job.id, job.callback, body, on_attempt=counted
-        )
+        ok, job.attempts, outcome = await self.deliverer.deliver(job.id, job.callback, body, begin)
         if ok:
             self.delivered = [*self.delivered[-999:], (job.id, time.monotonic() - ready)]
         job.state = "done" if ok and error is None else "failed"

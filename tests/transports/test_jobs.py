@@ -221,9 +221,16 @@ async def test_delivery_checks_the_address_it_connects_to(receiver: Receiver) ->
     """A name accepted earlier that now resolves to loopback: the POST is never made."""
     port = receiver.url.split(":")[2].split("/")[0]
     deliverer = Deliverer(JobsSettings(callback_secret=SECRET))
+    attempts_made = 0
+
+    async def begin() -> int:
+        nonlocal attempts_made
+        attempts_made += 1
+        return attempts_made
+
     try:
         ok, attempts, outcome = await deliverer.deliver(
-            "job-1", Callback(f"http://localhost:{port}/hook", "POST", "s"), b"{}"
+            "job-1", Callback(f"http://localhost:{port}/hook", "POST", "s"), b"{}", begin
         )
     finally:
         await deliverer.close()
