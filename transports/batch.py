@@ -224,11 +224,13 @@ async def transcribe(request: web.Request) -> web.Response:
     return web.Response(body=encode_json(body), content_type="application/json")
 
 
-async def _run_job(hub: Hub, job: Job) -> tuple[bytes, str | None]:
+async def _run_job(hub: Hub, job: Job, last: bool) -> tuple[bytes, str | None]:
     """An upload with ``callback_url``: the synchronous answer, or the hub's error event."""
     try:
         return encode_json(await _answer(hub, Upload(data=job.data, fields=job.params))), None
     except HubError as exc:
+        if exc.code == "capacity" and not last:
+            raise  # tried again later
         return encode_json({**exc.to_event().to_dict(), "job_id": job.id}), exc.message
 
 

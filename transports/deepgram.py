@@ -427,7 +427,7 @@ async def prerecorded(request: web.Request) -> web.Response:
     )
 
 
-async def _run_job(hub: Hub, job: Job) -> tuple[bytes, str | None]:
+async def _run_job(hub: Hub, job: Job, last: bool) -> tuple[bytes, str | None]:
     """A pre-recorded request with ``callback``: the body the synchronous request would answer
     (an error in Deepgram's error shape)."""
     query = MultiDict((k, v) for k, values in job.params.items() for v in values)
@@ -435,6 +435,8 @@ async def _run_job(hub: Hub, job: Job) -> tuple[bytes, str | None]:
         options = dg.parse(hub, query, _terms(query), query.getall("redact", []))
         return encode_json(await _answer(hub, options, job.data or b"", job.id)), None
     except HubError as exc:
+        if exc.code == "capacity" and not last:
+            raise  # tried again later
         return encode_json(dg.error_body(exc, job.id)), exc.message
 
 

@@ -8,13 +8,14 @@ options and upload and returns the body the synchronous request would have answe
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from asrhub.errors import HubError
 from asrhub.hub import Hub
-from asrhub.jobs.delivery import Callback
+from asrhub.jobs.delivery import Callback, backoff
 from asrhub.jobs.queue import Job, JobQueue, Jobs
 from asrhub.jobs.redis_jobs import RedisJobs
 from asrhub.jobs.signing import key_secret
@@ -23,7 +24,9 @@ from asrhub.protocol import encode_json
 
 from .common import HUB, KEY_ID, SETTINGS, HTTPHubError
 
-JobRunner = Callable[[Hub, Job], Awaitable[tuple[bytes, str | None]]]
+JobRunner = Callable[[Hub, Job, bool], Awaitable[tuple[bytes, str | None]]]
+"""``runner(hub, job, last)``: the callback body and error; unless ``last`` it raises a
+``capacity`` HubError (a full upload line or engine) for the job to be tried again later."""
 RUNNERS = web.AppKey("job_runners", dict[str, JobRunner])
 JOBS = web.AppKey("jobs", Jobs)
 METHODS = ("POST", "PUT")
@@ -77,7 +80,19 @@ def setup(app: web.Application) -> None:
     """After the transports that register runners."""
 
     async def run(job: Job) -> tuple[bytes, str | None]:
-        return await app[RUNNERS][job.kind](app[HUB], job)
+        """A job that meets a full upload line or engine waits and is tried again (the
+        delivery's backoff and ``jobs.max_attempts``) rather than calling back ``capacity``."""
+        settings = app[SETTINGS].jobs
+        runner = app[RUNNERS][job.kind]
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await runner(app[HUB], job, tries >= settings.max_attempts)
+            except HubError as exc:
+                if exc.code != "capacity" or tries >= settings.max_attempts:
+                    raise
+            await asyncio.sleep(backoff(tries, settings))
 
     app.setdefault(RUNNERS, {})
     cluster = app[HUB].cluster

@@ -153,11 +153,12 @@ class JobsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     addresses / CIDR blocks (``10.0.0.0/8``, ``127.0.0.1``). Everything else that resolves to a
     loopback, private, link-local, multicast or reserved address is refused."""
     max_queued: Annotated[int, Meta(ge=1)] = 32
-    """Jobs waiting or running on this node at once; one more is refused with ``capacity``."""
+    """Jobs waiting or running at once (on this node; with a cluster, on every node together);
+    one more is refused with ``capacity``."""
     max_queued_bytes: Annotated[int, Meta(ge=1024)] = 512 << 20
     """Uploaded bytes the waiting jobs hold together (each at most ``server.max_upload_bytes``);
-    a job past it is refused with ``capacity``. In a cluster the same bound holds for the audio
-    kept in Redis."""
+    a job past it is refused with ``capacity``. With a cluster: the audio kept in Redis for
+    every node's waiting jobs."""
     concurrency: Annotated[int, Meta(ge=1, le=64)] = 2
     """Jobs transcribed at once on this node (each then also waits in the upload line,
     ``limits.max_uploads``)."""

@@ -17,6 +17,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import msgspec
 import pytest
 from aiohttp import web
 from deepgram.core.api_error import ApiError
@@ -236,3 +237,31 @@ async def test_delivery_checks_the_address_it_connects_to(receiver: Receiver) ->
         await deliverer.close()
     assert not ok and attempts == 1 and "not a public address" in outcome
     assert receiver.calls == []
+
+
+async def test_a_full_upload_line_delays_a_job_rather_than_failing_it(receiver: Receiver) -> None:
+    """One upload at a time and no wait in line: of two jobs run at once one meets ``capacity``
+    and is tried again after a backoff, so both callbacks carry a transcript (before the retry,
+    one carried the ``capacity`` error)."""
+    jobs = msgspec.structs.replace(
+        JOBS, concurrency=2, max_queued=4, max_attempts=30, retry_base_s=0.5, retry_max_s=2.0
+    )
+    settings = make_settings(jobs=jobs, limits={"max_uploads": 1, "upload_wait_s": 0.0})
+    form = aiohttp.FormData()
+    audio = fixture("quick_fox.wav").read_bytes()
+    with ServerThread(settings) as hub:
+        async with aiohttp.ClientSession(headers=AUTH) as http:
+            ids = []
+            for _ in range(3):
+                form = aiohttp.FormData()
+                form.add_field("file", audio, filename="fox.wav")
+                form.add_field("callback_url", receiver.url)
+                async with http.post(f"{hub.http}/v1/transcribe", data=form) as resp:
+                    assert resp.status == 202, await resp.text()
+                    ids.append((await resp.json())["job_id"])
+        calls = await receiver.wait_calls(3)
+        for job_id in ids:
+            status = await settled(hub, job_id)
+            assert status["status"] == "done", status["error"]
+    answers = [json.loads(body) for _, body in calls]
+    assert all("fox" in a.get("text", "").lower() for a in answers), answers
