@@ -64,6 +64,7 @@ class Receiver:
 
     url: str = ""
     calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
     fail_first: bool = False
     hold: asyncio.Event | None = None
     arrived: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -72,6 +73,7 @@ class Receiver:
         body = await request.read()
         async with self.arrived:
             self.calls.append((dict(request.headers), body))
+            self.methods.append(request.method)
             self.arrived.notify_all()
         if self.hold is not None:
             await self.hold.wait()
@@ -137,6 +139,7 @@ async def test_deepgram_sdk_callback_gets_accepted_then_the_signed_answer(
             model="nova-3",
             smart_format=True,
             callback=receiver.url,
+            callback_method="PUT",
         )
     assert isinstance(accepted, ListenV1AcceptedResponse), accepted
     (headers, body), *more = await receiver.wait_calls(1)
@@ -150,7 +153,7 @@ async def test_deepgram_sdk_callback_gets_accepted_then_the_signed_answer(
     assert headers["Idempotency-Key"] == headers["X-Asrhub-Job-Id"] == accepted.request_id
     done = await settled(server, accepted.request_id)
     assert done["status"] == "done" and done["attempts"] == 1, done
-    assert not more
+    assert not more and receiver.methods == ["PUT"]
     status, _ = await job_status(server, accepted.request_id, key=OTHER_KEY)
     assert status == 404  # only the key that created it
 
