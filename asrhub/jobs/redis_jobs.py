@@ -212,7 +212,11 @@ class RedisJobs:
         return job
 
     async def status(self, job_id: str, key_id: str | None) -> dict[str, Any] | None:
-        raw = await self.call(self.redis.hgetall(self.key("job", job_id)))
+        try:
+            raw = await self.call(self.redis.hgetall(self.key("job", job_id)))
+        except Exception as exc:
+            log.warning("job store unavailable", error=repr(exc))
+            raise HubError("capacity", "the job store (Redis) is unavailable; retry later") from None
         fields = {_text(k): _text(v) for k, v in raw.items()}
         if not fields or fields.get("key", "") != (key_id or ""):
             return None

@@ -209,14 +209,21 @@ async def test_loopback_targets_are_refused_unless_allowed(server: ServerThread)
             )
     assert refused.value.status_code == 400 and "public" in json.dumps(refused.value.body)
     for url in (
-        "http://localhost:9/",
+        "http://localhost:9/",  # a name that resolves to 127.0.0.1
         "http://10.1.2.3/",
         "http://[::1]/",
-        "http://169.254.169.254/",
-        "ftp://x/",
+        "http://[::ffff:127.0.0.1]/",  # IPv4-mapped loopback
+        "http://169.254.169.254/",  # link-local: cloud metadata
+        "http://0.0.0.0/",
+        "http://224.0.0.1/",  # multicast
+        "http://100.64.0.1/",  # shared address space
+        "http://user:pw@93.184.216.34/",  # user info
+        "ftp://93.184.216.34/",
+        "http://" + "a" * 3000 + ".com/",
     ):
         with pytest.raises(HubError):
             await check_target(url, Allow(()))
+    await check_target("http://93.184.216.34:8443/hook", Allow(()))  # a public address literal
     await check_target("http://localhost:9/", Allow(("localhost",)))
     await check_target("http://127.0.0.5:9/", Allow(("127.0.0.0/8",)))
 
