@@ -23,6 +23,7 @@ from asrhub.jobs.targets import Allow, check_target
 from asrhub.protocol import encode_json
 
 from .common import HUB, KEY_ID, SETTINGS, HTTPHubError
+from .worker_routes import PEERS
 
 JobRunner = Callable[[Hub, Job, bool], Awaitable[tuple[bytes, str | None]]]
 """``runner(hub, job, last)``: the callback body and error; unless ``last`` it raises a
@@ -60,6 +61,9 @@ async def accept(
     job = Job(kind=kind, params=params, data=data, callback=callback, key_id=key_id)
     if job_id is not None:
         job.id = job_id
+    peers = request.app.get(PEERS)
+    if peers is not None and request.app[HUB].cluster is None:  # its status is in this worker
+        job.id = peers.tagged(job.id)
     return await request.app[JOBS].submit(job)
 
 

@@ -108,3 +108,41 @@ async def test_a_node_killed_mid_job_is_replaced_and_the_callback_arrives_once(
     finally:
         if second.proc.poll() is None:
             second.proc.send_signal(signal.SIGCONT)
+
+
+async def test_without_a_cluster_a_jobs_status_reaches_the_worker_that_holds_it(receiver: Receiver) -> None:
+    """``asrhub serve --workers 2`` without Redis: each worker holds its own jobs; a status
+    request on a new connection reaches either worker and is forwarded to the owner (before,
+    about half of them were 404)."""
+    env = {
+        "ASRHUB_API_KEYS": KEY,
+        "ASRHUB_JOBS__CALLBACK_SECRET": SECRET,
+        "ASRHUB_JOBS__CALLBACK_ALLOW": "127.0.0.1",
+        "ASRHUB_METRICS__OPERATOR_SAMPLE": "0",
+    }
+    node = Node("jobs-workers", env, ("--workers", "2"))
+    try:
+        start_nodes([node])
+        ids = []
+        for _ in range(2):
+            form = aiohttp.FormData()
+            form.add_field("file", fixture("quick_fox.wav").read_bytes(), filename="fox.wav")
+            form.add_field("callback_url", receiver.url)
+            async with (
+                aiohttp.ClientSession(headers=AUTH) as http,
+                http.post(f"{node.url}/v1/transcribe", data=form) as resp,
+            ):
+                assert resp.status == 202, await resp.text()
+                ids.append((await resp.json())["job_id"])
+        await receiver.wait_calls(2)
+        for job_id in ids:
+            for _ in range(8):  # each on a new connection: the kernel picks the worker
+                connector = aiohttp.TCPConnector(force_close=True)
+                async with (
+                    aiohttp.ClientSession(headers=AUTH, connector=connector) as http,
+                    http.get(f"{node.url}/v1/jobs/{job_id}") as resp,
+                ):
+                    assert resp.status == 200, (job_id, await resp.text())
+                    assert (await resp.json())["id"] == job_id
+    finally:
+        node.close()
