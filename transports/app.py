@@ -37,6 +37,7 @@ from . import (
     batch,
     deepgram,
     health,
+    jobs,
     listeners,
     openai_api,
     openai_realtime,
@@ -88,6 +89,7 @@ def create_app(
     deepgram.setup(app)
     openai_realtime.setup(app)
     socketio.setup(app)
+    jobs.setup(app)  # after the transports that register job runners
     listeners.setup(app, wake_words=wake_words, reuse_port=reuse_port)
     static.setup(app, web_dir)  # last: its catch-all route takes what no other transport did
     return app

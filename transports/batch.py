@@ -11,6 +11,9 @@ The answer::
     {"text": "…", "segments": [transcript.final, …], "provider": "whisper",
      "language": "en", "duration": 3.24}
 
+With ``callback_url`` (and ``callback_method``): 202 ``{"job_id", "status", "status_url"}`` at
+once, the answer POSTed to the URL later, signed (:mod:`~asrhub.transports.jobs`).
+
 Shared with the OpenAI-compatible endpoint: :func:`read_upload` (size-capped, 413
 ``too_large`` past ``server.max_upload_bytes``, every byte counted, fields capped) and
 :func:`transcribe_upload` (in the hub's upload line, decode off the event loop, then
@@ -35,10 +38,12 @@ from asrhub.errors import AudioTooLong, HubError
 from asrhub.format import format_file
 from asrhub.frames import TARGET_RATE, Samples
 from asrhub.hub import Hub
+from asrhub.jobs.queue import Job
 from asrhub.plugin import PoolFull, Transcription
 from asrhub.protocol import encode_json
 
 from .common import HUB, SETTINGS, read_limited
+from .jobs import accept, register_runner
 
 MAX_SPEAKER_BOUND = 32
 """The largest ``min_speakers`` / ``max_speakers`` a request may name."""
@@ -233,8 +238,34 @@ def diarize_options(diarize: bool, min_value: str | None, max_value: str | None)
 
 
 async def transcribe(request: web.Request) -> web.Response:
-    hub = request.app[HUB]
+    """The answer, or with ``callback_url`` 202 ``{"job_id", "status", "status_url"}`` at once
+    and the same answer POSTed to the URL later (:mod:`~asrhub.transports.jobs`)."""
     upload = await read_upload(request)
+    assert upload.data is not None
+    callback = upload.get("callback_url")
+    if callback:
+        format_of(upload)  # bad options are refused now, not in the callback
+        params = {k: v for k, v in upload.fields.items() if k not in ("callback_url", "callback_method")}
+        job = await accept(
+            request, "transcribe", params, upload.data, callback, upload.get("callback_method")
+        )
+        body = {"job_id": job.id, "status": job.state, "status_url": f"/v1/jobs/{job.id}"}
+        return web.json_response(body, status=202)
+    body = await _answer(request.app[HUB], upload)
+    return web.Response(body=encode_json(body), content_type="application/json")
+
+
+async def _run_job(hub: Hub, job: Job, last: bool) -> tuple[bytes, str | None]:
+    """An upload with ``callback_url``: the synchronous answer, or the hub's error event."""
+    try:
+        return encode_json(await _answer(hub, Upload(data=job.data, fields=job.params))), None
+    except HubError as exc:
+        if exc.code == "capacity" and not last:
+            raise  # tried again later
+        return encode_json({**exc.to_event().to_dict(), "job_id": job.id}), exc.message
+
+
+async def _answer(hub: Hub, upload: Upload) -> dict[str, Any]:
     assert upload.data is not None
     formatting = format_of(upload)
     provider, model = upload.get("provider") or None, upload.get("model") or None
@@ -265,8 +296,9 @@ async def transcribe(request: web.Request) -> web.Response:
     }
     if result.language_probability is not None:
         body["language_probability"] = result.language_probability
-    return web.Response(body=encode_json(body), content_type="application/json")
+    return body
 
 
 def setup(app: web.Application) -> None:
     app.router.add_post("/v1/transcribe", transcribe)
+    register_runner(app, "transcribe", _run_job)

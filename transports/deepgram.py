@@ -54,6 +54,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
+from multidict import MultiDict, MultiMapping
 
 from asrhub.engine.finals import pieces
 from asrhub.errors import HubError
@@ -67,6 +68,8 @@ from asrhub.frames import (
     SpeechStarted,
     Word,
 )
+from asrhub.hub import Hub
+from asrhub.jobs.queue import Job
 from asrhub.plugin import Transcription
 from asrhub.protocol import encode_json
 
@@ -86,6 +89,7 @@ from .common import (
 from .deepgram_paragraphs import paragraphs
 from .door import DOOR, register_refusal, status_of
 from .g711 import to_pcm16
+from .jobs import accept, register_runner
 from .json_input import load, load_object
 from .relay import Relay
 from .stream_socket import StreamSocket
@@ -118,13 +122,13 @@ def refusal(_request: web.Request, error: HubError, status: int) -> web.StreamRe
     return error_response(error, str(uuid.uuid4()), status)
 
 
-def _query_terms(request: web.Request) -> list[str]:
-    return [*request.query.getall("keyterm", []), *request.query.getall("keywords", [])]
+def _terms(query: MultiMapping[str]) -> list[str]:
+    return [*query.getall("keyterm", []), *query.getall("keywords", [])]
 
 
 def _parse(request: web.Request) -> dg.ListenOptions:
     query = request.query
-    return dg.parse(request.app[HUB], query, _query_terms(request), query.getall("redact", []))
+    return dg.parse(request.app[HUB], query, _terms(query), query.getall("redact", []))
 
 
 class LiveStream:
@@ -401,6 +405,8 @@ async def live(request: web.Request) -> web.StreamResponse:
 
 
 async def prerecorded(request: web.Request) -> web.Response:
+    """The synchronous answer, or with ``callback=URL`` 202 ``{"request_id"}`` at once and the
+    same answer POSTed to the URL later (:mod:`~asrhub.transports.jobs`)."""
     hub, settings = request.app[HUB], request.app[SETTINGS]
     request_id = str(uuid.uuid4())
     try:
@@ -412,23 +418,58 @@ async def prerecorded(request: web.Request) -> web.Response:
             data = await read_limited(request, limit, "the audio")
         if not data:
             raise HubError("bad_message", "no audio: send the audio as the request body")
-        sha256 = hashlib.sha256(data).hexdigest()
-        if options.encoding == "pcm_s16le":  # raw PCM: give it the WAV header that names its format
-            data = pcm16_wav(
-                to_pcm16(data, options.g711) if options.g711 else data, options.sample_rate, options.channels
+        callback = request.query.get("callback")
+        if callback:
+            params = {
+                k: request.query.getall(k) for k in request.query if k not in ("callback", "callback_method")
+            }
+            job = await accept(
+                request,
+                "deepgram",
+                params,
+                data,
+                callback,
+                request.query.get("callback_method"),
+                job_id=request_id,
             )
-        name, result, duration = await transcribe_upload(
-            hub,
-            data,
-            provider=options.provider,
-            language=options.language,
-            prompt=None,
-            **({"model": options.model} if options.model else {}),
-            **({"keyterms": options.keyterms} if options.keyterms else {}),
-            **({"diarize": True} if options.diarize else {}),
-        )
+            return web.json_response({"request_id": job.id}, status=202, headers={"dg-request-id": job.id})
+        body = await _answer(hub, options, data, request_id)
     except HubError as exc:
         return error_response(exc, request_id)
+    return web.Response(
+        body=encode_json(body), content_type="application/json", headers={"dg-request-id": request_id}
+    )
+
+
+async def _run_job(hub: Hub, job: Job, last: bool) -> tuple[bytes, str | None]:
+    """A pre-recorded request with ``callback``: the body the synchronous request would answer
+    (an error in Deepgram's error shape)."""
+    query = MultiDict((k, v) for k, values in job.params.items() for v in values)
+    try:
+        options = dg.parse(hub, query, _terms(query), query.getall("redact", []))
+        return encode_json(await _answer(hub, options, job.data or b"", job.id)), None
+    except HubError as exc:
+        if exc.code == "capacity" and not last:
+            raise  # tried again later
+        return encode_json(dg.error_body(exc, job.id)), exc.message
+
+
+async def _answer(hub: Hub, options: dg.ListenOptions, data: bytes, request_id: str) -> dict[str, Any]:
+    sha256 = hashlib.sha256(data).hexdigest()
+    if options.encoding == "pcm_s16le":  # raw PCM: give it the WAV header that names its format
+        data = pcm16_wav(
+            to_pcm16(data, options.g711) if options.g711 else data, options.sample_rate, options.channels
+        )
+    name, result, duration = await transcribe_upload(
+        hub,
+        data,
+        provider=options.provider,
+        language=options.language,
+        prompt=None,
+        **({"model": options.model} if options.model else {}),
+        **({"keyterms": options.keyterms} if options.keyterms else {}),
+        **({"diarize": True} if options.diarize else {}),
+    )
     result = await format_file(result, options.format, options.language)
     uid = dg.model_uuid(name)
     alternative: dict[str, Any] = {
@@ -443,7 +484,7 @@ async def prerecorded(request: web.Request) -> web.Response:
         results["channels"][0]["detected_language"] = result.language
     if options.utterances:
         results["utterances"] = _utterances(result, duration, options.utt_split, request_id)
-    body = {
+    return {
         "metadata": {
             "transaction_key": "deprecated",
             "request_id": request_id,
@@ -456,9 +497,6 @@ async def prerecorded(request: web.Request) -> web.Response:
         },
         "results": results,
     }
-    return web.Response(
-        body=encode_json(body), content_type="application/json", headers={"dg-request-id": request_id}
-    )
 
 
 async def fetch_url(request: web.Request, limit: int) -> bytes:
@@ -523,4 +561,5 @@ def _utterances(
 def setup(app: web.Application) -> None:
     add_websocket_route(app, PATH, live)
     app.router.add_post(PATH, prerecorded)
+    register_runner(app, "deepgram", _run_job)
     register_refusal(app, PATH, refusal)

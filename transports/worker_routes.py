@@ -4,17 +4,19 @@ kernel handed its connection to.
 The workers share the public port (SO_REUSEPORT): every new TCP connection goes to any of them.
 A WebSocket carries its whole session on one connection, but an HTTP+SSE session's follow-up
 requests (``/v1/sessions/{id}/audio``, ``/end``, ``/update``, ``/events``, ``DELETE``) and a
-Socket.io long-polling client's requests (``/socket.io/?sid=…``) may each come on a new
-connection — to another worker, which does not have the session.
+Socket.io long-polling client's requests (``/socket.io/?sid=…``) and a job's status
+(``/v1/jobs/{id}``, without a cluster) may each come on a new connection — to another worker,
+which does not have the session.
 
 So each worker also listens on a private loopback port (its supervisor binds one per worker and
 passes every port to every worker: :class:`Peers`), and names what it creates after itself: an
-HTTP session id or an Engine.IO sid ends in ``.w<index>``. A request that names another
-worker's session is forwarded to that worker's private port by :func:`middleware` — the body
-streamed through as it arrives, the response (an event stream too) streamed back as it is
-written, a WebSocket upgrade (Socket.io's, from long-polling) relayed message by message — and
-the owner answers it as if the client had come to it. No Redis needed; the door admitted the
-client at the worker it reached (the owner's private port does not count it again).
+HTTP session id, an Engine.IO sid or a job id (without a cluster) ends in ``.w<index>``. A
+request that names another worker's session is forwarded to that worker's private port by
+:func:`middleware` — the body streamed through as it arrives, the response (an event stream
+too) streamed back as it is written, a WebSocket upgrade (Socket.io's, from long-polling)
+relayed message by message — and the owner answers it as if the client had come to it. No
+Redis needed; the door admitted the client at the worker it reached (the owner's private port
+does not count it again).
 
 A request that names a worker that is gone (restarted: its sessions went with it) gets the
 answer for an unknown session.
@@ -60,6 +62,7 @@ HOP_BY_HOP = frozenset(
 CONNECT_TIMEOUT_S = 5.0
 SESSIONS_PREFIX = "/v1/sessions/"
 SOCKETIO_PREFIX = "/socket.io/"
+JOBS_PREFIX = "/v1/jobs/"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -103,6 +106,8 @@ def named_id(request: web.Request) -> str | None:
         return path[len(SESSIONS_PREFIX) :].partition("/")[0] or None
     if path.startswith(SOCKETIO_PREFIX):
         return request.query.get("sid")
+    if path.startswith(JOBS_PREFIX):  # a job without a cluster lives in the worker that took it
+        return path[len(JOBS_PREFIX) :].partition("/")[0] or None
     return None
 
 

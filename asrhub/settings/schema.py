@@ -156,6 +156,42 @@ class DiarizationSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     label of its cluster, or starts a new speaker)."""
 
 
+class JobsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Jobs that call back: Deepgram pre-recorded ``callback=URL``, ``POST /v1/transcribe``
+    with ``callback_url`` (docs/protocol.md "Jobs that call back", docs/security.md)."""
+
+    callback_secret: str | None = None
+    """Server secret the signing secret of each API key is derived from (HKDF-SHA256, the key's
+    fingerprint as ``info``); the same on every node of a cluster. Unset: a request with a
+    callback is refused with 400 (nothing could be signed)."""
+    callback_allow: tuple[str, ...] = ()
+    """Callback targets allowed although they are not public addresses: host names (exact) or
+    addresses / CIDR blocks (``10.0.0.0/8``, ``127.0.0.1``). Everything else that resolves to a
+    loopback, private, link-local, multicast or reserved address is refused."""
+    max_queued: Annotated[int, Meta(ge=1)] = 32
+    """Jobs waiting or running at once (on this node; with a cluster, on every node together);
+    one more is refused with ``capacity``."""
+    max_queued_bytes: Annotated[int, Meta(ge=1024)] = 512 << 20
+    """Uploaded bytes the waiting jobs hold together (each at most ``server.max_upload_bytes``);
+    a job past it is refused with ``capacity``. With a cluster: the audio kept in Redis for
+    every node's waiting jobs."""
+    concurrency: Annotated[int, Meta(ge=1, le=64)] = 2
+    """Jobs transcribed at once on this node (each then also waits in the upload line,
+    ``limits.max_uploads``)."""
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 6
+    """Callback POSTs of one job at most (the first included)."""
+    retry_base_s: Annotated[float, Meta(gt=0.0)] = 1.0
+    """The first retry waits up to this (full jitter), each next one up to twice as long."""
+    retry_max_s: Annotated[float, Meta(gt=0.0)] = 60.0
+    """Longest wait between two attempts."""
+    deliver_within_s: Annotated[float, Meta(gt=0.0)] = 900.0
+    """No attempt starts later than this after the result was ready: the job is then ``failed``."""
+    timeout_s: Annotated[float, Meta(gt=0.0, le=300.0)] = 15.0
+    """One callback POST (connect, send, read the answer) gives up after this."""
+    keep_s: Annotated[float, Meta(gt=0.0)] = 3600.0
+    """A finished job's status stays readable (``GET /v1/jobs/ID``) this long."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a hub process is started with."""
 
@@ -171,6 +207,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     metrics: MetricsSettings = MetricsSettings()
     cluster: ClusterSettings = ClusterSettings()
     diarization: DiarizationSettings = DiarizationSettings()
+    jobs: JobsSettings = JobsSettings()
     providers: dict[str, dict[str, Any]] = {}
     """Per-provider settings tables, e.g. ``[providers.whisper] model = "…"``."""
 

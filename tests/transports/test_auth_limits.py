@@ -134,6 +134,7 @@ PROTECTED = [
     ("POST", "/v1/audio/transcriptions?stream=true", b"RIFF"),
     ("POST", "/v1/audio/translations", b"RIFF"),
     ("GET", "/v1/models", None),
+    ("GET", "/v1/jobs/abc", None),
     ("POST", "/v1/listen", b"RIFF"),
     ("POST", "/v1/listen?fetch_urls=true", b'{"url": "http://127.0.0.1:1/x.wav"}'),
     ("GET", "/v1/listen", None),
