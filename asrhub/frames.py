@@ -209,12 +209,16 @@ class SessionUpdated(Event):
 class SpeechStarted(Event):
     type: ClassVar[str] = "vad.speech_started"
     t: float
+    channel: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechEnded(Event):
     type: ClassVar[str] = "vad.speech_ended"
     t: float
+    channel: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +236,8 @@ class PartialTranscript(Event):
     text: str
     start: float
     end: float
+    channel: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +252,8 @@ class FinalTranscript(Event):
     words: tuple[Word, ...] | None = field(default=None, metadata={"omit_none": True})
     language_probability: float | None = field(default=None, metadata={"omit_none": True})
     """Extension: present when the engine identified ``language`` (how sure it is, 0–1)."""
+    channel: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +269,8 @@ class ErrorEvent(Event):
     message: str
     fatal: bool = False
     segment_id: int | None = field(default=None, metadata={"omit_none": True})
+    channel: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from asrhub.config import SessionConfig
+from asrhub.config import AudioFormat, SessionConfig
 from asrhub.engine.registry import ProviderRegistry
 from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE
@@ -42,13 +42,35 @@ def build_pipeline(
     ctx: Context, *, wakewords: WakewordModels | None = None, silero: SileroVad | None = None
 ) -> Operator:
     """One session's chain. ``wakewords``, ``silero``: the hub's shared wake-word and Silero VAD
-    models (:func:`build_hub` passes them; None: a session that needs one loads its own)."""
+    models (:func:`build_hub` passes them; None: a session that needs one loads its own).
+
+    A ``multichannel`` session (PCM with ``audio.channels`` > 1, or a WAV) is split first: each
+    channel gets its own mono chain — decoder, VAD, engine stage (its own segment ids, ordering
+    and partials), formatting; diarization, when asked, belongs in that per-channel chain — and
+    their events merge into one stream tagged with ``channel``."""
+    config = ctx.config
+    if config.multichannel and (config.audio.channels > 1 or config.audio.encoding == "wav"):
+        from asrhub.operators.split_channels import split_channels
+
+        split: Operator = split_channels(
+            config.audio,
+            build=lambda _channel, mono: _chain(ctx, mono, wakewords, silero),
+            max_channels=ctx.limits.max_channels,
+        )
+        return split
+    return _chain(ctx, config.audio, wakewords, silero)
+
+
+def _chain(
+    ctx: Context, audio: AudioFormat, wakewords: WakewordModels | None, silero: SileroVad | None
+) -> Operator:
+    """The chain of one audio stream (``audio``: the session's, or one channel's, mono)."""
     config, limits = ctx.config, ctx.limits
     stages: list[tuple[str, Operator]] = [
         (
             "decode",
             decode(
-                config.audio,
+                audio,
                 pending=ctx.pending,
                 slots=ctx.decoder_slots,
                 key=ctx.key,
