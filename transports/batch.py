@@ -19,6 +19,7 @@ Shared with the OpenAI-compatible endpoint: :func:`read_upload` (size-capped, 41
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import wave
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from typing import Any
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from asrhub.api import load_audio
+from asrhub.api import load_audio, load_channels
 from asrhub.config import FormatConfig, Limits
 from asrhub.engine.finals import file_finals
 from asrhub.errors import AudioTooLong, HubError
@@ -176,6 +177,47 @@ async def transcribe_upload(
     return name, result, len(samples) / TARGET_RATE
 
 
+def decode_channels(data: bytes, limits: Limits) -> list[Samples]:
+    """A multichannel file (a PCM WAV) → each channel at 16 kHz mono (blocking). ``bad_audio``
+    for a compressed file (its channels are not split: send a WAV) or more than
+    ``limits.max_channels`` channels; ``too_large`` past ``limits.max_upload_s``."""
+    try:
+        channels = load_channels(data, max_s=limits.max_upload_s, max_channels=limits.max_channels)
+    except AudioTooLong as exc:
+        raise HubError("too_large", f"cannot decode the file: {exc}") from None
+    except ValueError as exc:
+        raise HubError("bad_audio", f"cannot decode the file: {exc}") from None
+    if channels is None:
+        raise HubError(
+            "bad_audio", "multichannel needs a WAV file (or raw PCM): a compressed file is not split"
+        )
+    return channels
+
+
+async def transcribe_channels(
+    hub: Hub, data: bytes, *, provider: str | None, language: str | None, prompt: str | None, **options: Any
+) -> tuple[str, list[Transcription], float]:
+    """:func:`transcribe_upload` for each channel of a multichannel file on its own (in one turn
+    of the upload line, one channel after the other: N times a mono file's engine time); returns
+    (provider name of channel 0, one transcription per channel, duration in seconds)."""
+    config = {"provider": provider, "language": language, "prompt": prompt, "model": options.get("model")}
+    hub.resolve_config({k: v for k, v in config.items() if v is not None})
+    async with hub.uploads.turn():
+        channels = await asyncio.to_thread(decode_channels, data, hub.limits)
+        results: list[Transcription] = []
+        names: list[str] = []
+        try:
+            for samples in channels:
+                name, result = await hub.transcribe(
+                    samples, provider=provider, language=language, prompt=prompt, **options
+                )
+                names.append(name)
+                results.append(result)
+        except PoolFull as exc:
+            raise HubError("capacity", f"the engine is at capacity ({exc}); retry later") from None
+    return names[0], results, max(len(c) for c in channels) / TARGET_RATE
+
+
 def _flag(upload: Upload, name: str, default: bool) -> bool:
     value = (upload.get(name) or "").strip().lower()
     if not value:
@@ -210,6 +252,8 @@ async def transcribe(request: web.Request) -> web.Response:
     if model is not None and provider is None:  # "base", "whisper:base": the mapping rule
         provider, model = hub.resolve_model(model)
     language = upload.get("language") or None
+    if _flag(upload, "multichannel", False):
+        return await _transcribe_channels(hub, upload, formatting, provider, model, language)
     name, result, duration = await transcribe_upload(
         hub,
         upload.data,
@@ -231,6 +275,47 @@ async def transcribe(request: web.Request) -> web.Response:
     }
     if result.language_probability is not None:
         body["language_probability"] = result.language_probability
+    return web.Response(body=encode_json(body), content_type="application/json")
+
+
+async def _transcribe_channels(
+    hub: Hub,
+    upload: Upload,
+    formatting: FormatConfig,
+    provider: str | None,
+    model: str | None,
+    language: str | None,
+) -> web.Response:
+    """``multichannel=true``: each channel of a WAV on its own; ``segments`` of every channel by
+    start time, each with its ``channel``; ``channels``: each channel's text."""
+    assert upload.data is not None
+    name, results, duration = await transcribe_channels(
+        hub,
+        upload.data,
+        provider=provider,
+        language=language,
+        prompt=upload.get("prompt") or None,
+        model=model,
+        task=upload.get("task") or "transcribe",
+        keyterms=tuple(upload.get_all("keyterms") + upload.get_all("keyterms[]")),
+    )
+    formatted = [await format_file(result, formatting, language) for result in results]
+    segments = [
+        dataclasses.replace(final, channel=i)
+        for i, result in enumerate(formatted)
+        for final in file_finals(name, result, duration, language)
+    ]
+    segments.sort(key=lambda f: (f.start, f.channel or 0))
+    body = {
+        "text": " ".join(r.text.strip() for r in formatted if r.text.strip()),
+        "segments": [f.to_dict() for f in segments],
+        "channels": [
+            {"channel": i, "text": r.text.strip(), "language": r.language} for i, r in enumerate(formatted)
+        ],
+        "provider": name,
+        "language": formatted[0].language if formatted else None,
+        "duration": round(duration, 3),
+    }
     return web.Response(body=encode_json(body), content_type="application/json")
 
 

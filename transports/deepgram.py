@@ -66,7 +66,7 @@ from asrhub.plugin import Transcription
 from asrhub.protocol import encode_json
 
 from . import deepgram_options as dg
-from .batch import pcm16_wav, transcribe_upload
+from .batch import pcm16_wav, transcribe_channels, transcribe_upload
 from .common import (
     CONNECTIONS,
     HUB,
@@ -137,7 +137,9 @@ class LiveStream:
         self.sha256 = hashlib.sha256()
         self.relay: Relay
         self.finalizing = False
-        self.speech_end: float | None = None
+        self.speech_end: dict[int, float] = {}
+        """Per channel: where the VAD last heard speech end (for ``UtteranceEnd``)."""
+        self.channels = options.channels if options.multichannel else 1
         self.last_t = 0.0
         self.ended = False
         self._lock = asyncio.Lock()
@@ -155,11 +157,12 @@ class LiveStream:
         offset: float,
         *,
         final: bool,
+        channel: int | None = None,
     ) -> dict[str, Any]:
         relay = self.relay
         return {
             "type": "Results",
-            "channel_index": [0, 1],
+            "channel_index": [channel or 0, self.channels],
             "duration": round(end - start, 3),
             "start": round(start, 3),
             "is_final": final,
@@ -185,25 +188,41 @@ class LiveStream:
         if isinstance(event, FinalTranscript):
             start, end = event.start + offset, event.end + offset
             self.last_t = max(self.last_t, end)
-            await self.send(self.results(event.text.strip(), start, end, event.words, offset, final=True))
-            if self.options.utterance_end_ms is not None and self.speech_end is not None:
-                if end <= self.speech_end + 1.0:
+            channel = event.channel or 0
+            await self.send(
+                self.results(event.text.strip(), start, end, event.words, offset, final=True, channel=channel)
+            )
+            speech_end = self.speech_end.get(channel)
+            if self.options.utterance_end_ms is not None and speech_end is not None:
+                if end <= speech_end + 1.0:
                     last = event.words[-1].end + offset if event.words else end
-                    self.speech_end = None
+                    del self.speech_end[channel]
                     await self.send(
-                        {"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": round(last, 3)}
+                        {
+                            "type": "UtteranceEnd",
+                            "channel": [channel, self.channels],
+                            "last_word_end": round(last, 3),
+                        }
                     )
         elif isinstance(event, PartialTranscript):
             if self.options.interim_results:
                 start, end = event.start + offset, event.end + offset
-                await self.send(self.results(event.text.strip(), start, end, None, offset, final=False))
+                await self.send(
+                    self.results(
+                        event.text.strip(), start, end, None, offset, final=False, channel=event.channel
+                    )
+                )
         elif isinstance(event, SpeechStarted):
             if self.options.vad_events:
                 await self.send(
-                    {"type": "SpeechStarted", "channel": [0, 1], "timestamp": round(event.t + offset, 3)}
+                    {
+                        "type": "SpeechStarted",
+                        "channel": [event.channel or 0, self.channels],
+                        "timestamp": round(event.t + offset, 3),
+                    }
                 )
         elif isinstance(event, SpeechEnded):
-            self.speech_end = event.t + offset
+            self.speech_end[event.channel or 0] = event.t + offset
         elif isinstance(event, ErrorEvent):
             await self.send({"type": "Error", "variant": event.code, "description": event.message})
             if event.fatal:
@@ -403,31 +422,39 @@ async def prerecorded(request: web.Request) -> web.Response:
             data = pcm16_wav(
                 to_pcm16(data, options.g711) if options.g711 else data, options.sample_rate, options.channels
             )
-        name, result, duration = await transcribe_upload(
-            hub,
-            data,
-            provider=options.provider,
-            language=options.language,
-            prompt=None,
+        kwargs: dict[str, Any] = {
+            "provider": options.provider,
+            "language": options.language,
+            "prompt": None,
             **({"model": options.model} if options.model else {}),
             **({"keyterms": options.keyterms} if options.keyterms else {}),
-        )
+        }
+        if options.multichannel:  # each channel on its own: results.channels[i]
+            name, transcriptions, duration = await transcribe_channels(hub, data, **kwargs)
+        else:
+            name, result, duration = await transcribe_upload(hub, data, **kwargs)
+            transcriptions = [result]
     except HubError as exc:
         return error_response(exc, request_id)
-    result = await format_file(result, options.format, options.language)
     uid = dg.model_uuid(name)
-    alternative: dict[str, Any] = {
-        "transcript": result.text.strip(),
-        "confidence": dg.confidence(result.words),
-        "words": dg.words(result.words),
-    }
-    if options.paragraphs:
-        alternative["paragraphs"] = paragraphs(result.words, result.text, duration)
-    results: dict[str, Any] = {"channels": [{"alternatives": [alternative]}]}
-    if result.language and not options.language:
-        results["channels"][0]["detected_language"] = result.language
+    results: dict[str, Any] = {"channels": []}
+    utterances: list[dict[str, Any]] = []
+    for channel, raw in enumerate(transcriptions):
+        result = await format_file(raw, options.format, options.language)
+        alternative: dict[str, Any] = {
+            "transcript": result.text.strip(),
+            "confidence": dg.confidence(result.words),
+            "words": dg.words(result.words),
+        }
+        if options.paragraphs:
+            alternative["paragraphs"] = paragraphs(result.words, result.text, duration)
+        results["channels"].append({"alternatives": [alternative]})
+        if result.language and not options.language:
+            results["channels"][-1]["detected_language"] = result.language
+        if options.utterances:
+            utterances += _utterances(result, duration, options.utt_split, request_id, channel)
     if options.utterances:
-        results["utterances"] = _utterances(result, duration, options.utt_split, request_id)
+        results["utterances"] = sorted(utterances, key=lambda u: (u["start"], u["channel"]))
     body = {
         "metadata": {
             "transaction_key": "deprecated",
@@ -435,7 +462,7 @@ async def prerecorded(request: web.Request) -> web.Response:
             "sha256": sha256,
             "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "duration": round(duration, 3),
-            "channels": 1,
+            "channels": len(transcriptions),
             "models": [uid],
             "model_info": {uid: dg.model_info(name)},
         },
@@ -476,7 +503,7 @@ async def fetch_url(request: web.Request, limit: int) -> bytes:
 
 
 def _utterances(
-    result: Transcription, duration: float, split_s: float, request_id: str
+    result: Transcription, duration: float, split_s: float, request_id: str, channel: int = 0
 ) -> list[dict[str, Any]]:
     """Deepgram's utterances: the words split where they pause ``utt_split`` seconds or more
     (the engine's own pieces when it gives no words)."""
@@ -494,11 +521,15 @@ def _utterances(
             "start": round(start, 3),
             "end": round(end, 3),
             "confidence": dg.confidence(words),
-            "channel": 0,
+            "channel": channel,
             "transcript": text,
             "words": dg.words(words),
             "speaker": 0,
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{request_id}:{i}")),
+            "id": str(
+                uuid.uuid5(
+                    uuid.NAMESPACE_URL, f"{request_id}:{channel}:{i}" if channel else f"{request_id}:{i}"
+                )
+            ),
         }
         for i, (start, end, text, words) in enumerate(spans)
     ]

@@ -93,3 +93,26 @@ async def test_more_channels_than_the_limit_are_refused(whisper_server: ServerTh
     assert errors and errors[0]["code"] == "bad_audio" and errors[0]["fatal"], events
     assert "at most 8" in errors[0]["message"]
     assert not any(e["type"] == "transcript.final" for e in events)
+
+
+async def test_transcribe_file_multichannel(whisper_server: ServerThread) -> None:
+    async with aiohttp.ClientSession(headers=AUTH) as http:
+        form = aiohttp.FormData()
+        form.add_field("file", stereo_wav(), filename="call.wav", content_type="audio/wav")
+        form.add_field("multichannel", "true")
+        form.add_field("language", "en")
+        async with http.post(f"{whisper_server.http}/v1/transcribe", data=form) as resp:
+            body = await resp.json()
+            assert resp.status == 200, body
+        async with http.post(
+            f"{whisper_server.http}/v1/transcribe?multichannel=true", data=b"OggS" + bytes(64)
+        ) as resp:
+            refused = await resp.json()
+            assert resp.status == 400, refused
+    assert [c["channel"] for c in body["channels"]] == [0, 1]
+    assert_sides(
+        [{"type": "vad.speech_started", "channel": c} for c in (0, 1)]
+        + body["segments"]
+        + [{"type": "session.closed", "reason": "end"}]
+    )
+    assert [s["start"] for s in body["segments"]] == sorted(s["start"] for s in body["segments"])
