@@ -3,7 +3,8 @@
 * ``transcript.final`` → a result with ``is_final=true``, one alternative (its text; the mean
   word probability as ``confidence`` when the engine gave words; the words with
   ``start_time``/``end_time`` when ``enable_word_time_offsets`` was asked), ``result_end_time``
-  = the utterance's end in stream time (from the first audio byte), ``language_code``.
+  = the utterance's end in stream time (from the first audio byte), ``language_code``, and
+  with ``multichannel`` its ``channel_tag`` (the 0-based ``channel`` + 1, Google's 1…N).
 * ``transcript.partial`` → ``is_final=false`` with a ``stability``: how much of this guess the
   previous guess of the same utterance already said (the share of its words that repeat the
   previous partial's first words), between 0.01 and 0.9 — Google's own range. A first guess
@@ -37,12 +38,15 @@ class Stability:
     """Per-utterance memory of the previous partial (dropped when the utterance is final)."""
 
     def __init__(self) -> None:
-        self._previous: dict[int, list[str]] = {}
+        self._previous: dict[int | None, tuple[int, list[str]]] = {}
+        """Per channel (None: a single-channel session): its utterance in progress and words."""
 
     def of(self, partial: PartialTranscript) -> float:
         words = normalized_words(partial.text)
-        previous = self._previous.get(partial.segment_id)
-        self._previous = {partial.segment_id: words}  # only the utterance in progress is kept
+        segment_id, previous = self._previous.get(partial.channel, (None, None))
+        if segment_id != partial.segment_id:
+            previous = None
+        self._previous[partial.channel] = (partial.segment_id, words)  # only the utterance in progress
         if not previous or not words:
             return MIN_STABILITY
         agreed = 0
@@ -52,8 +56,9 @@ class Stability:
             agreed += 1
         return min(MAX_STABILITY, max(MIN_STABILITY, agreed / len(words)))
 
-    def forget(self, segment_id: int) -> None:
-        self._previous.pop(segment_id, None)
+    def forget(self, segment_id: int, channel: int | None = None) -> None:
+        if self._previous.get(channel, (None,))[0] == segment_id:
+            del self._previous[channel]
 
 
 def _words(words: tuple[Word, ...] | None) -> list[speech_v1.WordInfo]:
@@ -90,6 +95,7 @@ def streaming_final(
         stability=0.0,
         result_end_time=_duration(final.end),
         language_code=final.language or language_code,
+        channel_tag=_tag(final.channel),
     )
     return speech_v1.StreamingRecognizeResponse(results=[result])
 
@@ -103,6 +109,7 @@ def streaming_partial(
         stability=stability,
         result_end_time=_duration(partial.end),
         language_code=language_code,
+        channel_tag=_tag(partial.channel),
     )
     return speech_v1.StreamingRecognizeResponse(results=[result])
 
@@ -118,4 +125,10 @@ def recognize_result(
         alternatives=[final_alternative(final, word_offsets=word_offsets)],
         result_end_time=_duration(final.end),
         language_code=final.language or language_code,
+        channel_tag=_tag(final.channel),
     )
+
+
+def _tag(channel: int | None) -> int:
+    """Google's ``channel_tag``: 1…N with separate recognition per channel, else 0 (unset)."""
+    return 0 if channel is None else channel + 1
