@@ -3,7 +3,8 @@
 The file comes as the multipart field ``file`` (optional fields ``provider``, ``language``,
 ``prompt``, and the formatting of the session config's ``format``: ``numerals``,
 ``profanity_filter`` — ``true``/``false`` —, ``redact`` — repeated or comma-separated classes
-—, ``punctuate``) or as the raw request body (the same options as query parameters). Accepted: the
+—, ``punctuate``; ``multichannel``: each channel of a WAV on its own, segments tagged with
+``channel``) or as the raw request body (the same options as query parameters). Accepted: the
 audio containers docs/protocol.md lists (WAV, Ogg, WebM/Matroska, MP3, FLAC, AAC, MP4/M4A).
 The answer::
 
