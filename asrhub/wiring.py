@@ -13,6 +13,7 @@ Every session's chain is, in order::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from asrhub.config import AudioFormat, SessionConfig
 from asrhub.engine.registry import ProviderRegistry
 from asrhub.errors import HubError
+from asrhub.flow import PendingPart
 from asrhub.frames import TARGET_RATE
 from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.metrics.hub import HubMetrics
@@ -47,14 +49,21 @@ def build_pipeline(
     A ``multichannel`` session (PCM with ``audio.channels`` > 1, or a WAV) is split first: each
     channel gets its own mono chain — decoder, VAD, engine stage (its own segment ids, ordering
     and partials), formatting; diarization, when asked, belongs in that per-channel chain — and
-    their events merge into one stream tagged with ``channel``."""
+    their events merge into one stream tagged with ``channel``. Each chain's context holds its
+    own share of the session's ``pending`` (:class:`~asrhub.flow.PendingPart`): one channel's
+    stage cannot release another's hold."""
     config = ctx.config
     if config.multichannel and (config.audio.channels > 1 or config.audio.encoding == "wav"):
         from asrhub.operators.split_channels import split_channels
 
         split: Operator = split_channels(
             config.audio,
-            build=lambda _channel, mono: _chain(ctx, mono, wakewords, silero),
+            build=lambda channel, mono: _chain(
+                dataclasses.replace(ctx, pending=PendingPart(ctx.pending, f"channel {channel}")),
+                mono,
+                wakewords,
+                silero,
+            ),
             max_channels=ctx.limits.max_channels,
         )
         return split

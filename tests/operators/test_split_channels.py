@@ -124,3 +124,24 @@ def test_disposing_disposes_every_channel_chain() -> None:
     source.on_next(RawAudio(stereo(100, 4).tobytes()))
     sub.dispose()
     assert sorted(log) == [f"disposed {i}" for i in range(4)]
+
+
+async def test_a_channel_releases_only_its_own_hold() -> None:
+    """Two channels' VADs (or Vosk streams) hold the session's feed under the same name; one
+    catching up must not let the client past the other's bound."""
+    from asrhub.flow import Pending, PendingPart
+
+    session = Pending(limit=3)
+    left, right = PendingPart(session, "channel 0"), PendingPart(session, "channel 1")
+    left.hold("vad_gate")
+    right.hold("vad_gate")
+    left.unhold("vad_gate")
+    assert not session.ready and not right.ready  # channel 1 still holds
+    right.unhold("vad_gate")
+    assert session.ready
+    left.acquire()
+    right.acquire()
+    assert session.count == right.count == 2  # utterances count for the session
+    left.release()
+    right.release()
+    await right.wait_ready()

@@ -19,10 +19,10 @@ STEREO = {"encoding": "pcm_s16le", "sample_rate": 16000, "channels": 2}
 
 
 async def session(
-    server: ServerThread, audio: bytes, config: dict[str, Any], frame: int = 6400
+    server: ServerThread, audio: bytes, config: dict[str, Any], frame: int = 6400, resume: bool = False
 ) -> list[dict[str, Any]]:
     async with aiohttp.ClientSession() as http, http.ws_connect(server.ws, headers=AUTH) as ws:
-        await ws.send_str(json.dumps({"type": "session.start", "config": config}))
+        await ws.send_str(json.dumps({"type": "session.start", "config": config, "resume": resume}))
         events: list[dict[str, Any]] = [await ws.receive_json()]
         if events[0]["type"] != "session.started":
             return events
@@ -62,9 +62,10 @@ def assert_sides(events: list[dict[str, Any]]) -> None:
 
 async def test_live_stereo_pcm_gives_each_side_its_words(whisper_server: ServerThread) -> None:
     events = await session(
-        whisper_server, stereo_pcm(), {"language": "en", "multichannel": True, "audio": STEREO}
+        whisper_server, stereo_pcm(), {"language": "en", "multichannel": True, "audio": STEREO}, resume=True
     )
     assert events[0]["config"]["multichannel"] is True
+    assert "resume_token" not in events[0]  # utterances numbered per channel: not resumable
     assert_sides(events)
     assert await whisper_server.no_sessions()
 
