@@ -1,11 +1,12 @@
-"""Multichannel on the hub's own protocol (issue 27 item 2) with a real hub (faster-whisper
-tiny.en) and real stereo audio (two recordings, one per channel): each side's words come on its
-own ``channel`` and none leak across; without ``multichannel`` the channels are mixed to mono as
+"""Multichannel on the hub's own protocol (issue 27 item 2) — WebSocket, HTTP+SSE and
+``/v1/transcribe`` — with a real hub (faster-whisper tiny.en) and real stereo audio (two
+recordings, one per channel): each side's words come on its own ``channel``, none leak across; without ``multichannel`` the channels are mixed to mono as
 before; more channels than ``limits.max_channels`` is refused. Before issue 27 ``multichannel``
 was ignored (the stereo was downmixed: no ``channel`` on any event), so these assertions fail."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -117,3 +118,27 @@ async def test_transcribe_file_multichannel(whisper_server: ServerThread) -> Non
         + [{"type": "session.closed", "reason": "end"}]
     )
     assert [s["start"] for s in body["segments"]] == sorted(s["start"] for s in body["segments"])
+
+
+async def test_http_session_with_sse_events(whisper_server: ServerThread) -> None:
+    from .test_sse import post_audio, read_sse
+
+    base = whisper_server.http
+    config = {"language": "en", "multichannel": True, "audio": STEREO}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/v1/sessions", json={"config": config}, headers=AUTH) as resp:
+            assert resp.status == 201, await resp.text()
+            sid = (await resp.json())["session_id"]
+        events: list[dict[str, Any]] = []
+
+        async def subscribe() -> None:
+            async with http.get(f"{base}/v1/sessions/{sid}/events", headers=AUTH) as resp:
+                async for event in read_sse(resp):
+                    events.append(event)
+
+        reader = asyncio.create_task(subscribe())
+        await post_audio(http, base, sid, stereo_pcm())
+        async with http.post(f"{base}/v1/sessions/{sid}/end", headers=AUTH) as resp:
+            assert resp.status == 200
+        await asyncio.wait_for(reader, 60)
+    assert_sides(events)
