@@ -20,9 +20,9 @@ Google                    hub
 ``sample_rate_hertz``     ``audio.sample_rate`` (raw PCM; containers carry their own)
 ``audio_channel_count``   ``audio.channels`` (mixed down to mono, unless:)
 ``enable_separate_recognition_per_channel``  with ``audio_channel_count`` > 1: ``multichannel``
-                          (Recognize and StreamingRecognize; LINEAR16 only, at most
-                          ``limits.max_channels``): each channel recognized on its own, each
-                          result with ``channel_tag`` 1…N. LongRunningRecognize mixes to mono
+                          (Recognize, StreamingRecognize, LongRunningRecognize; LINEAR16
+                          only, at most ``limits.max_channels``): each channel recognized on
+                          its own, each result with ``channel_tag`` 1…N
 ``enable_word_time_offsets``  ``word_timestamps`` (words are sent only when asked for)
 ``speech_contexts``       their phrases become the session's ``keyterms`` (bias toward them)
 ``profanity_filter``      ``format.profanity_filter``: ``f***``, as Google masks

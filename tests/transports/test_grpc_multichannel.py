@@ -1,10 +1,10 @@
 """Google's separate recognition per channel through the official ``google-cloud-speech``
 client on a real hub (faster-whisper tiny.en) and real stereo audio (two recordings, one per
 channel): ``audio_channel_count=2`` + ``enable_separate_recognition_per_channel`` gives results
-with ``channel_tag`` 1 and 2, each side's words only under its own tag, for Recognize and
-StreamingRecognize; without the flag the channels are mixed (``channel_tag`` 0); more channels
-than ``limits.max_channels`` is INVALID_ARGUMENT. Before issue 27 the flag was ignored (every
-result had ``channel_tag`` 0), so these tests fail there."""
+with ``channel_tag`` 1 and 2, each side's words only under its own tag, for Recognize,
+StreamingRecognize and LongRunningRecognize; without the flag the channels are mixed
+(``channel_tag`` 0); more channels than ``limits.max_channels`` is INVALID_ARGUMENT. Before
+issue 27 the flag was ignored (every result had ``channel_tag`` 0), so these tests fail there."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import speech_v1
 
 from tests.stereo_audio import LEFT_WORDS, RIGHT_WORDS, stereo_pcm, stereo_wav, words_of
+from tests.transports.test_grpc_long_running import POLL
 from tests.transports.test_grpc_speech import Encoding, Hub, audio_requests, hub, streaming_config
 
 __all__ = ["hub"]  # the module's gRPC server fixture, shared
@@ -80,6 +81,16 @@ def test_streaming_separate_channels(hub: Hub) -> None:
         ends = [r.result_end_time.total_seconds() for r in finals if r.channel_tag == tag]
         assert ends == sorted(ends)
     assert hub.grpc_sessions() == 0
+
+
+def test_long_running_separate_channels(hub: Hub) -> None:
+    operation = hub.client().long_running_recognize(
+        config=config(), audio=speech_v1.RecognitionAudio(content=stereo_pcm())
+    )
+    response = operation.result(timeout=120, polling=POLL)
+    assert_sides(by_tag(list(response.results)))
+    ends = [r.result_end_time.total_seconds() for r in response.results]
+    assert ends == sorted(ends)
 
 
 def test_too_many_channels_is_invalid_argument(hub: Hub) -> None:
