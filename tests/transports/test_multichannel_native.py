@@ -1,8 +1,9 @@
 """Multichannel on the hub's own protocol (issue 27 item 2) — WebSocket, HTTP+SSE and
 ``/v1/transcribe`` — with a real hub (faster-whisper tiny.en) and real stereo audio (two
 recordings, one per channel): each side's words come on its own ``channel``, none leak across;
-without ``multichannel`` the channels are mixed to mono as before; more channels than ``limits.max_channels`` is refused. Before issue 27 ``multichannel``
-was ignored (the stereo was downmixed: no ``channel`` on any event), so these assertions fail."""
+without ``multichannel`` the channels are mixed to mono as before; more channels than
+``limits.max_channels`` is refused. Before issue 27 ``multichannel`` was ignored (the stereo was
+downmixed: no ``channel`` on any event), so these assertions fail (all but the downmix one)."""
 
 from __future__ import annotations
 
