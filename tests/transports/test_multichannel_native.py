@@ -91,7 +91,9 @@ async def test_more_channels_than_the_limit_are_refused(whisper_server: ServerTh
     assert events[0]["type"] == "error" and events[0]["code"] == "bad_message", events
     assert "at most 8" in events[0]["message"]
     wav = {"language": "en", "multichannel": True, "audio": {"encoding": "wav"}}
-    events = await session(whisper_server, stereo_wav(channels=9), wav)
+    # the header alone: the refusal comes at once (audio still streaming at a socket the hub
+    # closed could reset the connection before its last messages are read)
+    events = await session(whisper_server, stereo_wav(channels=9)[:1024], wav)
     errors = [e for e in events if e["type"] == "error"]
     assert errors and errors[0]["code"] == "bad_audio" and errors[0]["fatal"], events
     assert "at most 8" in errors[0]["message"]
