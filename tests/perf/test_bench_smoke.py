@@ -7,6 +7,7 @@ that every measurement they print comes from real events.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ import bench_format
 import bench_grpc_wyoming
 import bench_latency
 import bench_memory
+import bench_multichannel
 import bench_pipeline_cost
 import bench_scale
 import bench_talkers
@@ -103,3 +105,10 @@ def test_format_cost_formats_every_final() -> None:
     rows = bench_format.run(30)
     assert [r[0] for r in rows] == list(bench_format.CONFIGS)
     assert all(r[1] > 0 and r[2] <= r[3] and r[5] > 5 for r in rows)
+
+
+def test_multichannel_bench_measures_every_case() -> None:
+    rows = asyncio.run(bench_multichannel.run(1))
+    assert [r[0] for r in rows] == ["mono (channel 0 alone)", "stereo, mixed", "stereo, multichannel"]
+    assert rows[2][1] >= 2  # a final from each channel
+    assert all(r[2] > 0 and r[4] > 0 for r in rows)
