@@ -9,6 +9,9 @@ Every session's chain is, in order::
         ─segment─▶ Segment (in-progress snapshots + the whole utterance)   batch engines only
         ─provider stage─▶ transcript.partial / transcript.final / error
         ─format_transcripts─▶ numerals, redaction, profanity filter (config ``format``)
+
+With ``multichannel``, ``split_channels`` comes first and runs this chain once per channel,
+merging the channels' events tagged with ``channel``.
 """
 
 from __future__ import annotations
