@@ -78,6 +78,23 @@ def load_audio(
     return samples
 
 
+def load_channels(data: bytes, *, max_s: float = 3600.0, max_channels: int = 8) -> list[Samples] | None:
+    """A PCM WAV file → one 16 kHz mono float32 array per channel (``multichannel``). None: not a
+    WAV. Raises ValueError (a WAV this hub cannot read, more than ``max_channels`` channels) and
+    :class:`~asrhub.errors.AudioTooLong`. Blocking; memory: the file's bytes twice plus each
+    channel's 16 kHz samples."""
+    from asrhub.operators.decode import decode_file, wav_channels
+
+    files = wav_channels(data, max_channels)
+    if files is None:
+        return None
+    out: list[Samples] = []
+    for mono in files:
+        samples, _rate = decode_file(mono, "auto", strict=False, max_s=max_s, rate=TARGET_RATE)
+        out.append(samples)
+    return out
+
+
 def blocks(samples: Samples, block_s: float = BLOCK_S, search_s: float = SEARCH_S) -> list[tuple[int, int]]:
     """Cut points (start, end) in samples (see :func:`asrhub.engine.uploads.jobs`)."""
     return jobs(samples, block_s, search_s)

@@ -172,6 +172,9 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     session (and across a resume)."""
     max_speakers: Annotated[int, Meta(ge=1, le=32)] = MAX_SPEAKERS
     """With ``diarize``: at most this many speakers (past it an utterance joins the nearest)."""
+    multichannel: bool = False
+    """Extension: each channel of ``audio.channels`` > 1 (or of a WAV's) is transcribed on its
+    own, its events carrying ``channel`` (0-based); False: the channels are mixed to mono."""
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -296,6 +299,10 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """Highest sample rate a compressed stream or file may declare (decoding cost grows with
     it; no speech model needs more); higher is ``bad_audio``. PCM (raw or WAV) is not limited:
     it costs what its bytes cost."""
+    max_channels: Annotated[int, Meta(ge=1, le=32)] = 8
+    """Audio channels a ``multichannel`` session or file may have, each transcribed by its own
+    pipeline (decoder, VAD, engine stream: CPU and memory grow with each); more is refused with
+    ``bad_message`` (declared) or ``bad_audio`` (a WAV header that says so)."""
     max_upload_s: Annotated[float, Meta(gt=0.0)] = 3600.0
     """Longest uploaded file (batch endpoints), ``too_large`` past it: checked against the
     duration the container declares before decoding, and on the decoded 16 kHz samples as they

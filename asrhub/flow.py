@@ -81,6 +81,48 @@ class Pending:
                 fut.set_result(None)
 
 
+class PendingPart(Pending):
+    """One part of a session's :class:`Pending` — a channel of a multichannel session, whose
+    chain has its own VAD, decoder and engine stream: its holds are its own (a stage of one
+    channel releasing its hold never releases another channel's of the same name), while the
+    utterance count and the waiting ``feed`` are the session's."""
+
+    __slots__ = ("_of", "_part")
+
+    def __init__(self, of: Pending, part: str) -> None:  # no Pending state of its own
+        self._of, self._part = of, part
+
+    @property
+    def count(self) -> int:  # type: ignore[override]
+        return self._of.count
+
+    @property
+    def ready(self) -> bool:
+        return self._of.ready
+
+    @property
+    def held(self) -> bool:
+        return self._of.held
+
+    def hold(self, holder: str) -> None:
+        self._of.hold(f"{holder}/{self._part}")
+
+    def unhold(self, holder: str) -> None:
+        self._of.unhold(f"{holder}/{self._part}")
+
+    def acquire(self) -> None:
+        self._of.acquire()
+
+    def release(self) -> None:
+        self._of.release()
+
+    async def wait_ready(self) -> None:
+        await self._of.wait_ready()
+
+    def open_all(self) -> None:
+        self._of.open_all()
+
+
 class Claim:
     """One session's claim on a :class:`Slots` slot: waiting in line, then holding, then done."""
 

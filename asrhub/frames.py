@@ -227,12 +227,16 @@ class SessionUpdated(Event):
 class SpeechStarted(Event):
     type: ClassVar[str] = "vad.speech_started"
     t: float
+    channel: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechEnded(Event):
     type: ClassVar[str] = "vad.speech_ended"
     t: float
+    channel: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +259,8 @@ class PartialTranscript(Event):
     partials (two decodes agreed on them: :mod:`asrhub.engine.local_agreement`); ``text`` is
     always ``stable`` plus the tail that may still change. Absent where the engine's partials
     have no stable part (streaming engines, ``limits.stable_partials = false``)."""
+    channel: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +277,8 @@ class FinalTranscript(Event):
     """Extension: present when the engine identified ``language`` (how sure it is, 0–1)."""
     speaker: int | None = field(default=None, metadata={"omit_none": True})
     """Extension (config ``diarize``): who spoke this final (most of its words)."""
+    channel: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,6 +294,8 @@ class ErrorEvent(Event):
     message: str
     fatal: bool = False
     segment_id: int | None = field(default=None, metadata={"omit_none": True})
+    channel: int | None = field(default=None, metadata={"omit_none": True})
+    """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
 
 
 @dataclass(frozen=True, slots=True)

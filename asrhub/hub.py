@@ -254,7 +254,23 @@ class Hub:
                 'use turn_detection {"type": "silence"}',
             )
         self._check_options(config)
+        self._check_channels(config)
         return config
+
+    def _check_channels(self, config: SessionConfig) -> None:
+        """A ``multichannel`` session: PCM or WAV audio (each channel is cut from the interleaved
+        samples) with at most ``limits.max_channels`` channels."""
+        if not config.multichannel:
+            return
+        audio, most = config.audio, self.limits.max_channels
+        if audio.encoding not in ("pcm_s16le", "pcm_f32le", "wav"):
+            raise HubError(
+                "bad_message", f"multichannel needs pcm_s16le, pcm_f32le or wav audio, not {audio.encoding}"
+            )
+        if audio.channels > most:
+            raise HubError(
+                "bad_message", f"{audio.channels} channels: this hub transcribes at most {most} at once"
+            )
 
     def _check_options(self, config: SessionConfig) -> None:
         """Refuse, up front, what the session's primary provider cannot do: an unknown model,

@@ -10,18 +10,23 @@ Every session's chain is, in order::
         ─segment─▶ Segment (in-progress snapshots + the whole utterance)   batch engines only
         ─provider stage─▶ transcript.partial / transcript.final / error
         ─format_transcripts─▶ numerals, redaction, profanity filter (config ``format``)
+
+With ``multichannel``, ``split_channels`` comes first and runs this chain once per channel,
+merging the channels' events tagged with ``channel``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from asrhub.config import SessionConfig
+from asrhub.config import AudioFormat, SessionConfig
 from asrhub.diarize.models import SpeakerModels
 from asrhub.engine.registry import ProviderRegistry
 from asrhub.errors import HubError
+from asrhub.flow import PendingPart
 from asrhub.frames import TARGET_RATE
 from asrhub.hub import NO_PROVIDER, Hub
 from asrhub.metrics.hub import HubMetrics
@@ -33,7 +38,7 @@ from asrhub.operators.segment import segment
 from asrhub.operators.turn_model import TurnModel
 from asrhub.operators.vad_gate import SileroVad, vad_gate
 from asrhub.operators.wakeword_models import WakewordModels
-from asrhub.plugin import Operator, Provider, ProviderUnavailable
+from asrhub.plugin import EarlyFinals, Operator, Provider, ProviderUnavailable
 from asrhub.session.context import Context
 from asrhub.settings.schema import Settings
 
@@ -54,8 +59,44 @@ def build_pipeline(
     models (:func:`build_hub` passes them; None: a session that needs one loads its own);
     ``speakers``: the hub's speaker model (a ``diarize`` session wraps its engine stage in
     ``speaker_labels``); ``turns``: the hub's smart-turn model (None: a semantic session loads
-    one of its own, when the hub allows semantic turns)."""
+    one of its own, when the hub allows semantic turns).
+
+    A ``multichannel`` session (PCM with ``audio.channels`` > 1, or a WAV) is split first: each
+    channel gets its own mono chain — decoder, meter, VAD and end of turn, engine stage (its own
+    segment ids, ordering, partials and early finals), speaker labels, formatting — and their
+    events merge into one stream tagged with ``channel``. Each chain's context holds its own
+    share of the session's ``pending`` (:class:`~asrhub.flow.PendingPart`): one channel's stage
+    cannot release another's hold."""
+    config = ctx.config
+    models = _Models(wakewords, silero, speakers, turns)
+    if config.multichannel and (config.audio.channels > 1 or config.audio.encoding == "wav"):
+        from asrhub.operators.split_channels import split_channels
+
+        def channel_chain(channel: int, mono: AudioFormat) -> Operator:
+            part = PendingPart(ctx.pending, f"channel {channel}")
+            return _chain(dataclasses.replace(ctx, pending=part, early_finals=EarlyFinals()), mono, models)
+
+        split: Operator = split_channels(
+            config.audio, build=channel_chain, max_channels=ctx.limits.max_channels
+        )
+        return split
+    return _chain(ctx, config.audio, models)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Models:
+    """The hub's shared models a chain may use (None: a chain that needs one loads its own)."""
+
+    wakewords: WakewordModels | None
+    silero: SileroVad | None
+    speakers: SpeakerModels | None
+    turns: TurnModel | None
+
+
+def _chain(ctx: Context, audio: AudioFormat, models: _Models) -> Operator:
+    """The chain of one audio stream (``audio``: the session's, or one channel's, mono)."""
     config, limits = ctx.config, ctx.limits
+    wakewords, silero, speakers, turns = models.wakewords, models.silero, models.speakers, models.turns
     turn = config.turn_detection or limits.default_turn
     if limits.semantic_turns and turns is None:
         turns = TurnModel()
@@ -64,7 +105,7 @@ def build_pipeline(
         (
             "decode",
             decode(
-                config.audio,
+                audio,
                 pending=ctx.pending,
                 slots=ctx.decoder_slots,
                 key=ctx.key,

@@ -208,3 +208,33 @@ def _parse_fmt(body: bytes) -> PcmFormat:
     if tag == 3 and width in (4, 8):
         return PcmFormat("f", width, channels, rate)
     raise ValueError(f"WAV format tag {tag:#x} with {bits}-bit samples is not supported")
+
+
+def wav_channels(data: bytes, max_channels: int) -> list[bytes] | None:
+    """A PCM WAV file → one mono WAV file per channel (same rate and sample format), for
+    transcribing each channel of a file on its own (``multichannel``). None: ``data`` is not a
+    WAV (a compressed container: the caller refuses). ValueError: a WAV this hub cannot read, or
+    one with more than ``max_channels`` channels. Memory: the file's bytes twice."""
+    if data[:4] != b"RIFF":
+        return None
+    header = parse_wav_header(data)
+    if header is None:
+        raise ValueError("no WAV data chunk")
+    fmt = header.fmt
+    if fmt.channels > max_channels:
+        raise ValueError(f"the WAV has {fmt.channels} channels; this hub transcribes at most {max_channels}")
+    body = data[header.data_offset :]
+    if header.data_size is not None:
+        body = body[: header.data_size]
+    frames = len(body) // fmt.frame_bytes
+    planes = np.frombuffer(body, np.uint8, count=frames * fmt.frame_bytes).reshape(
+        frames, fmt.channels, fmt.width
+    )
+    tag = 3 if fmt.kind == "f" else 1
+    out = []
+    for i in range(fmt.channels):
+        pcm = np.ascontiguousarray(planes[:, i, :]).tobytes()
+        fmt_chunk = struct.pack("<HHIIHH", tag, 1, fmt.rate, fmt.rate * fmt.width, fmt.width, fmt.width * 8)
+        riff = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt_chunk + b"data" + struct.pack("<I", len(pcm))
+        out.append(b"RIFF" + struct.pack("<I", len(riff) + len(pcm)) + riff + pcm)
+    return out

@@ -51,9 +51,9 @@ from ._avdecode import MAX_RATE
 from ._avstream import DONE, Block, StreamDecoder
 from ._decode_file import RAW_PCM as _RAW
 from ._decode_file import decode_file
-from ._pcm import Pcm16Chunk, PcmDecoder, PcmFormat, parse_wav_header
+from ._pcm import Pcm16Chunk, PcmDecoder, PcmFormat, parse_wav_header, wav_channels
 
-__all__ = ["decode", "decode_file"]
+__all__ = ["decode", "decode_file", "wav_channels"]
 
 
 def decode(

@@ -4,7 +4,8 @@ The file comes as the multipart field ``file`` (optional fields ``provider``, ``
 ``prompt``; the formatting of the session config's ``format``: ``numerals``,
 ``profanity_filter`` — ``true``/``false`` —, ``redact`` — repeated or comma-separated classes
 —, ``punctuate``; ``diarize=true`` with ``min_speakers`` / ``max_speakers`` adds a ``speaker`` to
-every segment and word) or as the raw request body (the same options as query parameters). Accepted: the
+every segment and word; ``multichannel``: each channel of a WAV on its own, segments tagged with
+``channel``) or as the raw request body (the same options as query parameters). Accepted: the
 audio containers docs/protocol.md lists (WAV, Ogg, WebM/Matroska, MP3, FLAC, AAC, MP4/M4A).
 The answer::
 
@@ -23,6 +24,7 @@ Shared with the OpenAI-compatible endpoint: :func:`read_upload` (size-capped, 41
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import wave
 from dataclasses import dataclass, field
@@ -31,7 +33,7 @@ from typing import Any
 import msgspec
 from aiohttp import BodyPartReader, web
 
-from asrhub.api import load_audio
+from asrhub.api import load_audio, load_channels
 from asrhub.config import MAX_SPEAKERS, FormatConfig, Limits
 from asrhub.engine.finals import file_finals
 from asrhub.errors import AudioTooLong, HubError
@@ -184,6 +186,56 @@ async def transcribe_upload(
     return name, result, len(samples) / TARGET_RATE
 
 
+def decode_channels(data: bytes, limits: Limits) -> list[Samples]:
+    """A multichannel file (a PCM WAV) → each channel at 16 kHz mono (blocking). ``bad_audio``
+    for a compressed file (its channels are not split: send a WAV) or more than
+    ``limits.max_channels`` channels; ``too_large`` past ``limits.max_upload_s``."""
+    try:
+        channels = load_channels(data, max_s=limits.max_upload_s, max_channels=limits.max_channels)
+    except AudioTooLong as exc:
+        raise HubError("too_large", f"cannot decode the file: {exc}") from None
+    except ValueError as exc:
+        raise HubError("bad_audio", f"cannot decode the file: {exc}") from None
+    if channels is None:
+        raise HubError(
+            "bad_audio", "multichannel needs a WAV file (or raw PCM): a compressed file is not split"
+        )
+    return channels
+
+
+async def transcribe_channels(
+    hub: Hub, data: bytes, *, provider: str | None, language: str | None, prompt: str | None, **options: Any
+) -> tuple[str, list[Transcription], float]:
+    """:func:`transcribe_upload` for each channel of a multichannel file on its own (in one turn
+    of the upload line, one channel after the other: N times a mono file's engine time); returns
+    (provider name of channel 0, one transcription per channel, duration in seconds)."""
+    config = {"provider": provider, "language": language, "prompt": prompt, "model": options.get("model")}
+    hub.resolve_config({k: v for k, v in config.items() if v is not None})
+    async with hub.uploads.turn():
+        channels = await asyncio.to_thread(decode_channels, data, hub.limits)
+        results: list[Transcription] = []
+        names: list[str] = []
+        try:
+            for samples in channels:
+                name, result = await hub.transcribe(
+                    samples, provider=provider, language=language, prompt=prompt, **options
+                )
+                names.append(name)
+                results.append(result)
+        except PoolFull as exc:
+            raise HubError("capacity", f"the engine is at capacity ({exc}); retry later") from None
+    return names[0], results, max(len(c) for c in channels) / TARGET_RATE
+
+
+def _flag(upload: Upload, name: str, default: bool) -> bool:
+    value = (upload.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value not in ("true", "false", "1", "0"):
+        raise HubError("bad_message", f"{name}={value!r}: expected true or false")
+    return value in ("true", "1")
+
+
 def format_of(upload: Upload) -> FormatConfig:
     """The request's formatting (fields ``numerals``, ``profanity_filter``, ``redact``,
     ``punctuate``), validated as the session config's ``format`` is."""
@@ -272,6 +324,8 @@ async def _answer(hub: Hub, upload: Upload) -> dict[str, Any]:
     if model is not None and provider is None:  # "base", "whisper:base": the mapping rule
         provider, model = hub.resolve_model(model)
     language = upload.get("language") or None
+    if flag(upload.get("multichannel"), "multichannel"):
+        return await _transcribe_channels(hub, upload, formatting, provider, model, language)
     name, result, duration = await transcribe_upload(
         hub,
         upload.data,
@@ -296,6 +350,50 @@ async def _answer(hub: Hub, upload: Upload) -> dict[str, Any]:
     }
     if result.language_probability is not None:
         body["language_probability"] = result.language_probability
+    return body
+
+
+async def _transcribe_channels(
+    hub: Hub,
+    upload: Upload,
+    formatting: FormatConfig,
+    provider: str | None,
+    model: str | None,
+    language: str | None,
+) -> dict[str, Any]:
+    """``multichannel=true``: each channel of a WAV on its own; ``segments`` of every channel by
+    start time, each with its ``channel``; ``channels``: each channel's text."""
+    assert upload.data is not None
+    name, results, duration = await transcribe_channels(
+        hub,
+        upload.data,
+        provider=provider,
+        language=language,
+        prompt=upload.get("prompt") or None,
+        model=model,
+        task=upload.get("task") or "transcribe",
+        keyterms=tuple(upload.get_all("keyterms") + upload.get_all("keyterms[]")),
+        **diarize_options(
+            flag(upload.get("diarize"), "diarize"), upload.get("min_speakers"), upload.get("max_speakers")
+        ),
+    )
+    formatted = [await format_file(result, formatting, language) for result in results]
+    segments = [
+        dataclasses.replace(final, channel=i)
+        for i, result in enumerate(formatted)
+        for final in file_finals(name, result, duration, language)
+    ]
+    segments.sort(key=lambda f: (f.start, f.channel or 0))
+    body = {
+        "text": " ".join(r.text.strip() for r in formatted if r.text.strip()),
+        "segments": [f.to_dict() for f in segments],
+        "channels": [
+            {"channel": i, "text": r.text.strip(), "language": r.language} for i, r in enumerate(formatted)
+        ],
+        "provider": name,
+        "language": formatted[0].language if formatted else None,
+        "duration": round(duration, 3),
+    }
     return body
 
 

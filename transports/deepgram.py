@@ -74,7 +74,7 @@ from asrhub.plugin import Transcription
 from asrhub.protocol import encode_json
 
 from . import deepgram_options as dg
-from .batch import pcm16_wav, transcribe_upload
+from .batch import pcm16_wav, transcribe_channels, transcribe_upload
 from .common import (
     CONNECTIONS,
     HUB,
@@ -146,8 +146,10 @@ class LiveStream:
         self.sha256 = hashlib.sha256()
         self.relay: Relay
         self.finalizing = False
-        self.word_end: float | None = None
-        """The end of the last finalized word (stream seconds) while its ``UtteranceEnd`` is due."""
+        self.word_end: dict[int, float] = {}
+        """Per channel: the end of the last finalized word (stream seconds) while its
+        ``UtteranceEnd`` is due."""
+        self.channels = options.channels if options.multichannel else 1
         self.last_t = 0.0
         self.ended = False
         self._lock = asyncio.Lock()
@@ -165,11 +167,12 @@ class LiveStream:
         offset: float,
         *,
         final: bool,
+        channel: int | None = None,
     ) -> dict[str, Any]:
         relay = self.relay
         return {
             "type": "Results",
-            "channel_index": [0, 1],
+            "channel_index": [channel or 0, self.channels],
             "duration": round(end - start, 3),
             "start": round(start, 3),
             "is_final": final,
@@ -195,20 +198,32 @@ class LiveStream:
         if isinstance(event, FinalTranscript):
             start, end = event.start + offset, event.end + offset
             self.last_t = max(self.last_t, end)
-            await self.send(self.results(event.text.strip(), start, end, event.words, offset, final=True))
+            channel = event.channel or 0
+            await self.send(
+                self.results(event.text.strip(), start, end, event.words, offset, final=True, channel=channel)
+            )
             if self.options.utterance_end_ms is not None and event.text.strip():
-                self.word_end = event.words[-1].end + offset if event.words else end
+                self.word_end[channel] = event.words[-1].end + offset if event.words else end
                 await self.utterance_end()
         elif isinstance(event, PartialTranscript):
-            if event.text.strip() and (self.word_end is None or event.end + offset > self.word_end):
-                self.word_end = None  # words go on: no gap yet
+            due = self.word_end.get(event.channel or 0)
+            if event.text.strip() and (due is None or event.end + offset > due):
+                self.word_end.pop(event.channel or 0, None)  # words go on: no gap yet
             if self.options.interim_results:
                 start, end = event.start + offset, event.end + offset
-                await self.send(self.results(event.text.strip(), start, end, None, offset, final=False))
+                await self.send(
+                    self.results(
+                        event.text.strip(), start, end, None, offset, final=False, channel=event.channel
+                    )
+                )
         elif isinstance(event, SpeechStarted):
             if self.options.vad_events:
                 await self.send(
-                    {"type": "SpeechStarted", "channel": [0, 1], "timestamp": round(event.t + offset, 3)}
+                    {
+                        "type": "SpeechStarted",
+                        "channel": [event.channel or 0, self.channels],
+                        "timestamp": round(event.t + offset, 3),
+                    }
                 )
         elif isinstance(event, ErrorEvent):
             await self.send({"type": "Error", "variant": event.code, "description": event.message})
@@ -222,11 +237,18 @@ class LiveStream:
         word with no word since (the hosted API's own timer, on stream time: checked when a
         final arrives and after each audio frame)."""
         ms = self.options.utterance_end_ms
-        if ms is None or self.word_end is None:
+        if ms is None or not self.word_end:
             return
-        if not self.relay.bytes_per_second or self.relay.position >= self.word_end + ms / 1000:
-            last, self.word_end = self.word_end, None
-            await self.send({"type": "UtteranceEnd", "channel": [0, 1], "last_word_end": round(last, 3)})
+        for channel, last in sorted(self.word_end.items()):  # each channel on its own timer
+            if not self.relay.bytes_per_second or self.relay.position >= last + ms / 1000:
+                del self.word_end[channel]
+                await self.send(
+                    {
+                        "type": "UtteranceEnd",
+                        "channel": [channel, self.channels],
+                        "last_word_end": round(last, 3),
+                    }
+                )
 
     async def end(self, code: str | None) -> None:
         """Metadata, then close (once)."""
@@ -460,30 +482,38 @@ async def _answer(hub: Hub, options: dg.ListenOptions, data: bytes, request_id: 
         data = pcm16_wav(
             to_pcm16(data, options.g711) if options.g711 else data, options.sample_rate, options.channels
         )
-    name, result, duration = await transcribe_upload(
-        hub,
-        data,
-        provider=options.provider,
-        language=options.language,
-        prompt=None,
+    kwargs: dict[str, Any] = {
+        "provider": options.provider,
+        "language": options.language,
+        "prompt": None,
         **({"model": options.model} if options.model else {}),
         **({"keyterms": options.keyterms} if options.keyterms else {}),
         **({"diarize": True} if options.diarize else {}),
-    )
-    result = await format_file(result, options.format, options.language)
-    uid = dg.model_uuid(name)
-    alternative: dict[str, Any] = {
-        "transcript": result.text.strip(),
-        "confidence": dg.confidence(result.words),
-        "words": dg.words(result.words),
     }
-    if options.paragraphs:
-        alternative["paragraphs"] = paragraphs(result.words, result.text, duration)
-    results: dict[str, Any] = {"channels": [{"alternatives": [alternative]}]}
-    if result.language and not options.language:
-        results["channels"][0]["detected_language"] = result.language
+    if options.multichannel:  # each channel on its own: results.channels[i]
+        name, transcriptions, duration = await transcribe_channels(hub, data, **kwargs)
+    else:
+        name, result, duration = await transcribe_upload(hub, data, **kwargs)
+        transcriptions = [result]
+    uid = dg.model_uuid(name)
+    results: dict[str, Any] = {"channels": []}
+    utterances: list[dict[str, Any]] = []
+    for channel, raw in enumerate(transcriptions):
+        result = await format_file(raw, options.format, options.language)
+        alternative: dict[str, Any] = {
+            "transcript": result.text.strip(),
+            "confidence": dg.confidence(result.words),
+            "words": dg.words(result.words),
+        }
+        if options.paragraphs:
+            alternative["paragraphs"] = paragraphs(result.words, result.text, duration)
+        results["channels"].append({"alternatives": [alternative]})
+        if result.language and not options.language:
+            results["channels"][-1]["detected_language"] = result.language
+        if options.utterances:
+            utterances += _utterances(result, duration, options.utt_split, request_id, channel)
     if options.utterances:
-        results["utterances"] = _utterances(result, duration, options.utt_split, request_id)
+        results["utterances"] = sorted(utterances, key=lambda u: (u["start"], u["channel"]))
     return {
         "metadata": {
             "transaction_key": "deprecated",
@@ -491,7 +521,7 @@ async def _answer(hub: Hub, options: dg.ListenOptions, data: bytes, request_id: 
             "sha256": sha256,
             "created": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "duration": round(duration, 3),
-            "channels": 1,
+            "channels": len(transcriptions),
             "models": [uid],
             "model_info": {uid: dg.model_info(name)},
         },
@@ -529,7 +559,7 @@ async def fetch_url(request: web.Request, limit: int) -> bytes:
 
 
 def _utterances(
-    result: Transcription, duration: float, split_s: float, request_id: str
+    result: Transcription, duration: float, split_s: float, request_id: str, channel: int = 0
 ) -> list[dict[str, Any]]:
     """Deepgram's utterances: the words split where they pause ``utt_split`` seconds or more, or
     where the speaker changes (the engine's own pieces when it gives no words)."""
@@ -548,11 +578,15 @@ def _utterances(
             "start": round(start, 3),
             "end": round(end, 3),
             "confidence": dg.confidence(words),
-            "channel": 0,
+            "channel": channel,
             "transcript": text,
             "words": dg.words(words),
             "speaker": speaker or 0,
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{request_id}:{i}")),
+            "id": str(
+                uuid.uuid5(
+                    uuid.NAMESPACE_URL, f"{request_id}:{channel}:{i}" if channel else f"{request_id}:{i}"
+                )
+            ),
         }
         for i, (start, end, text, words, speaker) in enumerate(spans)
     ]

@@ -13,7 +13,11 @@ Deepgram parameter     hub
                        ``flac``, ``opus`` (Ogg), ``ogg-opus``, ``mp3``, ``webm`` → the
                        decoder; absent → containers auto-detected; others → HTTP 400
 ``sample_rate``        ``audio.sample_rate`` (raw encodings; default 16000, 8000 for G.711)
-``channels``           ``audio.channels`` (mixed to mono; ``multichannel=true`` → 400)
+``channels``           ``audio.channels`` (mixed to mono unless ``multichannel``)
+``multichannel``       each channel on its own (``multichannel`` in the session config; at
+                       most ``limits.max_channels``): live ``Results`` carry
+                       ``channel_index: [i, N]``, pre-recorded ``results.channels[i]``;
+                       raw ``linear16``/G.711 or a WAV (a compressed stream → 400)
 ``interim_results``    partials on, sent as ``Results`` with ``is_final: false``
 ``endpointing``        ``false`` → VAD off (fixed windows); N ms → silence endpointing,
                        ``vad.silence_ms`` (50…10000), ``turn_detection.type = "silence"``;
@@ -92,6 +96,7 @@ class ListenOptions:
     g711: str | None = None
     sample_rate: int = 16_000
     channels: int = 1
+    multichannel: bool = False
     interim_results: bool = False
     endpointing: int | None = None
     """VAD silence in ms; None: the hub's default."""
@@ -138,6 +143,8 @@ class ListenOptions:
             config["format"] = msgspec.to_builtins(self.format)
         if self.diarize:
             config["diarize"] = True
+        if self.multichannel:
+            config["multichannel"] = True
         return config
 
 
@@ -230,8 +237,6 @@ def parse(hub: Hub, query: Mapping[str, str], terms: list[str], redact: Sequence
     default_rate = 8000 if g711 else 16_000
     sample_rate = _int(query, "sample_rate", 4000, 384_000) or default_rate
     channels = _int(query, "channels", 1, 32) or 1
-    if _bool(query, "multichannel"):
-        raise HubError("bad_message", "multichannel=true is not supported: channels are mixed to mono")
     endpointing: int | None = None
     vad = True
     raw_endpointing = (query.get("endpointing") or "").lower()
@@ -260,6 +265,7 @@ def parse(hub: Hub, query: Mapping[str, str], terms: list[str], redact: Sequence
         g711=g711,
         sample_rate=sample_rate,
         channels=channels,
+        multichannel=_bool(query, "multichannel"),
         interim_results=_bool(query, "interim_results"),
         endpointing=endpointing,
         vad=vad,

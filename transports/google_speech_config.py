@@ -18,7 +18,11 @@ Google                    hub
                           unspecified → ``auto`` (the decoder probes a container); MULAW, AMR,
                           AMR_WB, SPEEX → ``INVALID_ARGUMENT``
 ``sample_rate_hertz``     ``audio.sample_rate`` (raw PCM; containers carry their own)
-``audio_channel_count``   ``audio.channels`` (mixed down to mono)
+``audio_channel_count``   ``audio.channels`` (mixed down to mono, unless:)
+``enable_separate_recognition_per_channel``  with ``audio_channel_count`` > 1: ``multichannel``
+                          (Recognize, StreamingRecognize, LongRunningRecognize; LINEAR16
+                          only, at most ``limits.max_channels``): each channel recognized on
+                          its own, each result with ``channel_tag`` 1…N
 ``enable_word_time_offsets``  ``word_timestamps`` (words are sent only when asked for)
 ``speech_contexts``       their phrases become the session's ``keyterms`` (bias toward them)
 ``profanity_filter``      ``format.profanity_filter``: ``f***``, as Google masks
@@ -131,6 +135,8 @@ def speech_options(hub: Hub, config: speech_v1.RecognitionConfig, *, interim: bo
         session["model"] = model
     if language is not None:
         session["language"] = language  # the hub refuses one the engine's model does not know
+    if config.enable_separate_recognition_per_channel and session["audio"]["channels"] > 1:
+        session["multichannel"] = True
     keyterms = _keyterms(config)
     if keyterms:
         session["keyterms"] = keyterms

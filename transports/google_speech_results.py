@@ -3,7 +3,8 @@
 * ``transcript.final`` → a result with ``is_final=true``, one alternative (its text; the mean
   word probability as ``confidence`` when the engine gave words; the words with
   ``start_time``/``end_time`` when ``enable_word_time_offsets`` was asked), ``result_end_time``
-  = the utterance's end in stream time (from the first audio byte), ``language_code``.
+  = the utterance's end in stream time (from the first audio byte), ``language_code``, and
+  with ``multichannel`` its ``channel_tag`` (the 0-based ``channel`` + 1, Google's 1…N).
 * ``transcript.partial`` → ``is_final=false`` with a ``stability``: the share of the guess's
   words that will not change — its ``stable`` words (two decodes agreed on them, and the hub
   never rewrites them: :mod:`asrhub.engine.local_agreement`) — between 0.01 and 0.9, Google's
@@ -38,7 +39,8 @@ class Stability:
     """Per-utterance memory of the previous partial (dropped when the utterance is final)."""
 
     def __init__(self) -> None:
-        self._previous: dict[int, list[str]] = {}
+        self._previous: dict[int | None, tuple[int, list[str]]] = {}
+        """Per channel (None: a single-channel session): its utterance in progress and words."""
 
     def of(self, partial: PartialTranscript) -> float:
         if partial.stable is not None:
@@ -46,8 +48,10 @@ class Stability:
             share = len(partial.stable.split()) / total if total else 0.0
             return min(MAX_STABILITY, max(MIN_STABILITY, share))
         words = normalized_words(partial.text)
-        previous = self._previous.get(partial.segment_id)
-        self._previous = {partial.segment_id: words}  # only the utterance in progress is kept
+        segment_id, previous = self._previous.get(partial.channel, (None, None))
+        if segment_id != partial.segment_id:
+            previous = None
+        self._previous[partial.channel] = (partial.segment_id, words)  # only the utterance in progress
         if not previous or not words:
             return MIN_STABILITY
         agreed = 0
@@ -57,8 +61,9 @@ class Stability:
             agreed += 1
         return min(MAX_STABILITY, max(MIN_STABILITY, agreed / len(words)))
 
-    def forget(self, segment_id: int) -> None:
-        self._previous.pop(segment_id, None)
+    def forget(self, segment_id: int, channel: int | None = None) -> None:
+        if self._previous.get(channel, (None,))[0] == segment_id:
+            del self._previous[channel]
 
 
 def _words(words: tuple[Word, ...] | None) -> list[speech_v1.WordInfo]:
@@ -110,6 +115,7 @@ def streaming_final(
         stability=0.0,
         result_end_time=_duration(final.end),
         language_code=final.language or language_code,
+        channel_tag=_tag(final.channel),
     )
     return speech_v1.StreamingRecognizeResponse(results=[result])
 
@@ -123,6 +129,7 @@ def streaming_partial(
         stability=stability,
         result_end_time=_duration(partial.end),
         language_code=language_code,
+        channel_tag=_tag(partial.channel),
     )
     return speech_v1.StreamingRecognizeResponse(results=[result])
 
@@ -138,4 +145,10 @@ def recognize_result(
         alternatives=[final_alternative(final, word_offsets=word_offsets)],
         result_end_time=_duration(final.end),
         language_code=final.language or language_code,
+        channel_tag=_tag(final.channel),
     )
+
+
+def _tag(channel: int | None) -> int:
+    """Google's ``channel_tag``: 1…N with separate recognition per channel, else 0 (unset)."""
+    return 0 if channel is None else channel + 1

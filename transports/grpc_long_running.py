@@ -8,7 +8,9 @@ at most 30 s at upload priority, so live sessions' finals never wait behind a lo
 timed piece of the merged transcription, cut again where its words pause for the VAD's
 ``silence_ms`` (an engine may give one piece for 30 s with long silences in it), is one
 ``SpeechRecognitionResult`` (``result_end_time``, ``language_code``, words with offsets when
-asked); ``total_billed_time`` is the audio's length rounded up to the second.
+asked); ``total_billed_time`` is the audio's length rounded up to the second. With
+``enable_separate_recognition_per_channel`` (a LINEAR16 file of 2+ channels) each channel is
+transcribed on its own and its results carry ``channel_tag`` 1…N, all ordered by their end.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from asrhub.format import format_file
 from asrhub.frames import FinalTranscript, Word
 from asrhub.hub import Hub
 
-from .batch import pcm16_wav, transcribe_upload
+from .batch import pcm16_wav, transcribe_channels, transcribe_upload
 from .google_speech_config import SpeechOptions
 from .google_speech_results import all_words_result, recognize_result
 from .grpc_operations import SHUTTING_DOWN, Job, OperationFailed, Progress
@@ -86,25 +88,40 @@ def file_job(hub: Hub, content: bytes, options: SpeechOptions, status_of: Any) -
         if audio["encoding"] == "pcm_s16le":  # raw: the config says what it is
             data = await asyncio.to_thread(pcm16_wav, content, audio["sample_rate"], audio["channels"])
         fields = file_fields(options)
+        kwargs: dict[str, Any] = {
+            "provider": fields.get("provider"),
+            "language": fields.get("language"),
+            "prompt": None,
+            "model": fields.get("model"),
+            "keyterms": tuple(fields.get("keyterms", ())),
+            **diarize_fields(options),
+        }
         try:
-            name, result, duration = await transcribe_upload(
-                hub,
-                data,
-                provider=fields.get("provider"),
-                language=fields.get("language"),
-                prompt=None,
-                model=fields.get("model"),
-                keyterms=tuple(fields.get("keyterms", ())),
-                progress=lambda done, total: progress(done / total if total else 1.0),
-                **diarize_fields(options),
-            )
+            if options.session.get("multichannel"):  # each channel on its own: channel_tag 1…N
+                name, transcriptions, duration = await transcribe_channels(hub, data, **kwargs)
+            else:
+                name, result, duration = await transcribe_upload(
+                    hub,
+                    data,
+                    **kwargs,
+                    progress=lambda done, total: progress(done / total if total else 1.0),
+                )
+                transcriptions = [result]
         except HubError as exc:
             if not hub.accepting:  # the engines went away under it: retry elsewhere
                 raise OperationFailed(grpc.StatusCode.UNAVAILABLE, SHUTTING_DOWN) from None
             raise OperationFailed(status_of(exc.code, hub), exc.message) from None
-        result = await format_file(result, options.formatting, fields.get("language"))
         pause_s = hub.resolve_config(fields).vad.silence_ms / 1000
-        finals = [f for f in utterances(file_finals(name, result, duration), pause_s) if f.text]
+        tagged = len(transcriptions) > 1 or bool(options.session.get("multichannel"))
+        finals: list[FinalTranscript] = []
+        for channel, raw in enumerate(transcriptions):
+            result = await format_file(raw, options.formatting, fields.get("language"))
+            finals += [
+                replace(final, channel=channel) if tagged else final
+                for final in utterances(file_finals(name, result, duration), pause_s)
+                if final.text
+            ]
+        finals.sort(key=lambda f: (f.end, f.channel or 0))
         results = [
             recognize_result(final, word_offsets=options.word_offsets, language_code=options.language_code)
             for final in finals

@@ -188,7 +188,7 @@ class SpeechService:
         try:
             async for event in queue:
                 if isinstance(event, FinalTranscript):
-                    stability.forget(event.segment_id)
+                    stability.forget(event.segment_id, event.channel)
                     yield streaming_final(
                         event, word_offsets=options.word_offsets, language_code=options.language_code
                     )

@@ -188,7 +188,9 @@ class StreamConnection:
         self.queue = session.queue(self.queue_size)  # first: it gets the early events
         self._watch = session.events.subscribe(on_next=self._after_event)
         token = None
-        if resume and self.hub.resumes.enabled and not session.closed:
+        # a multichannel session numbers its utterances per channel: its log cannot say which one
+        # a client has, so it gets no resume token
+        if resume and self.hub.resumes.enabled and not session.closed and not session.config.multichannel:
             position = None
             if self.hub.cluster_resumes is not None:
                 from asrhub.cluster.resume import pcm_position

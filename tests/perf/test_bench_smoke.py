@@ -7,6 +7,7 @@ that every measurement they print comes from real events.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ import bench_grpc_wyoming
 import bench_latency
 import bench_memory
 import bench_metering
+import bench_multichannel
 import bench_partials
 import bench_pipeline_cost
 import bench_scale
@@ -123,3 +125,10 @@ def test_partials_bench_measures_real_partials_and_finals() -> None:
     assert row["finals"] == 2 and "baker" in row["final_texts"][0].lower(), row
     assert row["partials"] >= 1 and all(math.isfinite(x) and x > 0 for x in row["lag_s"]), row
     assert row["stable_rewritten"] == 0 and math.isfinite(row["e2e_s"][0])
+
+
+def test_multichannel_bench_measures_every_case() -> None:
+    rows = asyncio.run(bench_multichannel.run(1))
+    assert [r[0] for r in rows] == ["mono (channel 0 alone)", "stereo, mixed", "stereo, multichannel"]
+    assert rows[2][1] >= 2  # a final from each channel
+    assert all(r[2] > 0 and r[4] > 0 for r in rows)
