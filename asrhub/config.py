@@ -330,9 +330,11 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     and ``auto`` 200 / 2000 ms, ``low`` 400 / 4000 ms (short silence / longest wait)."""
 
     semantic_turns: bool = True
-    """Load the smart-turn model (8.7 MB, ONNX) at start-up so sessions may ask for
-    ``turn_detection.type = "semantic"``; a missing model file is then a start-up error. False:
-    such a session is refused with ``bad_message``."""
+    """Sessions may ask for ``turn_detection.type = "semantic"``: the smart-turn model (8.7 MB,
+    ONNX) is loaded at start-up when ``turn_detection`` is ``semantic`` (a missing model file is
+    then a start-up error), else off the loop for the first session that asks (a missing model
+    refuses that session with the set-up hint; a hub whose sessions never ask holds no ONNX
+    runtime). False: such a session is refused with ``bad_message``."""
     breaker_failures: Annotated[int, Meta(ge=1)] = 5
     """Failed calls in a row (from any session) that open a provider's circuit: it is skipped
     (failover, or ``provider_failed`` at once) and probed in the background until it answers."""

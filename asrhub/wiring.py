@@ -261,8 +261,8 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
     ]
     if settings.vad.engine == "silero":
         hub.warmups.append(partial(_silero_warmup, silero))  # every session may use it
-    if settings.limits.semantic_turns:  # at start-up: a missing model stops the start, with the hint
-        hub.warmups.append(turns.load)
+    if settings.limits.semantic_turns and settings.limits.turn_detection == "semantic":
+        hub.warmups.append(turns.load)  # every session may use it: a missing model stops the start
     return hub
 
 

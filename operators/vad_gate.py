@@ -157,6 +157,8 @@ def vad_gate(
     pause_frames = math.ceil(pause_ms / FRAME_MS) if pause_ms > 0 else 0
     if turn is not None and turn.semantic and turn_model is None:
         raise ValueError("semantic turn detection needs the turn model")
+    if turn is not None and turn.semantic and turn_model is not None:
+        turn_model.load()  # a missing model refuses the session here, with the set-up hint
 
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(observer: abc.ObserverBase[Frame], scheduler: Any = None) -> abc.DisposableBase:

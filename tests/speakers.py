@@ -71,6 +71,11 @@ def _trimmed(x: F32) -> F32:
     return x[loud[0] * frame : (loud[-1] + 1) * frame]
 
 
+def recording(path: object) -> F32:
+    """One real recording (a path), trimmed to its speech, 16 kHz mono float32."""
+    return _trimmed(_read(Path(str(path))))
+
+
 @cache
 def prompts(name: str) -> tuple[F32, ...]:
     """Every prompt of one voice, trimmed, 16 kHz, in file-name order (0.4–6 s ones only)."""

@@ -133,13 +133,16 @@ async def test_a_missing_model_stops_the_start_with_the_set_up_hint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ASRHUB_MODEL_DIR", str(tmp_path))
-    hub = build_hub(Settings(default_provider="none"))
-    with pytest.raises(HubError) as err:
+    hub = build_hub(Settings(default_provider="none", limits=Limits(turn_detection="semantic")))
+    with pytest.raises(HubError) as err:  # semantic by default: the model is loaded at start-up
         await hub.start()
     assert "scripts/setup.sh" in err.value.message and "smart-turn" in err.value.message
-    quiet = build_hub(Settings(default_provider="none", limits=Limits(semantic_turns=False)))
-    await quiet.start()  # a hub that does not allow semantic turns does not need the model
-    await quiet.shutdown(1)
+    lazy = build_hub(Settings(default_provider="none"))
+    await lazy.start()  # silence by default: the model waits for the first semantic session
+    with pytest.raises(HubError) as refused:
+        await lazy.open_async({"turn_detection": {"type": "semantic"}})
+    assert "scripts/setup.sh" in refused.value.message and "smart-turn" in refused.value.message
+    await lazy.shutdown(1)
 
 
 @pytest.mark.parametrize(
