@@ -324,21 +324,20 @@ async def _answer(hub: Hub, upload: Upload) -> dict[str, Any]:
     if model is not None and provider is None:  # "base", "whisper:base": the mapping rule
         provider, model = hub.resolve_model(model)
     language = upload.get("language") or None
-    if flag(upload.get("multichannel"), "multichannel"):
-        return await _transcribe_channels(hub, upload, formatting, provider, model, language)
-    name, result, duration = await transcribe_upload(
-        hub,
-        upload.data,
-        provider=provider,
-        language=language,
-        prompt=upload.get("prompt") or None,
-        model=model,
-        task=upload.get("task") or "transcribe",
-        keyterms=tuple(upload.get_all("keyterms") + upload.get_all("keyterms[]")),
+    options: dict[str, Any] = {
+        "provider": provider,
+        "language": language,
+        "prompt": upload.get("prompt") or None,
+        "model": model,
+        "task": upload.get("task") or "transcribe",
+        "keyterms": tuple(upload.get_all("keyterms") + upload.get_all("keyterms[]")),
         **diarize_options(
             flag(upload.get("diarize"), "diarize"), upload.get("min_speakers"), upload.get("max_speakers")
         ),
-    )
+    }
+    if flag(upload.get("multichannel"), "multichannel"):
+        return await _transcribe_channels(hub, upload.data, formatting, options)
+    name, result, duration = await transcribe_upload(hub, upload.data, **options)
     result = await format_file(result, formatting, language)
     segments = [e.to_dict() for e in file_finals(name, result, duration, language)]
     body = {
@@ -354,29 +353,12 @@ async def _answer(hub: Hub, upload: Upload) -> dict[str, Any]:
 
 
 async def _transcribe_channels(
-    hub: Hub,
-    upload: Upload,
-    formatting: FormatConfig,
-    provider: str | None,
-    model: str | None,
-    language: str | None,
+    hub: Hub, data: bytes, formatting: FormatConfig, options: dict[str, Any]
 ) -> dict[str, Any]:
     """``multichannel=true``: each channel of a WAV on its own; ``segments`` of every channel by
     start time, each with its ``channel``; ``channels``: each channel's text."""
-    assert upload.data is not None
-    name, results, duration = await transcribe_channels(
-        hub,
-        upload.data,
-        provider=provider,
-        language=language,
-        prompt=upload.get("prompt") or None,
-        model=model,
-        task=upload.get("task") or "transcribe",
-        keyterms=tuple(upload.get_all("keyterms") + upload.get_all("keyterms[]")),
-        **diarize_options(
-            flag(upload.get("diarize"), "diarize"), upload.get("min_speakers"), upload.get("max_speakers")
-        ),
-    )
+    language = options["language"]
+    name, results, duration = await transcribe_channels(hub, data, **options)
     formatted = [await format_file(result, formatting, language) for result in results]
     segments = [
         dataclasses.replace(final, channel=i)

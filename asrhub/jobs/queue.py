@@ -81,18 +81,16 @@ class Jobs(Protocol):
     async def status(self, job_id: str, key_id: str | None) -> dict[str, Any] | None: ...
 
 
-class JobQueue:
-    def __init__(self, settings: JobsSettings, run: Runner) -> None:
-        self.settings = settings
-        self.run = run
-        self.deliverer = Deliverer(settings)
-        self.jobs: dict[str, Job] = {}
-        self.finished: OrderedDict[str, Job] = OrderedDict()
-        self.queued_bytes = 0
-        self.delivered: list[tuple[str, float]] = []
-        """(job id, seconds from result ready to the 2xx answer), the last 1000 (benchmark)."""
-        self._line: asyncio.Queue[Job] = asyncio.Queue()
-        self._workers: list[asyncio.Task[None]] = []
+class Workers:
+    """``settings.concurrency`` tasks running ``_work``, and the deliverer they call back with:
+    started with the app, cancelled and awaited with it (both queues)."""
+
+    settings: JobsSettings
+    deliverer: Deliverer
+    _workers: list[asyncio.Task[None]]
+
+    async def _work(self) -> None:
+        raise NotImplementedError
 
     def start(self) -> None:
         self._workers = [asyncio.create_task(self._work()) for _ in range(self.settings.concurrency)]
@@ -104,6 +102,20 @@ class JobQueue:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.deliverer.close()
+
+
+class JobQueue(Workers):
+    def __init__(self, settings: JobsSettings, run: Runner) -> None:
+        self.settings = settings
+        self.run = run
+        self.deliverer = Deliverer(settings)
+        self.jobs: dict[str, Job] = {}
+        self.finished: OrderedDict[str, Job] = OrderedDict()
+        self.queued_bytes = 0
+        self.delivered: list[tuple[str, float]] = []
+        """(job id, seconds from result ready to the 2xx answer), the last 1000 (benchmark)."""
+        self._line: asyncio.Queue[Job] = asyncio.Queue()
+        self._workers: list[asyncio.Task[None]] = []
 
     async def submit(self, job: Job) -> Job:
         size = len(job.data or b"")

@@ -44,7 +44,7 @@ from asrhub.logging import get_logger
 from asrhub.settings.schema import JobsSettings
 
 from .delivery import Callback, Deliverer
-from .queue import Job, Runner
+from .queue import Job, Runner, Workers
 from .signing import key_secret
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def _text(value: bytes | str | None) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-class RedisJobs:
+class RedisJobs(Workers):
     """The cluster's job queue, as this node sees it (:class:`~asrhub.jobs.queue.JobQueue`'s
     interface)."""
 
@@ -163,17 +163,6 @@ class RedisJobs:
 
     async def call(self, awaitable: Any) -> Any:
         return await asyncio.wait_for(awaitable, self.timeout_s)
-
-    def start(self) -> None:
-        self._workers = [asyncio.create_task(self._work()) for _ in range(self.settings.concurrency)]
-
-    async def close(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.deliverer.close()
 
     async def submit(self, job: Job) -> Job:
         data = job.data or b""
