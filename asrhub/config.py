@@ -251,10 +251,8 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     fixed_window_s: Annotated[float, Meta(gt=1.0, le=600.0)] = 10.0
     """With VAD off, batch engines get windows of at most this length, each cut at its quietest
     20 ms in the last 3 s."""
-    partial_interval_s: Annotated[float, Meta(gt=0.05)] = 1.0
-    """The least new audio (stream seconds) between two partial decodes of a growing utterance
-    (1 s by default: 0.25 s gave no measurable gain on 2 cores and kept a partial decode in
-    flight when the final came — docs/benchmarks.md, "Partials that settle"):
+    partial_interval_s: Annotated[float, Meta(gt=0.05)] = 0.25
+    """The least new audio (stream seconds) between two partial decodes of a growing utterance:
     a snapshot of the utterance is cut every this many seconds (when sound arrived since the
     last one: none in a pause or the VAD's hangover), and the next partial decode
     starts as soon as the previous one has ended, on the newest snapshot (the ones in between
