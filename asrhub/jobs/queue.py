@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ class Jobs(Protocol):
     async def status(self, job_id: str, key_id: str | None) -> dict[str, Any] | None: ...
 
 
-class Workers:
+class Workers(ABC):
     """``settings.concurrency`` tasks running ``_work``, and the deliverer they call back with:
     started with the app, cancelled and awaited with it (both queues)."""
 
@@ -89,8 +90,9 @@ class Workers:
     deliverer: Deliverer
     _workers: list[asyncio.Task[None]]
 
+    @abstractmethod
     async def _work(self) -> None:
-        raise NotImplementedError
+        """One worker: take jobs and run them until cancelled."""
 
     def start(self) -> None:
         self._workers = [asyncio.create_task(self._work()) for _ in range(self.settings.concurrency)]

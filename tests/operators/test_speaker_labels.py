@@ -11,15 +11,10 @@ import pytest
 import reactivex
 from reactivex import operators as ops
 
-from asrhub.diarize.diarizer import Diarizer, model_dir
+from asrhub.diarize.diarizer import Diarizer
 from asrhub.frames import AudioChunk, FinalTranscript, Frame, SpeechEnded, SpeechStarted, Word
 from asrhub.operators.speaker_labels import speaker_labels
-from tests.speakers import Conversation, available, conversation
-
-pytestmark = pytest.mark.skipif(
-    not available() or not (model_dir() / "pretrained.pt").is_file(),
-    reason="run scripts/setup.sh: the speaker model and the Asterisk voices",
-)
+from tests.speakers import Conversation, conversation
 
 
 @pytest.fixture(scope="module")

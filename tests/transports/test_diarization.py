@@ -23,22 +23,18 @@ import pytest
 from google.cloud import speech_v1
 from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
 
-from asrhub.diarize.diarizer import Diarizer, model_dir
+from asrhub.diarize.diarizer import Diarizer
 from asrhub.diarize.ge2e import load_checkpoint
 from asrhub.diarize.tracker import SpeakerTracker
 from asrhub.transports.door import DOOR
 from asrhub.transports.grpc_server import GrpcServer
 from tests.audio_utils import pcm16_bytes
-from tests.speakers import Conversation, available, conversation
+from tests.speakers import Conversation, conversation
 
 from .conftest import AUTH, KEY, ServerThread, frames
 from .test_grpc_speech import Metadata
 
 pytestmark = [
-    pytest.mark.skipif(
-        not available() or not (model_dir() / "pretrained.pt").is_file(),
-        reason="run scripts/setup.sh: the speaker model and the Asterisk voices",
-    ),
     # deepgram-sdk's import of websockets (as in tests/compat/test_deepgram.py)
     pytest.mark.filterwarnings("ignore:websockets.exceptions.InvalidStatusCode:DeprecationWarning"),
     pytest.mark.filterwarnings("ignore:websockets.legacy is deprecated:DeprecationWarning"),
