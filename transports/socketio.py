@@ -105,6 +105,24 @@ def _cluster_manager(settings: Settings) -> socketio.AsyncManager | None:
     )
 
 
+def _hold_background_tasks(eio: Any) -> set[asyncio.Future[Any]]:
+    """Engine.IO starts each heartbeat (`_send_ping`) with a bare `ensure_future` and keeps no
+    reference, so the garbage collector may destroy a sleeping ping mid-flight ("Task was
+    destroyed but it is pending!") and the client then misses its heartbeat. Hold every
+    background task until it ends; the lifecycle cancels what is left at shutdown."""
+    held: set[asyncio.Future[Any]] = set()
+    start = eio.start_background_task
+
+    def start_held(target: Any, *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
+        task: asyncio.Future[Any] = start(target, *args, **kwargs)
+        held.add(task)
+        task.add_done_callback(held.discard)
+        return task
+
+    eio.start_background_task = start_held
+    return held
+
+
 def setup(app: web.Application) -> socketio.AsyncServer:
     hub, settings, door = app[HUB], app[SETTINGS], app[DOOR]
     manager = _cluster_manager(settings)
@@ -120,6 +138,7 @@ def setup(app: web.Application) -> socketio.AsyncServer:
         serializer=SafePacket,  # a malformed packet is answered with bad_message, not a traceback
     )
     quiet_client_protocol_errors()
+    background = _hold_background_tasks(sio.eio)
     peers = app.get(PEERS)
     if peers is not None:  # --workers: a long-polling client's sid names its worker
         generate_id = sio.eio.generate_id
@@ -297,7 +316,7 @@ def setup(app: web.Application) -> socketio.AsyncServer:
                 async with asyncio.timeout(CLOSE_TIMEOUT):
                     await sio.eio.disconnect()
         await sio.shutdown()
-        for task in list(expiring):
+        for task in list(expiring) + list(background):
             task.cancel()
         for admission in admissions.values():
             admission.release()

@@ -110,3 +110,26 @@ async def test_socketio_ping_bad_messages_and_too_large(whisper_server: ServerTh
     finally:
         await client.sio.disconnect()
     assert await whisper_server.no_sessions()
+
+
+async def test_engineio_heartbeats_survive_the_garbage_collector() -> None:
+    """Engine.IO keeps no reference to a heartbeat task; the transport holds each one until it
+    ends, so a collection mid-sleep does not destroy it (nor log "Task was destroyed")."""
+    import gc
+
+    from transports.socketio import _hold_background_tasks
+
+    eio = socketio.AsyncServer(async_mode="aiohttp").eio
+    held = _hold_background_tasks(eio)
+    finished = asyncio.Event()
+
+    async def heartbeat() -> None:
+        await asyncio.sleep(0.05)
+        finished.set()
+
+    eio.start_background_task(heartbeat)
+    assert len(held) == 1
+    gc.collect()
+    await asyncio.wait_for(finished.wait(), 2)
+    await asyncio.sleep(0)
+    assert held == set()
