@@ -11,8 +11,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMANDS = ("serve", "transcribe", "stream", "providers", "config", "bench")
-ONE_SHOT = ("transcribe", "stream", "providers")
+COMMANDS = ("serve", "transcribe", "stream", "providers", "config", "bench", "replay")
+ONE_SHOT = ("transcribe", "stream", "providers", "replay")
 """Commands that log at ``warning`` unless ``log.level`` is set (``serve`` logs ``info``)."""
 
 

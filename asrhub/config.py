@@ -175,6 +175,9 @@ class SessionConfig(msgspec.Struct, frozen=True, kw_only=True):
     multichannel: bool = False
     """Extension: each channel of ``audio.channels`` > 1 (or of a WAV's) is transcribed on its
     own, its events carrying ``channel`` (0-based); False: the channels are mixed to mono."""
+    trace: bool = False
+    """Extension: record this session for ``asrhub replay`` — its audio, config, engine outputs
+    and events (docs/trace.md). Needs a hub with ``trace.dir`` or ``trace.redis`` set."""
 
     @property
     def providers(self) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -43,7 +44,7 @@ from asrhub.frames import TARGET_RATE, Samples
 from asrhub.logging import get_logger
 from asrhub.metrics.hub import HubMetrics, HubReading, Pooled
 from asrhub.plugin import Operator, Priority, Provider, Transcription
-from asrhub.session.context import Context, PipelineFactory
+from asrhub.session.context import Context, PipelineFactory, Tracing
 from asrhub.session.resume import Resumes
 from asrhub.session.session import Session
 from asrhub.usage import CALLER, UsageMeter
@@ -113,6 +114,9 @@ class Hub:
         """Compressed-audio decoder threads running, all sessions together (a share per key)."""
         self.uploads = UploadGate(self.limits.max_uploads, self.limits.upload_wait_s)
         """Uploads decoded and transcribed at once (see :class:`asrhub.engine.uploads.UploadGate`)."""
+        self.tracing: Tracing | None = None
+        """Session traces (:mod:`asrhub.trace`; the composition root sets it from ``[trace]``);
+        None: nothing is recorded and ``"trace": true`` is refused."""
         self.warmups: list[Callable[[], object]] = []
         """Blocking loads ``start`` runs off the loop (the composition root adds them)."""
         self.preparations: list[Callable[[SessionConfig], Callable[[], object] | None]] = []
@@ -217,6 +221,8 @@ class Hub:
             session.close("shutdown")
         self.resumes.clear()
         await self.usage.stop()
+        if self.tracing is not None:
+            await self.tracing.close()  # the traces of the sessions just closed are stored
         if self.cluster is not None:
             await self.cluster.stop()
         await self.breakers.close()
@@ -421,6 +427,8 @@ class Hub:
         continuation: Operator | None = None,
     ) -> Session:
         resolved = self.resolve_config(config)
+        if resolved.trace and self.tracing is None:
+            raise HubError("bad_message", "this hub records no traces (trace.dir is not set)", fatal=True)
         if not self.accepting:
             raise HubError("capacity", "the hub is shutting down", fatal=True)
         if len(self.sessions) >= self.limits.max_sessions:
@@ -449,6 +457,8 @@ class Hub:
             key=key,
             usage=self.usage.session(key),
         )
+        if self.tracing is not None:
+            ctx = dataclasses.replace(ctx, trace=self.tracing.open(ctx))
         try:
             pipeline = self.pipeline_factory(ctx)
             if continuation is not None:

@@ -41,6 +41,8 @@ from asrhub.operators.wakeword_models import WakewordModels
 from asrhub.plugin import EarlyFinals, Operator, Provider, ProviderUnavailable
 from asrhub.session.context import Context
 from asrhub.settings.schema import Settings
+from asrhub.trace.recorder import Tracer
+from asrhub.trace.store import DirStore, RedisStore, TraceStore
 
 SPLIT_SEARCH_S = 3.0
 """An utterance force-split at ``limits.max_utterance_s`` is cut at its quietest 20 ms within
@@ -179,6 +181,8 @@ def _chain(ctx: Context, audio: AudioFormat, models: _Models) -> Operator:
                 )
             )
         stage = primary.stage(ctx, tuple(fallbacks))
+        if ctx.trace is not None:  # what the engine produces, where in the stream (asrhub.trace)
+            stage = ctx.trace.engine(stage)
         stages.append((f"provider:{primary.name}", ctx.metrics.provider_latency(stage)))
         if config.diarize:
             stages = _diarized(ctx, stages, speakers or SpeakerModels())
@@ -250,6 +254,8 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
         vad_engine=settings.vad.engine,
         speakers=speakers,
     )
+    if settings.trace.dir or settings.trace.redis:
+        hub.tracing = _tracer(settings)
     if settings.diarization.preload:
         hub.warmups.append(hub.speakers.get)
     hub.preparations += [
@@ -264,6 +270,23 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
     if settings.limits.semantic_turns and settings.limits.turn_detection == "semantic":
         hub.warmups.append(turns.load)  # every session may use it: a missing model stops the start
     return hub
+
+
+def _tracer(settings: Settings) -> Tracer:
+    """Session traces into ``trace.dir``, or into the cluster's Redis with ``trace.redis``."""
+    store: TraceStore
+    if settings.trace.redis:
+        if not settings.cluster.redis_url:
+            raise ValueError("trace.redis needs cluster.redis_url")
+        store = RedisStore(
+            settings.cluster.redis_url,
+            prefix=settings.cluster.key_prefix,
+            ttl_s=settings.trace.ttl_s,
+            timeout_s=settings.cluster.redis_timeout_s,
+        )
+    else:
+        store = DirStore(str(settings.trace.dir))
+    return Tracer(settings.trace, store)
 
 
 def _silero_warmup(silero: SileroVad) -> None:

@@ -84,6 +84,7 @@ def create_app(
     usage.setup(app)
     websocket.setup(app)
     sse.setup(app)
+    trace.setup(app)
     batch.setup(app)
     openai_api.setup(app)
     deepgram.setup(app)

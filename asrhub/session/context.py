@@ -9,11 +9,12 @@ slots, circuit breakers and metrics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from asrhub.config import Limits, SessionConfig
 from asrhub.engine.breaker import Breakers
 from asrhub.flow import Pending, Slots
+from asrhub.frames import Event
 from asrhub.logging import get_logger
 from asrhub.metrics.hub import HubMetrics
 from asrhub.plugin import EarlyFinals, Operator, Provider
@@ -50,6 +51,45 @@ class Context:
     usage: SessionMeter | None = None
     """The session's audio meter (its key's usage and quota; :mod:`asrhub.usage`): the chain's
     ``meter_audio`` stage counts decoded audio into it. None outside a hub."""
+    trace: SessionTrace | None = None
+    """The session's recorder (config ``trace``, or picked by ``trace.sample_rate``; see
+    :mod:`asrhub.trace`); None: not recorded."""
+
+
+class SessionTrace(Protocol):
+    """What a session and its chain tell its trace recorder (:mod:`asrhub.trace.recorder`)."""
+
+    def audio(self, data: bytes) -> None:
+        """A chunk of input bytes, as fed."""
+
+    def update(self, config: dict[str, Any]) -> None:
+        """A ``session.update``'s effective config, at its place in the input."""
+
+    def ended(self) -> None:
+        """``session.end``: the input is complete."""
+
+    def event(self, event: Event, origin: Literal["pipeline", "session"]) -> None:
+        """An outgoing event: from the chain, or the session's own (a timeout, ``session.closed``)."""
+
+    def engine(self, stage: Operator) -> Operator:
+        """The engine stage, wrapped so what the engine produced is recorded in stream order."""
+
+    def finish(self, reason: str) -> None:
+        """The session closed: the trace is complete and goes to its store."""
+
+
+class Tracing(Protocol):
+    """The hub's trace recorders' factory (:class:`asrhub.trace.recorder.Tracer`)."""
+
+    def open(self, ctx: Context) -> SessionTrace | None:
+        """A recorder for the session of ``ctx`` (None: this one is not recorded)."""
+
+    async def read(self, session_id: str, key: str | None) -> bytes | None:
+        """The stored trace of ``session_id`` if the key ``key`` (a fingerprint) recorded it;
+        None for a missing trace and for another key's alike."""
+
+    async def close(self) -> None:
+        """Store every finished trace, then release the store (hub shutdown)."""
 
 
 class PipelineFactory(Protocol):

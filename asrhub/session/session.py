@@ -130,6 +130,8 @@ class Session:
         counters = self._counters
         counters.frames_in += 1
         counters.bytes_in += len(data)
+        if self.ctx.trace is not None:
+            self.ctx.trace.audio(data)
         self._input.on_next(RawAudio(data))
         pending = self.ctx.pending
         if not pending.ready:
@@ -162,6 +164,8 @@ class Session:
             raise HubError("bad_message", "session.update after the session ended")
         self.config = config
         frame = SessionUpdated(config=config.to_dict(), settings=config)
+        if self.ctx.trace is not None:
+            self.ctx.trace.update(frame.config)
         self._input.on_next(frame)
         return frame
 
@@ -175,6 +179,8 @@ class Session:
             self.state = State.ENDING
             self._idle.cancel()
             self._ending = self._loop.call_later(self.ctx.limits.end_timeout_s, self._end_expired)
+            if self.ctx.trace is not None:
+                self.ctx.trace.ended()
             self._input.on_completed()
 
     def close(self, reason: str = "closed") -> None:
@@ -216,8 +222,12 @@ class Session:
 
     # ------------------------------------------------------------------ internals
 
-    def _emit(self, event: Event) -> None:
+    def _emit(self, event: Event, *, from_chain: bool = False) -> None:
+        """``from_chain``: the pipeline's output (else the session's own event: a timeout, the
+        quota, ``session.closed``; a trace keeps the two apart)."""
         self._metrics.event_out(event)
+        if self.ctx.trace is not None:
+            self.ctx.trace.event(event, "pipeline" if from_chain else "session")
         early = self._early
         if early is not None and len(early) < EARLY_EVENTS:
             early.append(event)
@@ -225,7 +235,7 @@ class Session:
 
     def _on_frame(self, frame: Frame) -> None:
         if isinstance(frame, Event):
-            self._emit(frame)
+            self._emit(frame, from_chain=True)
             if isinstance(frame, ErrorEvent) and frame.fatal:
                 self._finish("error")
 
@@ -296,6 +306,8 @@ class Session:
         if subscription is not None:
             subscription.dispose()
         self._emit(SessionClosed(reason=reason))
+        if self.ctx.trace is not None:
+            self.ctx.trace.finish(reason)
         self._output.on_completed()
         if not self._done.done():
             self._done.set_result(reason)

@@ -192,6 +192,28 @@ class JobsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """A finished job's status stays readable (``GET /v1/jobs/ID``) this long."""
 
 
+class TraceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Session traces for ``asrhub replay`` (docs/trace.md). A trace holds the session's audio:
+    nothing is recorded unless a store is set here, and then only the sessions that ask
+    (``"trace": true``) or that ``sample_rate`` picks."""
+
+    dir: str | None = None
+    """Folder for trace files, one per session, named ``<session id>.trace``. Unset (and no
+    ``redis``): the hub records nothing and refuses ``"trace": true`` with ``bad_message``."""
+    redis: bool = False
+    """Store traces in ``cluster.redis_url`` (key ``<key_prefix>:trace:<session id>``, expiring
+    after ``ttl_s``) instead of a folder, so any node can serve one."""
+    ttl_s: Annotated[float, Meta(gt=0.0, le=30 * 86400.0)] = 86400.0
+    """How long a trace stays in Redis."""
+    sample_rate: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.0
+    """Share of all sessions recorded without asking (server policy; 0: only those that ask)."""
+    max_bytes: Annotated[int, Meta(ge=4096, le=1 << 30)] = 16 << 20
+    """Bound on one trace (audio included, ~8 min of 16 kHz PCM16 by default); at the bound a
+    ``truncated`` record ends it and the session goes on unrecorded."""
+    max_seconds: Annotated[float, Meta(gt=0.0)] = 600.0
+    """Bound on the wall time one trace covers, the same way."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a hub process is started with."""
 
@@ -208,6 +230,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cluster: ClusterSettings = ClusterSettings()
     diarization: DiarizationSettings = DiarizationSettings()
     jobs: JobsSettings = JobsSettings()
+    trace: TraceSettings = TraceSettings()
     providers: dict[str, dict[str, Any]] = {}
     """Per-provider settings tables, e.g. ``[providers.whisper] model = "…"``."""
 
