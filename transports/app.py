@@ -44,6 +44,7 @@ from . import (
     socketio,
     sse,
     static,
+    trace,
     usage,
     websocket,
     worker_routes,
