@@ -46,6 +46,8 @@ Deepgram parameter     hub
 =====================  ==================================================================
 
 ``diarize=true`` puts a ``speaker`` (0, 1, …) on every word and utterance (docs/diarization.md).
+``trace=true`` (an extension, live sessions) records the session for ``asrhub replay``, as
+``"trace": true`` does in the native config (docs/trace.md: it carries the audio).
 Other Deepgram parameters (``tag``, …) are accepted and ignored.
 """
 
@@ -112,6 +114,8 @@ class ListenOptions:
     paragraphs: bool = False
     diarize: bool = False
     """``diarize=true``: a ``speaker`` on every word (and utterance)."""
+    trace: bool = False
+    """``trace=true`` (extension): the session is recorded (docs/trace.md)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -145,6 +149,8 @@ class ListenOptions:
             config["diarize"] = True
         if self.multichannel:
             config["multichannel"] = True
+        if self.trace:
+            config["trace"] = True
         return config
 
 
@@ -277,6 +283,7 @@ def parse(hub: Hub, query: Mapping[str, str], terms: list[str], redact: Sequence
         format=formatting,
         paragraphs=_bool(query, "paragraphs"),
         diarize=_bool(query, "diarize"),
+        trace=_bool(query, "trace"),
     )
 
 

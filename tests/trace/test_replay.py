@@ -180,3 +180,26 @@ def test_a_damaged_trace_is_refused(tmp_path: Path) -> None:
     path.write_bytes(records.MAGIC + b"\0\0\0\x09abc")
     result = replay(path)
     assert result.returncode == 2 and "cut short" in result.stderr
+
+
+async def test_deepgram_live_asks_with_a_query_parameter(server: ServerThread, traces: Path) -> None:
+    """``/v1/listen?trace=true``: the Deepgram-shaped session is recorded (in the hub's native
+    events), and replays to the events it recorded."""
+    pcm, _ = speech("quick_fox.wav")
+    url = server.ws.replace("/v1/stream", "/v1/listen") + "?encoding=linear16&sample_rate=16000&trace=true"
+    before = set(traces.glob("*.trace"))
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url, headers={"Authorization": f"Token {KEY}"}) as ws:
+            for chunk in frames(pcm + QUIET):
+                await ws.send_bytes(chunk)
+            await ws.send_str(json.dumps({"type": "CloseStream"}))
+            results = [json.loads(m.data) async for m in ws if m.type is aiohttp.WSMsgType.TEXT]
+    assert any("fox" in json.dumps(r).lower() for r in results), results
+    await stored(server)
+    (path,) = set(traces.glob("*.trace")) - before
+    trace = load(path.read_bytes())
+    assert trace.header.transport == "deepgram" and trace.header.config["trace"] is True
+    assert any("fox" in f["text"].lower() for f in trace.finals())
+    result = replay(path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[1:] == [e.json for e in trace.events]
