@@ -187,7 +187,7 @@ async def test_deepgram_live_asks_with_a_query_parameter(server: ServerThread, t
     events), and replays to the events it recorded."""
     pcm, _ = speech("quick_fox.wav")
     url = server.ws.replace("/v1/stream", "/v1/listen") + "?encoding=linear16&sample_rate=16000&trace=true"
-    before = set(traces.glob("*.trace"))
+    before = await asyncio.to_thread(lambda: set(traces.glob("*.trace")))
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(url, headers={"Authorization": f"Token {KEY}"}) as ws:
             for chunk in frames(pcm + QUIET):
@@ -196,7 +196,7 @@ async def test_deepgram_live_asks_with_a_query_parameter(server: ServerThread, t
             results = [json.loads(m.data) async for m in ws if m.type is aiohttp.WSMsgType.TEXT]
     assert any("fox" in json.dumps(r).lower() for r in results), results
     await stored(server)
-    (path,) = set(traces.glob("*.trace")) - before
+    (path,) = await asyncio.to_thread(lambda: set(traces.glob("*.trace")) - before)
     trace = load(path.read_bytes())
     assert trace.header.transport == "deepgram" and trace.header.config["trace"] is True
     assert any("fox" in f["text"].lower() for f in trace.finals())
