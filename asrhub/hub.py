@@ -457,9 +457,9 @@ class Hub:
             key=key,
             usage=self.usage.session(key),
         )
-        if self.tracing is not None:
-            ctx = dataclasses.replace(ctx, trace=self.tracing.open(ctx))
         try:
+            if self.tracing is not None:  # may refuse: capacity (trace.max_open)
+                ctx = dataclasses.replace(ctx, trace=self.tracing.open(ctx))
             pipeline = self.pipeline_factory(ctx)
             if continuation is not None:
                 inner, outer = pipeline, continuation
@@ -467,9 +467,13 @@ class Hub:
             session = Session(ctx, pipeline, on_closed=self._forget)
         except HubError:
             self.usage.release(ctx.usage)
+            if ctx.trace is not None:
+                ctx.trace.finish("error")  # a session that could not start: its trace says so
             raise
         except Exception as exc:
             self.usage.release(ctx.usage)
+            if ctx.trace is not None:
+                ctx.trace.finish("error")
             ctx.log.exception("session could not start")  # the client's config was valid: our bug
             raise HubError("internal_error", f"session could not start: {exc}", fatal=True) from exc
         self.usage.session_opened(key)

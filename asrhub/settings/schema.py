@@ -212,6 +212,10 @@ class TraceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     ``truncated`` record ends it and the session goes on unrecorded."""
     max_seconds: Annotated[float, Meta(gt=0.0)] = 600.0
     """Bound on the wall time one trace covers, the same way."""
+    max_open: Annotated[int, Meta(ge=1, le=4096)] = 32
+    """Sessions recorded at once (a trace is held in memory until its session closes: at most
+    ``max_open`` × ``max_bytes``). Past it ``sample_rate`` picks none, and a session that asks
+    is refused with ``capacity``."""
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

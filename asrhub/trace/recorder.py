@@ -22,6 +22,7 @@ from typing import Any, Literal
 import msgspec
 from reactivex import Observable, abc
 
+from asrhub.errors import HubError
 from asrhub.frames import Event, Frame
 from asrhub.logging import get_logger
 from asrhub.plugin import Operator, Provider
@@ -49,12 +50,22 @@ class Tracer:
     ) -> None:
         self.settings, self.store, self._chance = settings, store, chance
         self._writes: set[asyncio.Task[None]] = set()
+        self.open_count = 0
+        """Sessions being recorded now (each holds its trace in memory)."""
         self.version = hub_version()
 
     def open(self, ctx: Context) -> SessionRecorder | None:
+        """A recorder when the session asks or the sample rate picks it; raises ``capacity``
+        for a session that asks while ``trace.max_open`` sessions are being recorded."""
         rate = self.settings.sample_rate
         if not ctx.config.trace and not (rate > 0 and self._chance() < rate):
             return None
+        if self.open_count >= self.settings.max_open:
+            if not ctx.config.trace:
+                return None
+            most = self.settings.max_open
+            raise HubError("capacity", f"the hub records at most {most} sessions at once", fatal=True)
+        self.open_count += 1
         return SessionRecorder(ctx, self)
 
     def store_trace(self, session_id: str, data: bytes) -> None:
@@ -161,6 +172,7 @@ class SessionRecorder:
         self._append(r.Closed(reason=reason, at=self._at()), always=True)
         data, self.buffer = bytes(self.buffer), None
         self.stages = []
+        self.tracer.open_count -= 1
         self.tracer.store_trace(self.session_id, data)
 
 

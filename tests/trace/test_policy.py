@@ -111,3 +111,19 @@ async def test_traces_in_redis_expire_and_serve_only_their_key(redis_server: Red
         assert await tracing.read("../" + session_id, "key-a") is None
         ttl = await tracing.store.redis.pttl(f"tracetest:trace:{session_id}")  # type: ignore[attr-defined]
         assert 0 < ttl <= 30_000
+
+
+async def test_at_most_max_open_sessions_are_recorded_at_once(folder: Path) -> None:
+    async with open_hub(settings(dir=str(folder), max_open=1, sample_rate=1.0)) as hub:
+        first = await hub.open_async({"trace": True})
+        sampled = await hub.open_async({})  # the sample rate picks it, but the bound is reached
+        assert sampled.ctx.trace is None and first.ctx.trace is not None
+        with pytest.raises(HubError) as refused:
+            await hub.open_async({"trace": True})
+        assert refused.value.code == "capacity" and "at most 1" in refused.value.message
+        assert len(hub.sessions) == 2
+        await first.end()
+        again = await hub.open_async({"trace": True})  # its close freed the place
+        assert again.ctx.trace is not None
+        sampled.close()
+        again.close()
