@@ -275,11 +275,9 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
 def _tracer(settings: Settings) -> Tracer:
     """Session traces into ``trace.dir``, or into the cluster's Redis with ``trace.redis``."""
     store: TraceStore
-    if settings.trace.redis:
-        if not settings.cluster.redis_url:
-            raise ValueError("trace.redis needs cluster.redis_url")
+    if settings.trace.redis:  # the settings make sure cluster.redis_url is set
         store = RedisStore(
-            settings.cluster.redis_url,
+            str(settings.cluster.redis_url),
             prefix=settings.cluster.key_prefix,
             ttl_s=settings.trace.ttl_s,
             timeout_s=settings.cluster.redis_timeout_s,

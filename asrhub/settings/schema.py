@@ -238,6 +238,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     providers: dict[str, dict[str, Any]] = {}
     """Per-provider settings tables, e.g. ``[providers.whisper] model = "…"``."""
 
+    def __post_init__(self) -> None:
+        if self.trace.redis and not self.cluster.redis_url:
+            raise ValueError("trace.redis = true needs cluster.redis_url")
+
     def provider_names(self) -> list[str]:
         if self.enabled_providers is not None:
             names = list(self.enabled_providers)

@@ -127,3 +127,12 @@ async def test_at_most_max_open_sessions_are_recorded_at_once(folder: Path) -> N
         assert again.ctx.trace is not None
         sampled.close()
         again.close()
+
+
+def test_trace_redis_needs_the_cluster_redis() -> None:
+    from asrhub.settings.loader import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="trace.redis = true needs cluster.redis_url"):
+        load_settings(env={"ASRHUB_TRACE__REDIS": "true"})
+    loaded = load_settings(env={"ASRHUB_TRACE__DIR": "/tmp/t", "ASRHUB_TRACE__SAMPLE_RATE": "0.25"})
+    assert loaded.trace.dir == "/tmp/t" and loaded.trace.sample_rate == 0.25
