@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 from asrhub.api import open_hub
@@ -99,7 +98,7 @@ async def test_a_dropped_session_replays_up_to_where_it_stopped(folder: Path) ->
 
 async def test_traces_in_redis_expire_and_serve_only_their_key(redis_server: Redis) -> None:  # noqa: F811
     cluster = ClusterSettings(redis_url=redis_server.url, key_prefix="tracetest")
-    config = msgspec.structs.replace(settings(redis=True, ttl_s=30.0), cluster=cluster)
+    config = Settings(default_provider="none", cluster=cluster, trace=TraceSettings(redis=True, ttl_s=30.0))
     async with open_hub(config) as hub:
         session_id = await run(hub, {"trace": True}, key="key-a")
         tracing = hub.tracing
@@ -132,7 +131,7 @@ async def test_at_most_max_open_sessions_are_recorded_at_once(folder: Path) -> N
 def test_trace_redis_needs_the_cluster_redis() -> None:
     from asrhub.settings.loader import SettingsError, load_settings
 
-    with pytest.raises(SettingsError, match="trace.redis = true needs cluster.redis_url"):
+    with pytest.raises(SettingsError, match=r"trace\.redis = true needs cluster\.redis_url"):
         load_settings(env={"ASRHUB_TRACE__REDIS": "true"})
     loaded = load_settings(env={"ASRHUB_TRACE__DIR": "/tmp/t", "ASRHUB_TRACE__SAMPLE_RATE": "0.25"})
     assert loaded.trace.dir == "/tmp/t" and loaded.trace.sample_rate == 0.25
