@@ -27,7 +27,6 @@ import msgspec
 from reactivex import Observable, abc
 
 from asrhub.config import Limits, SessionConfig, parse_session_config
-from asrhub.errors import HubError
 from asrhub.flow import Inlet, Pending
 from asrhub.frames import (
     Event,
@@ -260,8 +259,6 @@ async def replay(trace: Trace, build: PipelineFactory) -> list[str]:
 
 
 def with_engine(config: SessionConfig, provider: str, model: str | None) -> SessionConfig:
-    """The trace's config with another engine (``--engine NAME[:MODEL]``)."""
-    try:
-        return msgspec.structs.replace(config, provider=provider, model=model)
-    except msgspec.ValidationError as exc:  # pragma: no cover - names are validated by the caller
-        raise HubError("bad_message", str(exc)) from None
+    """The trace's config with another engine (``--engine NAME[:MODEL]``; the hub validates
+    the result with ``resolve_config``)."""
+    return msgspec.structs.replace(config, provider=provider, model=model)

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 from asrhub.trace.records import TraceError, header_of
 
-SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-"""What a session id looks like (``secrets.token_urlsafe``): nothing else names a trace, so a
-path can never leave the folder."""
+SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.[A-Za-z0-9_-]{1,16})?$")
+"""What a session id looks like (``secrets.token_urlsafe``, and under ``--workers N`` an HTTP
+session's ``.w<index>`` suffix): nothing else names a trace, so a path never leaves the folder."""
 
 
 class TraceStore(Protocol):

@@ -135,3 +135,15 @@ def test_trace_redis_needs_the_cluster_redis() -> None:
         load_settings(env={"ASRHUB_TRACE__REDIS": "true"})
     loaded = load_settings(env={"ASRHUB_TRACE__DIR": "/tmp/t", "ASRHUB_TRACE__SAMPLE_RATE": "0.25"})
     assert loaded.trace.dir == "/tmp/t" and loaded.trace.sample_rate == 0.25
+
+
+def test_a_trace_is_named_only_by_a_session_id(tmp_path: Path) -> None:
+    from asrhub.trace.store import SESSION_ID, DirStore
+
+    store = DirStore(tmp_path)
+    assert store.path("Ab3_-x").name == "Ab3_-x.trace"
+    assert store.path("Ab3_-x.w2").name == "Ab3_-x.w2.trace"  # an HTTP session under --workers N
+    for bad in ("..", "../x", "a/b", ".hidden", "a..b", "a.b.c", ""):
+        assert not SESSION_ID.match(bad)
+        with pytest.raises(ValueError):
+            store.path(bad)
