@@ -61,6 +61,14 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, TraceError) as exc:
         print(f"asrhub replay: {args.file}: {exc}", file=sys.stderr)
         return 2
+    from asrhub.trace.recorder import hub_version
+
+    if trace.header.hub_version != hub_version():
+        print(
+            f"asrhub replay: recorded by asrhub {trace.header.hub_version}, replayed with "
+            f"{hub_version()}: a changed stage may change the events",
+            file=sys.stderr,
+        )
     if trace.truncated is not None:
         print(
             f"asrhub replay: the trace was truncated ({trace.truncated.reason}): "
