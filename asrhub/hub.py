@@ -46,6 +46,7 @@ from asrhub.plugin import Operator, Priority, Provider, Transcription
 from asrhub.session.context import Context, PipelineFactory
 from asrhub.session.resume import Resumes
 from asrhub.session.session import Session
+from asrhub.telemetry import end_session, session_span
 from asrhub.usage import CALLER, UsageMeter
 
 if TYPE_CHECKING:
@@ -448,6 +449,7 @@ class Hub:
             metrics=self.metrics,
             key=key,
             usage=self.usage.session(key),
+            span=session_span(session_id, transport, "+".join(resolved.providers)),
         )
         try:
             pipeline = self.pipeline_factory(ctx)
@@ -457,9 +459,11 @@ class Hub:
             session = Session(ctx, pipeline, on_closed=self._forget)
         except HubError:
             self.usage.release(ctx.usage)
+            end_session(ctx.span, "error")
             raise
         except Exception as exc:
             self.usage.release(ctx.usage)
+            end_session(ctx.span, "error")
             ctx.log.exception("session could not start")  # the client's config was valid: our bug
             raise HubError("internal_error", f"session could not start: {exc}", fatal=True) from exc
         self.usage.session_opened(key)

@@ -49,6 +49,7 @@ from asrhub.engine.local_agreement import StablePrefix
 from asrhub.engine.ordered import Ordered, engine_stage
 from asrhub.frames import ErrorEvent, Event, Frame, PartialTranscript, Segment, SessionUpdated
 from asrhub.plugin import Operator, Provider, SessionContext, Transcription
+from asrhub.telemetry import utterance
 
 PartialFn = Callable[..., "asyncio.Task[Transcription] | None"]
 """``fn(samples, language=…, prompt=…)``: start a partial decode now, or return None (shed)."""
@@ -124,12 +125,13 @@ class _Batch:
         early: asyncio.Task[Served] | None = None,
     ) -> Event:
         try:
-            if early is not None:  # the decode started at the pause covers all the speech
-                served = await early
-            else:
-                if previous is not None:  # one final at a time per session: see the module docstring
-                    await asyncio.wait([previous])
-                served = await self.decode(seg, config)
+            with utterance(self.ctx.span, seg.segment_id, seg.start, seg.end):
+                if early is not None:  # the decode started at the pause covers all the speech
+                    served = await early
+                else:
+                    if previous is not None:  # one final at a time per session: see the module docstring
+                        await asyncio.wait([previous])
+                    served = await self.decode(seg, config)
         except AllFailed as exc:
             return ErrorEvent("provider_failed", str(exc), False, seg.segment_id)
         return final_event(
