@@ -41,12 +41,16 @@ def incoming(headers: Mapping[str, str]) -> Iterator[None]:
     """Make the ``traceparent`` a client sent (HTTP or WebSocket handshake headers, gRPC
     metadata) the current context while its request is handled, so the session it opens is a
     child of the client's span. Nothing happens when tracing is off or there is none."""
-    if state.tracer is None or "traceparent" not in headers:
+    if state.tracer is None:
+        yield
+        return
+    carrier = {k.lower(): v for k, v in headers.items() if k.lower() in ("traceparent", "tracestate")}
+    if "traceparent" not in carrier:
         yield
         return
     from opentelemetry import context, propagate
 
-    token = context.attach(propagate.extract({k.lower(): v for k, v in headers.items()}))
+    token = context.attach(propagate.extract(carrier))
     try:
         yield
     finally:

@@ -104,3 +104,21 @@ class Collector:
 def _value(value: Any) -> Any:
     kind = value.WhichOneof("value")
     return getattr(value, kind) if kind else None
+
+
+def main() -> None:
+    """``python -m tests.telemetry.collector``: serve until killed, printing the endpoint and,
+    on SIGTERM, the number of spans received (for the benchmark, which runs it apart so its
+    CPU is not counted as the hub's)."""
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Collector() as collector:
+        print(collector.endpoint, flush=True)
+        stop.wait()
+        print(len(collector.spans), flush=True)
+
+
+if __name__ == "__main__":
+    main()
