@@ -159,13 +159,17 @@ class _Batch:
     # ---------------------------------------------------------------- early finals
     def speculate(self, seg: Segment) -> None:
         self.drop_speculation()  # an earlier pause of this utterance: speech went on after it
-        task = asyncio.get_running_loop().create_task(self.decode(seg, self.config))
+        task = asyncio.get_running_loop().create_task(self.speculative_decode(seg, self.config))
         task.add_done_callback(_consume)
         self.spec = (seg, task)
         self.counts.started += 1
         text: asyncio.Future[str | None] = task.get_loop().create_future()
         task.add_done_callback(lambda t: _publish(t, text))
         self.counts.latest = (seg.end, text)
+
+    async def speculative_decode(self, seg: Segment, config: SessionConfig) -> Served:
+        with utterance(self.ctx.span, seg.segment_id, seg.start, seg.end, speculative=True):
+            return await self.decode(seg, config)
 
     def take_speculation(self, final: Segment) -> asyncio.Task[Served] | None:
         """The speculative decode that can serve ``final``, if there is one (else dropped)."""

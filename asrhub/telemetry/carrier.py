@@ -22,10 +22,13 @@ def inject() -> dict[str, str] | None:
 
 
 def traceparent(span: Any) -> str:
-    """``span``'s W3C ``traceparent`` ("" for None or a span that is not recording)."""
-    if span is None or not span.is_recording():
+    """``span``'s W3C ``traceparent`` ("" for None); an unsampled span's says so, and a span
+    continued from it is not sampled either."""
+    if span is None:
         return ""
     ctx = span.get_span_context()
+    if not ctx.is_valid:
+        return ""
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
 

@@ -49,15 +49,18 @@ def end_session(span: Any, reason: str) -> None:
 
 
 def utterance(
-    session: Any, segment_id: int, start: float, end: float
+    session: Any, segment_id: int, start: float, end: float, *, speculative: bool = False
 ) -> contextlib.AbstractContextManager[Any]:
-    """The span of one utterance (current inside the ``with``), a child of ``session``'s."""
+    """The span of one utterance (current inside the ``with``), a child of ``session``'s.
+    ``speculative``: an early final's decode, started at a pause (it may become the final)."""
     tracer = state.tracer
     if tracer is None or session is None:
         return _NULL
     from opentelemetry import trace
 
-    attributes = {"asrhub.segment_id": segment_id, "asrhub.audio_s": round(end - start, 3)}
+    attributes: dict[str, Any] = {"asrhub.segment_id": segment_id, "asrhub.audio_s": round(end - start, 3)}
+    if speculative:
+        attributes["asrhub.speculative"] = True
     span = tracer.start_span("utterance", context=trace.set_span_in_context(session), attributes=attributes)
     return trace.use_span(span, end_on_exit=True)
 

@@ -4,6 +4,7 @@ included) has its span; log lines under a span carry its ids; off, nothing is im
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import secrets
@@ -130,3 +131,37 @@ print(sorted(m for m in sys.modules if m.startswith("opentelemetry")))
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]", out.stdout
+
+
+async def test_an_early_final_decode_is_an_utterance_span_of_the_session(
+    memory: InMemorySpanExporter, whisper: WhisperProvider
+) -> None:
+    """The decode started at a pause runs in its own task, outside the final's span: it must
+    still hang under the session (not under whatever context was current when the pause came)."""
+    from reactivex.subject import Subject
+
+    from asrhub.config import Limits, SessionConfig
+    from asrhub.flow import Pending
+    from asrhub.frames import FinalTranscript, Frame, Segment
+    from asrhub.session.context import Context
+
+    span = telemetry.session_span("s-early", "test", "whisper")
+    ctx = Context("s-early", SessionConfig(), Limits(), (whisper,), Pending(3), span=span)
+    source: Subject[Frame] = Subject()
+    out: list[Frame] = []
+    done = asyncio.Event()
+    source.pipe(whisper.stage(ctx)).subscribe(out.append, lambda e: done.set(), done.set)
+    x, _ = load_wav(fixture("quick_fox.wav"))
+    end = len(x) / 16_000
+    source.on_next(Segment(1, x, 16_000, 0.0, end, final=False, speculative=True))
+    source.on_next(Segment(1, x, 16_000, 0.0, end, final=True, voiced_end=end))
+    source.on_completed()
+    await asyncio.wait_for(done.wait(), 60)
+    telemetry.end_session(span, "end")
+    assert [f.segment_id for f in out if isinstance(f, FinalTranscript)] == [1]
+    assert ctx.early_finals.used == 1
+    spans = memory.get_finished_spans()
+    (early,) = [s for s in named(spans, "utterance") if (s.attributes or {}).get("asrhub.speculative")]
+    (call,) = named(spans, "engine.call")
+    assert early.parent is not None and early.parent.span_id == span.get_span_context().span_id
+    assert call.parent is not None and call.parent.span_id == early.context.span_id
