@@ -90,7 +90,7 @@ def child(mode: str, endpoint: str, sessions: int, seconds: float, utterances: i
     from asrhub.settings.schema import TelemetrySettings
 
     if mode == "disabled":
-        import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401
+        import opentelemetry.exporter.otlp.proto.http.trace_exporter
         import opentelemetry.sdk.trace  # noqa: F401
     telemetry.install(TelemetrySettings(enabled=mode == "on", endpoint=endpoint))
     frame = asyncio.run(feed_cost(sessions, seconds))
