@@ -47,6 +47,7 @@ from asrhub.plugin import Operator, Priority, Provider, Transcription
 from asrhub.session.context import Context, PipelineFactory, Tracing
 from asrhub.session.resume import Resumes
 from asrhub.session.session import Session
+from asrhub.telemetry import end_session, session_span
 from asrhub.usage import CALLER, UsageMeter
 
 if TYPE_CHECKING:
@@ -456,6 +457,7 @@ class Hub:
             metrics=self.metrics,
             key=key,
             usage=self.usage.session(key),
+            span=session_span(session_id, transport, "+".join(resolved.providers)),
         )
         try:
             if self.tracing is not None:  # may refuse: capacity (trace.max_open)
@@ -469,11 +471,13 @@ class Hub:
             self.usage.release(ctx.usage)
             if ctx.trace is not None:
                 ctx.trace.finish("error")  # a session that could not start: its trace says so
+            end_session(ctx.span, "error")
             raise
         except Exception as exc:
             self.usage.release(ctx.usage)
             if ctx.trace is not None:
                 ctx.trace.finish("error")
+            end_session(ctx.span, "error")
             ctx.log.exception("session could not start")  # the client's config was valid: our bug
             raise HubError("internal_error", f"session could not start: {exc}", fatal=True) from exc
         self.usage.session_opened(key)

@@ -10,6 +10,8 @@
 * one-shot commands (``transcribe``, ``stream``, ``providers``) log at ``warning`` unless
   ``log.level`` is set (:func:`configure_command`): their output is their result, and a hub's
   ``info`` lines (models loaded, hub ready) are for the operator of a server;
+* a line written under a trace span (:mod:`asrhub.telemetry`) carries its ``trace_id`` and
+  ``span_id``;
 * nothing is logged per audio frame. aiohttp's access log (one line per HTTP request, and the
   HTTP streaming transport makes one request per audio frame) is kept at ``warning`` unless the
   level is ``debug``.
@@ -27,6 +29,7 @@ from structlog.typing import Processor
 
 from asrhub.settings.loader import Loaded
 from asrhub.settings.schema import LogSettings
+from asrhub.telemetry import add_trace_ids
 
 HANDLER_NAME = "asrhub"
 QUIET_UNLESS_DEBUG = ("aiohttp.access",)
@@ -53,6 +56,7 @@ def configure(settings: LogSettings | None = None, *, stream: TextIO | None = No
 
     shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.add_log_level,
         structlog.stdlib.PositionalArgumentsFormatter(),

@@ -228,6 +228,10 @@ class SessionContext(Protocol):
     @property
     def early_finals(self) -> EarlyFinals: ...
 
+    @property
+    def span(self) -> Any:
+        """The session's trace span (:mod:`asrhub.telemetry`); None while tracing is off."""
+
 
 # --------------------------------------------------------------------------- the provider
 

@@ -76,6 +76,7 @@ from asrhub.plugin import (
     SessionContext,
     Transcription,
 )
+from asrhub.telemetry import inject
 
 from .whisper_decode import CHUNK_S, WhisperDecoder
 from .whisper_model import (
@@ -217,7 +218,7 @@ class WhisperProvider:
         if engine.loading is None:
             raise ProviderError("whisper is not started")
         pool = engine.pool or await self._load(engine)
-        clip = self._clip(engine, samples, language, prompt, options)
+        clip = dataclasses.replace(self._clip(engine, samples, language, prompt, options), trace=inject())
         try:
             return await pool.submit(clip, key=self._key(engine, clip), priority=priority)
         except PoolFull:

@@ -36,6 +36,9 @@ class Clip:
     hotwords: str | None = None
     languages: tuple[str, ...] = ()
     """Detect the language among these (when ``language`` is None)."""
+    trace: dict[str, str] | None = dataclasses.field(default=None, compare=False)
+    """The W3C trace context of the engine call it belongs to (:func:`asrhub.telemetry.inject`;
+    None: not traced), carried into a Ray replica, whose span becomes that call's child."""
 
 
 BUNDLED_MODEL = "tiny.en"

@@ -36,6 +36,10 @@ Several hub processes share one cluster: each starts its own replicas, or, with 
 set, they all use the same named, detached replicas ``NAME-0 … NAME-(n-1)`` (created by the first
 hub to start, found by the others).
 
+When the hub traces (``[telemetry]``), each replica traces too, to the same collector: a clip
+carries its engine call's trace context (``Clip.trace``), and the replica's ``whisper.replica``
+span is that call's child.
+
 Ray workers import this module and ``asrhub`` itself: install asrhub (``pip install
 asrhub[ray]``) on every node, and make the model path exist on every node.
 """
@@ -54,6 +58,8 @@ from asrhub.engine.failover import call_timeout
 from asrhub.frames import TARGET_RATE
 from asrhub.logging import get_logger
 from asrhub.plugin import ProviderError, ProviderUnavailable, Transcription
+from asrhub.settings.schema import TelemetrySettings
+from asrhub.telemetry import install, installed, remote_spans
 
 from .whisper_decode import WhisperDecoder
 from .whisper_model import Clip, WhisperSettings, check, decode_clips, load_model
@@ -72,7 +78,9 @@ UP, SUSPECT, DOWN = "up", "suspect", "down"
 class WhisperReplica:
     """The actor's body: one faster-whisper model on one node."""
 
-    def __init__(self, options: dict[str, Any]) -> None:
+    def __init__(self, options: dict[str, Any], telemetry: TelemetrySettings | None = None) -> None:
+        if telemetry is not None:  # the hub traces: so does its replica, to the same collector
+            install(telemetry, service_suffix="-ray-replica")
         settings = msgspec.convert(options, WhisperSettings)
         problem = check(options)
         if problem is not None:
@@ -82,7 +90,9 @@ class WhisperReplica:
         self.decoder = WhisperDecoder(self.model, settings)
 
     def decode(self, clips: list[Clip], final: bool) -> list[Transcription]:
-        return decode_clips(self.decoder, clips, final)
+        attributes = {"asrhub.batch": len(clips), "asrhub.pid": os.getpid()}
+        with remote_spans("whisper.replica", (clip.trace for clip in clips), attributes):
+            return decode_clips(self.decoder, clips, final)
 
     def languages(self) -> tuple[str, ...] | None:
         return None if self.model.model.is_multilingual else ("en",)
@@ -179,7 +189,7 @@ class RayReplicas:
                 max_task_retries=0,
                 scheduling_strategy="SPREAD",
                 **named,
-            ).remote(options)
+            ).remote(options, installed())
             replicas.append(_Replica(name or f"replica-{i}", handle))
         self = cls(settings, replicas)
         ready = await asyncio.gather(

@@ -40,6 +40,7 @@ from aiohttp import hdrs, web
 from asrhub.door import Door
 from asrhub.errors import HubError
 from asrhub.logging import get_logger
+from asrhub.telemetry import incoming
 from asrhub.usage import CALLER
 
 from .common import HUB, KEY_ID, UNAUTHORIZED, HTTPHubError, is_websocket_handshake
@@ -189,7 +190,8 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
             connection.expect_body(door.idle_timeout_s)
             request.content.on_eof(connection.body_done)
         try:
-            return await handler(request)
+            with incoming(request.headers):  # a client's traceparent parents its session's span
+                return await handler(request)
         finally:
             if connection is not None:
                 connection.body_done()

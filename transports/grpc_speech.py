@@ -44,6 +44,7 @@ from google.cloud import speech_v1
 from google.longrunning import operations_pb2
 from google.rpc import code_pb2, status_pb2
 
+from asrhub import telemetry
 from asrhub.errors import HubError
 from asrhub.frames import (
     ErrorEvent,
@@ -124,7 +125,8 @@ class SpeechService:
             options = speech_options(self.hub, config, interim=interim)
             if single and self.hub.limits.semantic_turns:  # one command: end it when it is said
                 options.session["turn_detection"] = {"type": "semantic", "eagerness": "auto"}
-            session = await self.hub.open_async(options.session, key=key, transport=TRANSPORT)
+            with telemetry.incoming(dict(context.invocation_metadata() or ())):  # a caller's traceparent
+                session = await self.hub.open_async(options.session, key=key, transport=TRANSPORT)
         except HubError as exc:
             await self._fail(context, exc)
             raise  # not reached: abort raises

@@ -39,6 +39,7 @@ from typing import Any
 
 from reactivex.abc import DisposableBase
 
+from asrhub import telemetry
 from asrhub.errors import HubError
 from asrhub.frames import (
     ErrorEvent,
@@ -298,14 +299,15 @@ class StreamConnection:
             await self._close_once(self._fatal_code)
             return
         try:
-            session = await self.hub.open_async(
-                claimed.config,
-                key=self.key,
-                transport=self.transport,
-                session_id=claimed.session_id,
-                continuation=continuation(base, start / position.bytes_per_second),
-                resumed=True,
-            )
+            with telemetry.resumed(claimed.trace, claimed.session_id, cluster.cluster.node):
+                session = await self.hub.open_async(
+                    claimed.config,
+                    key=self.key,
+                    transport=self.transport,
+                    session_id=claimed.session_id,
+                    continuation=continuation(base, start / position.bytes_per_second),
+                    resumed=True,
+                )
         except HubError as exc:
             await self.send_error(exc)
             return

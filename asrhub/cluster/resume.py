@@ -3,7 +3,8 @@
 Every resumable session (``"resume": true``, raw PCM audio) has a record in Redis, written by
 the node that runs it (its *owner*) through the cluster's ordered writer::
 
-    asrhub:resume:<token>      sid, key (hashed), config, owner, epoch, pos, seg, evicted
+    asrhub:resume:<token>      sid, key (hashed), config, owner, epoch, pos, seg, evicted,
+                               trace (the session span's traceparent, for the ``resume`` span)
                                (config: the latest, rewritten after ``session.update``s)
                                or, once the session ended, a tombstone: gone, epoch, owner
     asrhub:resume:<token>:log  "<segment_id>|<event JSON>" for every final, per-utterance error
@@ -73,6 +74,7 @@ from asrhub.frames import (
 )
 from asrhub.plugin import Operator
 from asrhub.session.resume import LOG_SIZE, Held, Resumes, valid_token
+from asrhub.telemetry import traceparent
 
 if TYPE_CHECKING:
     from redis.asyncio.client import Pipeline
@@ -324,6 +326,8 @@ class Claimed:
     events: list[Event]
     evicted: int
     position: Position
+    trace: str = ""
+    """The ``traceparent`` of the session's span on the node that ran it ("": not traced)."""
 
 
 class ClusterResumes:
@@ -479,6 +483,7 @@ class ClusterResumes:
             "pos": position.pos,
             "seg": position.seg,
             "evicted": held.log.evicted_max or 0,
+            "trace": traceparent(session.ctx.span),
         }
         entries = [entry(e) for e in held.log.events()]
         keys = self._keys(held.token)
@@ -588,7 +593,8 @@ class ClusterResumes:
                 int(fields["seg"]),
                 int(fields["epoch"]),
             )
-            return Claimed(fields["sid"], config, events, int(fields["evicted"]), position)
+            evicted = int(fields["evicted"])
+            return Claimed(fields["sid"], config, events, evicted, position, fields.get("trace", ""))
         except (KeyError, ValueError, TypeError) as exc:
             raise HubError(
                 "resume_failed", f"the cluster's record of this session is unreadable: {exc}"

@@ -61,6 +61,7 @@ async def serve(
     (:mod:`asrhub.transports.worker_routes`)."""
     from asrhub.door import Gate, is_loopback
     from asrhub.operators import wakeword_models
+    from asrhub.telemetry import install, shutdown
     from asrhub.transports.app import create_app
     from asrhub.transports.common import listening_sockets
     from asrhub.transports.door import DOOR
@@ -69,6 +70,7 @@ async def serve(
     from asrhub.transports.worker_routes import Peers
     from asrhub.wiring import build_hub
 
+    install(settings.telemetry)  # before the hub: a Ray replica it starts traces as it does
     hub = build_hub(settings)
     if multiprocess:
         hub.metrics.enable_multiprocess()
@@ -126,4 +128,5 @@ async def serve(
             sock.close()  # those no site took (a failed start-up); a no-op for the others
         if syncing is not None:
             syncing.cancel()
+        shutdown()  # the spans of the last sessions are exported
         log.info("server stopped")

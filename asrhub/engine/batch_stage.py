@@ -49,6 +49,7 @@ from asrhub.engine.local_agreement import StablePrefix
 from asrhub.engine.ordered import Ordered, engine_stage
 from asrhub.frames import ErrorEvent, Event, Frame, PartialTranscript, Segment, SessionUpdated
 from asrhub.plugin import Operator, Provider, SessionContext, Transcription
+from asrhub.telemetry import utterance
 
 PartialFn = Callable[..., "asyncio.Task[Transcription] | None"]
 """``fn(samples, language=…, prompt=…)``: start a partial decode now, or return None (shed)."""
@@ -124,12 +125,13 @@ class _Batch:
         early: asyncio.Task[Served] | None = None,
     ) -> Event:
         try:
-            if early is not None:  # the decode started at the pause covers all the speech
-                served = await early
-            else:
-                if previous is not None:  # one final at a time per session: see the module docstring
-                    await asyncio.wait([previous])
-                served = await self.decode(seg, config)
+            with utterance(self.ctx.span, seg.segment_id, seg.start, seg.end):
+                if early is not None:  # the decode started at the pause covers all the speech
+                    served = await early
+                else:
+                    if previous is not None:  # one final at a time per session: see the module docstring
+                        await asyncio.wait([previous])
+                    served = await self.decode(seg, config)
         except AllFailed as exc:
             return ErrorEvent("provider_failed", str(exc), False, seg.segment_id)
         return final_event(
@@ -157,13 +159,17 @@ class _Batch:
     # ---------------------------------------------------------------- early finals
     def speculate(self, seg: Segment) -> None:
         self.drop_speculation()  # an earlier pause of this utterance: speech went on after it
-        task = asyncio.get_running_loop().create_task(self.decode(seg, self.config))
+        task = asyncio.get_running_loop().create_task(self.speculative_decode(seg, self.config))
         task.add_done_callback(_consume)
         self.spec = (seg, task)
         self.counts.started += 1
         text: asyncio.Future[str | None] = task.get_loop().create_future()
         task.add_done_callback(lambda t: _publish(t, text))
         self.counts.latest = (seg.end, text)
+
+    async def speculative_decode(self, seg: Segment, config: SessionConfig) -> Served:
+        with utterance(self.ctx.span, seg.segment_id, seg.start, seg.end, speculative=True):
+            return await self.decode(seg, config)
 
     def take_speculation(self, final: Segment) -> asyncio.Task[Served] | None:
         """The speculative decode that can serve ``final``, if there is one (else dropped)."""

@@ -27,8 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asrhub.frames import Samples, Word
+from asrhub.frames import TARGET_RATE, Samples, Word
 from asrhub.plugin import CircuitBreakers, PoolFull, Provider, ProviderError, Transcription
+from asrhub.telemetry import engine_call
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,13 +73,16 @@ async def failover(
     answers; ``options`` (language, prompt, …) go to every ``transcribe``. Raises
     :class:`AllFailed`; ``failures`` may carry earlier failures of the same utterance."""
     failures = list(failures or ())
+    attempt = 0
     for provider in breakers.order(list(providers)):
         breaker = breakers.of(provider)
         if not breaker.usable:
             failures.append(breaker.why_open())
             continue
+        attempt += 1
         try:
-            result = checked(await _call(provider, samples, timeout_s, options))
+            with engine_call(provider.name, attempt, len(samples) / TARGET_RATE, options.get("model")):
+                result = checked(await _call(provider, samples, timeout_s, options))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # anything an engine raises is a failure of that engine

@@ -51,6 +51,8 @@ class Context:
     usage: SessionMeter | None = None
     """The session's audio meter (its key's usage and quota; :mod:`asrhub.usage`): the chain's
     ``meter_audio`` stage counts decoded audio into it. None outside a hub."""
+    span: Any = None
+    """The session's trace span (:mod:`asrhub.telemetry`); None while tracing is off."""
     trace: SessionTrace | None = None
     """The session's recorder (config ``trace``, or picked by ``trace.sample_rate``; see
     :mod:`asrhub.trace`); None: not recorded."""

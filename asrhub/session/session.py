@@ -39,6 +39,7 @@ from asrhub.frames import ErrorEvent, Event, Frame, RawAudio, SessionClosed, Ses
 from asrhub.plugin import Operator
 from asrhub.session.context import Context
 from asrhub.session.delivery import EventQueue
+from asrhub.telemetry import end_session
 from asrhub.usage import QUOTA_EXCEEDED
 
 EARLY_EVENTS = 32
@@ -309,6 +310,7 @@ class Session:
         if self.ctx.trace is not None:
             self.ctx.trace.finish(reason)
         self._output.on_completed()
+        end_session(self.ctx.span, reason)
         if not self._done.done():
             self._done.set_result(reason)
         self._on_closed(self)

@@ -110,6 +110,28 @@ class LogSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     """``auto``: pretty on a terminal, JSON lines otherwise."""
 
 
+class TelemetrySettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """OpenTelemetry traces (the ``otel`` extra: ``pip install 'asrhub[otel]'``; docs/observability.md):
+    a ``session`` span, one ``utterance`` span per utterance, one ``engine.call`` per provider
+    call (inside a Ray replica too), ``resume`` on the node that resumes a session. Off by
+    default; off, nothing of OpenTelemetry is imported and no frame pays for it. The standard
+    ``OTEL_*`` variables (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_HEADERS``,
+    ``OTEL_BSP_*``, ``OTEL_RESOURCE_ATTRIBUTES``) are honoured; a setting here wins over them."""
+
+    enabled: bool = False
+    """Trace sessions. Needs the ``otel`` extra: a hub started with it and without the extra
+    stops at start-up with an error that names the extra."""
+    endpoint: str = ""
+    """OTLP/HTTP endpoint spans are exported to (``http://collector:4318``; ``/v1/traces`` is
+    appended). Empty: ``OTEL_EXPORTER_OTLP_ENDPOINT``, else the exporter's default
+    (``http://localhost:4318``)."""
+    service_name: str = ""
+    """``service.name`` of the spans. Empty: ``OTEL_SERVICE_NAME``, else ``asrhub``."""
+    sample_ratio: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
+    """Share of sessions traced (parent-based: a client's ``traceparent`` that says sampled is
+    always followed). 0 traces none but a client's sampled ones."""
+
+
 class MetricsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Prometheus metrics on ``/metrics`` (see docs/architecture.md for the list)."""
 
@@ -231,6 +253,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     vad: VadSettings = VadSettings()
     log: LogSettings = LogSettings()
     metrics: MetricsSettings = MetricsSettings()
+    telemetry: TelemetrySettings = TelemetrySettings()
     cluster: ClusterSettings = ClusterSettings()
     diarization: DiarizationSettings = DiarizationSettings()
     jobs: JobsSettings = JobsSettings()
