@@ -217,6 +217,14 @@ class Hub:
             _done, late = await asyncio.wait(waits, timeout=grace_s)
             for waiter in late:
                 waiter.cancel()
+            unclaimed = self.resumes.moving
+            if late:
+                log.warning(
+                    "shutdown grace over: closing what is left",
+                    grace_s=grace_s,
+                    flushes_late=len(late) - (1 if unclaimed else 0),
+                    handed_over_unclaimed=unclaimed,
+                )
         self.resumes.let_go()
         for session in sessions:
             session.close("shutdown")

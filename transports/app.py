@@ -111,5 +111,6 @@ async def graceful_shutdown(app: web.Application) -> None:
     grace = settings.server.shutdown_grace_s
     log.info("shutting down: handing over or flushing sessions", sessions=len(hub.sessions), grace_s=grace)
     await hub.shutdown(grace)
+    log.info("sessions closed: draining connections", connections=len(app[CONNECTIONS]))
     await app[CONNECTIONS].drain(DELIVERY_GRACE_S)
     log.info("shutdown complete")

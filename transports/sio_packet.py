@@ -49,7 +49,7 @@ class SafePacket(packet.Packet):  # type: ignore[misc]
             count: int = super().decode(encoded_packet)
         except HubError as exc:
             return self._malformed(exc.message)
-        except (ValueError, RecursionError) as exc:
+        except (ValueError, TypeError, RecursionError) as exc:
             return self._malformed(f"undecodable packet ({type(exc).__name__}: {str(exc)[:80]})")
         if self.packet_type not in CLIENT_PACKETS:
             return self._malformed(f"packet type {self.packet_type!r} is not one a client sends")

@@ -177,6 +177,11 @@ class Resumes:
     def enabled(self) -> bool:
         return self.window_s > 0
 
+    @property
+    def moving(self) -> int:
+        """How many sessions handed over (:meth:`hand_over`) no node has claimed yet."""
+        return len(self._moving)
+
     def __len__(self) -> int:
         return len(self._held)
 

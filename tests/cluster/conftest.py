@@ -101,6 +101,15 @@ class Redis:
         self.proc = None
 
 
+def _event_text(line: str) -> str:
+    """A log line's message without its timestamp (JSON lines), or the line itself."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return line
+    return str(record.get("event")) if isinstance(record, dict) else line
+
+
 class Node:
     """``asrhub serve`` as a subprocess on its own free port; stderr to a file."""
 
@@ -128,8 +137,23 @@ class Node:
         if not self.ready.wait(timeout):
             raise AssertionError(f"node {self.name} did not start: {self.log_tail()}")
 
-    def log_tail(self) -> str:
-        return Path(self.logs.name).read_text()[-3000:]
+    def log_tail(self, chars: int = 3000) -> str:
+        """The end of its log, a run of identical lines said once with its count (a flood of
+        one message must not push out what came before it)."""
+        lines: list[str] = []
+        repeats = 0
+        for line in Path(self.logs.name).read_text().splitlines():
+            event = _event_text(line)
+            if lines and event == _event_text(lines[-1]):
+                repeats += 1
+                continue
+            if repeats:
+                lines[-1] += f"  (and {repeats} more like it)"
+            lines.append(line)
+            repeats = 0
+        if repeats:
+            lines[-1] += f"  (and {repeats} more like it)"
+        return "\n".join(lines)[-chars:]
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -426,7 +426,7 @@ async def sigterm_under_load(lb_url: str, ws_url: str, nodes: list[Node], workdi
         try:
             exit_code = await loop.run_in_executor(None, node.proc.wait, 60)
         except subprocess.TimeoutExpired:
-            tail = await asyncio.to_thread(node.log_tail)
+            tail = await asyncio.to_thread(node.log_tail, 8000)
             node.kill()
             raise AssertionError(f"the drained node did not exit within 60 s; its log:\n{tail}") from None
         exit_after = time.monotonic() - term_at[0]

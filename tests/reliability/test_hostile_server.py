@@ -263,6 +263,7 @@ async def sio_cases(port: int) -> dict[str, str | None]:
         "sio raw: event name a number": ["42[7, {}]"],
         "sio raw: unknown packet type": ["49hello"],
         "sio raw: placeholder past the attachments": ['451-["audio",{"_placeholder":true,"num":7}]', b"x"],
+        "sio raw: a binary frame with no event before it": [b"451" + bytes(317)],
     }
     for name, packets in raw_packets.items():
         raw = await RawSocketIO.connect(port)
