@@ -30,6 +30,10 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
   result dropped. Counts per session in ``ctx.early_finals`` (started, used, dropped); its
   ``latest`` is the newest speculative decode's (end, future of its text), which the semantic
   end of turn reads (``operators/_turn_end.py``).
+* **Routed sessions** (``provider: "auto"``, a ``router``): each final's engines are chosen
+  for that utterance (:mod:`asrhub.routing`: language, health, load, the key's policy) and
+  handed to the same failover; the final carries ``route`` (why). No partials: the engine of an
+  utterance is known only once its audio is.
 * **Live reconfiguration**: a ``session.updated`` frame passing through replaces the config
   (language, task, key terms, model…) used for the utterances that arrive after it.
 * Other frames pass through at once.
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -48,7 +53,7 @@ from asrhub.engine.finals import final_event
 from asrhub.engine.local_agreement import StablePrefix
 from asrhub.engine.ordered import Ordered, engine_stage
 from asrhub.frames import ErrorEvent, Event, Frame, PartialTranscript, Segment, SessionUpdated
-from asrhub.plugin import Operator, Provider, SessionContext, Transcription
+from asrhub.plugin import Operator, Provider, SessionContext, Transcription, UtteranceRouter
 
 PartialFn = Callable[..., "asyncio.Task[Transcription] | None"]
 """``fn(samples, language=…, prompt=…)``: start a partial decode now, or return None (shed)."""
@@ -60,18 +65,29 @@ def batch_stage(
     fallbacks: tuple[Provider, ...] = (),
     *,
     partial: PartialFn | None = None,
+    router: UtteranceRouter | None = None,
 ) -> Operator:
+    """``router``: each final's engines come from it (``provider: "auto"``), not from
+    ``(primary, *fallbacks)``; ``partial`` is then unused."""
     providers = (primary, *fallbacks)
-    return engine_stage(ctx, primary.name, lambda out: _Batch(providers, ctx, out, partial))
+    name = "auto" if router is not None else primary.name
+    partial = None if router is not None else partial
+    return engine_stage(ctx, name, lambda out: _Batch(providers, ctx, out, partial, router))
 
 
 class _Batch:
     """The state of one subscription (one session)."""
 
     def __init__(
-        self, providers: tuple[Provider, ...], ctx: SessionContext, out: Ordered, partial: PartialFn | None
+        self,
+        providers: tuple[Provider, ...],
+        ctx: SessionContext,
+        out: Ordered,
+        partial: PartialFn | None,
+        router: UtteranceRouter | None = None,
     ) -> None:
         self.providers, self.ctx, self.out, self.partial = providers, ctx, out, partial
+        self.router = router
         self.config: SessionConfig = ctx.config
         self.previous: asyncio.Task[Event] | None = None
         self.last_final: int | None = None
@@ -141,17 +157,31 @@ class _Batch:
             offset=seg.start,
             words=config.word_timestamps,
             language=config.fixed_language,
+            route=served.route,
         )
 
     def decode(self, seg: Segment, config: SessionConfig) -> Coroutine[Any, Any, Served]:
+        if self.router is not None:
+            return self.routed(self.router, seg, config)
+        return self.failover(self.providers, seg, config.decode_options())
+
+    async def routed(self, router: UtteranceRouter, seg: Segment, config: SessionConfig) -> Served:
+        route = await router.route(seg.samples, config)
+        served = await self.failover(route.providers, seg, {**config.decode_options(), **route.options})
+        return dataclasses.replace(served, route=route.reason)
+
+    def failover(
+        self, providers: tuple[Provider, ...], seg: Segment, options: dict[str, Any]
+    ) -> Coroutine[Any, Any, Served]:
         return failover(
-            self.providers,
+            providers,
             seg.samples,
             breakers=self.ctx.breakers,
             timeout_s=call_timeout(self.ctx.limits.provider_timeout_s, seg.end - seg.start),
             log=self.ctx.log,
             segment_id=seg.segment_id,
-            **config.decode_options(),
+            stats=self.ctx.stats,
+            **options,
         )
 
     # ---------------------------------------------------------------- early finals

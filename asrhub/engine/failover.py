@@ -22,19 +22,23 @@ backs up; only a queue still full at the timeout fails the call (not counted in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from asrhub.frames import Samples, Word
-from asrhub.plugin import CircuitBreakers, PoolFull, Provider, ProviderError, Transcription
+from asrhub.frames import TARGET_RATE, Samples, Word
+from asrhub.plugin import CallStats, CircuitBreakers, PoolFull, Provider, ProviderError, Transcription
 
 
 @dataclass(frozen=True, slots=True)
 class Served:
     provider: str
     result: Transcription
+    route: Mapping[str, Any] | None = None
+    """Why ``provider`` was tried (a routed utterance, ``provider: "auto"``); None: the
+    session named its engines."""
 
 
 class AllFailed(ProviderError):
@@ -66,19 +70,24 @@ async def failover(
     log: Any = None,
     segment_id: int | None = None,
     failures: list[str] | None = None,
+    stats: CallStats | None = None,
     **options: Any,
 ) -> Served:
     """Transcribe ``samples`` with the first provider of ``providers`` (breaker order) that
     answers; ``options`` (language, prompt, …) go to every ``transcribe``. Raises
-    :class:`AllFailed`; ``failures`` may carry earlier failures of the same utterance."""
+    :class:`AllFailed`; ``failures`` may carry earlier failures of the same utterance.
+    ``stats``: the engines' live figures, fed with each call (:mod:`asrhub.routing.stats`)."""
     failures = list(failures or ())
+    audio_s = len(samples) / TARGET_RATE
     for provider in breakers.order(list(providers)):
         breaker = breakers.of(provider)
         if not breaker.usable:
             failures.append(breaker.why_open())
             continue
         try:
-            result = checked(await _call(provider, samples, timeout_s, options))
+            timing = stats.timing(provider.name, audio_s) if stats is not None else contextlib.nullcontext()
+            with timing:
+                result = checked(await _call(provider, samples, timeout_s, options))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # anything an engine raises is a failure of that engine

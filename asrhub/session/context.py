@@ -16,7 +16,7 @@ from asrhub.engine.breaker import Breakers
 from asrhub.flow import Pending, Slots
 from asrhub.logging import get_logger
 from asrhub.metrics.hub import HubMetrics
-from asrhub.plugin import EarlyFinals, Operator, Provider
+from asrhub.plugin import CallStats, EarlyFinals, Operator, Provider, UtteranceRouter
 from asrhub.usage import SessionMeter
 
 
@@ -50,6 +50,11 @@ class Context:
     usage: SessionMeter | None = None
     """The session's audio meter (its key's usage and quota; :mod:`asrhub.usage`): the chain's
     ``meter_audio`` stage counts decoded audio into it. None outside a hub."""
+    stats: CallStats | None = None
+    """The hub's live engine figures (:mod:`asrhub.routing.stats`), fed by every engine call."""
+    router: UtteranceRouter | None = None
+    """A ``provider: "auto"`` session's router (:mod:`asrhub.routing`): its engines are chosen
+    per utterance; None: the session's ``providers`` serve in their order."""
 
 
 class PipelineFactory(Protocol):

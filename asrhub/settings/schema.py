@@ -192,6 +192,49 @@ class JobsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """A finished job's status stays readable (``GET /v1/jobs/ID``) this long."""
 
 
+class KeyRouting(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One API key's routing policy (``[routing.keys."key-…"]``, by the key's fingerprint)."""
+
+    allowed: tuple[str, ...] | None = None
+    """The engines its ``auto`` utterances may use (e.g. ``["whisper:tiny.en", "vosk"]``);
+    unset: every engine."""
+    prefer: Literal["quality", "cost"] = "quality"
+    """``quality``: the language table's order; ``cost``: the cheapest engine first
+    (``routing.costs``), the table's order among equals."""
+
+
+class RoutingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``provider: "auto"``: the engines of each utterance (docs/routing.md)."""
+
+    languages: dict[str, tuple[str, ...]] = {
+        "en": ("whisper:tiny.en", "whisper:base"),
+        "ko": ("vosk",),
+        "zh": ("funasr",),
+        "*": ("whisper:base",),
+    }
+    """Language → engines in order of preference (``provider`` or ``provider:model``); ``*``:
+    every other language, and the fallback of every language. Engines this hub does not run
+    are left out (``funasr`` where configured)."""
+    detect_with: str = "whisper:base"
+    """The engine that identifies the language of an utterance when the client gave none (a
+    multilingual whisper model)."""
+    detect_among: tuple[str, ...] = ()
+    """Languages identification chooses among (the ones your users speak); empty: any. A
+    short list makes identification sure of languages a model hears poorly."""
+    confident: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    """A session's identified language at this probability or above is kept for its later
+    utterances (and passed to the engine); below it, the next utterance is identified again."""
+    max_queue: Annotated[int, Meta(ge=1)] = 4
+    """An engine with this many calls in flight yields the first place to a less busy candidate."""
+    ewma_alpha: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.2
+    """Weight of the newest call in each engine's moving time per audio second."""
+    costs: dict[str, float] = {}
+    """Relative cost per audio second of each engine, for keys that prefer cost (unset: 1)."""
+    keys: dict[str, KeyRouting] = {}
+    """Per-key policies by key fingerprint (``key-…``, as logs and ``/v1/usage`` name it);
+    ``*``: every other key."""
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a hub process is started with."""
 
@@ -208,6 +251,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     cluster: ClusterSettings = ClusterSettings()
     diarization: DiarizationSettings = DiarizationSettings()
     jobs: JobsSettings = JobsSettings()
+    routing: RoutingSettings = RoutingSettings()
     providers: dict[str, dict[str, Any]] = {}
     """Per-provider settings tables, e.g. ``[providers.whisper] model = "…"``."""
 
