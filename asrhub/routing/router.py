@@ -2,7 +2,8 @@
 
     language  hint, or identified (:mod:`.language_id`)      → the table's order (:mod:`.rules`)
     policy    the key's allowed engines, quality or cost     → filtered, maybe re-ordered
-    health    an open circuit breaker                        → that engine left out ("skipped")
+    health    an open circuit breaker                        → that engine left out ("skipped");
+              a degraded one (failed within the window)      → after the healthy ones
     load      first engine with ≥ max_queue calls in flight  → a less busy candidate goes first
 
 The result is a :class:`~asrhub.plugin.Route`: the candidates go to the one failover loop
@@ -13,7 +14,8 @@ goes on the final as ``route``::
      "language_probability": 0.91, "candidates": ["vosk", "whisper:base"]}
 
 ``reason`` names what decided the first candidate: ``language`` (its row of the table),
-``default`` (the ``*`` row: no row for the language, or the language unknown), ``policy``,
+``default`` (the ``*`` row: no row for the language, or the language unknown — identified
+with a probability below ``routing.confident``, reported as ``language_guess``), ``policy``,
 ``health``, ``load``. A recovered engine (its breaker closed again) is back in the next route.
 """
 
@@ -64,19 +66,24 @@ class Router:
 
     def plan(self, found: Identified, policy: KeyRouting) -> Route:
         """The route for an utterance in ``found.language`` under ``policy``."""
-        names, own = self.rules.ordered(found.language)
+        language = found.language if found.confident else None  # unsure: the ``*`` row
+        names, own = self.rules.ordered(language)
         reason = "language" if own else "default"
         allowed = apply(policy, names, self.settings.costs)
         if allowed[:1] != names[:1]:
             reason = "policy"
-        healthy = [n for n in allowed if self.breakers.of(self.engines[n]).usable]
-        skipped = [n for n in allowed if n not in healthy]
+        rank = {"closed": 0, "degraded": 1, "open": 2}  # the failover loop's order too
+        states = {n: self.breakers.of(self.engines[n]).state for n in allowed}
+        healthy = sorted((n for n in allowed if states[n] != "open"), key=lambda n: rank[states[n]])
+        skipped = [n for n in allowed if states[n] == "open"]
         if healthy[:1] != allowed[:1]:
             reason = "health"
         ordered = self.by_load(healthy)
         if ordered[:1] != healthy[:1]:
             reason = "load"
-        why: dict[str, Any] = {"reason": reason, "language": found.language, "language_source": found.source}
+        why: dict[str, Any] = {"reason": reason, "language": language, "language_source": found.source}
+        if language is None and found.language is not None:
+            why["language_guess"] = found.language
         if found.probability is not None:
             why["language_probability"] = found.probability
         why["candidates"] = ordered

@@ -192,6 +192,15 @@ class JobsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """A finished job's status stays readable (``GET /v1/jobs/ID``) this long."""
 
 
+LANGUAGE_ROWS: dict[str, tuple[str, ...]] = {
+    "en": ("whisper:tiny.en", "whisper:base"),
+    "ko": ("vosk",),
+    "zh": ("funasr",),
+    "*": ("whisper:base",),
+}
+"""The default language table of ``provider: "auto"``."""
+
+
 class KeyRouting(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One API key's routing policy (``[routing.keys."key-…"]``, by the key's fingerprint)."""
 
@@ -206,12 +215,7 @@ class KeyRouting(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 class RoutingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """``provider: "auto"``: the engines of each utterance (docs/routing.md)."""
 
-    languages: dict[str, tuple[str, ...]] = {
-        "en": ("whisper:tiny.en", "whisper:base"),
-        "ko": ("vosk",),
-        "zh": ("funasr",),
-        "*": ("whisper:base",),
-    }
+    languages: dict[str, tuple[str, ...]] = msgspec.field(default_factory=lambda: dict(LANGUAGE_ROWS))
     """Language → engines in order of preference (``provider`` or ``provider:model``); ``*``:
     every other language, and the fallback of every language. Engines this hub does not run
     are left out (``funasr`` where configured)."""

@@ -1,0 +1,352 @@
+"""``provider: "auto"``: each utterance routed by language, health, load and the key's policy,
+on real engines (tiny.en, the multilingual whisper ``base``, Vosk Korean) and real speech in
+three languages (English from piper, Korean from espeak-ng, Mandarin from a real recording).
+
+One set of engines is loaded for the module; each test builds a cheap hub on them (a hub's
+breakers and figures are its own). The one fake, :class:`FakeDyingProvider`, wraps the real
+Vosk to kill it mid-session and bring it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from asrhub.config import Limits
+from asrhub.errors import HubError
+from asrhub.frames import ErrorEvent, Event, FinalTranscript, SpeechEnded
+from asrhub.hub import Hub
+from asrhub.plugin import (
+    Capabilities,
+    Operator,
+    Priority,
+    Provider,
+    ProviderError,
+    SessionContext,
+    Transcription,
+)
+from asrhub.providers.vosk import VoskProvider
+from asrhub.providers.whisper import WhisperProvider
+from asrhub.providers.whisper_model import base_model_dir
+from asrhub.settings.schema import KeyRouting, RoutingSettings, Settings
+from asrhub.wiring import build_pipeline, build_router
+from tests.audio_utils import fixture_entry, pcm16_bytes, wer
+from tests.providers.test_multilingual import MANDARIN_TEXT, cer, mandarin_recording, speech
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+AMONG = ("en", "ko", "zh", "de", "es", "fr")
+"""The languages this deployment's users speak (``routing.detect_among``)."""
+GAP = np.zeros(16_000, dtype=np.float32)
+"""A second of silence: ends an utterance (VAD hangover) before the next one starts."""
+WAIT_S = 120.0
+"""Bound on one utterance's final on a loaded 2-core machine (never reached when it works)."""
+
+
+class FakeDyingProvider:
+    """The real ``provider``, until :meth:`die`: from then on every call raises (the engine's
+    process is gone), until :meth:`revive`. Injects the fault; everything else is real."""
+
+    def __init__(self, provider: Provider) -> None:
+        self.real, self.dead, self.calls = provider, False, 0
+        self.name = provider.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.real.capabilities
+
+    @capabilities.setter
+    def capabilities(self, value: Capabilities) -> None:
+        raise AttributeError("read-only")
+
+    def die(self) -> None:
+        self.dead = True
+
+    def revive(self) -> None:
+        self.dead = False
+
+    async def start(self) -> None:
+        """The real provider is started by the module's fixture."""
+
+    async def close(self) -> None:
+        """… and closed by it."""
+
+    async def transcribe(
+        self,
+        samples: Any,
+        *,
+        language: str | None = None,
+        prompt: str | None = None,
+        priority: Priority = Priority.FINAL,
+        **options: Any,
+    ) -> Transcription:
+        self.calls += 1
+        if self.dead:
+            raise ProviderError(f"{self.name}: connection refused (killed by the test)")
+        return await self.real.transcribe(
+            samples, language=language, prompt=prompt, priority=priority, **options
+        )
+
+    def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
+        return self.real.stage(ctx, fallbacks)
+
+    def describe(self) -> dict[str, Any]:
+        return self.real.describe()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def engines() -> AsyncIterator[tuple[WhisperProvider, VoskProvider]]:
+    assert (base_model_dir() / "model.bin").is_file(), "run scripts/setup.sh: it joins the base model"
+    whisper, vosk = WhisperProvider({"preload": True}), VoskProvider()
+    await whisper.start()
+    await vosk.start()
+    yield whisper, vosk
+    await vosk.close()
+    await whisper.close()
+
+
+def routed_hub(
+    providers: Mapping[str, Provider], routing: RoutingSettings | None = None, **limits: Any
+) -> Hub:
+    hub = Hub(
+        providers=providers,
+        pipeline_factory=build_pipeline,
+        default_provider="whisper",
+        limits=Limits(**limits),
+    )
+    hub.router = build_router(hub, Settings(routing=routing or RoutingSettings(detect_among=AMONG)))
+    return hub
+
+
+@pytest.fixture(scope="module")
+def hub(engines: tuple[WhisperProvider, VoskProvider]) -> Hub:
+    whisper, vosk = engines
+    return routed_hub({"whisper": whisper, "vosk": vosk})
+
+
+class Live:
+    """One open session fed utterance by utterance, each awaited until its outcome is out."""
+
+    def __init__(self, hub: Hub, config: Mapping[str, Any]) -> None:
+        self.session = hub.open({"provider": "auto", "partials": False, **config})
+        self.events: list[Event] = []
+        self.changed = asyncio.Event()
+        self.session.events.subscribe(self.seen)
+
+    def seen(self, event: Event) -> None:
+        self.events.append(event)
+        self.changed.set()
+
+    def outcomes(self) -> list[FinalTranscript | ErrorEvent]:
+        return [e for e in self.events if isinstance(e, FinalTranscript | ErrorEvent)]
+
+    async def say(self, samples: np.ndarray) -> list[FinalTranscript | ErrorEvent]:
+        """Feed one utterance and a second of silence; its outcomes (one per utterance the VAD
+        heard in it), once every utterance that ended has its final or error."""
+        before, ended_before = len(self.outcomes()), self.ended()
+        data = pcm16_bytes(np.concatenate([samples, GAP]))
+        for i in range(0, len(data), 3200):
+            await self.session.feed(data[i : i + 3200])
+        async with asyncio.timeout(WAIT_S):
+            while self.ended() == ended_before or len(self.outcomes()) < self.ended():
+                self.changed.clear()
+                await self.changed.wait()
+        return self.outcomes()[before:]
+
+    def ended(self) -> int:
+        return sum(isinstance(e, SpeechEnded) for e in self.events)
+
+    async def close(self) -> None:
+        await self.session.end()
+
+
+@contextlib.asynccontextmanager
+async def live(hub: Hub, **config: Any) -> AsyncIterator[Live]:
+    session = Live(hub, config)
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+def final(outcomes: list[FinalTranscript | ErrorEvent]) -> FinalTranscript:
+    assert outcomes and all(isinstance(o, FinalTranscript) for o in outcomes), outcomes
+    return outcomes[-1]  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------- language
+
+
+async def test_three_languages_each_go_to_their_engine_and_say_why(hub: Hub) -> None:
+    """English and Mandarin (real speech) with no language given: identified on the first
+    speech (whisper base, among the deployment's languages); English → tiny.en, Mandarin → base
+    (FunASR is not configured here, so the ``*`` row serves it: reason ``default``). Korean
+    (espeak-ng, which Whisper does not hear as Korean: see the next test) with the client's
+    hint → Vosk, no identification."""
+    english, korean, mandarin = speech("quick_fox.wav"), speech("korean.wav"), mandarin_recording()
+    async with live(hub) as en:
+        got = final(await en.say(english))
+    assert got.provider == "whisper:tiny.en", got
+    assert got.route is not None and got.route["reason"] == "language" and got.route["language"] == "en"
+    assert got.route["language_source"] == "identified" and got.route["candidates"][0] == "whisper:tiny.en"
+    assert wer(fixture_entry("quick_fox.wav")["text"], got.text) <= 0.2, got.text
+
+    async with live(hub, language="ko-KR") as ko:
+        outs = await ko.say(korean)
+    assert all(isinstance(o, FinalTranscript) and o.provider == "vosk" for o in outs), outs
+    first = outs[0]
+    assert isinstance(first, FinalTranscript) and first.route is not None
+    assert first.route["reason"] == "language" and first.route["language"] == "ko"
+    assert first.route["language_source"] == "hint" and "language_probability" not in first.route
+    assert first.route["candidates"] == ["vosk", "whisper:base"]
+    assert re.search("[\uac00-\ud7a3]", " ".join(o.text for o in outs if isinstance(o, FinalTranscript)))
+
+    async with live(hub) as zh:
+        got = final(await zh.say(mandarin))
+    assert got.provider == "whisper:base" and got.route is not None, got
+    assert got.route["reason"] == "default" and got.route["language"] == "zh"
+    assert cer(MANDARIN_TEXT, got.text) <= 0.2, got.text
+    print("\nroutes:", got.route)
+
+
+async def test_a_sure_language_is_kept_for_the_session_an_unsure_one_is_identified_again(hub: Hub) -> None:
+    """English, identified surely, is kept: the second utterance is not identified again.
+    espeak-ng Korean is heard as English at p ≈ 0.04 among the deployment's languages (measured;
+    unrestricted base says Latin at 0.51): unsure, so not routed by that guess — the ``*`` row
+    (the multilingual base) serves it — and the next utterance is identified again."""
+    async with live(hub) as en:  # identified once, kept for the next utterance (p ≥ confident)
+        one = final(await en.say(speech("quick_fox.wav")))
+        two = final(await en.say(speech("weather_question.wav")))
+    assert one.route is not None and two.route is not None
+    assert one.route["language_source"] == "identified" and one.route["language_probability"] >= 0.5
+    assert two.route["language_source"] == "session" and two.provider == "whisper:tiny.en"
+    assert wer(fixture_entry("weather_question.wav")["text"], two.text) <= 0.2, two.text
+
+    async with live(hub) as unsure:
+        outs = await unsure.say(speech("korean.wav"))
+        more = await unsure.say(speech("korean.wav"))
+    for out in (outs[0], more[0]):
+        assert isinstance(out, FinalTranscript) and out.route is not None, out
+        assert out.route["language_source"] == "identified" and out.route["language_probability"] < 0.5
+        assert out.route["reason"] == "default" and out.route["language"] is None
+        assert out.provider == "whisper:base" and "language_guess" in out.route
+
+
+# --------------------------------------------------------------------------- health
+
+
+async def test_a_killed_engine_is_routed_around_within_one_breaker_window_and_nothing_is_lost(
+    engines: tuple[WhisperProvider, VoskProvider],
+) -> None:
+    """Vosk dies mid-session: the utterance it fails is served by whisper base through the
+    failover loop (no utterance lost); once its breaker is open the route skips it (reason
+    ``health``); revived, the probe closes the breaker and the next utterance is Vosk's again."""
+    whisper, vosk = engines
+    dying = FakeDyingProvider(vosk)
+    hub = routed_hub({"whisper": whisper, "vosk": dying}, breaker_failures=1, breaker_window_s=0.5)
+    korean = speech("korean.wav")
+    try:
+        async with live(hub, language="ko") as s:
+            before = await s.say(korean)
+            assert all(isinstance(o, FinalTranscript) and o.provider == "vosk" for o in before)
+            dying.die()
+            killed = await s.say(korean)  # fails on Vosk, served by base: the breaker opens
+            after = await s.say(korean)  # the route no longer offers Vosk
+            breaker = hub.breakers.of(dying)
+            dying.revive()
+            async with asyncio.timeout(WAIT_S):
+                await breaker.wait_closed()  # the background probe answered
+            back = await s.say(korean)
+        outcomes = s.outcomes()
+    finally:
+        await hub.breakers.close()
+    assert all(isinstance(o, FinalTranscript) for o in outcomes), outcomes  # nothing lost
+    assert len(outcomes) == s.ended()
+    assert all(isinstance(o, FinalTranscript) and o.provider == "whisper:base" for o in killed + after)
+    rerouted = after[0]
+    assert isinstance(rerouted, FinalTranscript) and rerouted.route is not None
+    assert rerouted.route["reason"] == "health" and rerouted.route["skipped"] == ["vosk"]
+    assert rerouted.route["candidates"] == ["whisper:base"]
+    assert re.search("[\uac00-\ud7a3]", " ".join(o.text for o in after if isinstance(o, FinalTranscript)))
+    assert all(isinstance(o, FinalTranscript) and o.provider == "vosk" for o in back), back
+    first_back = back[0]
+    assert isinstance(first_back, FinalTranscript) and first_back.route is not None
+    assert first_back.route["reason"] == "language"
+
+
+# --------------------------------------------------------------------------- policy and load
+
+
+async def test_the_keys_policy_and_the_load_change_the_order(hub: Hub, engines: Any) -> None:
+    """Routes computed by the hub's router on real engines (no decode): a key allowed only
+    whisper gets base for Korean (reason ``policy``); a cost-first key gets the cheap engine; a
+    first engine with ``max_queue`` calls in flight yields to a free one (reason ``load``)."""
+    whisper, vosk = engines
+    routing = RoutingSettings(
+        detect_among=AMONG,
+        max_queue=2,
+        costs={"whisper:base": 3.0, "whisper:tiny.en": 1.0},
+        keys={"key-only-whisper": KeyRouting(allowed=("whisper",)), "key-cheap": KeyRouting(prefer="cost")},
+    )
+    policy_hub = routed_hub({"whisper": whisper, "vosk": vosk}, routing)
+    assert policy_hub.router is not None
+    ko = policy_hub.resolve_config({"provider": "auto", "language": "ko"})
+    en = policy_hub.resolve_config({"provider": "auto", "language": "en"})
+    silence = np.zeros(8000, dtype=np.float32)
+
+    route = await policy_hub.router.session("key-only-whisper").route(silence, ko)
+    assert [p.name for p in route.providers] == ["whisper:base"] and route.reason["reason"] == "policy"
+    route = await policy_hub.router.session("key-other").route(silence, ko)
+    assert route.reason["reason"] == "language" and route.reason["candidates"][0] == "vosk"
+
+    pricey = RoutingSettings(languages={"en": ("whisper:base", "whisper:tiny.en")}, costs=routing.costs,
+                             keys={"key-cheap": KeyRouting(prefer="cost")})  # fmt: skip
+    cost_hub = routed_hub({"whisper": whisper}, pricey)
+    assert cost_hub.router is not None
+    route = await cost_hub.router.session("key-cheap").route(silence, en)
+    assert (
+        route.reason["candidates"][:2] == ["whisper:tiny.en", "whisper:base"]
+        and route.reason["reason"] == "policy"
+    )
+
+    with contextlib.ExitStack() as busy:  # two calls in flight on tiny.en, as the failover loop counts them
+        for _ in range(2):
+            busy.enter_context(policy_hub.stats.timing("whisper:tiny.en", 1.0))
+        route = await policy_hub.router.session(None).route(silence, en)
+    assert route.reason["reason"] == "load" and route.reason["candidates"][0] == "whisper:base"
+    route = await policy_hub.router.session(None).route(silence, en)
+    assert route.reason["reason"] == "language" and route.reason["candidates"][0] == "whisper:tiny.en"
+
+
+# --------------------------------------------------------------------------- refusals, files
+
+
+async def test_auto_is_refused_where_it_means_nothing(hub: Hub, engines: Any) -> None:
+    with pytest.raises(HubError, match="failover list"):
+        hub.resolve_config({"provider": ["auto", "whisper"]})
+    with pytest.raises(HubError, match="drop"):
+        hub.resolve_config({"provider": "auto", "model": "base"})
+    whisper, _ = engines
+    plain = Hub(providers={"whisper": whisper}, pipeline_factory=build_pipeline, default_provider="whisper")
+    with pytest.raises(HubError, match="no router") as refused:
+        plain.resolve_config({"provider": "auto"})
+    assert refused.value.code == "unknown_provider"
+    assert hub.resolve_model("auto") == ("auto", None)  # OpenAI / Deepgram / Google ``model``
+
+
+async def test_a_file_is_routed_once_and_the_figures_are_live(hub: Hub) -> None:
+    provider, result = await hub.transcribe(mandarin_recording(), provider="auto")
+    assert provider == "whisper:base" and cer(MANDARIN_TEXT, result.text) <= 0.2, result.text
+    assert hub.router is not None
+    table = hub.router.table()
+    figures = table["engines"]["whisper:base"]
+    assert figures["calls"] >= 1 and figures["rtf"] is not None and figures["rtf"] > 0
+    assert table["languages"]["ko"] == ["vosk", "whisper:base"]
+    assert table["languages"]["en"][0] == "whisper:tiny.en"
