@@ -350,3 +350,32 @@ async def test_a_file_is_routed_once_and_the_figures_are_live(hub: Hub) -> None:
     assert figures["calls"] >= 1 and figures["rtf"] is not None and figures["rtf"] > 0
     assert table["languages"]["ko"] == ["vosk", "whisper:base"]
     assert table["languages"]["en"][0] == "whisper:tiny.en"
+
+
+async def test_asrhub_providers_prints_the_live_table_of_a_running_hub(hub: Hub) -> None:
+    """``GET /v1/routing`` on a real listener, read by ``asrhub providers --url``'s client."""
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from asrhub.commands.providers import live_routing, routing_lines, static_routing
+    from asrhub.transports import routing_table
+    from asrhub.transports.common import HUB
+
+    await hub.transcribe(speech("quick_fox.wav"), provider="auto", language="en")  # a figure to show
+    app = web.Application()
+    app[HUB] = hub
+    routing_table.setup(app)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("/"))
+        table = await asyncio.to_thread(live_routing, url, None)
+    tiny = table["engines"]["whisper:tiny.en"]
+    assert tiny["calls"] >= 1 and tiny["rtf"] > 0 and tiny["state"] == "closed" and tiny["in_flight"] == 0
+    lines = routing_lines(table)
+    assert any(line.split()[:2] == ["ko", "→"] and "vosk, whisper:base" in line for line in lines), lines
+    row = next(line for line in lines if line.strip().startswith("whisper:tiny.en "))
+    assert row.split()[1] == "closed" and float(row.split()[2]) == pytest.approx(tiny["rtf"], abs=1e-3)
+    with pytest.raises(OSError, match="did not answer"):
+        await asyncio.to_thread(live_routing, url, None, 2.0)  # the listener is gone
+    static = static_routing(Settings())
+    assert static["engines"]["vosk"]["state"] == "not configured"
+    assert static["engines"]["whisper:base"]["state"] == "configured"
