@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from asrhub.config import Limits, VadEngine
+from asrhub.config import Limits, VadEngine, is_fingerprint
 
 EventLoop = Literal["asyncio", "uvloop", "auto"]
 """The event loops a server can run on (``server.loop``)."""
@@ -237,6 +237,14 @@ class RoutingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     keys: dict[str, KeyRouting] = {}
     """Per-key policies by key fingerprint (``key-…``, as logs and ``/v1/usage`` name it);
     ``*``: every other key."""
+
+    def __post_init__(self) -> None:
+        for name in self.keys:
+            if name != "*" and not is_fingerprint(name):  # never echo it: it may be a key
+                raise ValueError(
+                    "routing.keys: an entry is not a key fingerprint (key- and 12 hex digits) nor *; "
+                    "name a key by its fingerprint (GET /v1/usage shows it), never by the key"
+                )
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -15,6 +15,7 @@ import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+import msgspec
 import numpy as np
 import pytest
 import pytest_asyncio
@@ -293,7 +294,10 @@ async def test_the_keys_policy_and_the_load_change_the_order(hub: Hub, engines: 
         detect_among=AMONG,
         max_queue=2,
         costs={"whisper:base": 3.0, "whisper:tiny.en": 1.0},
-        keys={"key-only-whisper": KeyRouting(allowed=("whisper",)), "key-cheap": KeyRouting(prefer="cost")},
+        keys={
+            "key-000000000001": KeyRouting(allowed=("whisper",)),
+            "key-000000000002": KeyRouting(prefer="cost"),
+        },
     )
     policy_hub = routed_hub({"whisper": whisper, "vosk": vosk}, routing)
     assert policy_hub.router is not None
@@ -301,16 +305,16 @@ async def test_the_keys_policy_and_the_load_change_the_order(hub: Hub, engines: 
     en = policy_hub.resolve_config({"provider": "auto", "language": "en"})
     silence = np.zeros(8000, dtype=np.float32)
 
-    route = await policy_hub.router.session("key-only-whisper").route(silence, ko)
+    route = await policy_hub.router.session("key-000000000001").route(silence, ko)
     assert [p.name for p in route.providers] == ["whisper:base"] and route.reason["reason"] == "policy"
-    route = await policy_hub.router.session("key-other").route(silence, ko)
+    route = await policy_hub.router.session("key-000000000003").route(silence, ko)
     assert route.reason["reason"] == "language" and route.reason["candidates"][0] == "vosk"
 
     pricey = RoutingSettings(languages={"en": ("whisper:base", "whisper:tiny.en")}, costs=routing.costs,
-                             keys={"key-cheap": KeyRouting(prefer="cost")})  # fmt: skip
+                             keys={"key-000000000002": KeyRouting(prefer="cost")})  # fmt: skip
     cost_hub = routed_hub({"whisper": whisper}, pricey)
     assert cost_hub.router is not None
-    route = await cost_hub.router.session("key-cheap").route(silence, en)
+    route = await cost_hub.router.session("key-000000000002").route(silence, en)
     assert (
         route.reason["candidates"][:2] == ["whisper:tiny.en", "whisper:base"]
         and route.reason["reason"] == "policy"
@@ -339,6 +343,9 @@ async def test_auto_is_refused_where_it_means_nothing(hub: Hub, engines: Any) ->
         plain.resolve_config({"provider": "auto"})
     assert refused.value.code == "unknown_provider"
     assert hub.resolve_model("auto") == ("auto", None)  # OpenAI / Deepgram / Google ``model``
+    with pytest.raises(msgspec.ValidationError, match="not a key fingerprint") as bad:
+        msgspec.convert({"keys": {"sk-live-secret": {"prefer": "cost"}}}, RoutingSettings)
+    assert "sk-live-secret" not in str(bad.value)  # a key written there by mistake is not echoed
 
 
 async def test_a_file_is_routed_once_and_the_figures_are_live(hub: Hub) -> None:
