@@ -276,6 +276,11 @@ class Hub:
             raise HubError("bad_message", "provider 'auto' cannot be part of a failover list")
         if config.model is not None:
             raise HubError("bad_message", "provider 'auto' picks the model per utterance: drop \"model\"")
+        unknown = [code for code in config.languages if not self.router.knows(code)]
+        if unknown:
+            raise HubError(
+                "bad_message", f"unsupported language {', '.join(unknown)}: no engine of this hub knows it"
+            )
 
     def _check_channels(self, config: SessionConfig) -> None:
         """A ``multichannel`` session: PCM or WAV audio (each channel is cut from the interleaved

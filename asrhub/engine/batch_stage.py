@@ -167,6 +167,9 @@ class _Batch:
 
     async def routed(self, router: UtteranceRouter, seg: Segment, config: SessionConfig) -> Served:
         route = await router.route(seg.samples, config)
+        if not route.providers:
+            language = route.reason.get("language") or "unknown"
+            raise AllFailed(f"no engine this key may use serves language {language} (routing)")
         served = await self.failover(route.providers, seg, {**config.decode_options(), **route.options})
         return dataclasses.replace(served, route=route.reason)
 

@@ -40,12 +40,22 @@ class SessionLanguage:
     ) -> None:
         self.identify, self.confident, self.timeout_s, self.log = identify, confident, timeout_s, log
         self.kept: Identified | None = None
+        self.lock = asyncio.Lock()
+        """One identification at a time: an early final's and its final's route (or two quick
+        utterances) share the first one's answer once it is sure."""
 
     async def of(self, samples: Samples, among: tuple[str, ...]) -> Identified:
         if self.kept is not None:
             return self.kept
         if self.identify is None:
             return Identified(None, "unknown")
+        async with self.lock:
+            if self.kept is not None:
+                return self.kept
+            return await self._identify(samples, among)
+
+    async def _identify(self, samples: Samples, among: tuple[str, ...]) -> Identified:
+        assert self.identify is not None
         try:
             language, p = await asyncio.wait_for(self.identify(samples, among), self.timeout_s)
         except asyncio.CancelledError:

@@ -58,6 +58,10 @@ class Router:
         )
         return SessionRouter(self, policy_of(self.settings, key), language)
 
+    def knows(self, language: str) -> bool:
+        """Whether an engine of this hub transcribes ``language``."""
+        return bool(self.rules.ordered(base_language(language))[0])
+
     def default_engines(self) -> tuple[Provider, ...]:
         """The engines of an utterance of unknown language (what a routed session's chain is
         built for before its first route)."""

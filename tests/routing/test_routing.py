@@ -135,8 +135,8 @@ def hub(engines: tuple[WhisperProvider, VoskProvider]) -> Hub:
 class Live:
     """One open session fed utterance by utterance, each awaited until its outcome is out."""
 
-    def __init__(self, hub: Hub, config: Mapping[str, Any]) -> None:
-        self.session = hub.open({"provider": "auto", "partials": False, **config})
+    def __init__(self, hub: Hub, config: Mapping[str, Any], key: str | None = None) -> None:
+        self.session = hub.open({"provider": "auto", "partials": False, **config}, key=key)
         self.events: list[Event] = []
         self.changed = asyncio.Event()
         self.session.events.subscribe(self.seen)
@@ -169,8 +169,8 @@ class Live:
 
 
 @contextlib.asynccontextmanager
-async def live(hub: Hub, **config: Any) -> AsyncIterator[Live]:
-    session = Live(hub, config)
+async def live(hub: Hub, key: str | None = None, **config: Any) -> AsyncIterator[Live]:
+    session = Live(hub, config, key)
     try:
         yield session
     finally:
@@ -297,6 +297,7 @@ async def test_the_keys_policy_and_the_load_change_the_order(hub: Hub, engines: 
         keys={
             "key-000000000001": KeyRouting(allowed=("whisper",)),
             "key-000000000002": KeyRouting(prefer="cost"),
+            "key-000000000004": KeyRouting(allowed=("openai",)),  # not on this hub
         },
     )
     policy_hub = routed_hub({"whisper": whisper, "vosk": vosk}, routing)
@@ -309,6 +310,10 @@ async def test_the_keys_policy_and_the_load_change_the_order(hub: Hub, engines: 
     assert [p.name for p in route.providers] == ["whisper:base"] and route.reason["reason"] == "policy"
     route = await policy_hub.router.session("key-000000000003").route(silence, ko)
     assert route.reason["reason"] == "language" and route.reason["candidates"][0] == "vosk"
+    async with live(policy_hub, key="key-000000000004", language="en") as nowhere:  # may use no engine here
+        out = await nowhere.say(speech("quick_fox.wav"))
+    assert len(out) == 1 and isinstance(out[0], ErrorEvent) and out[0].code == "provider_failed", out
+    assert "no engine this key may use serves language en" in out[0].message and not out[0].fatal
 
     pricey = RoutingSettings(languages={"en": ("whisper:base", "whisper:tiny.en")}, costs=routing.costs,
                              keys={"key-000000000002": KeyRouting(prefer="cost")})  # fmt: skip
@@ -337,6 +342,8 @@ async def test_auto_is_refused_where_it_means_nothing(hub: Hub, engines: Any) ->
         hub.resolve_config({"provider": ["auto", "whisper"]})
     with pytest.raises(HubError, match="drop"):
         hub.resolve_config({"provider": "auto", "model": "base"})
+    with pytest.raises(HubError, match="unsupported language xx: no engine of this hub knows it"):
+        hub.resolve_config({"provider": "auto", "language": "xx"})
     whisper, _ = engines
     plain = Hub(providers={"whisper": whisper}, pipeline_factory=build_pipeline, default_provider="whisper")
     with pytest.raises(HubError, match="no router") as refused:
