@@ -38,7 +38,7 @@ from asrhub.providers.whisper import WhisperProvider
 from asrhub.providers.whisper_model import base_model_dir
 from asrhub.settings.schema import KeyRouting, RoutingSettings, Settings
 from asrhub.wiring import build_pipeline, build_router
-from tests.audio_utils import fixture_entry, pcm16_bytes, wer
+from tests.audio_utils import fixture, fixture_entry, pcm16_bytes, wer
 from tests.providers.test_multilingual import MANDARIN_TEXT, cer, mandarin_recording, speech
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -393,3 +393,62 @@ async def test_asrhub_providers_prints_the_live_table_of_a_running_hub(hub: Hub)
     static = static_routing(Settings())
     assert static["engines"]["vosk"]["state"] == "not configured"
     assert static["engines"]["whisper:base"]["state"] == "configured"
+
+
+# --------------------------------------------------------------------------- protocols
+
+
+async def test_auto_through_the_native_openai_and_deepgram_protocols() -> None:
+    """``asrhub serve``'s composition (build_hub, create_app) on 127.0.0.1, with a key: the
+    WebSocket's ``provider: "auto"``, OpenAI's ``model=auto`` (the SDK) and Deepgram's
+    ``model=auto`` are routed (English, hinted: tiny.en); Deepgram's own ``nova-3`` still means
+    the default engine."""
+    import json
+
+    import aiohttp
+    import openai
+
+    from tests.transports.conftest import AUTH, KEY, ServerThread, make_settings
+
+    path = fixture("quick_fox.wav")
+    reference = fixture_entry("quick_fox.wav")["text"]
+    pcm = pcm16_bytes(speech("quick_fox.wav"))
+    with ServerThread(make_settings(enabled_providers=("whisper",))) as server:
+        async with aiohttp.ClientSession() as http, http.ws_connect(server.ws, headers=AUTH) as ws:
+            config = {"provider": "auto", "language": "en", "partials": False}
+            await ws.send_str(json.dumps({"type": "session.start", "config": config}))
+            started = await ws.receive_json()
+            assert started["config"]["provider"] == "auto", started
+            for i in range(0, len(pcm), 3200):
+                await ws.send_bytes(pcm[i : i + 3200])
+            await ws.send_str(json.dumps({"type": "session.end"}))
+            events = []
+            async for msg in ws:
+                events.append(json.loads(msg.data))
+                if events[-1]["type"] == "session.closed":
+                    break
+        final = next(e for e in events if e["type"] == "transcript.final")
+        assert final["provider"] == "whisper:tiny.en" and final["route"]["reason"] == "language", final
+        assert final["route"]["language_source"] == "hint" and wer(reference, final["text"]) <= 0.2
+
+        def openai_auto() -> tuple[str | None, str]:
+            client = openai.OpenAI(base_url=f"{server.http}/v1", api_key=KEY, max_retries=0)
+            with path.open("rb") as f:
+                raw = client.audio.transcriptions.with_raw_response.create(
+                    model="auto", file=f, language="en"
+                )
+            return raw.headers.get("X-Asrhub-Provider"), raw.parse().text
+
+        provider, text = await asyncio.to_thread(openai_auto)
+        assert provider == "whisper:tiny.en" and wer(reference, text) <= 0.2, (provider, text)
+
+        async with aiohttp.ClientSession(headers={"Authorization": f"Token {KEY}"}) as http:
+            for model, engine in (("auto", "whisper:tiny.en"), ("nova-3", "whisper")):
+                url = f"{server.http}/v1/listen?model={model}&language=en"
+                async with http.post(url, data=path.read_bytes(), headers={"Content-Type": "audio/wav"}) as r:
+                    assert r.status == 200, await r.text()
+                    body = await r.json()
+                transcript = body["results"]["channels"][0]["alternatives"][0]["transcript"]
+                assert wer(reference, transcript) <= 0.2, (model, transcript)
+                served = await asyncio.to_thread(server.call, lambda: dict(server.hub.stats.snapshot()))
+                assert served.get(engine, {}).get("calls", 0) >= 1, (model, served)
