@@ -262,6 +262,12 @@ class UtteranceRouter(Protocol):
         language hint, if any). Never raises for an engine's fault: a failed language
         identification routes as "language unknown"."""
 
+    def partial(self, samples: Samples, **options: Any) -> Any:
+        """Start a partial decode of an in-progress utterance on the engine of the session's
+        latest route (an ``asyncio.Task`` of a :class:`Transcription`; with a language hint,
+        the first utterance is routed at its first partial), or None: no route yet,
+        that engine makes no partial decodes, its circuit is not closed, or its pool is busy."""
+
 
 # --------------------------------------------------------------------------- the provider
 

@@ -169,7 +169,7 @@ def _chain(ctx: Context, audio: AudioFormat, models: _Models) -> Operator:
     if ctx.providers:
         primary, *fallbacks = ctx.providers
         if ctx.router is not None or not primary.capabilities.streaming:
-            partials = primary.capabilities.partials and ctx.router is None
+            partials = ctx.router is not None or primary.capabilities.partials
             stages.append(
                 (
                     "segment",

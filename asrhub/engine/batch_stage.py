@@ -32,8 +32,10 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
   end of turn reads (``operators/_turn_end.py``).
 * **Routed sessions** (``provider: "auto"``, a ``router``): each final's engines are chosen
   for that utterance (:mod:`asrhub.routing`: language, health, load, the key's policy) and
-  handed to the same failover; the final carries ``route`` (why). No partials: the engine of an
-  utterance is known only once its audio is.
+  handed to the same failover; the final carries ``route`` (why). Partials come from the
+  engine of the session's latest route when it re-decodes (whisper; with a language hint the
+  first utterance is routed at its first partial): none before the first route, none from an
+  engine without partial decodes (Vosk under ``auto``).
 * **Live reconfiguration**: a ``session.updated`` frame passing through replaces the config
   (language, task, key terms, model…) used for the utterances that arrive after it.
 * Other frames pass through at once.
@@ -68,10 +70,10 @@ def batch_stage(
     router: UtteranceRouter | None = None,
 ) -> Operator:
     """``router``: each final's engines come from it (``provider: "auto"``), not from
-    ``(primary, *fallbacks)``; ``partial`` is then unused."""
+    ``(primary, *fallbacks)``, and its partials from the router (``partial`` is unused)."""
     providers = (primary, *fallbacks)
     name = "auto" if router is not None else primary.name
-    partial = None if router is not None else partial
+    partial = router.partial if router is not None else partial
     return engine_stage(ctx, name, lambda out: _Batch(providers, ctx, out, partial, router))
 
 
@@ -223,8 +225,10 @@ class _Batch:
         return self.last_final is None or seg.segment_id > self.last_final
 
     def start_partial(self, seg: Segment) -> None:
-        if self.partial is None or self.ctx.breakers.of(self.providers[0]).state != "closed":
+        if self.partial is None:
             return
+        if self.router is None and self.ctx.breakers.of(self.providers[0]).state != "closed":
+            return  # (a router checks its own engine's circuit)
         task = self.partial(seg.samples, **self.config.decode_options())
         if task is not None:
             self.inflight = task

@@ -50,6 +50,11 @@ class ModelEngine:
             samples, language=language, prompt=prompt, priority=priority, **options
         )
 
+    def try_partial(self, samples: Samples, **options: Any) -> Any:
+        """The provider's partial decode (when it has one) with ``model`` fixed; else None."""
+        start = getattr(self.provider, "try_partial", None)
+        return None if start is None else start(samples, **{**options, "model": self.model})
+
     def stage(self, ctx: SessionContext, fallbacks: tuple[Provider, ...] = ()) -> Operator:
         return self.provider.stage(ctx, fallbacks)
 

@@ -139,6 +139,8 @@ class SessionRouter:
 
     def __init__(self, router: Router, policy: KeyRouting, language: SessionLanguage) -> None:
         self.router, self.policy, self.language = router, policy, language
+        self.latest: Route | None = None
+        """The session's latest route: its first engine makes the partials of the next utterance."""
 
     async def route(self, samples: Samples, config: SessionConfig) -> Route:
         hint = config.fixed_language
@@ -147,4 +149,20 @@ class SessionRouter:
         else:
             among = tuple(base_language(x) for x in config.languages) or self.router.settings.detect_among
             found = await self.language.of(samples, among)
-        return self.router.plan(found, self.policy)
+        self.latest = route = self.router.plan(found, self.policy)
+        return route
+
+    def partial(self, samples: Samples, **options: Any) -> Any:
+        route = self.latest
+        hint = options.get("language")
+        if route is None and isinstance(hint, str):  # the client named the language: route now
+            route = self.latest = self.router.plan(
+                Identified(base_language(hint), "hint", None, True), self.policy
+            )
+        if route is None or not route.providers:
+            return None
+        engine = route.providers[0]
+        start = getattr(engine, "try_partial", None)  # an engine that re-decodes (whisper)
+        if start is None or self.router.breakers.of(engine).state != "closed":
+            return None
+        return start(samples, **{**options, **route.options})

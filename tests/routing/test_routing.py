@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -22,7 +22,7 @@ import pytest_asyncio
 
 from asrhub.config import Limits
 from asrhub.errors import HubError
-from asrhub.frames import ErrorEvent, Event, FinalTranscript, SpeechEnded
+from asrhub.frames import ErrorEvent, Event, FinalTranscript, PartialTranscript, SpeechEnded
 from asrhub.hub import Hub
 from asrhub.plugin import (
     Capabilities,
@@ -152,14 +152,20 @@ class Live:
         """Feed one utterance and a second of silence; its outcomes (one per utterance the VAD
         heard in it), once every utterance that ended has its final or error."""
         before, ended_before = len(self.outcomes()), self.ended()
-        data = pcm16_bytes(np.concatenate([samples, GAP]))
+        await self.feed(np.concatenate([samples, GAP]))
+        await self.until(lambda: self.ended() > ended_before and len(self.outcomes()) >= self.ended())
+        return self.outcomes()[before:]
+
+    async def feed(self, samples: np.ndarray) -> None:
+        data = pcm16_bytes(samples)
         for i in range(0, len(data), 3200):
             await self.session.feed(data[i : i + 3200])
+
+    async def until(self, condition: Callable[[], bool]) -> None:
         async with asyncio.timeout(WAIT_S):
-            while self.ended() == ended_before or len(self.outcomes()) < self.ended():
+            while not condition():
                 self.changed.clear()
                 await self.changed.wait()
-        return self.outcomes()[before:]
 
     def ended(self) -> int:
         return sum(isinstance(e, SpeechEnded) for e in self.events)
@@ -233,11 +239,28 @@ async def test_a_sure_language_is_kept_for_the_session_an_unsure_one_is_identifi
     async with live(hub) as unsure:
         outs = await unsure.say(speech("korean.wav"))
         more = await unsure.say(speech("korean.wav"))
-    for out in (outs[0], more[0]):
+    for out in (outs[0], more[0]):  # (not decoded for the test: base on espeak Korean)
         assert isinstance(out, FinalTranscript) and out.route is not None, out
         assert out.route["language_source"] == "identified" and out.route["language_probability"] < 0.5
         assert out.route["reason"] == "default" and out.route["language"] is None
         assert out.provider == "whisper:base" and "language_guess" in out.route
+
+
+async def test_partials_come_from_the_engine_of_the_sessions_route(hub: Hub) -> None:
+    """Live partials on an ``auto`` session: routed by the hint (English → tiny.en) at its
+    first partial, the utterance's partials are decoded by tiny.en while it goes on, then its
+    final. The rest of the sentence is held back until a partial came (as a slow speaker
+    would), so the test sees one however loaded the machine is."""
+    samples = speech("weather_question.wav")
+    cut = int(2.2 * 16_000)  # "What will the weather be like" …
+    async with live(hub, partials=True, language="en") as s:
+        await s.feed(samples[:cut])
+        await s.until(lambda: any(isinstance(e, PartialTranscript) for e in s.events))
+        got = final(await s.say(samples[cut:]))
+    partials = [e for e in s.events if isinstance(e, PartialTranscript)]
+    assert partials[0].segment_id == got.segment_id and partials[0].text.startswith("What"), partials
+    assert got.provider == "whisper:tiny.en" and got.route is not None
+    assert wer(fixture_entry("weather_question.wav")["text"], got.text) <= 0.2, got.text
 
 
 # --------------------------------------------------------------------------- health
