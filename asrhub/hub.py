@@ -353,6 +353,8 @@ class Hub:
         known = [*sorted(self.providers)] + [
             f"{p}:{m}" for p in sorted(self.providers) for m in self.providers[p].capabilities.models
         ]
+        if self.router is not None:
+            known.append(AUTO)
         raise HubError(
             "unknown_provider",
             f"the model {name!r} does not exist on this hub; available: {', '.join(known)}",

@@ -464,6 +464,10 @@ async def test_auto_through_the_native_openai_and_deepgram_protocols() -> None:
 
         provider, text = await asyncio.to_thread(openai_auto)
         assert provider == "whisper:tiny.en" and wer(reference, text) <= 0.2, (provider, text)
+        listed = await asyncio.to_thread(
+            lambda: [m.id for m in openai.OpenAI(base_url=f"{server.http}/v1", api_key=KEY).models.list()]
+        )
+        assert "auto" in listed and "whisper" in listed, listed
 
         async with aiohttp.ClientSession(headers={"Authorization": f"Token {KEY}"}) as http:
             for model, engine in (("auto", "whisper:tiny.en"), ("nova-3", "whisper")):
