@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -405,6 +406,17 @@ async def test_asrhub_providers_prints_the_live_table_of_a_running_hub(hub: Hub)
     async with TestServer(app, host="127.0.0.1") as server:
         url = str(server.make_url("/"))
         table = await asyncio.to_thread(live_routing, url, None)
+        command = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "asrhub", "providers", "--no-probe", "--url", url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(WAIT_S):
+            out, err = await command.communicate()
+    assert command.returncode == 0, err.decode()
+    printed = out.decode()
+    assert 'routing (provider "auto"):' in printed and re.search(
+        r"whisper:tiny\.en\s+closed\s+\d", printed
+    ), printed
     tiny = table["engines"]["whisper:tiny.en"]
     assert tiny["calls"] >= 1 and tiny["rtf"] > 0 and tiny["state"] == "closed" and tiny["in_flight"] == 0
     lines = routing_lines(table)
