@@ -279,6 +279,10 @@ class FinalTranscript(Event):
     """Extension (config ``diarize``): who spoke this final (most of its words)."""
     channel: int | None = field(default=None, metadata={"omit_none": True})
     """Extension: with ``multichannel``, the audio channel (0-based) this event comes from."""
+    route: dict[str, Any] | None = field(default=None, hash=False, metadata={"omit_none": True})
+    """Extension (``provider: "auto"``): why ``provider`` served it — ``reason`` (``language``,
+    ``health``, ``load``, ``policy``, ``default``), ``language`` and where it came from, the
+    ordered ``candidates`` (docs/routing.md)."""
 
 
 @dataclass(frozen=True, slots=True)

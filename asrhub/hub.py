@@ -44,6 +44,9 @@ from asrhub.frames import TARGET_RATE, Samples
 from asrhub.logging import get_logger
 from asrhub.metrics.hub import HubMetrics, HubReading, Pooled
 from asrhub.plugin import Operator, Priority, Provider, Transcription
+from asrhub.routing import AUTO
+from asrhub.routing.router import Router
+from asrhub.routing.stats import EngineStats
 from asrhub.session.context import Context, PipelineFactory, Tracing
 from asrhub.session.resume import Resumes
 from asrhub.session.session import Session
@@ -131,6 +134,11 @@ class Hub:
             probe_timeout_s=self.limits.provider_timeout_s,
         )
         """One circuit breaker per provider, shared by every session and ``transcribe``."""
+        self.stats = EngineStats()
+        """Live figures per engine (time per audio second, calls in flight), fed by every call."""
+        self.router: Router | None = None
+        """Routes ``provider: "auto"`` (:mod:`asrhub.routing`); None: "auto" is refused. The
+        composition root builds it on this hub's breakers and figures."""
         self.metrics = metrics if metrics is not None else HubMetrics()
         """This hub's metrics and their registry (``/metrics``); see :mod:`asrhub.metrics.hub`."""
         self.metrics.read_from(self.reading)
@@ -253,8 +261,10 @@ class Hub:
             config = msgspec.structs.replace(
                 config, vad=msgspec.structs.replace(config.vad, engine=self.vad_engine)
             )
+        if AUTO in config.providers:
+            self._check_auto(config)
         for name in config.providers:
-            if name != NO_PROVIDER and name not in self.providers:
+            if name not in (NO_PROVIDER, AUTO) and name not in self.providers:
                 known = ", ".join(sorted([*self.providers, NO_PROVIDER]))
                 raise HubError("unknown_provider", f"unknown provider {name!r}; this hub has: {known}")
         if NO_PROVIDER in config.providers and len(config.providers) > 1:
@@ -271,6 +281,21 @@ class Hub:
         self._check_options(config)
         self._check_channels(config)
         return config
+
+    def _check_auto(self, config: SessionConfig) -> None:
+        """``provider: "auto"`` alone, on a hub that routes, without a ``model`` (the route
+        picks engines and models)."""
+        if self.router is None:
+            raise HubError("unknown_provider", "provider 'auto': this hub has no router")
+        if len(config.providers) > 1:
+            raise HubError("bad_message", "provider 'auto' cannot be part of a failover list")
+        if config.model is not None:
+            raise HubError("bad_message", "provider 'auto' picks the model per utterance: drop \"model\"")
+        unknown = [code for code in config.languages if not self.router.knows(code)]
+        if unknown:
+            raise HubError(
+                "bad_message", f"unsupported language {', '.join(unknown)}: no engine of this hub knows it"
+            )
 
     def _check_channels(self, config: SessionConfig) -> None:
         """A ``multichannel`` session: PCM or WAV audio (each channel is cut from the interleaved
@@ -291,7 +316,7 @@ class Hub:
         """Refuse, up front, what the session's primary provider cannot do: an unknown model,
         a language its model does not know, translation on an English-only model."""
         names = [n for n in config.providers if n != NO_PROVIDER]
-        if not names:
+        if not names or names[0] == AUTO:
             return
         name = names[0]
         caps = self.providers[name].capabilities
@@ -328,6 +353,8 @@ class Hub:
         Unknown names raise ``unknown_provider``."""
         if not name:
             return None, None
+        if name == AUTO and self.router is not None:
+            return AUTO, None
         if name in self.providers:
             return name, None
         for sep in (":", "-", "/"):
@@ -341,6 +368,8 @@ class Hub:
         known = [*sorted(self.providers)] + [
             f"{p}:{m}" for p in sorted(self.providers) for m in self.providers[p].capabilities.models
         ]
+        if self.router is not None:
+            known.append(AUTO)
         raise HubError(
             "unknown_provider",
             f"the model {name!r} does not exist on this hub; available: {', '.join(known)}",
@@ -451,7 +480,12 @@ class Hub:
             session_id = secrets.token_urlsafe(12)
         elif session_id in self.sessions:
             raise HubError("bad_message", f"session {session_id!r} is already open", fatal=True)
-        providers = tuple(self.providers[n] for n in resolved.providers if n != NO_PROVIDER)
+        router = None
+        if resolved.providers == (AUTO,) and self.router is not None:
+            providers = self.router.default_engines()
+            router = self.router.session(key, log.bind(session_id=session_id))
+        else:
+            providers = tuple(self.providers[n] for n in resolved.providers if n != NO_PROVIDER)
         ctx = Context(
             session_id=session_id,
             config=resolved,
@@ -466,6 +500,8 @@ class Hub:
             key=key,
             usage=self.usage.session(key),
             span=session_span(session_id, transport, "+".join(resolved.providers)),
+            stats=self.stats,
+            router=router,
         )
         try:
             if self.tracing is not None:  # may refuse: capacity (trace.max_open)
@@ -585,17 +621,22 @@ class Hub:
         key = CALLER.get()  # the request's caller (its door set it)
         await self.usage.refresh(key)
         self.usage.check(key, total)
+        engines = [self.providers[name] for name in names if name != AUTO]
+        if names == [AUTO] and self.router is not None:  # one route for the file, on its start
+            route = await self.router.session(key, log).route(samples[: int(JOB_S * TARGET_RATE)], config)
+            engines, options = list(route.providers), {**options, **route.options}
         parts: list[tuple[float, Transcription]] = []
         used = ""
         for a, b in jobs(samples, job_s):
             try:
                 served = await failover(
-                    [self.providers[name] for name in names],
+                    engines,
                     samples[a:b],
                     breakers=self.breakers,
                     timeout_s=call_timeout(self.limits.provider_timeout_s, (b - a) / TARGET_RATE),
                     log=log,
                     priority=Priority.UPLOAD,
+                    stats=self.stats,
                     **options,
                 )
             except AllFailed as exc:

@@ -19,7 +19,8 @@ imports a concrete engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 from typing import Any, Literal, Protocol, TypeAlias, runtime_checkable
@@ -231,6 +232,45 @@ class SessionContext(Protocol):
     @property
     def span(self) -> Any:
         """The session's trace span (:mod:`asrhub.telemetry`); None while tracing is off."""
+
+    @property
+    def stats(self) -> CallStats | None:
+        """The hub's live engine figures, fed by every failover call (None: outside a hub)."""
+
+
+class CallStats(Protocol):
+    """The live figures of the engines (time per audio second, calls in flight), fed by the one
+    failover loop around each engine call (:mod:`asrhub.routing.stats` is the hub's)."""
+
+    def timing(self, provider: str, audio_s: float) -> AbstractContextManager[None]:
+        """Around one call of ``provider`` on ``audio_s`` seconds of audio: counts it in flight
+        while it runs and, when it answers, its time per audio second."""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where one utterance goes (``provider: "auto"``): the ordered candidates handed to the
+    failover loop, the machine-readable reason every final carries as ``route``, and decode
+    options the route fixes (the identified ``language``)."""
+
+    providers: tuple[Provider, ...]
+    reason: Mapping[str, Any]
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+class UtteranceRouter(Protocol):
+    """A session's router (:mod:`asrhub.routing`): picks the engines of each utterance."""
+
+    async def route(self, samples: Samples, config: SessionConfig) -> Route:
+        """The route of an utterance of ``samples`` under the session's ``config`` (its
+        language hint, if any). Never raises for an engine's fault: a failed language
+        identification routes as "language unknown"."""
+
+    def partial(self, samples: Samples, **options: Any) -> Any:
+        """Start a partial decode of an in-progress utterance on the engine of the session's
+        latest route (an ``asyncio.Task`` of a :class:`Transcription`; with a language hint,
+        the first utterance is routed at its first partial), or None: no route yet,
+        that engine makes no partial decodes, its circuit is not closed, or its pool is busy."""
 
 
 # --------------------------------------------------------------------------- the provider

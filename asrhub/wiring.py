@@ -24,6 +24,7 @@ from typing import Any
 
 from asrhub.config import AudioFormat, SessionConfig
 from asrhub.diarize.models import SpeakerModels
+from asrhub.engine.batch_stage import batch_stage
 from asrhub.engine.registry import ProviderRegistry
 from asrhub.errors import HubError
 from asrhub.flow import PendingPart
@@ -39,6 +40,10 @@ from asrhub.operators.turn_model import TurnModel
 from asrhub.operators.vad_gate import SileroVad, vad_gate
 from asrhub.operators.wakeword_models import WakewordModels
 from asrhub.plugin import EarlyFinals, Operator, Provider, ProviderUnavailable
+from asrhub.routing import AUTO
+from asrhub.routing.engines import engine_table
+from asrhub.routing.language_id import Identify
+from asrhub.routing.router import Router
 from asrhub.session.context import Context
 from asrhub.settings.schema import Settings
 from asrhub.trace.recorder import Tracer
@@ -165,8 +170,8 @@ def _chain(ctx: Context, audio: AudioFormat, models: _Models) -> Operator:
         stages.append(("wake_gate", wake_gate(timeout_s=config.wakeword.timeout_s)))
     if ctx.providers:
         primary, *fallbacks = ctx.providers
-        if not primary.capabilities.streaming:
-            partials = primary.capabilities.partials
+        if ctx.router is not None or not primary.capabilities.streaming:
+            partials = ctx.router is not None or primary.capabilities.partials
             stages.append(
                 (
                     "segment",
@@ -180,10 +185,14 @@ def _chain(ctx: Context, audio: AudioFormat, models: _Models) -> Operator:
                     ),
                 )
             )
-        stage = primary.stage(ctx, tuple(fallbacks))
+        if ctx.router is not None:  # provider "auto": the engines are chosen per utterance
+            stage = batch_stage(primary, ctx, tuple(fallbacks), router=ctx.router)
+        else:
+            stage = primary.stage(ctx, tuple(fallbacks))
         if ctx.trace is not None:  # what the engine produces, where in the stream (asrhub.trace)
             stage = ctx.trace.engine(stage)
-        stages.append((f"provider:{primary.name}", ctx.metrics.provider_latency(stage)))
+        name = AUTO if ctx.router is not None else primary.name
+        stages.append((f"provider:{name}", ctx.metrics.provider_latency(stage)))
         if config.diarize:
             stages = _diarized(ctx, stages, speakers or SpeakerModels())
         stages.append(("format", format_transcripts(config=config.format, language=config.fixed_language)))
@@ -212,7 +221,7 @@ def _diarized(
 
 def early_final_ms(ctx: Context) -> int:
     """The pause that starts an early final (0: none): only a batch engine can use one."""
-    if not ctx.providers or ctx.providers[0].capabilities.streaming:
+    if not ctx.providers or (ctx.router is None and ctx.providers[0].capabilities.streaming):
         return 0
     return ctx.limits.early_final_ms
 
@@ -256,6 +265,7 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
     )
     if settings.trace.dir or settings.trace.redis:
         hub.tracing = _tracer(settings)
+    hub.router = build_router(hub, settings)
     if settings.diarization.preload:
         hub.warmups.append(hub.speakers.get)
     hub.preparations += [
@@ -285,6 +295,32 @@ def _tracer(settings: Settings) -> Tracer:
     else:
         store = DirStore(str(settings.trace.dir))
     return Tracer(settings.trace, store)
+
+
+def build_router(hub: Hub, settings: Settings) -> Router:
+    """The hub's router for ``provider: "auto"`` (``[routing]``), on its breakers and figures;
+    languages are identified by ``routing.detect_with`` (a whisper model) when the hub has it."""
+    hub.stats.alpha = settings.routing.ewma_alpha
+    engines = engine_table(hub.providers)
+    return Router(
+        engines,
+        settings.routing,
+        breakers=hub.breakers,
+        stats=hub.stats,
+        identify=identifier(hub.providers, settings.routing.detect_with),
+        timeout_s=hub.limits.provider_timeout_s,
+    )
+
+
+def identifier(providers: dict[str, Provider], engine: str) -> Identify | None:
+    """Language identification by ``engine`` (``provider:model``) when that provider has it
+    (``detect_language``) and offers that model; None: routes rely on the client's hint."""
+    name, _, model = engine.partition(":")
+    provider = providers.get(name)
+    detect = getattr(provider, "detect_language", None)
+    if provider is None or detect is None or (model and model not in provider.capabilities.models):
+        return None
+    return partial(detect, model=model or None)
 
 
 def _silero_warmup(silero: SileroVad) -> None:

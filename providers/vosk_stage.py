@@ -241,6 +241,7 @@ class _Stream:
                 log=self.ctx.log,
                 segment_id=self.segment_id,
                 failures=failures,
+                stats=self.ctx.stats,
                 **config.decode_options(),
             )
         except AllFailed as exc:

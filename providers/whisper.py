@@ -228,6 +228,31 @@ class WhisperProvider:
         except Exception as exc:
             raise ProviderError(f"faster-whisper failed: {type(exc).__name__}: {exc}") from exc
 
+    async def detect_language(
+        self, samples: Samples, among: Sequence[str] = (), *, model: str | None = None
+    ) -> tuple[str, float]:
+        """The language of ``samples`` (its first 30 s) by ``model``'s language identification
+        (no decode), the most probable of ``among`` (empty: any), and its probability. Used by
+        the router (``provider: "auto"``). Raises :class:`ProviderError`."""
+        engine = self.engine(model)
+        languages = self.capabilities.languages_of(engine.name)
+        if languages == ("en",):
+            raise ProviderError(
+                f"the whisper model {engine.name!r} is English-only: it identifies no language"
+            )
+        if engine.loading is None:
+            raise ProviderError("whisper is not started")
+        pool = engine.pool or await self._load(engine)
+        decoder = engine.decoder
+        if decoder is None:
+            raise ProviderError(f"the whisper model {engine.name!r} runs on Ray replicas, not here")
+        allowed = tuple(among) or tuple(languages or ())
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(pool.executor, decoder.detect_among, samples, allowed)
+        except Exception as exc:
+            raise ProviderError(f"language identification failed: {type(exc).__name__}: {exc}") from exc
+
     def try_partial(
         self, samples: Samples, *, language: str | None = None, prompt: str | None = None, **options: Any
     ) -> asyncio.Task[Transcription] | None:

@@ -41,6 +41,7 @@ from . import (
     listeners,
     openai_api,
     openai_realtime,
+    routing_table,
     socketio,
     sse,
     static,
@@ -83,6 +84,7 @@ def create_app(
     worker_routes.setup(app, peers)
     health.setup(app)
     usage.setup(app)
+    routing_table.setup(app)
     websocket.setup(app)
     sse.setup(app)
     trace.setup(app)

@@ -285,6 +285,9 @@ async def models(request: web.Request) -> web.Response:
                 "info": info,
             }
         )
+    if hub.router is not None:  # routing: docs/routing.md
+        info = {"routing": "each utterance's engine chosen by language, health, load and key policy"}
+        data.append({"id": "auto", "object": "model", "created": CREATED, "owned_by": "asrhub", "info": info})
     if hub.default_provider != NO_PROVIDER:
         for alias in ALIASES:
             data.append(

@@ -30,6 +30,12 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
   result dropped. Counts per session in ``ctx.early_finals`` (started, used, dropped); its
   ``latest`` is the newest speculative decode's (end, future of its text), which the semantic
   end of turn reads (``operators/_turn_end.py``).
+* **Routed sessions** (``provider: "auto"``, a ``router``): each final's engines are chosen
+  for that utterance (:mod:`asrhub.routing`: language, health, load, the key's policy) and
+  handed to the same failover; the final carries ``route`` (why). Partials come from the
+  engine of the session's latest route when it re-decodes (whisper; with a language hint the
+  first utterance is routed at its first partial): none before the first route, none from an
+  engine without partial decodes (Vosk under ``auto``).
 * **Live reconfiguration**: a ``session.updated`` frame passing through replaces the config
   (language, task, key terms, model…) used for the utterances that arrive after it.
 * Other frames pass through at once.
@@ -39,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -48,7 +55,7 @@ from asrhub.engine.finals import final_event
 from asrhub.engine.local_agreement import StablePrefix
 from asrhub.engine.ordered import Ordered, engine_stage
 from asrhub.frames import ErrorEvent, Event, Frame, PartialTranscript, Segment, SessionUpdated
-from asrhub.plugin import Operator, Provider, SessionContext, Transcription
+from asrhub.plugin import Operator, Provider, SessionContext, Transcription, UtteranceRouter
 from asrhub.telemetry import utterance
 
 PartialFn = Callable[..., "asyncio.Task[Transcription] | None"]
@@ -61,18 +68,29 @@ def batch_stage(
     fallbacks: tuple[Provider, ...] = (),
     *,
     partial: PartialFn | None = None,
+    router: UtteranceRouter | None = None,
 ) -> Operator:
+    """``router``: each final's engines come from it (``provider: "auto"``), not from
+    ``(primary, *fallbacks)``, and its partials from the router (``partial`` is unused)."""
     providers = (primary, *fallbacks)
-    return engine_stage(ctx, primary.name, lambda out: _Batch(providers, ctx, out, partial))
+    name = "auto" if router is not None else primary.name
+    partial = router.partial if router is not None else partial
+    return engine_stage(ctx, name, lambda out: _Batch(providers, ctx, out, partial, router))
 
 
 class _Batch:
     """The state of one subscription (one session)."""
 
     def __init__(
-        self, providers: tuple[Provider, ...], ctx: SessionContext, out: Ordered, partial: PartialFn | None
+        self,
+        providers: tuple[Provider, ...],
+        ctx: SessionContext,
+        out: Ordered,
+        partial: PartialFn | None,
+        router: UtteranceRouter | None = None,
     ) -> None:
         self.providers, self.ctx, self.out, self.partial = providers, ctx, out, partial
+        self.router = router
         self.config: SessionConfig = ctx.config
         self.previous: asyncio.Task[Event] | None = None
         self.last_final: int | None = None
@@ -143,17 +161,34 @@ class _Batch:
             offset=seg.start,
             words=config.word_timestamps,
             language=config.fixed_language,
+            route=served.route,
         )
 
     def decode(self, seg: Segment, config: SessionConfig) -> Coroutine[Any, Any, Served]:
+        if self.router is not None:
+            return self.routed(self.router, seg, config)
+        return self.failover(self.providers, seg, config.decode_options())
+
+    async def routed(self, router: UtteranceRouter, seg: Segment, config: SessionConfig) -> Served:
+        route = await router.route(seg.samples, config)
+        if not route.providers:
+            language = route.reason.get("language") or "unknown"
+            raise AllFailed(f"no engine this key may use serves language {language} (routing)")
+        served = await self.failover(route.providers, seg, {**config.decode_options(), **route.options})
+        return dataclasses.replace(served, route=route.reason)
+
+    def failover(
+        self, providers: tuple[Provider, ...], seg: Segment, options: dict[str, Any]
+    ) -> Coroutine[Any, Any, Served]:
         return failover(
-            self.providers,
+            providers,
             seg.samples,
             breakers=self.ctx.breakers,
             timeout_s=call_timeout(self.ctx.limits.provider_timeout_s, seg.end - seg.start),
             log=self.ctx.log,
             segment_id=seg.segment_id,
-            **config.decode_options(),
+            stats=self.ctx.stats,
+            **options,
         )
 
     # ---------------------------------------------------------------- early finals
@@ -196,8 +231,10 @@ class _Batch:
         return self.last_final is None or seg.segment_id > self.last_final
 
     def start_partial(self, seg: Segment) -> None:
-        if self.partial is None or self.ctx.breakers.of(self.providers[0]).state != "closed":
+        if self.partial is None:
             return
+        if self.router is None and self.ctx.breakers.of(self.providers[0]).state != "closed":
+            return  # (a router checks its own engine's circuit)
         task = self.partial(seg.samples, **self.config.decode_options())
         if task is not None:
             self.inflight = task

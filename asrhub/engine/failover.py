@@ -22,13 +22,14 @@ backs up; only a queue still full at the timeout fails the call (not counted in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from asrhub.frames import TARGET_RATE, Samples, Word
-from asrhub.plugin import CircuitBreakers, PoolFull, Provider, ProviderError, Transcription
+from asrhub.plugin import CallStats, CircuitBreakers, PoolFull, Provider, ProviderError, Transcription
 from asrhub.telemetry import engine_call
 
 
@@ -36,6 +37,9 @@ from asrhub.telemetry import engine_call
 class Served:
     provider: str
     result: Transcription
+    route: Mapping[str, Any] | None = None
+    """Why ``provider`` was tried (a routed utterance, ``provider: "auto"``); None: the
+    session named its engines."""
 
 
 class AllFailed(ProviderError):
@@ -67,13 +71,16 @@ async def failover(
     log: Any = None,
     segment_id: int | None = None,
     failures: list[str] | None = None,
+    stats: CallStats | None = None,
     **options: Any,
 ) -> Served:
     """Transcribe ``samples`` with the first provider of ``providers`` (breaker order) that
     answers; ``options`` (language, prompt, …) go to every ``transcribe``. Raises
-    :class:`AllFailed`; ``failures`` may carry earlier failures of the same utterance."""
+    :class:`AllFailed`; ``failures`` may carry earlier failures of the same utterance.
+    ``stats``: the engines' live figures, fed with each call (:mod:`asrhub.routing.stats`)."""
     failures = list(failures or ())
     attempt = 0
+    audio_s = len(samples) / TARGET_RATE
     for provider in breakers.order(list(providers)):
         breaker = breakers.of(provider)
         if not breaker.usable:
@@ -81,7 +88,8 @@ async def failover(
             continue
         attempt += 1
         try:
-            with engine_call(provider.name, attempt, len(samples) / TARGET_RATE, options.get("model")):
+            timing = stats.timing(provider.name, audio_s) if stats is not None else contextlib.nullcontext()
+            with timing, engine_call(provider.name, attempt, audio_s, options.get("model")):
                 result = checked(await _call(provider, samples, timeout_s, options))
         except asyncio.CancelledError:
             raise

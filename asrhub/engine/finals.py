@@ -15,6 +15,9 @@ session's utterances, each with the words whose middle falls in it (:func:`words
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from asrhub.frames import FinalTranscript, Word
 from asrhub.plugin import TimedText, Transcription
 
@@ -30,10 +33,12 @@ def final_event(
     words: bool = True,
     language: str | None = None,
     speaker: int | None = None,
+    route: Mapping[str, Any] | None = None,
 ) -> FinalTranscript:
     """The final of utterance ``segment_id`` (stream time ``start``–``end``) from the engine's
     ``result``, whose word times are ``offset`` seconds before stream time; ``words``: the
-    session's ``word_timestamps``; ``language``: its fixed language (None: detect)."""
+    session's ``word_timestamps``; ``language``: its fixed language (None: detect); ``route``:
+    why its engine was chosen (a ``provider: "auto"`` session)."""
     shown = None
     if words and result.words is not None:
         shown = tuple(_final_word(w.shifted(offset)) for w in result.words)
@@ -47,6 +52,7 @@ def final_event(
         words=shown,
         language_probability=result.language_probability,
         speaker=speaker,
+        route=dict(route) if route is not None else None,
     )
 
 

@@ -245,6 +245,7 @@ class _Streams:
                 log=self.ctx.log,
                 segment_id=utterance.segment_id,
                 failures=failures,
+                stats=self.ctx.stats,
                 **config.decode_options(),
             )
         except AllFailed as exc:

@@ -17,7 +17,7 @@ from asrhub.flow import Pending, Slots
 from asrhub.frames import Event
 from asrhub.logging import get_logger
 from asrhub.metrics.hub import HubMetrics
-from asrhub.plugin import EarlyFinals, Operator, Provider
+from asrhub.plugin import CallStats, EarlyFinals, Operator, Provider, UtteranceRouter
 from asrhub.usage import SessionMeter
 
 
@@ -56,6 +56,11 @@ class Context:
     trace: SessionTrace | None = None
     """The session's recorder (config ``trace``, or picked by ``trace.sample_rate``; see
     :mod:`asrhub.trace`); None: not recorded."""
+    stats: CallStats | None = None
+    """The hub's live engine figures (:mod:`asrhub.routing.stats`), fed by every engine call."""
+    router: UtteranceRouter | None = None
+    """A ``provider: "auto"`` session's router (:mod:`asrhub.routing`): its engines are chosen
+    per utterance; None: the session's ``providers`` serve in their order."""
 
 
 class SessionTrace(Protocol):

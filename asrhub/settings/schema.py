@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from asrhub.config import Limits, VadEngine
+from asrhub.config import Limits, VadEngine, is_fingerprint
 
 EventLoop = Literal["asyncio", "uvloop", "auto"]
 """The event loops a server can run on (``server.loop``)."""
@@ -240,6 +240,61 @@ class TraceSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     is refused with ``capacity``."""
 
 
+LANGUAGE_ROWS: dict[str, tuple[str, ...]] = {
+    "en": ("whisper:tiny.en", "whisper:base"),
+    "ko": ("vosk",),
+    "zh": ("funasr",),
+    "*": ("whisper:base",),
+}
+"""The default language table of ``provider: "auto"``."""
+
+
+class KeyRouting(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One API key's routing policy (``[routing.keys."key-…"]``, by the key's fingerprint)."""
+
+    allowed: tuple[str, ...] | None = None
+    """The engines its ``auto`` utterances may use (e.g. ``["whisper:tiny.en", "vosk"]``);
+    unset: every engine."""
+    prefer: Literal["quality", "cost"] = "quality"
+    """``quality``: the language table's order; ``cost``: the cheapest engine first
+    (``routing.costs``), the table's order among equals."""
+
+
+class RoutingSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``provider: "auto"``: the engines of each utterance (docs/routing.md)."""
+
+    languages: dict[str, tuple[str, ...]] = msgspec.field(default_factory=lambda: dict(LANGUAGE_ROWS))
+    """Language → engines in order of preference (``provider`` or ``provider:model``); ``*``:
+    every other language, and the fallback of every language. Engines this hub does not run
+    are left out (``funasr`` where configured)."""
+    detect_with: str = "whisper:base"
+    """The engine that identifies the language of an utterance when the client gave none (a
+    multilingual whisper model)."""
+    detect_among: tuple[str, ...] = ()
+    """Languages identification chooses among (the ones your users speak); empty: any. A
+    short list makes identification sure of languages a model hears poorly."""
+    confident: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.5
+    """A session's identified language at this probability or above is kept for its later
+    utterances (and passed to the engine); below it, the next utterance is identified again."""
+    max_queue: Annotated[int, Meta(ge=1)] = 4
+    """An engine with this many calls in flight yields the first place to a less busy candidate."""
+    ewma_alpha: Annotated[float, Meta(gt=0.0, le=1.0)] = 0.2
+    """Weight of the newest call in each engine's moving time per audio second."""
+    costs: dict[str, float] = {}
+    """Relative cost per audio second of each engine, for keys that prefer cost (unset: 1)."""
+    keys: dict[str, KeyRouting] = {}
+    """Per-key policies by key fingerprint (``key-…``, as logs and ``/v1/usage`` name it);
+    ``*``: every other key."""
+
+    def __post_init__(self) -> None:
+        for name in self.keys:
+            if name != "*" and not is_fingerprint(name):  # never echo it: it may be a key
+                raise ValueError(
+                    "routing.keys: an entry is not a key fingerprint (key- and 12 hex digits) nor *; "
+                    "name a key by its fingerprint (GET /v1/usage shows it), never by the key"
+                )
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Everything a hub process is started with."""
 
@@ -258,6 +313,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     diarization: DiarizationSettings = DiarizationSettings()
     jobs: JobsSettings = JobsSettings()
     trace: TraceSettings = TraceSettings()
+    routing: RoutingSettings = RoutingSettings()
     providers: dict[str, dict[str, Any]] = {}
     """Per-provider settings tables, e.g. ``[providers.whisper] model = "…"``."""
 
