@@ -118,7 +118,7 @@ async def word_scores(convs: list[Conversation], live_threshold: float | None = 
     file_acc, live_acc, agree, embeds = [], [], [], []
     async with open_hub(settings) as hub:
         diarizer = hub.speakers.get()
-        original = diarizer.embed
+        original = diarizer.voices
 
         def timed(samples: Any) -> Any:
             t = time.perf_counter()
@@ -127,7 +127,7 @@ async def word_scores(convs: list[Conversation], live_threshold: float | None = 
             finally:
                 embeds.append(time.perf_counter() - t)
 
-        diarizer.embed = timed  # type: ignore[method-assign]
+        diarizer.voices = timed  # type: ignore[method-assign]
         for c in convs:
             result = await transcribe_samples(hub, c.samples, diarize=True)
             words = [w for s in result.segments for w in s.words or ()]
