@@ -7,9 +7,9 @@ File diarization, in four steps, all on the calling (worker) thread:
    1.6 s windows every :data:`HOP_FRAMES` (a region shorter than a window is repeated to fill
    one), one GE2E embedding per window (:class:`~.ge2e.Ge2eEncoder`, batched);
 3. the windows clustered (:func:`~.cluster.cluster`): the speaker count is found, within the
-   caller's bounds — and never below the most voices segmentation-3.0 hears within one 10 s
-   window (:meth:`~.segmentation.Segmenter.max_local_speakers`: two people who talk over each
-   other, or whose voices the encoder finds alike, are still two);
+   caller's bounds — and never below the most people heard within one 10 s window
+   (:meth:`Diarizer.fewest_speakers`: segmentation-3.0's voices there, checked by the encoder):
+   two people who talk over each other are still two;
 4. each 10 ms frame of a region takes the label of the window centred nearest to it; runs of
    one label are the turns.
 
@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from .cluster import MAX_ITEMS, cluster, first_appearance
 from .ge2e import HOP, RATE, WINDOW_FRAMES, Ge2eEncoder, mel_frames
+from .segmentation import WINDOW as WINDOW_SAMPLES
 from .segmentation import Segmenter
 from .segmentation import model_dir as segmentation_dir
 from .speech import speech_regions
@@ -52,6 +53,10 @@ SAME_VOICE = 0.30
 30–41 (none of the benchmark's): of 96 one-person turns the network split 8, 7 of them closer
 than this; of 40 two-person utterances without a pause it found the change in 23, 20 of them
 farther (docs/diarization.md)."""
+OVERLAP_S = 0.5
+"""Two voices at once for this long within 10 s: two people (on the tuning conversations: 0.9–1.9 s
+in every window with overlapping turns, never more than 0.4 s in conversations without overlap,
+none in monologues)."""
 BATCH = 64
 CHUNK_FRAMES = 240
 """Speech is clustered in chunks of about 2.4 s (the mean of their windows): steadier than single
@@ -168,15 +173,18 @@ class Diarizer:
                 e = self.embed(np.concatenate([samples[a:b] for a, b in mine]))
                 if e is not None:
                     parts.append((mine, e))
-            parts = self._merged(samples, parts, merge_below)
+            parts = self._merged(parts, merge_below)
         if len(parts) <= 1:
             whole = self.embed(samples)
             return [] if whole is None else [Voice(((0.0, duration),), whole)]
         return [Voice(tuple((a / RATE, b / RATE) for a, b in spans), e) for spans, e in parts]
 
+    @staticmethod
     def _merged(
-        self, samples: F32, parts: list[tuple[list[tuple[int, int]], F32]], below: float
+        parts: list[tuple[list[tuple[int, int]], F32]], below: float
     ) -> list[tuple[list[tuple[int, int]], F32]]:
+        """Closest voices joined while closer than ``below`` (their embeddings averaged,
+        weighted by speech length: the mean of their windows, near enough)."""
         while len(parts) > 1:
             emb = np.stack([e for _, e in parts])
             distance = 1.0 - emb @ emb.T
@@ -186,11 +194,28 @@ class Diarizer:
                 return parts
             i, j = min(i, j), max(i, j)
             spans = sorted(parts[i][0] + parts[j][0])
-            e = self.embed(np.concatenate([samples[a:b] for a, b in spans]))
-            merged = (spans, e if e is not None else parts[i][1])
+            weights = np.array([sum(b - a for a, b in parts[k][0]) for k in (i, j)], np.float64)
+            mean = weights @ np.stack([parts[i][1], parts[j][1]]).astype(np.float64)
+            merged = (spans, (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32))
             parts = [p for k, p in enumerate(parts) if k not in (i, j)]
             parts.insert(i, merged)
         return parts
+
+    def fewest_speakers(self, samples: F32) -> int:
+        """The most people heard within one 10 s window, by segmentation-3.0
+        (:meth:`~.segmentation.Segmenter.local_counts`): two when two voices overlap for
+        :data:`OVERLAP_S` or more; else its voices there less those the encoder finds to be one
+        person (:meth:`voices`; only windows that could raise the count are embedded). Nobody
+        can have fewer people in the whole recording."""
+        counts = self.segmenter.local_counts(samples)
+        best = 1 if len(samples) else 0
+        if any(overlap >= OVERLAP_S for _, _, overlap in counts):
+            best = 2
+        for start, count, _ in sorted(counts, key=lambda c: -c[1]):
+            if count <= best:
+                break
+            best = max(best, len(self.voices(samples[start : start + WINDOW_SAMPLES])))
+        return best
 
     def diarize(self, samples: F32, *, min_speakers: int = 1, max_speakers: int = 8) -> list[Turn]:
         """Speaker turns of 16 kHz audio (times in seconds), labels 0, 1, … by first appearance."""
@@ -226,7 +251,7 @@ class Diarizer:
         sums = np.zeros((chunks, windows.shape[1]), np.float64)
         np.add.at(sums, index, windows)
         chunk_emb = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-8)).astype(np.float32)
-        low = min(max_speakers, max(min_speakers, self.segmenter.max_local_speakers(samples)))
+        low = min(max_speakers, max(min_speakers, self.fewest_speakers(samples)))
         labels = cluster(chunk_emb, threshold=self.threshold, min_speakers=low, max_speakers=max_speakers)
         labels = _absorb_small(chunk_emb, labels, weights, low)
         centroids = _centroids(chunk_emb, labels, weights)

@@ -9,8 +9,9 @@ speaker 1 in one window and speaker 2 in the next, so windows are never linked h
 encoder and the clustering name the people (:mod:`.diarizer`, :mod:`.tracker`).
 
 Used for two things: where the voice changes inside one stretch of speech (a live utterance can
-hold two people's words, :func:`Segmenter.runs`), and how many people speak at most within a
-10 s window (a lower bound on a file's speaker count, :func:`Segmenter.max_local_speakers`).
+hold two people's words, :func:`Segmenter.runs`), and how many people speak within each 10 s
+window (:func:`Segmenter.local_counts`: with the encoder's check, a lower bound on a file's
+speaker count).
 Cost: ~40 ms of one core per 10 s window (docs/benchmarks.md). Thread-safe (onnxruntime's
 ``run`` is), one intra-op thread: callers run it in worker threads, never on the event loop.
 """
@@ -96,17 +97,20 @@ class Segmenter:
             base += len(names)
         return _merged(out)
 
-    def max_local_speakers(self, samples: F32, *, step_s: float = 5.0, min_s: float = 1.0) -> int:
-        """The most voices heard with at least ``min_s`` of speech each within one 10 s window
-        (windows every ``step_s``): nobody can have fewer people in the whole recording."""
-        best = 0
+    def local_counts(
+        self, samples: F32, *, step_s: float = 5.0, min_s: float = 1.0
+    ) -> list[tuple[int, int, float]]:
+        """(first sample, voices, overlap) of each 10 s window (every ``step_s``): how many
+        voices speak at least ``min_s`` in it, and for how many seconds two speak at once."""
+        out = []
         step = int(step_s * RATE)
         last = max(0, len(samples) - WINDOW)
         for start in sorted({*range(0, last + 1, step), last}):
             classes = self.classes(samples[start : start + WINDOW])
             seconds = POWERSET[classes].sum(axis=0) * FRAME / RATE
-            best = max(best, int((seconds >= min_s).sum()))
-        return best
+            overlap = float((POWERSET[classes].sum(axis=1) > 1).sum() * FRAME / RATE)
+            out.append((start, int((seconds >= min_s).sum()), overlap))
+        return out
 
 
 def _sample(frame: int) -> int:
