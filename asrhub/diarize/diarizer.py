@@ -22,7 +22,7 @@ speaker (the louder, usually). Cost: one window per 0.4 s of speech (~11 ms of o
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +76,9 @@ class Turn:
     start: float
     end: float
     speaker: int
+    confidence: float = 1.0
+    """How sure the speaker is (0–1): the mean, over the turn's frames, of GE2E's softmax
+    probability of this speaker's centroid for the window nearest the frame."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,8 +258,11 @@ class Diarizer:
         labels = cluster(chunk_emb, threshold=self.threshold, min_speakers=low, max_speakers=max_speakers)
         labels = _absorb_small(chunk_emb, labels, weights, low)
         centroids = _centroids(chunk_emb, labels, weights)
-        window_labels = np.argmax(windows @ centroids.T, axis=1)
-        return _turns(regions, np.array(owner), np.array(centre), window_labels)
+        similarity = windows.astype(np.float64) @ centroids.T.astype(np.float64)
+        window_labels = np.argmax(similarity, axis=1)
+        z = np.exp(self.encoder.similarity_weight * (similarity - similarity.max(axis=1, keepdims=True)))
+        sure = (z / z.sum(axis=1, keepdims=True))[np.arange(len(z)), window_labels]
+        return _turns(regions, np.array(owner), np.array(centre), window_labels, sure)
 
 
 def _centroids(emb: F32, labels: npt.NDArray[np.int64], weights: npt.NDArray[np.float64]) -> F32:
@@ -295,6 +301,7 @@ def _turns(
     owner: npt.NDArray[np.int64],
     centre: npt.NDArray[np.float64],
     window_labels: npt.NDArray[np.int64],
+    sure: npt.NDArray[np.float64],
 ) -> list[Turn]:
     """Each 10 ms frame of a region takes the label of the window centred nearest; runs of one
     label are turns (relabelled by first appearance)."""
@@ -305,10 +312,12 @@ def _turns(
         frames = np.arange(length) + 0.5
         nearest = mine[np.argmin(np.abs(centre[mine][None, :] - frames[:, None]), axis=1)]
         frame_labels = window_labels[nearest]
+        frame_sure = sure[nearest]
         cuts = [0, *(np.flatnonzero(np.diff(frame_labels)) + 1).tolist(), length]
         for i in range(len(cuts) - 1):
             start = a / RATE + cuts[i] * HOP / RATE
             end = b / RATE if cuts[i + 1] == length else a / RATE + cuts[i + 1] * HOP / RATE
-            turns.append(Turn(round(start, 3), round(end, 3), int(frame_labels[cuts[i]])))
+            confidence = round(float(frame_sure[cuts[i] : cuts[i + 1]].mean()), 4)
+            turns.append(Turn(round(start, 3), round(end, 3), int(frame_labels[cuts[i]]), confidence))
     order: dict[int, int] = {}
-    return [Turn(t.start, t.end, order.setdefault(t.speaker, len(order))) for t in turns]
+    return [replace(t, speaker=order.setdefault(t.speaker, len(order))) for t in turns]

@@ -264,6 +264,9 @@ async def test_deepgram_sdk_reads_speakers(
         plain = await client.listen.v1.media.transcribe_file(request=talk_wav, model="nova-3")
     words = result.results.channels[0].alternatives[0].words
     assert words and {w.speaker for w in words} == {0, 1}
+    confidences = [w.speaker_confidence for w in words]
+    assert all(c is not None and 0.0 <= c <= 1.0 for c in confidences), confidences
+    assert max(c or 0.0 for c in confidences) > 0.5, confidences
     assert word_accuracy(talk, [(w.start, w.end, w.speaker) for w in words]) >= 0.8
     utterances = result.results.utterances
     assert utterances and {u.speaker for u in utterances} == {0, 1}
