@@ -132,6 +132,8 @@ class Word:
     probability: float
     speaker: int | None = None
     """Extension (diarization, issue 26): who said it, 0, 1, … stable for the file or session."""
+    speaker_confidence: float | None = None
+    """How sure ``speaker`` is, 0–1 (file diarization; Deepgram's ``speaker_confidence``)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -153,13 +155,19 @@ class Word:
             round(self.end + offset, 3),
             self.probability,
             self.speaker,
+            self.speaker_confidence,
         )
 
     def mapped(self, clock: Callable[[float], float]) -> Word:
         """This word with its times mapped through ``clock`` (a recognizer's clock → stream time
         where audio was skipped), rounded to the millisecond."""
         return Word(
-            self.word, round(clock(self.start), 3), round(clock(self.end), 3), self.probability, self.speaker
+            self.word,
+            round(clock(self.start), 3),
+            round(clock(self.end), 3),
+            self.probability,
+            self.speaker,
+            self.speaker_confidence,
         )
 
 

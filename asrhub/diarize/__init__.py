@@ -2,10 +2,11 @@
 
 * :mod:`.ge2e` — the GE2E speaker encoder (Resemblyzer's weights) in numpy;
 * :mod:`.speech` — where the speech is (webrtcvad, smoothed);
+* :mod:`.segmentation` — who speaks in each ~17 ms frame: pyannote segmentation-3.0 (onnxruntime);
 * :mod:`.cluster` — agglomerative clustering on cosine distance with an automatic count;
-* :mod:`.diarizer` — a file's speaker turns, and one utterance's embedding;
+* :mod:`.diarizer` — a file's speaker turns, and one utterance's voices (each embedded);
 * :mod:`.tracker` — live labels: each final joins the nearest known speaker or starts a new one;
 * :mod:`.assign` — speakers onto a transcription's words and pieces (by time overlap).
 
-A room of the core below the hub: it imports only numpy, scipy, webrtcvad and the frames.
+A room of the core below the hub: it imports only numpy, scipy, webrtcvad, onnxruntime and the frames.
 """

@@ -18,26 +18,32 @@ from asrhub.plugin import TimedText, Transcription
 from .diarizer import Turn
 
 
-def speaker_at(turns: Sequence[Turn], start: float, end: float) -> int | None:
-    """The speaker of the turn that overlaps [start, end] most, else of the nearest turn."""
+def turn_at(turns: Sequence[Turn], start: float, end: float) -> Turn | None:
+    """The turn that overlaps [start, end] most, else the nearest turn."""
     if not turns:
         return None
     best, overlap = None, 0.0
     for t in turns:
         o = min(end, t.end) - max(start, t.start)
         if o > overlap:
-            best, overlap = t.speaker, o
+            best, overlap = t, o
     if best is not None:
         return best
     mid = (start + end) / 2
-    return min(turns, key=lambda t: min(abs(t.start - mid), abs(t.end - mid))).speaker
+    return min(turns, key=lambda t: min(abs(t.start - mid), abs(t.end - mid)))
+
+
+def speaker_at(turns: Sequence[Turn], start: float, end: float) -> int | None:
+    """The speaker of :func:`turn_at`."""
+    turn = turn_at(turns, start, end)
+    return None if turn is None else turn.speaker
 
 
 def attribute(result: Transcription, turns: Sequence[Turn]) -> Transcription:
     """``result`` with a speaker on every word and every piece (pieces cut at changes)."""
     words = None
     if result.words is not None:
-        words = tuple(replace(w, speaker=speaker_at(turns, w.start, w.end)) for w in result.words)
+        words = tuple(_attributed(w, turn_at(turns, w.start, w.end)) for w in result.words)
     given = result.segments
     if not given and result.text.strip():
         end = max([result.duration, *(w.end for w in words or ())])
@@ -56,6 +62,12 @@ def attribute(result: Transcription, turns: Sequence[Turn]) -> Transcription:
             text = " ".join(w.word.strip() for w in run)
             pieces.append(replace(piece, text=text, start=start, end=end, speaker=run[0].speaker))
     return replace(result, words=words, segments=tuple(pieces))
+
+
+def _attributed(word: Word, turn: Turn | None) -> Word:
+    if turn is None:
+        return replace(word, speaker=None, speaker_confidence=None)
+    return replace(word, speaker=turn.speaker, speaker_confidence=turn.confidence)
 
 
 def _runs(words: Sequence[Word]) -> list[list[Word]]:

@@ -7,7 +7,9 @@ File diarization, in four steps, all on the calling (worker) thread:
    1.6 s windows every :data:`HOP_FRAMES` (a region shorter than a window is repeated to fill
    one), one GE2E embedding per window (:class:`~.ge2e.Ge2eEncoder`, batched);
 3. the windows clustered (:func:`~.cluster.cluster`): the speaker count is found, within the
-   caller's bounds;
+   caller's bounds — and never below the most people heard within one 10 s window
+   (:meth:`Diarizer.fewest_speakers`: segmentation-3.0's voices there, checked by the encoder):
+   two people who talk over each other are still two;
 4. each 10 ms frame of a region takes the label of the window centred nearest to it; runs of
    one label are the turns.
 
@@ -20,7 +22,7 @@ speaker (the louder, usually). Cost: one window per 0.4 s of speech (~11 ms of o
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +30,9 @@ import numpy.typing as npt
 
 from .cluster import MAX_ITEMS, cluster, first_appearance
 from .ge2e import HOP, RATE, WINDOW_FRAMES, Ge2eEncoder, mel_frames
+from .segmentation import WINDOW as WINDOW_SAMPLES
+from .segmentation import Segmenter
+from .segmentation import model_dir as segmentation_dir
 from .speech import speech_regions
 
 F32 = npt.NDArray[np.float32]
@@ -42,6 +47,16 @@ FILE_THRESHOLD = 0.26
 conversations of ``tests/perf/bench_diarization.py``."""
 LIVE_THRESHOLD = 0.26
 """Live: the clustering threshold on a session's utterance embeddings (:mod:`.tracker`)."""
+SAME_VOICE = 0.30
+"""Two voices the segmentation found in one utterance whose embeddings are closer than this
+(cosine distance) are one person (:meth:`Diarizer.voices`). Tuned on conversations of seeds
+30–41 (none of the benchmark's): of 96 one-person turns the network split 8, 7 of them closer
+than this; of 40 two-person utterances without a pause it found the change in 23, 20 of them
+farther (docs/diarization.md)."""
+OVERLAP_S = 0.5
+"""Two voices at once for this long within 10 s: two people (on the tuning conversations: 0.9–1.9 s
+in every window with overlapping turns, never more than 0.4 s in conversations without overlap,
+none in monologues)."""
 BATCH = 64
 CHUNK_FRAMES = 240
 """Speech is clustered in chunks of about 2.4 s (the mean of their windows): steadier than single
@@ -61,6 +76,25 @@ class Turn:
     start: float
     end: float
     speaker: int
+    confidence: float = 1.0
+    """How sure the speaker is (0–1): the mean, over the turn's frames, of GE2E's softmax
+    probability of this speaker's centroid for the window nearest the frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class Voice:
+    """One person's part of a stretch of audio: where they speak (seconds from its start) and
+    the embedding of all of it."""
+
+    spans: tuple[tuple[float, float], ...]
+    embedding: F32
+
+    def overlap(self, start: float, end: float) -> float:
+        return sum(max(0.0, min(end, b) - max(start, a)) for a, b in self.spans)
+
+    def distance(self, start: float, end: float) -> float:
+        mid = (start + end) / 2
+        return min((0.0 if a <= mid <= b else min(abs(a - mid), abs(b - mid))) for a, b in self.spans)
 
 
 def _normalised(x: F32) -> F32:
@@ -78,20 +112,28 @@ def _filled(x: F32, n: int) -> F32:
 
 
 class Diarizer:
-    """The loaded encoder and the diarization steps; thread-safe (no state between calls)."""
+    """The loaded encoder (and segmentation model) and the diarization steps; thread-safe (no
+    state between calls)."""
 
-    def __init__(self, encoder: Ge2eEncoder, *, threshold: float = FILE_THRESHOLD) -> None:
+    def __init__(
+        self, encoder: Ge2eEncoder, segmenter: Segmenter, *, threshold: float = FILE_THRESHOLD
+    ) -> None:
         self.encoder = encoder
+        self.segmenter = segmenter
         self.threshold = threshold
 
     @classmethod
     def load(cls, directory: str | Path | None = None, **kwargs: float) -> Diarizer:
+        """The encoder from ``directory`` (default: :func:`model_dir`); segmentation-3.0 from the
+        same folder when it is there, else from :func:`~.segmentation.model_dir`."""
         path = Path(directory or model_dir()) / MODEL_FILE
         if not path.is_file():
             raise FileNotFoundError(
                 f"{path} is missing: run scripts/setup.sh (it extracts the speaker model)"
             )
-        return cls(Ge2eEncoder.load(path), **kwargs)
+        beside = path.parent / "segmentation-3.0.onnx"
+        segmenter = Segmenter.load(path.parent if beside.is_file() else segmentation_dir())
+        return cls(Ge2eEncoder.load(path), segmenter, **kwargs)
 
     def _embed(self, mels: list[F32]) -> F32:
         if not mels:
@@ -117,6 +159,66 @@ class Diarizer:
         mean = embeddings.mean(axis=0)
         out: F32 = (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
         return out
+
+    def voices(self, samples: F32, *, merge_below: float = SAME_VOICE) -> list[Voice]:
+        """The people in one stretch of audio (a live utterance), in order of first speech: the
+        segmentation's voices (:meth:`~.segmentation.Segmenter.runs`), each embedded from all its
+        speech; two whose embeddings are closer than ``merge_below`` (cosine distance) are one
+        person split by the network's doubt, and are embedded together. One voice covers the
+        whole stretch. Empty when there is no speech for the encoder."""
+        duration = len(samples) / RATE
+        runs = self.segmenter.runs(samples)
+        names = list(dict.fromkeys(v for _, _, v in runs))
+        parts: list[tuple[list[tuple[int, int]], F32]] = []
+        if len(names) > 1:
+            for name in names:
+                mine = [(a, b) for a, b, v in runs if v == name]
+                e = self.embed(np.concatenate([samples[a:b] for a, b in mine]))
+                if e is not None:
+                    parts.append((mine, e))
+            parts = self._merged(parts, merge_below)
+        if len(parts) <= 1:
+            whole = self.embed(samples)
+            return [] if whole is None else [Voice(((0.0, duration),), whole)]
+        return [Voice(tuple((a / RATE, b / RATE) for a, b in spans), e) for spans, e in parts]
+
+    @staticmethod
+    def _merged(
+        parts: list[tuple[list[tuple[int, int]], F32]], below: float
+    ) -> list[tuple[list[tuple[int, int]], F32]]:
+        """Closest voices joined while closer than ``below`` (their embeddings averaged,
+        weighted by speech length: the mean of their windows, near enough)."""
+        while len(parts) > 1:
+            emb = np.stack([e for _, e in parts])
+            distance = 1.0 - emb @ emb.T
+            np.fill_diagonal(distance, np.inf)
+            i, j = np.unravel_index(int(np.argmin(distance)), distance.shape)
+            if distance[i, j] >= below:
+                return parts
+            i, j = min(i, j), max(i, j)
+            spans = sorted(parts[i][0] + parts[j][0])
+            weights = np.array([sum(b - a for a, b in parts[k][0]) for k in (i, j)], np.float64)
+            mean = weights @ np.stack([parts[i][1], parts[j][1]]).astype(np.float64)
+            merged = (spans, (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32))
+            parts = [p for k, p in enumerate(parts) if k not in (i, j)]
+            parts.insert(i, merged)
+        return parts
+
+    def fewest_speakers(self, samples: F32) -> int:
+        """The most people heard within one 10 s window, by segmentation-3.0
+        (:meth:`~.segmentation.Segmenter.local_counts`): two when two voices overlap for
+        :data:`OVERLAP_S` or more; else its voices there less those the encoder finds to be one
+        person (:meth:`voices`; only windows that could raise the count are embedded). Nobody
+        can have fewer people in the whole recording."""
+        counts = self.segmenter.local_counts(samples)
+        best = 1 if len(samples) else 0
+        if any(overlap >= OVERLAP_S for _, _, overlap in counts):
+            best = 2
+        for start, count, _ in sorted(counts, key=lambda c: -c[1]):
+            if count <= best:
+                break
+            best = max(best, len(self.voices(samples[start : start + WINDOW_SAMPLES])))
+        return best
 
     def diarize(self, samples: F32, *, min_speakers: int = 1, max_speakers: int = 8) -> list[Turn]:
         """Speaker turns of 16 kHz audio (times in seconds), labels 0, 1, … by first appearance."""
@@ -152,13 +254,15 @@ class Diarizer:
         sums = np.zeros((chunks, windows.shape[1]), np.float64)
         np.add.at(sums, index, windows)
         chunk_emb = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-8)).astype(np.float32)
-        labels = cluster(
-            chunk_emb, threshold=self.threshold, min_speakers=min_speakers, max_speakers=max_speakers
-        )
-        labels = _absorb_small(chunk_emb, labels, weights, min_speakers)
+        low = min(max_speakers, max(min_speakers, self.fewest_speakers(samples)))
+        labels = cluster(chunk_emb, threshold=self.threshold, min_speakers=low, max_speakers=max_speakers)
+        labels = _absorb_small(chunk_emb, labels, weights, low)
         centroids = _centroids(chunk_emb, labels, weights)
-        window_labels = np.argmax(windows @ centroids.T, axis=1)
-        return _turns(regions, np.array(owner), np.array(centre), window_labels)
+        similarity = windows.astype(np.float64) @ centroids.T.astype(np.float64)
+        window_labels = np.argmax(similarity, axis=1)
+        z = np.exp(self.encoder.similarity_weight * (similarity - similarity.max(axis=1, keepdims=True)))
+        sure = (z / z.sum(axis=1, keepdims=True))[np.arange(len(z)), window_labels]
+        return _turns(regions, np.array(owner), np.array(centre), window_labels, sure)
 
 
 def _centroids(emb: F32, labels: npt.NDArray[np.int64], weights: npt.NDArray[np.float64]) -> F32:
@@ -197,6 +301,7 @@ def _turns(
     owner: npt.NDArray[np.int64],
     centre: npt.NDArray[np.float64],
     window_labels: npt.NDArray[np.int64],
+    sure: npt.NDArray[np.float64],
 ) -> list[Turn]:
     """Each 10 ms frame of a region takes the label of the window centred nearest; runs of one
     label are turns (relabelled by first appearance)."""
@@ -207,10 +312,12 @@ def _turns(
         frames = np.arange(length) + 0.5
         nearest = mine[np.argmin(np.abs(centre[mine][None, :] - frames[:, None]), axis=1)]
         frame_labels = window_labels[nearest]
+        frame_sure = sure[nearest]
         cuts = [0, *(np.flatnonzero(np.diff(frame_labels)) + 1).tolist(), length]
         for i in range(len(cuts) - 1):
             start = a / RATE + cuts[i] * HOP / RATE
             end = b / RATE if cuts[i + 1] == length else a / RATE + cuts[i + 1] * HOP / RATE
-            turns.append(Turn(round(start, 3), round(end, 3), int(frame_labels[cuts[i]])))
+            confidence = round(float(frame_sure[cuts[i] : cuts[i + 1]].mean()), 4)
+            turns.append(Turn(round(start, 3), round(end, 3), int(frame_labels[cuts[i]]), confidence))
     order: dict[int, int] = {}
-    return [Turn(t.start, t.end, order.setdefault(t.speaker, len(order))) for t in turns]
+    return [replace(t, speaker=order.setdefault(t.speaker, len(order))) for t in turns]

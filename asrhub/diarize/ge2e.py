@@ -185,6 +185,9 @@ class Ge2eEncoder:
             self.layers.append((np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T), bias))
         self.linear_w = np.ascontiguousarray(weights["linear.weight"].T)
         self.linear_b = weights["linear.bias"]
+        self.similarity_weight = float(weights["similarity_weight"][0])
+        """GE2E's learned scale of cosine similarity: softmax(w·cos) over speaker centroids is the
+        probability the network was trained to give (the bias cancels out)."""
 
     @classmethod
     def load(cls, path: str | Path) -> Ge2eEncoder:

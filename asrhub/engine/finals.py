@@ -16,6 +16,7 @@ session's utterances, each with the words whose middle falls in it (:func:`words
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from asrhub.frames import FinalTranscript, Word
@@ -57,7 +58,7 @@ def final_event(
 
 
 def _final_word(word: Word) -> Word:
-    return Word(word.word, word.start, word.end, round(word.probability, 3), word.speaker)
+    return replace(word, probability=round(word.probability, 3))
 
 
 def words_in(words: tuple[Word, ...] | None, start: float, end: float) -> tuple[Word, ...] | None:

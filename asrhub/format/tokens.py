@@ -68,6 +68,7 @@ def merged(run: Sequence[Piece], core: str) -> Piece:
         last.word.end,
         min(p.word.probability for p in run),
         first.word.speaker,
+        first.word.speaker_confidence,
     )
     return Piece(word, first.lo, last.hi)
 

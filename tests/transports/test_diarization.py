@@ -12,6 +12,7 @@ import io
 import itertools
 import json
 import pickle
+import random
 import wave
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from asrhub.diarize.ge2e import load_checkpoint
 from asrhub.diarize.tracker import SpeakerTracker
 from asrhub.transports.door import DOOR
 from asrhub.transports.grpc_server import GrpcServer
+from tests import speakers
 from tests.audio_utils import pcm16_bytes
 from tests.speakers import Conversation, conversation
 
@@ -110,6 +112,25 @@ def test_file_diarization_error_rate_and_count(diarizer: Diarizer, seed: int, pe
     der = DiarizationErrorRate()(reference, hypothesis, uem=Segment(0, talk.duration))
     assert len({t.speaker for t in turns}) == people
     assert der <= 0.15, der
+
+
+def test_two_people_talking_over_each_other_are_two(diarizer: Diarizer) -> None:
+    """Every other turn starts 0.3–1 s before the last one ends: the encoder alone merged these
+    two (one speaker, on the old code); segmentation-3.0 hears two voices at once."""
+    talk = conversation(64, 2, overlap_s=(0.3, 1.0))
+    assert len({t.speaker for t in diarizer.diarize(talk.samples)}) == 2
+
+
+def test_one_person_talking_alone_is_one(diarizer: Diarizer) -> None:
+    """Ten of June's prompts, 0.3 s apart: segmentation-3.0 takes some for a second voice (two
+    in one window, so as a bare lower bound it would split her in two); the encoder's check keeps
+    the count at one."""
+    rng = random.Random(3)
+    pool = speakers.prompts("june")
+    gap = np.zeros(4800, np.float32)
+    clips = [pool[rng.randrange(len(pool))] for _ in range(10)]
+    samples = np.concatenate([np.concatenate([c * (0.3 / float(np.abs(c).max())), gap]) for c in clips])
+    assert len({t.speaker for t in diarizer.diarize(samples)}) == 1
 
 
 def test_min_and_max_speakers_bound_the_count(diarizer: Diarizer) -> None:
@@ -243,6 +264,9 @@ async def test_deepgram_sdk_reads_speakers(
         plain = await client.listen.v1.media.transcribe_file(request=talk_wav, model="nova-3")
     words = result.results.channels[0].alternatives[0].words
     assert words and {w.speaker for w in words} == {0, 1}
+    confidences = [w.speaker_confidence for w in words]
+    assert all(c is not None and 0.0 <= c <= 1.0 for c in confidences), confidences
+    assert max(c or 0.0 for c in confidences) > 0.5, confidences
     assert word_accuracy(talk, [(w.start, w.end, w.speaker) for w in words]) >= 0.8
     utterances = result.results.utterances
     assert utterances and {u.speaker for u in utterances} == {0, 1}
