@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
+
+if TYPE_CHECKING:  # onnxruntime is imported by load(): a hub that never diarizes never loads it
+    import onnxruntime as ort
 
 RATE = 16000
 WINDOW = 10 * RATE
@@ -62,6 +65,8 @@ class Segmenter:
             raise FileNotFoundError(
                 f"{path} is missing: run scripts/setup.sh (it extracts the segmentation model)"
             )
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
