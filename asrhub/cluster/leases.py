@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 from asrhub.config import Limits
 from asrhub.logging import get_logger
 from asrhub.settings.schema import ClusterSettings
+from asrhub.tasks import stop_tasks
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -103,6 +104,12 @@ def key_hash(key: str | None) -> str:
     return "" if key is None else hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
+async def _close_quietly(pubsub: Any) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(0.5):
+            await pubsub.aclose()
+
+
 Op = Callable[["Pipeline"], None]
 """Queues the commands of one write on a pipeline."""
 Done = Callable[[Any], None]
@@ -119,6 +126,7 @@ class Writer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="asrhub-cluster-writer")
@@ -128,9 +136,11 @@ class Writer:
             return
         if self._queue:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.flushed(), flush_s)
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+                async with asyncio.timeout(flush_s):
+                    await self.flushed()
+        self._stopping = True  # a cancellation lost mid-call still ends the loop
+        if stuck := await stop_tasks([self._task], flush_s):
+            log.warning("cluster tasks did not stop when cancelled", tasks=stuck)
 
     async def flushed(self) -> None:
         await self._idle.wait()
@@ -145,7 +155,7 @@ class Writer:
 
     async def _run(self) -> None:
         cluster = self._cluster
-        while True:
+        while not self._stopping:
             if not self._queue:
                 self._idle.set()
                 self._wake.clear()
@@ -207,6 +217,7 @@ class Cluster:
         """False after a Redis call failed, until one succeeds."""
         self._lost = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._leases: dict[str, str] = {}
         """This node's sessions holding a lease: member → key hash."""
         self._restore: list[Callable[[], Iterable[tuple[Op, Done | None]]]] = []
@@ -216,8 +227,11 @@ class Cluster:
     # ------------------------------------------------------------------ plumbing
 
     async def call(self, awaitable: Awaitable[Any]) -> Any:
-        """Await one Redis call, at most ``redis_timeout_s`` (a hung connection never hangs us)."""
-        return await asyncio.wait_for(awaitable, self.settings.redis_timeout_s)
+        """Await one Redis call, at most ``redis_timeout_s`` (a hung connection never hangs us).
+        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` loses a cancellation
+        that comes as the call completes, and a cancelled loop around it would run on."""
+        async with asyncio.timeout(self.settings.redis_timeout_s):
+            return await awaitable
 
     def failed(self, exc: BaseException) -> None:
         from redis.exceptions import ResponseError
@@ -270,10 +284,10 @@ class Cluster:
         log.info("cluster node started", node=self.node, redis=self.available)
 
     async def stop(self) -> None:
+        self._stopping = True  # the loops end at their next turn even if a cancellation is lost
         await self.writer.stop(self.settings.redis_timeout_s * 4)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if stuck := await stop_tasks(self._tasks, self.settings.redis_timeout_s * 4):
+            log.warning("cluster tasks did not stop when cancelled", tasks=stuck)
         with contextlib.suppress(Exception):
             await self.call(self.redis.aclose())
 
@@ -334,7 +348,7 @@ class Cluster:
 
     async def _renew_forever(self) -> None:
         period = self.settings.lease_s / 3
-        while True:
+        while not self._stopping:
             await asyncio.sleep(period)
             await self.renew()
 
@@ -367,11 +381,11 @@ class Cluster:
 
     async def _listen_forever(self) -> None:
         channel = self.key("takeover")
-        while True:
+        while not self._stopping:
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await self.call(pubsub.subscribe(channel))
-                while True:
+                while not self._stopping:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None:
                         continue
@@ -382,11 +396,11 @@ class Cluster:
                         for listener in self._listeners:
                             listener(token, node)
             except asyncio.CancelledError:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pubsub.aclose(), 0.5)
+                await _close_quietly(pubsub)
                 raise
             except Exception as exc:
                 self.failed(exc)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pubsub.aclose(), 0.5)
+                await _close_quietly(pubsub)
                 await asyncio.sleep(min(1.0, self.settings.lease_s / 6))
+                continue
+            await _close_quietly(pubsub)  # stopping

@@ -13,7 +13,6 @@ answered 2xx) or ``failed`` (the bounds of delivery were reached, or the target 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
 from abc import ABC, abstractmethod
@@ -25,10 +24,14 @@ from typing import Any, Literal, Protocol
 from asrhub.errors import HubError
 from asrhub.logging import get_logger
 from asrhub.settings.schema import JobsSettings
+from asrhub.tasks import stop_tasks
 
 from .delivery import Callback, Deliverer
 
 log = get_logger("asrhub.jobs")
+STOP_S = 5.0
+"""Shutdown waits this long for the job workers to stop (a job cut off runs again: its lease,
+or its client's retry)."""
 
 MAX_FINISHED = 1000
 State = Literal["queued", "running", "done", "failed"]
@@ -95,14 +98,14 @@ class Workers(ABC):
         """One worker: take jobs and run them until cancelled."""
 
     def start(self) -> None:
-        self._workers = [asyncio.create_task(self._work()) for _ in range(self.settings.concurrency)]
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"asrhub-job-worker-{i}")
+            for i in range(self.settings.concurrency)
+        ]
 
     async def close(self) -> None:
-        for task in self._workers:
-            task.cancel()
-        for task in self._workers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if stuck := await stop_tasks(self._workers, STOP_S):
+            log.warning("job workers did not stop when cancelled", tasks=stuck)
         await self.deliverer.close()
 
 

@@ -162,7 +162,8 @@ class RedisJobs(Workers):
         return self.cluster.key(*parts)
 
     async def call(self, awaitable: Any) -> Any:
-        return await asyncio.wait_for(awaitable, self.timeout_s)
+        async with asyncio.timeout(self.timeout_s):  # not wait_for: see Cluster.call
+            return await awaitable
 
     async def submit(self, job: Job) -> Job:
         data = job.data or b""
@@ -226,8 +227,8 @@ class RedisJobs(Workers):
                 claimed = await self.call(
                     self._claim(keys=claim_keys, args=[self.cluster.node, self.lease_ms, self.cluster.prefix])
                 )
-            except Exception as exc:
-                log.warning("job store unavailable", error=repr(exc))
+            except Exception as exc:  # an outage: said once by the cluster link, polled again
+                self.cluster.failed(exc)
                 claimed = None
             if not claimed:
                 await asyncio.sleep(POLL_S * random.uniform(0.5, 1.5))
