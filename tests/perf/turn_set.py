@@ -9,9 +9,11 @@ Built at test time (nothing large is committed), deterministic for a given machi
   of ``long_40s.wav`` and ``silences.wav``, cut out by their manifest times) plus fresh ones
   said by piper (``en_US-joe-medium``) and espeak-ng. The boundary: Whisper base's word
   timings on the sentence, refined to the quietest 20 ms from 0.1 s before the word's end to
-  0.15 s after the next word's start, and kept only when Whisper base transcribes the audio
-  before the cut as ending in that function word (else the next candidate nearer the edges;
-  a sentence with no checked boundary is left out).
+  0.15 s after the next word's start, and kept only when that 20 ms is a dip (20 dB below the
+  sentence's loud frames) and Whisper base transcribes the audio before the cut as ending in
+  that function word and the audio after it as beginning with the next word — so the cut falls
+  between two whole words, never inside one (else the next candidate nearer the edges; a
+  sentence with no checked boundary is left out).
 * **Short turns** (``kind="short"``): "Yes.", "Stop.", "No.", "Thank you.", "Okay." said by
   piper and espeak-ng, and the human recordings of ``/usr/share/sounds/alsa`` ("Front center",
   …) where the system has them.
@@ -39,6 +41,9 @@ from tests import audio_utils as au  # noqa: E402
 
 RATE = 16_000
 PAUSES_S = (0.4, 0.5, 0.6, 0.7, 0.8)
+DIP = 10 ** (-20 / 10)
+"""A cut point's 20 ms must be at least 20 dB below the sentence's loud frames (90th percentile
+of frame energy): between words, not inside one."""
 FUNCTION_WORDS = frozenset(
     "the a an to of and in at for with my your on from before will can is was that about how "
     "this our their his her its into by".split()
@@ -118,6 +123,7 @@ def _pause_point(model: object, speech: np.ndarray) -> int | None:
     segments, _ = model.transcribe(speech, language="en", word_timestamps=True, beam_size=1)  # type: ignore[attr-defined]
     words = [w for s in segments for w in s.words]
     energy = np.square(speech[: len(speech) // 320 * 320].reshape(-1, 320), dtype=np.float64).mean(axis=1)
+    loud = float(np.percentile(energy, 90))
     candidates = sorted(range(1, len(words) - 2), key=lambda i: abs(i - len(words) / 2))
     for i in candidates:
         word = words[i].word.strip().strip(",.?!").lower()
@@ -127,9 +133,16 @@ def _pause_point(model: object, speech: np.ndarray) -> int | None:
         lo, hi = max(lo, 1), min(hi, len(energy) - 1)
         if hi <= lo:
             continue
-        cut = (lo + int(np.argmin(energy[lo:hi]))) * 320 + 160  # the quietest 20 ms near the boundary
+        at = lo + int(np.argmin(energy[lo:hi]))  # the quietest 20 ms near the boundary
+        if energy[at] > DIP * loud:
+            continue  # no dip between the words: the cut would fall inside the sound
+        cut = at * 320 + 160
         said = _words(model, speech[:cut])
-        if said and said[-1] == word and len(said) >= 2:
+        if not (said and said[-1] == word and len(said) >= 2):
+            continue
+        after = _words(model, speech[cut:])
+        following = words[i + 1].word.strip().strip(",.?!").lower()
+        if after and after[0] == following:  # the next word is whole after the cut
             return cut
     return None
 
