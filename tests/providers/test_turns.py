@@ -25,7 +25,7 @@ from tests.perf.turn_set import RATE, Item, build
 
 from .conftest import make_hub, run_session
 
-PAUSED = ("quick_fox#0", "piper#2")  # pauses of 0.6 and 0.8 s
+PAUSED = ("reminder#0", "piper#2")  # pauses of 0.6 and 0.8 s
 SHORT = "piper:Yes."
 SEMANTIC = {"language": "en", "partials": False, "turn_detection": {"type": "semantic"}}
 SHORT_SILENCE = {
