@@ -75,7 +75,7 @@ def record_verdicts() -> None:
     judge = TurnEnd._judge
 
     async def judged(self: TurnEnd, *args: Any) -> bool:
-        finished = await judge(self, *args)
+        finished: bool = await judge(self, *args)
         last = getattr(self, "last", None)
         VERDICTS.append(
             f"p={last[0]:.2f} {last[1]!r}→{'end' if finished else 'wait'}" if last else str(finished)
@@ -157,11 +157,11 @@ async def talkers(hub: Hub, items: list[Item], k: int, rounds: int, verbose: boo
                         print(f"  {mode:8} {'':22} verdicts: {'; '.join(asked)}")
                     if verbose:
                         for row in run:
-                            lat = f"{row['latency'] * 1000:.0f}" if row["latency"] is not None else "-"
-                            held = f"{row['hold'] * 1000:.0f}" if row["hold"] is not None else "-"
+                            shown = f"{row['latency'] * 1000:.0f}" if row["latency"] is not None else "-"
+                            waited = f"{row['hold'] * 1000:.0f}" if row["hold"] is not None else "-"
                             line = (
-                                f"{row['item']:22} finals={row['finals']} {lat:>5} ms "
-                                f"hold {held:>5} ms  {row['text']}"
+                                f"{row['item']:22} finals={row['finals']} {shown:>5} ms "
+                                f"hold {waited:>5} ms  {row['text']}"
                             )
                             print(f"  {mode:8} {line}")
         print(f"  round {r + 1} done; {uptime()}", flush=True)
