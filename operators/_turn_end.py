@@ -6,8 +6,11 @@ silence, and once more if it reaches the second look (:func:`second_look_ms`). T
 decide: the smart-turn model on the utterance's audio, and — when the engine started an early
 final on this pause (a batch engine) — its transcript: a turn the model calls finished is still
 unfinished when the text trails off (ends in "…", "...", "," or a function word such as "the",
-"to", "and", full stop or not). The early final is the utterance's final if the turn ends, so
-waiting for its text costs nothing: the final could not come sooner.
+"to", "and", full stop or not) and, at the first look of a pause, when it ends without a
+sentence's punctuation (Whisper leaves the full stop off where it hears the sentence go on; at
+the second look the model decides without it, so an engine that does not punctuate costs the
+second look's wait, not the long silence). The early final is the utterance's final if the turn
+ends, so waiting for its text costs nothing: the final could not come sooner.
 
 Inline (no running loop: a marble test) the model's verdict comes at once. Off the loop (as the
 hub wires it) the model runs in the loop's default executor; until its verdict, every later
@@ -62,6 +65,12 @@ def second_look_ms(short_ms: int, max_ms: int) -> int:
     return min(SECOND_LOOK * short_ms, max_ms // 2)
 
 
+def ends_sentence(text: str | None) -> bool:
+    """The transcript ends with a sentence's own punctuation (a punctuating engine, as Whisper,
+    leaves it off where it hears the sentence go on)."""
+    return (text or "").rstrip().endswith((".", "?", "!", "。", "？", "！"))
+
+
 def trails_off(text: str | None) -> bool:
     """The transcript of a paused utterance reads as unfinished (see the module docstring)."""
     text = (text or "").strip()
@@ -93,6 +102,7 @@ class TurnEnd:
         self.task: asyncio.Future[bool] | None = None
         self.failed = False
         self.asked = self.finished = 0  # counts, for tests and logs
+        self.voiced_end: float | None = None  # of the pause asked about last (a second look)
         self.last: tuple[float, str | None, bool] | None = None
         """The latest verdict off the loop: (the model's probability, the early final's text
         when it was read, finished) — for logs and benchmarks."""
@@ -115,6 +125,7 @@ class TurnEnd:
         runs now (inline) or on the loop later."""
         audio = np.concatenate(list(self.tail)) if self.tail else np.zeros(0, np.float32)
         self.asked += 1
+        first, self.voiced_end = self.voiced_end != voiced_end, voiced_end
         if self.loop is None:
             verdict(self._count(self._probability(audio) > THRESHOLD))
             return
@@ -125,10 +136,10 @@ class TurnEnd:
         self.waiting = True
         if self.pending is not None:
             self.pending.hold(HOLDER)
-        self.task = self.loop.create_task(self._judge(audio, text))
+        self.task = self.loop.create_task(self._judge(audio, text, first))
         self.task.add_done_callback(lambda task: self._done(task, verdict))
 
-    async def _judge(self, audio: Samples, text: asyncio.Future[str | None] | None) -> bool:
+    async def _judge(self, audio: Samples, text: asyncio.Future[str | None] | None, first: bool) -> bool:
         assert self.loop is not None
         p = await self.loop.run_in_executor(None, self._probability, audio)
         said: str | None = None
@@ -138,6 +149,8 @@ class TurnEnd:
             except TimeoutError:
                 said = None
         finished = p > THRESHOLD and not trails_off(said)
+        if first and said is not None and not ends_sentence(said):
+            finished = False  # no full stop yet: the second look decides without it
         self.last = (p, said, finished)
         log.debug("turn verdict", probability=round(p, 3), text=said, finished=finished)
         return finished
