@@ -2,12 +2,15 @@
 its verdict, keep the utterance's last 8 s of audio for it.
 
 The gate asks (:meth:`TurnEnd.ask`) at the end of the chunk in which a pause reached the short
-silence. Two readers decide: the smart-turn model on the utterance's audio, and — when the
-engine started an early final on this pause (a batch engine) — its transcript: a turn the model
-calls finished is still unfinished when the text trails off (ends in "…", "...", "," or a
-function word such as "the", "to", "and", full stop or not). The early final is the
-utterance's final if the turn ends, so waiting for its text costs nothing: the final could not
-come sooner.
+silence, and once more if it reaches the second look (:func:`second_look_ms`). Two readers
+decide: the smart-turn model on the utterance's audio, and — when the engine started an early
+final on this pause (a batch engine) — its transcript: a turn the model calls finished is still
+unfinished when the text trails off (ends in "…", "...", "," or a function word such as "the",
+"to", "and", full stop or not) and, at the first look of a pause, when it ends without a
+sentence's punctuation (Whisper leaves the full stop off where it hears the sentence go on; at
+the second look the model decides without it, so an engine that does not punctuate costs the
+second look's wait, not the long silence). The early final is the utterance's final if the turn
+ends, so waiting for its text costs nothing: the final could not come sooner.
 
 Inline (no running loop: a marble test) the model's verdict comes at once. Off the loop (as the
 hub wires it) the model runs in the loop's default executor; until its verdict, every later
@@ -53,6 +56,19 @@ them (Whisper does, at a pause: "help with.", "leaves at noon from.")."""
 HESITANT = frozenset("will can would could should is was are".split())
 """Words that end a sentence only with its punctuation ("I will."); without it, unfinished."""
 _END = object()
+SECOND_LOOK = 3
+"""The second look comes after this many times the short silence (at most half the long one)."""
+
+
+def second_look_ms(short_ms: int, max_ms: int) -> int:
+    """When a pause that is still silent is judged again (see ``vad_gate``'s docstring)."""
+    return min(SECOND_LOOK * short_ms, max_ms // 2)
+
+
+def ends_sentence(text: str | None) -> bool:
+    """The transcript ends with a sentence's own punctuation (a punctuating engine, as Whisper,
+    leaves it off where it hears the sentence go on)."""
+    return (text or "").rstrip().endswith((".", "?", "!", "。", "？", "！"))
 
 
 def trails_off(text: str | None) -> bool:
@@ -86,6 +102,10 @@ class TurnEnd:
         self.task: asyncio.Future[bool] | None = None
         self.failed = False
         self.asked = self.finished = 0  # counts, for tests and logs
+        self.voiced_end: float | None = None  # of the pause asked about last (a second look)
+        self.last: tuple[float, str | None, bool] | None = None
+        """The latest verdict off the loop: (the model's probability, the early final's text
+        when it was read, finished) — for logs and benchmarks."""
 
     # ---------------------------------------------------------------- the utterance's tail
     def clear(self) -> None:
@@ -105,6 +125,7 @@ class TurnEnd:
         runs now (inline) or on the loop later."""
         audio = np.concatenate(list(self.tail)) if self.tail else np.zeros(0, np.float32)
         self.asked += 1
+        first, self.voiced_end = self.voiced_end != voiced_end, voiced_end
         if self.loop is None:
             verdict(self._count(self._probability(audio) > THRESHOLD))
             return
@@ -115,19 +136,24 @@ class TurnEnd:
         self.waiting = True
         if self.pending is not None:
             self.pending.hold(HOLDER)
-        self.task = self.loop.create_task(self._judge(audio, text))
+        self.task = self.loop.create_task(self._judge(audio, text, first))
         self.task.add_done_callback(lambda task: self._done(task, verdict))
 
-    async def _judge(self, audio: Samples, text: asyncio.Future[str | None] | None) -> bool:
+    async def _judge(self, audio: Samples, text: asyncio.Future[str | None] | None, first: bool) -> bool:
         assert self.loop is not None
         p = await self.loop.run_in_executor(None, self._probability, audio)
-        if p <= THRESHOLD or text is None:
-            return p > THRESHOLD
-        try:
-            said = await asyncio.wait_for(asyncio.shield(text), TEXT_WAIT_S)
-        except TimeoutError:
-            return True
-        return not trails_off(said)
+        said: str | None = None
+        if p > THRESHOLD and text is not None:
+            try:
+                said = await asyncio.wait_for(asyncio.shield(text), TEXT_WAIT_S)
+            except TimeoutError:
+                said = None
+        finished = p > THRESHOLD and not trails_off(said)
+        if first and said is not None and not ends_sentence(said):
+            finished = False  # no full stop yet: the second look decides without it
+        self.last = (p, said, finished)
+        log.debug("turn verdict", probability=round(p, 3), text=said, finished=finished)
+        return finished
 
     def _probability(self, audio: Samples) -> float:
         try:

@@ -40,11 +40,14 @@
   utterance ends after the short silence of its eagerness if the turn model (reading the
   utterance's last 8 s) says the turn is finished, else after the long silence
   (``asrhub.config.TURN_TIMING``; ``silence_ms`` does not apply). Each pause that reaches the
-  short silence is a ``SpeechPaused`` hint (so the final decode starts while the model reads) and
-  a question to the model, asked at the end of that chunk; speech that resumes and pauses again
-  asks again. Off the loop, later frames wait for the verdict in order (``_turn_end``), and the
-  ``SpeechEnded`` of a finished turn comes at the position the question was asked at: the
-  decision does not depend on how fast audio is fed. ``type`` ``silence``: as above.
+  short silence is a ``SpeechPaused`` hint (so the final decode starts while the model reads)
+  and a question to the model, asked at the end of that chunk; a pause that goes on to the
+  *second look* (``_turn_end.second_look_ms``: 3× the short silence, at most half the long one)
+  asks once more, on the longer tail (a finished turn the model doubted at first ends there
+  instead of after the long silence); speech that resumes and pauses again asks again. Off the
+  loop, later frames wait for the verdict in order (``_turn_end``), and the ``SpeechEnded`` of a
+  finished turn comes at the position the question was asked at: the decision does not depend on
+  how fast audio is fed. ``type`` ``silence``: as above.
 * ``audio=False`` (nothing after the gate reads audio: no engine, no wake word): the same events
   at the same times, but no pre-roll is kept and no audio is passed on.
 * Audio outside speech is dropped; other frames pass through in order. Output chunks are views
@@ -88,7 +91,7 @@ from asrhub.pcm import float_to_pcm16, pcm16_to_float
 from asrhub.plugin import EarlyFinals, Operator
 
 from ._pcm import Pcm16Chunk
-from ._turn_end import TurnEnd
+from ._turn_end import TurnEnd, second_look_ms
 from ._vad_silero import SileroClassifier, SileroVad
 from ._vad_waiting import MAX_WAITING_S, Waiting
 from ._vad_webrtc import WebrtcClassifier
@@ -262,6 +265,7 @@ class _Gate:
         self.turn: TurnDetection | None = None
         self.pending_turn: tuple[TurnDetection | None] | None = None  # from session.update
         self.asking = False  # a pause reached the short silence in this chunk: ask the turn model
+        self.second_frames = 0  # semantic: the unvoiced frames of the second look (0: none)
 
     def set_turn(self, turn: TurnDetection | None) -> None:
         """How utterances end: now between utterances, else when this one ends."""
@@ -284,8 +288,11 @@ class _Gate:
             extra = self.classifier.end_frames  # an engine without a hangover of its own waits more
             self.pause_frames = math.ceil(short_ms / FRAME_MS) + extra
             self.end_frames = max(self.pause_frames + 1, math.ceil(max_ms / FRAME_MS) + extra)
+            second = math.ceil(second_look_ms(short_ms, max_ms) / FRAME_MS) + extra
+            self.second_frames = second if self.pause_frames < second < self.end_frames else 0
         else:
             self.pause_frames, self.end_frames = self.early_frames, self.silence_frames
+            self.second_frames = 0
 
     def ask(self, on_next: Any, on_completed: Any) -> None:
         """Ask the turn model about the pause that ends the audio so far; once it answers, the
@@ -381,6 +388,8 @@ class _Gate:
                     cursor = fend
                     self.observer.on_next(SpeechPaused(t=last_voiced_end / rate))
                     self.asking = self.turn is not None
+                elif unvoiced == self.second_frames:  # the pause goes on: ask once more
+                    self.asking = True
         self.hist, self.unvoiced, self.last_voiced_end = hist, unvoiced, last_voiced_end
         self.asking = self.asking and speaking and unvoiced >= self.pause_frames
         mv.release()

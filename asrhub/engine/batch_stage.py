@@ -16,8 +16,11 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
 * **Partials** (``Segment(final=False)``): best effort, never at the cost of a final. At most
   one partial decode per session is in flight; while it runs, only the newest snapshot waits.
   A decode starts only when the engine's pool is idle (``partial`` returns None otherwise), this
-  session has no final outstanding and the primary's circuit is closed; its result is dropped
-  once that utterance's final segment has arrived (segment ids increase). With
+  session has no final outstanding and the primary's circuit is closed. When the utterance's
+  final segment arrives, the partial decode in flight is cancelled: one still waiting in the
+  engine's queue never runs (the engine sheds waiting partials for any final as well), one
+  already running finishes on its own lane (a CPU decode cannot be stopped midway) and its
+  result is dropped. With
   ``limits.stable_partials`` each partial carries ``stable``: the words two consecutive decodes
   of the utterance agreed on (:mod:`asrhub.engine.local_agreement`), kept verbatim from then on;
   the final is the final decode's own text and words.
@@ -111,6 +114,8 @@ class _Batch:
             self.out.emit(frame)
         elif frame.final:
             self.last_final, self.waiting, self.agreement = frame.segment_id, None, None
+            if self.inflight is not None:  # its result would be dropped: withdraw it if it waits
+                self.inflight.cancel()
             early = self.take_speculation(frame)
             self.previous = self.out.add(
                 frame.segment_id, self.serve(frame, self.previous, self.config, early)

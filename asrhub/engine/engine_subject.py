@@ -34,6 +34,9 @@ R = TypeVar("R")
 Grouping = Callable[[Observable["Request[Any, Any]"]], Observable[list["Request[Any, Any]"]]]
 """An Rx operator that groups requests into batches (the ``batch`` operator, given by the provider)."""
 
+PARTIAL_DRAIN_S = 30.0
+"""Longest a partial lane stays taken by an engine call nobody waits for any more."""
+
 RunBatch = Callable[[list[P], bool], Awaitable[Sequence["R | BaseException"]]]
 """``run(payloads, partial)``: one engine call on a batch; one result (or exception) per payload."""
 
@@ -78,10 +81,16 @@ class EngineSubject(Generic[P, R]):
       themselves.
     * Partials have lanes of their own (``partial_slots``), so a partial never occupies the
       engine a final waits for. They are shed first: ``try_submit`` refuses a partial (returns
-      None) while any final or upload is running or queued, or while the partial lanes are busy.
-    * A batch whose callers have all gone (a stage's timeout, a closed session) frees its lane at
-      once; the engine call still running is abandoned and counted (one hung engine call cannot
-      poison the lanes). One clip failing fails only that clip: when the whole call raises, each
+      None) while any final or upload is running or queued, or while the partial lanes are busy;
+      a partial batch still waiting (its batching window) when a final or upload comes is shed
+      then, not started beside it (the lanes share the CPU). Cancelling a partial's task
+      withdraws it while it waits; once its engine call runs it cannot be stopped, so its lane
+      stays taken until the call returns (at most ``PARTIAL_DRAIN_S``; its result is dropped):
+      a freed lane would start the next partial beside it, and a final would share the cores
+      with both.
+    * A batch of finals whose callers have all gone (a stage's timeout, a closed session) frees
+      its lane at once; the engine call still running is abandoned and counted (one hung engine
+      call cannot poison the lanes). One clip failing fails only that clip: when the whole call raises, each
       clip of the batch is retried alone.
     * ``max_queue`` bounds the clips waiting; beyond it ``submit`` raises :class:`PoolFull`.
     * Once the engine has been idle for ``trim_idle_s``, the memory its calls freed goes back to
@@ -217,6 +226,8 @@ class EngineSubject(Generic[P, R]):
 
     # ------------------------------------------------------------------ dispatcher
     def _pump(self) -> None:
+        if self._partials and self._finals_busy():
+            self._shed_partials()
         while self._finals and sum(1 for lane in self._running if not lane.partial) < self.final_slots:
             batch = self._merge(heapq.heappop(self._finals)[2])
             if batch:
@@ -238,6 +249,14 @@ class EngineSubject(Generic[P, R]):
                     break
             if batch:
                 self._start(batch, partial=True)
+
+    def _shed_partials(self) -> None:
+        """A final or an upload is due: the partials still waiting are dropped, not started."""
+        while self._partials:
+            for request in self._partials.popleft():
+                if request.live():
+                    self.stats.shed += 1
+                    request.future.set_exception(PoolFull(f"{self.name}: partial shed for a final"))
 
     def _merge(self, batch: list[Request[P, R]]) -> list[Request[P, R]]:
         """``batch`` plus waiting batches of the same key and priority, up to ``batch_max``."""
@@ -308,6 +327,8 @@ class EngineSubject(Generic[P, R]):
         waiters: set[asyncio.Future[Any]] = {job, gone}
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         gone.cancel()
+        if partial and not job.done():  # it cannot be stopped: its lane stays taken until it ends
+            await asyncio.wait({job}, timeout=PARTIAL_DRAIN_S)
         if not job.done():
             self.stats.abandoned += 1
             job.cancel()

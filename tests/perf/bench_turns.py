@@ -18,7 +18,10 @@ recordings). Modes (session ``turn_detection`` / ``vad``):
 Each of K sessions streams the items at real-time pace in 100 ms PCM16 frames (K > 1: the
 sessions start 0.3 s apart, each with the items in another order), partials on. Per item:
 ``end of speech → final`` = receive(the final covering the end of the speech) − send(the frame
-holding the end of the speech); ``cut`` = a paused sentence that produced more than one final.
+holding the end of the speech); ``cut`` = a paused sentence that produced more than one final;
+``silence waited`` (short turns) = the end of the final's audio − the end of the speech, in stream
+seconds (the hangover the turn detection chose, independent of the feed speed and of the
+machine's load): a complete turn held for the long silence is a *false hold*.
 ``session.end`` part: each English fixture sentence (0.5 s of room tone before, 0.3 s after, so the
 VAD has not ended it) streamed at real time, then ``session.end``; the time to its final against
 the same audio decoded by faster-whisper directly, as the provider calls it
@@ -61,6 +64,27 @@ def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
+VERDICTS: list[str] = []
+"""The turn model's verdicts since the last item (``-v``: printed with it)."""
+
+
+def record_verdicts() -> None:
+    """Keep each verdict of the semantic end of turn (its probability, the text it read)."""
+    from asrhub.operators._turn_end import TurnEnd
+
+    judge = TurnEnd._judge
+
+    async def judged(self: TurnEnd, *args: Any) -> bool:
+        finished: bool = await judge(self, *args)
+        last = getattr(self, "last", None)
+        VERDICTS.append(
+            f"p={last[0]:.2f} {last[1]!r}→{'end' if finished else 'wait'}" if last else str(finished)
+        )
+        return finished
+
+    TurnEnd._judge = judged  # type: ignore[method-assign]
+
+
 SPEED = 1.0
 """Stream time per wall second (``--speed``; latencies mean something only at 1)."""
 
@@ -95,12 +119,15 @@ async def stream(
         got = [t for t, f in finals if f.start <= end <= f.end + 0.3]
         frame = int(end / FRAME_S)
         latency = got[0] - sent_at[frame] if got and frame in sent_at else None
+        closing = [f for _, f in finals if f.start <= end <= f.end + 0.3]
+        hold = closing[0].end - end if closing else None  # stream seconds: the silence waited
         out.append(
             {
                 "item": item.name,
                 "kind": item.kind,
                 "finals": len(inside),
                 "latency": latency,
+                "hold": hold,
                 "text": " | ".join(f.text for f in inside),
             }
         )
@@ -123,25 +150,38 @@ async def talkers(hub: Hub, items: list[Item], k: int, rounds: int, verbose: boo
                 runs = await asyncio.gather(
                     *[stream(hub, MODES[mode], [chosen[j]], delay=0.3 * j) for j in range(k)]
                 )
+                asked, VERDICTS[:] = list(VERDICTS), []
                 for run in runs:
                     results[mode] += run
+                    if verbose and asked and k == 1:
+                        print(f"  {mode:8} {'':22} verdicts: {'; '.join(asked)}")
                     if verbose:
                         for row in run:
-                            lat = f"{row['latency'] * 1000:.0f}" if row["latency"] is not None else "-"
-                            line = f"{row['item']:22} finals={row['finals']} {lat:>5} ms  {row['text']}"
+                            shown = f"{row['latency'] * 1000:.0f}" if row["latency"] is not None else "-"
+                            waited = f"{row['hold'] * 1000:.0f}" if row["hold"] is not None else "-"
+                            line = (
+                                f"{row['item']:22} finals={row['finals']} {shown:>5} ms "
+                                f"hold {waited:>5} ms  {row['text']}"
+                            )
                             print(f"  {mode:8} {line}")
         print(f"  round {r + 1} done; {uptime()}", flush=True)
-    print("| mode | n | end of speech → final p50 | p95 | paused sentences cut in two | short turns ≤ 1 s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| mode | n | end of speech → final p50 | p95 | paused sentences cut in two | short turns ≤ 1 s "
+        "| short turns: silence waited p50 / max | short turns held ≥ 1 s |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for mode, rows in results.items():
         lat = [r["latency"] for r in rows if r["latency"] is not None]
         paused = [r for r in rows if r["kind"] == "paused"]
         cut = sum(r["finals"] > 1 for r in paused)
         short = [r for r in rows if r["kind"] == "short"]
         quick = sum(r["latency"] is not None and r["latency"] <= 1.0 for r in short)
+        holds = [r["hold"] for r in short if r["hold"] is not None]
+        held = sum(h >= 1.0 for h in holds)
         print(
             f"| {mode} | {len(lat)} | {pct(lat, 50):.0f} ms | {pct(lat, 95):.0f} ms | "
-            f"{cut}/{len(paused)} ({100 * cut / max(1, len(paused)):.0f} %) | {quick}/{len(short)} |"
+            f"{cut}/{len(paused)} ({100 * cut / max(1, len(paused)):.0f} %) | {quick}/{len(short)} | "
+            f"{pct(holds, 50):.0f} / {pct(holds, 100):.0f} ms | {held}/{len(holds)} |"
         )
     print(uptime(), flush=True)
 
@@ -221,6 +261,8 @@ async def main_async(args: argparse.Namespace) -> None:
     print(f"{paused} paused sentences, {len(items) - paused} short turns")
     from asrhub.settings.schema import Settings
 
+    if args.verbose:
+        record_verdicts()
     hub = build_hub(Settings(limits=Limits()))
     await hub.start()
     provider = hub.providers["whisper"]

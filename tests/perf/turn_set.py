@@ -9,9 +9,12 @@ Built at test time (nothing large is committed), deterministic for a given machi
   of ``long_40s.wav`` and ``silences.wav``, cut out by their manifest times) plus fresh ones
   said by piper (``en_US-joe-medium``) and espeak-ng. The boundary: Whisper base's word
   timings on the sentence, refined to the quietest 20 ms from 0.1 s before the word's end to
-  0.15 s after the next word's start, and kept only when Whisper base transcribes the audio
-  before the cut as ending in that function word (else the next candidate nearer the edges;
-  a sentence with no checked boundary is left out).
+  0.05 s after the next word's start. It is kept only when that 20 ms is a dip (20 dB below the
+  sentence's loud frames), the next word does not begin with a vowel (a weak first syllable can
+  hide a quieter stop closure inside the word: "my ap|pointment"), and Whisper base transcribes
+  the audio before the cut as ending in the function word and the audio after it as beginning
+  with the next word — so the cut falls between two whole words, never inside one (else the
+  next candidate nearer the edges; a sentence with no checked boundary is left out).
 * **Short turns** (``kind="short"``): "Yes.", "Stop.", "No.", "Thank you.", "Okay." said by
   piper and espeak-ng, and the human recordings of ``/usr/share/sounds/alsa`` ("Front center",
   …) where the system has them.
@@ -39,6 +42,9 @@ from tests import audio_utils as au  # noqa: E402
 
 RATE = 16_000
 PAUSES_S = (0.4, 0.5, 0.6, 0.7, 0.8)
+DIP = 10 ** (-20 / 10)
+"""A cut point's 20 ms must be at least 20 dB below the sentence's loud frames (90th percentile
+of frame energy): between words, not inside one."""
 FUNCTION_WORDS = frozenset(
     "the a an to of and in at for with my your on from before will can is was that about how "
     "this our their his her its into by".split()
@@ -50,6 +56,16 @@ FRESH = (
     ("piper", "Turn the volume down and play some quiet music in the bedroom."),
     ("espeak", "I need to buy some milk and a loaf of bread on the way home."),
     ("espeak", "Please remind me to water the plants in the garden tomorrow."),
+    ("piper", "Can you tell me the way to the nearest train station from here?"),
+    ("piper", "My sister is coming to visit us for a few days next week."),
+    ("piper", "Set an alarm for six thirty and turn the heating on at six."),
+    ("piper", "The meeting was moved to the large room on the second floor."),
+    ("piper", "I think we should leave before the traffic gets too bad tonight."),
+    ("espeak", "Add the new phone number to my contacts and call it later."),
+    ("espeak", "We will need more chairs for the party on Sunday afternoon."),
+    ("espeak", "Tell the driver to wait for me by the main door of the hotel."),
+    ("espeak", "The children played with the dog in the park until dinner."),
+    ("espeak", "Send a message to the team that the demo starts at ten."),
 )
 SHORT = (
     ("piper", "Yes."),
@@ -111,6 +127,27 @@ def _words(model: object, audio: np.ndarray) -> list[str]:
     return [w.strip(",.?!-\"'").lower() for w in text.split() if w.strip(",.?!-\"'")]
 
 
+VOWELS = frozenset("aeiou")
+NUMBERS = dict(
+    zip(
+        "0 1 2 3 4 5 6 7 8 9 10".split(),
+        "zero one two three four five six seven eight nine ten".split(),
+        strict=True,
+    )
+)
+
+
+def _plain(word: str) -> str:
+    word = word.strip().strip(",.?!-\"'").lower()
+    return NUMBERS.get(word, word)
+
+
+def _same(a: str, b: str) -> bool:
+    """Two transcriptions of one word ("2"/"two", "plant"/"plants")."""
+    a, b = _plain(a), _plain(b)
+    return a == b or (min(len(a), len(b)) >= 4 and (a.startswith(b) or b.startswith(a)))
+
+
 def _pause_point(model: object, speech: np.ndarray) -> int | None:
     """Sample index of a word boundary right after a function word, nearest the middle of the
     sentence (between its second and second-to-last word), checked: Whisper transcribes the
@@ -118,18 +155,28 @@ def _pause_point(model: object, speech: np.ndarray) -> int | None:
     segments, _ = model.transcribe(speech, language="en", word_timestamps=True, beam_size=1)  # type: ignore[attr-defined]
     words = [w for s in segments for w in s.words]
     energy = np.square(speech[: len(speech) // 320 * 320].reshape(-1, 320), dtype=np.float64).mean(axis=1)
+    loud = float(np.percentile(energy, 90))
     candidates = sorted(range(1, len(words) - 2), key=lambda i: abs(i - len(words) / 2))
     for i in candidates:
-        word = words[i].word.strip().strip(",.?!").lower()
+        word = _plain(words[i].word)
         if word not in FUNCTION_WORDS:
             continue
-        lo, hi = int((words[i].end - 0.1) / 0.02), int((words[i + 1].start + 0.15) / 0.02)
+        following = _plain(words[i + 1].word)
+        if following[:1] in VOWELS:
+            continue  # a weak vowel onset ("my ap|pointment"): the quietest spot may be inside it
+        lo, hi = int((words[i].end - 0.1) / 0.02), int((words[i + 1].start + 0.05) / 0.02)
         lo, hi = max(lo, 1), min(hi, len(energy) - 1)
         if hi <= lo:
             continue
-        cut = (lo + int(np.argmin(energy[lo:hi]))) * 320 + 160  # the quietest 20 ms near the boundary
+        at = lo + int(np.argmin(energy[lo:hi]))  # the quietest 20 ms near the boundary
+        if energy[at] > DIP * loud:
+            continue  # no dip between the words: the cut would fall inside the sound
+        cut = at * 320 + 160
         said = _words(model, speech[:cut])
-        if said and said[-1] == word and len(said) >= 2:
+        if not (said and said[-1] == word and len(said) >= 2):
+            continue
+        after = _words(model, speech[cut:])
+        if after and _same(after[0], following):  # the next word is whole after the cut
             return cut
     return None
 

@@ -4,6 +4,7 @@ model, real webrtcvad, speech from the turn test set (tests/perf/turn_set.py); n
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +15,10 @@ import reactivex
 from asrhub.config import Limits, SessionConfig, TurnDetection
 from asrhub.errors import HubError
 from asrhub.frames import AudioChunk, ErrorEvent, Frame, SessionUpdated, SpeechEnded, SpeechPaused
-from asrhub.operators._turn_end import trails_off
+from asrhub.operators._turn_end import TurnEnd, trails_off
 from asrhub.operators.turn_model import TurnModel
 from asrhub.operators.vad_gate import vad_gate
+from asrhub.plugin import EarlyFinals
 from asrhub.providers.whisper import WhisperProvider
 from asrhub.settings.schema import Settings
 from asrhub.wiring import build_hub
@@ -25,7 +27,7 @@ from tests.perf.turn_set import RATE, Item, build
 
 from .conftest import make_hub, run_session
 
-PAUSED = ("quick_fox#0", "piper#2")  # pauses of 0.6 and 0.8 s
+PAUSED = ("reminder#0", "piper#2")  # pauses of 0.6 and 0.8 s
 SHORT = "piper:Yes."
 SEMANTIC = {"language": "en", "partials": False, "turn_detection": {"type": "semantic"}}
 SHORT_SILENCE = {
@@ -187,3 +189,48 @@ def test_session_update_changes_the_turn_detection_from_the_next_utterance(items
             ends.append(passed)
     first, second = ends[0] - item.speech_end, ends[1] - (len(one) / RATE + item.speech_end)
     assert first >= 0.5 and second <= 0.2 + 0.16 + 0.1 + 0.02, (first, second)
+
+
+class FakeDoubtingTurnModel(TurnModel):
+    """The real model, except that the first question about each pause is answered "unfinished"
+    (the fault: a model that doubts a finished turn, as smart-turn does on some questions)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lengths: list[int] = []
+
+    def probability(self, samples: object) -> float:
+        n = len(samples)  # type: ignore[arg-type]
+        first = not self.lengths or n <= self.lengths[-1]  # a new pause (the tail did not grow)
+        self.lengths.append(n)
+        return 0.0 if first else super().probability(samples)
+
+
+def test_a_doubted_turn_ends_at_the_second_look_not_the_long_silence(items: dict[str, Item]) -> None:
+    item = items[SHORT]
+    model = FakeDoubtingTurnModel()
+    (end,) = gate_ends(item, TurnDetection(type="semantic", eagerness="medium"), model)
+    assert len(model.lengths) == 2  # asked at the short silence, then at the second look
+    # the second look: 600 ms counted + webrtcvad's own hangover (≤ 160 ms) + its 100 ms chunk
+    assert 0.6 <= end - item.speech_end <= 0.6 + 0.16 + 0.1 + 0.02, end - item.speech_end
+
+
+async def test_the_first_look_waits_for_the_full_stop(items: dict[str, Item]) -> None:
+    """A transcript without a sentence's punctuation ("and a message to me" at a pause) is not a
+    finished turn at the first look, whatever the model hears; the second look decides."""
+    item = items[SHORT]
+    loop = asyncio.get_running_loop()
+    for text, expected in (("Yes", [False, True]), ("Yes.", [True])):
+        said: asyncio.Future[str | None] = loop.create_future()
+        said.set_result(text)
+        early = EarlyFinals()
+        early.latest = (item.speech_end, said)
+        turn = TurnEnd(TurnModel(), None, loop, early)
+        turn.add(item.audio[: int((item.speech_end + 0.3) * RATE)])
+        verdicts: list[bool] = []
+        for _ in expected:
+            turn.ask(verdicts.append, item.speech_end)
+            assert turn.task is not None
+            await asyncio.wait_for(asyncio.shield(turn.task), 60)
+            await asyncio.sleep(0)  # the done callback runs on the next loop turn
+        assert verdicts == expected, (text, getattr(turn, "last", None))

@@ -14,11 +14,16 @@ from typing import Any
 
 import numpy as np
 import pytest
+from reactivex.subject import Subject
 
+from asrhub.config import Limits, SessionConfig
 from asrhub.engine.engine_subject import EngineSubject
-from asrhub.plugin import Priority, ProviderError, Transcription
+from asrhub.flow import Pending
+from asrhub.frames import FinalTranscript, Frame, Segment
+from asrhub.plugin import PoolFull, Priority, ProviderError, Transcription
 from asrhub.providers.whisper import WhisperProvider
 from asrhub.providers.whisper_model import Clip, decode_clips
+from asrhub.session.context import Context
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
 from tests.engine_calls import run_on_lane
 
@@ -224,3 +229,85 @@ async def test_a_session_that_leaves_frees_its_place_in_the_batch(batched: Whisp
     assert pool.clips - clips_before == 1
     with pytest.raises(asyncio.CancelledError):
         await leaves
+
+
+class FakeCallLog:
+    """Records each engine call (partial or not) around the real decoder; a partial call can be
+    held until the test releases it (the one fault it injects: a slow partial decode)."""
+
+    def __init__(self, provider: WhisperProvider, *, hold_partials: bool = False) -> None:
+        pool = provider.engine().pool
+        assert pool is not None
+        self.pool, self.real = pool, pool.run_batch
+        self.calls: list[bool] = []
+        self.partial_running, self.release = threading.Event(), threading.Event()
+        if not hold_partials:
+            self.release.set()
+        pool.run_batch = self
+
+    async def __call__(self, clips: list[Clip], partial: bool) -> Any:
+        self.calls.append(partial)
+        if partial:
+            self.partial_running.set()
+            assert await asyncio.to_thread(self.release.wait, 60), "the test never released the partial"
+        return await self.real(clips, partial)
+
+    def restore(self) -> None:
+        self.release.set()
+        self.pool.run_batch = self.real
+
+
+async def test_a_partial_waiting_when_its_final_comes_never_runs(batched: WhisperProvider) -> None:
+    """issue 25: a snapshot and, within the batching window, its utterance's final (session.end
+    right after a partial was made). The partial's result could only be dropped; decoding it
+    beside the final would share the cores with it. So the engine decodes the final alone."""
+    log = FakeCallLog(batched)
+    ctx = Context("t", SessionConfig(), Limits(), (batched,), Pending(3))
+    source: Subject[Frame] = Subject()
+    out: list[Frame] = []
+    done = asyncio.Event()
+    source.pipe(batched.stage(ctx)).subscribe(out.append, None, done.set)
+    x = speech(FILES[0])
+    source.on_next(Segment(1, x[: 2 * 16_000], 16_000, 0.0, 2.0, final=False))
+    source.on_next(Segment(1, x, 16_000, 0.0, len(x) / 16_000))
+    source.on_completed()
+    await asyncio.wait_for(done.wait(), 60)
+    log.restore()
+    finals = [f for f in out if isinstance(f, FinalTranscript)]
+    assert len(finals) == 1 and wer(fixture_entry(FILES[0])["text"], finals[0].text) < 0.3
+    assert log.calls == [False], "a partial was decoded beside its own final"
+
+
+async def test_waiting_partials_are_shed_when_a_final_comes(batched: WhisperProvider) -> None:
+    """Another session's partial still in its batching window when a final arrives is shed."""
+    pool = batched.engine().pool
+    assert pool is not None
+    log, shed = FakeCallLog(batched), pool.stats.shed
+    partial = batched.try_partial(speech(FILES[2])[: 2 * 16_000], language="en")
+    assert partial is not None
+    final = await batched.transcribe(speech(FILES[0]), language="en")
+    with pytest.raises(PoolFull):
+        await partial
+    log.restore()
+    assert wer(fixture_entry(FILES[0])["text"], final.text) < 0.3
+    assert log.calls == [False] and pool.stats.shed == shed + 1
+
+
+async def test_a_cancelled_running_partial_keeps_its_lane_until_it_ends(batched: WhisperProvider) -> None:
+    """A running partial decode cannot be stopped: when its caller leaves (its final came, the
+    session closed) the lane stays taken, so the next partial does not run beside it."""
+    pool = batched.engine().pool
+    assert pool is not None
+    log = FakeCallLog(batched, hold_partials=True)
+    first = batched.try_partial(speech(FILES[2])[: 2 * 16_000], language="en")
+    assert first is not None
+    assert await asyncio.to_thread(log.partial_running.wait, 60)
+    first.cancel()
+    await until(lambda: first.done(), "the caller left")
+    assert pool.busy == 1 and batched.try_partial(speech(FILES[3]), language="en") is None
+    log.release.set()
+    await until(lambda: pool.idle, "the partial's engine call ended")
+    again = batched.try_partial(speech(FILES[3])[: 2 * 16_000], language="en")
+    assert again is not None and (await again).text
+    log.restore()
+    assert log.calls == [True, True] and pool.stats.abandoned == 0
