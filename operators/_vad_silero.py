@@ -21,7 +21,6 @@ the same wall-clock silence with either engine (docs/benchmarks.md, "VAD engines
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -33,6 +32,7 @@ import numpy.typing as npt
 
 from asrhub.errors import HubError
 from asrhub.logging import get_logger
+from asrhub.models import model_dir, onnx_session
 
 Floats = npt.NDArray[np.float32]
 
@@ -58,8 +58,7 @@ log = get_logger("asrhub.vad")
 
 
 def model_path() -> Path:
-    base = os.environ.get("ASRHUB_MODEL_DIR") or str(Path.home() / ".cache" / "asrhub")
-    return Path(base) / "pipecat" / MODEL_FILE
+    return model_dir("pipecat") / MODEL_FILE
 
 
 class SileroModel:
@@ -104,16 +103,7 @@ class SileroVad:
                 if not path.is_file():
                     message = f"missing Silero VAD model {path}; {SETUP_HINT}"
                     raise HubError("provider_failed", message, fatal=True)
-                import onnxruntime as ort
-
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = 1
-                options.inter_op_num_threads = 1
-                options.log_severity_level = 3
-                session = ort.InferenceSession(
-                    str(path), sess_options=options, providers=["CPUExecutionProvider"]
-                )
-                self._model = SileroModel(session)
+                self._model = SileroModel(onnx_session(path))
                 log.info("Silero VAD model loaded", file=str(path))
             return self._model
 

@@ -16,7 +16,6 @@ its owner: the composition root gives each hub one :class:`TurnModel`, loaded at
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 
 from asrhub.errors import HubError
 from asrhub.frames import TARGET_RATE, Samples
+from asrhub.models import model_dir, onnx_session
 
 MODEL_FILE = "smart-turn-v3.2-cpu.onnx"
 WINDOW_S = 8
@@ -35,8 +35,7 @@ SETUP_HINT = "run `bash scripts/setup.sh` to fetch the smart-turn model (from th
 
 
 def model_path() -> Path:
-    base = os.environ.get("ASRHUB_MODEL_DIR") or str(Path.home() / ".cache" / "asrhub")
-    return Path(base) / "pipecat" / MODEL_FILE
+    return model_dir("pipecat") / MODEL_FILE
 
 
 class TurnModel:
@@ -62,16 +61,10 @@ class TurnModel:
             if not path.is_file():
                 message = f"semantic turn detection: no model at {path}; {SETUP_HINT}"
                 raise HubError("provider_failed", message, fatal=True)
-            import onnxruntime as ort
             from faster_whisper.feature_extractor import FeatureExtractor
 
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            options.inter_op_num_threads = 1
             self._features = FeatureExtractor(chunk_length=WINDOW_S)
-            self._session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            self._session = onnx_session(path)
 
     def probability(self, samples: Samples) -> float:
         """P(the turn is finished) for 16 kHz mono float audio ending now (blocking: run it

@@ -19,7 +19,6 @@ sessions of every installed model hold ~50 MB that a hub without wake-word sessi
 
 from __future__ import annotations
 
-import os
 import re
 import threading
 from dataclasses import dataclass
@@ -31,6 +30,8 @@ import numpy.typing as npt
 
 from asrhub.errors import HubError
 from asrhub.logging import get_logger
+from asrhub.models import model_dir as models_dir
+from asrhub.models import onnx_session
 
 Floats = npt.NDArray[np.float32]
 
@@ -50,8 +51,7 @@ log = get_logger("asrhub.wakeword")
 
 
 def model_dir() -> Path:
-    base = os.environ.get("ASRHUB_MODEL_DIR") or str(Path.home() / ".cache" / "asrhub")
-    return Path(base) / "openwakeword"
+    return models_dir("openwakeword")
 
 
 def available(directory: Path | None = None) -> dict[str, Path]:
@@ -64,16 +64,6 @@ def available(directory: Path | None = None) -> dict[str, Path]:
         match = _VERSIONED.match(path.stem)
         found[match["name"] if match else path.stem] = path
     return found
-
-
-def _session(path: Path) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +145,11 @@ class WakewordModels:
                     raise HubError(
                         "provider_failed", f"missing in {directory}: {missing}; {SETUP_HINT}", fatal=True
                     )
-                front = FeatureModels(_session(mel_path), _session(emb_path), np.zeros((0, 96), np.float32))
+                front = FeatureModels(
+                    onnx_session(mel_path),
+                    onnx_session(emb_path),
+                    np.zeros((0, 96), np.float32),
+                )
                 noise = np.random.default_rng(0).integers(-1000, 1000, 4 * 16_000).astype(np.float32)
                 mel = front.mel(noise)
                 windows = np.stack([mel[i : i + MEL_WINDOW] for i in range(0, len(mel) - MEL_WINDOW + 1, 8)])
@@ -186,7 +180,7 @@ class WakewordModels:
         with self._lock:
             for name in dict.fromkeys(names):
                 if name not in wake:
-                    session = _session(found[name])
+                    session = onnx_session(found[name])
                     model_input = session.get_inputs()[0]
                     wake[name] = WakeModel(name, session, model_input.name, int(model_input.shape[1]))
                     log.info("wake-word model loaded", name=name, file=found[name].name)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import msgspec
 
 from asrhub.engine.provider_settings import check_from, read_settings
 from asrhub.frames import Samples
+from asrhub.models import model_dir
 from asrhub.plugin import ProviderUnavailable, Transcription
 
 from .whisper_decode import WhisperDecoder
@@ -112,8 +112,7 @@ def default_model_dir() -> Path | None:
 
 def base_model_dir() -> Path:
     """Where ``scripts/setup.sh`` joins the multilingual Whisper base."""
-    root = os.environ.get("ASRHUB_MODEL_DIR") or str(Path.home() / ".cache" / "asrhub")
-    return Path(root).expanduser() / "whisper-base"
+    return model_dir("whisper-base")
 
 
 def installed_models(settings: WhisperSettings) -> dict[str, str]:

@@ -21,12 +21,13 @@ speaker (the louder, usually). Cost: one window per 0.4 s of speech (~11 ms of o
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from asrhub import models
 
 from .cluster import MAX_ITEMS, cluster, first_appearance
 from .ge2e import HOP, RATE, WINDOW_FRAMES, Ge2eEncoder, mel_frames
@@ -67,8 +68,7 @@ MIN_SPEAKER_WINDOWS = 12
 
 def model_dir() -> Path:
     """Where ``scripts/setup.sh`` puts the encoder's weights."""
-    base = os.environ.get("ASRHUB_MODEL_DIR") or str(Path.home() / ".cache" / "asrhub")
-    return Path(base) / "resemblyzer"
+    return models.model_dir("resemblyzer")
 
 
 @dataclass(frozen=True, slots=True)

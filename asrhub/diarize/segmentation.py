@@ -18,12 +18,13 @@ Cost: ~40 ms of one core per 10 s window (docs/benchmarks.md). Thread-safe (onnx
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
+
+from asrhub import models
 
 if TYPE_CHECKING:  # onnxruntime is imported by load(): a hub that never diarizes never loads it
     import onnxruntime as ort
@@ -50,8 +51,7 @@ F32 = npt.NDArray[np.float32]
 
 def model_dir() -> Path:
     """Where ``scripts/setup.sh`` puts segmentation-3.0."""
-    base = os.environ.get("ASRHUB_MODEL_DIR") or str(Path.home() / ".cache" / "asrhub")
-    return Path(base) / "pyannote"
+    return models.model_dir("pyannote")
 
 
 class Segmenter:
@@ -65,13 +65,7 @@ class Segmenter:
             raise FileNotFoundError(
                 f"{path} is missing: run scripts/setup.sh (it extracts the segmentation model)"
             )
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        return cls(ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"]))
+        return cls(models.onnx_session(path))
 
     def classes(self, samples: F32) -> npt.NDArray[np.int64]:
         """The most likely powerset class of each frame of ≤ 10 s of audio."""
