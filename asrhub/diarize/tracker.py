@@ -11,7 +11,7 @@ history does not). Cost: an average-linkage clustering of ≤ 256 vectors per fi
 
 A session resumed on another node of a cluster takes its labels with it: :meth:`state` is the
 last :data:`PER_SPEAKER` embeddings of each label (float32, base64) and the next new label — at
-most ``max_speakers`` × :data:`PER_SPEAKER` vectors, ~4 KB a speaker — which
+most ``max_speakers`` × :data:`PER_SPEAKER` vectors, ~5.5 KB of JSON a speaker — which
 :class:`SpeakerMemory` carries in the session's resume record (``spk``, rewritten with each final
 that changed it: :mod:`asrhub.cluster.resume`) and :meth:`restore` takes back. Real embeddings,
 not one centroid per speaker: a centroid of L2-normalised vectors is closer to another speaker's

@@ -22,7 +22,7 @@ import pytest
 import pytest_asyncio
 from redis.asyncio import Redis as RedisClient
 
-from asrhub.diarize.tracker import PER_SPEAKER, SpeakerMemory
+from asrhub.diarize.tracker import PER_SPEAKER, SpeakerMemory, SpeakerTracker
 from asrhub.settings.schema import ClusterSettings
 from tests import speakers
 from tests.audio_utils import pcm16_bytes
@@ -31,10 +31,11 @@ from tests.transports.conftest import ServerThread, make_settings
 
 from .conftest import Redis, until
 
-pytestmark = [
-    pytest.mark.asyncio(loop_scope="module"),
-    pytest.mark.skipif(not speakers.available(), reason="the Asterisk voices: run bash scripts/setup.sh"),
-]
+pytestmark = pytest.mark.skipif(
+    not speakers.available(), reason="the Asterisk voices: run bash scripts/setup.sh"
+)
+ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
+"""The hubs' fixture and the client share the module's loop."""
 
 BPS = 32_000  # 16 kHz PCM16 mono
 STEP = 3200  # 0.1 s frames
@@ -126,6 +127,7 @@ async def second_half(node: ServerThread, token: str) -> list[dict[str, Any]]:
     return [e for e in rest if e["type"] == "transcript.final"]
 
 
+@ON_MODULE_LOOP
 async def test_labels_stay_when_the_session_resumes_on_another_node(
     nodes: tuple[ServerThread, ServerThread], admin: RedisClient
 ) -> None:
@@ -144,6 +146,7 @@ async def test_labels_stay_when_the_session_resumes_on_another_node(
     assert await b.no_sessions() and await a.no_sessions()  # A let its copy go on the takeover
 
 
+@ON_MODULE_LOOP
 async def test_labels_stay_when_the_session_resumes_on_the_same_node(
     nodes: tuple[ServerThread, ServerThread], admin: RedisClient
 ) -> None:
@@ -155,6 +158,7 @@ async def test_labels_stay_when_the_session_resumes_on_the_same_node(
     assert await a.no_sessions()
 
 
+@ON_MODULE_LOOP
 async def test_a_record_with_unreadable_speaker_state_is_refused_in_the_resume_shape(
     nodes: tuple[ServerThread, ServerThread], admin: RedisClient
 ) -> None:
@@ -170,3 +174,27 @@ async def test_a_record_with_unreadable_speaker_state_is_refused_in_the_resume_s
     assert answer["type"] == "error" and answer["code"] == "resume_failed", answer
     assert "speaker" in answer["message"], answer
     assert await a.no_sessions() and await b.no_sessions()
+
+
+def test_the_saved_state_is_bounded_and_keeps_the_next_label() -> None:
+    """40 utterances of 40 unrelated voices (random directions), at most 8 speakers: the state
+    holds at most 4 embeddings a speaker, and a tracker restored from it gives no label twice."""
+    rng = np.random.default_rng(5)
+    tracker = SpeakerTracker(threshold=0.26, max_speakers=8)
+    for _ in range(40):
+        v = rng.standard_normal(256).astype(np.float32)
+        tracker.label(v / np.linalg.norm(v))
+    state = json.loads(json.dumps(tracker.state()))
+    assert state["next"] == 8 and len(state["labels"]) <= 8 * PER_SPEAKER
+    assert all(state["labels"].count(label) <= PER_SPEAKER for label in range(8))
+    restored = SpeakerMemory.decode(json.dumps({"": state})).tracker("", threshold=0.26, max_speakers=8)
+    assert restored.speakers == 8 and restored.labels == state["labels"]
+    v = rng.standard_normal(256).astype(np.float32)
+    assert restored.label(v / np.linalg.norm(v)) < 8  # the nearest one's: no ninth speaker
+    for bad in (
+        '{"": {"labels": [0, 1], "embeddings": "AAAA"}}',
+        '{"": {"labels": [-1], "embeddings": ""}}',
+        "[]",
+    ):
+        with pytest.raises(ValueError):
+            SpeakerMemory.decode(bad)
