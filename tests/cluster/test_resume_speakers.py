@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,6 @@ pytestmark = pytest.mark.skipif(
 ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 """The hubs' fixture and the client share the module's loop."""
 
-BPS = 32_000  # 16 kHz PCM16 mono
 STEP = 3200  # 0.1 s frames
 AUDIO = {"encoding": "pcm_s16le", "sample_rate": 16000, "channels": 1}
 CONFIG = {"diarize": True, "partials": False, "language": "en", "vad": {"silence_ms": 250}, "audio": AUDIO}
@@ -50,7 +50,8 @@ def _utterance(clips: tuple[np.ndarray, ...]) -> bytes:
     return pcm16_bytes(np.concatenate([speech, np.zeros(16000, np.float32)]))
 
 
-def _voices() -> dict[str, bytes]:
+@cache
+def voices() -> dict[str, bytes]:
     x, y = speakers.prompts("allison"), speakers.prompts("alsa")
     return {
         "x1": _utterance((x[6], x[9])),  # ~5 s each
@@ -58,9 +59,6 @@ def _voices() -> dict[str, bytes]:
         "y2": _utterance(y[3:6]),
         "x2": _utterance((x[7], x[10])),
     }
-
-
-VOICES = _voices()
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +95,7 @@ async def first_half(node: ServerThread, admin: RedisClient, said: tuple[str, ..
     started = await ws.recv_json()
     assert started["type"] == "session.started", started
     token = started["resume_token"]
-    await send(ws, b"".join(VOICES[v] for v in said))
+    await send(ws, b"".join(voices()[v] for v in said))
     finals = await finals_up_to(ws, len(said))
     assert [f["speaker"] for f in finals] == [0, 1][: len(said)], finals
 
@@ -113,14 +111,14 @@ async def first_half(node: ServerThread, admin: RedisClient, said: tuple[str, ..
 async def second_half(node: ServerThread, token: str) -> list[dict[str, Any]]:
     """Resume on ``node`` after both finals, Y then X, end; the finals after the resume."""
     ws = await RawWS.connect(node.port)
-    sent = len(VOICES["x1"] + VOICES["y1"])
+    sent = len(voices()["x1"] + voices()["y1"])
     await ws.send_json(
         {"type": "session.resume", "token": token, "last_segment_id": 2, "audio_from_bytes": sent}
     )
     resumed = await ws.recv_json()
     assert resumed["type"] == "session.resumed", resumed
     assert resumed["replayed"] == 0, resumed
-    await send(ws, VOICES["y2"] + VOICES["x2"])
+    await send(ws, voices()["y2"] + voices()["x2"])
     await ws.send_json({"type": "session.end"})
     rest = await ws.events_until(lambda e: e["type"] == "session.closed", within=120)
     await ws.close()
