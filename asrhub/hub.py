@@ -35,6 +35,7 @@ from asrhub.config import (
 from asrhub.diarize.assign import attribute
 from asrhub.diarize.diarizer import Turn
 from asrhub.diarize.models import SpeakerModels
+from asrhub.diarize.tracker import SpeakerMemory
 from asrhub.engine.breaker import Breakers
 from asrhub.engine.failover import AllFailed, call_timeout, failover
 from asrhub.engine.uploads import JOB_S, Progress, UploadGate, jobs, merge
@@ -75,6 +76,8 @@ class OpenOptions(TypedDict, total=False):
     continuation: Operator | None
     """An operator applied to the session's output (a session resumed from the cluster log
     continues its segment ids and stream times)."""
+    speakers: SpeakerMemory | None
+    """The live speaker labels' state a session resumed from the cluster log starts from."""
 
 
 class Hub:
@@ -463,6 +466,7 @@ class Hub:
         transport: str = "inproc",
         session_id: str | None = None,
         continuation: Operator | None = None,
+        speakers: SpeakerMemory | None = None,
     ) -> Session:
         resolved = self.resolve_config(config)
         if resolved.trace and self.tracing is None:
@@ -502,6 +506,7 @@ class Hub:
             span=session_span(session_id, transport, "+".join(resolved.providers)),
             stats=self.stats,
             router=router,
+            speakers=SpeakerMemory() if speakers is None else speakers,
         )
         try:
             if self.tracing is not None:  # may refuse: capacity (trace.max_open)

@@ -81,7 +81,8 @@ def build_pipeline(
 
         def channel_chain(channel: int, mono: AudioFormat) -> Operator:
             part = PendingPart(ctx.pending, f"channel {channel}")
-            return _chain(dataclasses.replace(ctx, pending=part, early_finals=EarlyFinals()), mono, models)
+            chain_ctx = dataclasses.replace(ctx, pending=part, early_finals=EarlyFinals())
+            return _chain(chain_ctx, mono, models, chain=f"channel {channel}")
 
         split: Operator = split_channels(
             config.audio, build=channel_chain, max_channels=ctx.limits.max_channels
@@ -100,8 +101,9 @@ class _Models:
     turns: TurnModel | None
 
 
-def _chain(ctx: Context, audio: AudioFormat, models: _Models) -> Operator:
-    """The chain of one audio stream (``audio``: the session's, or one channel's, mono)."""
+def _chain(ctx: Context, audio: AudioFormat, models: _Models, *, chain: str = "") -> Operator:
+    """The chain of one audio stream (``audio``: the session's, or one channel's, mono; ``chain``:
+    "" or the channel's name, naming its speaker tracker)."""
     config, limits = ctx.config, ctx.limits
     wakewords, silero, speakers, turns = models.wakewords, models.silero, models.speakers, models.turns
     turn = config.turn_detection or limits.default_turn
@@ -194,16 +196,17 @@ def _chain(ctx: Context, audio: AudioFormat, models: _Models) -> Operator:
         name = AUTO if ctx.router is not None else primary.name
         stages.append((f"provider:{name}", ctx.metrics.provider_latency(stage)))
         if config.diarize:
-            stages = _diarized(ctx, stages, speakers or SpeakerModels())
+            stages = _diarized(ctx, stages, speakers or SpeakerModels(), chain)
         stages.append(("format", format_transcripts(config=config.format, language=config.fixed_language)))
     return ctx.metrics.instrument(stages)  # reactivex.compose, plus per-stage timing for /metrics
 
 
 def _diarized(
-    ctx: Context, stages: list[tuple[str, Operator]], speakers: SpeakerModels
+    ctx: Context, stages: list[tuple[str, Operator]], speakers: SpeakerModels, chain: str
 ) -> list[tuple[str, Operator]]:
     """The engine stage (with ``segment`` before it) wrapped in ``speaker_labels``, which sees the
-    speech audio and VAD events going in and labels the finals coming out."""
+    speech audio and VAD events going in and labels the finals coming out; its tracker is the
+    session's (``ctx.speakers``, named ``chain``), so its state survives a resume elsewhere."""
     from asrhub.operators.speaker_labels import speaker_labels
 
     tail = 2 if stages[-2][0] == "segment" else 1
@@ -215,6 +218,8 @@ def _diarized(
         threshold=speakers.live_threshold,
         max_speakers=ctx.config.max_speakers,
         keep_s=2 * ctx.limits.max_utterance_s + 5.0,
+        memory=ctx.speakers,
+        name=chain,
     )
     return [*stages[:-tail], ("speaker_labels", labels)]
 

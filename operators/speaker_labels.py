@@ -14,7 +14,10 @@
   its own times when it arrives: that final waits for it.
 * Labels come from a :class:`~asrhub.diarize.tracker.SpeakerTracker` (each utterance clustered
   with the session's earlier ones, at most ``max_speakers``), made per subscription: stable for
-  the session; each voice of an utterance gets one. Each word takes the label of the voice it
+  the session; each voice of an utterance gets one. With a ``memory`` (the session's
+  :class:`~asrhub.diarize.tracker.SpeakerMemory`) the tracker is the memory's for the chain
+  ``name``: its state goes into the session's resume record, and a session resumed on another
+  node starts from it (speaker 0 stays speaker 0). Each word takes the label of the voice it
   overlaps most, the final the label of the voice that fills most of its time (so one final can
   carry two people's words). Several finals of one utterance (a force-split) share its labels.
 * Output order is kept: a final whose embedding is not done yet holds it and everything after it,
@@ -42,7 +45,7 @@ from reactivex import Observable, abc
 from reactivex.subject import Subject
 
 from asrhub.diarize.diarizer import Voice
-from asrhub.diarize.tracker import SpeakerTracker
+from asrhub.diarize.tracker import SpeakerMemory, SpeakerTracker
 from asrhub.frames import AudioChunk, FinalTranscript, Frame, SpeechEnded, SpeechStarted, Word
 from asrhub.plugin import Operator
 
@@ -71,12 +74,17 @@ def speaker_labels(
     threshold: float,
     max_speakers: int,
     keep_s: float = 65.0,
+    memory: SpeakerMemory | None = None,
+    name: str = "",
 ) -> Operator:
     def operator(source: Observable[Frame]) -> Observable[Frame]:
         def subscribe(
             observer: abc.ObserverBase[Frame], scheduler: abc.SchedulerBase | None = None
         ) -> abc.DisposableBase:
-            tracker = SpeakerTracker(threshold=threshold, max_speakers=max_speakers)
+            if memory is None:
+                tracker = SpeakerTracker(threshold=threshold, max_speakers=max_speakers)
+            else:
+                tracker = memory.tracker(name, threshold=threshold, max_speakers=max_speakers)
             audio: deque[AudioChunk] = deque()
             kept = [0]
             utterances: deque[_Utterance] = deque()

@@ -306,6 +306,7 @@ class StreamConnection:
                     transport=self.transport,
                     session_id=claimed.session_id,
                     continuation=continuation(base, start / position.bytes_per_second),
+                    speakers=claimed.speakers,
                     resumed=True,
                 )
         except HubError as exc:

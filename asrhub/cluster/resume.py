@@ -4,7 +4,9 @@ Every resumable session (``"resume": true``, raw PCM audio) has a record in Redi
 the node that runs it (its *owner*) through the cluster's ordered writer::
 
     asrhub:resume:<token>      sid, key (hashed), config, owner, epoch, pos, seg, evicted,
-                               trace (the session span's traceparent, for the ``resume`` span)
+                               trace (the session span's traceparent, for the ``resume`` span),
+                               spk (a ``diarize`` session's speaker trackers, "" for none:
+                               :class:`~asrhub.diarize.tracker.SpeakerMemory`)
                                (config: the latest, rewritten after ``session.update``s)
                                or, once the session ended, a tombstone: gone, epoch, owner
     asrhub:resume:<token>:log  "<segment_id>|<event JSON>" for every final, per-utterance error
@@ -21,8 +23,9 @@ A resume that reaches a node which does not hold the token *claims* it (one Lua 
 epoch goes up, the owner changes, the claim is published on ``asrhub:takeover`` and the record
 and log come back. The new owner then opens the session again with the same id, shifted
 (:func:`continuation`) so that segment ids continue after ``max(seg, last_segment_id)`` and
-stream times from ``resume_from_bytes`` = ``max(pos, audio_from_bytes)``; the client re-sends
-its audio from there and the utterance that was in flight is transcribed again.
+stream times from ``resume_from_bytes`` = ``max(pos, audio_from_bytes)``, its live speaker
+labels from ``spk`` (written with each final that changed it, like ``seg`` and ``pos``); the
+client re-sends its audio from there and the utterance that was in flight is transcribed again.
 
 Fencing (:data:`FENCE`): every write carries the writer's epoch, and the higher epoch wins — an
 append, a config rewrite or a restore from a node whose epoch is lower than the record's, or
@@ -59,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from reactivex import Observable, abc
 
 from asrhub.cluster.leases import Cluster, Done, Op, key_hash, queue_script
+from asrhub.diarize.tracker import SpeakerMemory
 from asrhub.errors import HubError
 from asrhub.frames import (
     ErrorEvent,
@@ -109,6 +113,7 @@ local seg = tonumber(ARGV[4])
 if seg > tonumber(redis.call('HGET', KEYS[1], 'seg')) then redis.call('HSET', KEYS[1], 'seg', seg) end
 local pos = tonumber(ARGV[5])
 if pos > tonumber(redis.call('HGET', KEYS[1], 'pos')) then redis.call('HSET', KEYS[1], 'pos', pos) end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'spk', ARGV[8]) end
 while redis.call('LLEN', KEYS[2]) > tonumber(ARGV[7]) do
   local old = redis.call('LPOP', KEYS[2])
   local s = tonumber(string.match(old, '^(-?%d+)|'))
@@ -121,7 +126,8 @@ redis.call('PEXPIRE', KEYS[2], ARGV[6])
 return 1
 """
 )
-"""KEYS: record, log; ARGV: node, epoch, entry, seg (-1: none), pos (-1: none), ttl_ms, maxlen.
+"""KEYS: record, log; ARGV: node, epoch, entry, seg (-1: none), pos (-1: none), ttl_ms, maxlen,
+spk (the speaker trackers' state; "": unchanged).
 1 appended; 0 fenced (another node owns the session now, or it was forgotten); -1 no record or
 an older one (the writer re-creates it: its restore carries this entry)."""
 
@@ -328,6 +334,8 @@ class Claimed:
     position: Position
     trace: str = ""
     """The ``traceparent`` of the session's span on the node that ran it ("": not traced)."""
+    speakers: SpeakerMemory | None = None
+    """A ``diarize`` session's speaker trackers as the record left them (None: none)."""
 
 
 class ClusterResumes:
@@ -389,13 +397,26 @@ class ClusterResumes:
             return
         seg = _segment_of(event)
         pos = -1
+        speakers = ""
         if isinstance(event, FinalTranscript):
             pos = position.offset(event.end)
             position.pos = max(position.pos, pos)
+            memory = held.session.ctx.speakers
+            if memory.changed():  # the final's labels went into the trackers
+                speakers = memory.encode()
         if seg > position.seg:
             position.seg = seg
         keys = self._keys(held.token)
-        args = [self.cluster.node, position.epoch, entry(event), seg, pos, self.ttl_ms, LOG_SIZE + 2]
+        args = [
+            self.cluster.node,
+            position.epoch,
+            entry(event),
+            seg,
+            pos,
+            self.ttl_ms,
+            LOG_SIZE + 2,
+            speakers,
+        ]
         self.cluster.writer.put(
             lambda pipe: queue_script(pipe, self._append, keys, args), lambda r: self._verdict(held, r)
         )
@@ -484,6 +505,7 @@ class ClusterResumes:
             "seg": position.seg,
             "evicted": held.log.evicted_max or 0,
             "trace": traceparent(session.ctx.span),
+            "spk": "",
         }
         entries = [entry(e) for e in held.log.events()]
         keys = self._keys(held.token)
@@ -491,6 +513,7 @@ class ClusterResumes:
         def op(pipe: Pipeline) -> None:
             position.restore_queued = False
             fields["config"] = json.dumps(session.config.to_dict())
+            fields["spk"] = session.ctx.speakers.encode()
             pairs: list[Any] = [item for pair in fields.items() for item in pair]
             args = [self.cluster.node, position.epoch, self.ttl_ms, len(fields), *pairs, *entries]
             queue_script(pipe, self._restore, keys, args)
@@ -594,7 +617,9 @@ class ClusterResumes:
                 int(fields["epoch"]),
             )
             evicted = int(fields["evicted"])
-            return Claimed(fields["sid"], config, events, evicted, position, fields.get("trace", ""))
+            speakers = SpeakerMemory.decode(fields.get("spk", ""))
+            trace = fields.get("trace", "")
+            return Claimed(fields["sid"], config, events, evicted, position, trace, speakers)
         except (KeyError, ValueError, TypeError) as exc:
             raise HubError(
                 "resume_failed", f"the cluster's record of this session is unreadable: {exc}"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from asrhub.config import Limits, SessionConfig
+from asrhub.diarize.tracker import SpeakerMemory
 from asrhub.engine.breaker import Breakers
 from asrhub.flow import Pending, Slots
 from asrhub.frames import Event
@@ -61,6 +62,9 @@ class Context:
     router: UtteranceRouter | None = None
     """A ``provider: "auto"`` session's router (:mod:`asrhub.routing`): its engines are chosen
     per utterance; None: the session's ``providers`` serve in their order."""
+    speakers: SpeakerMemory = field(default_factory=SpeakerMemory)
+    """A ``diarize`` session's live speaker trackers (its chain's ``speaker_labels``), whose state
+    goes with its cluster resume record; a session resumed from that record starts from it."""
 
 
 class SessionTrace(Protocol):
