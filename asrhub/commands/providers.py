@@ -24,7 +24,8 @@ settings give (engines this configuration does not run are marked ``not configur
 
 No model is loaded. A table on a terminal, plain aligned text otherwise, one JSON object per
 line with ``--json`` (``status``, and ``available``: true, false, or null when not checked;
-the routing table last, as ``{"routing": …}``). Exit status 0; 1 when ``--url`` does not answer.
+with ``--url``, the hub's routing table last, as ``{"routing": …}``: a line with no ``name``).
+Exit status 0; 1 when ``--url`` does not answer.
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         for row in table:
             print(json.dumps(row, ensure_ascii=False))
-        print(json.dumps({"routing": routing}, ensure_ascii=False))
+        if args.url:  # asked for: one object per provider stays the default contract
+            print(json.dumps({"routing": routing}, ensure_ascii=False))
         return 0
     if sys.stdout.isatty():
         from rich.console import Console

@@ -16,7 +16,10 @@ or a third party's): :class:`~asrhub.frames.Segment` frames in, transcript event
 * **Partials** (``Segment(final=False)``): best effort, never at the cost of a final. At most
   one partial decode per session is in flight; while it runs, only the newest snapshot waits.
   A decode starts only when the engine's pool is idle (``partial`` returns None otherwise), this
-  session has no final outstanding and the primary's circuit is closed. When the utterance's
+  session has no final outstanding and the primary's circuit is closed; a snapshot refused
+  for now (the engine busy, this session's final or early final running, or shed for a final)
+  is offered again every ``PARTIAL_RETRY_S`` until a newer one or the final comes, so a client
+  that pauses its audio mid-utterance still gets a partial of all it sent. When the utterance's
   final segment arrives, the partial decode in flight is cancelled: one still waiting in the
   engine's queue never runs (the engine sheds waiting partials for any final as well), one
   already running finishes on its own lane (a CPU decode cannot be stopped midway) and its
@@ -58,8 +61,11 @@ from asrhub.engine.finals import final_event
 from asrhub.engine.local_agreement import StablePrefix
 from asrhub.engine.ordered import Ordered, engine_stage
 from asrhub.frames import ErrorEvent, Event, Frame, PartialTranscript, Segment, SessionUpdated
-from asrhub.plugin import Operator, Provider, SessionContext, Transcription, UtteranceRouter
+from asrhub.plugin import Operator, PoolFull, Provider, SessionContext, Transcription, UtteranceRouter
 from asrhub.telemetry import utterance
+
+PARTIAL_RETRY_S = 0.1
+"""A partial snapshot the engine refused (busy) is offered again after this long."""
 
 PartialFn = Callable[..., "asyncio.Task[Transcription] | None"]
 """``fn(samples, language=…, prompt=…)``: start a partial decode now, or return None (shed)."""
@@ -99,6 +105,8 @@ class _Batch:
         self.last_final: int | None = None
         self.inflight: asyncio.Task[Transcription] | None = None
         self.waiting: Segment | None = None
+        self.retry: asyncio.TimerHandle | None = None
+        """A refused partial tried again (the engine was busy and no newer snapshot came)."""
         self.spec: tuple[Segment, asyncio.Task[Served]] | None = None
         self.counts = ctx.early_finals
         self.agreement: tuple[int, StablePrefix] | None = None
@@ -114,6 +122,7 @@ class _Batch:
             self.out.emit(frame)
         elif frame.final:
             self.last_final, self.waiting, self.agreement = frame.segment_id, None, None
+            self.cancel_retry()
             if self.inflight is not None:  # its result would be dropped: withdraw it if it waits
                 self.inflight.cancel()
             early = self.take_speculation(frame)
@@ -123,18 +132,18 @@ class _Batch:
         elif frame.speculative:
             if self.is_current(frame):
                 self.speculate(frame)
-        elif self.is_current(frame) and not self.out.outstanding and self.spec is None:
-            if self.inflight is None:
-                self.start_partial(frame)
-            else:
-                self.waiting = frame
+        elif self.is_current(frame):
+            self.cancel_retry()  # a newer snapshot replaces a refused one
+            self.offer_partial(frame)
 
     def on_completed(self) -> None:
         self.waiting = None
+        self.cancel_retry()
         self.out.complete()
 
     def dispose(self) -> None:
         self.waiting = None
+        self.cancel_retry()
         if self.inflight is not None:
             self.inflight.cancel()
         self.drop_speculation()
@@ -241,9 +250,38 @@ class _Batch:
         if self.router is None and self.ctx.breakers.of(self.providers[0]).state != "closed":
             return  # (a router checks its own engine's circuit)
         task = self.partial(seg.samples, **self.config.decode_options())
-        if task is not None:
-            self.inflight = task
-            task.add_done_callback(lambda t: self.partial_done(seg, t))
+        if task is None:  # the engine is busy (a final, an early final, another session)
+            self.retry_later(seg)
+            return
+        self.inflight = task
+        task.add_done_callback(lambda t: self.partial_done(seg, t))
+
+    def offer_partial(self, seg: Segment) -> None:
+        """Decode the newest snapshot ``seg`` now, after the decode in flight, or — while this
+        session's final or early final runs — once they are done."""
+        if self.out.outstanding or self.spec is not None:
+            self.retry_later(seg)
+        elif self.inflight is None:
+            self.start_partial(seg)
+        else:
+            self.waiting = seg
+
+    def retry_later(self, seg: Segment) -> None:
+        """A snapshot the engine could not take yet is offered again in ``PARTIAL_RETRY_S``
+        (until a newer one, the utterance's final or the end): a client that pauses its audio
+        mid-utterance still gets a partial of all it sent."""
+        self.cancel_retry()
+        self.retry = asyncio.get_running_loop().call_later(PARTIAL_RETRY_S, self.retry_partial, seg)
+
+    def retry_partial(self, seg: Segment) -> None:
+        self.retry = None
+        if self.is_current(seg) and not (self.out.done or self.out.completed):
+            self.offer_partial(seg)
+
+    def cancel_retry(self) -> None:
+        if self.retry is not None:
+            self.retry.cancel()
+            self.retry = None
 
     def partial_done(self, seg: Segment, task: asyncio.Task[Transcription]) -> None:
         self.inflight = None
@@ -259,6 +297,8 @@ class _Batch:
         waiting, self.waiting = self.waiting, None
         if waiting is not None and self.is_current(waiting):
             self.start_partial(waiting)
+        elif isinstance(exc, PoolFull) and self.is_current(seg):  # shed for a final: offered again
+            self.retry_later(seg)
 
     def partial_event(self, seg: Segment, text: str) -> PartialTranscript:
         if not self.ctx.limits.stable_partials:

@@ -207,7 +207,7 @@ async def test_semantic_vad_keeps_a_paused_sentence_one_item(sdk: openai.AsyncOp
     OpenAI's shape, naming the field."""
     from tests.perf.turn_set import build
 
-    (item,) = build(only=("quick_fox#0",))
+    (item,) = build(only=("reminder#0",))
     pcm = pcm16_bytes(resample(item.audio, 16000, 24000))
     semantic = {"type": "semantic_vad", "eagerness": "auto"}
     session = {**GA_SESSION, "audio": {"input": {**GA_SESSION["audio"]["input"], "turn_detection": semantic}}}  # type: ignore[index]
