@@ -2,9 +2,10 @@
 
 A process's shutdown must not hang on one task. Cancelling is not always enough: on Python 3.11
 ``asyncio.wait_for`` loses a cancellation that arrives as its inner call completes (fixed in
-3.12), and a client library may swallow one; a loop around such a call runs on. So the loops
-of the hub also check a stopping flag, use ``asyncio.timeout`` rather than ``wait_for``, and
-are stopped with :func:`stop_tasks`, which waits for them no longer than it is told.
+3.12), and a client library may swallow one (a usage flush loop was seen "cancelling" yet
+asleep in its next turn); a loop around such a call runs on. So the hub's background loops
+also check a stopping flag, and are stopped with :func:`stop_tasks`, which waits for them no
+longer than it is told.
 """
 
 from __future__ import annotations

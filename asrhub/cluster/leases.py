@@ -228,10 +228,10 @@ class Cluster:
 
     async def call(self, awaitable: Awaitable[Any]) -> Any:
         """Await one Redis call, at most ``redis_timeout_s`` (a hung connection never hangs us).
-        ``asyncio.timeout``, not ``wait_for``: on Python 3.11 ``wait_for`` loses a cancellation
-        that comes as the call completes, and a cancelled loop around it would run on."""
-        async with asyncio.timeout(self.settings.redis_timeout_s):
-            return await awaitable
+        The call runs in a task of its own (``wait_for``), so a cancellation never lands inside
+        the client library (which may swallow it); one lost as the call completes is caught by
+        the loops' stopping flags (:mod:`asrhub.tasks`)."""
+        return await asyncio.wait_for(awaitable, self.settings.redis_timeout_s)
 
     def failed(self, exc: BaseException) -> None:
         from redis.exceptions import ResponseError

@@ -162,8 +162,7 @@ class RedisJobs(Workers):
         return self.cluster.key(*parts)
 
     async def call(self, awaitable: Any) -> Any:
-        async with asyncio.timeout(self.timeout_s):  # not wait_for: see Cluster.call
-            return await awaitable
+        return await asyncio.wait_for(awaitable, self.timeout_s)  # see Cluster.call
 
     async def submit(self, job: Job) -> Job:
         data = job.data or b""

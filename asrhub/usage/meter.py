@@ -22,6 +22,7 @@ from asrhub.config import KeyLimits, Limits
 from asrhub.errors import HubError
 from asrhub.logging import get_logger
 from asrhub.metrics.hub import HubMetrics
+from asrhub.tasks import stop_tasks
 
 from .counts import ANONYMOUS, Counts, UsageStore
 from .period import Period
@@ -32,6 +33,8 @@ FLUSH_S = 1.0
 """Seconds between two additions of a node's counts to the cluster's shared count."""
 
 log = get_logger("asrhub.usage")
+STOP_S = 2.0
+"""Shutdown waits this long for the flush loop to stop."""
 
 K = TypeVar("K")
 
@@ -65,6 +68,7 @@ class UsageMeter:
         self._live: Counter[str] = Counter()
         """identity → this node's open sessions that meter audio against a quota."""
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self.flushes = 0
         """Additions sent to the store (a benchmark reads it)."""
 
@@ -244,15 +248,15 @@ class UsageMeter:
     async def stop(self) -> None:
         """Stop the flush loop and send what is left (one try)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        self._stopping = True  # the loop ends at its next turn even if the cancellation is lost
+        if task is not None and (stuck := await stop_tasks([task], STOP_S)):
+            log.warning("usage flush did not stop when cancelled", tasks=stuck)
         if self.store is not None:
             with contextlib.suppress(Exception):
                 await self.flush()
 
     async def _flush_forever(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.flush_s)
             try:
                 await self.flush()

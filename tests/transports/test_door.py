@@ -421,9 +421,15 @@ async def ws_closed_with(ws: aiohttp.ClientWebSocketResponse) -> tuple[list[dict
 
 async def wyoming_exchange(door: ServerThread, raw: bytes, *, source: str | None = None) -> list[Event]:
     """Send raw bytes to Wyoming, read its events until it closes the connection."""
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", wyoming_port(door), local_addr=(source, 0) if source else None
-    )
+    for attempt in range(3):
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", wyoming_port(door), local_addr=(source, 0) if source else None
+            )
+            break
+        except ConnectionResetError:  # reset in the handshake, before any byte: the kernel's
+            if attempt == 2:  # (an ephemeral port that a closed connection's TIME_WAIT holds)
+                raise
     events: list[Event] = []
     try:
         writer.write(raw)
