@@ -32,9 +32,6 @@ from tests.transports.conftest import ServerThread, make_settings
 
 from .conftest import Redis, until
 
-pytestmark = pytest.mark.skipif(
-    not speakers.available(), reason="the Asterisk voices: run bash scripts/setup.sh"
-)
 ON_MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 """The hubs' fixture and the client share the module's loop."""
 

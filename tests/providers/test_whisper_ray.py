@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -26,52 +24,18 @@ import pytest_asyncio
 
 from asrhub.providers.whisper import WhisperProvider
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
+from tests.ray_cluster import loopback_cluster
 from tests.transports.conftest import serve_process
 
 from .conftest import finals, make_hub, run_session
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")  # ray is a dev dependency: no skip
 
-STORE = 80 << 20
-
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Any]:
-    base = tempfile.mkdtemp(prefix="asrhub-ray-", dir="/tmp")  # short: Ray's socket paths
-    temp = os.path.join(base, "ray")
-    os.makedirs(temp)
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every node on 127.0.0.1 (read at import)
-            "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_TMPDIR": base,  # this run's own temp folder and ray_current_cluster file
-        }
-    )
-    import ray
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 2,
-            "object_store_memory": STORE,
-            "include_dashboard": False,
-            "temp_dir": temp,
-        },
-    )
-    worker = c.add_node(num_cpus=2, object_store_memory=STORE)
-    c.wait_for_nodes()
-    assert c.address.startswith("127.0.0.1:"), c.address  # nothing leaves loopback
-    try:
+    with loopback_cluster(workers=1) as (c, (worker,)):
         yield c, worker
-    finally:
-        ray.shutdown()
-        c.shutdown()
-        shutil.rmtree(base, ignore_errors=True)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

@@ -17,10 +17,7 @@ Ray costs ~13 s to start: one module, one cluster, one scenario read by every te
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +30,7 @@ from asrhub.settings.schema import ClusterSettings, TelemetrySettings
 from asrhub.telemetry.setup import flush
 from tests.audio_utils import fixture, fixture_entry
 from tests.cluster.conftest import redis_server  # noqa: F401 (a fixture)
+from tests.ray_cluster import loopback_cluster
 from tests.reliability.harness import RawWS
 from tests.transports.conftest import ServerThread, make_settings
 
@@ -40,46 +38,13 @@ from .collector import Collector, Received
 
 TRACE_ID = secrets.token_hex(16)
 CLIENT_SPAN = secrets.token_hex(8)
-STORE = 80 << 20
 
 
 @pytest.fixture(scope="module")
 def ray_address() -> Iterator[str]:
-    base = tempfile.mkdtemp(prefix="asrhub-ray-", dir="/tmp")  # short: Ray's socket paths
-    temp = os.path.join(base, "ray")
-    os.makedirs(temp)
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # every node on 127.0.0.1
-            "RAY_AUTH_MODE": "disabled",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            "RAY_TMPDIR": base,  # this run's own ray_current_cluster file
-            "OTEL_BSP_SCHEDULE_DELAY": "200",  # the replica (started with this environment) exports soon
-        }
-    )
-    import ray
-    from ray.cluster_utils import Cluster
-
-    c = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 2,
-            "object_store_memory": STORE,
-            "include_dashboard": False,
-            "temp_dir": temp,
-        },
-    )
-    c.wait_for_nodes()
-    assert c.address.startswith("127.0.0.1:"), c.address
-    try:
+    # the replica (started with this environment) exports soon
+    with loopback_cluster(env={"OTEL_BSP_SCHEDULE_DELAY": "200"}) as (c, _):
         yield c.address
-    finally:
-        ray.shutdown()
-        c.shutdown()
-        shutil.rmtree(base, ignore_errors=True)
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 @dataclass
