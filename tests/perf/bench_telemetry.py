@@ -36,36 +36,6 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 
-def chunks_of(name: str, chunk_s: float = 0.1) -> list[bytes]:
-    from tests.audio_utils import fixture, load_wav, pcm16_bytes
-
-    samples, rate = load_wav(fixture(name))
-    data = pcm16_bytes(samples)
-    step = int(rate * chunk_s) * 2
-    return [data[i : i + step] for i in range(0, len(data) - step + 1, step)]
-
-
-async def feed_cost(sessions: int, seconds: float) -> float:
-    from asrhub.config import Limits
-    from asrhub.settings.schema import Settings
-    from asrhub.wiring import build_hub
-
-    limits = Limits(max_sessions=sessions + 1, idle_timeout_s=3600.0)
-    hub = build_hub(Settings(default_provider="none", limits=limits))
-    opened = [hub.open({"provider": "none"}, transport="bench") for _ in range(sessions)]
-    chunks = chunks_of("silences.wav")[: int(seconds * 10)]
-    gc.collect()
-    start = time.process_time()
-    for chunk in chunks:
-        for session in opened:
-            await session.feed(chunk)
-    elapsed = time.process_time() - start
-    for session in opened:
-        session.close()
-    await hub.shutdown(grace_s=1.0)
-    return elapsed / (len(chunks) * sessions) * 1e6
-
-
 def utterance_cost(n: int) -> float:
     """CPU µs per utterance of the per-utterance hooks (spans ended and exported)."""
     from asrhub import telemetry
@@ -87,13 +57,14 @@ def utterance_cost(n: int) -> float:
 
 def child(mode: str, endpoint: str, sessions: int, seconds: float, utterances: int) -> None:
     from asrhub import telemetry
-    from asrhub.settings.schema import TelemetrySettings
+    from asrhub.settings.schema import MetricsSettings, TelemetrySettings
+    from tests.perf.bench_metrics import feed_cost  # the per-frame measure, the hub's defaults
 
     if mode == "disabled":
         import opentelemetry.exporter.otlp.proto.http.trace_exporter
         import opentelemetry.sdk.trace  # noqa: F401
     telemetry.install(TelemetrySettings(enabled=mode == "on", endpoint=endpoint))
-    frame = asyncio.run(feed_cost(sessions, seconds))
+    frame = asyncio.run(feed_cost(sessions, seconds, MetricsSettings().operator_sample))
     utterance = utterance_cost(utterances)
     telemetry.shutdown()
     imported = any(m.startswith("opentelemetry") for m in sys.modules)
