@@ -39,9 +39,11 @@
 * Semantic end of turn (``turn`` of type ``semantic``, with the hub's ``turn_model``): the
   utterance ends after the short silence of its eagerness if the turn model (reading the
   utterance's last 8 s) says the turn is finished, else after the long silence
-  (``asrhub.config.TURN_TIMING``; ``silence_ms`` does not apply). Each pause that reaches the
-  short silence is a ``SpeechPaused`` hint (so the final decode starts while the model reads)
-  and a question to the model, asked at the end of that chunk; a pause that goes on to the
+  (``asrhub.config.TURN_TIMING``; ``silence_ms`` does not apply). Each pause that reaches half
+  the short silence is a ``SpeechPaused`` hint, so the final decode starts while the pause grows
+  to the short silence and the model reads (the final of a finished turn is that decode: ~0.3 s
+  of its ~0.5 s run before the turn is judged); a pause that reaches the short silence is a
+  question to the model, asked at the end of that chunk; a pause that goes on to the
   *second look* (``_turn_end.second_look_ms``: 3× the short silence, at most half the long one)
   asks once more, on the longer tail (a finished turn the model doubted at first ends there
   instead of after the long silence); speech that resumes and pauses again asks again. Off the
@@ -100,6 +102,10 @@ from .turn_model import TurnModel
 __all__ = ["MAX_WAITING_S", "SileroVad", "vad_gate"]
 
 FRAME_MS = 20
+EARLY_SHARE = 0.5
+"""Semantic turns: the early final starts at this share of the short silence (its decode, ~0.5 s of
+tiny.en on 2 cores, is what a finished turn's final waits for; a pause that ends sooner costs one
+dropped decode)."""
 
 
 class Classifier(Protocol):
@@ -266,6 +272,7 @@ class _Gate:
         self.pending_turn: tuple[TurnDetection | None] | None = None  # from session.update
         self.asking = False  # a pause reached the short silence in this chunk: ask the turn model
         self.second_frames = 0  # semantic: the unvoiced frames of the second look (0: none)
+        self.ask_frames = 0  # semantic: the unvoiced frames of the short silence (the first look)
 
     def set_turn(self, turn: TurnDetection | None) -> None:
         """How utterances end: now between utterances, else when this one ends."""
@@ -286,13 +293,14 @@ class _Gate:
         if self.turn is not None:
             short_ms, max_ms = self.turn.timing_ms
             extra = self.classifier.end_frames  # an engine without a hangover of its own waits more
-            self.pause_frames = math.ceil(short_ms / FRAME_MS) + extra
-            self.end_frames = max(self.pause_frames + 1, math.ceil(max_ms / FRAME_MS) + extra)
+            self.ask_frames = math.ceil(short_ms / FRAME_MS) + extra
+            self.pause_frames = max(1, math.ceil(short_ms * EARLY_SHARE / FRAME_MS) + extra)
+            self.end_frames = max(self.ask_frames + 1, math.ceil(max_ms / FRAME_MS) + extra)
             second = math.ceil(second_look_ms(short_ms, max_ms) / FRAME_MS) + extra
-            self.second_frames = second if self.pause_frames < second < self.end_frames else 0
+            self.second_frames = second if self.ask_frames < second < self.end_frames else 0
         else:
             self.pause_frames, self.end_frames = self.early_frames, self.silence_frames
-            self.second_frames = 0
+            self.ask_frames = self.second_frames = 0
 
     def ask(self, on_next: Any, on_completed: Any) -> None:
         """Ask the turn model about the pause that ends the audio so far; once it answers, the
@@ -303,7 +311,7 @@ class _Gate:
             return
 
         def verdict(finished: bool) -> None:
-            if finished and self.speaking and self.unvoiced >= self.pause_frames:
+            if finished and self.speaking and self.unvoiced >= self.ask_frames:
                 self._end(position)
             turn_end.replay(on_next, on_completed)
 
@@ -383,15 +391,15 @@ class _Gate:
                     speaking, hist, k, mask = False, self.hist, self.k, self.mask
                     unvoiced, end_frames = self.unvoiced, self.end_frames
                     self.asking = False
-                elif unvoiced == self.pause_frames:  # maybe the end: let a final start early
-                    self._route(c, cursor - pos0, fend - pos0, cursor)
-                    cursor = fend
-                    self.observer.on_next(SpeechPaused(t=last_voiced_end / rate))
-                    self.asking = self.turn is not None
-                elif unvoiced == self.second_frames:  # the pause goes on: ask once more
-                    self.asking = True
+                else:
+                    if unvoiced == self.pause_frames:  # maybe the end: let a final start early
+                        self._route(c, cursor - pos0, fend - pos0, cursor)
+                        cursor = fend
+                        self.observer.on_next(SpeechPaused(t=last_voiced_end / rate))
+                    if self.turn is not None and unvoiced in (self.ask_frames, self.second_frames):
+                        self.asking = True  # the short silence, or the pause goes on: ask
         self.hist, self.unvoiced, self.last_voiced_end = hist, unvoiced, last_voiced_end
-        self.asking = self.asking and speaking and unvoiced >= self.pause_frames
+        self.asking = self.asking and speaking and unvoiced >= self.ask_frames
         mv.release()
         self.carry = data[len(data) - len(data) % fbytes :]
         self._route(c, cursor - pos0, n, cursor)

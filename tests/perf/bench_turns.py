@@ -14,6 +14,8 @@ recordings). Modes (session ``turn_detection`` / ``vad``):
 ``semantic``  ``{"type": "semantic", "eagerness": "auto"}`` (200 ms short silence, 2 s at most)
 ``short``     silence endpointing with the same 200 ms hangover (``vad.silence_ms = 200``)
 ``default``   today's default: silence endpointing, ``vad.silence_ms = 500``
+``semantic-late``  ``semantic`` with the early final started at the short silence itself (as
+              before it started at half of it: ``vad_gate.EARLY_SHARE``), for an A/B in one run
 
 Each of K sessions streams the items at real-time pace in 100 ms PCM16 frames (K > 1: the
 sessions start 0.3 s apart, each with the items in another order), partials on. Per item:
@@ -48,6 +50,7 @@ from turn_set import RATE, Item, build
 from asrhub.config import Limits
 from asrhub.frames import FinalTranscript
 from asrhub.hub import Hub
+from asrhub.operators import vad_gate as vad_gate_module
 from asrhub.providers.whisper import WhisperProvider
 from asrhub.wiring import build_hub
 from tests import audio_utils as au
@@ -57,7 +60,13 @@ MODES: dict[str, dict[str, Any]] = {
     "semantic": {"turn_detection": {"type": "semantic", "eagerness": "auto"}},
     "short": {"turn_detection": {"type": "silence"}, "vad": {"silence_ms": 200}},
     "default": {"turn_detection": {"type": "silence"}},
+    "semantic-late": {"turn_detection": {"type": "semantic", "eagerness": "auto"}},
 }
+DEFAULT_EARLY_SHARE = vad_gate_module.EARLY_SHARE
+EARLY_SHARE = {"semantic-late": 1.0}
+"""Modes that start the early final elsewhere than ``vad_gate.EARLY_SHARE`` (``semantic-late``:
+at the short silence itself, as before the early start; for an A/B in one run — the modes take
+turns one talker group at a time, so the module value is set for each group's sessions)."""
 
 
 def uptime() -> str:
@@ -147,9 +156,13 @@ async def talkers(hub: Hub, items: list[Item], k: int, rounds: int, verbose: boo
         for item_index in range(len(items)):
             for mode in order:
                 chosen = [items[(item_index + j * 7) % len(items)] for j in range(k)]
-                runs = await asyncio.gather(
-                    *[stream(hub, MODES[mode], [chosen[j]], delay=0.3 * j) for j in range(k)]
-                )
+                vad_gate_module.EARLY_SHARE = EARLY_SHARE.get(mode, DEFAULT_EARLY_SHARE)
+                try:
+                    runs = await asyncio.gather(
+                        *[stream(hub, MODES[mode], [chosen[j]], delay=0.3 * j) for j in range(k)]
+                    )
+                finally:
+                    vad_gate_module.EARLY_SHARE = DEFAULT_EARLY_SHARE
                 asked, VERDICTS[:] = list(VERDICTS), []
                 for run in runs:
                     results[mode] += run

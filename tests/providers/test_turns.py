@@ -27,7 +27,9 @@ from tests.perf.turn_set import RATE, Item, build
 
 from .conftest import make_hub, run_session
 
-PAUSED = ("reminder#0", "piper#2")  # pauses of 0.6 and 0.8 s
+PAUSED = ("reminder#0", "piper#2", "piper#3")
+"""Paused sentences the tests take the first two of: piper's voice is not bit-exact from run to
+run, so the set's check of a cut (``turn_set``) drops one of its sentences now and then."""
 SHORT = "piper:Yes."
 SEMANTIC = {"language": "en", "partials": False, "turn_detection": {"type": "semantic"}}
 SHORT_SILENCE = {
@@ -48,11 +50,11 @@ def finals(events: list[object]) -> list[str]:
     return [e.text for e in events if type(e).__name__ == "FinalTranscript" and e.text.strip()]  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("name", PAUSED)
+@pytest.mark.parametrize("which", [0, 1])
 async def test_semantic_keeps_a_paused_sentence_whole_where_silence_cuts_it(
-    whisper: WhisperProvider, items: dict[str, Item], name: str
+    whisper: WhisperProvider, items: dict[str, Item], which: int
 ) -> None:
-    item = items[name]
+    item = [items[name] for name in PAUSED if name in items][which]
     assert 0.4 <= item.pause_s <= 0.8
     hub = make_hub({"whisper": whisper})
     cut = finals(await run_session(hub, item.audio, SHORT_SILENCE))
@@ -62,9 +64,11 @@ async def test_semantic_keeps_a_paused_sentence_whole_where_silence_cuts_it(
     assert wer(item.text, whole[0]) <= 0.2, whole
 
 
-def gate_ends(item: Item, turn: TurnDetection, model: TurnModel | None, silence_ms: int = 500) -> list[float]:
-    """Where ``vad_gate`` decided each end of speech: the stream time of the audio it had passed
-    on when it emitted ``SpeechEnded`` (inline, no loop: the model's verdict alone)."""
+def gate_marks(
+    item: Item, turn: TurnDetection, model: TurnModel | None, silence_ms: int = 500
+) -> list[tuple[Frame, float]]:
+    """``vad_gate``'s ``SpeechPaused`` and ``SpeechEnded`` frames, each with the stream time of
+    the audio it had passed on when it emitted them (inline, no loop: the model's verdict alone)."""
     chunks = [
         AudioChunk(item.audio[i : i + 1600], RATE, i / RATE, n)
         for n, i in enumerate(range(0, len(item.audio), 1600))
@@ -72,14 +76,32 @@ def gate_ends(item: Item, turn: TurnDetection, model: TurnModel | None, silence_
     out: list[Frame] = []
     gate = vad_gate(silence_ms=silence_ms, turn=turn, turn_model=model)
     reactivex.from_iterable(chunks).pipe(gate).subscribe(out.append)
-    ends, passed = [], 0.0
+    marks, passed = [], 0.0
     for frame in out:
         if isinstance(frame, AudioChunk):
             passed = frame.end
-        elif isinstance(frame, SpeechEnded):
-            ends.append(passed)
-    assert any(isinstance(f, SpeechPaused) for f in out) or turn.type == "silence"
-    return ends
+        elif isinstance(frame, SpeechEnded | SpeechPaused):
+            marks.append((frame, passed))
+    return marks
+
+
+def gate_ends(item: Item, turn: TurnDetection, model: TurnModel | None, silence_ms: int = 500) -> list[float]:
+    """Where ``vad_gate`` decided each end of speech (see :func:`gate_marks`)."""
+    marks = gate_marks(item, turn, model, silence_ms)
+    assert any(isinstance(f, SpeechPaused) for f, _ in marks) or turn.type == "silence"
+    return [at for f, at in marks if isinstance(f, SpeechEnded)]
+
+
+def test_the_early_final_starts_at_half_the_short_silence(items: dict[str, Item]) -> None:
+    """Semantic: the ``SpeechPaused`` hint that starts the final decode comes at half the short
+    silence (100 ms at ``medium``), so the decode runs while the pause grows to the short silence
+    (200 ms), where the model is asked and the finished turn ends."""
+    item, model = items[SHORT], TurnModel()
+    marks = gate_marks(item, TurnDetection(type="semantic", eagerness="medium"), model)
+    (paused, hinted_at), (ended, ended_at) = marks
+    assert isinstance(paused, SpeechPaused) and isinstance(ended, SpeechEnded)
+    assert hinted_at - paused.t == pytest.approx(0.1, abs=1e-6)  # 5 unvoiced 20 ms frames
+    assert ended_at - paused.t >= 0.2
 
 
 def test_a_complete_short_turn_ends_after_the_short_silence(items: dict[str, Item]) -> None:
@@ -192,8 +214,10 @@ def test_session_update_changes_the_turn_detection_from_the_next_utterance(items
 
 
 class FakeDoubtingTurnModel(TurnModel):
-    """The real model, except that the first question about each pause is answered "unfinished"
-    (the fault: a model that doubts a finished turn, as smart-turn does on some questions)."""
+    """The first question about each pause is answered "unfinished", the second "finished" (the
+    fault: a model that doubts a finished turn at first, as smart-turn does on some questions;
+    a sure second answer, because the real model's score of piper's "Yes." varies from run to
+    run, 0.47–0.99, and this test is about when the gate asks, not what the model hears)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -203,7 +227,7 @@ class FakeDoubtingTurnModel(TurnModel):
         n = len(samples)  # type: ignore[arg-type]
         first = not self.lengths or n <= self.lengths[-1]  # a new pause (the tail did not grow)
         self.lengths.append(n)
-        return 0.0 if first else super().probability(samples)
+        return 0.0 if first else 0.99
 
 
 def test_a_doubted_turn_ends_at_the_second_look_not_the_long_silence(items: dict[str, Item]) -> None:
