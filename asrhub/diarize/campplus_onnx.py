@@ -100,7 +100,9 @@ class _Builder:
 
     def res_block(self, x: str, prefix: str, stride: int) -> str:
         pads = [1, 1, 1, 1]
-        y = self.op("Relu", [self.conv_bn(x, f"{prefix}.conv1", f"{prefix}.bn1", pads=pads, strides=[stride, 1])])
+        y = self.op(
+            "Relu", [self.conv_bn(x, f"{prefix}.conv1", f"{prefix}.bn1", pads=pads, strides=[stride, 1])]
+        )
         y = self.conv_bn(y, f"{prefix}.conv2", f"{prefix}.bn2", pads=pads)
         if f"{prefix}.shortcut.0.weight" in self.w:
             x = self.conv_bn(x, f"{prefix}.shortcut.0", f"{prefix}.shortcut.1", strides=[stride, 1])
@@ -116,13 +118,24 @@ class _Builder:
         padded = self.op("Pad", [x, pads])
         shape = self.const([0, 0, -1, SEGMENT], dtype=np.int64)
         sums = self.op("ReduceSum", [self.op("Reshape", [padded, shape]), self.const([3], dtype=np.int64)])
-        ones = self.op("Pad", [self.op("ConstantOfShape", [self.op("Concat", [self.const([1, 1], dtype=np.int64), frames], axis=0)],
-                                       value=numpy_helper.from_array(np.ones(1, np.float32))), pads])
+        ones = self.op(
+            "Pad",
+            [
+                self.op(
+                    "ConstantOfShape",
+                    [self.op("Concat", [self.const([1, 1], dtype=np.int64), frames], axis=0)],
+                    value=numpy_helper.from_array(np.ones(1, np.float32)),
+                ),
+                pads,
+            ],
+        )
         counts = self.op("ReduceSum", [self.op("Reshape", [ones, shape]), self.const([3], dtype=np.int64)])
         means = self.op("Div", [sums, counts])  # (batch, channels, segments, 1)
         spread = self.op("Expand", [means, self.const([1, 1, 1, SEGMENT], dtype=np.int64)])
         flat = self.op("Reshape", [spread, self.const([0, 0, -1], dtype=np.int64)])
-        return self.op("Slice", [flat, self.const([0], dtype=np.int64), frames, self.const([2], dtype=np.int64)])
+        return self.op(
+            "Slice", [flat, self.const([0], dtype=np.int64), frames, self.const([2], dtype=np.int64)]
+        )
 
     def cam_layer(self, x: str, prefix: str, dilation: int) -> str:
         h = self.bn_relu(x, f"{prefix}.nonlinear1.batchnorm")
@@ -145,7 +158,9 @@ class _Builder:
         x = self.op("Relu", [self.conv_bn(x, "head.conv2", "head.bn2", pads=[1, 1, 1, 1], strides=[2, 1])])
         channels = self.w["xvector.tdnn.linear.weight"].shape[1]
         x = self.op("Reshape", [x, self.const([0, channels, -1], dtype=np.int64)])
-        x = self.conv_bn(x, "xvector.tdnn.linear", "xvector.tdnn.nonlinear.batchnorm", pads=[2, 2], strides=[2])
+        x = self.conv_bn(
+            x, "xvector.tdnn.linear", "xvector.tdnn.nonlinear.batchnorm", pads=[2, 2], strides=[2]
+        )
         x = self.op("Relu", [x])
         for b, (layers, dilation) in enumerate(BLOCKS, start=1):
             for k in range(1, layers + 1):
@@ -155,8 +170,14 @@ class _Builder:
         x = self.bn_relu(x, "xvector.out_nonlinear.batchnorm")
         mean = self.op("ReduceMean", [x], axes=[2], keepdims=0)
         centred = self.op("Sub", [x, self.op("ReduceMean", [x], axes=[2], keepdims=1)])
-        squares = self.op("ReduceSum", [self.op("Mul", [centred, centred]), self.const([2], dtype=np.int64)], keepdims=0)
-        frames = self.op("Cast", [self.op("Gather", [self.op("Shape", [x]), self.const(2, dtype=np.int64)], axis=0)], to=TensorProto.FLOAT)
+        squares = self.op(
+            "ReduceSum", [self.op("Mul", [centred, centred]), self.const([2], dtype=np.int64)], keepdims=0
+        )
+        frames = self.op(
+            "Cast",
+            [self.op("Gather", [self.op("Shape", [x]), self.const(2, dtype=np.int64)], axis=0)],
+            to=TensorProto.FLOAT,
+        )
         dof = self.op("Max", [self.op("Sub", [frames, self.const(1.0)]), self.const(1.0)])
         std = self.op("Sqrt", [self.op("Div", [squares, dof])])
         stats = self.op("Concat", [mean, std], axis=1)  # (batch, 2 × channels)
@@ -172,7 +193,9 @@ class _Builder:
             [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, ["batch", dim])],
             self.inits,
         )
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="asrhub")
+        model = helper.make_model(
+            graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="asrhub"
+        )
         model.ir_version = 8
         return model
 

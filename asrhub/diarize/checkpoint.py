@@ -48,7 +48,9 @@ class _Storage:
 
     def fill(self, raw: bytes, key: str) -> None:
         if len(raw) != self.numel * self.dtype.itemsize:
-            raise ValueError(f"storage {key}: {len(raw)} bytes, expected {self.numel} × {self.dtype.itemsize}")
+            raise ValueError(
+                f"storage {key}: {len(raw)} bytes, expected {self.numel} × {self.dtype.itemsize}"
+            )
         self.data = np.frombuffer(raw, dtype=self.dtype)
 
 
@@ -110,7 +112,7 @@ class _Unpickler(pickle.Unpickler):
             raise _refused(module, name) from None
 
     def persistent_load(self, pid: Any) -> _Storage:
-        if not isinstance(pid, tuple) or len(pid) != 5 and len(pid) != 6:
+        if not isinstance(pid, tuple) or (len(pid) != 5 and len(pid) != 6):
             raise pickle.UnpicklingError(f"unexpected persistent id {pid!r}")
         kind, storage_type, key, _location, numel = pid[:5]
         if kind != "storage" or storage_type not in (_FloatStorage, _LongStorage):

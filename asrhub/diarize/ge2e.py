@@ -30,6 +30,8 @@ WINDOW_FRAMES = 160
 """Frames of one embedding window (1.6 s), as the network was trained."""
 LAYERS = 3
 HIDDEN = 256
+TARGET_RMS = 10 ** (-30 / 20)
+"""Loudness the encoder was trained at (-30 dBFS): :meth:`Ge2eEncoder.features` brings audio there."""
 
 
 def _hz_to_mel(f: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -82,8 +84,20 @@ def _sigmoid(x: F32) -> F32:
     return out
 
 
+def _normalised(x: F32) -> F32:
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+    if rms < 1e-5:
+        return x
+    return (x * (TARGET_RMS / rms)).astype(np.float32)
+
+
 class Ge2eEncoder:
     """The loaded network: :meth:`embed_windows` maps (B, 160, 40) mel windows to (B, 256)."""
+
+    name = "ge2e"
+    dim = HIDDEN
+    window_frames = WINDOW_FRAMES
+    window_samples = WINDOW_FRAMES * HOP
 
     def __init__(self, weights: dict[str, F32]) -> None:
         self.layers: list[tuple[F32, F32, F32]] = []
@@ -96,10 +110,20 @@ class Ge2eEncoder:
         self.similarity_weight = float(weights["similarity_weight"][0])
         """GE2E's learned scale of cosine similarity: softmax(w·cos) over speaker centroids is the
         probability the network was trained to give (the bias cancels out)."""
+        self.similarity_scale = self.similarity_weight
 
     @classmethod
     def load(cls, path: str | Path) -> Ge2eEncoder:
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: run scripts/setup.sh (it extracts the speaker model)"
+            )
         return cls(load_checkpoint(path))
+
+    @staticmethod
+    def features(samples: F32) -> F32:
+        """Mel frames of ``samples`` brought to -30 dBFS (as the network was trained)."""
+        return mel_frames(_normalised(np.asarray(samples, np.float32)))
 
     def embed_windows(self, mels: F32) -> F32:
         """L2-normalised embeddings of a batch of (160-frame) mel windows."""
