@@ -16,9 +16,10 @@ from onnx import TensorProto, helper
 from asrhub.diarize.campplus import MODEL_FILE, model_dir
 from asrhub.diarize.campplus_onnx import OPSET, SEGMENT, _Builder
 from asrhub.diarize.checkpoint import load_checkpoint
-from asrhub.diarize.diarizer import Diarizer
+from asrhub.diarize.diarizer import LIVE_THRESHOLD, Diarizer
 from asrhub.diarize.encoder import TUNINGS
 from asrhub.diarize.models import SpeakerModels
+from asrhub.diarize.tracker import SpeakerTracker
 from asrhub.models import onnx_session
 from tests import speakers
 
@@ -164,3 +165,18 @@ def test_a_missing_onnx_graph_says_to_run_the_setup(tmp_path: Path) -> None:
 def test_a_pickle_that_ends_early_is_an_error(tmp_path: Path) -> None:
     with pytest.raises((pickle.UnpicklingError, EOFError)):
         load_checkpoint(_zip_checkpoint(tmp_path / "short.pt", b"\x80\x02}q\x00(X"))
+
+
+def test_a_tracker_state_of_the_other_encoder_is_forgotten_not_a_crash() -> None:
+    """A session resumed from a node that ran GE2E (256-d) on one that runs CAM++ (192-d): the
+    old history cannot be compared, so the next voice is a new speaker (labels already sent are
+    never given again) instead of a failed stack of mismatched vectors."""
+    rng = np.random.default_rng(1)
+    old = SpeakerTracker(threshold=LIVE_THRESHOLD)
+    for _ in range(3):
+        old.label(rng.standard_normal(256).astype(np.float32))
+    tracker = SpeakerTracker(threshold=LIVE_THRESHOLD)
+    tracker.restore(old.state())
+    e = rng.standard_normal(192).astype(np.float32)
+    assert tracker.label(e / np.linalg.norm(e)) == old.next_label
+    assert tracker.label(e / np.linalg.norm(e)) == old.next_label
