@@ -73,8 +73,8 @@ TUNINGS: dict[str, Tuning] = {
         utterance_frames=160,
     ),
     "campplus": Tuning(
-        file_threshold=0.48,
-        live_threshold=0.48,
+        file_threshold=0.50,
+        live_threshold=0.50,
         same_voice=0.45,
         hop_frames=50,
         chunk_frames=240,

@@ -177,11 +177,11 @@ class DiarizationSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unkn
     session that asks for diarization."""
     file_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] | None = None
     """Files: cosine distance at which speaker clusters stop merging (lower: more speakers);
-    unset: the encoder's tuned value (CAM++ 0.48, GE2E 0.26)."""
+    unset: the encoder's tuned value (CAM++ 0.50, GE2E 0.26)."""
     live_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] | None = None
     """Sessions: the clustering threshold for a session's utterances (each new one joins the
     label of its cluster, or starts a new speaker); unset: the encoder's tuned value (CAM++
-    0.48, GE2E 0.26)."""
+    0.50, GE2E 0.26)."""
 
 
 class JobsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
