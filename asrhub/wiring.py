@@ -253,6 +253,7 @@ def build_hub(settings: Settings, registry: ProviderRegistry | None = None) -> H
     turns = TurnModel()
     speakers = SpeakerModels(
         settings.diarization.model_dir,
+        encoder=settings.diarization.encoder,
         threshold=settings.diarization.file_threshold,
         live_threshold=settings.diarization.live_threshold,
     )

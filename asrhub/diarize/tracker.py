@@ -11,7 +11,8 @@ history does not). Cost: an average-linkage clustering of ≤ 256 vectors per fi
 
 A session resumed on another node of a cluster takes its labels with it: :meth:`state` is the
 last :data:`PER_SPEAKER` embeddings of each label (float32, base64) and the next new label — at
-most ``max_speakers`` × :data:`PER_SPEAKER` vectors, ~5.5 KB of JSON a speaker — which
+most ``max_speakers`` × :data:`PER_SPEAKER` vectors (192 floats for CAM++, 256 for GE2E), ~4–5.5 KB
+of JSON a speaker — which
 :class:`SpeakerMemory` carries in the session's resume record (``spk``, rewritten with each final
 that changed it: :mod:`asrhub.cluster.resume`) and :meth:`restore` takes back. Real embeddings,
 not one centroid per speaker: a centroid of L2-normalised vectors is closer to another speaker's
@@ -57,6 +58,10 @@ class SpeakerTracker:
     def label(self, embedding: F32) -> int:
         """The speaker of one utterance's embedding (remembered for the next ones)."""
         e = np.asarray(embedding, np.float32)
+        if self.embeddings and self.embeddings[-1].shape != e.shape:
+            # another encoder's history (a state restored from a node with another
+            # ``diarization.encoder``): not comparable, so forgotten; labels given stay given
+            self.embeddings, self.labels = [], []
         label = self._label(e)
         self.embeddings.append(e)
         self.labels.append(label)
@@ -67,8 +72,8 @@ class SpeakerTracker:
         return label
 
     def _label(self, e: F32) -> int:
-        if not self.embeddings:
-            return 0
+        if not self.embeddings:  # the first voice (or the first after a forgotten history)
+            return min(self.next_label, max(0, self.max_speakers - 1))
         clusters = cluster(np.stack([*self.embeddings, e]), threshold=self.threshold, max_speakers=32)
         mine = clusters[-1]
         votes = Counter(lab for lab, c in zip(self.labels, clusters[:-1], strict=True) if c == mine)

@@ -165,17 +165,23 @@ class ClusterSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
 class DiarizationSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Who spoke (issue 26): files and sessions that ask for ``diarize`` (docs/diarization.md)."""
 
+    encoder: Literal["campplus", "ge2e"] = "campplus"
+    """The speaker encoder: ``campplus`` (CAM++, 3D-Speaker, trained on Chinese and English; run
+    as ONNX) or ``ge2e`` (Resemblyzer's GE2E, run with numpy). docs/diarization.md compares them."""
     model_dir: str | None = None
-    """Folder of the speaker encoder's ``pretrained.pt``; unset: ``$ASRHUB_MODEL_DIR/resemblyzer``
-    (where ``scripts/setup.sh`` puts it)."""
+    """Folder of the encoder's weights (``campplus.onnx``, or ``pretrained.pt`` for ``ge2e``);
+    unset: ``$ASRHUB_MODEL_DIR/campplus`` or ``$ASRHUB_MODEL_DIR/resemblyzer`` (where
+    ``scripts/setup.sh`` puts them)."""
     preload: bool = False
-    """Load the speaker model at start-up (~0.3 s, 17 MB) instead of for the first request or
+    """Load the speaker model at start-up (~0.3 s, 17–28 MB) instead of for the first request or
     session that asks for diarization."""
-    file_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.26
-    """Files: cosine distance at which speaker clusters stop merging (lower: more speakers)."""
-    live_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] = 0.26
+    file_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] | None = None
+    """Files: cosine distance at which speaker clusters stop merging (lower: more speakers);
+    unset: the encoder's tuned value (CAM++ 0.50, GE2E 0.26)."""
+    live_threshold: Annotated[float, Meta(gt=0.0, lt=1.0)] | None = None
     """Sessions: the clustering threshold for a session's utterances (each new one joins the
-    label of its cluster, or starts a new speaker)."""
+    label of its cluster, or starts a new speaker); unset: the encoder's tuned value (CAM++
+    0.50, GE2E 0.26)."""
 
 
 class JobsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

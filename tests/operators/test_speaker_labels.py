@@ -12,6 +12,7 @@ import pytest
 import reactivex
 from reactivex import operators as ops
 
+from asrhub.diarize.diarizer import LIVE_THRESHOLD as LIVE
 from asrhub.diarize.diarizer import Diarizer
 from asrhub.frames import AudioChunk, FinalTranscript, Frame, SpeechEnded, SpeechStarted, Word
 from asrhub.operators.speaker_labels import speaker_labels
@@ -66,7 +67,7 @@ def test_each_person_keeps_a_label_without_a_loop(diarizer: Diarizer) -> None:
     talk = conversation(21, 3, turns=6)
     out: list[Frame] = []
     reactivex.from_iterable(frames_of(talk)).pipe(
-        speaker_labels(finals_at_speech_end(), voices=diarizer.voices, threshold=0.26, max_speakers=8)
+        speaker_labels(finals_at_speech_end(), voices=diarizer.voices, threshold=LIVE, max_speakers=8)
     ).subscribe(out.append)
     finals = [f for f in out if isinstance(f, FinalTranscript)]
     assert [f.segment_id for f in finals] == list(range(1, 7))
@@ -80,7 +81,7 @@ async def test_order_is_kept_while_embeddings_run_off_the_loop(diarizer: Diarize
     done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     subject: reactivex.subject.Subject[Frame] = reactivex.subject.Subject()
     sub = subject.pipe(
-        speaker_labels(finals_at_speech_end(), voices=diarizer.voices, threshold=0.26, max_speakers=8)
+        speaker_labels(finals_at_speech_end(), voices=diarizer.voices, threshold=LIVE, max_speakers=8)
     ).subscribe(out.append, done.set_exception, lambda: done.set_result(None))
     for frame in frames_of(talk):
         subject.on_next(frame)
@@ -99,7 +100,7 @@ async def test_dispose_cancels_pending_embeddings(diarizer: Diarizer) -> None:
     out: list[Frame] = []
     subject: reactivex.subject.Subject[Frame] = reactivex.subject.Subject()
     sub = subject.pipe(
-        speaker_labels(finals_at_speech_end(), voices=diarizer.voices, threshold=0.26, max_speakers=8)
+        speaker_labels(finals_at_speech_end(), voices=diarizer.voices, threshold=LIVE, max_speakers=8)
     ).subscribe(out.append)
     for frame in frames_of(talk):
         subject.on_next(frame)
@@ -159,7 +160,7 @@ def test_two_people_without_a_pause_in_one_utterance_get_both_labels(diarizer: D
     )
     out: list[Frame] = []
     reactivex.from_iterable(frames).pipe(
-        speaker_labels(finals_with_words_every(0.5), voices=diarizer.voices, threshold=0.26, max_speakers=8)
+        speaker_labels(finals_with_words_every(0.5), voices=diarizer.voices, threshold=LIVE, max_speakers=8)
     ).subscribe(out.append)
     alone_a, alone_c, both = [f for f in out if isinstance(f, FinalTranscript)]
     assert alone_a.speaker != alone_c.speaker

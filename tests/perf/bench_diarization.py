@@ -2,7 +2,7 @@
 """Diarization (issue 26): error rate, speaker count, word-level accuracy, files and live, on
 conversations of real people (``tests/speakers.py``), with CPU cost and the delay per final.
 
-    python tests/perf/bench_diarization.py [--per-set 10] [--words 6] [--seed 200]
+    python tests/perf/bench_diarization.py [--per-set 10] [--words 6] [--seed 200] [--encoder ge2e]
 
 Sets (seeds from ``--seed``, none of them the threshold-tuning seeds 0–9):
 
@@ -42,6 +42,7 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 
 from asrhub.diarize.assign import speaker_at
 from asrhub.diarize.diarizer import Diarizer
+from asrhub.diarize.encoder import DEFAULT, TUNINGS
 from asrhub.frames import FinalTranscript
 from asrhub.settings.schema import Settings
 from tests.audio_utils import pcm16_bytes
@@ -107,15 +108,18 @@ def file_scores(diarizer: Diarizer, convs: list[Conversation]) -> dict[str, floa
     }
 
 
-async def word_scores(convs: list[Conversation], live_threshold: float | None = None) -> dict[str, float]:
+async def word_scores(
+    convs: list[Conversation], live_threshold: float | None = None, encoder: str = DEFAULT
+) -> dict[str, float]:
     import msgspec
 
     from asrhub.api import open_hub, transcribe_samples
 
     settings = Settings()
-    if live_threshold is not None:
-        diarization = msgspec.structs.replace(settings.diarization, live_threshold=live_threshold)
-        settings = msgspec.structs.replace(settings, diarization=diarization)
+    diarization = msgspec.structs.replace(
+        settings.diarization, encoder=encoder, live_threshold=live_threshold
+    )
+    settings = msgspec.structs.replace(settings, diarization=diarization)
     file_acc, live_acc, agree, embeds, cpus = [], [], [], [], []
     live = [False]
     async with open_hub(settings) as hub:
@@ -178,9 +182,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=200)
     parser.add_argument("--live-threshold", type=float, default=None, help="[diarization] live_threshold")
     parser.add_argument("--words-only", action="store_true", help="skip the file-only table")
+    parser.add_argument("--encoder", choices=sorted(TUNINGS), default=DEFAULT, help="[diarization] encoder")
     args = parser.parse_args()
-    print("uptime:", os.popen("uptime").read().strip())
-    diarizer = Diarizer.load()
+    print("uptime:", os.popen("uptime").read().strip(), "| encoder:", args.encoder)
+    diarizer = Diarizer.load(encoder=args.encoder)
     data = sets(args.per_set, args.seed)
     print(f"{'set':<8} {'n':>3} {'DER':>6} {'DER±.25':>8} {'count ok':>9} {'CPU s/audio min':>16}")
     for name, convs in ({} if args.words_only else data).items():
@@ -192,7 +197,7 @@ def main() -> None:
     print("uptime:", os.popen("uptime").read().strip())
     if args.words:
         convs = data["2spk"][: args.words // 2] + data["3spk"][: args.words - args.words // 2]
-        r = asyncio.run(word_scores(convs, args.live_threshold))
+        r = asyncio.run(word_scores(convs, args.live_threshold, args.encoder))
         print(
             f"words ({len(convs)} conversations, whisper tiny.en): file {r['file_words']:.1%}, "
             f"live {r['live_words']:.1%}, live agrees with file {r['live_vs_file']:.1%}"

@@ -24,8 +24,8 @@ import pytest
 from google.cloud import speech_v1
 from google.cloud.speech_v1.services.speech.transports import SpeechGrpcTransport
 
-from asrhub.diarize.diarizer import Diarizer
-from asrhub.diarize.ge2e import load_checkpoint
+from asrhub.diarize.checkpoint import load_checkpoint
+from asrhub.diarize.diarizer import LIVE_THRESHOLD, Diarizer
 from asrhub.diarize.tracker import SpeakerTracker
 from asrhub.transports.door import DOOR
 from asrhub.transports.grpc_server import GrpcServer
@@ -158,7 +158,7 @@ def test_a_checkpoint_that_names_other_code_is_refused(tmp_path: Any) -> None:
 
 def test_live_labels_never_change_and_a_new_voice_gets_a_new_label(diarizer: Diarizer) -> None:
     talk = conversation(12, 3, turns=7)
-    tracker = SpeakerTracker(threshold=0.26)
+    tracker = SpeakerTracker(threshold=LIVE_THRESHOLD)
     labels = []
     for start, end, _who in talk.reference:
         embedding = diarizer.embed(talk.samples[int(start * 16000) : int(end * 16000)])
@@ -169,7 +169,7 @@ def test_live_labels_never_change_and_a_new_voice_gets_a_new_label(diarizer: Dia
         first.setdefault(who, label)
     assert len(set(first.values())) == 3, labels  # three people, three labels
     assert tracker.labels == labels  # the history holds what was sent
-    restored = SpeakerTracker(threshold=0.26)
+    restored = SpeakerTracker(threshold=LIVE_THRESHOLD)
     restored.restore(json.loads(json.dumps(tracker.state())))
     assert restored.labels == labels
 
