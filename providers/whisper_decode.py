@@ -30,6 +30,8 @@ import numpy as np
 from asrhub.frames import TARGET_RATE, Samples, Word
 from asrhub.plugin import TimedText, Transcription
 
+from .whisper_partial import as_transcription, decode_partials
+
 CHUNK_S = 30.0
 MIN_S = 0.1
 
@@ -77,6 +79,23 @@ class WhisperDecoder:
         ]
         todo = [i for i, r in enumerate(results) if r is None]
         if not todo:
+            return [r for r in results if r is not None]
+        known = language or (None if self.model.model.is_multilingual else "en")
+        if not final and known is not None and self.settings.partial_window == "clip":
+            decoded = decode_partials(
+                self.model,
+                [clips[i] for i in todo],
+                known,
+                prompt,
+                beam_size=self.settings.partial_beam_size,
+                task=options.get("task", "transcribe"),
+                hotwords=options.get("hotwords"),
+            )
+            for i, (text, segment) in zip(todo, decoded, strict=True):
+                kept = segment is not None and not self.hallucinated(segment)
+                results[i] = as_transcription(
+                    text if kept else "", segment if kept else None, known, durations[i]
+                )
             return [r for r in results if r is not None]
         offsets: dict[int, int] = {}  # whole seconds, so every seek below is exact
         at = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -87,6 +87,10 @@ class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     re-sent batch still fits in the stage's time."""
     beam_size: int = 5
     partial_beam_size: int = 1
+    partial_window: Literal["clip", "30s"] = "clip"
+    """The encoder window of a partial decode: ``clip`` — the clip's length plus ≥ 1 s of padding
+    (a 3 s partial costs a fifth of the 30 s window on a CPU; providers/whisper_partial.py);
+    ``30s`` — Whisper's full window, as finals always use. Languages to identify use 30 s."""
     language: str | None = None
     """Language used when a session names none (None: detect, on multilingual models)."""
     batch_size: int = 8
