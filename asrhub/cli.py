@@ -12,8 +12,11 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = ("serve", "transcribe", "stream", "providers", "config", "bench", "replay")
-ONE_SHOT = ("transcribe", "stream", "providers", "replay")
-"""Commands that log at ``warning`` unless ``log.level`` is set (``serve`` logs ``info``)."""
+QUIET_BEFORE_RUN = ("stream",)
+"""One-shot commands that load no settings of their own: their logging is configured here, at
+``warning`` unless ``log.level`` is set (``serve`` logs ``info``). The other one-shot commands
+(``transcribe``, ``providers``, ``replay``) configure it from the settings they load
+(:func:`asrhub.commands.loading.settings_or_report`), so nothing is loaded twice."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command in ONE_SHOT:
+    if args.command in QUIET_BEFORE_RUN:
         _quiet_logs(args)
     try:
         result: int = args.func(args)
@@ -44,8 +47,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _quiet_logs(args: argparse.Namespace) -> None:
-    """Logging for a one-shot command before it runs (it may configure again with what it
-    loads); settings it cannot load leave the defaults, and the command reports them."""
+    """Logging for a one-shot command before it runs; settings that cannot be loaded leave the
+    defaults."""
     from asrhub.logging import configure_command
     from asrhub.settings.loader import SettingsError, load_from_args
 

@@ -217,13 +217,12 @@ def _caps(caps: dict[str, Any] | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asrhub.settings.loader import SettingsError, load_from_args
+    from asrhub.commands.loading import settings_or_report
 
-    try:
-        settings = load_from_args(args).settings
-    except SettingsError as exc:
-        print(f"asrhub providers: {exc}", file=sys.stderr)
+    loaded = settings_or_report(args, "asrhub providers")
+    if loaded is None:
         return 2
+    settings = loaded.settings
     if args.url:
         try:
             routing = live_routing(args.url, args.api_key or os.environ.get("ASRHUB_API_KEY"))

@@ -45,17 +45,13 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asrhub.logging import configure_command
-    from asrhub.settings.loader import SettingsError, load_from_args
+    from asrhub.commands.loading import settings_or_report
     from asrhub.trace.records import TraceError
     from asrhub.trace.replay import load
 
-    try:
-        loaded = load_from_args(args)
-    except SettingsError as exc:
-        print(f"asrhub replay: {exc}", file=sys.stderr)
+    loaded = settings_or_report(args, "asrhub replay")
+    if loaded is None:
         return 2
-    configure_command(loaded, stream=sys.stderr)
     try:
         trace = load(Path(args.file).read_bytes())
     except (OSError, TraceError) as exc:

@@ -61,16 +61,12 @@ def add_parser(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from asrhub.logging import configure_command
-    from asrhub.settings.loader import SettingsError, load_from_args
+    from asrhub.commands.loading import settings_or_report
 
-    try:
-        loaded = load_from_args(args)
-    except SettingsError as exc:
-        print(f"asrhub transcribe: {exc}", file=sys.stderr)
+    loaded = settings_or_report(args, "asrhub transcribe")
+    if loaded is None:
         return 2
     settings = loaded.settings
-    configure_command(loaded, stream=sys.stderr)
     if args.format in ("srt", "vtt") and len(args.files) > 1 and args.output_dir is None:
         print(
             f"asrhub transcribe: --format {args.format} with several files needs --output-dir",
