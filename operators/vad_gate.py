@@ -41,8 +41,8 @@
   utterance's last 8 s) says the turn is finished, else after the long silence
   (``asrhub.config.TURN_TIMING``; ``silence_ms`` does not apply). Each pause that reaches half
   the short silence is a ``SpeechPaused`` hint, so the final decode starts while the pause grows
-  to the short silence and the model reads (the final of a finished turn is that decode: ~0.3 s
-  of its ~0.5 s run before the turn is judged); a pause that reaches the short silence is a
+  to the short silence and the model reads (the final of a finished turn is that decode, begun
+  half the short silence sooner: 100 ms at ``medium``); a pause that reaches the short silence is a
   question to the model, asked at the end of that chunk; a pause that goes on to the
   *second look* (``_turn_end.second_look_ms``: 3× the short silence, at most half the long one)
   asks once more, on the longer tail (a finished turn the model doubted at first ends there
