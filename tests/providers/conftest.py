@@ -21,17 +21,8 @@ from asrhub.frames import Event, FinalTranscript, Samples
 from asrhub.hub import Hub
 from asrhub.plugin import Operator, Priority, Provider, ProviderError, SessionContext, Transcription
 from asrhub.providers.vosk import VoskProvider
-from asrhub.providers.whisper import WhisperProvider
 from asrhub.wiring import build_pipeline
 from tests.audio_utils import pcm16_bytes
-
-
-@pytest.fixture
-async def whisper() -> AsyncIterator[WhisperProvider]:
-    provider = WhisperProvider()
-    await provider.start()
-    yield provider
-    await provider.close()
 
 
 @pytest.fixture

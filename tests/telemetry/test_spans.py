@@ -10,7 +10,7 @@ import json
 import secrets
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
@@ -38,14 +38,6 @@ def memory() -> Iterator[InMemorySpanExporter]:
             yield exporter
         finally:
             telemetry.shutdown()
-
-
-@pytest.fixture
-async def whisper() -> AsyncIterator[WhisperProvider]:
-    provider = WhisperProvider()
-    await provider.start()
-    yield provider
-    await provider.close()
 
 
 def named(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
