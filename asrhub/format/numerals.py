@@ -9,7 +9,7 @@ few English patterns around them.
 2. Patterns (English words; the digits may come from any of the languages above):
    three or more single digits in a row → one number (``four one one one`` → ``4111``,
    card and phone numbers); a year said in two halves (``nineteen ninety nine`` → ``1999``,
-   ``twenty twenty four`` → ``2024``); ``N percent`` → ``N%``; ``N dollars [and M cents]`` →
+   ``twenty twenty four`` → ``2024``); ``N percent`` and ``N %`` → ``N%``; ``N dollars [and M cents]`` →
    ``$N[.MM]``, ``N euros`` → ``€N``, ``N cents`` → ``N¢``; ``N [M] a.m./p.m.`` → ``N[:MM] AM``.
 
 Every output token spans the words it replaced (:func:`~asrhub.format.tokens.merged`).
@@ -106,7 +106,7 @@ def _year(pieces: Sequence[Piece], i: int) -> tuple[int, str] | None:
 def _percent(pieces: Sequence[Piece], i: int) -> tuple[int, str] | None:
     cores = _cores(pieces, i, 3)
     if len(cores) >= 2 and _NUMBER.match(cores[0]) and _joined(pieces[i : i + 2]):
-        if cores[1] == "percent":
+        if cores[1] in ("percent", "%"):  # Whisper writes "12 %" now and then
             return 2, cores[0] + "%"
         if cores[1:3] == ["per", "cent"] and _joined(pieces[i : i + 3]):
             return 3, cores[0] + "%"

@@ -42,6 +42,7 @@ def said(words: tuple[Word, ...]) -> str:
     [
         ("It costs twenty five dollars and fifty cents.", "It costs $25.50."),
         ("about twelve percent more", "about 12% more"),
+        ("the rate is 12 %.", "the rate is 12%."),  # Whisper's own spacing, now and then
         ("Meet me at three thirty p.m. today", "Meet me at 3:30 PM today"),
         ("born in nineteen ninety nine", "born in 1999"),
         ("the twenty third of March", "the 23rd of March"),
